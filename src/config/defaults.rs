@@ -1,0 +1,65 @@
+//! Every default of the config, as a named constant, with the spec's value.
+//!
+//! The README's config reference and the field docs in [`super`] quote these; change them
+//! together.
+
+use std::time::Duration;
+
+/// `[server] threads`: 0 means one worker per CPU core.
+pub const THREADS: usize = 0;
+/// `[server] shutdown_timeout_secs`: how long a drain waits for connections before exiting.
+pub const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// `[logging] level`.
+pub const LOG_LEVEL: &str = "info";
+/// `[logging] channel_size`: lines buffered between the workers and the log writer.
+pub const LOG_CHANNEL_SIZE: usize = 100_000;
+/// `[logging] flush_interval_ms`.
+pub const LOG_FLUSH_INTERVAL: Duration = Duration::from_millis(1000);
+/// `[logging] max_log_size`: bytes before the log file rotates; 0 = never.
+pub const MAX_LOG_SIZE: u64 = 104_857_600;
+
+/// `[security] max_concurrent_connections`: 0 = unlimited.
+pub const MAX_CONCURRENT_CONNECTIONS: usize = 0;
+
+/// `security.max_request_body_size`: 10 MiB.
+pub const MAX_REQUEST_BODY_SIZE: u64 = 10 * 1024 * 1024;
+/// `security.max_chunked_body_size`: 10 MiB.
+pub const MAX_CHUNKED_BODY_SIZE: u64 = 10 * 1024 * 1024;
+/// `security.max_request_header_size`: 8 KiB.
+pub const MAX_REQUEST_HEADER_SIZE: usize = 8 * 1024;
+/// `security.client_header_timeout_secs`.
+pub const CLIENT_HEADER_TIMEOUT: Duration = Duration::from_secs(30);
+/// `security.client_body_timeout_secs`.
+pub const CLIENT_BODY_TIMEOUT: Duration = Duration::from_secs(30);
+/// `security.backend_connect_timeout_secs`.
+pub const BACKEND_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// `security.rate_limit_requests_per_min`: 0 = unlimited.
+pub const RATE_LIMIT_REQUESTS_PER_MIN: u32 = 0;
+/// `security.max_idle_connections_per_host`.
+pub const MAX_IDLE_CONNECTIONS_PER_HOST: usize = 8;
+/// `security.idle_connection_timeout_secs`.
+pub const IDLE_CONNECTION_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Route `mode`.
+pub const FILE_MODE: &str = "sendfile";
+/// Route `index`.
+pub const INDEX: &str = "index.html";
+
+/// `[tls] ktls_enabled`.
+pub const KTLS_ENABLED: bool = false;
+/// `[tls] ktls_fallback_enabled`.
+pub const KTLS_FALLBACK_ENABLED: bool = true;
+
+/// `[performance] huge_pages_enabled`.
+pub const HUGE_PAGES_ENABLED: bool = false;
+
+/// `[admin] socket`.
+pub const ADMIN_SOCKET: &str = proxyctl::proto::DEFAULT_SOCKET;
+
+/// Total bytes that `mode = "memory"` routes may hold, summed over every such route. A config
+/// over the cap is refused: memory mode is for small, hot files.
+pub const MEMORY_MODE_TOTAL_CAP: u64 = 256 * 1024 * 1024;
+
+/// Keep-alive idle timeout of client connections (the original's compile-time constant).
+pub const KEEPALIVE_IDLE_TIMEOUT: Duration = Duration::from_secs(60);

@@ -1,0 +1,368 @@
+//! The configuration: the operator's TOML file, parsed into types where invalid states cannot
+//! be represented.
+//!
+//! [`load`] reads a file and returns a [`Config`] or **every** error found in it, each with the
+//! file, line, column, key path and reason ([`ConfigError`]). Parsing walks the spanned TOML tree
+//! of the `toml` crate itself (rather than serde) so that one run reports all errors and each
+//! error knows exactly where it is. Defaults live in [`defaults`], one named constant each.
+//!
+//! The file's shape is the spec's (`../shared/spec/seed-readme.md`), plus the documented
+//! extensions `[admin] socket`, `[server] shutdown_timeout_secs`, and per-route `security` keys
+//! accepted in `[security]` as defaults for every route (a route's own key wins).
+
+pub mod defaults;
+mod parse;
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::http::MethodSet;
+use crate::security::IpSet;
+
+pub use parse::{load, parse};
+
+/// A whole, checked configuration.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// The file this was read from (absolute); relative paths in it resolved against its
+    /// directory.
+    pub source: PathBuf,
+    pub server: Server,
+    pub logging: Logging,
+    pub security: GlobalSecurity,
+    pub performance: Performance,
+    /// `[tls]`; `None` serves plain HTTP.
+    pub tls: Option<Tls>,
+    pub admin: Admin,
+    /// `[host_routes."host"]`: a whole host to one backend. Checked before path routes.
+    pub host_routes: Vec<HostRoute>,
+    /// `[path_routes."host"."/prefix"]`, longest prefix wins within a host.
+    pub path_routes: Vec<PathRoute>,
+}
+
+/// `[server]`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Server {
+    /// `listen`: required, `"ip:port"` (`"[::]:443"` for IPv6).
+    pub listen: SocketAddr,
+    /// `threads`: worker count; default 0 = one per CPU core.
+    pub threads: usize,
+    /// `shutdown_timeout_secs`: default 30.
+    pub shutdown_timeout: Duration,
+}
+
+/// `[logging]`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Logging {
+    /// `level`: default `info`.
+    pub level: LogLevel,
+    /// `channel_size`: default 100000.
+    pub channel_size: usize,
+    /// `flush_interval_ms`: default 1000.
+    pub flush_interval: Duration,
+    /// `max_log_size`: bytes, default 104857600; 0 = no rotation.
+    pub max_log_size: u64,
+    /// `file_path`: default none = stderr.
+    pub file_path: Option<PathBuf>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogLevel {
+    Trace,
+    Debug,
+    Info,
+    Warn,
+    Error,
+    Off,
+}
+
+impl LogLevel {
+    pub fn filter(self) -> log::LevelFilter {
+        match self {
+            Self::Trace => log::LevelFilter::Trace,
+            Self::Debug => log::LevelFilter::Debug,
+            Self::Info => log::LevelFilter::Info,
+            Self::Warn => log::LevelFilter::Warn,
+            Self::Error => log::LevelFilter::Error,
+            Self::Off => log::LevelFilter::Off,
+        }
+    }
+}
+
+/// `[security]`: process-wide settings, and the defaults of every route's `security` table.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GlobalSecurity {
+    /// `drop_privileges_user`: default none.
+    pub drop_privileges_user: Option<String>,
+    /// `drop_privileges_group`: default none.
+    pub drop_privileges_group: Option<String>,
+    /// `max_concurrent_connections`: default 0 = unlimited.
+    pub max_concurrent_connections: usize,
+    /// Per-route keys written in `[security]`, over the spec's defaults. Also the limits that act
+    /// before a route is known (header size and header timeout while reading a head).
+    pub route_defaults: RouteSecurity,
+}
+
+/// A route's `security` table, with every default filled in.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RouteSecurity {
+    /// `max_request_body_size`: bytes, default 10 MiB.
+    pub max_request_body_size: u64,
+    /// `max_chunked_body_size`: bytes, default 10 MiB.
+    pub max_chunked_body_size: u64,
+    /// `max_request_header_size`: bytes, default 8 KiB. The request line and the header
+    /// section are each held to it (414 and 431).
+    pub max_request_header_size: usize,
+    /// `client_header_timeout_secs`: default 30.
+    pub client_header_timeout: Duration,
+    /// `client_body_timeout_secs`: default 30.
+    pub client_body_timeout: Duration,
+    /// `backend_connect_timeout_secs`: default 10.
+    pub backend_connect_timeout: Duration,
+    /// `allowed_methods`: default none = all methods.
+    pub allowed_methods: Option<MethodSet>,
+    /// `rate_limit_requests_per_min`: default 0 = unlimited.
+    pub rate_limit_requests_per_min: u32,
+    /// `allowed_ips`: default empty = all addresses.
+    pub allowed_ips: IpSet,
+    /// `denied_ips`: default empty; wins over `allowed_ips`.
+    pub denied_ips: IpSet,
+    /// `max_idle_connections_per_host`: default 8.
+    pub max_idle_connections_per_host: usize,
+    /// `idle_connection_timeout_secs`: default 30.
+    pub idle_connection_timeout: Duration,
+}
+
+impl Default for RouteSecurity {
+    fn default() -> Self {
+        use defaults::*;
+        Self {
+            max_request_body_size: MAX_REQUEST_BODY_SIZE,
+            max_chunked_body_size: MAX_CHUNKED_BODY_SIZE,
+            max_request_header_size: MAX_REQUEST_HEADER_SIZE,
+            client_header_timeout: CLIENT_HEADER_TIMEOUT,
+            client_body_timeout: CLIENT_BODY_TIMEOUT,
+            backend_connect_timeout: BACKEND_CONNECT_TIMEOUT,
+            allowed_methods: None,
+            rate_limit_requests_per_min: RATE_LIMIT_REQUESTS_PER_MIN,
+            allowed_ips: IpSet::default(),
+            denied_ips: IpSet::default(),
+            max_idle_connections_per_host: MAX_IDLE_CONNECTIONS_PER_HOST,
+            idle_connection_timeout: IDLE_CONNECTION_TIMEOUT,
+        }
+    }
+}
+
+/// `[performance]`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Performance {
+    /// `reuseport_balancing`: default `kernel`.
+    pub reuseport_balancing: ReuseportBalancing,
+    /// `huge_pages_enabled`: default false.
+    pub huge_pages_enabled: bool,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReuseportBalancing {
+    /// The kernel's hash of the 4-tuple.
+    Kernel,
+    /// A classic BPF program that keeps one client address on one worker.
+    Cbpf,
+}
+
+/// `[tls]`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Tls {
+    /// `cert_path`: required; a readable PEM file.
+    pub cert_path: PathBuf,
+    /// `key_path`: required; a readable PEM file.
+    pub key_path: PathBuf,
+    /// `ktls_enabled`: default false.
+    pub ktls_enabled: bool,
+    /// `ktls_fallback_enabled`: default true.
+    pub ktls_fallback_enabled: bool,
+}
+
+/// `[admin]` (an extension of the spec).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Admin {
+    /// `socket`: default `/run/zerocopy-server/admin.sock`.
+    pub socket: PathBuf,
+}
+
+/// `[host_routes."host"]`.
+#[derive(Clone, Debug)]
+pub struct HostRoute {
+    /// Lower-case host name, no port.
+    pub host: String,
+    pub route: Route,
+}
+
+/// `[path_routes."host"."/prefix"]`.
+#[derive(Clone, Debug)]
+pub struct PathRoute {
+    /// Lower-case host name, no port.
+    pub host: String,
+    /// The prefix, starting with `/`, without its trailing slash (`"/static/"` is stored as
+    /// `"/static"`; `"/"` stays `"/"`): a trailing slash does not change the match.
+    pub prefix: String,
+    pub route: Route,
+}
+
+/// One route: where requests go and the policy on the way.
+#[derive(Clone, Debug)]
+pub struct Route {
+    pub backend: Backend,
+    /// The route's `security` table over `[security]` over the spec's defaults.
+    pub security: RouteSecurity,
+    /// Where the route is written, for errors found after parsing (memory-mode loading).
+    pub origin: Origin,
+}
+
+/// A place in the config file.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Origin {
+    /// For example `path_routes."example.com"."/api/"`.
+    pub key_path: String,
+    /// 1-based.
+    pub line: usize,
+    /// 1-based, in characters.
+    pub column: usize,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Backend {
+    /// `type = "File"` (the default).
+    File(FileBackend),
+    /// `type = "Proxy"`.
+    Proxy(ProxyBackend),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FileBackend {
+    /// `path`: required; absolute after resolution against the config's directory; it existed
+    /// when the config was checked.
+    pub path: PathBuf,
+    /// What `path` was when the config was checked.
+    pub kind: FileKind,
+    /// `mode`: default `sendfile`.
+    pub mode: Mode,
+    /// `index`: default `index.html`; a single file name (no `/`).
+    pub index: String,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FileKind {
+    /// Served only when the request path equals the route exactly.
+    File,
+    /// An alias: the prefix is stripped and the rest joined to the directory.
+    Dir,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// Zero-copy `sendfile(2)` from the file on each request.
+    Sendfile,
+    /// The bytes are read when the config loads and served from memory.
+    Memory,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProxyBackend {
+    /// `url`: required.
+    pub url: UpstreamUrl,
+}
+
+/// A parsed upstream URL: `http` or `https`, a host, a port (the scheme's default when absent)
+/// and a base path (`/` when absent). Query strings and fragments are refused.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UpstreamUrl {
+    pub scheme: Scheme,
+    /// Host name or IP literal, without brackets.
+    pub host: String,
+    pub port: u16,
+    /// Starts with `/`.
+    pub path: String,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Scheme {
+    Http,
+    Https,
+}
+
+impl fmt::Display for UpstreamUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let scheme = match self.scheme {
+            Scheme::Http => "http",
+            Scheme::Https => "https",
+        };
+        if self.host.contains(':') {
+            write!(f, "{scheme}://[{}]:{}{}", self.host, self.port, self.path)
+        } else {
+            write!(f, "{scheme}://{}:{}{}", self.host, self.port, self.path)
+        }
+    }
+}
+
+/// One problem in a config file.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConfigError {
+    pub file: PathBuf,
+    /// 1-based; 0 when the error has no place (the file could not be read).
+    pub line: usize,
+    /// 1-based.
+    pub column: usize,
+    /// For example `path_routes."example.com"."/api/".security.allowed_ips[1]`; empty for
+    /// a TOML syntax error or an unreadable file.
+    pub key_path: String,
+    /// What is wrong and, where it helps, how to fix it.
+    pub reason: String,
+}
+
+impl fmt::Display for ConfigError {
+    /// `FILE:LINE:COLUMN: KEY_PATH: REASON`
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.file.display())?;
+        if self.line > 0 {
+            write!(f, ":{}:{}", self.line, self.column)?;
+        }
+        if !self.key_path.is_empty() {
+            write!(f, ": {}", self.key_path)?;
+        }
+        write!(f, ": {}", self.reason)
+    }
+}
+
+/// Every problem found in a config file, in file order.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConfigErrors(pub Vec<ConfigError>);
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, e) in self.0.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{e}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigErrors {}
+
+impl ConfigErrors {
+    /// One error with no place in the file.
+    pub fn file(file: &Path, reason: impl Into<String>) -> Self {
+        Self(vec![ConfigError {
+            file: file.to_path_buf(),
+            line: 0,
+            column: 0,
+            key_path: String::new(),
+            reason: reason.into(),
+        }])
+    }
+}

@@ -1,0 +1,29 @@
+//! HTTP/1.1 wire handling: request heads (on `httparse`) with their limits, request-target
+//! normalisation, the chunked codec, and response heads.
+//!
+//! Everything here is pure logic over byte slices — no sockets — so it is unit-tested in memory
+//! and fuzzed; the connection loop in [`crate::worker`] drives it.
+
+pub mod method;
+
+pub use method::{Method, MethodSet};
+
+/// The protocol version of a request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Version {
+    Http10,
+    Http11,
+}
+
+impl Version {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Http10 => "HTTP/1.0",
+            Self::Http11 => "HTTP/1.1",
+        }
+    }
+}
+
+pub mod chunked;
+pub mod head;
+pub mod path;
