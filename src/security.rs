@@ -66,9 +66,7 @@ pub fn parse_net(s: &str) -> Result<IpNet, String> {
                 .parse()
                 .map_err(|_| format!("{s:?}: prefix length {l:?} is not a number"))?;
             if n > max as u32 {
-                return Err(format!(
-                    "{s:?}: prefix length {n} is longer than {max}"
-                ));
+                return Err(format!("{s:?}: prefix length {n} is longer than {max}"));
             }
             n as u8
         }
@@ -93,8 +91,12 @@ mod tests {
             parse_net("10.0.0.0/33").unwrap_err(),
             "\"10.0.0.0/33\": prefix length 33 is longer than 32"
         );
-        assert!(parse_net("10.0.0/8").unwrap_err().contains("not an IPv4 or IPv6"));
-        assert!(parse_net("10.0.0.0/x").unwrap_err().contains("not a number"));
+        assert!(parse_net("10.0.0/8")
+            .unwrap_err()
+            .contains("not an IPv4 or IPv6"));
+        assert!(parse_net("10.0.0.0/x")
+            .unwrap_err()
+            .contains("not a number"));
         assert!(parse_net("::/129").unwrap_err().contains("longer than 128"));
     }
 

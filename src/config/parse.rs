@@ -1,7 +1,38 @@
-//! Walks the spanned TOML tree into [`super::Config`]. (Being written.)
-use std::path::Path;
+//! Walks the spanned TOML tree into [`super::Config`].
+//!
+//! The text is parsed with [`DeTable::parse_recoverable`], which keeps going after a syntax
+//! error and gives every key and value its byte span. A `Walker` then visits each section
+//! by hand, checks every key against the schema and converts every value, recording each
+//! problem as a [`ConfigError`] instead of stopping: an operator sees all the mistakes of a file
+//! in one run, each with its line, column, key path (`path_routes."example.com"."/api/".url`)
+//! and a reason that says how to fix it.
+//!
+//! Rules that are not obvious from the types:
+//!
+//! - A relative path (`path`, `file_path`, `cert_path`, `key_path`, `socket`) is resolved
+//!   against the directory of the config file, and the result is made absolute.
+//! - `[security]` accepts every per-route security key too; they become the defaults of every
+//!   route, and a route's own `security` table overrides them key by key.
+//! - Host keys are lower-cased; path prefixes are stored without their trailing slash, so two
+//!   spellings of one route (`"/a"` and `"/a/"`, or `"A.com"` and `"a.com"`) are an error.
+//! - Where the tree after a syntax error holds a half-parsed value, only the syntax error is
+//!   reported for that line.
 
-use super::{Config, ConfigErrors};
+use std::collections::HashMap;
+use std::net::{Ipv6Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use toml::de::{DeTable, DeValue};
+use toml::Spanned;
+
+use super::{
+    defaults, Admin, Backend, Config, ConfigError, ConfigErrors, FileBackend, FileKind,
+    GlobalSecurity, HostRoute, LogLevel, Logging, Mode, Origin, PathRoute, Performance,
+    ProxyBackend, ReuseportBalancing, Route, RouteSecurity, Scheme, Server, Tls, UpstreamUrl,
+};
+use crate::http::{Method, MethodSet};
+use crate::security::{parse_net, IpSet};
 
 /// Reads and parses the config file at `path`.
 pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
@@ -10,7 +41,1799 @@ pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
     parse(&text, path)
 }
 
-/// Parses `text` as the config file `path`.
-pub fn parse(_text: &str, path: &Path) -> Result<Config, ConfigErrors> {
-    Err(ConfigErrors::file(path, "not implemented"))
+/// Parses `text` as the config file `path`: relative paths in it are resolved against the
+/// directory of `path`, and files it names are checked on disk. Returns every error found,
+/// sorted by line and column.
+pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigErrors> {
+    let source = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+    let dir = source
+        .parent()
+        .map_or_else(|| PathBuf::from("/"), Path::to_path_buf);
+    let (root, syntax) = DeTable::parse_recoverable(text);
+    let mut walker = Walker {
+        text,
+        file: path.to_path_buf(),
+        dir,
+        errors: Vec::new(),
+    };
+    let root = Node {
+        table: root.get_ref(),
+        path: String::new(),
+        at: 0,
+    };
+    let config = walker.config(&root, source);
+
+    let mut syntax_errors = Vec::new();
+    for e in &syntax {
+        let at = e.span().map_or(0, |s| s.start);
+        syntax_errors.push(walker.error(at, String::new(), e.message().to_string()));
+    }
+    // A half-parsed value would only repeat its syntax error in other words.
+    walker
+        .errors
+        .retain(|e| !syntax_errors.iter().any(|s| s.line == e.line));
+    walker.errors.extend(syntax_errors);
+
+    if walker.errors.is_empty() {
+        Ok(config)
+    } else {
+        walker.errors.sort_by_key(|e| (e.line, e.column));
+        Err(ConfigErrors(walker.errors))
+    }
+}
+
+#[rustfmt::skip]
+const TOP_KEYS: &[&str] =
+    &["server", "logging", "security", "performance", "tls", "admin", "host_routes", "path_routes"];
+const SERVER_KEYS: &[&str] = &["listen", "threads", "shutdown_timeout_secs"];
+#[rustfmt::skip]
+const LOGGING_KEYS: &[&str] =
+    &["level", "channel_size", "flush_interval_ms", "max_log_size", "file_path"];
+#[rustfmt::skip]
+const GLOBAL_SECURITY_KEYS: &[&str] =
+    &["drop_privileges_user", "drop_privileges_group", "max_concurrent_connections"];
+#[rustfmt::skip]
+const ROUTE_SECURITY_KEYS: &[&str] = &[
+    "max_request_body_size", "max_chunked_body_size", "max_request_header_size",
+    "client_header_timeout_secs", "client_body_timeout_secs", "backend_connect_timeout_secs",
+    "allowed_methods", "rate_limit_requests_per_min", "allowed_ips", "denied_ips",
+    "max_idle_connections_per_host", "idle_connection_timeout_secs",
+];
+const PERFORMANCE_KEYS: &[&str] = &["reuseport_balancing", "huge_pages_enabled"];
+#[rustfmt::skip]
+const TLS_KEYS: &[&str] = &["cert_path", "key_path", "ktls_enabled", "ktls_fallback_enabled"];
+const ADMIN_KEYS: &[&str] = &["socket"];
+const ROUTE_KEYS: &[&str] = &["type", "path", "mode", "index", "url", "security"];
+
+#[rustfmt::skip]
+const ROUTE_TYPES: &[(&str, RouteType)] =
+    &[("File", RouteType::File), ("Proxy", RouteType::Proxy)];
+const MODES: &[(&str, Mode)] = &[("sendfile", Mode::Sendfile), ("memory", Mode::Memory)];
+#[rustfmt::skip]
+const LEVELS: &[(&str, LogLevel)] = &[
+    ("trace", LogLevel::Trace), ("debug", LogLevel::Debug), ("info", LogLevel::Info),
+    ("warn", LogLevel::Warn), ("error", LogLevel::Error), ("off", LogLevel::Off),
+];
+#[rustfmt::skip]
+const BALANCINGS: &[(&str, ReuseportBalancing)] =
+    &[("kernel", ReuseportBalancing::Kernel), ("cbpf", ReuseportBalancing::Cbpf)];
+
+/// Bounds of `max_request_header_size`.
+const MIN_HEADER_SIZE: u64 = 1024;
+const MAX_HEADER_SIZE: u64 = 1024 * 1024;
+
+/// A TOML table being read, with its key path and where its value starts.
+struct Node<'t, 'i> {
+    table: &'t DeTable<'i>,
+    path: String,
+    at: usize,
+}
+
+/// A value under a key, with the key path that names it.
+struct Field<'t, 'i> {
+    value: &'t Spanned<DeValue<'i>>,
+    path: String,
+}
+
+/// One key of a table whose keys are data (hosts, prefixes).
+struct Entry<'t, 'i> {
+    key: &'t str,
+    key_at: usize,
+    field: Field<'t, 'i>,
+}
+
+impl<'t, 'i> Node<'t, 'i> {
+    fn field(&self, key: &str) -> Option<Field<'t, 'i>> {
+        self.table.get(key).map(|value| Field {
+            value,
+            path: join(&self.path, key),
+        })
+    }
+
+    /// Every entry, in file order.
+    fn entries(&self) -> Vec<Entry<'t, 'i>> {
+        let mut out: Vec<Entry<'t, 'i>> = self
+            .table
+            .iter()
+            .map(|(k, value)| Entry {
+                key: k.get_ref().as_ref(),
+                key_at: k.span().start,
+                field: Field {
+                    value,
+                    path: join(&self.path, k.get_ref()),
+                },
+            })
+            .collect();
+        out.sort_by_key(|e| e.key_at);
+        out
+    }
+}
+
+impl Field<'_, '_> {
+    fn at(&self) -> usize {
+        self.value.span().start
+    }
+}
+
+/// The type a route table's `type` names.
+#[derive(Clone, Copy)]
+enum RouteType {
+    File,
+    Proxy,
+}
+
+/// Walks the tree, collecting every error.
+struct Walker<'a> {
+    text: &'a str,
+    /// The config file as given, for error messages.
+    file: PathBuf,
+    /// The absolute directory relative paths are resolved against.
+    dir: PathBuf,
+    errors: Vec<ConfigError>,
+}
+
+impl Walker<'_> {
+    // ---- sections ----
+
+    fn config(&mut self, root: &Node, source: PathBuf) -> Config {
+        self.check_keys(root, &[TOP_KEYS]);
+        let server = self.server(root);
+        let logging = self.logging(root);
+        let security = self.security(root);
+        let performance = self.performance(root);
+        let tls = self.tls(root);
+        let admin = self.admin(root);
+        let host_routes = self.host_routes(root, &security.route_defaults);
+        let path_routes = self.path_routes(root, &security.route_defaults);
+        Config {
+            source,
+            server,
+            logging,
+            security,
+            performance,
+            tls,
+            admin,
+            host_routes,
+            path_routes,
+        }
+    }
+
+    fn server(&mut self, root: &Node) -> Server {
+        let mut server = Server {
+            listen: SocketAddr::from(([0, 0, 0, 0], 0)),
+            threads: defaults::THREADS,
+            shutdown_timeout: defaults::SHUTDOWN_TIMEOUT,
+        };
+        if root.table.get("server").is_none() {
+            let reason = "the [server] table is missing; add it with listen = \"0.0.0.0:80\"";
+            self.push(0, "server", reason);
+            return server;
+        }
+        let Some(n) = self.section(root, "server") else {
+            return server;
+        };
+        self.check_keys(&n, &[SERVER_KEYS]);
+        match n.field("listen") {
+            None => self.missing(&n, "listen", "add e.g. listen = \"0.0.0.0:80\""),
+            Some(f) => {
+                if let Some(addr) = self.socket_addr(&f) {
+                    server.listen = addr;
+                }
+            }
+        }
+        self.set(&n, "threads", &mut server.threads, Self::count);
+        self.set(
+            &n,
+            "shutdown_timeout_secs",
+            &mut server.shutdown_timeout,
+            Self::secs,
+        );
+        server
+    }
+
+    fn logging(&mut self, root: &Node) -> Logging {
+        let mut logging = Logging {
+            level: named(LEVELS, defaults::LOG_LEVEL).unwrap_or(LogLevel::Info),
+            channel_size: defaults::LOG_CHANNEL_SIZE,
+            flush_interval: defaults::LOG_FLUSH_INTERVAL,
+            max_log_size: defaults::MAX_LOG_SIZE,
+            file_path: None,
+        };
+        let Some(n) = self.section(root, "logging") else {
+            return logging;
+        };
+        self.check_keys(&n, &[LOGGING_KEYS]);
+        self.set(&n, "level", &mut logging.level, |w, f| {
+            w.choice(f, "level", LEVELS, true)
+        });
+        self.set(
+            &n,
+            "channel_size",
+            &mut logging.channel_size,
+            Self::positive_count,
+        );
+        self.set(
+            &n,
+            "flush_interval_ms",
+            &mut logging.flush_interval,
+            Self::millis,
+        );
+        self.set(&n, "max_log_size", &mut logging.max_log_size, Self::bytes);
+        logging.file_path = self.opt(&n, "file_path", Self::path);
+        logging
+    }
+
+    fn security(&mut self, root: &Node) -> GlobalSecurity {
+        let mut security = GlobalSecurity {
+            drop_privileges_user: None,
+            drop_privileges_group: None,
+            max_concurrent_connections: defaults::MAX_CONCURRENT_CONNECTIONS,
+            route_defaults: RouteSecurity::default(),
+        };
+        let Some(n) = self.section(root, "security") else {
+            return security;
+        };
+        self.check_keys(&n, &[GLOBAL_SECURITY_KEYS, ROUTE_SECURITY_KEYS]);
+        security.drop_privileges_user = self.opt(&n, "drop_privileges_user", Self::name);
+        security.drop_privileges_group = self.opt(&n, "drop_privileges_group", Self::name);
+        let max = &mut security.max_concurrent_connections;
+        self.set(&n, "max_concurrent_connections", max, Self::count);
+        security.route_defaults = self.route_security(&n, &RouteSecurity::default());
+        security
+    }
+
+    /// The per-route security keys of `n` over `base`. Unknown keys are the caller's.
+    #[rustfmt::skip]
+    fn route_security(&mut self, n: &Node, base: &RouteSecurity) -> RouteSecurity {
+        let mut s = base.clone();
+        self.set(n, "max_request_body_size", &mut s.max_request_body_size, Self::bytes);
+        self.set(n, "max_chunked_body_size", &mut s.max_chunked_body_size, Self::bytes);
+        self.set(n, "max_request_header_size", &mut s.max_request_header_size, Self::header_size);
+        self.set(n, "client_header_timeout_secs", &mut s.client_header_timeout, Self::secs);
+        self.set(n, "client_body_timeout_secs", &mut s.client_body_timeout, Self::secs);
+        self.set(n, "backend_connect_timeout_secs", &mut s.backend_connect_timeout, Self::secs);
+        self.set(n, "allowed_methods", &mut s.allowed_methods, Self::methods);
+        let rate = &mut s.rate_limit_requests_per_min;
+        self.set(n, "rate_limit_requests_per_min", rate, Self::per_min);
+        self.set(n, "allowed_ips", &mut s.allowed_ips, Self::ip_set);
+        self.set(n, "denied_ips", &mut s.denied_ips, Self::ip_set);
+        let idle = &mut s.max_idle_connections_per_host;
+        self.set(n, "max_idle_connections_per_host", idle, Self::count);
+        self.set(n, "idle_connection_timeout_secs", &mut s.idle_connection_timeout, Self::secs);
+        s
+    }
+
+    fn performance(&mut self, root: &Node) -> Performance {
+        let mut performance = Performance {
+            reuseport_balancing: ReuseportBalancing::Kernel,
+            huge_pages_enabled: defaults::HUGE_PAGES_ENABLED,
+        };
+        if let Some(n) = self.section(root, "performance") {
+            self.check_keys(&n, &[PERFORMANCE_KEYS]);
+            let balancing = &mut performance.reuseport_balancing;
+            self.set(&n, "reuseport_balancing", balancing, |w, f| {
+                w.choice(f, "balancing", BALANCINGS, false)
+            });
+            let huge_pages = &mut performance.huge_pages_enabled;
+            self.set(&n, "huge_pages_enabled", huge_pages, Self::bool);
+        }
+        performance
+    }
+
+    fn tls(&mut self, root: &Node) -> Option<Tls> {
+        let n = self.section(root, "tls")?;
+        self.check_keys(&n, &[TLS_KEYS]);
+        let cert_path = self.pem_file(&n, "cert_path");
+        let key_path = self.pem_file(&n, "key_path");
+        let mut tls = Tls {
+            cert_path: PathBuf::new(),
+            key_path: PathBuf::new(),
+            ktls_enabled: defaults::KTLS_ENABLED,
+            ktls_fallback_enabled: defaults::KTLS_FALLBACK_ENABLED,
+        };
+        self.set(&n, "ktls_enabled", &mut tls.ktls_enabled, Self::bool);
+        self.set(
+            &n,
+            "ktls_fallback_enabled",
+            &mut tls.ktls_fallback_enabled,
+            Self::bool,
+        );
+        tls.cert_path = cert_path?;
+        tls.key_path = key_path?;
+        Some(tls)
+    }
+
+    fn admin(&mut self, root: &Node) -> Admin {
+        let mut admin = Admin {
+            socket: PathBuf::from(defaults::ADMIN_SOCKET),
+        };
+        if let Some(n) = self.section(root, "admin") {
+            self.check_keys(&n, &[ADMIN_KEYS]);
+            self.set(&n, "socket", &mut admin.socket, Self::path);
+        }
+        admin
+    }
+
+    // ---- routes ----
+
+    fn host_routes(&mut self, root: &Node, base: &RouteSecurity) -> Vec<HostRoute> {
+        let mut out = Vec::new();
+        let Some(node) = self.section(root, "host_routes") else {
+            return out;
+        };
+        let mut seen = HashMap::new();
+        for e in node.entries() {
+            let host = self.host(&e, &mut seen);
+            let hint = "a host route is written [host_routes.\"example.com\"]";
+            let Some(table) = self.route_table(&e.field, hint) else {
+                continue;
+            };
+            let route = self.route(&table, self.origin(&e), base);
+            if let (Some(host), Some(route)) = (host, route) {
+                out.push(HostRoute { host, route });
+            }
+        }
+        out
+    }
+
+    fn path_routes(&mut self, root: &Node, base: &RouteSecurity) -> Vec<PathRoute> {
+        let mut out = Vec::new();
+        let Some(node) = self.section(root, "path_routes") else {
+            return out;
+        };
+        let hint = "a path route is written [path_routes.\"example.com\".\"/prefix/\"]";
+        let mut seen_hosts = HashMap::new();
+        for h in node.entries() {
+            let host = self.host(&h, &mut seen_hosts);
+            let Some(routes) = self.route_table(&h.field, hint) else {
+                continue;
+            };
+            let mut seen_prefixes = HashMap::new();
+            for p in routes.entries() {
+                let Some(table) = self.route_table(&p.field, hint) else {
+                    continue;
+                };
+                let prefix = self.prefix(&p, &mut seen_prefixes);
+                let route = self.route(&table, self.origin(&p), base);
+                if let (Some(host), Some(prefix), Some(route)) = (host.clone(), prefix, route) {
+                    out.push(PathRoute {
+                        host,
+                        prefix,
+                        route,
+                    });
+                }
+            }
+        }
+        out
+    }
+
+    /// A host key, lower-cased; `seen` maps each host seen so far to its spelling.
+    fn host(&mut self, e: &Entry, seen: &mut HashMap<String, String>) -> Option<String> {
+        let host = e.key.to_ascii_lowercase();
+        let bracketed_v6 = host
+            .strip_prefix('[')
+            .and_then(|h| h.strip_suffix(']'))
+            .is_some_and(|h| h.parse::<Ipv6Addr>().is_ok());
+        let bad = host.is_empty()
+            || (!bracketed_v6 && host.contains(':'))
+            || host.contains('/')
+            || host.chars().any(char::is_whitespace);
+        if bad {
+            let reason = format!(
+                "invalid host {:?}: host keys are names without a port, e.g. \"example.com\"",
+                e.key
+            );
+            self.push(e.key_at, &e.field.path, reason);
+            return None;
+        }
+        if let Some(first) = seen.get(&host) {
+            let reason = format!(
+                "duplicates {first:?}: host names are case-insensitive; merge the two tables"
+            );
+            self.push(e.key_at, &e.field.path, reason);
+            return None;
+        }
+        seen.insert(host.clone(), e.key.to_string());
+        Some(host)
+    }
+
+    /// A path prefix without its trailing slash; `seen` maps each stored prefix to its spelling.
+    fn prefix(&mut self, e: &Entry, seen: &mut HashMap<String, String>) -> Option<String> {
+        let raw = e.key;
+        let problem = if !raw.starts_with('/') {
+            Some("a path prefix starts with \"/\", e.g. \"/static/\"".to_string())
+        } else if let Some(c) = raw.chars().find(|c| bad_prefix_char(*c).is_some()) {
+            let why = bad_prefix_char(c).unwrap_or_default();
+            Some(format!("a path prefix must not contain {c:?}: {why}"))
+        } else if raw.contains("//") {
+            Some("a path prefix must not contain an empty segment (\"//\")".to_string())
+        } else if raw.split('/').any(|s| s == "." || s == "..") {
+            Some("a path prefix must not contain a \".\" or \"..\" segment".to_string())
+        } else {
+            None
+        };
+        if let Some(problem) = problem {
+            self.push(
+                e.key_at,
+                &e.field.path,
+                format!("invalid prefix {raw:?}: {problem}"),
+            );
+            return None;
+        }
+        let prefix = match raw.strip_suffix('/') {
+            Some(p) if !p.is_empty() => p.to_string(),
+            _ => raw.to_string(),
+        };
+        if let Some(first) = seen.get(&prefix) {
+            let reason = format!("duplicates {first:?}: a trailing slash does not change a route");
+            self.push(e.key_at, &e.field.path, reason);
+            return None;
+        }
+        seen.insert(prefix.clone(), raw.to_string());
+        Some(prefix)
+    }
+
+    fn origin(&self, e: &Entry) -> Origin {
+        let (line, column) = line_column(self.text, e.key_at);
+        Origin {
+            key_path: e.field.path.clone(),
+            line,
+            column,
+        }
+    }
+
+    fn route(&mut self, node: &Node, origin: Origin, base: &RouteSecurity) -> Option<Route> {
+        self.check_keys(node, &[ROUTE_KEYS]);
+        let security = match node.field("security").and_then(|f| self.node(&f)) {
+            Some(table) => {
+                self.check_keys(&table, &[ROUTE_SECURITY_KEYS]);
+                self.route_security(&table, base)
+            }
+            None => base.clone(),
+        };
+        let kind = match node.field("type") {
+            None => Some(RouteType::File),
+            Some(f) => self.choice(&f, "type", ROUTE_TYPES, false),
+        };
+        let backend = match kind? {
+            RouteType::File => self.file_backend(node),
+            RouteType::Proxy => self.proxy_backend(node),
+        };
+        Some(Route {
+            backend: backend?,
+            security,
+            origin,
+        })
+    }
+
+    fn file_backend(&mut self, node: &Node) -> Option<Backend> {
+        if let Some(f) = node.field("url") {
+            self.reject(
+                &f,
+                "`url` belongs to Proxy routes; remove it, or set type = \"Proxy\"",
+            );
+        }
+        let mode = match node.field("mode") {
+            None => named(MODES, defaults::FILE_MODE),
+            Some(f) => self.choice(&f, "mode", MODES, false),
+        };
+        let index = match node.field("index") {
+            None => Some(defaults::INDEX.to_string()),
+            Some(f) => self.index(&f),
+        };
+        let target = match node.field("path") {
+            None => {
+                let hint = "a File route serves a file or directory, e.g. path = \"/var/www/site\"";
+                self.missing(node, "path", hint);
+                None
+            }
+            Some(f) => self.existing(&f),
+        };
+        let (path, kind) = target?;
+        Some(Backend::File(FileBackend {
+            path,
+            kind,
+            mode: mode?,
+            index: index?,
+        }))
+    }
+
+    fn proxy_backend(&mut self, node: &Node) -> Option<Backend> {
+        for key in ["path", "mode", "index"] {
+            if let Some(f) = node.field(key) {
+                let reason =
+                    format!("`{key}` belongs to File routes; remove it, or set type = \"File\"");
+                self.reject(&f, reason);
+            }
+        }
+        let Some(f) = node.field("url") else {
+            let hint = "a Proxy route needs its upstream, e.g. url = \"http://127.0.0.1:8080\"";
+            self.missing(node, "url", hint);
+            return None;
+        };
+        let s = self.str(&f)?;
+        match upstream_url(s) {
+            Ok(url) => Some(Backend::Proxy(ProxyBackend { url })),
+            Err(reason) => {
+                self.reject(&f, format!("{s:?}: {reason}"));
+                None
+            }
+        }
+    }
+
+    /// One of `options`, matched exactly (or ignoring ASCII case when `any_case`).
+    fn choice<T: Copy>(
+        &mut self,
+        f: &Field,
+        what: &str,
+        options: &[(&str, T)],
+        any_case: bool,
+    ) -> Option<T> {
+        let s = self.str(f)?;
+        let same = |name: &&str| *name == s || (any_case && name.eq_ignore_ascii_case(s));
+        if let Some((_, v)) = options.iter().find(|(name, _)| same(name)) {
+            return Some(*v);
+        }
+        let names: Vec<String> = options.iter().map(|(n, _)| format!("{n:?}")).collect();
+        let expected = match names.as_slice() {
+            [a, b] => format!("{a} or {b}"),
+            _ => format!("one of: {}", names.join(", ")),
+        };
+        let mut reason = format!("unknown {what} {s:?}; expected {expected}");
+        if let Some((right, _)) = options.iter().find(|(n, _)| n.eq_ignore_ascii_case(s)) {
+            reason.push_str(&format!(" (case matters: write {right:?})"));
+        }
+        self.reject(f, reason);
+        None
+    }
+
+    fn index(&mut self, f: &Field) -> Option<String> {
+        let s = self.str(f)?;
+        if s.is_empty() || s.contains('/') || s == "." || s == ".." || s.contains('\0') {
+            let reason =
+                format!("invalid index {s:?}: it must be a plain file name, e.g. \"index.html\"");
+            self.reject(f, reason);
+            return None;
+        }
+        Some(s.to_string())
+    }
+
+    /// A File route's `path`, resolved; it must exist.
+    fn existing(&mut self, f: &Field) -> Option<(PathBuf, FileKind)> {
+        let raw = self.str(f)?;
+        let path = self.path(f)?;
+        match std::fs::metadata(&path) {
+            Ok(m) if m.is_dir() => Some((path, FileKind::Dir)),
+            Ok(m) if m.is_file() => Some((path, FileKind::File)),
+            Ok(_) => {
+                let reason = format!(
+                    "{path:?} is neither a regular file nor a directory{}",
+                    self.resolved_from(raw)
+                );
+                self.reject(f, reason);
+                None
+            }
+            Err(e) => {
+                let what = if e.kind() == std::io::ErrorKind::NotFound {
+                    "does not exist".to_string()
+                } else {
+                    format!("cannot be read: {e}")
+                };
+                let reason = format!("{path:?} {what}{}", self.resolved_from(raw));
+                self.reject(f, reason);
+                None
+            }
+        }
+    }
+
+    /// A required `[tls]` file: resolved, and readable now.
+    fn pem_file(&mut self, node: &Node, key: &str) -> Option<PathBuf> {
+        let Some(f) = node.field(key) else {
+            let hint = format!("[tls] needs it, e.g. {key} = \"/etc/ssl/site.pem\"");
+            self.missing(node, key, &hint);
+            return None;
+        };
+        let raw = self.str(&f)?;
+        let path = self.path(&f)?;
+        let problem = match std::fs::File::open(&path).and_then(|file| file.metadata()) {
+            Ok(m) if m.is_dir() => "is a directory; expected a PEM file".to_string(),
+            Ok(_) => return Some(path),
+            Err(e) => format!("cannot be read: {e}"),
+        };
+        let reason = format!("{path:?} {problem}{}", self.resolved_from(raw));
+        self.reject(&f, reason);
+        None
+    }
+
+    /// ` (resolved from "x" against /dir)` when `raw` is relative; empty otherwise.
+    fn resolved_from(&self, raw: &str) -> String {
+        if Path::new(raw).is_absolute() {
+            String::new()
+        } else {
+            format!(" (resolved from {raw:?} against {})", self.dir.display())
+        }
+    }
+
+    // ---- tables ----
+
+    /// The table under `key` of `parent`, if present; an error if it is not a table.
+    fn section<'t, 'i>(&mut self, parent: &Node<'t, 'i>, key: &str) -> Option<Node<'t, 'i>> {
+        self.node(&parent.field(key)?)
+    }
+
+    fn node<'t, 'i>(&mut self, f: &Field<'t, 'i>) -> Option<Node<'t, 'i>> {
+        match f.value.get_ref() {
+            DeValue::Table(table) => Some(Node {
+                table,
+                path: f.path.clone(),
+                at: f.at(),
+            }),
+            _ => {
+                self.mismatch(f, "a table");
+                None
+            }
+        }
+    }
+
+    /// Like [`Self::node`], with `hint` saying how routes are written.
+    fn route_table<'t, 'i>(&mut self, f: &Field<'t, 'i>, hint: &str) -> Option<Node<'t, 'i>> {
+        if !matches!(f.value.get_ref(), DeValue::Table(_)) {
+            let found = a(f.value.get_ref().type_str());
+            self.reject(f, format!("expected a table, found {found}; {hint}"));
+            return None;
+        }
+        self.node(f)
+    }
+
+    /// An error for each key of `node` that is in none of `allowed`.
+    fn check_keys(&mut self, node: &Node, allowed: &[&[&str]]) {
+        for (key, _) in node.table.iter() {
+            let name: &str = key.get_ref();
+            if allowed.iter().any(|keys| keys.contains(&name)) {
+                continue;
+            }
+            let expected = allowed.concat().join(", ");
+            let reason = format!("unknown key {name:?}; expected one of: {expected}");
+            self.push(key.span().start, &join(&node.path, name), reason);
+        }
+    }
+
+    /// Converts the value under `key` into `slot`, if present and valid.
+    fn set<'t, 'i, T>(
+        &mut self,
+        node: &Node<'t, 'i>,
+        key: &str,
+        slot: &mut T,
+        convert: impl FnOnce(&mut Self, &Field<'t, 'i>) -> Option<T>,
+    ) {
+        if let Some(v) = self.opt(node, key, convert) {
+            *slot = v;
+        }
+    }
+
+    /// Converts the value under `key`, if present.
+    fn opt<'t, 'i, T>(
+        &mut self,
+        node: &Node<'t, 'i>,
+        key: &str,
+        convert: impl FnOnce(&mut Self, &Field<'t, 'i>) -> Option<T>,
+    ) -> Option<T> {
+        let f = node.field(key)?;
+        convert(self, &f)
+    }
+
+    fn missing(&mut self, node: &Node, key: &str, hint: &str) {
+        let reason = format!("required key is missing; {hint}");
+        self.push(node.at, &join(&node.path, key), reason);
+    }
+
+    // ---- values ----
+
+    fn str<'t>(&mut self, f: &Field<'t, '_>) -> Option<&'t str> {
+        match f.value.get_ref() {
+            DeValue::String(s) => Some(s.as_ref()),
+            _ => {
+                self.mismatch(f, "a string");
+                None
+            }
+        }
+    }
+
+    fn bool(&mut self, f: &Field) -> Option<bool> {
+        match f.value.get_ref() {
+            DeValue::Boolean(b) => Some(*b),
+            _ => {
+                self.mismatch(f, "a boolean (true or false)");
+                None
+            }
+        }
+    }
+
+    /// An integer in `min..=max`.
+    fn uint(&mut self, f: &Field, min: u64, max: u64) -> Option<u64> {
+        let DeValue::Integer(i) = f.value.get_ref() else {
+            self.mismatch(f, "an integer");
+            return None;
+        };
+        let Ok(v) = i64::from_str_radix(i.as_str(), i.radix()) else {
+            self.reject(
+                f,
+                format!("{i} is too large; the largest integer is {}", i64::MAX),
+            );
+            return None;
+        };
+        let reason = match u64::try_from(v) {
+            Err(_) if min == 0 => "must not be negative".to_string(),
+            Ok(v) if v >= min && v <= max => return Some(v),
+            Ok(v) if v > max => format!("must be at most {max}"),
+            _ => format!("must be at least {min}"),
+        };
+        self.reject(f, reason);
+        None
+    }
+
+    /// A count (`usize`), 0 or more.
+    fn count(&mut self, f: &Field) -> Option<usize> {
+        usize::try_from(self.uint(f, 0, usize::MAX as u64)?).ok()
+    }
+
+    /// A count (`usize`), 1 or more.
+    fn positive_count(&mut self, f: &Field) -> Option<usize> {
+        usize::try_from(self.uint(f, 1, usize::MAX as u64)?).ok()
+    }
+
+    /// A size in bytes, 0 or more.
+    fn bytes(&mut self, f: &Field) -> Option<u64> {
+        self.uint(f, 0, u64::MAX)
+    }
+
+    fn header_size(&mut self, f: &Field) -> Option<usize> {
+        usize::try_from(self.uint(f, MIN_HEADER_SIZE, MAX_HEADER_SIZE)?).ok()
+    }
+
+    /// A rate per minute, within `u32`.
+    fn per_min(&mut self, f: &Field) -> Option<u32> {
+        u32::try_from(self.uint(f, 0, u64::from(u32::MAX))?).ok()
+    }
+
+    /// Whole seconds, at least 1.
+    fn secs(&mut self, f: &Field) -> Option<Duration> {
+        self.uint(f, 1, u64::MAX).map(Duration::from_secs)
+    }
+
+    /// Whole milliseconds, at least 1.
+    fn millis(&mut self, f: &Field) -> Option<Duration> {
+        self.uint(f, 1, u64::MAX).map(Duration::from_millis)
+    }
+
+    /// A user or group name: a non-empty string.
+    fn name(&mut self, f: &Field) -> Option<String> {
+        let s = self.str(f)?;
+        if s.is_empty() {
+            self.reject(
+                f,
+                "must not be empty; remove the key to keep the current user",
+            );
+            return None;
+        }
+        Some(s.to_string())
+    }
+
+    /// A path, resolved against the config's directory and made absolute.
+    fn path(&mut self, f: &Field) -> Option<PathBuf> {
+        let raw = self.str(f)?;
+        if raw.is_empty() {
+            self.reject(f, "must not be empty");
+            return None;
+        }
+        let joined = self.dir.join(raw);
+        Some(std::path::absolute(&joined).unwrap_or(joined))
+    }
+
+    fn socket_addr(&mut self, f: &Field) -> Option<SocketAddr> {
+        let s = self.str(f)?;
+        let addr = s.parse().ok();
+        if addr.is_none() {
+            let reason = format!(
+                "{s:?} is not an IP address with a port, e.g. \"0.0.0.0:443\" or \"[::]:443\""
+            );
+            self.reject(f, reason);
+        }
+        addr
+    }
+
+    /// An array, each element checked by the caller's `item`.
+    fn array<'t, 'i>(&mut self, f: &Field<'t, 'i>) -> Option<Vec<Field<'t, 'i>>> {
+        let DeValue::Array(items) = f.value.get_ref() else {
+            self.mismatch(f, "an array of strings");
+            return None;
+        };
+        Some(
+            items
+                .iter()
+                .enumerate()
+                .map(|(i, value)| Field {
+                    value,
+                    path: format!("{}[{i}]", f.path),
+                })
+                .collect(),
+        )
+    }
+
+    /// `allowed_methods`: `Some` set of at least one method.
+    fn methods(&mut self, f: &Field) -> Option<Option<MethodSet>> {
+        let items = self.array(f)?;
+        if items.is_empty() {
+            self.reject(f, "allows no method; remove the key to allow all");
+            return None;
+        }
+        let mut set = MethodSet::default();
+        let mut ok = true;
+        for item in &items {
+            let Some(s) = self.str(item) else {
+                ok = false;
+                continue;
+            };
+            match Method::parse(s) {
+                Some(Method::Other(_))
+                    if !matches!(
+                        Method::parse(&s.to_ascii_uppercase()),
+                        Some(Method::Other(_))
+                    ) =>
+                {
+                    let upper = s.to_ascii_uppercase();
+                    self.reject(
+                        item,
+                        format!("{s:?}: methods are case-sensitive; write {upper:?}"),
+                    );
+                    ok = false;
+                }
+                Some(m) => set.insert(m),
+                None => {
+                    let reason = format!("{s:?} is not a method name; expected e.g. \"GET\"");
+                    self.reject(item, reason);
+                    ok = false;
+                }
+            }
+        }
+        ok.then_some(Some(set))
+    }
+
+    fn ip_set(&mut self, f: &Field) -> Option<IpSet> {
+        let items = self.array(f)?;
+        let mut nets = Vec::with_capacity(items.len());
+        let mut ok = true;
+        for item in &items {
+            match self.str(item).map(parse_net) {
+                Some(Ok(net)) => nets.push(net),
+                Some(Err(reason)) => {
+                    self.reject(item, reason);
+                    ok = false;
+                }
+                None => ok = false,
+            }
+        }
+        ok.then(|| IpSet::new(nets))
+    }
+
+    // ---- errors ----
+
+    fn mismatch(&mut self, f: &Field, expected: &str) {
+        let found = a(f.value.get_ref().type_str());
+        self.reject(f, format!("expected {expected}, found {found}"));
+    }
+
+    /// An error at the start of `f`'s value.
+    fn reject(&mut self, f: &Field, reason: impl Into<String>) {
+        self.push(f.at(), &f.path, reason);
+    }
+
+    fn push(&mut self, at: usize, key_path: &str, reason: impl Into<String>) {
+        let e = self.error(at, key_path.to_string(), reason.into());
+        self.errors.push(e);
+    }
+
+    fn error(&self, at: usize, key_path: String, reason: String) -> ConfigError {
+        let (line, column) = line_column(self.text, at);
+        ConfigError {
+            file: self.file.clone(),
+            line,
+            column,
+            key_path,
+            reason,
+        }
+    }
+}
+
+/// 1-based line and column (in characters) of byte offset `at`.
+fn line_column(text: &str, at: usize) -> (usize, usize) {
+    let mut at = at.min(text.len());
+    while !text.is_char_boundary(at) {
+        at -= 1;
+    }
+    let before = &text[..at];
+    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+    let line = before.matches('\n').count() + 1;
+    (line, before[line_start..].chars().count() + 1)
+}
+
+/// `parent.key`, quoting `key` unless it is a bare TOML key.
+fn join(parent: &str, key: &str) -> String {
+    let bare = !key.is_empty()
+        && key
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+    let key = if bare {
+        key.to_string()
+    } else {
+        let mut quoted = String::with_capacity(key.len() + 2);
+        quoted.push('"');
+        for c in key.chars() {
+            match c {
+                '"' => quoted.push_str("\\\""),
+                '\\' => quoted.push_str("\\\\"),
+                c if c.is_control() => quoted.push_str(&format!("\\u{:04X}", u32::from(c))),
+                c => quoted.push(c),
+            }
+        }
+        quoted.push('"');
+        quoted
+    };
+    if parent.is_empty() {
+        key
+    } else {
+        format!("{parent}.{key}")
+    }
+}
+
+/// A type name with its article: `an integer`, `a string`.
+fn a(type_name: &str) -> String {
+    if type_name.starts_with(['a', 'e', 'i', 'o', 'u']) {
+        format!("an {type_name}")
+    } else {
+        format!("a {type_name}")
+    }
+}
+
+/// Why `c` may not appear in a path prefix, if it may not.
+fn bad_prefix_char(c: char) -> Option<&'static str> {
+    match c {
+        '?' | '#' => Some("a route matches the path only, not a query or fragment"),
+        '%' => Some("write the path decoded, not percent-encoded"),
+        '\\' => Some("segments are separated by \"/\""),
+        c if c.is_whitespace() || c.is_control() => Some("write the path without spaces"),
+        _ => None,
+    }
+}
+
+/// The value named `name` in `options`.
+fn named<T: Copy>(options: &[(&str, T)], name: &str) -> Option<T> {
+    options.iter().find(|(n, _)| *n == name).map(|(_, v)| *v)
+}
+
+/// Parses `http[s]://host[:port][/path]`. The error is the reason, for the operator.
+fn upstream_url(s: &str) -> Result<UpstreamUrl, String> {
+    let Some((scheme, rest)) = s.split_once("://") else {
+        return Err("not an absolute url; expected e.g. \"http://127.0.0.1:8080/\"".into());
+    };
+    let (scheme, default_port) = match scheme.to_ascii_lowercase().as_str() {
+        "http" => (Scheme::Http, 80),
+        "https" => (Scheme::Https, 443),
+        _ => {
+            return Err(format!(
+                "unsupported scheme {scheme:?}; expected \"http\" or \"https\""
+            ))
+        }
+    };
+    if rest.contains(['?', '#']) {
+        return Err("an upstream url takes no query or fragment".into());
+    }
+    if rest.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err("an upstream url must not contain whitespace; percent-encode it".into());
+    }
+    let (authority, path) = match rest.find('/') {
+        Some(i) => rest.split_at(i),
+        None => (rest, "/"),
+    };
+    if authority.contains('@') {
+        return Err("an upstream url takes no user name or password (\"user@\")".into());
+    }
+    let (host, port) = if let Some(v6) = authority.strip_prefix('[') {
+        let Some((host, after)) = v6.split_once(']') else {
+            return Err("an IPv6 host is missing its closing \"]\"".into());
+        };
+        if host.parse::<Ipv6Addr>().is_err() {
+            return Err(format!("{host:?} is not an IPv6 address"));
+        }
+        let port = match after {
+            "" => None,
+            p => match p.strip_prefix(':') {
+                Some(p) => Some(p),
+                None => return Err(format!("unexpected {p:?} after the IPv6 host")),
+            },
+        };
+        (host, port)
+    } else {
+        match authority.rsplit_once(':') {
+            Some((host, port)) => (host, Some(port)),
+            None => (authority, None),
+        }
+    };
+    if host.is_empty() {
+        return Err("the url has no host; expected e.g. \"http://127.0.0.1:8080/\"".into());
+    }
+    let bracketed = authority.starts_with('[');
+    if !bracketed && host.contains(':') {
+        return Err("an IPv6 host is written in brackets, e.g. \"http://[::1]:8080/\"".into());
+    }
+    if !bracketed
+        && !host
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_'))
+    {
+        return Err(format!("{host:?} is not a valid host name"));
+    }
+    let port = match port {
+        None => default_port,
+        Some(p) => match p.parse::<u16>() {
+            Ok(n) if n >= 1 => n,
+            _ => return Err(format!("port {p:?} is not a number from 1 to 65535")),
+        },
+    };
+    Ok(UpstreamUrl {
+        scheme,
+        host: host.to_ascii_lowercase(),
+        port,
+        path: path.to_string(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::fs;
+
+    use super::*;
+
+    /// A temp dir holding `config.toml` with `text`; returns the dir and the parse result.
+    fn parse_in(text: &str) -> (tempfile::TempDir, Result<Config, ConfigErrors>) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("config.toml");
+        fs::write(&path, text).unwrap();
+        let result = load(&path);
+        (dir, result)
+    }
+
+    fn errors_of(text: &str) -> Vec<ConfigError> {
+        match parse_in(text).1 {
+            Ok(_) => panic!("expected errors for:\n{text}"),
+            Err(e) => e.0,
+        }
+    }
+
+    fn ok(text: &str) -> Config {
+        match parse_in(text).1 {
+            Ok(c) => c,
+            Err(e) => panic!("unexpected errors:\n{e}"),
+        }
+    }
+
+    const SERVER: &str = "[server]\nlisten = \"127.0.0.1:8080\"\n";
+
+    /// The one error for `key_path`.
+    fn find<'e>(errors: &'e [ConfigError], key_path: &str) -> &'e ConfigError {
+        errors
+            .iter()
+            .find(|e| e.key_path == key_path)
+            .unwrap_or_else(|| panic!("no error for {key_path} in {errors:#?}"))
+    }
+
+    fn proxy(route: &Route) -> &UpstreamUrl {
+        match &route.backend {
+            Backend::Proxy(p) => &p.url,
+            b => panic!("not a proxy: {b:?}"),
+        }
+    }
+
+    fn file(route: &Route) -> &FileBackend {
+        match &route.backend {
+            Backend::File(f) => f,
+            b => panic!("not a file route: {b:?}"),
+        }
+    }
+
+    fn path_route<'c>(c: &'c Config, host: &str, prefix: &str) -> &'c PathRoute {
+        c.path_routes
+            .iter()
+            .find(|r| r.host == host && r.prefix == prefix)
+            .unwrap_or_else(|| panic!("no route {host} {prefix}"))
+    }
+
+    #[test]
+    fn spec_example_parses() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        fs::create_dir_all(d.join("www/example")).unwrap();
+        fs::create_dir_all(d.join("www/assets")).unwrap();
+        fs::write(d.join("www/robots.txt"), "User-agent: *\n").unwrap();
+        fs::write(d.join("www/index.html"), "<h1>hi</h1>").unwrap();
+        fs::write(d.join("cert.pem"), "cert").unwrap();
+        fs::write(d.join("key.pem"), "key").unwrap();
+        let www = d.join("www");
+        let www = www.display();
+        let text = format!(
+            r#"[server]
+listen = "0.0.0.0:443"
+threads = 4
+[logging]
+level = "info"
+channel_size = 100000
+flush_interval_ms = 1000
+max_log_size = 104857600
+[security]
+[performance]
+reuseport_balancing = "cbpf"
+huge_pages_enabled = true
+[tls]
+cert_path = "{d}/cert.pem"
+key_path = "key.pem"
+ktls_enabled = true
+ktls_fallback_enabled = true
+[host_routes."example.com"]
+type = "File"
+path = "{www}/example"
+mode = "sendfile"
+[host_routes."api.example.com"]
+type = "Proxy"
+url = "http://localhost:8080"
+[path_routes."example.com"."/robots.txt"]
+type = "File"
+path = "{www}/robots.txt"
+[path_routes."example.com"."/static/"]
+type = "File"
+path = "{www}/assets/"
+mode = "memory"
+index = "home.htm"
+[path_routes."example.com"."/api/"]
+type = "Proxy"
+url = "http://localhost:8080/app/"
+[path_routes."example.com"."/api/".security]
+allowed_methods = ["GET", "POST"]
+allowed_ips = ["10.0.0.0/8", "192.168.0.0/16"]
+[path_routes."example.com"."/backend"]
+type = "Proxy"
+url = "http://localhost:3000"
+[path_routes."example.com"."/"]
+type = "File"
+path = "{www}/index.html"
+[path_routes."inline.example.com"]
+"/v1/" = {{ type = "Proxy", url = "HTTPS://[::1]:8443/base" }}
+"/files" = {{ path = "{www}/assets" }}
+"#,
+            d = d.display()
+        );
+        let config_path = d.join("config.toml");
+        fs::write(&config_path, &text).unwrap();
+        let c = load(&config_path).unwrap_or_else(|e| panic!("{e}"));
+
+        assert_eq!(c.source, config_path);
+        assert_eq!(c.server.listen, "0.0.0.0:443".parse().unwrap());
+        assert_eq!(c.server.threads, 4);
+        assert_eq!(c.server.shutdown_timeout, defaults::SHUTDOWN_TIMEOUT);
+        assert_eq!(c.logging.level, LogLevel::Info);
+        assert_eq!(c.logging.channel_size, 100_000);
+        assert_eq!(c.logging.flush_interval, Duration::from_millis(1000));
+        assert_eq!(c.logging.max_log_size, 104_857_600);
+        assert_eq!(c.logging.file_path, None);
+        assert_eq!(c.security.route_defaults, RouteSecurity::default());
+        assert_eq!(c.performance.reuseport_balancing, ReuseportBalancing::Cbpf);
+        assert!(c.performance.huge_pages_enabled);
+        let tls = c.tls.as_ref().unwrap();
+        assert_eq!(tls.cert_path, d.join("cert.pem"));
+        assert_eq!(tls.key_path, d.join("key.pem"));
+        assert!(tls.ktls_enabled && tls.ktls_fallback_enabled);
+        assert_eq!(c.admin.socket, PathBuf::from(defaults::ADMIN_SOCKET));
+
+        // Host routes, in file order.
+        let hosts: Vec<&str> = c.host_routes.iter().map(|r| r.host.as_str()).collect();
+        assert_eq!(hosts, ["example.com", "api.example.com"]);
+        let example = file(&c.host_routes[0].route);
+        assert_eq!(example.path, d.join("www/example"));
+        assert_eq!(example.kind, FileKind::Dir);
+        assert_eq!(example.mode, Mode::Sendfile);
+        assert_eq!(example.index, "index.html");
+        let origin = &c.host_routes[0].route.origin;
+        assert_eq!(origin.key_path, "host_routes.\"example.com\"");
+        assert_eq!((origin.line, origin.column), (18, 14));
+        let api = proxy(&c.host_routes[1].route);
+        assert_eq!(
+            (api.scheme, api.host.as_str(), api.port),
+            (Scheme::Http, "localhost", 8080)
+        );
+        assert_eq!(api.path, "/");
+
+        assert_eq!(c.path_routes.len(), 7);
+        let robots = file(&path_route(&c, "example.com", "/robots.txt").route);
+        assert_eq!(robots.kind, FileKind::File);
+        assert_eq!(robots.mode, Mode::Sendfile);
+        let assets = file(&path_route(&c, "example.com", "/static").route);
+        assert_eq!(assets.kind, FileKind::Dir);
+        assert_eq!(assets.path, d.join("www/assets/"));
+        assert_eq!(assets.mode, Mode::Memory);
+        assert_eq!(assets.index, "home.htm");
+        let root = file(&path_route(&c, "example.com", "/").route);
+        assert_eq!(
+            (root.kind, root.path.clone()),
+            (FileKind::File, d.join("www/index.html"))
+        );
+
+        let api_route = &path_route(&c, "example.com", "/api").route;
+        let url = proxy(api_route);
+        assert_eq!(
+            (url.host.as_str(), url.port, url.path.as_str()),
+            ("localhost", 8080, "/app/")
+        );
+        let methods = api_route.security.allowed_methods.as_ref().unwrap();
+        assert!(methods.contains(&Method::Get) && methods.contains(&Method::Post));
+        assert!(!methods.contains(&Method::Put));
+        assert!(api_route
+            .security
+            .allowed_ips
+            .contains("10.1.2.3".parse().unwrap()));
+        assert!(api_route
+            .security
+            .allowed_ips
+            .contains("192.168.7.7".parse().unwrap()));
+        assert!(!api_route
+            .security
+            .allowed_ips
+            .contains("11.0.0.1".parse().unwrap()));
+        assert_eq!(
+            api_route.origin.key_path,
+            "path_routes.\"example.com\".\"/api/\""
+        );
+        assert_eq!((api_route.origin.line, api_route.origin.column), (33, 28));
+
+        let backend = proxy(&path_route(&c, "example.com", "/backend").route);
+        assert_eq!((backend.port, backend.path.as_str()), (3000, "/"));
+
+        // The inline form.
+        let v1 = &path_route(&c, "inline.example.com", "/v1").route;
+        let url = proxy(v1);
+        assert_eq!(
+            (url.scheme, url.host.as_str(), url.port),
+            (Scheme::Https, "::1", 8443)
+        );
+        assert_eq!(url.path, "/base");
+        assert_eq!(
+            v1.origin.key_path,
+            "path_routes.\"inline.example.com\".\"/v1/\""
+        );
+        assert_eq!((v1.origin.line, v1.origin.column), (46, 1));
+        assert_eq!(v1.security, RouteSecurity::default());
+        let files = file(&path_route(&c, "inline.example.com", "/files").route);
+        assert_eq!((files.kind, files.mode), (FileKind::Dir, Mode::Sendfile));
+    }
+
+    #[test]
+    fn security_defaults_apply_and_routes_override_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let www = dir.path().display();
+        let c = ok(&format!(
+            r#"{SERVER}
+[security]
+max_concurrent_connections = 500
+drop_privileges_user = "nobody"
+max_request_body_size = 100
+client_body_timeout_secs = 5
+allowed_methods = ["GET", "HEAD"]
+denied_ips = ["10.0.0.1"]
+[path_routes.h."/a"]
+path = "{www}"
+[path_routes.h."/b"]
+path = "{www}"
+security = {{ max_request_body_size = 200, rate_limit_requests_per_min = 60 }}
+"#
+        ));
+        assert_eq!(c.security.max_concurrent_connections, 500);
+        assert_eq!(c.security.drop_privileges_user.as_deref(), Some("nobody"));
+        assert_eq!(c.security.drop_privileges_group, None);
+        let defaults = &c.security.route_defaults;
+        assert_eq!(defaults.max_request_body_size, 100);
+        assert_eq!(defaults.client_body_timeout, Duration::from_secs(5));
+        assert_eq!(
+            defaults.max_chunked_body_size,
+            defaults::MAX_CHUNKED_BODY_SIZE
+        );
+
+        let a = &path_route(&c, "h", "/a").route.security;
+        assert_eq!(a, defaults);
+        let b = &path_route(&c, "h", "/b").route.security;
+        assert_eq!(b.max_request_body_size, 200);
+        assert_eq!(b.rate_limit_requests_per_min, 60);
+        assert_eq!(b.client_body_timeout, Duration::from_secs(5));
+        assert!(b.denied_ips.contains("10.0.0.1".parse().unwrap()));
+        assert!(b.allowed_methods.as_ref().unwrap().contains(&Method::Head));
+    }
+
+    #[test]
+    fn defaults_when_sections_are_absent() {
+        let c = ok(SERVER);
+        assert_eq!(c.server.threads, defaults::THREADS);
+        assert_eq!(c.logging.level, LogLevel::Info);
+        assert_eq!(c.logging.channel_size, defaults::LOG_CHANNEL_SIZE);
+        assert_eq!(c.security.max_concurrent_connections, 0);
+        assert_eq!(
+            c.performance.reuseport_balancing,
+            ReuseportBalancing::Kernel
+        );
+        assert!(!c.performance.huge_pages_enabled);
+        assert!(c.tls.is_none());
+        assert!(c.host_routes.is_empty() && c.path_routes.is_empty());
+    }
+
+    #[test]
+    fn unknown_keys_everywhere() {
+        let dir = tempfile::tempdir().unwrap();
+        let www = dir.path().display();
+        let errors = errors_of(&format!(
+            r#"[server]
+listne = "127.0.0.1:80"
+[sever]
+[host_routes."a.com"]
+path = "{www}"
+pth = "x"
+[security]
+max_body = 1
+[path_routes."a.com"."/x".security]
+allowed_method = ["GET"]
+"#
+        ));
+        let e = find(&errors, "server.listne");
+        assert_eq!(
+            e.reason,
+            "unknown key \"listne\"; expected one of: listen, threads, shutdown_timeout_secs"
+        );
+        assert_eq!((e.line, e.column), (2, 1));
+        assert!(find(&errors, "sever")
+            .reason
+            .starts_with("unknown key \"sever\"; expected one of: server, logging"));
+        let e = find(&errors, "host_routes.\"a.com\".pth");
+        assert_eq!(
+            e.reason,
+            "unknown key \"pth\"; expected one of: type, path, mode, index, url, security"
+        );
+        assert_eq!((e.line, e.column), (6, 1));
+        assert!(find(&errors, "security.max_body")
+            .reason
+            .contains("drop_privileges_user"));
+        let e = find(
+            &errors,
+            "path_routes.\"a.com\".\"/x\".security.allowed_method",
+        );
+        assert!(e.reason.contains("allowed_methods"));
+        assert!(!e.reason.contains("drop_privileges_user"));
+        // Also: listen is missing.
+        find(&errors, "server.listen");
+    }
+
+    #[test]
+    fn bad_cidr_has_exact_place_and_reason() {
+        let text = r#"[server]
+listen = "127.0.0.1:80"
+[path_routes."example.com"."/api/"]
+type = "Proxy"
+url = "http://localhost:8080/app/"
+[path_routes."example.com"."/api/".security]
+allowed_ips = ["10.0.0.0/8", "10.0.0.0/33"]
+"#;
+        let errors = errors_of(text);
+        assert_eq!(errors.len(), 1, "{errors:#?}");
+        let e = &errors[0];
+        assert_eq!(
+            e.key_path,
+            "path_routes.\"example.com\".\"/api/\".security.allowed_ips[1]"
+        );
+        assert_eq!(
+            e.reason,
+            "\"10.0.0.0/33\": prefix length 33 is longer than 32"
+        );
+        assert_eq!((e.line, e.column), (7, 30));
+        assert!(e.file.ends_with("config.toml"));
+        assert_eq!(
+            e.to_string(),
+            format!(
+                "{}:7:30: path_routes.\"example.com\".\"/api/\".security.allowed_ips[1]: \
+                 \"10.0.0.0/33\": prefix length 33 is longer than 32",
+                e.file.display()
+            )
+        );
+    }
+
+    #[test]
+    fn many_errors_at_once_sorted() {
+        let errors = errors_of(
+            r#"[server]
+listen = "nowhere"
+threads = -1
+shutdown_timeout_secs = 0
+[logging]
+level = "verbose"
+channel_size = 1.5
+max_log_size = "big"
+[performance]
+reuseport_balancing = "round-robin"
+huge_pages_enabled = "yes"
+[security]
+max_request_header_size = 100
+allowed_methods = []
+rate_limit_requests_per_min = 5000000000
+"#,
+        );
+        let places: Vec<(usize, usize)> = errors.iter().map(|e| (e.line, e.column)).collect();
+        let mut sorted = places.clone();
+        sorted.sort();
+        assert_eq!(places, sorted);
+        assert_eq!(errors.len(), 11, "{errors:#?}");
+        let reason = |k: &str| find(&errors, k).reason.clone();
+        assert!(reason("server.listen").starts_with("\"nowhere\" is not an IP address with a port"));
+        assert_eq!(reason("server.threads"), "must not be negative");
+        assert_eq!(reason("server.shutdown_timeout_secs"), "must be at least 1");
+        assert_eq!(
+            reason("logging.level"),
+            "unknown level \"verbose\"; expected one of: \"trace\", \"debug\", \"info\", \"warn\", \"error\", \"off\""
+        );
+        assert_eq!(
+            reason("logging.channel_size"),
+            "expected an integer, found a float"
+        );
+        assert_eq!(
+            reason("logging.max_log_size"),
+            "expected an integer, found a string"
+        );
+        assert_eq!(
+            reason("performance.reuseport_balancing"),
+            "unknown balancing \"round-robin\"; expected \"kernel\" or \"cbpf\""
+        );
+        assert!(reason("performance.huge_pages_enabled").ends_with("found a string"));
+        assert_eq!(
+            reason("security.max_request_header_size"),
+            "must be at least 1024"
+        );
+        assert_eq!(
+            reason("security.allowed_methods"),
+            "allows no method; remove the key to allow all"
+        );
+        assert_eq!(
+            reason("security.rate_limit_requests_per_min"),
+            "must be at most 4294967295"
+        );
+        let e = find(&errors, "server.threads");
+        assert_eq!((e.line, e.column), (3, 11));
+    }
+
+    #[test]
+    fn syntax_error_has_a_place() {
+        let errors = errors_of("[server]\nlisten = \"127.0.0.1:80\"\nthreads = = 4\n");
+        assert!(
+            errors.iter().all(|e| e.line == 3 && e.key_path.is_empty()),
+            "{errors:#?}"
+        );
+        assert_eq!(errors[0].column, 11);
+        assert!(errors[0].reason.contains('='), "{errors:#?}");
+        let errors = errors_of("[server\nlisten = \"127.0.0.1:80\"\n");
+        assert!(
+            errors.iter().any(|e| e.line == 1 && e.key_path.is_empty()),
+            "{errors:#?}"
+        );
+        let errors = errors_of("[server]\nlisten = \"127.0.0.1:80\"\n[server]\n");
+        assert_eq!((errors[0].line, errors[0].column), (3, 2), "{errors:#?}");
+    }
+
+    #[test]
+    fn file_route_paths() {
+        let (dir, result) = parse_in(&format!(
+            "{SERVER}[host_routes.\"a.com\"]\npath = \"missing/site\"\n"
+        ));
+        let errors = result.unwrap_err().0;
+        let e = find(&errors, "host_routes.\"a.com\".path");
+        let dir = std::path::absolute(dir.path()).unwrap();
+        assert_eq!(
+            e.reason,
+            format!(
+                "{:?} does not exist (resolved from \"missing/site\" against {})",
+                dir.join("missing/site"),
+                dir.display()
+            )
+        );
+        assert_eq!((e.line, e.column), (4, 8));
+
+        let errors = errors_of(&format!(
+            "{SERVER}[host_routes.\"a.com\"]\ntype = \"File\"\n"
+        ));
+        let e = find(&errors, "host_routes.\"a.com\".path");
+        assert!(e.reason.starts_with("required key is missing"), "{e:?}");
+        assert_eq!((e.line, e.column), (3, 1));
+
+        let errors = errors_of(&format!(
+            "{SERVER}[host_routes.\"a.com\"]\npath = \"/\"\nurl = \"http://x\"\nmode = \"mmap\"\nindex = \"a/b\"\n"
+        ));
+        assert_eq!(errors.len(), 3, "{errors:#?}");
+        assert!(find(&errors, "host_routes.\"a.com\".url")
+            .reason
+            .starts_with("`url` belongs to Proxy routes"));
+        assert_eq!(
+            find(&errors, "host_routes.\"a.com\".mode").reason,
+            "unknown mode \"mmap\"; expected \"sendfile\" or \"memory\""
+        );
+        assert!(find(&errors, "host_routes.\"a.com\".index")
+            .reason
+            .contains("plain file name"));
+    }
+
+    #[test]
+    fn relative_paths_resolve_against_the_config_dir() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::create_dir_all(dir.path().join("www")).unwrap();
+        let path = dir.path().join("config.toml");
+        let text = format!(
+            "{SERVER}[logging]\nfile_path = \"logs/zcs.log\"\n[admin]\nsocket = \"./admin.sock\"\n\
+             [host_routes.\"a.com\"]\npath = \"www\"\n"
+        );
+        fs::write(&path, &text).unwrap();
+        let c = load(&path).unwrap();
+        let abs = std::path::absolute(dir.path()).unwrap();
+        assert_eq!(file(&c.host_routes[0].route).path, abs.join("www"));
+        assert_eq!(file(&c.host_routes[0].route).kind, FileKind::Dir);
+        assert_eq!(c.logging.file_path, Some(abs.join("logs/zcs.log")));
+        assert_eq!(c.admin.socket, abs.join("admin.sock"));
+    }
+
+    #[test]
+    fn proxy_route_errors() {
+        let text = format!(
+            r#"{SERVER}[path_routes.h]
+"/ftp" = {{ type = "Proxy", url = "ftp://example.com/" }}
+"/nohost" = {{ type = "Proxy", url = "http:///x" }}
+"/query" = {{ type = "Proxy", url = "http://a:80/x?y=1" }}
+"/user" = {{ type = "Proxy", url = "http://me@a/" }}
+"/port" = {{ type = "Proxy", url = "http://a:0/" }}
+"/path" = {{ type = "Proxy", url = "http://a/", path = "/srv" }}
+"/nourl" = {{ type = "Proxy" }}
+"/case" = {{ type = "proxy" }}
+"#
+        );
+        let errors = errors_of(&text);
+        let reason = |k: &str| find(&errors, &format!("path_routes.h.{k}")).reason.clone();
+        assert_eq!(
+            reason("\"/ftp\".url"),
+            "\"ftp://example.com/\": unsupported scheme \"ftp\"; expected \"http\" or \"https\""
+        );
+        assert!(reason("\"/nohost\".url").contains("no host"));
+        assert_eq!(
+            reason("\"/query\".url"),
+            "\"http://a:80/x?y=1\": an upstream url takes no query or fragment"
+        );
+        assert!(reason("\"/user\".url").contains("user"));
+        assert!(reason("\"/port\".url").contains("1 to 65535"));
+        assert!(reason("\"/path\".path").starts_with("`path` belongs to File routes"));
+        assert!(reason("\"/nourl\".url").starts_with("required key is missing"));
+        assert_eq!(
+            reason("\"/case\".type"),
+            "unknown type \"proxy\"; expected \"File\" or \"Proxy\" (case matters: write \"Proxy\")"
+        );
+        let e = find(&errors, "path_routes.h.\"/ftp\".url");
+        assert_eq!((e.line, e.column), (4, 34));
+    }
+
+    #[test]
+    fn prefixes_are_checked_and_normalised() {
+        let dir = tempfile::tempdir().unwrap();
+        let www = dir.path().display();
+        let errors = errors_of(&format!(
+            r#"{SERVER}[path_routes.h."/a"]
+path = "{www}"
+[path_routes.h."/a/"]
+path = "{www}"
+[path_routes.h."noslash"]
+path = "{www}"
+[path_routes.h."/x/../y"]
+path = "{www}"
+[path_routes.h."/q?x"]
+path = "{www}"
+"#
+        ));
+        assert_eq!(errors.len(), 4, "{errors:#?}");
+        let e = find(&errors, "path_routes.h.\"/a/\"");
+        assert_eq!(
+            e.reason,
+            "duplicates \"/a\": a trailing slash does not change a route"
+        );
+        assert_eq!((e.line, e.column), (5, 16));
+        assert!(find(&errors, "path_routes.h.noslash")
+            .reason
+            .contains("starts with \"/\""));
+        assert!(find(&errors, "path_routes.h.\"/x/../y\"")
+            .reason
+            .contains("segment"));
+        assert!(find(&errors, "path_routes.h.\"/q?x\"")
+            .reason
+            .contains("'?'"));
+
+        let c = ok(&format!(
+            "{SERVER}[path_routes.h]\n\"/\" = {{ path = \"{www}\" }}\n"
+        ));
+        assert_eq!(c.path_routes[0].prefix, "/");
+    }
+
+    #[test]
+    fn missing_server_or_listen() {
+        let errors = errors_of("[logging]\nlevel = \"info\"\n");
+        assert_eq!(errors.len(), 1);
+        assert_eq!((errors[0].line, errors[0].column), (1, 1));
+        assert_eq!(errors[0].key_path, "server");
+
+        let errors = errors_of("# comment\n[server]\nthreads = 2\n");
+        assert_eq!(errors.len(), 1);
+        assert_eq!(errors[0].key_path, "server.listen");
+        assert_eq!((errors[0].line, errors[0].column), (2, 1));
+        assert!(errors[0].reason.starts_with("required key is missing"));
+    }
+
+    #[test]
+    fn host_keys_are_lower_cased_and_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let www = dir.path().display();
+        let c = ok(&format!(
+            "{SERVER}[host_routes.\"Example.COM\"]\npath = \"{www}\"\n[path_routes.\"API.Example.com\".\"/\"]\npath = \"{www}\"\n"
+        ));
+        assert_eq!(c.host_routes[0].host, "example.com");
+        assert_eq!(
+            c.host_routes[0].route.origin.key_path,
+            "host_routes.\"Example.COM\""
+        );
+        assert_eq!(c.path_routes[0].host, "api.example.com");
+
+        let errors = errors_of(&format!(
+            r#"{SERVER}[host_routes."a.com"]
+path = "{www}"
+[host_routes."A.com"]
+path = "{www}"
+[host_routes."a.com:8080"]
+path = "{www}"
+[host_routes.""]
+path = "{www}"
+"#
+        ));
+        assert_eq!(errors.len(), 3, "{errors:#?}");
+        let e = find(&errors, "host_routes.\"A.com\"");
+        assert!(e.reason.starts_with("duplicates \"a.com\""), "{e:?}");
+        assert_eq!((e.line, e.column), (5, 14));
+        assert!(find(&errors, "host_routes.\"a.com:8080\"")
+            .reason
+            .ends_with("host keys are names without a port, e.g. \"example.com\""));
+        find(&errors, "host_routes.\"\"");
+    }
+
+    #[test]
+    fn tls_files_must_be_readable() {
+        let errors = errors_of(&format!("{SERVER}[tls]\ncert_path = \"nope.pem\"\n"));
+        assert_eq!(errors.len(), 2, "{errors:#?}");
+        let e = find(&errors, "tls.cert_path");
+        assert!(
+            e.reason.contains("nope.pem\" cannot be read: No such file"),
+            "{e:?}"
+        );
+        assert!(
+            e.reason.contains("(resolved from \"nope.pem\" against"),
+            "{e:?}"
+        );
+        assert!(find(&errors, "tls.key_path")
+            .reason
+            .starts_with("required key is missing"));
+    }
+
+    #[test]
+    fn wrong_types_for_tables_and_arrays() {
+        let errors = errors_of(&format!(
+            "logging = 3\n{SERVER}[security]\nallowed_ips = \"10.0.0.0/8\"\nallowed_methods = [\"GET\", 1, \"get\", \"G T\"]\n"
+        ));
+        assert_eq!(
+            find(&errors, "logging").reason,
+            "expected a table, found an integer"
+        );
+        assert_eq!(
+            find(&errors, "security.allowed_ips").reason,
+            "expected an array of strings, found a string"
+        );
+        assert_eq!(
+            find(&errors, "security.allowed_methods[1]").reason,
+            "expected a string, found an integer"
+        );
+        assert!(find(&errors, "security.allowed_methods[2]")
+            .reason
+            .contains("write \"GET\""));
+        assert!(find(&errors, "security.allowed_methods[3]")
+            .reason
+            .contains("not a method"));
+    }
+
+    #[test]
+    fn shipped_quickstart_config_parses() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/quickstart.toml");
+        let c = load(&path).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(c.server.listen, "127.0.0.1:8080".parse().unwrap());
+        let hosts: Vec<&str> = c.host_routes.iter().map(|r| r.host.as_str()).collect();
+        assert_eq!(hosts, ["127.0.0.1", "localhost"]);
+        for r in &c.host_routes {
+            assert_eq!(file(&r.route).kind, FileKind::Dir);
+            assert!(file(&r.route).path.ends_with("config/www"));
+        }
+    }
+
+    #[test]
+    fn upstream_urls() {
+        let u = upstream_url("http://localhost:8080/app/").unwrap();
+        assert_eq!(
+            (u.scheme, u.host.as_str(), u.port, u.path.as_str()),
+            (Scheme::Http, "localhost", 8080, "/app/")
+        );
+        let u = upstream_url("https://Example.com").unwrap();
+        assert_eq!(
+            (u.scheme, u.host.as_str(), u.port, u.path.as_str()),
+            (Scheme::Https, "example.com", 443, "/")
+        );
+        let u = upstream_url("http://[::1]/x").unwrap();
+        assert_eq!((u.host.as_str(), u.port), ("::1", 80));
+        assert_eq!(u.to_string(), "http://[::1]:80/x");
+        for bad in [
+            "localhost:8080",
+            "ftp://a/",
+            "http://",
+            "http://:80/",
+            "http://a:/",
+            "http://a:65536/",
+            "http://a/#f",
+            "http://u:p@a/",
+            "http://::1/",
+            "http://[::1/",
+            "http://[zz]/",
+            "http://a b/",
+        ] {
+            assert!(upstream_url(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn key_paths_and_positions() {
+        assert_eq!(join("", "server"), "server");
+        assert_eq!(join("a", "b-c_9"), "a.b-c_9");
+        assert_eq!(join("a", "x.y"), "a.\"x.y\"");
+        assert_eq!(join("a", ""), "a.\"\"");
+        assert_eq!(join("a", "q\"\\"), "a.\"q\\\"\\\\\"");
+        assert_eq!(line_column("ab\ncd", 0), (1, 1));
+        assert_eq!(line_column("ab\ncd", 4), (2, 2));
+        assert_eq!(line_column("é = 1\nx", 2), (1, 2));
+        assert_eq!(line_column("é = 1\nx", 3), (1, 3));
+        assert_eq!(line_column("ab", 99), (1, 3));
+    }
 }

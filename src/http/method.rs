@@ -56,18 +56,20 @@ impl Method {
 
     /// Bit of a standard method in a [`MethodSet`]; `None` for [`Method::Other`].
     fn bit(&self) -> Option<u16> {
-        Some(1 << match self {
-            Self::Get => 0,
-            Self::Head => 1,
-            Self::Post => 2,
-            Self::Put => 3,
-            Self::Delete => 4,
-            Self::Connect => 5,
-            Self::Options => 6,
-            Self::Trace => 7,
-            Self::Patch => 8,
-            Self::Other(_) => return None,
-        })
+        Some(
+            1 << match self {
+                Self::Get => 0,
+                Self::Head => 1,
+                Self::Post => 2,
+                Self::Put => 3,
+                Self::Delete => 4,
+                Self::Connect => 5,
+                Self::Options => 6,
+                Self::Trace => 7,
+                Self::Patch => 8,
+                Self::Other(_) => return None,
+            },
+        )
     }
 }
 
@@ -154,7 +156,10 @@ mod tests {
     #[test]
     fn parses_standard_and_extension_methods() {
         assert_eq!(Method::parse("GET"), Some(Method::Get));
-        assert_eq!(Method::parse("PROPFIND"), Some(Method::Other("PROPFIND".into())));
+        assert_eq!(
+            Method::parse("PROPFIND"),
+            Some(Method::Other("PROPFIND".into()))
+        );
         assert_eq!(Method::parse("get"), Some(Method::Other("get".into())));
         assert_eq!(Method::parse(""), None);
         assert_eq!(Method::parse("GE T"), None);

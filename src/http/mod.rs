@@ -27,3 +27,4 @@ impl Version {
 pub mod chunked;
 pub mod head;
 pub mod path;
+pub mod response;

@@ -1,0 +1,269 @@
+#!/usr/bin/env python3
+"""Side-by-side benchmark of zerocopy-server against nginx on this machine.
+
+One command:  sudo python3 bench/run.py   (root only to apt-get nginx and wrk when missing)
+
+Both servers serve the same files with the same number of workers, pinned to the same cores;
+wrk runs pinned to the other cores. Each case runs three times per server, alternating, and the
+table reports the median requests/s (min-max), median p50 and p99 latency and the ratio of the
+medians. The table goes to stdout and to bench/RESULTS.md with a description of the machine.
+"""
+
+import argparse
+import os
+import platform
+import re
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BIN = os.path.join(ROOT, "target", "release", "zerocopy-server")
+
+# (name, path, connections, extra wrk headers)
+CASES = [
+    ("1 KiB file, keep-alive", "/1k.bin", 50, []),
+    ("1 MiB file, keep-alive", "/1m.bin", 10, []),
+    ("1 KiB file, new connection per request", "/1k.bin", 50, ["Connection: close"]),
+]
+
+NGINX_CONF = """
+worker_processes {workers};
+worker_cpu_affinity {affinity};
+daemon off;
+master_process on;
+pid {tmp}/nginx.pid;
+error_log {tmp}/nginx-error.log warn;
+events {{ worker_connections 16384; use epoll; multi_accept on; }}
+http {{
+    access_log off;
+    sendfile on;
+    tcp_nopush on;
+    tcp_nodelay on;
+    keepalive_timeout 65;
+    keepalive_requests 100000000;
+    default_type application/octet-stream;
+    types {{ text/html html; application/octet-stream bin; }}
+    client_body_temp_path {tmp}/body;
+    proxy_temp_path {tmp}/proxy;
+    fastcgi_temp_path {tmp}/fastcgi;
+    uwsgi_temp_path {tmp}/uwsgi;
+    scgi_temp_path {tmp}/scgi;
+    server {{
+        listen 127.0.0.1:{port} reuseport backlog=4096;
+        server_name _;
+        root {www};
+    }}
+}}
+"""
+
+DAEMON_CONF = """
+[server]
+listen = "127.0.0.1:{port}"
+threads = {workers}
+
+[logging]
+level = "warn"
+
+[host_routes."127.0.0.1"]
+path = "{www}"
+"""
+
+
+def sh(cmd, **kw):
+    return subprocess.run(cmd, shell=isinstance(cmd, str), check=True, **kw)
+
+
+def ensure_tools():
+    missing = [t for t in ("nginx", "wrk") if shutil.which(t) is None and not os.path.exists("/usr/sbin/" + t)]
+    if missing:
+        print(f"installing {' '.join(missing)} from Debian", file=sys.stderr)
+        sh("apt-get update -qq")
+        sh(["apt-get", "install", "-y", "-qq", *missing], env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"})
+
+
+def nginx_bin():
+    return shutil.which("nginx") or "/usr/sbin/nginx"
+
+
+def wait_port(port, timeout=10.0):
+    end = time.time() + timeout
+    while time.time() < end:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"nothing listens on 127.0.0.1:{port}")
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def to_us(v):
+    m = re.match(r"([\d.]+)(us|ms|s)", v)
+    if not m:
+        return float("nan")
+    n, unit = float(m.group(1)), m.group(2)
+    return n * {"us": 1, "ms": 1000, "s": 1_000_000}[unit]
+
+
+def run_wrk(port, path, conns, headers, duration, wrk_cores, threads):
+    cmd = ["taskset", "-c", wrk_cores, "wrk", f"-t{threads}", f"-c{conns}", f"-d{duration}s", "--latency"]
+    for h in headers:
+        cmd += ["-H", h]
+    cmd.append(f"http://127.0.0.1:{port}{path}")
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
+    p50 = to_us(re.search(r"\s50%\s+(\S+)", out).group(1))
+    p99 = to_us(re.search(r"\s99%\s+(\S+)", out).group(1))
+    errors = 0
+    m = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    if m:
+        errors += int(m.group(1))
+    m = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
+    if m:
+        # Reads of 0 at close are counted as read errors by wrk with Connection: close.
+        errors += int(m.group(1)) + int(m.group(3)) + int(m.group(4))
+    return rps, p50, p99, errors
+
+
+class Server:
+    def __init__(self, name, cmd, port):
+        self.name, self.cmd, self.port = name, cmd, port
+        self.proc = None
+
+    def __enter__(self):
+        self.proc = subprocess.Popen(self.cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        wait_port(self.port)
+        return self
+
+    def __exit__(self, *exc):
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+def fmt_us(us):
+    return f"{us / 1000:.2f} ms" if us >= 1000 else f"{us:.0f} µs"
+
+
+def machine():
+    model = "unknown CPU"
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    mem = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    ngx = subprocess.run([nginx_bin(), "-v"], capture_output=True, text=True).stderr.strip()
+    return f"{os.cpu_count()} cores ({model}), {mem:.0f} GiB, Linux {platform.release()}, {ngx}"
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--duration", type=int, default=10, help="seconds per run (default 10)")
+    ap.add_argument("--runs", type=int, default=3, help="runs per case and server (default 3)")
+    ap.add_argument("--workers", type=int, default=0, help="server workers (default: half the cores, at least 1)")
+    ap.add_argument("--no-build", action="store_true", help="use the existing release binary")
+    ap.add_argument("--output", default=os.path.join(ROOT, "bench", "RESULTS.md"))
+    args = ap.parse_args()
+
+    ensure_tools()
+    if not args.no_build:
+        sh(["cargo", "build", "--release", "--locked"], cwd=ROOT)
+    ncpu = os.cpu_count() or 2
+    workers = args.workers or max(1, ncpu // 2)
+    if workers >= ncpu:
+        sys.exit("need at least one core left for wrk")
+    server_cores = ",".join(str(c) for c in range(workers))
+    wrk_cores = ",".join(str(c) for c in range(workers, ncpu))
+    wrk_threads = ncpu - workers
+
+    tmp = tempfile.mkdtemp(prefix="zcs-bench-")
+    www = os.path.join(tmp, "www")
+    os.makedirs(www)
+    with open(os.path.join(www, "1k.bin"), "wb") as f:
+        f.write(os.urandom(1024))
+    with open(os.path.join(www, "1m.bin"), "wb") as f:
+        f.write(os.urandom(1024 * 1024))
+    for d in ("body", "proxy", "fastcgi", "uwsgi", "scgi"):
+        os.makedirs(os.path.join(tmp, d))
+    os.chmod(tmp, 0o755)
+
+    ours_port, nginx_port = free_port(), free_port()
+    with open(os.path.join(tmp, "zcs.toml"), "w") as f:
+        f.write(DAEMON_CONF.format(port=ours_port, workers=workers, www=www))
+    affinity = " ".join(format(1 << c, "b") for c in range(workers))
+    with open(os.path.join(tmp, "nginx.conf"), "w") as f:
+        f.write(NGINX_CONF.format(workers=workers, affinity=affinity, tmp=tmp, port=nginx_port, www=www))
+
+    servers = {
+        "zerocopy-server": (["taskset", "-c", server_cores, BIN, "--config", os.path.join(tmp, "zcs.toml")], ours_port),
+        "nginx": (["taskset", "-c", server_cores, nginx_bin(), "-p", tmp, "-c", os.path.join(tmp, "nginx.conf")], nginx_port),
+    }
+    results = {}
+    for case, path, conns, headers in CASES:
+        samples = {name: [] for name in servers}
+        for run in range(args.runs):
+            order = list(servers) if run % 2 == 0 else list(reversed(servers))
+            for name in order:
+                cmd, port = servers[name]
+                with Server(name, cmd, port):
+                    run_wrk(port, path, conns, headers, 2, wrk_cores, wrk_threads)  # warm-up
+                    s = run_wrk(port, path, conns, headers, args.duration, wrk_cores, wrk_threads)
+                samples[name].append(s)
+                print(f"{case:42} {name:16} run {run + 1}: {s[0]:>10.0f} req/s  p50 {fmt_us(s[1])}  p99 {fmt_us(s[2])}  errors {s[3]}", file=sys.stderr)
+        results[case] = samples
+
+    lines = [
+        "| case | server | req/s (median) | min–max | p50 | p99 | errors | ratio to nginx |",
+        "|---|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for case, samples in results.items():
+        med = {n: statistics.median(x[0] for x in s) for n, s in samples.items()}
+        for name, s in samples.items():
+            rps = [x[0] for x in s]
+            ratio = f"**{med[name] / med['nginx']:.2f}×**" if name != "nginx" else "1.00×"
+            lines.append(
+                f"| {case} | {name} | {med[name]:,.0f} | {min(rps):,.0f}–{max(rps):,.0f} | "
+                f"{fmt_us(statistics.median(x[1] for x in s))} | {fmt_us(statistics.median(x[2] for x in s))} | "
+                f"{sum(x[3] for x in s)} | {ratio} |"
+            )
+    table = "\n".join(lines)
+    print(table)
+    desc = machine()
+    report = f"""# Benchmark results
+
+Latest run of `python3 bench/run.py` ({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}).
+
+- Machine: {desc}.
+- Servers: zerocopy-server (release build, {workers} worker(s), io driver auto) and nginx
+  ({workers} worker process(es), sendfile on, tcp_nopush on, access_log off, keepalive_requests
+  unlimited), each pinned to core(s) {server_cores}; the same files.
+- Load: wrk with {wrk_threads} thread(s) pinned to core(s) {wrk_cores}; {args.duration} s per run after a
+  2 s warm-up; {args.runs} runs per case and server, alternating servers; medians.
+- Machines here are shared and noisy: read the ratios, not the absolute numbers.
+
+{table}
+"""
+    with open(args.output, "w") as f:
+        f.write(report)
+    print(f"\nwritten to {os.path.relpath(args.output, ROOT)}", file=sys.stderr)
+    shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

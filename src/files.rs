@@ -1,0 +1,656 @@
+//! The File backend: resolving a request under a route's root, validators and conditional
+//! requests, single byte ranges, and sending the bytes — by `sendfile(2)` from disk or from
+//! memory.
+//!
+//! **Containment.** Request paths arrive normalised (no `..`, no encoded `/`, `\` or NUL; see
+//! [`crate::http::path`]). On disk, a file below a directory route is opened with `openat2(2)`
+//! and `RESOLVE_BENEATH` relative to the root, so neither `..` nor a symlink can lead outside
+//! the root: the kernel refuses it, and the client gets 403. Symlinks that stay inside the root
+//! are followed. In memory mode the tree is walked when the config loads and files whose real
+//! path lies outside the root are left out.
+//!
+//! **Memory mode** reads every file of the route when the snapshot is built (on the control
+//! thread, never on a worker), within [`crate::config::defaults::MEMORY_MODE_TOTAL_CAP`] over
+//! all routes.
+
+use std::collections::{HashMap, HashSet};
+use std::ffi::CString;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use monoio::net::TcpStream;
+
+use crate::config::{FileBackend, FileKind};
+use crate::error::{Error, ErrorKind};
+use crate::http::head::RequestHead;
+use crate::http::response::ResponseHead;
+use crate::http::Method;
+use crate::route::{Matched, Target};
+use crate::worker::io::{send_all, sendfile_all};
+
+/// What a response needs to know about a file, whichever way its bytes travel.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FileMeta {
+    pub len: u64,
+    /// Modification time, whole seconds since the epoch.
+    pub mtime: u64,
+    pub content_type: &'static str,
+}
+
+impl FileMeta {
+    fn new(len: u64, mtime: u64, name: &Path) -> Self {
+        Self {
+            len,
+            mtime,
+            content_type: content_type(name),
+        }
+    }
+
+    /// A strong validator from the modification time and the length, as nginx forms it.
+    pub fn etag(&self) -> String {
+        format!("\"{:x}-{:x}\"", self.mtime, self.len)
+    }
+
+    pub fn last_modified(&self) -> String {
+        httpdate::fmt_http_date(UNIX_EPOCH + Duration::from_secs(self.mtime))
+    }
+}
+
+/// A file held in memory.
+#[derive(Debug)]
+pub struct MemFile {
+    pub meta: FileMeta,
+    pub body: Vec<u8>,
+}
+
+/// The bytes of a memory-mode route.
+#[derive(Debug)]
+pub enum MemoryFiles {
+    /// An exact-file route.
+    Single(MemFile),
+    /// A directory route: files by path relative to the root (`css/a.css`), and the set of
+    /// directories (`""` for the root, `css`).
+    Tree {
+        files: HashMap<String, MemFile>,
+        dirs: HashSet<String>,
+    },
+}
+
+impl MemoryFiles {
+    /// Reads a memory-mode route's file or tree. `budget` is what is left of the total cap; it
+    /// is reduced by what is read. Runs on the control thread.
+    pub fn load(backend: &FileBackend, budget: &mut u64) -> Result<Self, String> {
+        match backend.kind {
+            FileKind::File => {
+                let f = read_mem_file(&backend.path, budget)?;
+                Ok(Self::Single(f))
+            }
+            FileKind::Dir => {
+                let root = std::fs::canonicalize(&backend.path)
+                    .map_err(|e| format!("{}: {e}", backend.path.display()))?;
+                let mut files = HashMap::new();
+                let mut dirs = HashSet::new();
+                dirs.insert(String::new());
+                walk(&root, &root, String::new(), &mut files, &mut dirs, budget)?;
+                Ok(Self::Tree { files, dirs })
+            }
+        }
+    }
+
+    /// Total bytes held.
+    pub fn size(&self) -> u64 {
+        match self {
+            Self::Single(f) => f.meta.len,
+            Self::Tree { files, .. } => files.values().map(|f| f.meta.len).sum(),
+        }
+    }
+
+    /// The file for a resolved target, following a directory to its index.
+    fn find(&self, target: &Target<'_>, index: &str) -> Option<&MemFile> {
+        match (self, target) {
+            (Self::Single(f), Target::File(_)) => Some(f),
+            (Self::Tree { files, dirs }, Target::InDir { relative, .. }) => {
+                if let Some(f) = files.get(relative.as_str()) {
+                    return Some(f);
+                }
+                let dir = relative.trim_end_matches('/');
+                if dirs.contains(dir) {
+                    let key = if dir.is_empty() {
+                        index.to_string()
+                    } else {
+                        format!("{dir}/{index}")
+                    };
+                    return files.get(&key);
+                }
+                None
+            }
+            _ => None,
+        }
+    }
+}
+
+/// What to send for a file request, decided from the request and the file's metadata alone.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Plan {
+    /// 200, 206 or 304.
+    pub status: u16,
+    /// The byte range of the file to send (`(0, len)` for the whole file).
+    pub offset: u64,
+    pub len: u64,
+    /// Whether a body is sent at all (not for HEAD or 304).
+    pub body: bool,
+}
+
+/// Applies conditional requests (`If-None-Match`, then `If-Modified-Since`) and a single
+/// `Range` (with `If-Range`) to a GET or HEAD request. Multiple ranges are answered with the
+/// whole file (RFC 9110 allows ignoring Range); a syntactically bad Range is ignored; an
+/// unsatisfiable one is a 416.
+pub fn plan(req: &RequestHead, meta: &FileMeta) -> Result<Plan, Error> {
+    let head = req.method == Method::Head;
+    let etag = meta.etag();
+    let full = Plan {
+        status: 200,
+        offset: 0,
+        len: meta.len,
+        body: !head,
+    };
+    let not_modified = Plan {
+        status: 304,
+        offset: 0,
+        len: 0,
+        body: false,
+    };
+    if let Some(inm) = req.header("if-none-match") {
+        if etag_list_matches(inm, &etag) {
+            return Ok(not_modified);
+        }
+    } else if let Some(ims) = req.header("if-modified-since").and_then(parse_date) {
+        if meta.mtime <= ims {
+            return Ok(not_modified);
+        }
+    }
+    if head {
+        return Ok(full);
+    }
+    let Some(range) = req.header("range") else {
+        return Ok(full);
+    };
+    if let Some(if_range) = req.header("if-range") {
+        let fresh = if if_range.starts_with(b"\"") {
+            if_range == etag.as_bytes()
+        } else {
+            parse_date(if_range) == Some(meta.mtime)
+        };
+        if !fresh {
+            return Ok(full);
+        }
+    }
+    match parse_range(range, meta.len) {
+        RangeSpec::Ignore => Ok(full),
+        RangeSpec::Unsatisfiable => Err(Error::client(
+            ErrorKind::RangeNotSatisfiable(meta.len),
+            "range not satisfiable",
+        )),
+        RangeSpec::Bytes { offset, len } => Ok(Plan {
+            status: 206,
+            offset,
+            len,
+            body: true,
+        }),
+    }
+}
+
+/// Serves a matched File route: finds the file (on disk or in memory), plans the response and
+/// writes it. `keep_alive` decides the `Connection` header.
+pub async fn serve(
+    stream: &TcpStream,
+    req: &RequestHead,
+    m: &Matched<'_>,
+    backend: &FileBackend,
+    keep_alive: bool,
+) -> Result<(), Error> {
+    let target = m.target();
+    if target == Target::NotFound {
+        return Err(Error::not_found());
+    }
+    if let Some(mem) = &m.entry.memory {
+        let f = mem
+            .find(&target, &backend.index)
+            .ok_or_else(Error::not_found)?;
+        let p = plan(req, &f.meta)?;
+        let head = response_head(&p, &f.meta, req, keep_alive);
+        let body = if p.body {
+            f.body
+                .get(p.offset as usize..(p.offset + p.len) as usize)
+                .unwrap_or_default()
+        } else {
+            &[]
+        };
+        if body.len() <= 16 * 1024 {
+            let mut all = head;
+            all.extend_from_slice(body);
+            return send_all(stream, &all, false).await;
+        }
+        send_all(stream, &head, true).await?;
+        return send_all(stream, body, false).await;
+    }
+    let (file, meta) = open(&target, &backend.index)?;
+    let p = plan(req, &meta)?;
+    let head = response_head(&p, &meta, req, keep_alive);
+    send_all(stream, &head, p.body && p.len > 0).await?;
+    if p.body && p.len > 0 {
+        sendfile_all(stream, file.as_raw_fd(), p.offset, p.len).await?;
+    }
+    Ok(())
+}
+
+fn response_head(p: &Plan, meta: &FileMeta, req: &RequestHead, keep_alive: bool) -> Vec<u8> {
+    let mut h = ResponseHead::new(p.status);
+    let etag = meta.etag();
+    h.header("Last-Modified", &meta.last_modified())
+        .header("ETag", &etag);
+    if p.status != 304 {
+        h.header("Content-Type", meta.content_type)
+            .header("Accept-Ranges", "bytes");
+        if p.status == 206 {
+            let last = p.offset + p.len - 1;
+            h.header(
+                "Content-Range",
+                &format!("bytes {}-{last}/{}", p.offset, meta.len),
+            );
+        }
+        h.content_length(p.len);
+    }
+    connection_header(&mut h, req, keep_alive);
+    h.finish()
+}
+
+/// Adds `Connection: close`, or `Connection: keep-alive` for an HTTP/1.0 client that asked.
+pub fn connection_header(h: &mut ResponseHead, req: &RequestHead, keep_alive: bool) {
+    if !keep_alive {
+        h.header("Connection", "close");
+    } else if req.version == crate::http::Version::Http10 {
+        h.header("Connection", "keep-alive");
+    }
+}
+
+/// The `Content-Type` for a file name, from `mime_guess`; `application/octet-stream` when
+/// unknown.
+pub fn content_type(name: &Path) -> &'static str {
+    mime_guess::from_path(name)
+        .first_raw()
+        .unwrap_or("application/octet-stream")
+}
+
+/// Opens the file of a target for sendfile mode, following a directory to its index.
+fn open(target: &Target<'_>, index: &str) -> Result<(OwnedFd, FileMeta), Error> {
+    match target {
+        Target::File(path) => {
+            let fd = open_at(libc::AT_FDCWD, path.as_os_str().as_bytes(), false)?;
+            let meta = regular_meta(&fd, path)?;
+            Ok((fd, meta))
+        }
+        Target::InDir { root, relative } => {
+            let root_fd = open_at(libc::AT_FDCWD, root.as_os_str().as_bytes(), true)?;
+            let rel = if relative.is_empty() {
+                "."
+            } else {
+                relative.as_str()
+            };
+            let fd = open_contained(&root_fd, rel)?;
+            match stat(&fd)? {
+                st if st.st_mode & libc::S_IFMT == libc::S_IFDIR => {
+                    // A directory named without a trailing slash: serve its index directly.
+                    let with_index = format!("{}/{index}", rel.trim_end_matches('/'));
+                    let fd = open_contained(&root_fd, &with_index)?;
+                    let meta = regular_meta(&fd, Path::new(&with_index))?;
+                    Ok((fd, meta))
+                }
+                _ => {
+                    let meta = regular_meta(&fd, Path::new(rel))?;
+                    Ok((fd, meta))
+                }
+            }
+        }
+        Target::Upstream(_) | Target::NotFound => Err(Error::not_found()),
+    }
+}
+
+fn regular_meta(fd: &OwnedFd, name: &Path) -> Result<FileMeta, Error> {
+    let st = stat(fd)?;
+    if st.st_mode & libc::S_IFMT != libc::S_IFREG {
+        return Err(Error::not_found());
+    }
+    Ok(FileMeta::new(
+        st.st_size.max(0) as u64,
+        st.st_mtime.max(0) as u64,
+        name,
+    ))
+}
+
+fn stat(fd: &OwnedFd) -> Result<libc::stat, Error> {
+    // SAFETY: an all-zero `stat` is a valid value; fstat fills it.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: fd is open; st is a live, writable stat.
+    if unsafe { libc::fstat(fd.as_raw_fd(), &mut st) } < 0 {
+        return Err(open_error(std::io::Error::last_os_error()));
+    }
+    Ok(st)
+}
+
+fn open_at(dir: libc::c_int, path: &[u8], directory: bool) -> Result<OwnedFd, Error> {
+    let c = CString::new(path).map_err(|_| Error::not_found())?;
+    let flags = if directory {
+        libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC
+    } else {
+        libc::O_RDONLY | libc::O_CLOEXEC | libc::O_NOCTTY
+    };
+    // SAFETY: `c` is a NUL-terminated path that outlives the call.
+    let fd = unsafe { libc::openat(dir, c.as_ptr(), flags) };
+    if fd < 0 {
+        return Err(open_error(std::io::Error::last_os_error()));
+    }
+    // SAFETY: openat returned a new descriptor that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// `openat2(root, rel, RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS)`: the kernel refuses any
+/// resolution that leaves `root`, through `..` or a symlink.
+fn open_beneath(root: &OwnedFd, rel: &str) -> Result<OwnedFd, Error> {
+    let c = CString::new(rel).map_err(|_| Error::not_found())?;
+    // SAFETY: open_how is plain data; all-zero is its documented "no options" value.
+    let mut how: libc::open_how = unsafe { std::mem::zeroed() };
+    how.flags = (libc::O_RDONLY | libc::O_CLOEXEC | libc::O_NOCTTY) as u64;
+    how.resolve = libc::RESOLVE_BENEATH | libc::RESOLVE_NO_MAGICLINKS;
+    // SAFETY: `c` and `how` outlive the call; the size passed is how's size.
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_openat2,
+            root.as_raw_fd(),
+            c.as_ptr(),
+            &how as *const libc::open_how,
+            std::mem::size_of::<libc::open_how>(),
+        )
+    };
+    if fd < 0 {
+        return Err(open_error(std::io::Error::last_os_error()));
+    }
+    // SAFETY: openat2 returned a new descriptor that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as libc::c_int) })
+}
+
+/// Opens `rel` under `root` so that the file reached lies inside the root. The fast path is
+/// `openat2` with `RESOLVE_BENEATH`; the kernel also refuses *absolute* symlinks there, even
+/// ones that point back inside the root, so on that refusal the file is opened following
+/// symlinks and its real path (from `/proc/self/fd`) is checked against the root's. The check
+/// is on the descriptor actually opened, so a symlink swapped in between cannot slip through.
+fn open_contained(root: &OwnedFd, rel: &str) -> Result<OwnedFd, Error> {
+    match open_beneath(root, rel) {
+        Err(e) if e.kind == ErrorKind::Forbidden => {
+            let fd = open_at(root.as_raw_fd(), rel.as_bytes(), false)?;
+            let (Some(real), Some(root_real)) = (fd_path(&fd), fd_path(root)) else {
+                return Err(e);
+            };
+            let inside = real
+                .strip_prefix(root_real.as_slice())
+                .is_some_and(|rest| rest.starts_with(b"/") || root_real.ends_with(b"/"));
+            if inside {
+                Ok(fd)
+            } else {
+                Err(e)
+            }
+        }
+        r => r,
+    }
+}
+
+/// The path a descriptor refers to, from `/proc/self/fd`.
+fn fd_path(fd: &OwnedFd) -> Option<Vec<u8>> {
+    let link = CString::new(format!("/proc/self/fd/{}", fd.as_raw_fd())).ok()?;
+    let mut buf = vec![0u8; libc::PATH_MAX as usize];
+    // SAFETY: `link` is NUL-terminated; readlink writes at most buf.len() bytes into buf.
+    let n = unsafe { libc::readlink(link.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
+    if n <= 0 || n as usize >= buf.len() {
+        return None;
+    }
+    buf.truncate(n as usize);
+    Some(buf)
+}
+
+fn open_error(e: std::io::Error) -> Error {
+    match e.raw_os_error() {
+        Some(libc::ENOENT) | Some(libc::ENOTDIR) | Some(libc::ENAMETOOLONG) => Error::not_found(),
+        Some(libc::EXDEV) | Some(libc::ELOOP) => Error::client(
+            ErrorKind::Forbidden,
+            "path resolves outside the route's root",
+        ),
+        Some(libc::EACCES) | Some(libc::EPERM) => {
+            Error::client(ErrorKind::Forbidden, "permission denied")
+        }
+        _ => Error::internal(format!("open failed: {e}")),
+    }
+}
+
+fn read_mem_file(path: &Path, budget: &mut u64) -> Result<MemFile, String> {
+    let md = std::fs::metadata(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    if md.len() > *budget {
+        return Err(format!(
+            "memory-mode files exceed the total cap of {} MiB at {}; use mode = \"sendfile\" \
+             for large files",
+            crate::config::defaults::MEMORY_MODE_TOTAL_CAP / (1024 * 1024),
+            path.display()
+        ));
+    }
+    let body = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    *budget = budget.saturating_sub(body.len() as u64);
+    let mtime = md
+        .modified()
+        .ok()
+        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+        .map_or(0, |d| d.as_secs());
+    Ok(MemFile {
+        meta: FileMeta::new(body.len() as u64, mtime, path),
+        body,
+    })
+}
+
+fn walk(
+    root: &Path,
+    dir: &Path,
+    rel: String,
+    files: &mut HashMap<String, MemFile>,
+    dirs: &mut HashSet<String>,
+    budget: &mut u64,
+) -> Result<(), String> {
+    let entries = std::fs::read_dir(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    for entry in entries {
+        let entry = entry.map_err(|e| format!("{}: {e}", dir.display()))?;
+        let Some(name) = entry.file_name().to_str().map(str::to_owned) else {
+            continue; // not UTF-8: no request path can name it
+        };
+        let path: PathBuf = entry.path();
+        let Ok(real) = std::fs::canonicalize(&path) else {
+            continue; // dangling symlink
+        };
+        if !real.starts_with(root) {
+            log::warn!(
+                "memory mode: {} leads outside {}; left out",
+                path.display(),
+                root.display()
+            );
+            continue;
+        }
+        let key = if rel.is_empty() {
+            name
+        } else {
+            format!("{rel}/{name}")
+        };
+        let md = std::fs::metadata(&real).map_err(|e| format!("{}: {e}", real.display()))?;
+        if md.is_dir() {
+            if dirs.insert(key.clone()) {
+                walk(root, &real, key, files, dirs, budget)?;
+            }
+        } else if md.is_file() {
+            let f = read_mem_file(&real, budget)?;
+            files.insert(key, f);
+        }
+    }
+    Ok(())
+}
+
+/// Whether an `If-None-Match` list matches `etag` (weak comparison, RFC 9110 §13.1.2).
+fn etag_list_matches(list: &[u8], etag: &str) -> bool {
+    let etag = etag.as_bytes();
+    list.split(|&b| b == b',').any(|item| {
+        let item = item.trim_ascii();
+        item == b"*" || item.strip_prefix(b"W/").unwrap_or(item) == etag
+    })
+}
+
+fn parse_date(v: &[u8]) -> Option<u64> {
+    let s = std::str::from_utf8(v).ok()?;
+    let t = httpdate::parse_http_date(s.trim()).ok()?;
+    t.duration_since(SystemTime::UNIX_EPOCH)
+        .ok()
+        .map(|d| d.as_secs())
+}
+
+#[derive(Debug, PartialEq, Eq)]
+enum RangeSpec {
+    Ignore,
+    Unsatisfiable,
+    Bytes { offset: u64, len: u64 },
+}
+
+/// Parses a `Range` value for a representation of `len` bytes. Only one range is honoured.
+fn parse_range(v: &[u8], len: u64) -> RangeSpec {
+    let Ok(s) = std::str::from_utf8(v) else {
+        return RangeSpec::Ignore;
+    };
+    let Some(spec) = s.trim().strip_prefix("bytes=") else {
+        return RangeSpec::Ignore;
+    };
+    if spec.contains(',') {
+        return RangeSpec::Ignore;
+    }
+    let Some((first, last)) = spec.trim().split_once('-') else {
+        return RangeSpec::Ignore;
+    };
+    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    if first.is_empty() {
+        // Suffix range: the last N bytes.
+        if !digits(last) {
+            return RangeSpec::Ignore;
+        }
+        let Ok(n) = last.parse::<u64>() else {
+            return RangeSpec::Ignore;
+        };
+        if n == 0 || len == 0 {
+            return RangeSpec::Unsatisfiable;
+        }
+        let n = n.min(len);
+        return RangeSpec::Bytes {
+            offset: len - n,
+            len: n,
+        };
+    }
+    if !digits(first) || !(last.is_empty() || digits(last)) {
+        return RangeSpec::Ignore;
+    }
+    let Ok(start) = first.parse::<u64>() else {
+        return RangeSpec::Unsatisfiable;
+    };
+    let end = if last.is_empty() {
+        u64::MAX
+    } else {
+        match last.parse::<u64>() {
+            Ok(e) if e >= start => e,
+            Ok(_) => return RangeSpec::Ignore,
+            Err(_) => u64::MAX,
+        }
+    };
+    if start >= len {
+        return RangeSpec::Unsatisfiable;
+    }
+    let end = end.min(len - 1);
+    RangeSpec::Bytes {
+        offset: start,
+        len: end - start + 1,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ranges() {
+        use RangeSpec::*;
+        assert_eq!(
+            parse_range(b"bytes=0-99", 1000),
+            Bytes {
+                offset: 0,
+                len: 100
+            }
+        );
+        assert_eq!(
+            parse_range(b"bytes=900-", 1000),
+            Bytes {
+                offset: 900,
+                len: 100
+            }
+        );
+        assert_eq!(
+            parse_range(b"bytes=-100", 1000),
+            Bytes {
+                offset: 900,
+                len: 100
+            }
+        );
+        assert_eq!(
+            parse_range(b"bytes=-5000", 1000),
+            Bytes {
+                offset: 0,
+                len: 1000
+            }
+        );
+        assert_eq!(
+            parse_range(b"bytes=990-5000", 1000),
+            Bytes {
+                offset: 990,
+                len: 10
+            }
+        );
+        assert_eq!(parse_range(b"bytes=1000-", 1000), Unsatisfiable);
+        assert_eq!(parse_range(b"bytes=-0", 1000), Unsatisfiable);
+        assert_eq!(parse_range(b"bytes=0-0", 0), Unsatisfiable);
+        assert_eq!(
+            parse_range(b"bytes=99999999999999999999-", 10),
+            Unsatisfiable
+        );
+        assert_eq!(parse_range(b"bytes=0-1,5-6", 1000), Ignore);
+        assert_eq!(parse_range(b"bytes=5-1", 1000), Ignore);
+        assert_eq!(parse_range(b"items=0-1", 1000), Ignore);
+        assert_eq!(parse_range(b"bytes=a-b", 1000), Ignore);
+        assert_eq!(parse_range(b"bytes=-", 1000), Ignore);
+        assert_eq!(parse_range(b"bytes=+1-2", 1000), Ignore);
+    }
+
+    #[test]
+    fn etag_lists() {
+        assert!(etag_list_matches(b"\"a-1\"", "\"a-1\""));
+        assert!(etag_list_matches(b"\"x\", W/\"a-1\"", "\"a-1\""));
+        assert!(etag_list_matches(b"*", "\"a-1\""));
+        assert!(!etag_list_matches(b"\"a-2\"", "\"a-1\""));
+    }
+
+    #[test]
+    fn content_types_come_from_the_extension() {
+        assert_eq!(content_type(Path::new("a/index.html")), "text/html");
+        assert_eq!(content_type(Path::new("x.css")), "text/css");
+        assert_eq!(content_type(Path::new("x.png")), "image/png");
+        assert_eq!(content_type(Path::new("noext")), "application/octet-stream");
+    }
+}

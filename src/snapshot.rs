@@ -1,0 +1,104 @@
+//! The immutable [`Snapshot`]: everything a worker reads per request, built once from a
+//! [`Config`] off the data path and published through `arc-swap`.
+//!
+//! Workers call `load` on the [`ArcSwap`] once per request and keep the `Arc` only for that
+//! request, so a keep-alive connection sees a new snapshot at its next request. Building reads
+//! memory-mode files; any failure is a [`ConfigErrors`] that names the route, so a snapshot that
+//! exists is always complete.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+
+use crate::config::{Backend, Config, ConfigError, ConfigErrors, Mode, Route};
+use crate::files::MemoryFiles;
+use crate::route::{RouteEntry, Router};
+
+/// One published generation of the configuration.
+#[derive(Debug)]
+pub struct Snapshot {
+    /// 1 for the configuration loaded at start-up, +1 for each successful reload.
+    pub generation: u64,
+    pub config: Arc<Config>,
+    pub router: Router,
+}
+
+/// The snapshot cell shared by the control thread and every worker.
+pub type SnapshotCell = ArcSwap<Snapshot>;
+
+impl Snapshot {
+    /// Builds a snapshot: the router, and the bytes of memory-mode routes (within the total cap).
+    pub fn build(config: Config, generation: u64) -> Result<Self, ConfigErrors> {
+        let mut errors = Vec::new();
+        let mut budget = crate::config::defaults::MEMORY_MODE_TOTAL_CAP;
+        let mut entries = Vec::new();
+        let routes = config
+            .host_routes
+            .iter()
+            .map(|h| (&h.host, None, &h.route))
+            .chain(
+                config
+                    .path_routes
+                    .iter()
+                    .map(|p| (&p.host, Some(p.prefix.clone()), &p.route)),
+            );
+        for (host, prefix, route) in routes {
+            let memory = match load_memory(route, &mut budget) {
+                Ok(m) => m,
+                Err(reason) => {
+                    errors.push(ConfigError {
+                        file: config.source.clone(),
+                        line: route.origin.line,
+                        column: route.origin.column,
+                        key_path: format!("{}.path", route.origin.key_path),
+                        reason,
+                    });
+                    None
+                }
+            };
+            entries.push(RouteEntry {
+                host: host.clone(),
+                prefix,
+                route: route.clone(),
+                memory,
+            });
+        }
+        if !errors.is_empty() {
+            return Err(ConfigErrors(errors));
+        }
+        let router =
+            Router::new(entries).map_err(|reason| ConfigErrors::file(&config.source, reason))?;
+        Ok(Self {
+            generation,
+            config: Arc::new(config),
+            router,
+        })
+    }
+
+    /// The limits that act while a request head is read, before its route is known: the
+    /// `[security]` defaults.
+    pub fn head_limits(&self) -> HeadLimits {
+        let d = &self.config.security.route_defaults;
+        HeadLimits {
+            max_header_size: d.max_request_header_size,
+            header_timeout: d.client_header_timeout,
+        }
+    }
+}
+
+/// Limits for reading a request head.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HeadLimits {
+    pub max_header_size: usize,
+    pub header_timeout: Duration,
+}
+
+fn load_memory(route: &Route, budget: &mut u64) -> Result<Option<Arc<MemoryFiles>>, String> {
+    match &route.backend {
+        Backend::File(f) if f.mode == Mode::Memory => {
+            Ok(Some(Arc::new(MemoryFiles::load(f, budget)?)))
+        }
+        _ => Ok(None),
+    }
+}

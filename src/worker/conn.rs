@@ -1,0 +1,341 @@
+//! One client connection: read a head, route it, answer it, repeat.
+//!
+//! Requests on a connection are handled strictly one after another, so pipelined requests are
+//! answered in order; bytes after a head (a body, the next request) stay in the connection's
+//! buffer. The snapshot is loaded per request and dropped before the next idle wait. Any error
+//! becomes a response through [`Error::status`], and the connection closes whenever the framing
+//! of the stream is in doubt.
+
+use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use monoio::buf::IoBufMut;
+use monoio::io::AsyncReadRent;
+use monoio::net::TcpStream;
+
+use super::io::{send_all, set_nonblocking};
+use super::Shared;
+use crate::config::{defaults, Backend, RouteSecurity};
+use crate::error::{Error, ErrorKind, Side};
+use crate::http::chunked::{ChunkedDecoder, Decoded};
+use crate::http::head::{self, BodyKind, RequestHead};
+use crate::http::response::{reason, ResponseHead};
+use crate::http::{path, Method};
+
+/// How long a closing connection keeps draining the client's input after an error.
+const LINGER_TIME: Duration = Duration::from_secs(2);
+/// How much it drains at most.
+const LINGER_BYTES: usize = 1024 * 1024;
+
+/// Serves one accepted connection until it closes.
+pub async fn serve(stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
+    if let Err(e) = set_nonblocking(stream.as_raw_fd()) {
+        log::warn!("{peer}: cannot make the socket non-blocking: {e}");
+        return;
+    }
+    let _ = stream.set_nodelay(true);
+    let mut conn = Conn {
+        stream,
+        peer,
+        shared,
+        buf: Vec::new(),
+    };
+    conn.run().await;
+}
+
+struct Conn {
+    stream: TcpStream,
+    peer: SocketAddr,
+    shared: Arc<Shared>,
+    /// Bytes read and not yet consumed: the rest of a body, pipelined requests.
+    buf: Vec<u8>,
+}
+
+/// What reading more bytes gave.
+enum Read {
+    Data,
+    Eof,
+    Timeout,
+}
+
+/// How a request ended when it did not fail.
+enum Outcome {
+    /// The response is complete; the connection may carry another request.
+    Done,
+}
+
+impl Conn {
+    async fn run(&mut self) {
+        let mut first = true;
+        loop {
+            let limits = self.shared.snapshot.load().head_limits();
+            if self.buf.is_empty() {
+                // Idle: hold no snapshot while waiting for the next request.
+                let idle = if first {
+                    limits.header_timeout
+                } else {
+                    defaults::KEEPALIVE_IDLE_TIMEOUT
+                };
+                match monoio::time::timeout(idle, self.stream.readable(false)).await {
+                    Ok(Ok(())) => {}
+                    _ => return,
+                }
+            }
+            first = false;
+            let deadline = Instant::now() + limits.header_timeout;
+            let (req, consumed) = loop {
+                match head::parse(&self.buf, limits.max_header_size) {
+                    Ok(Some(parsed)) => break parsed,
+                    Ok(None) => {}
+                    Err(e) => {
+                        self.fail(Error::from(e), false, None).await;
+                        return;
+                    }
+                }
+                // A read that times out takes its buffer with it: note first whether this
+                // request has begun.
+                let begun = !self.buf.is_empty();
+                match self.read_more(deadline).await {
+                    Read::Data => {}
+                    Read::Eof => return,
+                    Read::Timeout => {
+                        if begun {
+                            let e =
+                                Error::client(ErrorKind::ClientTimeout, "request head too slow");
+                            self.fail(e, false, None).await;
+                        }
+                        return;
+                    }
+                }
+            };
+            let line_len = self
+                .buf
+                .windows(2)
+                .position(|w| w == b"\r\n")
+                .unwrap_or(consumed);
+            let header_section = consumed.saturating_sub(line_len);
+            self.buf.drain(..consumed);
+            let mut body_pending = !matches!(req.body, BodyKind::None | BodyKind::Length(0));
+            let result = self.handle(&req, header_section, &mut body_pending).await;
+            let keep_alive = req.keep_alive && !body_pending;
+            match result {
+                Ok(Outcome::Done) if keep_alive => continue,
+                Ok(Outcome::Done) => return,
+                Err(e) => {
+                    let close = !keep_alive || e.must_close();
+                    self.fail(e, !close, Some(&req)).await;
+                    if close {
+                        return;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Routes and answers one request. `body_pending` is cleared once the body is consumed.
+    async fn handle(
+        &mut self,
+        req: &RequestHead,
+        header_section: usize,
+        body_pending: &mut bool,
+    ) -> Result<Outcome, Error> {
+        let snapshot = self.shared.snapshot.load_full();
+        let path = path::normalize(&req.path)
+            .map_err(|e| Error::client(ErrorKind::BadRequest, e.reason))?;
+        let host = req.host.as_deref().unwrap_or("");
+        let m = snapshot
+            .router
+            .lookup(host, &path)
+            .ok_or_else(|| Error::client(ErrorKind::NotFound, "no route for this host and path"))?;
+        let security = &m.entry.route.security;
+        if header_section > security.max_request_header_size {
+            return Err(Error::client(
+                ErrorKind::HeaderTooLarge,
+                "header section over the route's max_request_header_size",
+            ));
+        }
+        match &m.entry.route.backend {
+            Backend::File(f) => {
+                if !matches!(req.method, Method::Get | Method::Head) {
+                    return Err(Error::client(
+                        ErrorKind::MethodNotAllowed("GET, HEAD".into()),
+                        "a File route serves GET and HEAD",
+                    ));
+                }
+                self.discard_body(req, security).await?;
+                *body_pending = false;
+                let keep_alive = req.keep_alive;
+                crate::files::serve(&self.stream, req, &m, f, keep_alive).await?;
+                Ok(Outcome::Done)
+            }
+            Backend::Proxy(p) => Err(Error::new(
+                ErrorKind::Internal,
+                Side::Upstream,
+                format!("proxying to {} is not available in this build yet", p.url),
+            )),
+        }
+    }
+
+    /// Reads and drops a request body that the route does not use, within the route's size
+    /// limits and body timeout, so that the next pipelined request parses.
+    async fn discard_body(&mut self, req: &RequestHead, sec: &RouteSecurity) -> Result<(), Error> {
+        let too_large = || Error::client(ErrorKind::BodyTooLarge, "request body too large");
+        let timeout = sec.client_body_timeout;
+        match req.body {
+            BodyKind::None => Ok(()),
+            BodyKind::Length(n) => {
+                if n > sec.max_request_body_size {
+                    return Err(too_large());
+                }
+                self.send_continue(req).await?;
+                let mut left = n;
+                loop {
+                    let take = (self.buf.len() as u64).min(left) as usize;
+                    self.buf.drain(..take);
+                    left -= take as u64;
+                    if left == 0 {
+                        return Ok(());
+                    }
+                    self.read_body(timeout).await?;
+                }
+            }
+            BodyKind::Chunked => {
+                self.send_continue(req).await?;
+                let mut decoder = ChunkedDecoder::new();
+                loop {
+                    let (used, decoded) = decoder
+                        .decode(&self.buf)
+                        .map_err(|e| Error::client(ErrorKind::BadRequest, e.reason))?;
+                    self.buf.drain(..used);
+                    if decoder.body_bytes() > sec.max_chunked_body_size {
+                        return Err(too_large());
+                    }
+                    match decoded {
+                        Decoded::Done => return Ok(()),
+                        Decoded::Data(_) => continue,
+                        Decoded::NeedMore => self.read_body(timeout).await?,
+                    }
+                }
+            }
+        }
+    }
+
+    /// Answers `Expect: 100-continue` before a body is read.
+    async fn send_continue(&mut self, req: &RequestHead) -> Result<(), Error> {
+        let expects = req
+            .header("expect")
+            .is_some_and(|v| v.trim_ascii().eq_ignore_ascii_case(b"100-continue"));
+        if expects && self.buf.is_empty() && req.version == crate::http::Version::Http11 {
+            send_all(&self.stream, b"HTTP/1.1 100 Continue\r\n\r\n", false).await?;
+        }
+        Ok(())
+    }
+
+    async fn read_body(&mut self, timeout: Duration) -> Result<(), Error> {
+        match self.read_more(Instant::now() + timeout).await {
+            Read::Data => Ok(()),
+            Read::Eof => Err(Error::client(
+                ErrorKind::ClientGone,
+                "client closed mid-body",
+            )),
+            Read::Timeout => Err(Error::client(
+                ErrorKind::ClientTimeout,
+                "request body too slow",
+            )),
+        }
+    }
+
+    /// Reads more bytes into the buffer, until `deadline`.
+    async fn read_more(&mut self, deadline: Instant) -> Read {
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Read::Timeout;
+            }
+            let mut buf = std::mem::take(&mut self.buf);
+            if buf.capacity() - buf.len() < 4096 {
+                buf.reserve(16 * 1024);
+            }
+            // monoio reads into a Vec from index 0: read into its spare capacity instead.
+            let filled = buf.len();
+            let read = self.stream.read(buf.slice_mut(filled..));
+            let (res, buf) = match monoio::time::timeout(left, read).await {
+                Ok(r) => r,
+                Err(_) => return Read::Timeout,
+            };
+            self.buf = buf.into_inner();
+            match res {
+                Ok(0) => return Read::Eof,
+                Ok(_) => return Read::Data,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    match monoio::time::timeout(left, self.stream.readable(false)).await {
+                        Ok(Ok(())) => continue,
+                        Ok(Err(_)) => return Read::Eof,
+                        Err(_) => return Read::Timeout,
+                    }
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(_) => return Read::Eof,
+            }
+        }
+    }
+
+    /// Sends the response for an error, if anyone is left to receive it, and logs it.
+    async fn fail(&mut self, e: Error, keep_alive: bool, req: Option<&RequestHead>) {
+        let Some(status) = e.status() else {
+            log::debug!("{}: {e}", self.peer);
+            return;
+        };
+        match e.side {
+            Side::Client => log::debug!("{}: {status}: {e}", self.peer),
+            Side::Upstream | Side::Internal => log::warn!("{}: {status}: {e}", self.peer),
+        }
+        let body = format!("{status} {}\n", reason(status));
+        let mut h = ResponseHead::new(status);
+        h.header("Content-Type", "text/plain; charset=utf-8")
+            .content_length(body.len() as u64);
+        match &e.kind {
+            ErrorKind::MethodNotAllowed(allow) => {
+                h.header("Allow", allow);
+            }
+            ErrorKind::RangeNotSatisfiable(len) => {
+                h.header("Content-Range", &format!("bytes */{len}"));
+            }
+            _ => {}
+        }
+        match req {
+            Some(r) => crate::files::connection_header(&mut h, r, keep_alive),
+            None => {
+                h.header("Connection", "close");
+            }
+        }
+        let mut out = h.finish();
+        if req.is_none_or(|r| r.method != Method::Head) {
+            out.extend_from_slice(body.as_bytes());
+        }
+        if send_all(&self.stream, &out, false).await.is_ok() && !keep_alive {
+            self.linger().await;
+        }
+    }
+
+    /// Closes after an error response without destroying it: closing a socket with unread
+    /// input makes the kernel send a reset, which can discard the response before the client
+    /// reads it. So: shut down our side, then read and drop what the client still sends, for a
+    /// bounded time and amount (nginx's lingering close).
+    async fn linger(&mut self) {
+        // SAFETY: shutdown on our own descriptor.
+        unsafe { libc::shutdown(self.stream.as_raw_fd(), libc::SHUT_WR) };
+        let deadline = Instant::now() + LINGER_TIME;
+        let mut drained = 0;
+        while drained < LINGER_BYTES {
+            self.buf.clear();
+            match self.read_more(deadline).await {
+                Read::Data => drained += self.buf.len(),
+                Read::Eof | Read::Timeout => break,
+            }
+        }
+    }
+}

@@ -1,0 +1,100 @@
+//! Raw, non-blocking socket writes for the connection loop: `send(2)` and `sendfile(2)` on the
+//! socket's descriptor, awaiting writability through the runtime when the socket is full.
+//!
+//! monoio has no sendfile op, so file bodies go out by `libc::sendfile` on the non-blocking
+//! socket; heads and in-memory bodies use `send(2)` with `MSG_MORE` when a body follows, so a
+//! small response leaves in one segment. A worker never blocks here: `EAGAIN` parks the task
+//! on a readiness wait, bounded by the send timeout (a client that stops reading is dropped).
+
+use std::os::fd::{AsRawFd, RawFd};
+use std::time::Duration;
+
+use monoio::net::TcpStream;
+
+use crate::error::{Error, ErrorKind};
+
+/// How long a write may wait for the client to make room (the original's write timeout).
+pub const SEND_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Sets `O_NONBLOCK` on a socket (sockets accepted under io_uring start out blocking).
+pub fn set_nonblocking(fd: RawFd) -> std::io::Result<()> {
+    // SAFETY: fcntl on a descriptor we own; no memory is passed.
+    let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
+    if flags < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    if flags & libc::O_NONBLOCK == 0 {
+        // SAFETY: as above.
+        if unsafe { libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK) } < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
+/// Writes all of `data`. With `more`, the kernel is told that a body follows (`MSG_MORE`).
+pub async fn send_all(stream: &TcpStream, mut data: &[u8], more: bool) -> Result<(), Error> {
+    let fd = stream.as_raw_fd();
+    let flags = libc::MSG_NOSIGNAL | if more { libc::MSG_MORE } else { 0 };
+    while !data.is_empty() {
+        // SAFETY: `data` is a live slice; send reads at most data.len() bytes from it.
+        let n = unsafe { libc::send(fd, data.as_ptr().cast(), data.len(), flags) };
+        if n >= 0 {
+            data = data.get(n as usize..).unwrap_or_default();
+            continue;
+        }
+        wait_writable(stream, std::io::Error::last_os_error()).await?;
+    }
+    Ok(())
+}
+
+/// Sends `len` bytes of `file` from `offset` with `sendfile(2)`.
+pub async fn sendfile_all(
+    stream: &TcpStream,
+    file: RawFd,
+    offset: u64,
+    len: u64,
+) -> Result<(), Error> {
+    let fd = stream.as_raw_fd();
+    let mut off = offset as libc::off_t;
+    let end = offset.saturating_add(len);
+    while (off as u64) < end {
+        let chunk = (end - off as u64).min(1 << 30) as usize;
+        // SAFETY: both descriptors are open for the duration of the call; `off` is a live i64.
+        let n = unsafe { libc::sendfile(fd, file, &mut off, chunk) };
+        if n > 0 {
+            continue;
+        }
+        if n == 0 {
+            // The file shrank under us: the response cannot be completed as announced.
+            return Err(Error::client(
+                ErrorKind::ClientGone,
+                "file shrank while it was being sent",
+            ));
+        }
+        wait_writable(stream, std::io::Error::last_os_error()).await?;
+    }
+    Ok(())
+}
+
+/// After a failed write: waits for room on `EAGAIN`, returns on `EINTR`, fails otherwise.
+async fn wait_writable(stream: &TcpStream, err: std::io::Error) -> Result<(), Error> {
+    match err.kind() {
+        std::io::ErrorKind::Interrupted => Ok(()),
+        std::io::ErrorKind::WouldBlock => {
+            match monoio::time::timeout(SEND_TIMEOUT, stream.writable(false)).await {
+                Ok(Ok(())) => Ok(()),
+                Ok(Err(e)) => Err(gone(e)),
+                Err(_) => Err(Error::client(
+                    ErrorKind::ClientGone,
+                    "client stopped reading (send timeout)",
+                )),
+            }
+        }
+        _ => Err(gone(err)),
+    }
+}
+
+fn gone(e: std::io::Error) -> Error {
+    Error::client(ErrorKind::ClientGone, format!("write failed: {e}"))
+}

@@ -1,0 +1,172 @@
+//! `--check` and start-up refusal: the shipped configs pass, a bad config is refused with file,
+//! line, column, key path and reason — every error at once.
+
+use std::path::Path;
+
+use crate::common::{check, Site, BIN};
+
+fn repo(rel: &str) -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(rel)
+}
+
+#[test]
+fn quickstart_config_passes() {
+    let out = check(&repo("config/quickstart.toml"));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "ok");
+}
+
+/// `config/example.toml` is the spec's example verbatim; with its paths created (under a
+/// temporary root) it passes.
+#[test]
+fn example_config_passes_once_its_paths_exist() {
+    let site = Site::new();
+    let root = site.path().display().to_string();
+    for d in [
+        "var/www/example",
+        "var/www/assets",
+        "var/www/docs",
+        "var/www/user",
+    ] {
+        site.mkdir(d);
+    }
+    site.file("var/www/robots.txt", "");
+    site.file("var/www/index.html", "");
+    site.file("path/to/cert.pem", "");
+    site.file("path/to/key.pem", "");
+    let text = std::fs::read_to_string(repo("config/example.toml"))
+        .unwrap()
+        .replace("\"/var/www", &format!("\"{root}/var/www"))
+        .replace("\"/path/to", &format!("\"{root}/path/to"));
+    let cfg = site.file("example.toml", text);
+    let out = check(&cfg);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "ok");
+    // Without its paths it is refused, naming each.
+    let out = check(&repo("config/example.toml"));
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("host_routes.\"example.com\".path"), "{err}");
+    assert!(err.contains("/var/www/example"), "{err}");
+}
+
+#[test]
+fn bad_config_lists_every_error_with_place_key_and_reason() {
+    let site = Site::new();
+    site.mkdir("www");
+    let cfg = site.file(
+        "bad.toml",
+        r#"[server]
+listen = "127.0.0.1:8080"
+threds = 2
+
+[path_routes."example.com"."/api/"]
+type = "Proxy"
+url = "http://localhost:8080/app/"
+
+[path_routes."example.com"."/api/".security]
+allowed_ips = ["10.0.0.0/8", "10.0.0.0/33"]
+
+[path_routes."example.com"."/"]
+path = "www"
+mode = "mmap"
+"#,
+    );
+    let out = check(&cfg);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(out.stdout.is_empty());
+    let err = String::from_utf8_lossy(&out.stderr);
+    let file = cfg.display().to_string();
+    let lines: Vec<&str> = err.lines().collect();
+    assert_eq!(lines.len(), 3, "{err}");
+    assert!(
+        lines[0].starts_with(&format!("{file}:3:1: server.threds: unknown key")),
+        "{err}"
+    );
+    assert_eq!(
+        lines[1],
+        format!(
+            "{file}:10:30: path_routes.\"example.com\".\"/api/\".security.allowed_ips[1]: \
+             \"10.0.0.0/33\": prefix length 33 is longer than 32"
+        ),
+        "{err}"
+    );
+    assert!(
+        lines[2].starts_with(&format!(
+            "{file}:14:8: path_routes.\"example.com\".\"/\".mode:"
+        )),
+        "{err}"
+    );
+    assert!(lines[2].contains("mmap"), "{err}");
+}
+
+#[test]
+fn syntax_error_has_a_place() {
+    let site = Site::new();
+    let cfg = site.file(
+        "syntax.toml",
+        "[server]\nlisten = \"127.0.0.1:1\"\nthreads = = 2\n",
+    );
+    let out = check(&cfg);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.starts_with(&format!("{}:3:", cfg.display())), "{err}");
+}
+
+#[test]
+fn daemon_refuses_to_start_with_a_bad_config() {
+    let site = Site::new();
+    let cfg = site.file("bad.toml", "[server]\nlisten = \"not an address\"\n");
+    let out = std::process::Command::new(BIN)
+        .arg("--config")
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("server.listen"), "{err}");
+    assert!(err.contains("refusing to start"), "{err}");
+}
+
+#[test]
+fn missing_config_file_is_a_clear_error() {
+    let out = check(Path::new("/nonexistent/zerocopy.toml"));
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("/nonexistent/zerocopy.toml"), "{err}");
+    assert!(err.contains("No such file"), "{err}");
+}
+
+/// Memory-mode routes are capped in total; over the cap the config is refused before anything
+/// is read (the file here is sparse).
+#[test]
+fn memory_mode_total_cap_is_enforced() {
+    let site = Site::new();
+    let big = site.file("big.bin", "");
+    std::fs::File::options()
+        .write(true)
+        .open(&big)
+        .unwrap()
+        .set_len(300 * 1024 * 1024)
+        .unwrap();
+    let cfg = site.file(
+        "mem.toml",
+        format!(
+            "[server]\nlisten = \"127.0.0.1:1\"\n\n[path_routes.\"h\".\"/big\"]\npath = \"{}\"\nmode = \"memory\"\n",
+            big.display()
+        ),
+    );
+    let out = check(&cfg);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("path_routes.h.\"/big\".path"), "{err}");
+    assert!(err.contains("total cap of 256 MiB"), "{err}");
+}

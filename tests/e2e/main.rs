@@ -1,0 +1,10 @@
+//! End-to-end tests: the real binary, real sockets, raw bytes. Every behaviour runs under both
+//! io drivers (io_uring and epoll).
+
+mod common;
+
+mod check;
+mod files;
+mod protocol;
+mod routing;
+mod workers;
