@@ -13,12 +13,14 @@
 //! thread, never on a worker), within [`crate::config::defaults::MEMORY_MODE_TOTAL_CAP`] over
 //! all routes.
 
+use std::cell::RefCell;
 use std::collections::{HashMap, HashSet};
 use std::ffi::CString;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::rc::Rc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use monoio::net::TcpStream;
 
@@ -93,7 +95,16 @@ impl MemoryFiles {
                 let mut files = HashMap::new();
                 let mut dirs = HashSet::new();
                 dirs.insert(String::new());
-                walk(&root, &root, String::new(), &mut files, &mut dirs, budget)?;
+                let mut seen = HashSet::new();
+                walk(
+                    &root,
+                    &root,
+                    String::new(),
+                    &mut files,
+                    &mut dirs,
+                    &mut seen,
+                    budget,
+                )?;
                 Ok(Self::Tree { files, dirs })
             }
         }
@@ -289,37 +300,33 @@ fn open(target: &Target<'_>, index: &str) -> Result<(OwnedFd, FileMeta), Error> 
     match target {
         Target::File(path) => {
             let fd = open_at(libc::AT_FDCWD, path.as_os_str().as_bytes(), false)?;
-            let meta = regular_meta(&fd, path)?;
+            let meta = regular_meta(&stat(&fd)?, path)?;
             Ok((fd, meta))
         }
         Target::InDir { root, relative } => {
-            let root_fd = open_at(libc::AT_FDCWD, root.as_os_str().as_bytes(), true)?;
+            let root_fd = root_dir(root)?;
             let rel = if relative.is_empty() {
                 "."
             } else {
                 relative.as_str()
             };
             let fd = open_contained(&root_fd, rel)?;
-            match stat(&fd)? {
-                st if st.st_mode & libc::S_IFMT == libc::S_IFDIR => {
-                    // A directory named without a trailing slash: serve its index directly.
-                    let with_index = format!("{}/{index}", rel.trim_end_matches('/'));
-                    let fd = open_contained(&root_fd, &with_index)?;
-                    let meta = regular_meta(&fd, Path::new(&with_index))?;
-                    Ok((fd, meta))
-                }
-                _ => {
-                    let meta = regular_meta(&fd, Path::new(rel))?;
-                    Ok((fd, meta))
-                }
+            let st = stat(&fd)?;
+            if st.st_mode & libc::S_IFMT == libc::S_IFDIR {
+                // A directory named without a trailing slash: serve its index directly.
+                let with_index = format!("{}/{index}", rel.trim_end_matches('/'));
+                let fd = open_contained(&root_fd, &with_index)?;
+                let meta = regular_meta(&stat(&fd)?, Path::new(&with_index))?;
+                return Ok((fd, meta));
             }
+            let meta = regular_meta(&st, Path::new(rel))?;
+            Ok((fd, meta))
         }
         Target::Upstream(_) | Target::NotFound => Err(Error::not_found()),
     }
 }
 
-fn regular_meta(fd: &OwnedFd, name: &Path) -> Result<FileMeta, Error> {
-    let st = stat(fd)?;
+fn regular_meta(st: &libc::stat, name: &Path) -> Result<FileMeta, Error> {
     if st.st_mode & libc::S_IFMT != libc::S_IFREG {
         return Err(Error::not_found());
     }
@@ -328,6 +335,39 @@ fn regular_meta(fd: &OwnedFd, name: &Path) -> Result<FileMeta, Error> {
         st.st_mtime.max(0) as u64,
         name,
     ))
+}
+
+/// How long a worker reuses a route root's directory descriptor before opening the path
+/// again. Bounds how long a docroot replaced on disk (a `current` symlink switched to a new
+/// release, say) keeps being served from the old directory.
+const ROOT_FD_TTL: Duration = Duration::from_secs(1);
+
+thread_local! {
+    /// Per worker: route roots opened with `O_PATH`, and when.
+    static ROOT_FDS: RefCell<HashMap<PathBuf, (Rc<OwnedFd>, Instant)>> =
+        RefCell::new(HashMap::new());
+}
+
+/// The directory descriptor of a route's root, from the worker's short-lived cache.
+fn root_dir(root: &Path) -> Result<Rc<OwnedFd>, Error> {
+    let now = Instant::now();
+    let cached = ROOT_FDS.with(|c| {
+        c.borrow()
+            .get(root)
+            .filter(|(_, at)| now.duration_since(*at) < ROOT_FD_TTL)
+            .map(|(fd, _)| fd.clone())
+    });
+    if let Some(fd) = cached {
+        return Ok(fd);
+    }
+    let fd = Rc::new(open_at(libc::AT_FDCWD, root.as_os_str().as_bytes(), true)?);
+    ROOT_FDS.with(|c| {
+        let mut map = c.borrow_mut();
+        // Roots of routes that no longer exist expire here instead of piling up.
+        map.retain(|_, (_, at)| now.duration_since(*at) < ROOT_FD_TTL);
+        map.insert(root.to_path_buf(), (fd.clone(), now));
+    });
+    Ok(fd)
 }
 
 fn stat(fd: &OwnedFd) -> Result<libc::stat, Error> {
@@ -345,7 +385,9 @@ fn open_at(dir: libc::c_int, path: &[u8], directory: bool) -> Result<OwnedFd, Er
     let flags = if directory {
         libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC
     } else {
-        libc::O_RDONLY | libc::O_CLOEXEC | libc::O_NOCTTY
+        // O_NONBLOCK: a FIFO in the docroot must not hang the worker in open(2); it is
+        // harmless for regular files, and anything else is refused after fstat.
+        libc::O_RDONLY | libc::O_CLOEXEC | libc::O_NOCTTY | libc::O_NONBLOCK
     };
     // SAFETY: `c` is a NUL-terminated path that outlives the call.
     let fd = unsafe { libc::openat(dir, c.as_ptr(), flags) };
@@ -362,7 +404,7 @@ fn open_beneath(root: &OwnedFd, rel: &str) -> Result<OwnedFd, Error> {
     let c = CString::new(rel).map_err(|_| Error::not_found())?;
     // SAFETY: open_how is plain data; all-zero is its documented "no options" value.
     let mut how: libc::open_how = unsafe { std::mem::zeroed() };
-    how.flags = (libc::O_RDONLY | libc::O_CLOEXEC | libc::O_NOCTTY) as u64;
+    how.flags = (libc::O_RDONLY | libc::O_CLOEXEC | libc::O_NOCTTY | libc::O_NONBLOCK) as u64;
     how.resolve = libc::RESOLVE_BENEATH | libc::RESOLVE_NO_MAGICLINKS;
     // SAFETY: `c` and `how` outlive the call; the size passed is how's size.
     let fd = unsafe {
@@ -388,7 +430,7 @@ fn open_beneath(root: &OwnedFd, rel: &str) -> Result<OwnedFd, Error> {
 /// is on the descriptor actually opened, so a symlink swapped in between cannot slip through.
 fn open_contained(root: &OwnedFd, rel: &str) -> Result<OwnedFd, Error> {
     match open_beneath(root, rel) {
-        Err(e) if e.kind == ErrorKind::Forbidden => {
+        Err(e) if e.kind == ErrorKind::Forbidden || e.detail == NO_OPENAT2 => {
             let fd = open_at(root.as_raw_fd(), rel.as_bytes(), false)?;
             let (Some(real), Some(root_real)) = (fd_path(&fd), fd_path(root)) else {
                 return Err(e);
@@ -419,8 +461,12 @@ fn fd_path(fd: &OwnedFd) -> Option<Vec<u8>> {
     Some(buf)
 }
 
+/// The detail of the error for a kernel (or seccomp profile) without `openat2`.
+const NO_OPENAT2: &str = "openat2 is not available";
+
 fn open_error(e: std::io::Error) -> Error {
     match e.raw_os_error() {
+        Some(libc::ENOSYS) => Error::internal(NO_OPENAT2),
         Some(libc::ENOENT) | Some(libc::ENOTDIR) | Some(libc::ENAMETOOLONG) => Error::not_found(),
         Some(libc::EXDEV) | Some(libc::ELOOP) => Error::client(
             ErrorKind::Forbidden,
@@ -456,14 +502,29 @@ fn read_mem_file(path: &Path, budget: &mut u64) -> Result<MemFile, String> {
     })
 }
 
+/// Reads a directory tree for memory mode. `seen` holds the (device, inode) of the directories
+/// on the current path from the root, so a symlink back to one of them (`current -> .`) is not
+/// followed forever; a symlink to a sibling directory is read under both names.
 fn walk(
     root: &Path,
     dir: &Path,
     rel: String,
     files: &mut HashMap<String, MemFile>,
     dirs: &mut HashSet<String>,
+    seen: &mut HashSet<(u64, u64)>,
     budget: &mut u64,
 ) -> Result<(), String> {
+    use std::os::unix::fs::MetadataExt;
+    let md = std::fs::metadata(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let id = (md.dev(), md.ino());
+    if !seen.insert(id) {
+        log::warn!(
+            "memory mode: {} was already read (a symlink loop); left out",
+            dir.display()
+        );
+        dirs.remove(&rel);
+        return Ok(());
+    }
     let entries = std::fs::read_dir(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     for entry in entries {
         let entry = entry.map_err(|e| format!("{}: {e}", dir.display()))?;
@@ -490,13 +551,16 @@ fn walk(
         let md = std::fs::metadata(&real).map_err(|e| format!("{}: {e}", real.display()))?;
         if md.is_dir() {
             if dirs.insert(key.clone()) {
-                walk(root, &real, key, files, dirs, budget)?;
+                walk(root, &real, key, files, dirs, seen, budget)?;
             }
         } else if md.is_file() {
-            let f = read_mem_file(&real, budget)?;
+            let mut f = read_mem_file(&real, budget)?;
+            // The type follows the name the client asks for, as in sendfile mode.
+            f.meta.content_type = content_type(&path);
             files.insert(key, f);
         }
     }
+    seen.remove(&id);
     Ok(())
 }
 

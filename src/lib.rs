@@ -20,6 +20,7 @@ pub mod error;
 pub mod files;
 pub mod http;
 pub mod logging;
+pub mod privileges;
 pub mod route;
 pub mod security;
 pub mod snapshot;

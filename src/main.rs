@@ -43,7 +43,11 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
+    let warnings = cfg.warnings();
     if args.check {
+        for w in &warnings {
+            eprintln!("warning: {w}");
+        }
         // Building the snapshot also reads memory-mode files and checks their cap.
         return match Snapshot::build(cfg, 0) {
             Ok(_) => {
@@ -63,9 +67,21 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
+    for w in &warnings {
+        log::warn!("{w}");
+    }
+    if cfg.tls.is_some() {
+        let msg = "[tls] is set, but TLS termination is not in this build yet; refusing to \
+                   serve plain HTTP on a TLS port (remove [tls], or terminate TLS in front)";
+        log::error!("{msg}");
+        eprintln!("zerocopy-server: {msg}");
+        return ExitCode::from(1);
+    }
     raise_nofile_limit();
     let listen = cfg.server.listen;
     let threads = cfg.server.threads;
+    let user = cfg.security.drop_privileges_user.clone();
+    let group = cfg.security.drop_privileges_group.clone();
     let snapshot = match Snapshot::build(cfg, 1) {
         Ok(s) => s,
         Err(errors) => {
@@ -84,8 +100,20 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
+    // The listeners exist: root is no longer needed.
+    match zerocopy_server::privileges::drop(user.as_deref(), group.as_deref()) {
+        Ok(Some(done)) => log::info!("{done}"),
+        Ok(None) => {}
+        Err(e) => {
+            log::error!("{e}");
+            eprintln!("zerocopy-server: {e}");
+            return ExitCode::from(1);
+        }
+    }
+    // Workers run until the process ends; one that returns has failed.
     workers.join();
-    ExitCode::SUCCESS
+    log::error!("the workers stopped unexpectedly");
+    ExitCode::from(1)
 }
 
 /// Raises the soft open-file limit to the hard one: every connection is a descriptor.

@@ -1,10 +1,425 @@
-//! Admin protocol types (newline-delimited JSON over the daemon's Unix socket).
+//! The admin protocol: newline-delimited JSON over the daemon's Unix socket.
 //!
-//! Only the version constant exists so far; the commands arrive with the control-plane issue.
+//! Defined once, here, and used by both the daemon and `proxyctl`, so that the two cannot drift
+//! apart. This module depends on nothing of the daemon.
+//!
+//! A client writes one [`Request`] per line, wrapped with the protocol version:
+//!
+//! ```json
+//! {"version":1,"command":"explain","host":"example.com","path":"/api/x"}
+//! ```
+//!
+//! and reads [`Response`] lines back: one `ok` or `error` line, or — for long work such as a
+//! drain — any number of `processing` lines before the final one:
+//!
+//! ```json
+//! {"version":1,"result":"processing","data":{"connections":3,"in_flight":1,"seconds_left":27}}
+//! {"version":1,"result":"ok","data":{"connections":0,"in_flight":0,"seconds_left":0}}
+//! ```
+//!
+//! Both sides check `version` first: a mismatch is answered with a clear error instead of a
+//! misparse. Adding optional fields is compatible; anything else increments
+//! [`PROTOCOL_VERSION`].
 
-/// Version of the admin protocol. An incompatible change increments it, so that an old CLI
-/// talking to a newer daemon gets a clear error instead of a misparse.
+use serde::{Deserialize, Serialize};
+
+/// Version of the admin protocol.
 pub const PROTOCOL_VERSION: u32 = 1;
 
 /// Default path of the admin socket, also the default of `[admin] socket` in the daemon's config.
 pub const DEFAULT_SOCKET: &str = "/run/zerocopy-server/admin.sock";
+
+/// A command to the daemon.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "command", rename_all = "snake_case")]
+pub enum Request {
+    /// What the daemon is doing: answered with [`Status`].
+    Status,
+    /// Validate the config file and swap it in now: answered with [`ReloadReport`].
+    Reload,
+    /// Graceful stop: [`DrainProgress`] lines until no connection is left, then the final one.
+    Drain {
+        /// Overrides `[server] shutdown_timeout_secs` for this drain.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        timeout_secs: Option<u64>,
+    },
+    /// The active routing table: answered with a list of [`RouteInfo`].
+    Routes,
+    /// Which route a request would hit: answered with [`Explain`].
+    Explain { host: String, path: String },
+    /// Validate a file (default: the daemon's config path) without applying it, and show what
+    /// a reload would change: answered with [`CheckReport`].
+    Check {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        file: Option<String>,
+    },
+}
+
+/// A request line: the version and the command.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RequestLine {
+    pub version: u32,
+    #[serde(flatten)]
+    pub request: Request,
+}
+
+/// A response line.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ResponseLine {
+    pub version: u32,
+    #[serde(flatten)]
+    pub response: Response,
+}
+
+/// The three kinds of answer.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "result", rename_all = "snake_case")]
+pub enum Response {
+    /// The command succeeded; `data` is the command's payload.
+    Ok { data: serde_json::Value },
+    /// The command failed; `error` says why and, where it can, what to do.
+    Error { error: String },
+    /// Long work in progress; more lines follow.
+    Processing { data: serde_json::Value },
+}
+
+/// The daemon's lifecycle: starting → running → reloading → running → draining → stopped.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Lifecycle {
+    Starting,
+    Running,
+    Reloading,
+    Draining,
+    Stopped,
+}
+
+impl Lifecycle {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Starting => "starting",
+            Self::Running => "running",
+            Self::Reloading => "reloading",
+            Self::Draining => "draining",
+            Self::Stopped => "stopped",
+        }
+    }
+}
+
+/// Answer to [`Request::Status`].
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Status {
+    pub state: Lifecycle,
+    pub pid: u32,
+    pub uptime_secs: u64,
+    /// 1 at start-up, +1 per successful reload.
+    pub generation: u64,
+    pub config_path: String,
+    pub workers: usize,
+    /// `io_uring` or `epoll`.
+    pub io_driver: String,
+    /// Open client connections.
+    pub connections: u64,
+    /// Requests being answered right now.
+    pub in_flight: u64,
+    /// The last reload attempt, if any.
+    pub last_reload: Option<ReloadReport>,
+}
+
+/// What a reload did.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReloadReport {
+    /// Whether the new config is serving (or nothing needed to change).
+    pub ok: bool,
+    /// `file` (a watched change), `signal` (SIGHUP) or `admin` (`proxyctl reload`).
+    pub trigger: String,
+    /// Milliseconds since the Unix epoch.
+    pub at_unix_ms: u64,
+    /// The generation serving after this attempt.
+    pub generation: u64,
+    /// Why the file was refused: every error, `file:line:column: key.path: reason`, one per line.
+    pub error: Option<String>,
+    /// True when the file's bytes had not changed and nothing was swapped.
+    pub unchanged: bool,
+    /// Keys that differ from the running config but only take effect after a restart.
+    pub restart_required: Vec<String>,
+    /// Routes added, removed and changed by this reload.
+    pub changes: RouteChanges,
+}
+
+/// Routes that differ between two configs.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RouteChanges {
+    pub added: Vec<RouteKey>,
+    pub removed: Vec<RouteKey>,
+    pub changed: Vec<RouteKey>,
+}
+
+/// A route's identity: its host and, for a path route, its prefix.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct RouteKey {
+    pub host: String,
+    /// `None` for a host route.
+    pub prefix: Option<String>,
+}
+
+impl std::fmt::Display for RouteKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.prefix {
+            Some(p) => write!(f, "{}{}", self.host, p),
+            None => write!(f, "{} (host route)", self.host),
+        }
+    }
+}
+
+/// One row of [`Request::Routes`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RouteInfo {
+    pub host: String,
+    /// `None` for a host route.
+    pub prefix: Option<String>,
+    /// `File` or `Proxy`.
+    pub backend: String,
+    /// The file or directory path, or the upstream URL.
+    pub target: String,
+    /// File routes: `sendfile` or `memory`.
+    pub mode: Option<String>,
+    /// File routes: the index file name.
+    pub index: Option<String>,
+    pub policy: Policy,
+}
+
+/// The security policy in force on a route, every default filled in.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Policy {
+    /// `None` = every method.
+    pub allowed_methods: Option<Vec<String>>,
+    pub allowed_ips: Vec<String>,
+    pub denied_ips: Vec<String>,
+    /// 0 = unlimited.
+    pub rate_limit_requests_per_min: u32,
+    pub max_request_body_size: u64,
+    pub max_chunked_body_size: u64,
+    pub max_request_header_size: usize,
+    pub client_header_timeout_secs: u64,
+    pub client_body_timeout_secs: u64,
+    pub backend_connect_timeout_secs: u64,
+    pub max_idle_connections_per_host: usize,
+    pub idle_connection_timeout_secs: u64,
+}
+
+/// Answer to [`Request::Explain`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Explain {
+    pub matched: bool,
+    /// The host as matched: lower-case, port stripped.
+    pub host: String,
+    /// The path as matched: normalised.
+    pub path: String,
+    /// The matched route's prefix; `None` for a host route or no match.
+    pub prefix: Option<String>,
+    /// `File` or `Proxy`.
+    pub backend: Option<String>,
+    /// The file path, or the upstream URL after prefix stripping.
+    pub resolved: Option<String>,
+    pub policy: Option<Policy>,
+    /// Why nothing matched, or why the match gives no resource (`/robots.txt/extra`).
+    pub reason: Option<String>,
+}
+
+/// Answer to [`Request::Check`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CheckReport {
+    pub ok: bool,
+    pub file: String,
+    /// Every error, `file:line:column: key.path: reason`.
+    pub errors: Vec<String>,
+    pub changes: RouteChanges,
+    pub restart_required: Vec<String>,
+}
+
+/// Progress of [`Request::Drain`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DrainProgress {
+    pub connections: u64,
+    pub in_flight: u64,
+    pub seconds_left: u64,
+}
+
+/// Encodes a request as one line (with its newline).
+pub fn encode_request(request: &Request) -> String {
+    let line = RequestLine {
+        version: PROTOCOL_VERSION,
+        request: request.clone(),
+    };
+    // Serialising these plain types cannot fail.
+    let mut s = serde_json::to_string(&line).unwrap_or_default();
+    s.push('\n');
+    s
+}
+
+/// Encodes a response as one line (with its newline).
+pub fn encode_response(response: Response) -> String {
+    let line = ResponseLine {
+        version: PROTOCOL_VERSION,
+        response,
+    };
+    let mut s = serde_json::to_string(&line).unwrap_or_default();
+    s.push('\n');
+    s
+}
+
+/// An `ok` response carrying `data`.
+pub fn ok<T: Serialize>(data: &T) -> Response {
+    match serde_json::to_value(data) {
+        Ok(data) => Response::Ok { data },
+        Err(e) => Response::Error {
+            error: format!("cannot encode the answer: {e}"),
+        },
+    }
+}
+
+/// A `processing` response carrying `data`.
+pub fn processing<T: Serialize>(data: &T) -> Response {
+    match serde_json::to_value(data) {
+        Ok(data) => Response::Processing { data },
+        Err(e) => Response::Error {
+            error: format!("cannot encode the answer: {e}"),
+        },
+    }
+}
+
+/// Why a line could not be decoded.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DecodeError {
+    /// The peer speaks another protocol version.
+    Version { theirs: u32 },
+    /// Not JSON, or not a known message.
+    Malformed(String),
+}
+
+impl std::fmt::Display for DecodeError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Version { theirs } => write!(
+                f,
+                "admin protocol version {theirs} is not supported (this side speaks version \
+                 {PROTOCOL_VERSION}); use the proxyctl that ships with the running zerocopy-server"
+            ),
+            Self::Malformed(e) => write!(f, "malformed admin message: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for DecodeError {}
+
+/// Decodes a request line, checking the version before anything else.
+pub fn decode_request(line: &str) -> Result<Request, DecodeError> {
+    check_version(line)?;
+    serde_json::from_str::<RequestLine>(line)
+        .map(|l| l.request)
+        .map_err(|e| DecodeError::Malformed(e.to_string()))
+}
+
+/// Decodes a response line, checking the version before anything else.
+pub fn decode_response(line: &str) -> Result<Response, DecodeError> {
+    check_version(line)?;
+    serde_json::from_str::<ResponseLine>(line)
+        .map(|l| l.response)
+        .map_err(|e| DecodeError::Malformed(e.to_string()))
+}
+
+fn check_version(line: &str) -> Result<(), DecodeError> {
+    #[derive(Deserialize)]
+    struct Versioned {
+        version: Option<u32>,
+    }
+    let v: Versioned =
+        serde_json::from_str(line).map_err(|e| DecodeError::Malformed(e.to_string()))?;
+    match v.version {
+        Some(PROTOCOL_VERSION) => Ok(()),
+        Some(theirs) => Err(DecodeError::Version { theirs }),
+        None => Err(DecodeError::Malformed("no \"version\" field".into())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_round_trip_with_their_version() {
+        for r in [
+            Request::Status,
+            Request::Reload,
+            Request::Drain {
+                timeout_secs: Some(5),
+            },
+            Request::Drain { timeout_secs: None },
+            Request::Routes,
+            Request::Explain {
+                host: "example.com".into(),
+                path: "/api/x".into(),
+            },
+            Request::Check { file: None },
+        ] {
+            let line = encode_request(&r);
+            assert!(line.ends_with('\n'));
+            assert!(line.starts_with("{\"version\":1,"), "{line}");
+            assert_eq!(decode_request(line.trim_end()).unwrap(), r);
+        }
+        assert_eq!(
+            encode_request(&Request::Explain {
+                host: "h".into(),
+                path: "/p".into()
+            }),
+            "{\"version\":1,\"command\":\"explain\",\"host\":\"h\",\"path\":\"/p\"}\n"
+        );
+    }
+
+    #[test]
+    fn responses_round_trip() {
+        let p = DrainProgress {
+            connections: 3,
+            in_flight: 1,
+            seconds_left: 27,
+        };
+        let line = encode_response(processing(&p));
+        assert_eq!(
+            line,
+            "{\"version\":1,\"result\":\"processing\",\"data\":{\"connections\":3,\"in_flight\":1,\"seconds_left\":27}}\n"
+        );
+        match decode_response(line.trim_end()).unwrap() {
+            Response::Processing { data } => {
+                assert_eq!(serde_json::from_value::<DrainProgress>(data).unwrap(), p)
+            }
+            other => panic!("{other:?}"),
+        }
+        let e = encode_response(Response::Error { error: "no".into() });
+        assert_eq!(
+            decode_response(e.trim_end()).unwrap(),
+            Response::Error { error: "no".into() }
+        );
+    }
+
+    #[test]
+    fn another_version_is_a_clear_error() {
+        let err = decode_request("{\"version\":2,\"command\":\"status\"}").unwrap_err();
+        assert_eq!(err, DecodeError::Version { theirs: 2 });
+        assert!(err.to_string().contains("version 2 is not supported"));
+        let err = decode_response("{\"version\":0,\"result\":\"ok\",\"data\":null}").unwrap_err();
+        assert_eq!(err, DecodeError::Version { theirs: 0 });
+        assert!(matches!(
+            decode_request("{\"command\":\"status\"}"),
+            Err(DecodeError::Malformed(_))
+        ));
+        assert!(matches!(
+            decode_request("not json"),
+            Err(DecodeError::Malformed(_))
+        ));
+        assert!(matches!(
+            decode_request("{\"version\":1,\"command\":\"fly\"}"),
+            Err(DecodeError::Malformed(_))
+        ));
+    }
+}

@@ -42,6 +42,44 @@ pub struct Config {
     pub path_routes: Vec<PathRoute>,
 }
 
+impl Config {
+    /// Things that are valid but probably not what the operator meant, or not in effect in
+    /// this build. `--check` prints them and still says `ok`; the daemon logs them at start.
+    pub fn warnings(&self) -> Vec<String> {
+        let mut w = Vec::new();
+        for p in &self.path_routes {
+            if self.host_routes.iter().any(|h| h.host == p.host) {
+                w.push(format!(
+                    "{}: never used: host_routes.{:?} takes every request for {:?} (host routes \
+                     win over path routes)",
+                    p.route.origin.key_path, p.host, p.host
+                ));
+            }
+        }
+        if self.tls.is_some() {
+            w.push(
+                "[tls]: TLS termination is not in this build yet; the daemon refuses to start \
+                 with [tls] rather than serve plain HTTP"
+                    .into(),
+            );
+        }
+        if self.performance.reuseport_balancing == ReuseportBalancing::Cbpf {
+            w.push(
+                "performance.reuseport_balancing = \"cbpf\" is not in effect yet; the kernel's \
+                 hash balances"
+                    .into(),
+            );
+        }
+        if self.performance.huge_pages_enabled {
+            w.push("performance.huge_pages_enabled is not in effect yet".into());
+        }
+        if self.security.max_concurrent_connections > 0 {
+            w.push("security.max_concurrent_connections is not enforced yet".into());
+        }
+        w
+    }
+}
+
 /// `[server]`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Server {

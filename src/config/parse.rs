@@ -85,6 +85,9 @@ pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigErrors> {
 #[rustfmt::skip]
 const TOP_KEYS: &[&str] =
     &["server", "logging", "security", "performance", "tls", "admin", "host_routes", "path_routes"];
+/// The longest duration any `*_secs` key accepts: one day.
+const MAX_SECS: u64 = 86_400;
+
 const SERVER_KEYS: &[&str] = &["listen", "threads", "shutdown_timeout_secs"];
 #[rustfmt::skip]
 const LOGGING_KEYS: &[&str] =
@@ -294,8 +297,8 @@ impl Walker<'_> {
             return security;
         };
         self.check_keys(&n, &[GLOBAL_SECURITY_KEYS, ROUTE_SECURITY_KEYS]);
-        security.drop_privileges_user = self.opt(&n, "drop_privileges_user", Self::name);
-        security.drop_privileges_group = self.opt(&n, "drop_privileges_group", Self::name);
+        security.drop_privileges_user = self.opt(&n, "drop_privileges_user", Self::user);
+        security.drop_privileges_group = self.opt(&n, "drop_privileges_group", Self::group);
         let max = &mut security.max_concurrent_connections;
         self.set(&n, "max_concurrent_connections", max, Self::count);
         security.route_defaults = self.route_security(&n, &RouteSecurity::default());
@@ -816,14 +819,15 @@ impl Walker<'_> {
         u32::try_from(self.uint(f, 0, u64::from(u32::MAX))?).ok()
     }
 
-    /// Whole seconds, at least 1.
+    /// Whole seconds, 1 to [`MAX_SECS`] (a day: longer is a mistake, and deadlines computed
+    /// from absurd values would overflow).
     fn secs(&mut self, f: &Field) -> Option<Duration> {
-        self.uint(f, 1, u64::MAX).map(Duration::from_secs)
+        self.uint(f, 1, MAX_SECS).map(Duration::from_secs)
     }
 
-    /// Whole milliseconds, at least 1.
+    /// Whole milliseconds, 1 to a day.
     fn millis(&mut self, f: &Field) -> Option<Duration> {
-        self.uint(f, 1, u64::MAX).map(Duration::from_millis)
+        self.uint(f, 1, MAX_SECS * 1000).map(Duration::from_millis)
     }
 
     /// A user or group name: a non-empty string.
@@ -837,6 +841,30 @@ impl Walker<'_> {
             return None;
         }
         Some(s.to_string())
+    }
+
+    /// A user name that exists in the password database.
+    fn user(&mut self, f: &Field) -> Option<String> {
+        let name = self.name(f)?;
+        match crate::privileges::user(&name) {
+            Ok(_) => Some(name),
+            Err(reason) => {
+                self.reject(f, reason);
+                None
+            }
+        }
+    }
+
+    /// A group name that exists in the group database.
+    fn group(&mut self, f: &Field) -> Option<String> {
+        let name = self.name(f)?;
+        match crate::privileges::group(&name) {
+            Ok(_) => Some(name),
+            Err(reason) => {
+                self.reject(f, reason);
+                None
+            }
+        }
     }
 
     /// A path, resolved against the config's directory and made absolute.

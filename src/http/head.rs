@@ -217,7 +217,8 @@ pub fn parse(buf: &[u8], max_size: usize) -> Result<Option<(RequestHead, usize)>
     // Host.
     let header_host = match fields.host {
         None => {
-            if version == Version::Http11 && !t.absolute_form {
+            // RFC 9112 §3.2: every HTTP/1.1 request carries Host, absolute-form included.
+            if version == Version::Http11 {
                 return Err(err(400, "missing Host header"));
             }
             None
@@ -647,7 +648,7 @@ mod tests {
     fn partial_input_at_every_offset() {
         let reqs: [&[u8]; 4] = [
             b"GET /a?b HTTP/1.1\r\nHost: example.com\r\nUser-Agent: t\r\nContent-Length: 0\r\n\r\n",
-            b"\r\n\r\nPOST http://x/y HTTP/1.1\r\nTransfer-Encoding: gzip, chunked\r\n\r\n",
+            b"\r\n\r\nPOST http://x/y HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip, chunked\r\n\r\n",
             b"OPTIONS * HTTP/1.0\r\n\r\n",
             b"GET / HTTP/1.0\r\nX:\r\n\r\n",
         ];
@@ -847,15 +848,16 @@ mod tests {
         assert_eq!(h.host.as_deref(), Some("user.example"));
         assert_eq!(h.path, "/a/b");
         assert_eq!(h.query.as_deref(), Some("q=1"));
-        let (h, _) = ok(b"GET https://[::1]:8443 HTTP/1.1\r\n\r\n");
+        let (h, _) = ok(b"GET https://[::1]:8443 HTTP/1.1\r\nHost: x\r\n\r\n");
         assert_eq!(h.host.as_deref(), Some("[::1]"));
         assert_eq!(h.path, "/");
         assert_eq!(h.query, None);
-        let (h, _) = ok(b"GET http://x?y HTTP/1.1\r\n\r\n");
+        let (h, _) = ok(b"GET http://x?y HTTP/1.1\r\nHost: x\r\n\r\n");
         assert_eq!(h.path, "/");
         assert_eq!(h.query.as_deref(), Some("y"));
-        // HTTP/1.1 without Host is fine in absolute-form.
-        let (h, _) = ok(b"GET http://x/ HTTP/1.1\r\n\r\n");
+        // HTTP/1.1 requires Host in absolute-form too (RFC 9112 §3.2); the target's wins.
+        assert_eq!(status(b"GET http://x/ HTTP/1.1\r\n\r\n"), 400);
+        let (h, _) = ok(b"GET http://x/ HTTP/1.1\r\nHost: y\r\n\r\n");
         assert_eq!(h.host.as_deref(), Some("x"));
         assert_eq!(status(b"GET http:///a HTTP/1.1\r\nHost: a\r\n\r\n"), 400);
         assert_eq!(status(b"GET http://u@x/ HTTP/1.1\r\nHost: a\r\n\r\n"), 400);

@@ -2,7 +2,7 @@
 //! normalisation, the chunked codec, and response heads.
 //!
 //! Everything here is pure logic over byte slices — no sockets — so it is unit-tested in memory
-//! and fuzzed; the connection loop in [`crate::worker`] drives it.
+//! (including randomised inputs); the connection loop in [`crate::worker`] drives it.
 
 pub mod method;
 

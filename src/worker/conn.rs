@@ -53,6 +53,41 @@ struct Conn {
     buf: Vec<u8>,
 }
 
+/// Whether the request asks for `100 Continue` before sending its body.
+fn expects_continue(req: &RequestHead) -> bool {
+    req.version == crate::http::Version::Http11
+        && req
+            .header("expect")
+            .is_some_and(|v| v.trim_ascii().eq_ignore_ascii_case(b"100-continue"))
+}
+
+/// The sizes of a parsed head, measured as the limits count them.
+#[derive(Clone, Copy, Debug)]
+struct HeadSizes {
+    /// The request line, without leading empty lines or its CRLF.
+    request_line: usize,
+    /// The header fields and the blank line after them.
+    header_section: usize,
+}
+
+impl HeadSizes {
+    fn measure(head: &[u8]) -> Self {
+        let mut start = 0;
+        while head.get(start..start + 2) == Some(b"\r\n") {
+            start += 2;
+        }
+        let rest = head.get(start..).unwrap_or_default();
+        let line = rest
+            .windows(2)
+            .position(|w| w == b"\r\n")
+            .unwrap_or(rest.len());
+        Self {
+            request_line: line,
+            header_section: rest.len().saturating_sub(line + 2),
+        }
+    }
+}
+
 /// What reading more bytes gave.
 enum Read {
     Data,
@@ -68,32 +103,43 @@ enum Outcome {
 
 impl Conn {
     async fn run(&mut self) {
-        let mut first = true;
+        // The first request's head must be complete within the header timeout of the accept.
+        let mut first_deadline = {
+            let limits = self.shared.snapshot.load().head_limits();
+            Some(Instant::now() + limits.header_timeout)
+        };
         loop {
             let limits = self.shared.snapshot.load().head_limits();
             if self.buf.is_empty() {
                 // Idle: hold no snapshot while waiting for the next request.
-                let idle = if first {
-                    limits.header_timeout
-                } else {
-                    defaults::KEEPALIVE_IDLE_TIMEOUT
+                let wait = match first_deadline {
+                    Some(d) => d.saturating_duration_since(Instant::now()),
+                    None => defaults::KEEPALIVE_IDLE_TIMEOUT,
                 };
-                match monoio::time::timeout(idle, self.stream.readable(false)).await {
+                match monoio::time::timeout(wait, self.stream.readable(false)).await {
                     Ok(Ok(())) => {}
                     _ => return,
                 }
             }
-            first = false;
-            let deadline = Instant::now() + limits.header_timeout;
+            let deadline = first_deadline
+                .take()
+                .unwrap_or_else(|| Instant::now() + limits.header_timeout);
+            // Parse when a line may have ended (or the limits may be crossed), not on every
+            // byte a slow client trickles in.
+            let mut scanned = 0;
             let (req, consumed) = loop {
-                match head::parse(&self.buf, limits.max_header_size) {
-                    Ok(Some(parsed)) => break parsed,
-                    Ok(None) => {}
-                    Err(e) => {
-                        self.fail(Error::from(e), false, None).await;
-                        return;
+                let fresh = self.buf.get(scanned..).unwrap_or_default();
+                if fresh.contains(&b'\n') || self.buf.len() > limits.max_header_size {
+                    match head::parse(&self.buf, limits.max_header_size) {
+                        Ok(Some(parsed)) => break parsed,
+                        Ok(None) => {}
+                        Err(e) => {
+                            self.fail(Error::from(e), false, None).await;
+                            return;
+                        }
                     }
                 }
+                scanned = self.buf.len();
                 // A read that times out takes its buffer with it: note first whether this
                 // request has begun.
                 let begun = !self.buf.is_empty();
@@ -110,15 +156,10 @@ impl Conn {
                     }
                 }
             };
-            let line_len = self
-                .buf
-                .windows(2)
-                .position(|w| w == b"\r\n")
-                .unwrap_or(consumed);
-            let header_section = consumed.saturating_sub(line_len);
+            let sizes = HeadSizes::measure(&self.buf[..consumed]);
             self.buf.drain(..consumed);
             let mut body_pending = !matches!(req.body, BodyKind::None | BodyKind::Length(0));
-            let result = self.handle(&req, header_section, &mut body_pending).await;
+            let result = self.handle(&req, sizes, &mut body_pending).await;
             let keep_alive = req.keep_alive && !body_pending;
             match result {
                 Ok(Outcome::Done) if keep_alive => continue,
@@ -138,9 +179,17 @@ impl Conn {
     async fn handle(
         &mut self,
         req: &RequestHead,
-        header_section: usize,
+        sizes: HeadSizes,
         body_pending: &mut bool,
     ) -> Result<Outcome, Error> {
+        if req.path == "*" {
+            // `OPTIONS *`: a question about the server, not a resource.
+            let mut h = ResponseHead::new(200);
+            h.header("Allow", "GET, HEAD, OPTIONS").content_length(0);
+            crate::files::connection_header(&mut h, req, req.keep_alive && !*body_pending);
+            send_all(&self.stream, &h.finish(), false).await?;
+            return Ok(Outcome::Done);
+        }
         let snapshot = self.shared.snapshot.load_full();
         let path = path::normalize(&req.path)
             .map_err(|e| Error::client(ErrorKind::BadRequest, e.reason))?;
@@ -150,7 +199,13 @@ impl Conn {
             .lookup(host, &path)
             .ok_or_else(|| Error::client(ErrorKind::NotFound, "no route for this host and path"))?;
         let security = &m.entry.route.security;
-        if header_section > security.max_request_header_size {
+        if sizes.request_line > security.max_request_header_size {
+            return Err(Error::client(
+                ErrorKind::UriTooLong,
+                "request line over the route's max_request_header_size",
+            ));
+        }
+        if sizes.header_section > security.max_request_header_size {
             return Err(Error::client(
                 ErrorKind::HeaderTooLarge,
                 "header section over the route's max_request_header_size",
@@ -164,9 +219,13 @@ impl Conn {
                         "a File route serves GET and HEAD",
                     ));
                 }
-                self.discard_body(req, security).await?;
-                *body_pending = false;
-                let keep_alive = req.keep_alive;
+                // A client that waits for 100-continue gets the final answer instead, and the
+                // connection closes (body_pending stays set): a File route has no use for it.
+                if !expects_continue(req) {
+                    self.discard_body(req, security).await?;
+                    *body_pending = false;
+                }
+                let keep_alive = req.keep_alive && !*body_pending;
                 crate::files::serve(&self.stream, req, &m, f, keep_alive).await?;
                 Ok(Outcome::Done)
             }
@@ -189,7 +248,6 @@ impl Conn {
                 if n > sec.max_request_body_size {
                     return Err(too_large());
                 }
-                self.send_continue(req).await?;
                 let mut left = n;
                 loop {
                     let take = (self.buf.len() as u64).min(left) as usize;
@@ -202,35 +260,34 @@ impl Conn {
                 }
             }
             BodyKind::Chunked => {
-                self.send_continue(req).await?;
                 let mut decoder = ChunkedDecoder::new();
                 loop {
-                    let (used, decoded) = decoder
-                        .decode(&self.buf)
-                        .map_err(|e| Error::client(ErrorKind::BadRequest, e.reason))?;
-                    self.buf.drain(..used);
-                    if decoder.body_bytes() > sec.max_chunked_body_size {
-                        return Err(too_large());
+                    // Decode everything buffered, then drop it in one go: draining per chunk
+                    // would move the buffer once per (possibly one-byte) chunk.
+                    let mut at = 0;
+                    let done = loop {
+                        let rest = self.buf.get(at..).unwrap_or_default();
+                        let (used, decoded) = decoder
+                            .decode(rest)
+                            .map_err(|e| Error::client(ErrorKind::BadRequest, e.reason))?;
+                        at += used;
+                        if decoder.body_bytes() > sec.max_chunked_body_size {
+                            return Err(too_large());
+                        }
+                        match decoded {
+                            Decoded::Done => break true,
+                            Decoded::Data(_) => continue,
+                            Decoded::NeedMore => break false,
+                        }
+                    };
+                    self.buf.drain(..at);
+                    if done {
+                        return Ok(());
                     }
-                    match decoded {
-                        Decoded::Done => return Ok(()),
-                        Decoded::Data(_) => continue,
-                        Decoded::NeedMore => self.read_body(timeout).await?,
-                    }
+                    self.read_body(timeout).await?;
                 }
             }
         }
-    }
-
-    /// Answers `Expect: 100-continue` before a body is read.
-    async fn send_continue(&mut self, req: &RequestHead) -> Result<(), Error> {
-        let expects = req
-            .header("expect")
-            .is_some_and(|v| v.trim_ascii().eq_ignore_ascii_case(b"100-continue"));
-        if expects && self.buf.is_empty() && req.version == crate::http::Version::Http11 {
-            send_all(&self.stream, b"HTTP/1.1 100 Continue\r\n\r\n", false).await?;
-        }
-        Ok(())
     }
 
     async fn read_body(&mut self, timeout: Duration) -> Result<(), Error> {

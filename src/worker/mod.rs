@@ -35,15 +35,6 @@ pub enum IoDriver {
 }
 
 impl IoDriver {
-    /// What `Auto` resolves to on this machine.
-    pub fn resolve(self) -> Self {
-        match self {
-            Self::Auto if monoio::utils::detect_uring() => Self::Uring,
-            Self::Auto => Self::Epoll,
-            d => d,
-        }
-    }
-
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Auto => "auto",
@@ -73,7 +64,6 @@ impl Workers {
         } else {
             threads
         };
-        let driver = driver.resolve();
         let (tx, rx) = mpsc::channel();
         let mut handles = Vec::with_capacity(threads);
         for id in 0..threads {
@@ -93,41 +83,58 @@ impl Workers {
             handles.push(handle);
         }
         drop(tx);
+        let mut drivers = Vec::with_capacity(threads);
         for _ in 0..threads {
             match rx.recv() {
-                Ok(Ok(())) => {}
+                Ok(Ok(d)) => drivers.push(d),
                 Ok(Err(e)) => return Err(e),
                 Err(_) => return Err(std::io::Error::other("a worker died while starting")),
             }
         }
+        drivers.sort_unstable();
+        drivers.dedup();
         log::info!(
             "{threads} workers listening on {listen} ({})",
-            driver.as_str()
+            drivers.join(", ")
         );
         Ok(Self { handles })
     }
 
-    /// Waits for every worker thread to end.
+    /// Waits until a worker thread ends — which only a failure (a panic) makes happen.
     pub fn join(self) {
-        for h in self.handles {
-            let _ = h.join();
+        loop {
+            if self.handles.iter().any(|h| h.is_finished()) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(200));
         }
     }
 }
 
-type Ready = mpsc::Sender<std::io::Result<()>>;
+/// A worker's start-up report: the io driver it runs on, or why it could not start.
+type Ready = mpsc::Sender<std::io::Result<&'static str>>;
 
 fn run(id: usize, listen: SocketAddr, driver: IoDriver, shared: Arc<Shared>, ready: Ready) {
-    let result = match driver {
-        IoDriver::Epoll | IoDriver::Auto => monoio::RuntimeBuilder::<monoio::LegacyDriver>::new()
-            .enable_timer()
-            .build()
-            .map(|mut rt| rt.block_on(worker_main(id, listen, shared, ready.clone()))),
-        IoDriver::Uring => monoio::RuntimeBuilder::<monoio::IoUringDriver>::new()
-            .enable_timer()
-            .with_entries(1024)
-            .build()
-            .map(|mut rt| rt.block_on(worker_main(id, listen, shared, ready.clone()))),
+    let uring =
+        driver != IoDriver::Epoll && (driver == IoDriver::Uring || monoio::utils::detect_uring());
+    let result = if uring {
+        match uring_runtime() {
+            Ok(mut rt) => {
+                rt.block_on(worker_main(id, listen, "io_uring", shared, ready.clone()));
+                Ok(())
+            }
+            // `auto` falls back when the ring cannot be built (a memlock limit, seccomp).
+            Err(e) if driver == IoDriver::Auto => {
+                log::warn!("worker {id}: io_uring unavailable ({e}); using epoll");
+                epoll_runtime().map(|mut rt| {
+                    rt.block_on(worker_main(id, listen, "epoll", shared, ready.clone()))
+                })
+            }
+            Err(e) => Err(e),
+        }
+    } else {
+        epoll_runtime()
+            .map(|mut rt| rt.block_on(worker_main(id, listen, "epoll", shared, ready.clone())))
     };
     if let Err(e) = result {
         let _ = ready.send(Err(std::io::Error::new(
@@ -140,7 +147,28 @@ fn run(id: usize, listen: SocketAddr, driver: IoDriver, shared: Arc<Shared>, rea
     }
 }
 
-async fn worker_main(id: usize, listen: SocketAddr, shared: Arc<Shared>, ready: Ready) {
+fn epoll_runtime(
+) -> std::io::Result<monoio::Runtime<monoio::time::TimeDriver<monoio::LegacyDriver>>> {
+    monoio::RuntimeBuilder::<monoio::LegacyDriver>::new()
+        .enable_timer()
+        .build()
+}
+
+fn uring_runtime(
+) -> std::io::Result<monoio::Runtime<monoio::time::TimeDriver<monoio::IoUringDriver>>> {
+    monoio::RuntimeBuilder::<monoio::IoUringDriver>::new()
+        .enable_timer()
+        .with_entries(1024)
+        .build()
+}
+
+async fn worker_main(
+    id: usize,
+    listen: SocketAddr,
+    driver: &'static str,
+    shared: Arc<Shared>,
+    ready: Ready,
+) {
     let opts = ListenerOpts::new()
         .reuse_port(true)
         .reuse_addr(true)
@@ -155,7 +183,7 @@ async fn worker_main(id: usize, listen: SocketAddr, shared: Arc<Shared>, ready: 
             return;
         }
     };
-    let _ = ready.send(Ok(()));
+    let _ = ready.send(Ok(driver));
     drop(ready);
     loop {
         match listener.accept().await {

@@ -170,3 +170,62 @@ fn memory_mode_total_cap_is_enforced() {
     assert!(err.contains("path_routes.h.\"/big\".path"), "{err}");
     assert!(err.contains("total cap of 256 MiB"), "{err}");
 }
+
+#[test]
+fn warnings_do_not_fail_the_check() {
+    let site = Site::new();
+    site.mkdir("a");
+    site.mkdir("b");
+    let cfg = site.file(
+        "shadow.toml",
+        "[server]\nlisten = \"127.0.0.1:1\"\n\n[host_routes.\"h\"]\npath = \"a\"\n\n[path_routes.\"h\".\"/x\"]\npath = \"b\"\n",
+    );
+    let out = check(&cfg);
+    assert!(out.status.success());
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "ok");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("warning: path_routes.h.\"/x\": never used"),
+        "{err}"
+    );
+}
+
+/// TLS is checked, but until TLS termination lands the daemon will not serve plain HTTP where
+/// the operator asked for HTTPS.
+#[test]
+fn tls_config_is_refused_at_start_not_served_in_plain() {
+    let site = Site::new();
+    site.file("cert.pem", "");
+    site.file("key.pem", "");
+    let cfg = site.file(
+        "tls.toml",
+        "[server]\nlisten = \"127.0.0.1:1\"\n\n[tls]\ncert_path = \"cert.pem\"\nkey_path = \"key.pem\"\n",
+    );
+    assert!(check(&cfg).status.success());
+    let out = std::process::Command::new(BIN)
+        .arg("--config")
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("refusing to serve plain HTTP"));
+}
+
+#[test]
+fn unknown_user_is_a_located_config_error() {
+    let site = Site::new();
+    let cfg = site.file(
+        "user.toml",
+        "[server]\nlisten = \"127.0.0.1:1\"\n\n[security]\ndrop_privileges_user = \"no-such-user-zcs\"\n",
+    );
+    let out = check(&cfg);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!(
+            "{}:5:24: security.drop_privileges_user: unknown user",
+            cfg.display()
+        )),
+        "{err}"
+    );
+}

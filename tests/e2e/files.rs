@@ -67,8 +67,13 @@ fn validators_and_conditionals(d: Driver, mode: &str) {
     };
     let r = inm(&etag);
     assert_eq!(r.status, 304);
-    assert!(r.body.is_empty());
     assert_eq!(r.header("etag"), Some(etag.as_str()));
+    assert_eq!(r.header("content-length"), None);
+    // A 304 carries no body: the request pipelined after it parses.
+    let mut c = s.connect();
+    c.send(format!("GET /style.css HTTP/1.1\r\nHost: h.test\r\nIf-None-Match: {etag}\r\n\r\nGET /index.html HTTP/1.1\r\nHost: h.test\r\n\r\n").as_bytes());
+    assert_eq!(c.response(false).status, 304);
+    assert_eq!(c.response(false).body, b"<p>index</p>\n");
     assert_eq!(inm(&format!("\"nope\", W/{etag}")).status, 304);
     assert_eq!(inm("\"nope\"").status, 200);
 
@@ -109,6 +114,15 @@ fn ranges(d: Driver, mode: &str) {
     let r = range("bytes=0-1,5-6");
     assert_eq!(r.status, 200);
     assert_eq!(r.body.len(), 256);
+    // If-Range with the current validator: the range.
+    let etag = s
+        .get("h.test", "/data.bin")
+        .header("etag")
+        .unwrap()
+        .to_string();
+    let r = s.raw(format!("GET /data.bin HTTP/1.1\r\nHost: h.test\r\nRange: bytes=0-1\r\nIf-Range: {etag}\r\nConnection: close\r\n\r\n").as_bytes());
+    assert_eq!(r.status, 206);
+    assert_eq!(r.body, [0, 1]);
     // If-Range with a stale validator: the whole file.
     let r = s.raw(b"GET /data.bin HTTP/1.1\r\nHost: h.test\r\nRange: bytes=0-0\r\nIf-Range: \"stale\"\r\nConnection: close\r\n\r\n");
     assert_eq!(r.status, 200);
@@ -208,6 +222,28 @@ fn large_file_by_sendfile(d: Driver) {
     }
 }
 
+/// Special files in a docroot never hang a worker: a FIFO is a 404, and the worker goes on.
+fn fifos_and_symlink_loops(d: Driver) {
+    let site = Site::new();
+    site.file("f.txt", "f");
+    let fifo = std::ffi::CString::new(site.path().join("pipe").to_str().unwrap()).unwrap();
+    assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o644) }, 0);
+    std::os::unix::fs::symlink(".", site.path().join("loop")).unwrap();
+    let s = Server::start(
+        d,
+        &site,
+        r#"[path_routes."h.test"]
+"/" = { path = "{site}" }
+"/mem/" = { path = "{site}", mode = "memory" }
+"#,
+    );
+    assert_eq!(s.get("h.test", "/pipe").status, 404);
+    assert_eq!(s.get("h.test", "/f.txt").text(), "f");
+    assert_eq!(s.get("h.test", "/mem/pipe").status, 404);
+    assert_eq!(s.get("h.test", "/mem/f.txt").text(), "f");
+    assert_eq!(s.get("h.test", "/loop/f.txt").text(), "f");
+}
+
 /// The memory mode really serves from memory: changing the file on disk does not change what
 /// is served until the config is loaded again.
 fn memory_mode_holds_the_bytes(d: Driver) {
@@ -234,4 +270,5 @@ crate::both_drivers!(
     memory_traversal,
     large_file_by_sendfile,
     memory_mode_holds_the_bytes,
+    fifos_and_symlink_loops,
 );

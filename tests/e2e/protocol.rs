@@ -143,13 +143,76 @@ fn requests_split_across_many_writes(d: Driver) {
     assert_eq!(c.response(false).body, b"bbbbbbbb");
 }
 
-fn expect_continue_gets_100_before_the_body(d: Driver) {
+/// A File route has no use for a body the client holds back for `100 Continue`: it answers at
+/// once and closes instead of asking for the body.
+fn expect_continue_on_a_file_route_answers_without_the_body(d: Driver) {
     let site = site();
     let s = server(d, &site);
     let mut c = s.connect();
     c.send(b"GET /a.txt HTTP/1.1\r\nHost: example.com\r\nContent-Length: 3\r\nExpect: 100-continue\r\n\r\n");
-    assert_eq!(c.response(false).status, 100);
-    c.send(b"abc");
+    let r = c.response(false);
+    assert_eq!(r.status, 200);
+    assert_eq!(r.body, b"aaaa");
+    assert_eq!(r.header("connection"), Some("close"));
+    assert!(c.is_closed());
+}
+
+fn body_limits_and_body_timeout(d: Driver) {
+    let site = site();
+    let s = Server::start(
+        d,
+        &site,
+        r#"[security]
+max_request_body_size = 100
+max_chunked_body_size = 10
+client_body_timeout_secs = 1
+
+[host_routes."example.com"]
+path = "{site}"
+"#,
+    );
+    // Content-Length over the limit: 413 before any body byte is read.
+    let r = s.raw(b"GET /a.txt HTTP/1.1\r\nHost: example.com\r\nContent-Length: 101\r\n\r\n");
+    assert_eq!(r.status, 413);
+    assert_eq!(r.header("connection"), Some("close"));
+    // At the limit: fine.
+    let mut req =
+        b"GET /a.txt HTTP/1.1\r\nHost: example.com\r\nContent-Length: 100\r\n\r\n".to_vec();
+    req.extend_from_slice(&[b'x'; 100]);
+    assert_eq!(s.raw(&req).status, 200);
+    // Chunked over the limit while streaming.
+    let r = s.raw(b"GET /a.txt HTTP/1.1\r\nHost: example.com\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n6\r\nworld!\r\n0\r\n\r\n");
+    assert_eq!(r.status, 413);
+    // A body that stops arriving: 408 after the body timeout.
+    let mut c = s.connect();
+    c.send(b"GET /a.txt HTTP/1.1\r\nHost: example.com\r\nContent-Length: 10\r\n\r\nabc");
+    let start = Instant::now();
+    let r = c.response(false);
+    assert_eq!(r.status, 408);
+    assert!(start.elapsed() >= Duration::from_millis(900));
+    assert!(c.is_closed());
+}
+
+/// Error responses to HEAD carry no body: the pipelined request after one still parses.
+fn head_errors_have_no_body(d: Driver) {
+    let site = site();
+    let s = server(d, &site);
+    let mut c = s.connect();
+    c.send(b"HEAD /missing HTTP/1.1\r\nHost: example.com\r\n\r\nGET /a.txt HTTP/1.1\r\nHost: example.com\r\n\r\n");
+    let r = c.response(true);
+    assert_eq!(r.status, 404);
+    assert_ne!(r.header("content-length"), Some("0"));
+    assert_eq!(c.response(false).body, b"aaaa");
+}
+
+fn options_asterisk_is_answered(d: Driver) {
+    let site = site();
+    let s = server(d, &site);
+    let mut c = s.connect();
+    c.send(b"OPTIONS * HTTP/1.1\r\nHost: example.com\r\n\r\nGET /a.txt HTTP/1.1\r\nHost: example.com\r\n\r\n");
+    let r = c.response(false);
+    assert_eq!(r.status, 200);
+    assert!(r.header("allow").unwrap().contains("GET"));
     assert_eq!(c.response(false).body, b"aaaa");
 }
 
@@ -171,6 +234,7 @@ fn malformed_requests_get_precise_statuses_and_close(d: Driver) {
         ("request line too long", long_target.into_bytes(), 414),
         ("headers too large", big_headers.into_bytes(), 431),
         ("no Host in HTTP/1.1", b"GET / HTTP/1.1\r\n\r\n".to_vec(), 400),
+        ("no Host in absolute-form HTTP/1.1", b"GET http://example.com/ HTTP/1.1\r\n\r\n".to_vec(), 400),
         ("two Hosts", b"GET / HTTP/1.1\r\nHost: example.com\r\nHost: other\r\n\r\n".to_vec(), 400),
         ("CL and TE", b"GET / HTTP/1.1\r\nHost: example.com\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec(), 400),
         ("differing CLs", b"GET / HTTP/1.1\r\nHost: example.com\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\nabcd".to_vec(), 400),
@@ -272,6 +336,13 @@ path = "{site}"
     assert_eq!(r.status, 431);
     let r = s.raw(b"GET /small/a.txt HTTP/1.1\r\nHost: example.com\r\n\r\n");
     assert_eq!(r.status, 200);
+    // The request line is held to the route's limit too.
+    let long = "q".repeat(1100);
+    let r =
+        s.raw(format!("GET /small/a.txt?{long} HTTP/1.1\r\nHost: example.com\r\n\r\n").as_bytes());
+    assert_eq!(r.status, 414);
+    let r = s.raw(format!("GET /a.txt?{long} HTTP/1.1\r\nHost: example.com\r\n\r\n").as_bytes());
+    assert_eq!(r.status, 200);
 }
 
 fn idle_client_that_never_sends_is_dropped(d: Driver) {
@@ -301,7 +372,10 @@ crate::both_drivers!(
     head_sends_headers_without_body,
     request_bodies_are_consumed_for_the_next_request,
     requests_split_across_many_writes,
-    expect_continue_gets_100_before_the_body,
+    expect_continue_on_a_file_route_answers_without_the_body,
+    body_limits_and_body_timeout,
+    head_errors_have_no_body,
+    options_asterisk_is_answered,
     malformed_requests_get_precise_statuses_and_close,
     method_a_file_route_cannot_serve_is_405_with_allow,
     slow_head_gets_408_at_the_deadline,
