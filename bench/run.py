@@ -101,10 +101,17 @@ def wait_port(port, timeout=10.0):
     raise RuntimeError(f"nothing listens on 127.0.0.1:{port}")
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def free_port(start):
+    """A free port at or above `start`, below the ephemeral range that wrk's own connections
+    use (a listen port picked from that range can collide with a client's source port)."""
+    for port in range(start, start + 500):
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+                return port
+            except OSError:
+                continue
+    raise RuntimeError(f"no free port from {start}")
 
 
 def to_us(v):
@@ -120,7 +127,10 @@ def run_wrk(port, path, conns, headers, duration, wrk_cores, threads):
     for h in headers:
         cmd += ["-H", h]
     cmd.append(f"http://127.0.0.1:{port}{path}")
-    out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+    run = subprocess.run(cmd, capture_output=True, text=True)
+    if run.returncode != 0 or "Requests/sec" not in run.stdout:
+        raise RuntimeError(f"wrk failed ({run.returncode}): {run.stdout}{run.stderr}")
+    out = run.stdout
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))
     p50 = to_us(re.search(r"\s50%\s+(\S+)", out).group(1))
     p99 = to_us(re.search(r"\s99%\s+(\S+)", out).group(1))
@@ -144,9 +154,14 @@ class Server:
         self.proc = None
 
     def __enter__(self):
-        self.proc = subprocess.Popen(self.cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.log = tempfile.TemporaryFile()
+        self.proc = subprocess.Popen(self.cmd, stdout=self.log, stderr=self.log)
         wait_port(self.port)
         return self
+
+    def log_tail(self):
+        self.log.seek(0)
+        return self.log.read().decode(errors="replace")[-2000:]
 
     def __exit__(self, *exc):
         self.proc.terminate()
@@ -207,7 +222,8 @@ def main():
         os.makedirs(os.path.join(tmp, d))
     os.chmod(tmp, 0o755)
 
-    ours_port, nginx_port = free_port(), free_port()
+    ours_port = free_port(18080)
+    nginx_port = free_port(ours_port + 1)
     with open(os.path.join(tmp, "zcs.toml"), "w") as f:
         f.write(DAEMON_CONF.format(port=ours_port, workers=workers, www=www))
     affinity = " ".join(format(1 << c, "b") for c in range(workers))
@@ -227,9 +243,13 @@ def main():
             order = list(servers) if run % 2 == 0 else list(reversed(servers))
             for name in order:
                 cmd, port = servers[name]
-                with Server(name, cmd, port):
-                    run_wrk(port, path, conns, headers, 2, wrk_cores, wrk_threads)  # warm-up
-                    s = run_wrk(port, path, conns, headers, args.duration, wrk_cores, wrk_threads)
+                with Server(name, cmd, port) as srv:
+                    try:
+                        run_wrk(port, path, conns, headers, 2, wrk_cores, wrk_threads)  # warm-up
+                        s = run_wrk(port, path, conns, headers, args.duration, wrk_cores, wrk_threads)
+                    except RuntimeError as e:
+                        alive = srv.proc.poll() is None
+                        sys.exit(f"{case} / {name}: {e}\nserver {'alive' if alive else 'exited'}; its log:\n{srv.log_tail()}")
                 samples[name].append(s)
                 print(f"{case:42} {name:16} run {run + 1}: {s[0]:>10.0f} req/s  p50 {fmt_us(s[1])}  p99 {fmt_us(s[2])}  errors {s[3]}", file=sys.stderr)
         results[case] = samples

@@ -16,6 +16,7 @@
 //! `../shared/DESIGN.md` of the project draws the whole picture.
 
 pub mod config;
+pub mod control;
 pub mod error;
 pub mod files;
 pub mod http;

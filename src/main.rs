@@ -10,8 +10,9 @@ use std::sync::Arc;
 use arc_swap::ArcSwap;
 use clap::Parser;
 use zerocopy_server::config;
+use zerocopy_server::control::{self, Control};
 use zerocopy_server::snapshot::Snapshot;
-use zerocopy_server::worker::{IoDriver, Shared, Workers};
+use zerocopy_server::worker::{worker_count, IoDriver, Shared, Workers};
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -33,7 +34,24 @@ struct Args {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    let cfg = match config::load(&args.config) {
+    let path = std::path::absolute(&args.config).unwrap_or_else(|_| args.config.clone());
+    let bytes = match std::fs::read(&path) {
+        Ok(b) => b,
+        Err(e) => {
+            let e = config::ConfigErrors::file(
+                &args.config,
+                format!("cannot read the config file: {e}"),
+            );
+            eprintln!("{e}");
+            return ExitCode::from(1);
+        }
+    };
+    let cfg = match std::str::from_utf8(&bytes)
+        .map_err(|e| {
+            config::ConfigErrors::file(&args.config, format!("the config file is not UTF-8: {e}"))
+        })
+        .and_then(|text| config::parse(text, &args.config))
+    {
         Ok(c) => c,
         Err(errors) => {
             eprintln!("{errors}");
@@ -60,60 +78,58 @@ fn main() -> ExitCode {
             }
         };
     }
-    let _log = match zerocopy_server::logging::init(&cfg.logging) {
-        Ok(g) => g,
+    match run(args, path, bytes, cfg, &warnings) {
+        Ok(never) => match never {},
         Err(e) => {
+            log::error!("{e}");
             eprintln!("zerocopy-server: {e}");
-            return ExitCode::from(1);
+            // Give the asynchronous logger a moment to write the line.
+            log::logger().flush();
+            ExitCode::from(1)
         }
-    };
-    for w in &warnings {
+    }
+}
+
+/// Starts everything, then hands the main thread to the control loop, which ends the process.
+fn run(
+    args: Args,
+    path: PathBuf,
+    bytes: Vec<u8>,
+    cfg: config::Config,
+    warnings: &[String],
+) -> Result<std::convert::Infallible, String> {
+    let log = zerocopy_server::logging::init(&cfg.logging)?;
+    log::info!("state: starting (config {})", path.display());
+    for w in warnings {
         log::warn!("{w}");
     }
     if cfg.tls.is_some() {
-        let msg = "[tls] is set, but TLS termination is not in this build yet; refusing to \
-                   serve plain HTTP on a TLS port (remove [tls], or terminate TLS in front)";
-        log::error!("{msg}");
-        eprintln!("zerocopy-server: {msg}");
-        return ExitCode::from(1);
+        return Err(
+            "[tls] is set, but TLS termination is not in this build yet; refusing to \
+                    serve plain HTTP on a TLS port (remove [tls], or terminate TLS in front)"
+                .into(),
+        );
     }
     raise_nofile_limit();
     let listen = cfg.server.listen;
-    let threads = cfg.server.threads;
+    let threads = worker_count(cfg.server.threads);
     let user = cfg.security.drop_privileges_user.clone();
     let group = cfg.security.drop_privileges_group.clone();
-    let snapshot = match Snapshot::build(cfg, 1) {
-        Ok(s) => s,
-        Err(errors) => {
-            eprintln!("{errors}");
-            return ExitCode::from(1);
-        }
-    };
-    let shared = Arc::new(Shared {
-        snapshot: ArcSwap::from_pointee(snapshot),
-    });
-    let workers = match Workers::start(listen, threads, args.io_driver, shared) {
-        Ok(w) => w,
-        Err(e) => {
-            log::error!("{e}");
-            eprintln!("zerocopy-server: {e}");
-            return ExitCode::from(1);
-        }
-    };
-    // The listeners exist: root is no longer needed.
-    match zerocopy_server::privileges::drop(user.as_deref(), group.as_deref()) {
-        Ok(Some(done)) => log::info!("{done}"),
-        Ok(None) => {}
-        Err(e) => {
-            log::error!("{e}");
-            eprintln!("zerocopy-server: {e}");
-            return ExitCode::from(1);
-        }
+    let admin_socket = cfg.admin.socket.clone();
+    let snapshot = Snapshot::build(cfg, 1).map_err(|e| e.to_string())?;
+    let shared = Arc::new(Shared::new(ArcSwap::from_pointee(snapshot), threads));
+    let workers = Workers::start(listen, threads, args.io_driver, shared.clone())
+        .map_err(|e| e.to_string())?;
+    let admin = control::admin::bind(&admin_socket)?;
+    // The listeners and the admin socket exist: root is no longer needed.
+    if let Some(done) = zerocopy_server::privileges::drop(user.as_deref(), group.as_deref())? {
+        log::info!("{done}");
     }
-    // Workers run until the process ends; one that returns has failed.
-    workers.join();
-    log::error!("the workers stopped unexpectedly");
-    ExitCode::from(1)
+    let control = Control::new(shared, workers, path, bytes, log).map_err(|e| e.to_string())?;
+    control::admin::serve(admin, control.sender())
+        .map_err(|e| format!("cannot start the admin server: {e}"))?;
+    log::info!("admin socket: {}", admin_socket.display());
+    control.run()
 }
 
 /// Raises the soft open-file limit to the hard one: every connection is a descriptor.

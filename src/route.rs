@@ -137,6 +137,11 @@ impl Router {
         }
     }
 
+    /// Whether any route names `host`.
+    pub fn has_host(&self, host: &str) -> bool {
+        self.hosts.contains_key(host)
+    }
+
     /// Every route, host routes and path routes, in config order.
     pub fn entries(&self) -> &[RouteEntry] {
         &self.entries

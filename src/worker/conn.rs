@@ -6,8 +6,11 @@
 //! becomes a response through [`Error::status`], and the connection closes whenever the framing
 //! of the stream is in doubt.
 
+use std::cell::Cell;
 use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -16,7 +19,7 @@ use monoio::io::AsyncReadRent;
 use monoio::net::TcpStream;
 
 use super::io::{send_all, set_nonblocking};
-use super::Shared;
+use super::{Registry, Shared};
 use crate::config::{defaults, Backend, RouteSecurity};
 use crate::error::{Error, ErrorKind, Side};
 use crate::http::chunked::{ChunkedDecoder, Decoded};
@@ -29,8 +32,22 @@ const LINGER_TIME: Duration = Duration::from_secs(2);
 /// How much it drains at most.
 const LINGER_BYTES: usize = 1024 * 1024;
 
-/// Serves one accepted connection until it closes.
-pub async fn serve(stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
+/// Serves one accepted connection until it closes. The worker counted it open; this ends the
+/// count.
+pub async fn serve(
+    stream: TcpStream,
+    peer: SocketAddr,
+    worker: usize,
+    shared: Arc<Shared>,
+    registry: Rc<Registry>,
+) {
+    let (id, idle) = registry.add(stream.as_raw_fd());
+    let _open = OpenGuard {
+        shared: shared.clone(),
+        worker,
+        registry,
+        id,
+    };
     if let Err(e) = set_nonblocking(stream.as_raw_fd()) {
         log::warn!("{peer}: cannot make the socket non-blocking: {e}");
         return;
@@ -39,16 +56,54 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
     let mut conn = Conn {
         stream,
         peer,
+        worker,
         shared,
+        idle,
         buf: Vec::new(),
     };
     conn.run().await;
 }
 
+/// Ends a connection's registration and open count, however the task ends.
+struct OpenGuard {
+    shared: Arc<Shared>,
+    worker: usize,
+    registry: Rc<Registry>,
+    id: u64,
+}
+
+impl Drop for OpenGuard {
+    fn drop(&mut self) {
+        self.registry.remove(self.id);
+        self.shared.workers[self.worker]
+            .connections
+            .fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Counts a request in flight from its parsed head to the end of its response.
+struct InFlight<'a>(&'a AtomicU64);
+
+impl<'a> InFlight<'a> {
+    fn new(counter: &'a AtomicU64) -> Self {
+        counter.fetch_add(1, Ordering::Relaxed);
+        Self(counter)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 struct Conn {
     stream: TcpStream,
     peer: SocketAddr,
+    worker: usize,
     shared: Arc<Shared>,
+    /// Set while waiting for the next request, so that a drain can wake this connection.
+    idle: Rc<Cell<bool>>,
     /// Bytes read and not yet consumed: the rest of a body, pipelined requests.
     buf: Vec<u8>,
 }
@@ -111,14 +166,20 @@ impl Conn {
         loop {
             let limits = self.shared.snapshot.load().head_limits();
             if self.buf.is_empty() {
-                // Idle: hold no snapshot while waiting for the next request.
+                // Idle: hold no snapshot while waiting for the next request. A drain that
+                // starts meanwhile shuts the read side, which ends the wait.
+                if self.shared.is_draining() {
+                    return;
+                }
                 let wait = match first_deadline {
                     Some(d) => d.saturating_duration_since(Instant::now()),
                     None => defaults::KEEPALIVE_IDLE_TIMEOUT,
                 };
-                match monoio::time::timeout(wait, self.stream.readable(false)).await {
-                    Ok(Ok(())) => {}
-                    _ => return,
+                self.idle.set(true);
+                let ready = monoio::time::timeout(wait, self.stream.readable(false)).await;
+                self.idle.set(false);
+                if !matches!(ready, Ok(Ok(()))) {
+                    return;
                 }
             }
             let deadline = first_deadline
@@ -158,9 +219,11 @@ impl Conn {
             };
             let sizes = HeadSizes::measure(&self.buf[..consumed]);
             self.buf.drain(..consumed);
+            let shared = self.shared.clone();
+            let _in_flight = InFlight::new(&shared.workers[self.worker].in_flight);
             let mut body_pending = !matches!(req.body, BodyKind::None | BodyKind::Length(0));
             let result = self.handle(&req, sizes, &mut body_pending).await;
-            let keep_alive = req.keep_alive && !body_pending;
+            let keep_alive = self.keep_alive(&req, body_pending);
             match result {
                 Ok(Outcome::Done) if keep_alive => continue,
                 Ok(Outcome::Done) => return,
@@ -186,7 +249,7 @@ impl Conn {
             // `OPTIONS *`: a question about the server, not a resource.
             let mut h = ResponseHead::new(200);
             h.header("Allow", "GET, HEAD, OPTIONS").content_length(0);
-            crate::files::connection_header(&mut h, req, req.keep_alive && !*body_pending);
+            crate::files::connection_header(&mut h, req, self.keep_alive(req, *body_pending));
             send_all(&self.stream, &h.finish(), false).await?;
             return Ok(Outcome::Done);
         }
@@ -225,7 +288,7 @@ impl Conn {
                     self.discard_body(req, security).await?;
                     *body_pending = false;
                 }
-                let keep_alive = req.keep_alive && !*body_pending;
+                let keep_alive = self.keep_alive(req, *body_pending);
                 crate::files::serve(&self.stream, req, &m, f, keep_alive).await?;
                 Ok(Outcome::Done)
             }
@@ -235,6 +298,13 @@ impl Conn {
                 format!("proxying to {} is not available in this build yet", p.url),
             )),
         }
+    }
+
+    /// Whether the connection goes on after this request: the client wants it, its body was
+    /// consumed, and the daemon is not draining (a response in progress then ends with
+    /// `Connection: close`).
+    fn keep_alive(&self, req: &RequestHead, body_pending: bool) -> bool {
+        req.keep_alive && !body_pending && !self.shared.is_draining()
     }
 
     /// Reads and drops a request body that the route does not use, within the route's size

@@ -3,12 +3,23 @@
 //!
 //! The runtime is io_uring when the kernel offers it and epoll (monoio's legacy driver)
 //! otherwise; [`IoDriver`] can force either, so both paths are tested. Workers share nothing
-//! but [`Shared`]: the snapshot cell, read once per request.
+//! but [`Shared`]: the snapshot cell (read once per request), the drain flag, and per-worker
+//! counters that only their worker writes.
+//!
+//! **Drain.** When the control thread sets [`Shared::draining`], each worker closes its
+//! listener (new connections are refused), shuts the read side of its idle keep-alive
+//! connections (their tasks wake and end), and lets busy connections finish their response with
+//! `Connection: close`. The control thread ends the process when no connection is left.
 
 pub mod conn;
 pub mod io;
 
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::os::fd::RawFd;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -18,9 +29,102 @@ use monoio::net::{ListenerOpts, TcpListener};
 
 use crate::snapshot::SnapshotCell;
 
+/// How often an accept loop looks at the drain flag.
+const DRAIN_POLL: Duration = Duration::from_millis(50);
+
 /// State shared by every worker and the control thread.
 pub struct Shared {
     pub snapshot: SnapshotCell,
+    /// Set once by the control thread to start a graceful stop.
+    pub draining: AtomicBool,
+    /// One entry per worker, written only by that worker.
+    pub workers: Box<[WorkerStats]>,
+}
+
+/// A worker's counters, on a cache line of their own.
+#[derive(Debug, Default)]
+#[repr(align(64))]
+pub struct WorkerStats {
+    /// Open client connections.
+    pub connections: AtomicU64,
+    /// Requests between a parsed head and the end of their response.
+    pub in_flight: AtomicU64,
+}
+
+impl Shared {
+    pub fn new(snapshot: SnapshotCell, workers: usize) -> Self {
+        Self {
+            snapshot,
+            draining: AtomicBool::new(false),
+            workers: (0..workers).map(|_| WorkerStats::default()).collect(),
+        }
+    }
+
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Relaxed)
+    }
+
+    /// Open client connections, summed over the workers.
+    pub fn connections(&self) -> u64 {
+        self.workers
+            .iter()
+            .map(|w| w.connections.load(Ordering::Relaxed))
+            .sum()
+    }
+
+    /// Requests being answered, summed over the workers.
+    pub fn in_flight(&self) -> u64 {
+        self.workers
+            .iter()
+            .map(|w| w.in_flight.load(Ordering::Relaxed))
+            .sum()
+    }
+}
+
+/// The number of workers `[server] threads` asks for (0 = one per core).
+pub fn worker_count(threads: usize) -> usize {
+    if threads > 0 {
+        return threads;
+    }
+    core_affinity::get_core_ids().map_or(0, |c| c.len()).max(1)
+}
+
+/// A registered connection: its socket and its "idle" flag.
+type Registered = (RawFd, Rc<Cell<bool>>);
+
+/// A worker's registry of its connections, so that a drain can wake the idle ones. Lives on the
+/// worker's thread only.
+#[derive(Default)]
+pub struct Registry {
+    next: Cell<u64>,
+    conns: RefCell<HashMap<u64, Registered>>,
+}
+
+impl Registry {
+    /// Registers a connection; the returned flag is the connection's "idle" state.
+    fn add(&self, fd: RawFd) -> (u64, Rc<Cell<bool>>) {
+        let id = self.next.get();
+        self.next.set(id + 1);
+        let idle = Rc::new(Cell::new(false));
+        self.conns.borrow_mut().insert(id, (fd, idle.clone()));
+        (id, idle)
+    }
+
+    fn remove(&self, id: u64) {
+        self.conns.borrow_mut().remove(&id);
+    }
+
+    /// Shuts the read side of every idle connection: their pending readiness wait ends and the
+    /// task sees the end of the stream (bytes already received are still read first).
+    fn wake_idle(&self) {
+        for (fd, idle) in self.conns.borrow().values() {
+            if idle.get() {
+                // SAFETY: the descriptor belongs to a live connection task of this thread
+                // (it removes itself from the registry before closing).
+                unsafe { libc::shutdown(*fd, libc::SHUT_RD) };
+            }
+        }
+    }
 }
 
 /// Which io driver the workers run on.
@@ -47,6 +151,8 @@ impl IoDriver {
 /// The running workers.
 pub struct Workers {
     handles: Vec<JoinHandle<()>>,
+    /// The io driver they run on (`io_uring` or `epoll`).
+    pub driver: String,
 }
 
 impl Workers {
@@ -59,11 +165,7 @@ impl Workers {
         shared: Arc<Shared>,
     ) -> std::io::Result<Self> {
         let cores = core_affinity::get_core_ids().unwrap_or_default();
-        let threads = if threads == 0 {
-            cores.len().max(1)
-        } else {
-            threads
-        };
+        let threads = worker_count(threads).min(shared.workers.len());
         let (tx, rx) = mpsc::channel();
         let mut handles = Vec::with_capacity(threads);
         for id in 0..threads {
@@ -93,21 +195,23 @@ impl Workers {
         }
         drivers.sort_unstable();
         drivers.dedup();
-        log::info!(
-            "{threads} workers listening on {listen} ({})",
-            drivers.join(", ")
-        );
-        Ok(Self { handles })
+        let driver = drivers.join(", ");
+        log::info!("{threads} workers listening on {listen} ({driver})");
+        Ok(Self { handles, driver })
     }
 
-    /// Waits until a worker thread ends — which only a failure (a panic) makes happen.
-    pub fn join(self) {
-        loop {
-            if self.handles.iter().any(|h| h.is_finished()) {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(200));
-        }
+    /// How many workers run.
+    pub fn len(&self) -> usize {
+        self.handles.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.handles.is_empty()
+    }
+
+    /// Whether a worker thread has ended: outside a drain, only a failure does that.
+    pub fn any_finished(&self) -> bool {
+        self.handles.iter().any(|h| h.is_finished())
     }
 }
 
@@ -185,16 +289,34 @@ async fn worker_main(
     };
     let _ = ready.send(Ok(driver));
     drop(ready);
-    loop {
-        match listener.accept().await {
-            Ok((stream, peer)) => {
-                monoio::spawn(conn::serve(stream, peer, shared.clone()));
+    let registry = Rc::new(Registry::default());
+    let stats = &shared.workers[id];
+    while !shared.is_draining() {
+        match monoio::time::timeout(DRAIN_POLL, listener.accept()).await {
+            Err(_) => {}
+            Ok(Ok((stream, peer))) => {
+                stats.connections.fetch_add(1, Ordering::Relaxed);
+                monoio::spawn(conn::serve(
+                    stream,
+                    peer,
+                    id,
+                    shared.clone(),
+                    registry.clone(),
+                ));
             }
-            Err(e) => {
+            Ok(Err(e)) => {
                 // EMFILE and friends: back off instead of spinning.
                 log::warn!("worker {id}: accept failed: {e}");
                 monoio::time::sleep(Duration::from_millis(10)).await;
             }
         }
     }
+    // Draining: refuse new connections, wake the idle ones, wait for the busy ones.
+    drop(listener);
+    registry.wake_idle();
+    while stats.connections.load(Ordering::Relaxed) > 0 {
+        monoio::time::sleep(DRAIN_POLL).await;
+        registry.wake_idle();
+    }
+    log::debug!("worker {id}: drained");
 }

@@ -93,6 +93,8 @@ impl Site {
 pub struct Server {
     pub addr: SocketAddr,
     pub child: Child,
+    pub config_path: PathBuf,
+    pub admin_socket: PathBuf,
     /// The daemon's stderr.
     pub log_path: PathBuf,
     _dir: tempfile::TempDir,
@@ -109,7 +111,8 @@ impl Server {
     pub fn start_full(driver: Driver, site: &Site, server_extra: &str, rest: &str) -> Self {
         let addr = free_addr();
         let toml = format!(
-            "[server]\nlisten = \"{addr}\"\n{server_extra}\n[logging]\nlevel = \"debug\"\n\n{}",
+            "[server]\nlisten = \"{addr}\"\n{server_extra}\n[logging]\nlevel = \"debug\"\n\n\
+             [admin]\nsocket = \"{{dir}}/admin.sock\"\n\n{}",
             rest.replace("{site}", &site.path().display().to_string())
         );
         Self::start_with_config(driver, addr, &toml)
@@ -118,7 +121,9 @@ impl Server {
     pub fn start_with_config(driver: Driver, addr: SocketAddr, toml: &str) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let config_path = dir.path().join("config.toml");
+        let toml = toml.replace("{dir}", &dir.path().display().to_string());
         std::fs::write(&config_path, toml).unwrap();
+        let admin_socket = dir.path().join("admin.sock");
         let log_path = dir.path().join("stderr.log");
         let log = std::fs::File::create(&log_path).unwrap();
         let child = Command::new(BIN)
@@ -133,6 +138,8 @@ impl Server {
         let mut server = Server {
             addr,
             child,
+            config_path,
+            admin_socket,
             log_path,
             _dir: dir,
         };
@@ -331,6 +338,100 @@ impl Response {
 
     pub fn text(&self) -> String {
         String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+/// The `proxyctl` binary of this workspace, built once per test process (it belongs to another
+/// package, so cargo does not hand its path to these tests).
+pub fn proxyctl_bin() -> PathBuf {
+    static BUILT: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let status = Command::new(env!("CARGO"))
+                .args(["build", "-p", "proxyctl", "--locked", "--quiet"])
+                .current_dir(env!("CARGO_MANIFEST_DIR"))
+                .status()
+                .expect("run cargo build -p proxyctl");
+            assert!(status.success(), "cargo build -p proxyctl failed");
+            // The daemon binary sits in the same target directory.
+            Path::new(BIN).with_file_name("proxyctl")
+        })
+        .clone()
+}
+
+impl Server {
+    /// Runs `proxyctl --socket <this server's socket> ARGS…`.
+    pub fn proxyctl(&self, args: &[&str]) -> Output {
+        Command::new(proxyctl_bin())
+            .arg("--socket")
+            .arg(&self.admin_socket)
+            .args(args)
+            .output()
+            .expect("run proxyctl")
+    }
+
+    /// `proxyctl … --json`, parsed; panics unless it printed JSON.
+    pub fn proxyctl_json(&self, args: &[&str]) -> serde_json::Value {
+        let mut all = args.to_vec();
+        all.push("--json");
+        let out = self.proxyctl(&all);
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+            panic!(
+                "proxyctl {args:?} printed no JSON ({e}): {}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            )
+        })
+    }
+
+    /// One admin request over the socket, without the CLI; the first response line.
+    pub fn admin(&self, request: serde_json::Value) -> serde_json::Value {
+        use std::io::BufRead;
+        let mut req = request;
+        req["version"] = serde_json::json!(1);
+        let mut s =
+            std::os::unix::net::UnixStream::connect(&self.admin_socket).expect("admin socket");
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        s.write_all(format!("{req}\n").as_bytes()).unwrap();
+        let mut line = String::new();
+        std::io::BufReader::new(s).read_line(&mut line).unwrap();
+        serde_json::from_str(&line).unwrap()
+    }
+
+    /// The serving generation, asked over the admin socket.
+    pub fn generation(&self) -> u64 {
+        self.admin(serde_json::json!({"command": "status"}))["data"]["generation"]
+            .as_u64()
+            .unwrap()
+    }
+
+    /// Waits up to 5 s for the generation to reach `at_least`.
+    pub fn wait_generation(&self, at_least: u64) -> u64 {
+        let start = Instant::now();
+        loop {
+            let g = self.generation();
+            if g >= at_least || start.elapsed() > Duration::from_secs(5) {
+                return g;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn signal(&self, sig: i32) {
+        // SAFETY: kill with the child's pid.
+        unsafe { libc::kill(self.child.id() as i32, sig) };
+    }
+
+    /// Waits up to `within` for the daemon to exit; its exit code.
+    pub fn wait_exit(&mut self, within: Duration) -> Option<i32> {
+        let start = Instant::now();
+        while start.elapsed() < within {
+            if let Ok(Some(st)) = self.child.try_wait() {
+                return st.code();
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
     }
 }
 

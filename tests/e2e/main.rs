@@ -4,6 +4,7 @@
 mod common;
 
 mod check;
+mod control;
 mod files;
 mod protocol;
 mod routing;

@@ -1,0 +1,678 @@
+//! The control plane: one thread that owns every decision about the running configuration.
+//!
+//! ```text
+//!  notify (config dir) ─┐
+//!  signals (HUP/TERM)  ─┼─ mpsc ─► control loop ─► ArcSwap<Snapshot>, drain flag ─► workers
+//!  admin socket (JSON) ─┘                      └─► replies, log, sd_notify
+//! ```
+//!
+//! Small helper threads only do I/O (the watcher, the signal iterator, admin connections) and
+//! turn what they see into [`Event`]s; the loop here handles them one at a time, so a reload, a
+//! drain and an admin question never race. See `LIFECYCLE.md` beside this file for boot, reload
+//! and shutdown step by step.
+
+pub mod admin;
+pub mod reload;
+pub mod watch;
+
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use proxyctl::proto::{
+    self, CheckReport, DrainProgress, Explain, Lifecycle, Policy, ReloadReport, Request, Response,
+    RouteChanges, RouteInfo, Status,
+};
+
+use crate::config::{Backend, RouteSecurity, Scheme};
+use crate::logging::LogGuard;
+use crate::route::Target;
+use crate::worker::{Shared, Workers};
+
+/// Quiet time after the last file event before the file is read.
+const DEBOUNCE: Duration = Duration::from_millis(25);
+/// How often a drain reports progress to `proxyctl drain`.
+const DRAIN_PROGRESS: Duration = Duration::from_secs(1);
+
+/// Something for the control loop to handle.
+pub enum Event {
+    /// Something changed in the config file's directory.
+    FileChanged,
+    /// A signal arrived (`SIGHUP`, `SIGTERM`, `SIGINT`).
+    Signal(i32),
+    /// An admin request; answers go to `reply`, the final one last. `written` says when the
+    /// final answer has been written to the client.
+    Admin {
+        request: Request,
+        reply: Sender<Response>,
+        written: Receiver<()>,
+    },
+}
+
+/// What started a reload.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Trigger {
+    File,
+    Signal,
+    Admin,
+}
+
+impl Trigger {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::File => "file",
+            Self::Signal => "signal",
+            Self::Admin => "admin",
+        }
+    }
+}
+
+/// The control thread's state.
+pub struct Control {
+    shared: Arc<Shared>,
+    workers: Workers,
+    config_path: PathBuf,
+    state: Lifecycle,
+    started: Instant,
+    /// The bytes of the config that is serving: a file event with the same bytes is a no-op.
+    serving_bytes: Vec<u8>,
+    last_reload: Option<ReloadReport>,
+    events: Receiver<Event>,
+    /// Kept so that the channel never reports "disconnected".
+    sender: Sender<Event>,
+    /// When the last file event arrived, while a reload is pending.
+    file_event_at: Option<Instant>,
+    drain: Option<Drain>,
+    log: Option<LogGuard>,
+    _watcher: Option<notify::RecommendedWatcher>,
+}
+
+struct Drain {
+    deadline: Instant,
+    last_progress: Instant,
+    /// `proxyctl drain` clients waiting for progress and the end.
+    waiting: Vec<(Sender<Response>, Receiver<()>)>,
+}
+
+impl Control {
+    /// Sets up the control plane for running `workers`: the event channel, the config watcher
+    /// and the signal thread. `serving_bytes` are the bytes the serving snapshot was built from.
+    pub fn new(
+        shared: Arc<Shared>,
+        workers: Workers,
+        config_path: PathBuf,
+        serving_bytes: Vec<u8>,
+        log: LogGuard,
+    ) -> std::io::Result<Self> {
+        let (sender, events) = mpsc::channel();
+        let watcher = match watch::watch(&config_path, sender.clone()) {
+            Ok(w) => Some(w),
+            Err(e) => {
+                log::warn!(
+                    "cannot watch {} for changes ({e}); reload with SIGHUP or proxyctl reload",
+                    config_path.display()
+                );
+                None
+            }
+        };
+        spawn_signal_thread(sender.clone())?;
+        Ok(Self {
+            shared,
+            workers,
+            config_path,
+            state: Lifecycle::Starting,
+            started: Instant::now(),
+            serving_bytes,
+            last_reload: None,
+            events,
+            sender,
+            file_event_at: None,
+            drain: None,
+            log: Some(log),
+            _watcher: watcher,
+        })
+    }
+
+    /// A sender for events (the admin server uses one).
+    pub fn sender(&self) -> Sender<Event> {
+        self.sender.clone()
+    }
+
+    /// Runs the control loop: never returns; the process ends from here.
+    pub fn run(mut self) -> ! {
+        self.set_state(Lifecycle::Running);
+        notify_systemd("READY=1");
+        loop {
+            let wait = self.next_wait();
+            match self.events.recv_timeout(wait) {
+                Ok(event) => self.on_event(event),
+                Err(RecvTimeoutError::Timeout) | Err(RecvTimeoutError::Disconnected) => {}
+            }
+            self.tick();
+        }
+    }
+
+    fn next_wait(&self) -> Duration {
+        if self.drain.is_some() {
+            return Duration::from_millis(50);
+        }
+        match self.file_event_at {
+            Some(at) => DEBOUNCE.saturating_sub(at.elapsed()),
+            None => Duration::from_millis(250),
+        }
+    }
+
+    fn on_event(&mut self, event: Event) {
+        match event {
+            Event::FileChanged => self.file_event_at = Some(Instant::now()),
+            Event::Signal(libc::SIGHUP) => {
+                self.reload(Trigger::Signal, true);
+            }
+            Event::Signal(sig) => {
+                if self.drain.is_some() {
+                    log::warn!("second stop signal ({sig}): exiting now");
+                    self.exit(0);
+                }
+                log::info!("stop signal ({sig}): draining");
+                self.start_drain(None);
+            }
+            Event::Admin {
+                request,
+                reply,
+                written,
+            } => self.on_admin(request, reply, written),
+        }
+    }
+
+    fn tick(&mut self) {
+        if let Some(at) = self.file_event_at {
+            if at.elapsed() >= DEBOUNCE && self.drain.is_none() {
+                self.file_event_at = None;
+                self.reload(Trigger::File, false);
+            }
+        }
+        if self.drain.is_some() {
+            self.tick_drain();
+        } else if self.workers.any_finished() {
+            log::error!("a worker stopped unexpectedly; exiting so the service manager restarts");
+            self.exit(1);
+        }
+    }
+
+    fn on_admin(&mut self, request: Request, reply: Sender<Response>, written: Receiver<()>) {
+        let response = match request {
+            Request::Status => proto::ok(&self.status()),
+            Request::Reload => proto::ok(&self.reload(Trigger::Admin, true)),
+            Request::Drain { timeout_secs } => {
+                self.start_drain(timeout_secs.map(Duration::from_secs));
+                let progress = self.progress();
+                let _ = reply.send(proto::processing(&progress));
+                if let Some(d) = &mut self.drain {
+                    d.waiting.push((reply, written));
+                }
+                return;
+            }
+            Request::Routes => proto::ok(&self.routes()),
+            Request::Explain { host, path } => proto::ok(&self.explain(&host, &path)),
+            Request::Check { file } => proto::ok(&self.check(file.map(PathBuf::from))),
+        };
+        let _ = reply.send(response);
+    }
+
+    fn set_state(&mut self, state: Lifecycle) {
+        if self.state != state {
+            log::info!("state: {} -> {}", self.state.as_str(), state.as_str());
+            self.state = state;
+        }
+    }
+
+    /// A reload transaction. `force` rebuilds even when the file's bytes did not change
+    /// (re-reading memory-mode files); a file event with unchanged bytes does nothing at all.
+    fn reload(&mut self, trigger: Trigger, force: bool) -> ReloadReport {
+        let current = self.shared.snapshot.load_full();
+        let bytes = match std::fs::read(&self.config_path) {
+            Ok(b) => b,
+            Err(e) => {
+                let error = format!(
+                    "{}: cannot read the config file: {e}",
+                    self.config_path.display()
+                );
+                log::warn!(
+                    "reload ({}) refused; still serving generation {}: {error}",
+                    trigger.as_str(),
+                    current.generation
+                );
+                return self.record(trigger, current.generation, Err(error));
+            }
+        };
+        if !force && bytes == self.serving_bytes {
+            log::debug!("config file event: bytes unchanged, nothing to do");
+            return ReloadReport {
+                ok: true,
+                trigger: trigger.as_str().into(),
+                at_unix_ms: now_ms(),
+                generation: current.generation,
+                error: None,
+                unchanged: true,
+                restart_required: Vec::new(),
+                changes: RouteChanges::default(),
+            };
+        }
+        self.set_state(Lifecycle::Reloading);
+        notify_systemd(&format!("RELOADING=1\nMONOTONIC_USEC={}", monotonic_usec()));
+        let result = reload::prepare(&self.config_path, &bytes, &current);
+        let report = match result {
+            Ok(prepared) => {
+                for w in prepared.snapshot.config.warnings() {
+                    log::warn!("{w}");
+                }
+                let changes = prepared.changes.clone();
+                let restart = prepared.restart_required.clone();
+                let generation = reload::commit(&self.shared.snapshot, prepared);
+                self.serving_bytes = bytes;
+                log::info!(
+                    "reloaded ({}): generation {generation}; routes +{} -{} ~{}",
+                    trigger.as_str(),
+                    changes.added.len(),
+                    changes.removed.len(),
+                    changes.changed.len()
+                );
+                if !restart.is_empty() {
+                    log::warn!(
+                        "restart required for changes to: {} (the running values stay in effect)",
+                        restart.join(", ")
+                    );
+                }
+                let mut report = self.record(trigger, generation, Ok(()));
+                report.changes = changes;
+                report.restart_required = restart;
+                self.last_reload = Some(report.clone());
+                report
+            }
+            Err(errors) => {
+                log::warn!(
+                    "reload ({}) refused; still serving generation {}:\n{errors}",
+                    trigger.as_str(),
+                    current.generation
+                );
+                self.record(trigger, current.generation, Err(errors.to_string()))
+            }
+        };
+        self.set_state(Lifecycle::Running);
+        notify_systemd("READY=1");
+        report
+    }
+
+    /// Builds a report and keeps it as the last reload.
+    fn record(
+        &mut self,
+        trigger: Trigger,
+        generation: u64,
+        result: Result<(), String>,
+    ) -> ReloadReport {
+        let report = ReloadReport {
+            ok: result.is_ok(),
+            trigger: trigger.as_str().into(),
+            at_unix_ms: now_ms(),
+            generation,
+            error: result.err(),
+            unchanged: false,
+            restart_required: Vec::new(),
+            changes: RouteChanges::default(),
+        };
+        self.last_reload = Some(report.clone());
+        report
+    }
+
+    fn start_drain(&mut self, timeout: Option<Duration>) {
+        if self.drain.is_some() {
+            return;
+        }
+        let timeout = timeout.unwrap_or(self.shared.snapshot.load().config.server.shutdown_timeout);
+        self.set_state(Lifecycle::Draining);
+        notify_systemd("STOPPING=1");
+        log::info!(
+            "draining: {} connections open, {} requests in flight; exiting by {}s at the latest",
+            self.shared.connections(),
+            self.shared.in_flight(),
+            timeout.as_secs()
+        );
+        self.shared.draining.store(true, Ordering::SeqCst);
+        self.drain = Some(Drain {
+            deadline: Instant::now() + timeout,
+            last_progress: Instant::now(),
+            waiting: Vec::new(),
+        });
+    }
+
+    fn progress(&self) -> DrainProgress {
+        let left = self.drain.as_ref().map_or(Duration::ZERO, |d| {
+            d.deadline.saturating_duration_since(Instant::now())
+        });
+        DrainProgress {
+            connections: self.shared.connections(),
+            in_flight: self.shared.in_flight(),
+            seconds_left: left.as_secs(),
+        }
+    }
+
+    fn tick_drain(&mut self) {
+        let progress = self.progress();
+        let Some(deadline) = self.drain.as_ref().map(|d| d.deadline) else {
+            return;
+        };
+        let timed_out = Instant::now() >= deadline;
+        if progress.connections == 0 || timed_out {
+            if timed_out && progress.connections > 0 {
+                log::warn!(
+                    "drain deadline reached with {} connections open; closing them",
+                    progress.connections
+                );
+            }
+            self.finish_drain();
+        }
+        let Some(drain) = &mut self.drain else { return };
+        if drain.last_progress.elapsed() >= DRAIN_PROGRESS {
+            drain.last_progress = Instant::now();
+            drain
+                .waiting
+                .retain(|(reply, _)| reply.send(proto::processing(&progress)).is_ok());
+        }
+    }
+
+    /// The end of a drain: tell the waiting clients, then exit 0.
+    fn finish_drain(&mut self) -> ! {
+        self.set_state(Lifecycle::Stopped);
+        let progress = DrainProgress {
+            connections: self.shared.connections(),
+            in_flight: self.shared.in_flight(),
+            seconds_left: 0,
+        };
+        let waiting = self.drain.take().map(|d| d.waiting).unwrap_or_default();
+        for (reply, written) in waiting {
+            if reply.send(proto::ok(&progress)).is_ok() {
+                let _ = written.recv_timeout(Duration::from_secs(1));
+            }
+        }
+        log::info!("stopped");
+        self.exit(0)
+    }
+
+    fn exit(&mut self, code: i32) -> ! {
+        // Dropping the guard flushes the log.
+        drop(self.log.take());
+        std::process::exit(code)
+    }
+
+    fn status(&self) -> Status {
+        let snapshot = self.shared.snapshot.load();
+        Status {
+            state: self.state,
+            pid: std::process::id(),
+            uptime_secs: self.started.elapsed().as_secs(),
+            generation: snapshot.generation,
+            config_path: self.config_path.display().to_string(),
+            workers: self.workers.len(),
+            io_driver: self.workers.driver.clone(),
+            connections: self.shared.connections(),
+            in_flight: self.shared.in_flight(),
+            last_reload: self.last_reload.clone(),
+        }
+    }
+
+    fn routes(&self) -> Vec<RouteInfo> {
+        let snapshot = self.shared.snapshot.load();
+        snapshot
+            .router
+            .entries()
+            .iter()
+            .map(|e| {
+                let (backend, target, mode, index) = match &e.route.backend {
+                    Backend::File(f) => (
+                        "File",
+                        f.path.display().to_string(),
+                        Some(match f.mode {
+                            crate::config::Mode::Sendfile => "sendfile".to_string(),
+                            crate::config::Mode::Memory => "memory".to_string(),
+                        }),
+                        Some(f.index.clone()),
+                    ),
+                    Backend::Proxy(p) => ("Proxy", p.url.to_string(), None, None),
+                };
+                RouteInfo {
+                    host: e.host.clone(),
+                    prefix: e.prefix.clone(),
+                    backend: backend.into(),
+                    target,
+                    mode,
+                    index,
+                    policy: policy(&e.route.security),
+                }
+            })
+            .collect()
+    }
+
+    fn explain(&self, host: &str, target: &str) -> Explain {
+        let host = normalize_host(host);
+        let (raw_path, query) = match target.split_once('?') {
+            Some((p, q)) => (p, Some(q)),
+            None => (target, None),
+        };
+        let mut answer = Explain {
+            matched: false,
+            host: host.clone(),
+            path: raw_path.to_string(),
+            prefix: None,
+            backend: None,
+            resolved: None,
+            policy: None,
+            reason: None,
+        };
+        let path = match crate::http::path::normalize(raw_path) {
+            Ok(p) => p,
+            Err(e) => {
+                answer.reason = Some(format!("the path is refused with 400: {}", e.reason));
+                return answer;
+            }
+        };
+        answer.path = path.clone();
+        let snapshot = self.shared.snapshot.load();
+        let Some(m) = snapshot.router.lookup(&host, &path) else {
+            answer.reason = Some(if snapshot.router.has_host(&host) {
+                format!("no route of {host:?} matches {path:?}: 404")
+            } else {
+                format!("no route for host {host:?}: 404")
+            });
+            return answer;
+        };
+        answer.matched = true;
+        answer.prefix = m.entry.prefix.clone();
+        answer.policy = Some(policy(&m.entry.route.security));
+        answer.backend = Some(
+            match m.entry.route.backend {
+                Backend::File(_) => "File",
+                Backend::Proxy(_) => "Proxy",
+            }
+            .into(),
+        );
+        let target = m.target();
+        answer.resolved = match (&target, &m.entry.route.backend) {
+            (Target::File(p), _) => Some(p.display().to_string()),
+            (Target::InDir { root, relative }, Backend::File(f)) => {
+                let p = root.join(relative);
+                // As the file backend does: a directory named without a slash gets its index.
+                let p = if p.is_dir() { p.join(&f.index) } else { p };
+                Some(p.display().to_string())
+            }
+            (Target::Upstream(path), Backend::Proxy(p)) => {
+                let scheme = match p.url.scheme {
+                    Scheme::Http => "http",
+                    Scheme::Https => "https",
+                };
+                let host = if p.url.host.contains(':') {
+                    format!("[{}]", p.url.host)
+                } else {
+                    p.url.host.clone()
+                };
+                let query = query.map(|q| format!("?{q}")).unwrap_or_default();
+                Some(format!("{scheme}://{host}:{}{path}{query}", p.url.port))
+            }
+            (Target::NotFound, _) => {
+                answer.reason = Some(format!(
+                    "the route serves one file at exactly {:?}; anything below it is 404",
+                    m.entry.prefix.as_deref().unwrap_or("/")
+                ));
+                None
+            }
+            _ => None,
+        };
+        answer
+    }
+
+    fn check(&self, file: Option<PathBuf>) -> CheckReport {
+        let path = file.unwrap_or_else(|| self.config_path.clone());
+        let mut report = CheckReport {
+            ok: false,
+            file: path.display().to_string(),
+            errors: Vec::new(),
+            changes: RouteChanges::default(),
+            restart_required: Vec::new(),
+        };
+        let current = self.shared.snapshot.load_full();
+        let bytes = match std::fs::read(&path) {
+            Ok(b) => b,
+            Err(e) => {
+                report.errors.push(format!(
+                    "{}: cannot read the config file: {e}",
+                    path.display()
+                ));
+                return report;
+            }
+        };
+        match reload::prepare(&path, &bytes, &current) {
+            Ok(prepared) => {
+                report.ok = true;
+                report.changes = prepared.changes;
+                report.restart_required = prepared.restart_required;
+            }
+            Err(errors) => report.errors = errors.0.iter().map(ToString::to_string).collect(),
+        }
+        report
+    }
+}
+
+/// The policy in force, as the admin protocol shows it.
+pub fn policy(s: &RouteSecurity) -> Policy {
+    let nets = |set: &crate::security::IpSet| set.nets().iter().map(ToString::to_string).collect();
+    Policy {
+        allowed_methods: s.allowed_methods.as_ref().map(|m| {
+            m.allow_header()
+                .split(", ")
+                .filter(|x| !x.is_empty())
+                .map(String::from)
+                .collect()
+        }),
+        allowed_ips: nets(&s.allowed_ips),
+        denied_ips: nets(&s.denied_ips),
+        rate_limit_requests_per_min: s.rate_limit_requests_per_min,
+        max_request_body_size: s.max_request_body_size,
+        max_chunked_body_size: s.max_chunked_body_size,
+        max_request_header_size: s.max_request_header_size,
+        client_header_timeout_secs: s.client_header_timeout.as_secs(),
+        client_body_timeout_secs: s.client_body_timeout.as_secs(),
+        backend_connect_timeout_secs: s.backend_connect_timeout.as_secs(),
+        max_idle_connections_per_host: s.max_idle_connections_per_host,
+        idle_connection_timeout_secs: s.idle_connection_timeout.as_secs(),
+    }
+}
+
+/// Lower-cases a host and strips its port (`Example.com:8080` → `example.com`, `[::1]:80` →
+/// `[::1]`), as the request path does with `Host`.
+fn normalize_host(host: &str) -> String {
+    let host = host.trim().to_ascii_lowercase();
+    if host.starts_with('[') {
+        return match host.find(']') {
+            Some(i) => host[..=i].to_string(),
+            None => host,
+        };
+    }
+    match host.rsplit_once(':') {
+        Some((h, port)) if port.bytes().all(|b| b.is_ascii_digit()) => h.to_string(),
+        _ => host,
+    }
+}
+
+fn spawn_signal_thread(events: Sender<Event>) -> std::io::Result<()> {
+    let mut signals = signal_hook::iterator::Signals::new([
+        signal_hook::consts::SIGHUP,
+        signal_hook::consts::SIGTERM,
+        signal_hook::consts::SIGINT,
+    ])?;
+    std::thread::Builder::new()
+        .name("zcs-signals".into())
+        .spawn(move || {
+            for sig in signals.forever() {
+                if events.send(Event::Signal(sig)).is_err() {
+                    return;
+                }
+            }
+        })?;
+    Ok(())
+}
+
+/// Tells systemd about the lifecycle (`READY=1`, `RELOADING=1`, `STOPPING=1`) when it runs us
+/// as `Type=notify`; a no-op otherwise.
+fn notify_systemd(state: &str) {
+    let Some(path) = std::env::var_os("NOTIFY_SOCKET") else {
+        return;
+    };
+    let sock = match std::os::unix::net::UnixDatagram::unbound() {
+        Ok(s) => s,
+        Err(e) => {
+            log::warn!("sd_notify: {e}");
+            return;
+        }
+    };
+    let bytes = path.as_encoded_bytes();
+    let result = if let Some(abstract_name) = bytes.strip_prefix(b"@") {
+        use std::os::linux::net::SocketAddrExt;
+        std::os::unix::net::SocketAddr::from_abstract_name(abstract_name)
+            .and_then(|addr| sock.send_to_addr(state.as_bytes(), &addr))
+    } else {
+        sock.send_to(state.as_bytes(), &path)
+    };
+    if let Err(e) = result {
+        log::warn!("sd_notify {state:?}: {e}");
+    }
+}
+
+fn monotonic_usec() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes into the live timespec.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000 + ts.tv_nsec as u64 / 1_000
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hosts_are_normalised_like_requests() {
+        assert_eq!(normalize_host("Example.COM:8080"), "example.com");
+        assert_eq!(normalize_host("example.com"), "example.com");
+        assert_eq!(normalize_host("[::1]:80"), "[::1]");
+        assert_eq!(normalize_host("[::1]"), "[::1]");
+    }
+}

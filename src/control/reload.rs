@@ -1,0 +1,164 @@
+//! A reload as a transaction: read → parse → build → compare → swap, or keep the old snapshot.
+//!
+//! Nothing here runs on a worker. A file whose bytes did not change is not reloaded (unless the
+//! operator forced it with `SIGHUP` or `proxyctl reload`, which re-read memory-mode files and,
+//! later, certificates). Any error leaves the running snapshot in place and is reported with
+//! every `file:line:column: key.path: reason`.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+
+use proxyctl::proto::{RouteChanges, RouteKey};
+
+use crate::config::{self, Config, ConfigErrors, Route};
+use crate::snapshot::Snapshot;
+
+/// A built, not yet published, reload.
+pub struct Prepared {
+    pub snapshot: Snapshot,
+    pub changes: RouteChanges,
+    pub restart_required: Vec<String>,
+}
+
+/// Parses and builds `bytes` as the config at `path` with the next generation, and compares it
+/// with `current`. Runs on the control thread.
+pub fn prepare(path: &Path, bytes: &[u8], current: &Snapshot) -> Result<Prepared, ConfigErrors> {
+    let text = std::str::from_utf8(bytes)
+        .map_err(|e| ConfigErrors::file(path, format!("the config file is not UTF-8: {e}")))?;
+    let cfg = config::parse(text, path)?;
+    let changes = route_changes(&current.config, &cfg);
+    let restart_required = restart_required(&current.config, &cfg);
+    let snapshot = Snapshot::build(cfg, current.generation + 1)?;
+    Ok(Prepared {
+        snapshot,
+        changes,
+        restart_required,
+    })
+}
+
+/// Routes added, removed and changed (backend or policy) from `old` to `new`.
+pub fn route_changes(old: &Config, new: &Config) -> RouteChanges {
+    let (old, new) = (routes(old), routes(new));
+    let mut changes = RouteChanges::default();
+    for (key, route) in &new {
+        match old.get(key) {
+            None => changes.added.push(key.clone()),
+            Some(o) if o.backend != route.backend || o.security != route.security => {
+                changes.changed.push(key.clone())
+            }
+            Some(_) => {}
+        }
+    }
+    changes.removed = old
+        .keys()
+        .filter(|k| !new.contains_key(k))
+        .cloned()
+        .collect();
+    changes
+}
+
+fn routes(c: &Config) -> BTreeMap<RouteKey, &Route> {
+    let host = c.host_routes.iter().map(|h| {
+        let key = RouteKey {
+            host: h.host.clone(),
+            prefix: None,
+        };
+        (key, &h.route)
+    });
+    let path = c.path_routes.iter().map(|p| {
+        let key = RouteKey {
+            host: p.host.clone(),
+            prefix: Some(p.prefix.clone()),
+        };
+        (key, &p.route)
+    });
+    host.chain(path).collect()
+}
+
+/// Keys that differ but that a running daemon cannot change: they need a restart.
+pub fn restart_required(old: &Config, new: &Config) -> Vec<String> {
+    let mut keys = Vec::new();
+    let mut check = |name: &str, differs: bool| {
+        if differs {
+            keys.push(name.to_string());
+        }
+    };
+    check("server.listen", old.server.listen != new.server.listen);
+    check("server.threads", old.server.threads != new.server.threads);
+    check("logging", old.logging != new.logging);
+    check(
+        "performance.reuseport_balancing",
+        old.performance.reuseport_balancing != new.performance.reuseport_balancing,
+    );
+    check(
+        "performance.huge_pages_enabled",
+        old.performance.huge_pages_enabled != new.performance.huge_pages_enabled,
+    );
+    check(
+        "security.drop_privileges_user",
+        old.security.drop_privileges_user != new.security.drop_privileges_user,
+    );
+    check(
+        "security.drop_privileges_group",
+        old.security.drop_privileges_group != new.security.drop_privileges_group,
+    );
+    check("admin.socket", old.admin.socket != new.admin.socket);
+    let ktls = |c: &Config| {
+        c.tls
+            .as_ref()
+            .map(|t| (t.ktls_enabled, t.ktls_fallback_enabled))
+    };
+    check(
+        "tls.ktls_enabled / tls.ktls_fallback_enabled",
+        ktls(old) != ktls(new),
+    );
+    check("tls", old.tls.is_some() != new.tls.is_some());
+    keys
+}
+
+/// Publishes a prepared snapshot. Returns the new generation.
+pub fn commit(cell: &crate::snapshot::SnapshotCell, prepared: Prepared) -> u64 {
+    let generation = prepared.snapshot.generation;
+    cell.store(Arc::new(prepared.snapshot));
+    generation
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg(dir: &Path, body: &str) -> Config {
+        let path = dir.join("c.toml");
+        let text = format!("[server]\nlisten = \"127.0.0.1:1\"\n{body}");
+        config::parse(&text, &path).unwrap()
+    }
+
+    #[test]
+    fn route_changes_by_key_backend_and_policy() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("a")).unwrap();
+        std::fs::create_dir(dir.path().join("b")).unwrap();
+        let old = cfg(
+            dir.path(),
+            "[path_routes.h]\n\"/keep\" = { path = \"a\" }\n\"/gone\" = { path = \"a\" }\n\"/moved\" = { path = \"a\" }\n\"/policy\" = { path = \"a\" }\n",
+        );
+        let new = cfg(
+            dir.path(),
+            "threads = 2\n[path_routes.h]\n\"/keep/\" = { path = \"a\" }\n\"/moved\" = { path = \"b\" }\n\"/policy\" = { path = \"a\", security = { rate_limit_requests_per_min = 5 } }\n\"/new\" = { path = \"b\" }\n[host_routes.x]\npath = \"a\"\n",
+        );
+        let key = |h: &str, p: Option<&str>| RouteKey {
+            host: h.into(),
+            prefix: p.map(Into::into),
+        };
+        let c = route_changes(&old, &new);
+        assert_eq!(c.added, [key("h", Some("/new")), key("x", None)]);
+        assert_eq!(c.removed, [key("h", Some("/gone"))]);
+        assert_eq!(
+            c.changed,
+            [key("h", Some("/moved")), key("h", Some("/policy"))]
+        );
+        assert_eq!(restart_required(&old, &new), ["server.threads"]);
+        assert!(restart_required(&old, &old).is_empty());
+    }
+}
