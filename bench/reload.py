@@ -8,8 +8,8 @@
    content). Reports the median and p99 of "file written -> first new response".
 2. Throughput during reloads: wrk (keep-alive, 1 KiB file) runs for 10 s in steady state, then
    10 s while the config is rewritten every 100 ms; reports requests/s of both and the loss.
-Server and load generator are pinned to different cores. Appends nothing by itself: copy the
-printed table into bench/RESULTS.md.
+Server and load generator are pinned to different cores. The table is printed and written to
+its section of bench/RESULTS.md.
 """
 
 import os
@@ -21,6 +21,9 @@ import sys
 import tempfile
 import threading
 import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import results  # noqa: E402
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BIN = os.path.join(ROOT, "target", "release", "zerocopy-server")
@@ -114,14 +117,23 @@ def main():
         server.terminate()
         server.wait()
     loss = (1 - during / steady) * 100
-    print("| measure | value |")
-    print("|---|---|")
-    print(f"| reload latency, median (file written → first response of the new generation) | {statistics.median(latencies):.1f} ms |")
-    print(f"| reload latency, p99 (50 reloads) | {p99:.1f} ms |")
-    print(f"| requests/s, steady state (1 KiB, keep-alive, 50 connections) | {steady:,.0f} |")
-    print(f"| requests/s, config rewritten every 100 ms ({reloads[0]} rewrites) | {during:,.0f} |")
-    print(f"| throughput lost to reloads | {loss:.1f} % |")
+    table = "\n".join([
+        "| measure | value |",
+        "|---|---|",
+        f"| reload latency, median (file written → first response of the new generation) | {statistics.median(latencies):.1f} ms |",
+        f"| reload latency, p99 (50 reloads) | {p99:.1f} ms |",
+        f"| requests/s, steady state (1 KiB, keep-alive, 50 connections) | {steady:,.0f} |",
+        f"| requests/s, config rewritten every 100 ms ({reloads[0]} rewrites) | {during:,.0f} |",
+        f"| throughput lost to reloads | {loss:.1f} % |",
+    ])
+    print(table)
+    results.update_section("reload", f"""## Live reload (`bench/reload.py`)
 
+Latest run: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}. One worker pinned to core 0, wrk on core 1.
+The latency includes the watcher's 25 ms debounce (quiet time after the last file event).
+
+{table}
+""")
 
 if __name__ == "__main__":
     sys.exit(main())

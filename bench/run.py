@@ -21,6 +21,9 @@ import sys
 import tempfile
 import time
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import results  # noqa: E402
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BIN = os.path.join(ROOT, "target", "release", "zerocopy-server")
 
@@ -234,7 +237,7 @@ def main():
         "zerocopy-server": (["taskset", "-c", server_cores, BIN, "--config", os.path.join(tmp, "zcs.toml")], ours_port),
         "nginx": (["taskset", "-c", server_cores, nginx_bin(), "-p", tmp, "-c", os.path.join(tmp, "nginx.conf")], nginx_port),
     }
-    results = {}
+    measured = {}
     for case, path, conns, headers in CASES:
         if args.cases and args.cases not in case:
             continue
@@ -252,13 +255,13 @@ def main():
                         sys.exit(f"{case} / {name}: {e}\nserver {'alive' if alive else 'exited'}; its log:\n{srv.log_tail()}")
                 samples[name].append(s)
                 print(f"{case:42} {name:16} run {run + 1}: {s[0]:>10.0f} req/s  p50 {fmt_us(s[1])}  p99 {fmt_us(s[2])}  errors {s[3]}", file=sys.stderr)
-        results[case] = samples
+        measured[case] = samples
 
     lines = [
         "| case | server | req/s (median) | min–max | p50 | p99 | errors | ratio to nginx |",
         "|---|---|---:|---:|---:|---:|---:|---:|",
     ]
-    for case, samples in results.items():
+    for case, samples in measured.items():
         med = {n: statistics.median(x[0] for x in s) for n, s in samples.items()}
         for name, s in samples.items():
             rps = [x[0] for x in s]
@@ -271,9 +274,9 @@ def main():
     table = "\n".join(lines)
     print(table)
     desc = machine()
-    report = f"""# Benchmark results
+    report = f"""## Static files against nginx (`bench/run.py`)
 
-Latest run of `python3 bench/run.py` ({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}).
+Latest run: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}.
 
 - Machine: {desc}.
 - Servers: zerocopy-server (release build, {workers} worker(s), io driver auto) and nginx
@@ -281,14 +284,10 @@ Latest run of `python3 bench/run.py` ({time.strftime('%Y-%m-%d %H:%M UTC', time.
   unlimited), each pinned to core(s) {server_cores}; the same files.
 - Load: wrk with {wrk_threads} thread(s) pinned to core(s) {wrk_cores}; {args.duration} s per run after a
   2 s warm-up; {args.runs} runs per case and server, alternating servers; medians.
-- Machines here are shared and noisy: read the ratios, not the absolute numbers.
 
 {table}
 """
-    if args.cases:
-        return
-    with open(args.output, "w") as f:
-        f.write(report)
+    results.update_section("static-files", report, args.output)
     print(f"\nwritten to {os.path.relpath(args.output, ROOT)}", file=sys.stderr)
     shutil.rmtree(tmp, ignore_errors=True)
 
