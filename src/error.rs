@@ -49,6 +49,14 @@ pub enum ErrorKind {
     ClientGone,
     /// Our fault (500).
     Internal,
+    /// The upstream refused the connection, failed, or answered something that is not HTTP
+    /// (502).
+    BadGateway,
+    /// The upstream did not connect or answer in time (504).
+    GatewayTimeout,
+    /// A response was already under way when the upstream failed: the client connection is
+    /// closed so that the response cannot look complete.
+    Aborted,
 }
 
 /// A data-plane error.
@@ -80,6 +88,10 @@ impl Error {
         Self::new(ErrorKind::Internal, Side::Internal, detail)
     }
 
+    pub fn upstream(kind: ErrorKind, detail: impl Into<Cow<'static, str>>) -> Self {
+        Self::new(kind, Side::Upstream, detail)
+    }
+
     pub fn not_found() -> Self {
         Self::client(ErrorKind::NotFound, "not found")
     }
@@ -98,6 +110,9 @@ impl Error {
             ErrorKind::HeaderTooLarge => 431,
             ErrorKind::Internal => 500,
             ErrorKind::NotImplemented => 501,
+            ErrorKind::BadGateway => 502,
+            ErrorKind::GatewayTimeout => 504,
+            ErrorKind::Aborted => return None,
             ErrorKind::VersionNotSupported => 505,
             ErrorKind::ClientGone => return None,
         })

@@ -22,6 +22,7 @@ pub mod files;
 pub mod http;
 pub mod logging;
 pub mod privileges;
+pub mod proxy;
 pub mod route;
 pub mod security;
 pub mod snapshot;

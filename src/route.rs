@@ -20,6 +20,7 @@ use std::sync::Arc;
 
 use crate::config::{Backend, FileKind, Route};
 use crate::files::MemoryFiles;
+use crate::proxy::pool::Upstream;
 
 /// One route as the data path sees it.
 #[derive(Debug)]
@@ -31,6 +32,8 @@ pub struct RouteEntry {
     pub route: Route,
     /// The bytes of a `mode = "memory"` route, read when the snapshot was built.
     pub memory: Option<Arc<MemoryFiles>>,
+    /// A Proxy route's upstream, its addresses resolved when the snapshot was built.
+    pub upstream: Option<Upstream>,
 }
 
 /// Hosts to routes. Immutable once built; lives in the [`crate::snapshot::Snapshot`].
@@ -210,6 +213,9 @@ mod tests {
                 port,
                 path: path.into(),
             },
+            preserve_host: true,
+            ca_file: None,
+            tls_server_name: None,
         })
     }
 
@@ -227,6 +233,7 @@ mod tests {
                 },
             },
             memory: None,
+            upstream: None,
         }
     }
 

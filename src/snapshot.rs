@@ -11,8 +11,9 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 
-use crate::config::{Backend, Config, ConfigError, ConfigErrors, Mode, Route};
+use crate::config::{Backend, Config, ConfigError, ConfigErrors, Mode, Route, Scheme};
 use crate::files::MemoryFiles;
+use crate::proxy::pool::{PoolKey, Upstream};
 use crate::route::{RouteEntry, Router};
 
 /// One published generation of the configuration.
@@ -57,11 +58,25 @@ impl Snapshot {
                     None
                 }
             };
+            let upstream = match resolve_upstream(route) {
+                Ok(u) => u,
+                Err(reason) => {
+                    errors.push(ConfigError {
+                        file: config.source.clone(),
+                        line: route.origin.line,
+                        column: route.origin.column,
+                        key_path: format!("{}.url", route.origin.key_path),
+                        reason,
+                    });
+                    None
+                }
+            };
             entries.push(RouteEntry {
                 host: host.clone(),
                 prefix,
                 route: route.clone(),
                 memory,
+                upstream,
             });
         }
         if !errors.is_empty() {
@@ -101,4 +116,30 @@ fn load_memory(route: &Route, budget: &mut u64) -> Result<Option<Arc<MemoryFiles
         }
         _ => Ok(None),
     }
+}
+
+/// Resolves a Proxy route's upstream host (DNS happens here, on the control thread, never on a
+/// worker; a reload resolves again).
+fn resolve_upstream(route: &Route) -> Result<Option<Upstream>, String> {
+    let Backend::Proxy(p) = &route.backend else {
+        return Ok(None);
+    };
+    let u = &p.url;
+    let addrs: Vec<std::net::SocketAddr> =
+        std::net::ToSocketAddrs::to_socket_addrs(&(u.host.as_str(), u.port))
+            .map_err(|e| format!("cannot resolve {:?}: {e}", u.host))?
+            .collect();
+    if addrs.is_empty() {
+        return Err(format!("{:?} resolves to no address", u.host));
+    }
+    Ok(Some(Upstream {
+        key: PoolKey {
+            https: u.scheme == Scheme::Https,
+            host: u.host.clone(),
+            port: u.port,
+            tls_name: (u.scheme == Scheme::Https)
+                .then(|| p.tls_server_name.clone().unwrap_or_else(|| u.host.clone())),
+        },
+        addrs,
+    }))
 }

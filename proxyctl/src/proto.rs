@@ -204,6 +204,9 @@ pub struct Policy {
     pub client_header_timeout_secs: u64,
     pub client_body_timeout_secs: u64,
     pub backend_connect_timeout_secs: u64,
+    /// Time to the upstream's response head (absent from older daemons).
+    #[serde(default)]
+    pub backend_response_timeout_secs: u64,
     pub max_idle_connections_per_host: usize,
     pub idle_connection_timeout_secs: u64,
 }

@@ -34,6 +34,8 @@ pub const CLIENT_HEADER_TIMEOUT: Duration = Duration::from_secs(30);
 pub const CLIENT_BODY_TIMEOUT: Duration = Duration::from_secs(30);
 /// `security.backend_connect_timeout_secs`.
 pub const BACKEND_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// `security.backend_response_timeout_secs` (extension): to the upstream's response head.
+pub const BACKEND_RESPONSE_TIMEOUT: Duration = Duration::from_secs(60);
 /// `security.rate_limit_requests_per_min`: 0 = unlimited.
 pub const RATE_LIMIT_REQUESTS_PER_MIN: u32 = 0;
 /// `security.max_idle_connections_per_host`.

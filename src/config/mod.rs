@@ -159,6 +159,9 @@ pub struct RouteSecurity {
     pub client_body_timeout: Duration,
     /// `backend_connect_timeout_secs`: default 10.
     pub backend_connect_timeout: Duration,
+    /// `backend_response_timeout_secs` (extension): time from sending the request to the
+    /// upstream's response head; default 60.
+    pub backend_response_timeout: Duration,
     /// `allowed_methods`: default none = all methods.
     pub allowed_methods: Option<MethodSet>,
     /// `rate_limit_requests_per_min`: default 0 = unlimited.
@@ -183,6 +186,7 @@ impl Default for RouteSecurity {
             client_header_timeout: CLIENT_HEADER_TIMEOUT,
             client_body_timeout: CLIENT_BODY_TIMEOUT,
             backend_connect_timeout: BACKEND_CONNECT_TIMEOUT,
+            backend_response_timeout: BACKEND_RESPONSE_TIMEOUT,
             allowed_methods: None,
             rate_limit_requests_per_min: RATE_LIMIT_REQUESTS_PER_MIN,
             allowed_ips: IpSet::default(),
@@ -311,6 +315,15 @@ pub enum Mode {
 pub struct ProxyBackend {
     /// `url`: required.
     pub url: UpstreamUrl,
+    /// `preserve_host` (extension): default true = send the client's `Host`; false sends the
+    /// upstream's `host:port`.
+    pub preserve_host: bool,
+    /// `ca_file` (extension): a PEM CA bundle trusted for an `https` upstream instead of the
+    /// webpki roots; default none.
+    pub ca_file: Option<PathBuf>,
+    /// `tls_server_name` (extension): the SNI and verification name of an `https` upstream
+    /// when it differs from the URL's host; default none.
+    pub tls_server_name: Option<String>,
 }
 
 /// A parsed upstream URL: `http` or `https`, a host, a port (the scheme's default when absent)

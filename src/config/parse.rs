@@ -101,12 +101,19 @@ const ROUTE_SECURITY_KEYS: &[&str] = &[
     "client_header_timeout_secs", "client_body_timeout_secs", "backend_connect_timeout_secs",
     "allowed_methods", "rate_limit_requests_per_min", "allowed_ips", "denied_ips",
     "max_idle_connections_per_host", "idle_connection_timeout_secs",
+    "backend_response_timeout_secs",
 ];
 const PERFORMANCE_KEYS: &[&str] = &["reuseport_balancing", "huge_pages_enabled"];
 #[rustfmt::skip]
 const TLS_KEYS: &[&str] = &["cert_path", "key_path", "ktls_enabled", "ktls_fallback_enabled"];
 const ADMIN_KEYS: &[&str] = &["socket"];
-const ROUTE_KEYS: &[&str] = &["type", "path", "mode", "index", "url", "security"];
+#[rustfmt::skip]
+const ROUTE_KEYS: &[&str] = &[
+    "type", "path", "mode", "index", "url", "preserve_host", "ca_file", "tls_server_name",
+    "security",
+];
+/// Route keys that only a Proxy route takes.
+const PROXY_ONLY_KEYS: &[&str] = &["url", "preserve_host", "ca_file", "tls_server_name"];
 
 #[rustfmt::skip]
 const ROUTE_TYPES: &[(&str, RouteType)] =
@@ -315,6 +322,7 @@ impl Walker<'_> {
         self.set(n, "client_header_timeout_secs", &mut s.client_header_timeout, Self::secs);
         self.set(n, "client_body_timeout_secs", &mut s.client_body_timeout, Self::secs);
         self.set(n, "backend_connect_timeout_secs", &mut s.backend_connect_timeout, Self::secs);
+        self.set(n, "backend_response_timeout_secs", &mut s.backend_response_timeout, Self::secs);
         self.set(n, "allowed_methods", &mut s.allowed_methods, Self::methods);
         let rate = &mut s.rate_limit_requests_per_min;
         self.set(n, "rate_limit_requests_per_min", rate, Self::per_min);
@@ -530,11 +538,12 @@ impl Walker<'_> {
     }
 
     fn file_backend(&mut self, node: &Node) -> Option<Backend> {
-        if let Some(f) = node.field("url") {
-            self.reject(
-                &f,
-                "`url` belongs to Proxy routes; remove it, or set type = \"Proxy\"",
-            );
+        for key in PROXY_ONLY_KEYS {
+            if let Some(f) = node.field(key) {
+                let reason =
+                    format!("`{key}` belongs to Proxy routes; remove it, or set type = \"Proxy\"");
+                self.reject(&f, reason);
+            }
         }
         let mode = match node.field("mode") {
             None => named(MODES, defaults::FILE_MODE),
@@ -574,14 +583,50 @@ impl Walker<'_> {
             self.missing(node, "url", hint);
             return None;
         };
+        let preserve_host = match node.field("preserve_host") {
+            None => Some(true),
+            Some(f) => self.bool(&f),
+        };
+        let ca_file = match node.field("ca_file") {
+            None => Some(None),
+            Some(f) => self.readable_file(&f).map(Some),
+        };
+        let tls_server_name = match node.field("tls_server_name") {
+            None => Some(None),
+            Some(f) => self.server_name(&f).map(Some),
+        };
         let s = self.str(&f)?;
-        match upstream_url(s) {
-            Ok(url) => Some(Backend::Proxy(ProxyBackend { url })),
+        let url = match upstream_url(s) {
+            Ok(url) => url,
             Err(reason) => {
                 self.reject(&f, format!("{s:?}: {reason}"));
-                None
+                return None;
             }
+        };
+        Some(Backend::Proxy(ProxyBackend {
+            url,
+            preserve_host: preserve_host?,
+            ca_file: ca_file?,
+            tls_server_name: tls_server_name?,
+        }))
+    }
+
+    /// A DNS name or IP address for TLS (SNI and certificate verification).
+    fn server_name(&mut self, f: &Field) -> Option<String> {
+        let s = self.str(f)?;
+        let ok = !s.is_empty()
+            && s.len() <= 253
+            && (s.parse::<std::net::IpAddr>().is_ok()
+                || s.split('.').all(|l| {
+                    !l.is_empty()
+                        && l.len() <= 63
+                        && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                }));
+        if !ok {
+            self.reject(f, format!("{s:?} is not a DNS name or IP address"));
+            return None;
         }
+        Some(s.to_ascii_lowercase())
     }
 
     /// One of `options`, matched exactly (or ignoring ASCII case when `any_case`).
@@ -656,15 +701,20 @@ impl Walker<'_> {
             self.missing(node, key, &hint);
             return None;
         };
-        let raw = self.str(&f)?;
-        let path = self.path(&f)?;
+        self.readable_file(&f)
+    }
+
+    /// A file path: resolved, and readable now (a PEM file: a certificate, key or CA).
+    fn readable_file(&mut self, f: &Field) -> Option<PathBuf> {
+        let raw = self.str(f)?;
+        let path = self.path(f)?;
         let problem = match std::fs::File::open(&path).and_then(|file| file.metadata()) {
             Ok(m) if m.is_dir() => "is a directory; expected a PEM file".to_string(),
             Ok(_) => return Some(path),
             Err(e) => format!("cannot be read: {e}"),
         };
         let reason = format!("{path:?} {problem}{}", self.resolved_from(raw));
-        self.reject(&f, reason);
+        self.reject(f, reason);
         None
     }
 
@@ -1448,7 +1498,7 @@ allowed_method = ["GET"]
         let e = find(&errors, "host_routes.\"a.com\".pth");
         assert_eq!(
             e.reason,
-            "unknown key \"pth\"; expected one of: type, path, mode, index, url, security"
+            "unknown key \"pth\"; expected one of: type, path, mode, index, url, preserve_host, ca_file, tls_server_name, security"
         );
         assert_eq!((e.line, e.column), (6, 1));
         assert!(find(&errors, "security.max_body")

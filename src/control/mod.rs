@@ -583,6 +583,7 @@ pub fn policy(s: &RouteSecurity) -> Policy {
         client_header_timeout_secs: s.client_header_timeout.as_secs(),
         client_body_timeout_secs: s.client_body_timeout.as_secs(),
         backend_connect_timeout_secs: s.backend_connect_timeout.as_secs(),
+        backend_response_timeout_secs: s.backend_response_timeout.as_secs(),
         max_idle_connections_per_host: s.max_idle_connections_per_host,
         idle_connection_timeout_secs: s.idle_connection_timeout.as_secs(),
     }

@@ -26,6 +26,8 @@ use crate::http::chunked::{ChunkedDecoder, Decoded};
 use crate::http::head::{self, BodyKind, RequestHead};
 use crate::http::response::{reason, ResponseHead};
 use crate::http::{path, Method};
+use crate::proxy;
+use crate::route::Target;
 
 /// How long a closing connection keeps draining the client's input after an error.
 const LINGER_TIME: Duration = Duration::from_secs(2);
@@ -154,6 +156,8 @@ enum Read {
 enum Outcome {
     /// The response is complete; the connection may carry another request.
     Done,
+    /// The response is complete, and the connection must close (its framing said so).
+    Close,
 }
 
 impl Conn {
@@ -226,7 +230,7 @@ impl Conn {
             let keep_alive = self.keep_alive(&req, body_pending);
             match result {
                 Ok(Outcome::Done) if keep_alive => continue,
-                Ok(Outcome::Done) => return,
+                Ok(Outcome::Done) | Ok(Outcome::Close) => return,
                 Err(e) => {
                     let close = !keep_alive || e.must_close();
                     self.fail(e, !close, Some(&req)).await;
@@ -292,11 +296,30 @@ impl Conn {
                 crate::files::serve(&self.stream, req, &m, f, keep_alive).await?;
                 Ok(Outcome::Done)
             }
-            Backend::Proxy(p) => Err(Error::new(
-                ErrorKind::Internal,
-                Side::Upstream,
-                format!("proxying to {} is not available in this build yet", p.url),
-            )),
+            Backend::Proxy(p) => {
+                let Some(upstream) = &m.entry.upstream else {
+                    return Err(Error::internal("a Proxy route without a resolved upstream"));
+                };
+                let Target::Upstream(upstream_path) = m.target() else {
+                    return Err(Error::internal("a Proxy route without an upstream path"));
+                };
+                let keep_alive = self.keep_alive(req, false);
+                let exchange = proxy::Exchange {
+                    client: &self.stream,
+                    buf: &mut self.buf,
+                    peer: self.peer,
+                    req,
+                    backend: p,
+                    upstream,
+                    security,
+                    path: &upstream_path,
+                    keep_alive,
+                };
+                match proxy::forward(exchange, body_pending).await? {
+                    proxy::Done::KeepAlive => Ok(Outcome::Done),
+                    proxy::Done::Close => Ok(Outcome::Close),
+                }
+            }
         }
     }
 

@@ -98,3 +98,71 @@ async fn wait_writable(stream: &TcpStream, err: std::io::Error) -> Result<(), Er
 fn gone(e: std::io::Error) -> Error {
     Error::client(ErrorKind::ClientGone, format!("write failed: {e}"))
 }
+
+/// Why a raw receive ended without data.
+#[derive(Debug, PartialEq, Eq)]
+pub enum RecvError {
+    /// Nothing arrived before the deadline.
+    Timeout,
+    /// The socket failed (reset, …).
+    Failed(std::io::ErrorKind),
+}
+
+/// Receives into `buf`'s spare capacity (growing it to at least `want` free bytes), waiting up
+/// to `timeout` for data. `Ok(0)` is the end of the stream.
+pub async fn recv_into(
+    stream: &TcpStream,
+    buf: &mut Vec<u8>,
+    want: usize,
+    timeout: Duration,
+) -> Result<usize, RecvError> {
+    let fd = stream.as_raw_fd();
+    if buf.capacity() - buf.len() < want {
+        buf.reserve(want);
+    }
+    loop {
+        let spare = buf.spare_capacity_mut();
+        // SAFETY: recv writes at most spare.len() bytes into the vector's spare capacity; the
+        // length is extended only by what it reports as written.
+        let n = unsafe {
+            libc::recv(
+                fd,
+                spare.as_mut_ptr().cast(),
+                spare.len(),
+                libc::MSG_DONTWAIT,
+            )
+        };
+        if n >= 0 {
+            // SAFETY: the first n bytes of the spare capacity were just initialised.
+            unsafe { buf.set_len(buf.len() + n as usize) };
+            return Ok(n as usize);
+        }
+        let err = std::io::Error::last_os_error();
+        match err.kind() {
+            std::io::ErrorKind::Interrupted => continue,
+            std::io::ErrorKind::WouldBlock => {
+                match monoio::time::timeout(timeout, stream.readable(false)).await {
+                    Ok(Ok(())) => continue,
+                    Ok(Err(e)) => return Err(RecvError::Failed(e.kind())),
+                    Err(_) => return Err(RecvError::Timeout),
+                }
+            }
+            kind => return Err(RecvError::Failed(kind)),
+        }
+    }
+}
+
+/// Whether an idle pooled connection is still usable: nothing to read and not closed.
+pub fn idle_and_open(stream: &TcpStream) -> bool {
+    let mut b = 0u8;
+    // SAFETY: peeks at most one byte into a live local.
+    let n = unsafe {
+        libc::recv(
+            stream.as_raw_fd(),
+            (&mut b as *mut u8).cast(),
+            1,
+            libc::MSG_PEEK | libc::MSG_DONTWAIT,
+        )
+    };
+    n < 0 && std::io::Error::last_os_error().kind() == std::io::ErrorKind::WouldBlock
+}

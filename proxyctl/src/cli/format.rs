@@ -154,6 +154,10 @@ pub fn policy_lines(p: &Policy) -> String {
             format!("{}s", p.backend_connect_timeout_secs),
         ),
         (
+            "response timeout",
+            format!("{}s", p.backend_response_timeout_secs),
+        ),
+        (
             "idle backend pool",
             format!(
                 "{} per host, closed after {}s",
@@ -382,6 +386,7 @@ mod tests {
             client_header_timeout_secs: 30,
             client_body_timeout_secs: 30,
             backend_connect_timeout_secs: 10,
+            backend_response_timeout_secs: 60,
             max_idle_connections_per_host: 8,
             idle_connection_timeout_secs: 30,
         }
@@ -612,6 +617,7 @@ policy:
   header timeout     30s
   body timeout       30s
   connect timeout    10s
+  response timeout   60s
   idle backend pool  8 per host, closed after 30s
 "
         );

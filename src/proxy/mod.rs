@@ -1,0 +1,844 @@
+//! The Proxy backend: forwarding a request to an HTTP upstream and its response back, both
+//! bodies streamed with backpressure (never buffered whole), over pooled connections.
+//!
+//! Forwarding rules (RFC 9110 §7.6): hop-by-hop headers — `Connection` and every header it
+//! names, `Keep-Alive`, `Proxy-Connection`, `TE`, `Trailer`, `Transfer-Encoding`, `Upgrade`
+//! unless upgrading — are not forwarded in either direction; each message is re-framed for the
+//! next hop. `Host` is the client's (route key `preserve_host = false` sends the upstream's
+//! `host:port`); `X-Forwarded-For` is appended, `X-Forwarded-Proto` and `X-Forwarded-Host` set.
+//!
+//! Faults: refused → 502; connect or response-head timeout → 504; garbage → 502; an upstream
+//! that fails mid-response closes the client connection (a response never looks complete). An
+//! idempotent request without a body that failed on a *reused* connection before any response
+//! byte is retried once on a fresh connection.
+
+pub mod pool;
+
+use std::cell::Cell;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use monoio::net::TcpStream;
+
+use crate::config::{ProxyBackend, RouteSecurity};
+use crate::error::{Error, ErrorKind};
+use crate::http::chunked::{self, ChunkedDecoder, Decoded};
+use crate::http::head::{BodyKind, RequestHead};
+use crate::http::{Method, Version};
+use crate::worker::io::{recv_into, send_all, set_nonblocking, RecvError};
+use pool::Upstream;
+
+/// Largest upstream response head accepted.
+const MAX_RESPONSE_HEAD: usize = 64 * 1024;
+/// Read size for bodies.
+const CHUNK: usize = 64 * 1024;
+/// Idle time after which an upgraded (WebSocket) tunnel is closed.
+const TUNNEL_IDLE: Duration = Duration::from_secs(300);
+
+/// One request to forward.
+pub struct Exchange<'a> {
+    pub client: &'a TcpStream,
+    /// Client bytes read but not consumed: the start of the body, pipelined requests.
+    pub buf: &'a mut Vec<u8>,
+    pub peer: SocketAddr,
+    pub req: &'a RequestHead,
+    pub backend: &'a ProxyBackend,
+    pub upstream: &'a Upstream,
+    pub security: &'a RouteSecurity,
+    /// The upstream path, decoded (from the router): re-encoded here.
+    pub path: &'a str,
+    /// Whether the client connection may go on after this exchange.
+    pub keep_alive: bool,
+}
+
+/// How the client connection goes on.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Done {
+    KeepAlive,
+    Close,
+}
+
+/// Forwards one request. `body_pending` is cleared once the request body has been read.
+pub async fn forward(mut x: Exchange<'_>, body_pending: &mut bool) -> Result<Done, Error> {
+    if let BodyKind::Length(n) = x.req.body {
+        if n > x.security.max_request_body_size {
+            return Err(Error::client(
+                ErrorKind::BodyTooLarge,
+                "request body too large",
+            ));
+        }
+    }
+    let upgrade = upgrade_token(x.req);
+    let head = request_head(&x, upgrade.as_deref());
+    let retryable = matches!(x.req.body, BodyKind::None | BodyKind::Length(0))
+        && matches!(
+            x.req.method,
+            Method::Get
+                | Method::Head
+                | Method::Options
+                | Method::Trace
+                | Method::Put
+                | Method::Delete
+        );
+    let mut attempt = 0;
+    let (mut upstream, reused, resp_buf, resp) = loop {
+        attempt += 1;
+        let (conn, reused) = connect(x.upstream, x.security).await?;
+        match exchange_head(&mut x, &conn, &head, body_pending).await {
+            Ok((buf, resp)) => break (conn, reused, buf, resp),
+            Err(Failure::BeforeResponse(e)) if reused && retryable && attempt == 1 => {
+                log::debug!(
+                    "upstream {:?}: retrying on a fresh connection: {e}",
+                    x.upstream.key.host
+                );
+                continue;
+            }
+            Err(Failure::BeforeResponse(e)) | Err(Failure::Other(e)) => return Err(e),
+        }
+    };
+    let _ = reused;
+    if resp.status == 101 {
+        return tunnel(&mut x, upstream, resp_buf, &resp).await;
+    }
+    let no_body = x.req.method == Method::Head || resp.status == 204 || resp.status == 304;
+    let framing = if no_body {
+        Framing::None
+    } else if resp.chunked {
+        Framing::Chunked
+    } else if let Some(n) = resp.content_length {
+        Framing::Length(n)
+    } else {
+        Framing::Close
+    };
+    let http10 = x.req.version == Version::Http10;
+    // To the client: the same framing where it can carry it; a close-delimited body becomes
+    // chunked for an HTTP/1.1 client; an HTTP/1.0 client gets close-delimited bodies.
+    let (out_framing, mut keep) = match framing {
+        Framing::Chunked | Framing::Close if http10 => (Framing::Close, false),
+        Framing::Close => (Framing::Chunked, x.keep_alive),
+        f => (f, x.keep_alive),
+    };
+    if framing == Framing::Close && out_framing == Framing::Close {
+        keep = false;
+    }
+    let out_head = response_head(&resp, out_framing, keep, http10);
+    if let Err(e) = relay_body(&x, &mut upstream, resp_buf, framing, out_framing, out_head).await {
+        // The response has begun: nothing can be said to the client any more; the upstream
+        // connection is dropped, and so is the client's.
+        if e.kind != ErrorKind::Aborted && e.kind != ErrorKind::ClientGone {
+            return Err(e);
+        }
+        log::debug!("{}: {e}", x.peer);
+        return Ok(Done::Close);
+    }
+    if resp.keep_alive && framing != Framing::Close {
+        pool::put(
+            &x.upstream.key,
+            upstream,
+            x.security.max_idle_connections_per_host,
+        );
+    }
+    Ok(if keep { Done::KeepAlive } else { Done::Close })
+}
+
+/// A failure while sending the request or waiting for the response head.
+enum Failure {
+    /// Nothing of a response arrived: safe to retry an idempotent request.
+    BeforeResponse(Error),
+    Other(Error),
+}
+
+/// Framing of a body.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Framing {
+    None,
+    Length(u64),
+    Chunked,
+    /// Delimited by the end of the connection.
+    Close,
+}
+
+/// A pooled or fresh upstream connection.
+async fn connect(up: &Upstream, sec: &RouteSecurity) -> Result<(TcpStream, bool), Error> {
+    if let Some(conn) = pool::take(&up.key, sec.idle_connection_timeout) {
+        return Ok((conn, true));
+    }
+    if up.key.https {
+        return Err(Error::upstream(
+            ErrorKind::BadGateway,
+            "https upstreams are not in this build yet",
+        ));
+    }
+    let mut last = Error::upstream(ErrorKind::BadGateway, "the upstream has no address");
+    for addr in &up.addrs {
+        match monoio::time::timeout(sec.backend_connect_timeout, TcpStream::connect_addr(*addr))
+            .await
+        {
+            Ok(Ok(stream)) => {
+                set_nonblocking(std::os::fd::AsRawFd::as_raw_fd(&stream))
+                    .map_err(|e| Error::internal(format!("upstream socket: {e}")))?;
+                let _ = stream.set_nodelay(true);
+                return Ok((stream, false));
+            }
+            Ok(Err(e)) => {
+                last = Error::upstream(ErrorKind::BadGateway, format!("connect to {addr}: {e}"))
+            }
+            Err(_) => {
+                last = Error::upstream(
+                    ErrorKind::GatewayTimeout,
+                    format!("connect to {addr}: timed out"),
+                )
+            }
+        }
+    }
+    Err(last)
+}
+
+/// A parsed upstream response head.
+struct ResponseHead {
+    status: u16,
+    reason: String,
+    /// End-to-end headers, in order.
+    headers: Vec<(String, Vec<u8>)>,
+    content_length: Option<u64>,
+    chunked: bool,
+    /// HTTP/1.1 without `Connection: close`.
+    keep_alive: bool,
+    /// The header names that `Connection` listed (hop-by-hop), lower-case.
+    upgrade: Option<Vec<u8>>,
+}
+
+/// Sends the request (head and body) and reads the response head, skipping `100 Continue`.
+async fn exchange_head(
+    x: &mut Exchange<'_>,
+    conn: &TcpStream,
+    head: &[u8],
+    body_pending: &mut bool,
+) -> Result<(Vec<u8>, ResponseHead), Failure> {
+    let has_body = !matches!(x.req.body, BodyKind::None | BodyKind::Length(0));
+    send_all(conn, head, has_body).await.map_err(|_| {
+        Failure::BeforeResponse(Error::upstream(
+            ErrorKind::BadGateway,
+            "the upstream closed before the request was sent",
+        ))
+    })?;
+    if has_body {
+        send_body(x, conn).await.map_err(Failure::Other)?;
+        *body_pending = false;
+    } else {
+        *body_pending = false;
+    }
+    let deadline = Instant::now() + x.security.backend_response_timeout;
+    let mut buf = Vec::with_capacity(8 * 1024);
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match recv_into(conn, &mut buf, 8 * 1024, left).await {
+            Ok(0) => {
+                let e = Error::upstream(
+                    ErrorKind::BadGateway,
+                    "the upstream closed without a response",
+                );
+                return Err(if buf.is_empty() {
+                    Failure::BeforeResponse(e)
+                } else {
+                    Failure::Other(e)
+                });
+            }
+            Ok(_) => {}
+            Err(RecvError::Timeout) => {
+                return Err(Failure::Other(Error::upstream(
+                    ErrorKind::GatewayTimeout,
+                    "the upstream did not answer in time",
+                )))
+            }
+            Err(RecvError::Failed(k)) => {
+                let e = Error::upstream(
+                    ErrorKind::BadGateway,
+                    format!("upstream read failed: {k:?}"),
+                );
+                return Err(if buf.is_empty() {
+                    Failure::BeforeResponse(e)
+                } else {
+                    Failure::Other(e)
+                });
+            }
+        }
+        match parse_response(&buf) {
+            Ok(Some((resp, n))) => {
+                buf.drain(..n);
+                if (100..200).contains(&resp.status) && resp.status != 101 {
+                    continue; // 100 Continue and friends: the client got ours already.
+                }
+                return Ok((buf, resp));
+            }
+            Ok(None) if buf.len() > MAX_RESPONSE_HEAD => {
+                return Err(Failure::Other(Error::upstream(
+                    ErrorKind::BadGateway,
+                    "the upstream's response head is too large",
+                )))
+            }
+            Ok(None) => {}
+            Err(reason) => {
+                return Err(Failure::Other(Error::upstream(
+                    ErrorKind::BadGateway,
+                    reason,
+                )))
+            }
+        }
+    }
+}
+
+/// Streams the request body from the client to the upstream, re-framed, within the route's
+/// limits.
+async fn send_body(x: &mut Exchange<'_>, conn: &TcpStream) -> Result<(), Error> {
+    let buf = &mut *x.buf;
+    if expects_continue(x.req) && buf.is_empty() {
+        send_all(x.client, b"HTTP/1.1 100 Continue\r\n\r\n", false).await?;
+    }
+    let timeout = x.security.client_body_timeout;
+    match x.req.body {
+        BodyKind::None | BodyKind::Length(0) => Ok(()),
+        BodyKind::Length(n) => {
+            let mut left = n;
+            loop {
+                let take = (buf.len() as u64).min(left) as usize;
+                if take > 0 {
+                    send_all(conn, &buf[..take], left > take as u64)
+                        .await
+                        .map_err(upstream_gone)?;
+                    buf.drain(..take);
+                    left -= take as u64;
+                }
+                if left == 0 {
+                    return Ok(());
+                }
+                read_client(x.client, buf, timeout).await?;
+            }
+        }
+        BodyKind::Chunked => {
+            let mut decoder = ChunkedDecoder::new();
+            let mut out = Vec::with_capacity(CHUNK + 32);
+            loop {
+                let mut at = 0;
+                let done = loop {
+                    let (used, decoded) = decoder
+                        .decode(&buf[at..])
+                        .map_err(|e| Error::client(ErrorKind::BadRequest, e.reason))?;
+                    let start = at;
+                    at += used;
+                    if decoder.body_bytes() > x.security.max_chunked_body_size {
+                        return Err(Error::client(
+                            ErrorKind::BodyTooLarge,
+                            "chunked body too large",
+                        ));
+                    }
+                    match decoded {
+                        Decoded::Data(r) => {
+                            let data = &buf[start + r.start..start + r.end];
+                            chunked::write_chunk_header(&mut out, data.len());
+                            out.extend_from_slice(data);
+                            out.extend_from_slice(chunked::CRLF);
+                        }
+                        Decoded::Done => {
+                            out.extend_from_slice(b"0\r\n");
+                            out.extend_from_slice(decoder.trailers());
+                            out.extend_from_slice(chunked::CRLF);
+                            break true;
+                        }
+                        Decoded::NeedMore => break false,
+                    }
+                };
+                buf.drain(..at);
+                if !out.is_empty() {
+                    send_all(conn, &out, !done).await.map_err(upstream_gone)?;
+                    out.clear();
+                }
+                if done {
+                    return Ok(());
+                }
+                read_client(x.client, buf, timeout).await?;
+            }
+        }
+    }
+}
+
+fn upstream_gone(e: Error) -> Error {
+    Error::upstream(
+        ErrorKind::BadGateway,
+        format!("sending to the upstream failed: {}", e.detail),
+    )
+}
+
+async fn read_client(
+    client: &TcpStream,
+    buf: &mut Vec<u8>,
+    timeout: Duration,
+) -> Result<(), Error> {
+    match recv_into(client, buf, CHUNK, timeout).await {
+        Ok(0) => Err(Error::client(
+            ErrorKind::ClientGone,
+            "client closed mid-body",
+        )),
+        Ok(_) => Ok(()),
+        Err(RecvError::Timeout) => Err(Error::client(
+            ErrorKind::ClientTimeout,
+            "request body too slow",
+        )),
+        Err(RecvError::Failed(k)) => Err(Error::client(
+            ErrorKind::ClientGone,
+            format!("client read failed: {k:?}"),
+        )),
+    }
+}
+
+/// Relays the response: its head, then the body from `pending` and the upstream.
+async fn relay_body(
+    x: &Exchange<'_>,
+    upstream: &mut TcpStream,
+    mut pending: Vec<u8>,
+    framing: Framing,
+    out: Framing,
+    head: Vec<u8>,
+) -> Result<(), Error> {
+    let aborted = |what: &str| {
+        Error::upstream(
+            ErrorKind::Aborted,
+            format!("the upstream {what} mid-response"),
+        )
+    };
+    let read_timeout = x.security.backend_response_timeout;
+    match framing {
+        Framing::None => send_all(x.client, &head, false).await,
+        Framing::Length(n) => {
+            send_all(x.client, &head, n > 0).await?;
+            let mut left = n;
+            loop {
+                let take = (pending.len() as u64).min(left) as usize;
+                if take > 0 {
+                    send_all(x.client, &pending[..take], false).await?;
+                    pending.drain(..take);
+                    left -= take as u64;
+                }
+                if left == 0 {
+                    return Ok(());
+                }
+                match recv_into(upstream, &mut pending, CHUNK, read_timeout).await {
+                    Ok(0) => return Err(aborted("closed")),
+                    Ok(_) => {}
+                    Err(_) => return Err(aborted("failed")),
+                }
+            }
+        }
+        Framing::Chunked => {
+            send_all(x.client, &head, true).await?;
+            let mut decoder = ChunkedDecoder::new();
+            let mut data = Vec::new();
+            loop {
+                let mut at = 0;
+                let done = loop {
+                    let (used, decoded) = decoder
+                        .decode(&pending[at..])
+                        .map_err(|e| Error::upstream(ErrorKind::Aborted, e.reason))?;
+                    let start = at;
+                    at += used;
+                    match decoded {
+                        Decoded::Data(r) => {
+                            if out == Framing::Close {
+                                data.extend_from_slice(&pending[start + r.start..start + r.end]);
+                            }
+                        }
+                        Decoded::Done => break true,
+                        Decoded::NeedMore => break false,
+                    }
+                };
+                // A chunked body is passed on as received (validated by the decoder).
+                if out == Framing::Chunked {
+                    send_all(x.client, &pending[..at], !done).await?;
+                } else if !data.is_empty() {
+                    send_all(x.client, &data, !done).await?;
+                    data.clear();
+                }
+                pending.drain(..at);
+                if done {
+                    return Ok(());
+                }
+                match recv_into(upstream, &mut pending, CHUNK, read_timeout).await {
+                    Ok(0) => return Err(aborted("closed")),
+                    Ok(_) => {}
+                    Err(_) => return Err(aborted("failed")),
+                }
+            }
+        }
+        Framing::Close => {
+            send_all(x.client, &head, true).await?;
+            let chunk = out == Framing::Chunked;
+            let mut framed = Vec::with_capacity(CHUNK + 32);
+            loop {
+                if !pending.is_empty() {
+                    if chunk {
+                        framed.clear();
+                        chunked::write_chunk_header(&mut framed, pending.len());
+                        framed.extend_from_slice(&pending);
+                        framed.extend_from_slice(chunked::CRLF);
+                        send_all(x.client, &framed, true).await?;
+                    } else {
+                        send_all(x.client, &pending, true).await?;
+                    }
+                    pending.clear();
+                }
+                match recv_into(upstream, &mut pending, CHUNK, read_timeout).await {
+                    Ok(0) => {
+                        if chunk {
+                            send_all(x.client, chunked::LAST_CHUNK, false).await?;
+                        }
+                        return Ok(());
+                    }
+                    Ok(_) => {}
+                    Err(_) => return Err(aborted("failed")),
+                }
+            }
+        }
+    }
+}
+
+/// After a `101 Switching Protocols`: a two-way byte tunnel until either side closes, or
+/// nothing moves for [`TUNNEL_IDLE`].
+async fn tunnel(
+    x: &mut Exchange<'_>,
+    upstream: TcpStream,
+    pending: Vec<u8>,
+    resp: &ResponseHead,
+) -> Result<Done, Error> {
+    let head = response_head(resp, Framing::None, true, false);
+    send_all(x.client, &head, !pending.is_empty()).await?;
+    if !pending.is_empty() {
+        send_all(x.client, &pending, false).await?;
+    }
+    let client_buf = std::mem::take(&mut *x.buf);
+    if !client_buf.is_empty() {
+        send_all(&upstream, &client_buf, false).await?;
+    }
+    let last = Rc::new(Cell::new(Instant::now()));
+    let up = monoio::join!(
+        pipe(x.client, &upstream, last.clone()),
+        pipe(&upstream, x.client, last.clone())
+    );
+    let _ = up;
+    Ok(Done::Close)
+}
+
+/// Copies `from` → `to` until the end of `from`, then shuts `to`'s write side.
+async fn pipe(from: &TcpStream, to: &TcpStream, last: Rc<Cell<Instant>>) {
+    let mut buf = Vec::with_capacity(CHUNK);
+    loop {
+        buf.clear();
+        match recv_into(from, &mut buf, CHUNK, Duration::from_secs(5)).await {
+            Ok(0) => break,
+            Ok(_) => {
+                last.set(Instant::now());
+                if send_all(to, &buf, false).await.is_err() {
+                    break;
+                }
+            }
+            Err(RecvError::Timeout) if last.get().elapsed() < TUNNEL_IDLE => continue,
+            Err(_) => break,
+        }
+    }
+    // SAFETY: shutdown on a descriptor owned by a live stream.
+    unsafe { libc::shutdown(std::os::fd::AsRawFd::as_raw_fd(to), libc::SHUT_WR) };
+}
+
+/// The `Upgrade` value when the client asks to switch protocols (`Connection: upgrade`).
+fn upgrade_token(req: &RequestHead) -> Option<Vec<u8>> {
+    let up = req.header("upgrade")?;
+    connection_tokens(
+        req.headers
+            .iter()
+            .map(|h| (h.name.as_str(), h.value.as_slice())),
+    )
+    .iter()
+    .any(|t| t == "upgrade")
+    .then(|| up.to_vec())
+}
+
+fn expects_continue(req: &RequestHead) -> bool {
+    req.header("expect")
+        .is_some_and(|v| v.trim_ascii().eq_ignore_ascii_case(b"100-continue"))
+}
+
+/// The lower-case tokens of every `Connection` header.
+fn connection_tokens<'a>(headers: impl Iterator<Item = (&'a str, &'a [u8])>) -> Vec<String> {
+    headers
+        .filter(|(n, _)| n.eq_ignore_ascii_case("connection"))
+        .flat_map(|(_, v)| {
+            String::from_utf8_lossy(v)
+                .split(',')
+                .map(|t| t.trim().to_ascii_lowercase())
+                .filter(|t| !t.is_empty())
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+/// Headers that never cross a proxy.
+fn is_hop_by_hop(name: &str) -> bool {
+    [
+        "connection",
+        "keep-alive",
+        "proxy-connection",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+        "content-length",
+    ]
+    .iter()
+    .any(|h| name.eq_ignore_ascii_case(h))
+}
+
+/// The request head for the upstream.
+fn request_head(x: &Exchange<'_>, upgrade: Option<&[u8]>) -> Vec<u8> {
+    let req = x.req;
+    let named = connection_tokens(
+        req.headers
+            .iter()
+            .map(|h| (h.name.as_str(), h.value.as_slice())),
+    );
+    let mut h = Vec::with_capacity(512);
+    h.extend_from_slice(req.method.as_str().as_bytes());
+    h.push(b' ');
+    encode_path(x.path, &mut h);
+    if let Some(q) = &req.query {
+        h.push(b'?');
+        h.extend_from_slice(q.as_bytes());
+    }
+    h.extend_from_slice(b" HTTP/1.1\r\nHost: ");
+    let client_host = req
+        .header("host")
+        .map(<[u8]>::to_vec)
+        .or_else(|| req.host.clone().map(String::into_bytes))
+        .unwrap_or_default();
+    if x.backend.preserve_host && !client_host.is_empty() {
+        h.extend_from_slice(&client_host);
+    } else {
+        let u = &x.backend.url;
+        let host = if u.host.contains(':') {
+            format!("[{}]", u.host)
+        } else {
+            u.host.clone()
+        };
+        h.extend_from_slice(format!("{host}:{}", u.port).as_bytes());
+    }
+    h.extend_from_slice(b"\r\n");
+    let mut xff: Option<Vec<u8>> = None;
+    for hd in &req.headers {
+        let name = hd.name.as_str();
+        let lower = name.to_ascii_lowercase();
+        if is_hop_by_hop(name)
+            || named.contains(&lower)
+            || lower == "host"
+            || lower == "expect"
+            || lower == "x-forwarded-proto"
+            || lower == "x-forwarded-host"
+        {
+            continue;
+        }
+        if lower == "x-forwarded-for" {
+            let v = xff.get_or_insert_with(Vec::new);
+            if !v.is_empty() {
+                v.extend_from_slice(b", ");
+            }
+            v.extend_from_slice(hd.value.trim_ascii());
+            continue;
+        }
+        h.extend_from_slice(name.as_bytes());
+        h.extend_from_slice(b": ");
+        h.extend_from_slice(&hd.value);
+        h.extend_from_slice(b"\r\n");
+    }
+    let peer = crate::security::canonical(x.peer.ip()).to_string();
+    h.extend_from_slice(b"X-Forwarded-For: ");
+    if let Some(v) = xff {
+        h.extend_from_slice(&v);
+        h.extend_from_slice(b", ");
+    }
+    h.extend_from_slice(peer.as_bytes());
+    h.extend_from_slice(b"\r\nX-Forwarded-Proto: http\r\n");
+    if !client_host.is_empty() {
+        h.extend_from_slice(b"X-Forwarded-Host: ");
+        h.extend_from_slice(&client_host);
+        h.extend_from_slice(b"\r\n");
+    }
+    match req.body {
+        BodyKind::None => {}
+        BodyKind::Length(n) => h.extend_from_slice(format!("Content-Length: {n}\r\n").as_bytes()),
+        BodyKind::Chunked => h.extend_from_slice(b"Transfer-Encoding: chunked\r\n"),
+    }
+    if let Some(token) = upgrade {
+        h.extend_from_slice(b"Connection: upgrade\r\nUpgrade: ");
+        h.extend_from_slice(token);
+        h.extend_from_slice(b"\r\n");
+    }
+    h.extend_from_slice(b"\r\n");
+    h
+}
+
+/// The response head for the client.
+fn response_head(resp: &ResponseHead, framing: Framing, keep_alive: bool, http10: bool) -> Vec<u8> {
+    let mut h = Vec::with_capacity(512);
+    h.extend_from_slice(format!("HTTP/1.1 {:03} {}\r\n", resp.status, resp.reason).as_bytes());
+    for (name, value) in &resp.headers {
+        h.extend_from_slice(name.as_bytes());
+        h.extend_from_slice(b": ");
+        h.extend_from_slice(value);
+        h.extend_from_slice(b"\r\n");
+    }
+    match framing {
+        Framing::Length(n) => h.extend_from_slice(format!("Content-Length: {n}\r\n").as_bytes()),
+        Framing::Chunked => h.extend_from_slice(b"Transfer-Encoding: chunked\r\n"),
+        Framing::None | Framing::Close => {}
+    }
+    if let Some(up) = &resp.upgrade {
+        h.extend_from_slice(b"Connection: upgrade\r\nUpgrade: ");
+        h.extend_from_slice(up);
+        h.extend_from_slice(b"\r\n");
+    } else if !keep_alive || framing == Framing::Close {
+        h.extend_from_slice(b"Connection: close\r\n");
+    } else if http10 {
+        h.extend_from_slice(b"Connection: keep-alive\r\n");
+    }
+    h.extend_from_slice(b"\r\n");
+    h
+}
+
+/// Parses an upstream response head. `Err` is why it is not HTTP.
+fn parse_response(buf: &[u8]) -> Result<Option<(ResponseHead, usize)>, String> {
+    let mut headers = [httparse::EMPTY_HEADER; 100];
+    let mut r = httparse::Response::new(&mut headers);
+    let n = match r.parse(buf) {
+        Ok(httparse::Status::Complete(n)) => n,
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(e) => return Err(format!("the upstream's response is not HTTP/1.x: {e}")),
+    };
+    let status = r.code.unwrap_or(0);
+    let version11 = r.version == Some(1);
+    let named = connection_tokens(r.headers.iter().map(|h| (h.name, h.value)));
+    let mut out = Vec::with_capacity(r.headers.len());
+    let (mut cl, mut chunked, mut te) = (None, false, false);
+    for h in r.headers.iter() {
+        if h.name.eq_ignore_ascii_case("content-length") {
+            let v = std::str::from_utf8(h.value)
+                .ok()
+                .and_then(|v| v.trim().parse::<u64>().ok());
+            match (cl, v) {
+                (_, None) => return Err("the upstream sent a bad Content-Length".into()),
+                (Some(a), Some(b)) if a != b => {
+                    return Err("the upstream sent differing Content-Lengths".into())
+                }
+                (_, v) => cl = v,
+            }
+        } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
+            te = true;
+            chunked = String::from_utf8_lossy(h.value)
+                .rsplit(',')
+                .next()
+                .is_some_and(|t| t.trim().eq_ignore_ascii_case("chunked"));
+        }
+        let lower = h.name.to_ascii_lowercase();
+        if is_hop_by_hop(h.name) || named.contains(&lower) {
+            continue;
+        }
+        out.push((h.name.to_string(), h.value.to_vec()));
+    }
+    if te && !chunked {
+        // Not chunked-terminated: delimited by close (RFC 9112 §6.3).
+        cl = None;
+    }
+    if te {
+        cl = None;
+    }
+    let upgrade = if status == 101 {
+        r.headers
+            .iter()
+            .find(|h| h.name.eq_ignore_ascii_case("upgrade"))
+            .map(|h| h.value.to_vec())
+    } else {
+        None
+    };
+    Ok(Some((
+        ResponseHead {
+            status,
+            reason: r.reason.unwrap_or("").to_string(),
+            headers: out,
+            content_length: cl,
+            chunked,
+            keep_alive: version11 && !named.iter().any(|t| t == "close"),
+            upgrade,
+        },
+        n,
+    )))
+}
+
+/// Percent-encodes a decoded path for a request line: unreserved characters, sub-delims, `:`,
+/// `@` and `/` stay; everything else (including `%`, `?`, `#`, spaces, non-ASCII) is encoded.
+fn encode_path(path: &str, out: &mut Vec<u8>) {
+    for &b in path.as_bytes() {
+        let keep = b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=:@/".contains(&b);
+        if keep {
+            out.push(b);
+        } else {
+            out.extend_from_slice(format!("%{b:02X}").as_bytes());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_are_reencoded() {
+        let enc = |p: &str| {
+            let mut v = Vec::new();
+            encode_path(p, &mut v);
+            String::from_utf8(v).unwrap()
+        };
+        assert_eq!(enc("/app/v1/users"), "/app/v1/users");
+        assert_eq!(enc("/a b"), "/a%20b");
+        assert_eq!(enc("/a?b#c"), "/a%3Fb%23c");
+        assert_eq!(enc("/%2e%2e"), "/%252e%252e");
+        assert_eq!(enc("/é"), "/%C3%A9");
+        assert_eq!(enc("/~user/a:b@c"), "/~user/a:b@c");
+    }
+
+    #[test]
+    fn response_heads() {
+        let (r, n) = parse_response(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nConnection: close, X-Secret\r\nX-Secret: 1\r\nX-Keep: 2\r\n\r\nhello")
+            .unwrap()
+            .unwrap();
+        assert_eq!(n, 91);
+        assert_eq!(r.status, 200);
+        assert_eq!(r.content_length, Some(5));
+        assert!(!r.keep_alive);
+        assert_eq!(r.headers, vec![("X-Keep".to_string(), b"2".to_vec())]);
+        let (r, _) = parse_response(
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\nContent-Length: 9\r\n\r\n",
+        )
+        .unwrap()
+        .unwrap();
+        assert!(r.chunked);
+        assert_eq!(r.content_length, None);
+        assert!(r.keep_alive);
+        assert!(parse_response(b"NOT HTTP\r\n\r\n").is_err());
+        assert!(parse_response(
+            b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n"
+        )
+        .is_err());
+        assert!(parse_response(b"HTTP/1.1 200 OK\r\nContent-Le")
+            .unwrap()
+            .is_none());
+        let (r, _) = parse_response(b"HTTP/1.0 200 OK\r\n\r\n").unwrap().unwrap();
+        assert!(!r.keep_alive);
+    }
+}

@@ -1,0 +1,78 @@
+//! The upstream connection pool: per worker (no locks), per upstream.
+//!
+//! Idle connections are kept up to the route's `max_idle_connections_per_host`, for at most its
+//! `idle_connection_timeout_secs`; the most recently used one is reused first. Before reuse a
+//! connection is checked without blocking: one the upstream has closed (or that has unexpected
+//! bytes waiting) is dropped.
+
+use std::cell::RefCell;
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use monoio::net::TcpStream;
+
+use crate::worker::io::idle_and_open;
+
+/// What identifies interchangeable upstream connections.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct PoolKey {
+    pub https: bool,
+    pub host: String,
+    pub port: u16,
+    /// The TLS name, for https upstreams.
+    pub tls_name: Option<String>,
+}
+
+/// An upstream: where to connect, resolved when the config loaded.
+#[derive(Debug)]
+pub struct Upstream {
+    pub key: PoolKey,
+    pub addrs: Vec<SocketAddr>,
+}
+
+struct Idle {
+    stream: TcpStream,
+    since: Instant,
+}
+
+thread_local! {
+    static POOL: RefCell<HashMap<PoolKey, VecDeque<Idle>>> = RefCell::new(HashMap::new());
+}
+
+/// Takes a usable idle connection to `key`, dropping expired and closed ones.
+pub fn take(key: &PoolKey, max_idle: Duration) -> Option<TcpStream> {
+    POOL.with(|p| {
+        let mut pool = p.borrow_mut();
+        let idle = pool.get_mut(key)?;
+        while let Some(conn) = idle.pop_back() {
+            if conn.since.elapsed() < max_idle && idle_and_open(&conn.stream) {
+                return Some(conn.stream);
+            }
+        }
+        None
+    })
+}
+
+/// Returns a connection after a complete exchange; the oldest idle ones beyond `max` are closed.
+pub fn put(key: &PoolKey, stream: TcpStream, max: usize) {
+    if max == 0 {
+        return;
+    }
+    POOL.with(|p| {
+        let mut pool = p.borrow_mut();
+        let idle = pool.entry(key.clone()).or_default();
+        idle.push_back(Idle {
+            stream,
+            since: Instant::now(),
+        });
+        while idle.len() > max {
+            idle.pop_front();
+        }
+    })
+}
+
+/// Idle connections held for `key` on this worker (for tests and stats).
+pub fn idle_count(key: &PoolKey) -> usize {
+    POOL.with(|p| p.borrow().get(key).map_or(0, VecDeque::len))
+}
