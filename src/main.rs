@@ -98,6 +98,8 @@ fn run(
     cfg: config::Config,
     warnings: &[String],
 ) -> Result<std::convert::Infallible, String> {
+    // First of all, so that no signal takes its default action from here on.
+    let channel = control::Channel::new().map_err(|e| format!("cannot handle signals: {e}"))?;
     let log = zerocopy_server::logging::init(&cfg.logging)?;
     log::info!("state: starting (config {})", path.display());
     for w in warnings {
@@ -125,7 +127,10 @@ fn run(
     if let Some(done) = zerocopy_server::privileges::drop(user.as_deref(), group.as_deref())? {
         log::info!("{done}");
     }
-    let control = Control::new(shared, workers, path, bytes, log).map_err(|e| e.to_string())?;
+    // Only now may the workers serve.
+    workers.go();
+    let control =
+        Control::new(channel, shared, workers, path, bytes, log).map_err(|e| e.to_string())?;
     control::admin::serve(admin, control.sender())
         .map_err(|e| format!("cannot start the admin server: {e}"))?;
     log::info!("admin socket: {}", admin_socket.display());

@@ -9,13 +9,17 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Sender};
+use std::sync::Arc;
 use std::time::Duration;
 
 use proxyctl::proto::{self, Response};
 
 use super::Event;
 
+/// Admin connections served at once.
+const MAX_CONNECTIONS: usize = 32;
 /// Longest request line accepted.
 const MAX_LINE: usize = 64 * 1024;
 
@@ -32,23 +36,48 @@ pub fn bind(path: &Path) -> Result<UnixListener, String> {
             })?;
         }
     }
-    if std::fs::symlink_metadata(path).is_ok() {
-        if UnixStream::connect(path).is_ok() {
+    if let Ok(meta) = std::fs::symlink_metadata(path) {
+        use std::os::unix::fs::FileTypeExt;
+        if !meta.file_type().is_socket() {
             return Err(format!(
-                "another zerocopy-server answers on the admin socket {}; stop it first, or set \
-                 a different [admin] socket",
+                "{} exists and is not a socket; remove it or set a different [admin] socket",
                 path.display()
             ));
         }
-        std::fs::remove_file(path).map_err(|e| {
-            format!(
-                "cannot replace the stale admin socket {}: {e}",
-                path.display()
-            )
-        })?;
+        match UnixStream::connect(path) {
+            Ok(_) => {
+                return Err(format!(
+                    "another zerocopy-server answers on the admin socket {}; stop it first, or \
+                     set a different [admin] socket",
+                    path.display()
+                ))
+            }
+            // Nobody listens: a stale socket of a daemon that died.
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
+                std::fs::remove_file(path).map_err(|e| {
+                    format!(
+                        "cannot replace the stale admin socket {}: {e}",
+                        path.display()
+                    )
+                })?
+            }
+            Err(e) => {
+                return Err(format!(
+                    "the admin socket {} exists but cannot be checked ({e}); remove it if no \
+                     daemon uses it",
+                    path.display()
+                ))
+            }
+        }
     }
-    let listener = UnixListener::bind(path)
-        .map_err(|e| format!("cannot create the admin socket {}: {e}", path.display()))?;
+    // Created with mode 0660 from the start (no window with the umask's mode).
+    // SAFETY: umask has no preconditions; the previous mask is restored right after.
+    let old = unsafe { libc::umask(0o117) };
+    let bound = UnixListener::bind(path);
+    // SAFETY: as above.
+    unsafe { libc::umask(old) };
+    let listener =
+        bound.map_err(|e| format!("cannot create the admin socket {}: {e}", path.display()))?;
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o660))
         .map_err(|e| format!("cannot set the mode of {}: {e}", path.display()))?;
     Ok(listener)
@@ -59,19 +88,34 @@ pub fn serve(listener: UnixListener, events: Sender<Event>) -> std::io::Result<(
     std::thread::Builder::new()
         .name("zcs-admin".into())
         .spawn(move || {
+            let open = Arc::new(AtomicUsize::new(0));
             for stream in listener.incoming() {
-                let Ok(stream) = stream else { continue };
+                let Ok(mut stream) = stream else { continue };
+                if open.load(Ordering::Relaxed) >= MAX_CONNECTIONS {
+                    let _ = stream.write_all(
+                        proto::encode_response(Response::Error {
+                            error: "too many admin connections".into(),
+                        })
+                        .as_bytes(),
+                    );
+                    continue;
+                }
+                open.fetch_add(1, Ordering::Relaxed);
                 let events = events.clone();
+                let open = open.clone();
                 let _ = std::thread::Builder::new()
                     .name("zcs-admin-conn".into())
-                    .spawn(move || connection(stream, events));
+                    .spawn(move || {
+                        connection(stream, events);
+                        open.fetch_sub(1, Ordering::Relaxed);
+                    });
             }
         })?;
     Ok(())
 }
 
 fn connection(stream: UnixStream, events: Sender<Event>) {
-    let _ = stream.set_read_timeout(Some(Duration::from_secs(300)));
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(60)));
     let Ok(mut writer) = stream.try_clone() else {
         return;
     };

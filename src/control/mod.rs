@@ -33,6 +33,12 @@ use crate::worker::{Shared, Workers};
 
 /// Quiet time after the last file event before the file is read.
 const DEBOUNCE: Duration = Duration::from_millis(25);
+/// The longest a stream of file events can delay the read.
+const DEBOUNCE_MAX: Duration = Duration::from_millis(250);
+/// The longest drain: a day, like the longest `shutdown_timeout_secs`.
+const MAX_DRAIN: Duration = Duration::from_secs(86_400);
+/// The largest config file read.
+const MAX_CONFIG_SIZE: u64 = 16 * 1024 * 1024;
 /// How often a drain reports progress to `proxyctl drain`.
 const DRAIN_PROGRESS: Duration = Duration::from_secs(1);
 
@@ -49,6 +55,23 @@ pub enum Event {
         reply: Sender<Response>,
         written: Receiver<()>,
     },
+}
+
+/// The control loop's event channel, made before anything else so that signals are caught
+/// from the start (see [`Channel::new`]).
+pub struct Channel {
+    sender: Sender<Event>,
+    events: Receiver<Event>,
+}
+
+impl Channel {
+    /// Creates the channel and starts turning `SIGHUP`, `SIGTERM` and `SIGINT` into events, so
+    /// that none of them takes its default action once this has run.
+    pub fn new() -> std::io::Result<Self> {
+        let (sender, events) = mpsc::channel();
+        spawn_signal_thread(sender.clone())?;
+        Ok(Self { sender, events })
+    }
 }
 
 /// What started a reload.
@@ -84,7 +107,12 @@ pub struct Control {
     sender: Sender<Event>,
     /// When the last file event arrived, while a reload is pending.
     file_event_at: Option<Instant>,
+    /// When the first file event of the pending reload arrived.
+    file_first_event_at: Option<Instant>,
     drain: Option<Drain>,
+    /// Stop signals received: the second one exits at once (a drain asked for by `proxyctl`
+    /// does not count as the first).
+    stop_signals: u32,
     log: Option<LogGuard>,
     _watcher: Option<notify::RecommendedWatcher>,
 }
@@ -100,13 +128,14 @@ impl Control {
     /// Sets up the control plane for running `workers`: the event channel, the config watcher
     /// and the signal thread. `serving_bytes` are the bytes the serving snapshot was built from.
     pub fn new(
+        channel: Channel,
         shared: Arc<Shared>,
         workers: Workers,
         config_path: PathBuf,
         serving_bytes: Vec<u8>,
         log: LogGuard,
     ) -> std::io::Result<Self> {
-        let (sender, events) = mpsc::channel();
+        let Channel { sender, events } = channel;
         let watcher = match watch::watch(&config_path, sender.clone()) {
             Ok(w) => Some(w),
             Err(e) => {
@@ -117,7 +146,7 @@ impl Control {
                 None
             }
         };
-        spawn_signal_thread(sender.clone())?;
+        let generation = shared.snapshot.load().generation;
         Ok(Self {
             shared,
             workers,
@@ -125,11 +154,23 @@ impl Control {
             state: Lifecycle::Starting,
             started: Instant::now(),
             serving_bytes,
-            last_reload: None,
+            // The boot load counts as the first (successful) load, so `status` always has one.
+            last_reload: Some(ReloadReport {
+                ok: true,
+                trigger: "start".into(),
+                at_unix_ms: now_ms(),
+                generation,
+                error: None,
+                unchanged: false,
+                restart_required: Vec::new(),
+                changes: RouteChanges::default(),
+            }),
             events,
             sender,
             file_event_at: None,
+            file_first_event_at: None,
             drain: None,
+            stop_signals: 0,
             log: Some(log),
             _watcher: watcher,
         })
@@ -166,12 +207,21 @@ impl Control {
 
     fn on_event(&mut self, event: Event) {
         match event {
-            Event::FileChanged => self.file_event_at = Some(Instant::now()),
+            // Debounce: wait for quiet, but never longer than DEBOUNCE_MAX after the first
+            // event, so a busy directory cannot hold a real edit back.
+            Event::FileChanged => {
+                let now = Instant::now();
+                let first = *self.file_first_event_at.get_or_insert(now);
+                if now.duration_since(first) < DEBOUNCE_MAX {
+                    self.file_event_at = Some(now);
+                }
+            }
             Event::Signal(libc::SIGHUP) => {
                 self.reload(Trigger::Signal, true);
             }
             Event::Signal(sig) => {
-                if self.drain.is_some() {
+                self.stop_signals += 1;
+                if self.stop_signals >= 2 {
                     log::warn!("second stop signal ({sig}): exiting now");
                     self.exit(0);
                 }
@@ -190,6 +240,7 @@ impl Control {
         if let Some(at) = self.file_event_at {
             if at.elapsed() >= DEBOUNCE && self.drain.is_none() {
                 self.file_event_at = None;
+                self.file_first_event_at = None;
                 self.reload(Trigger::File, false);
             }
         }
@@ -232,13 +283,26 @@ impl Control {
     /// (re-reading memory-mode files); a file event with unchanged bytes does nothing at all.
     fn reload(&mut self, trigger: Trigger, force: bool) -> ReloadReport {
         let current = self.shared.snapshot.load_full();
-        let bytes = match std::fs::read(&self.config_path) {
+        if self.drain.is_some() {
+            log::warn!(
+                "reload ({}) refused: the daemon is draining",
+                trigger.as_str()
+            );
+            return ReloadReport {
+                ok: false,
+                trigger: trigger.as_str().into(),
+                at_unix_ms: now_ms(),
+                generation: current.generation,
+                error: Some("the daemon is draining; it reloads nothing any more".into()),
+                unchanged: false,
+                restart_required: Vec::new(),
+                changes: RouteChanges::default(),
+            };
+        }
+        let bytes = match read_config(&self.config_path) {
             Ok(b) => b,
             Err(e) => {
-                let error = format!(
-                    "{}: cannot read the config file: {e}",
-                    self.config_path.display()
-                );
+                let error = format!("{}: {e}", self.config_path.display());
                 log::warn!(
                     "reload ({}) refused; still serving generation {}: {error}",
                     trigger.as_str(),
@@ -330,7 +394,9 @@ impl Control {
         if self.drain.is_some() {
             return;
         }
-        let timeout = timeout.unwrap_or(self.shared.snapshot.load().config.server.shutdown_timeout);
+        let timeout = timeout
+            .unwrap_or(self.shared.snapshot.load().config.server.shutdown_timeout)
+            .min(MAX_DRAIN);
         self.set_state(Lifecycle::Draining);
         notify_systemd("STOPPING=1");
         log::info!(
@@ -364,7 +430,9 @@ impl Control {
             return;
         };
         let timed_out = Instant::now() >= deadline;
-        if progress.connections == 0 || timed_out {
+        // Every worker returns once its listener is closed and its last connection is done, so
+        // a connection accepted just before the drain began is never cut off.
+        if self.workers.all_finished() || timed_out {
             if timed_out && progress.connections > 0 {
                 log::warn!(
                     "drain deadline reached with {} connections open; closing them",
@@ -541,13 +609,10 @@ impl Control {
             restart_required: Vec::new(),
         };
         let current = self.shared.snapshot.load_full();
-        let bytes = match std::fs::read(&path) {
+        let bytes = match read_config(&path) {
             Ok(b) => b,
             Err(e) => {
-                report.errors.push(format!(
-                    "{}: cannot read the config file: {e}",
-                    path.display()
-                ));
+                report.errors.push(format!("{}: {e}", path.display()));
                 return report;
             }
         };
@@ -647,6 +712,31 @@ fn notify_systemd(state: &str) {
     if let Err(e) = result {
         log::warn!("sd_notify {state:?}: {e}");
     }
+}
+
+/// Reads a config file without hanging the control loop: opened non-blocking (a FIFO cannot
+/// stall it), a regular file only, at most [`MAX_CONFIG_SIZE`].
+fn read_config(path: &std::path::Path) -> Result<Vec<u8>, String> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let err = |e: std::io::Error| format!("cannot read the config file: {e}");
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)
+        .map_err(err)?;
+    let meta = file.metadata().map_err(err)?;
+    if !meta.is_file() {
+        return Err("is not a regular file".into());
+    }
+    if meta.len() > MAX_CONFIG_SIZE {
+        return Err(format!("is larger than {} MiB", MAX_CONFIG_SIZE >> 20));
+    }
+    let mut bytes = Vec::with_capacity(meta.len() as usize);
+    file.take(MAX_CONFIG_SIZE + 1)
+        .read_to_end(&mut bytes)
+        .map_err(err)?;
+    Ok(bytes)
 }
 
 fn monotonic_usec() -> u64 {

@@ -27,6 +27,12 @@ pub fn prepare(path: &Path, bytes: &[u8], current: &Snapshot) -> Result<Prepared
     let text = std::str::from_utf8(bytes)
         .map_err(|e| ConfigErrors::file(path, format!("the config file is not UTF-8: {e}")))?;
     let cfg = config::parse(text, path)?;
+    if cfg.tls.is_some() {
+        return Err(ConfigErrors::file(
+            path,
+            "[tls]: TLS termination is not in this build yet; a reload cannot turn it on",
+        ));
+    }
     let changes = route_changes(&current.config, &cfg);
     let restart_required = restart_required(&current.config, &cfg);
     let snapshot = Snapshot::build(cfg, current.generation + 1)?;

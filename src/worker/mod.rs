@@ -151,6 +151,7 @@ impl IoDriver {
 /// The running workers.
 pub struct Workers {
     handles: Vec<JoinHandle<()>>,
+    go: Arc<std::sync::Barrier>,
     /// The io driver they run on (`io_uring` or `epoll`).
     pub driver: String,
 }
@@ -167,11 +168,13 @@ impl Workers {
         let cores = core_affinity::get_core_ids().unwrap_or_default();
         let threads = worker_count(threads).min(shared.workers.len());
         let (tx, rx) = mpsc::channel();
+        let go = Arc::new(std::sync::Barrier::new(threads + 1));
         let mut handles = Vec::with_capacity(threads);
         for id in 0..threads {
             let core = (!cores.is_empty()).then(|| cores[id % cores.len()]);
             let shared = shared.clone();
             let tx = tx.clone();
+            let go = go.clone();
             let handle = std::thread::Builder::new()
                 .name(format!("zcs-worker-{id}"))
                 .spawn(move || {
@@ -180,7 +183,7 @@ impl Workers {
                             log::warn!("worker {id}: could not pin to core {}", core.id);
                         }
                     }
-                    run(id, listen, driver, shared, tx);
+                    run(id, listen, driver, shared, tx, go);
                 })?;
             handles.push(handle);
         }
@@ -197,7 +200,11 @@ impl Workers {
         drivers.dedup();
         let driver = drivers.join(", ");
         log::info!("{threads} workers listening on {listen} ({driver})");
-        Ok(Self { handles, driver })
+        Ok(Self {
+            handles,
+            go,
+            driver,
+        })
     }
 
     /// How many workers run.
@@ -213,32 +220,73 @@ impl Workers {
     pub fn any_finished(&self) -> bool {
         self.handles.iter().any(|h| h.is_finished())
     }
+
+    /// Whether every worker has ended: in a drain, each ends once its listener is closed and
+    /// its last connection is done.
+    pub fn all_finished(&self) -> bool {
+        self.handles.iter().all(|h| h.is_finished())
+    }
+
+    /// Lets the workers accept connections. Until then they hold their listeners (the kernel
+    /// queues connections) but serve nothing — so nothing is served before privileges drop.
+    pub fn go(&self) {
+        self.go.wait();
+    }
 }
 
 /// A worker's start-up report: the io driver it runs on, or why it could not start.
 type Ready = mpsc::Sender<std::io::Result<&'static str>>;
 
-fn run(id: usize, listen: SocketAddr, driver: IoDriver, shared: Arc<Shared>, ready: Ready) {
+fn run(
+    id: usize,
+    listen: SocketAddr,
+    driver: IoDriver,
+    shared: Arc<Shared>,
+    ready: Ready,
+    go: Arc<std::sync::Barrier>,
+) {
     let uring =
         driver != IoDriver::Epoll && (driver == IoDriver::Uring || monoio::utils::detect_uring());
     let result = if uring {
         match uring_runtime() {
             Ok(mut rt) => {
-                rt.block_on(worker_main(id, listen, "io_uring", shared, ready.clone()));
+                rt.block_on(worker_main(
+                    id,
+                    listen,
+                    "io_uring",
+                    shared,
+                    ready.clone(),
+                    go.clone(),
+                ));
                 Ok(())
             }
             // `auto` falls back when the ring cannot be built (a memlock limit, seccomp).
             Err(e) if driver == IoDriver::Auto => {
                 log::warn!("worker {id}: io_uring unavailable ({e}); using epoll");
                 epoll_runtime().map(|mut rt| {
-                    rt.block_on(worker_main(id, listen, "epoll", shared, ready.clone()))
+                    rt.block_on(worker_main(
+                        id,
+                        listen,
+                        "epoll",
+                        shared,
+                        ready.clone(),
+                        go.clone(),
+                    ))
                 })
             }
             Err(e) => Err(e),
         }
     } else {
-        epoll_runtime()
-            .map(|mut rt| rt.block_on(worker_main(id, listen, "epoll", shared, ready.clone())))
+        epoll_runtime().map(|mut rt| {
+            rt.block_on(worker_main(
+                id,
+                listen,
+                "epoll",
+                shared,
+                ready.clone(),
+                go.clone(),
+            ))
+        })
     };
     if let Err(e) = result {
         let _ = ready.send(Err(std::io::Error::new(
@@ -272,6 +320,7 @@ async fn worker_main(
     driver: &'static str,
     shared: Arc<Shared>,
     ready: Ready,
+    go: Arc<std::sync::Barrier>,
 ) {
     let opts = ListenerOpts::new()
         .reuse_port(true)
@@ -289,25 +338,31 @@ async fn worker_main(
     };
     let _ = ready.send(Ok(driver));
     drop(ready);
+    // Blocks this thread (it serves nothing yet) until start-up is complete.
+    go.wait();
     let registry = Rc::new(Registry::default());
     let stats = &shared.workers[id];
-    while !shared.is_draining() {
-        match monoio::time::timeout(DRAIN_POLL, listener.accept()).await {
-            Err(_) => {}
-            Ok(Ok((stream, peer))) => {
-                stats.connections.fetch_add(1, Ordering::Relaxed);
-                monoio::spawn(conn::serve(
-                    stream,
-                    peer,
-                    id,
-                    shared.clone(),
-                    registry.clone(),
-                ));
-            }
-            Ok(Err(e)) => {
-                // EMFILE and friends: back off instead of spinning.
-                log::warn!("worker {id}: accept failed: {e}");
-                monoio::time::sleep(Duration::from_millis(10)).await;
+    {
+        // One accept stays pending across the drain checks: cancelling an accept that may have
+        // completed could lose the connection.
+        let mut accept = std::pin::pin!(listener.accept());
+        while !shared.is_draining() {
+            monoio::select! {
+                accepted = &mut accept => {
+                    accept.set(listener.accept());
+                    match accepted {
+                        Ok((stream, peer)) => {
+                            stats.connections.fetch_add(1, Ordering::Relaxed);
+                            monoio::spawn(conn::serve(stream, peer, id, shared.clone(), registry.clone()));
+                        }
+                        Err(e) => {
+                            // EMFILE and friends: back off instead of spinning.
+                            log::warn!("worker {id}: accept failed: {e}");
+                            monoio::time::sleep(Duration::from_millis(10)).await;
+                        }
+                    }
+                }
+                _ = monoio::time::sleep(DRAIN_POLL) => {}
             }
         }
     }

@@ -72,6 +72,13 @@ fn reload_by_rewriting_the_file_in_place() {
         log.contains("reloaded (file): generation 2; routes +0 -0 ~1"),
         "{log}"
     );
+    let reloading = log
+        .find("state: running -> reloading")
+        .expect("reloading in the log");
+    let back = log
+        .find("state: reloading -> running")
+        .expect("back to running in the log");
+    assert!(reloading < back, "{log}");
 }
 
 #[test]
@@ -362,6 +369,11 @@ fn drain_finishes_in_flight_work(d: Driver) {
         idle.is_closed(),
         "idle keep-alive connections close on drain"
     );
+    // A reload during the drain is refused, and the state stays "draining".
+    let r = s.proxyctl_json(&["reload"]);
+    assert_eq!(r["ok"], false);
+    assert!(r["error"].as_str().unwrap().contains("draining"));
+    assert_eq!(s.proxyctl_json(&["status"])["state"], "draining");
     let got = reader.join().unwrap();
     let head_end = got.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
     let head = String::from_utf8_lossy(&got[..head_end]);
@@ -492,7 +504,9 @@ security = { allowed_methods = ["GET", "HEAD"], allowed_ips = ["10.0.0.0/8"], ra
     }
     assert_eq!(st["state"], "running");
     assert_eq!(st["generation"], 1);
-    assert!(st["last_reload"].is_null());
+    assert_eq!(st["last_reload"]["ok"], true);
+    assert_eq!(st["last_reload"]["trigger"], "start");
+    assert!(st["last_reload"]["error"].is_null());
     let out = s.proxyctl(&["status"]);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success());
@@ -632,6 +646,37 @@ fn admin_socket_mode_stale_and_live() {
     std::fs::create_dir_all(sock.parent().unwrap()).unwrap();
     drop(std::os::unix::net::UnixListener::bind(&sock).unwrap());
     assert!(sock.exists());
+    // A file that is not a socket is never deleted: start-up is refused instead.
+    let not_socket = stale_dir.path().join("precious.txt");
+    std::fs::write(&not_socket, "keep me").unwrap();
+    let cfg2 = stale_dir.path().join("c2.toml");
+    let text2 = format!(
+        "[server]\nlisten = \"{}\"\n[admin]\nsocket = \"{}\"\n",
+        crate::common::free_addr(),
+        not_socket.display()
+    );
+    std::fs::write(&cfg2, text2).unwrap();
+    let out = std::process::Command::new(crate::common::BIN)
+        .arg("--config")
+        .arg(&cfg2)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("is not a socket"),
+        "{out:?}"
+    );
+    assert_eq!(std::fs::read_to_string(&not_socket).unwrap(), "keep me");
+    // A missing directory is created.
+    let fresh = stale_dir.path().join("new/dir/admin.sock");
+    let fresh_addr = crate::common::free_addr();
+    let fresh_toml = format!(
+        "[server]\nlisten = \"{fresh_addr}\"\nthreads = 1\n[admin]\nsocket = \"{}\"\n",
+        fresh.display()
+    );
+    let s3 = Server::start_with_config(Driver::Uring, fresh_addr, &fresh_toml);
+    assert!(fresh.exists());
+    drop(s3);
     let addr = crate::common::free_addr();
     let toml = format!(
         "[server]\nlisten = \"{addr}\"\nthreads = 1\n[admin]\nsocket = \"{}\"\n",
@@ -737,6 +782,11 @@ fn systemd_unit_verifies() {
         .arg("--version")
         .output()
     else {
+        // CI installs it (.ci/run); elsewhere the check is skipped.
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CI must have systemd-analyze"
+        );
         eprintln!("skipped: no systemd-analyze");
         return;
     };
@@ -746,7 +796,8 @@ fn systemd_unit_verifies() {
         "/systemd/zerocopy-server.service"
     ))
     .unwrap()
-    .replace("/usr/local/bin/zerocopy-server", crate::common::BIN);
+    .replace("/usr/local/bin/zerocopy-server", crate::common::BIN)
+    .replace("/usr/local/bin/proxyctl", proxyctl_bin().to_str().unwrap());
     for key in [
         "Type=notify",
         "ExecReload=",
