@@ -12,6 +12,7 @@ Server and load generator are pinned to different cores. The table is printed an
 its section of bench/RESULTS.md.
 """
 
+import json
 import os
 import re
 import socket
@@ -46,6 +47,16 @@ def write_config(tmp, root):
     with open(path + ".tmp", "w") as f:
         f.write(CONFIG.format(port=PORT, tmp=tmp, root=root))
     os.rename(path + ".tmp", path)
+
+
+def generation(tmp):
+    """The serving generation, from the admin socket."""
+    s = socket.socket(socket.AF_UNIX)
+    s.connect(os.path.join(tmp, "admin.sock"))
+    s.sendall(b'{"version":1,"command":"status"}\n')
+    line = s.makefile().readline()
+    s.close()
+    return json.loads(line)["data"]["generation"]
 
 
 def get(sock):
@@ -89,6 +100,7 @@ def main():
                 time.sleep(0.001)
             latencies.append((time.perf_counter() - start) * 1000)
             time.sleep(0.05)
+        assert generation(tmp) == 51, "each of the 50 rewrites must be one swap"
         latencies.sort()
         p99 = latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))]
         # 2. Throughput.
@@ -110,9 +122,12 @@ def main():
                 time.sleep(0.1)
         t = threading.Thread(target=flipper)
         t.start()
+        gen_before = generation(tmp)
         during = wrk()
         stop.set()
         t.join()
+        time.sleep(0.2)
+        swaps = generation(tmp) - gen_before
     finally:
         server.terminate()
         server.wait()
@@ -123,7 +138,7 @@ def main():
         f"| reload latency, median (file written → first response of the new generation) | {statistics.median(latencies):.1f} ms |",
         f"| reload latency, p99 (50 reloads) | {p99:.1f} ms |",
         f"| requests/s, steady state (1 KiB, keep-alive, 50 connections) | {steady:,.0f} |",
-        f"| requests/s, config rewritten every 100 ms ({reloads[0]} rewrites) | {during:,.0f} |",
+        f"| requests/s, config rewritten every 100 ms ({reloads[0]} rewrites, {swaps} swaps) | {during:,.0f} |",
         f"| throughput lost to reloads | {loss:.1f} % |",
     ])
     print(table)
