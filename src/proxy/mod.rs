@@ -122,7 +122,14 @@ pub async fn forward(mut x: Exchange<'_>, body_pending: &mut bool) -> Result<Don
     if framing == Framing::Close && out_framing == Framing::Close {
         keep = false;
     }
-    let out_head = response_head(&resp, out_framing, keep, http10);
+    let mut out_head = response_head(&resp, out_framing, keep, http10);
+    if x.req.method == Method::Head {
+        // A HEAD answer describes the body a GET would get: keep the upstream's length.
+        if let Some(n) = resp.content_length {
+            let at = out_head.len() - 2;
+            out_head.splice(at..at, format!("Content-Length: {n}\r\n").into_bytes());
+        }
+    }
     if let Err(e) = relay_body(&x, &mut upstream, resp_buf, framing, out_framing, out_head).await {
         // The response has begun: nothing can be said to the client any more; the upstream
         // connection is dropped, and so is the client's.
@@ -137,6 +144,7 @@ pub async fn forward(mut x: Exchange<'_>, body_pending: &mut bool) -> Result<Don
             &x.upstream.key,
             upstream,
             x.security.max_idle_connections_per_host,
+            x.security.idle_connection_timeout,
         );
     }
     Ok(if keep { Done::KeepAlive } else { Done::Close })
@@ -161,7 +169,7 @@ enum Framing {
 
 /// A pooled or fresh upstream connection.
 async fn connect(up: &Upstream, sec: &RouteSecurity) -> Result<(TcpStream, bool), Error> {
-    if let Some(conn) = pool::take(&up.key, sec.idle_connection_timeout) {
+    if let Some(conn) = pool::take(&up.key) {
         return Ok((conn, true));
     }
     if up.key.https {

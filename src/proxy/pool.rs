@@ -33,7 +33,8 @@ pub struct Upstream {
 
 struct Idle {
     stream: TcpStream,
-    since: Instant,
+    /// When it is closed if nobody takes it.
+    expires: Instant,
 }
 
 thread_local! {
@@ -41,12 +42,13 @@ thread_local! {
 }
 
 /// Takes a usable idle connection to `key`, dropping expired and closed ones.
-pub fn take(key: &PoolKey, max_idle: Duration) -> Option<TcpStream> {
+pub fn take(key: &PoolKey) -> Option<TcpStream> {
     POOL.with(|p| {
         let mut pool = p.borrow_mut();
         let idle = pool.get_mut(key)?;
+        let now = Instant::now();
         while let Some(conn) = idle.pop_back() {
-            if conn.since.elapsed() < max_idle && idle_and_open(&conn.stream) {
+            if now < conn.expires && idle_and_open(&conn.stream) {
                 return Some(conn.stream);
             }
         }
@@ -54,9 +56,10 @@ pub fn take(key: &PoolKey, max_idle: Duration) -> Option<TcpStream> {
     })
 }
 
-/// Returns a connection after a complete exchange; the oldest idle ones beyond `max` are closed.
-pub fn put(key: &PoolKey, stream: TcpStream, max: usize) {
-    if max == 0 {
+/// Returns a connection after a complete exchange, to be kept for `keep`; the oldest idle ones
+/// beyond `max` are closed.
+pub fn put(key: &PoolKey, stream: TcpStream, max: usize, keep: Duration) {
+    if max == 0 || keep.is_zero() {
         return;
     }
     POOL.with(|p| {
@@ -64,11 +67,24 @@ pub fn put(key: &PoolKey, stream: TcpStream, max: usize) {
         let idle = pool.entry(key.clone()).or_default();
         idle.push_back(Idle {
             stream,
-            since: Instant::now(),
+            expires: Instant::now() + keep,
         });
         while idle.len() > max {
             idle.pop_front();
         }
+    })
+}
+
+/// Closes this worker's idle connections whose time is up. Each worker runs it every second, so
+/// an idle connection lives at most about a second past `idle_connection_timeout_secs`.
+pub fn sweep() {
+    let now = Instant::now();
+    POOL.with(|p| {
+        let mut pool = p.borrow_mut();
+        pool.retain(|_, idle| {
+            idle.retain(|c| now < c.expires);
+            !idle.is_empty()
+        });
     })
 }
 

@@ -342,6 +342,12 @@ async fn worker_main(
     go.wait();
     let registry = Rc::new(Registry::default());
     let stats = &shared.workers[id];
+    monoio::spawn(async {
+        loop {
+            monoio::time::sleep(Duration::from_secs(1)).await;
+            crate::proxy::pool::sweep();
+        }
+    });
     {
         // One accept stays pending across the drain checks: cancelling an accept that may have
         // completed could lose the connection.

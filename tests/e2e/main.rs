@@ -7,5 +7,7 @@ mod check;
 mod control;
 mod files;
 mod protocol;
+mod proxy;
 mod routing;
+mod upstream;
 mod workers;
