@@ -123,7 +123,15 @@ impl Server {
         let config_path = dir.path().join("config.toml");
         let toml = toml.replace("{dir}", &dir.path().display().to_string());
         std::fs::write(&config_path, toml).unwrap();
-        let admin_socket = dir.path().join("admin.sock");
+        // The admin socket the config names (the daemon's default when it names none).
+        let admin_socket = toml
+            .lines()
+            .find_map(|l| l.trim().strip_prefix("socket = \""))
+            .and_then(|rest| rest.strip_suffix('"'))
+            .map_or_else(
+                || PathBuf::from("/run/zerocopy-server/admin.sock"),
+                PathBuf::from,
+            );
         let log_path = dir.path().join("stderr.log");
         let log = std::fs::File::create(&log_path).unwrap();
         let child = Command::new(BIN)
@@ -150,7 +158,11 @@ impl Server {
     fn wait_ready(&mut self) {
         let start = Instant::now();
         while start.elapsed() < Duration::from_secs(10) {
-            if TcpStream::connect(self.addr).is_ok() {
+            // Listening (the kernel queues connections) and the admin socket exists: start-up
+            // is complete, the workers serve.
+            let admin_ready =
+                self.admin_socket.as_os_str().is_empty() || self.admin_socket.exists();
+            if admin_ready && TcpStream::connect(self.addr).is_ok() {
                 return;
             }
             if let Ok(Some(status)) = self.child.try_wait() {
@@ -414,6 +426,13 @@ impl Server {
                 return g;
             }
             std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Panics with the daemon's log if it has exited.
+    pub fn assert_alive(&mut self) {
+        if let Ok(Some(st)) = self.child.try_wait() {
+            panic!("zerocopy-server exited ({st}); its log:\n{}", self.log());
         }
     }
 

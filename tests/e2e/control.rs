@@ -357,6 +357,7 @@ fn drain_finishes_in_flight_work(d: Driver) {
     std::thread::sleep(Duration::from_millis(200));
     s.signal(libc::SIGTERM);
     std::thread::sleep(Duration::from_millis(300));
+    s.assert_alive();
     // The status shows the drain, new connections are refused, the idle one was closed.
     let status = s.proxyctl_json(&["status"]);
     assert_eq!(status["state"], "draining");
@@ -382,7 +383,13 @@ fn drain_finishes_in_flight_work(d: Driver) {
         got[head_end..] == body[..],
         "the in-flight body arrived whole"
     );
-    assert_eq!(s.wait_exit(Duration::from_secs(5)), Some(0));
+    let code = s.wait_exit(Duration::from_secs(10));
+    assert_eq!(
+        code,
+        Some(0),
+        "the daemon did not exit 0; its log:\n{}",
+        s.log()
+    );
     let log = s.log();
     let order = [
         "state: starting",
