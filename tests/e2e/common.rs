@@ -122,7 +122,7 @@ impl Server {
         let dir = tempfile::tempdir().unwrap();
         let config_path = dir.path().join("config.toml");
         let toml = toml.replace("{dir}", &dir.path().display().to_string());
-        std::fs::write(&config_path, toml).unwrap();
+        std::fs::write(&config_path, &toml).unwrap();
         // The admin socket the config names (the daemon's default when it names none).
         let admin_socket = toml
             .lines()
