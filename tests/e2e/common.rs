@@ -119,6 +119,9 @@ impl Server {
     }
 
     pub fn start_with_config(driver: Driver, addr: SocketAddr, toml: &str) -> Self {
+        // Built before any daemon starts, so that the first `proxyctl` call of a timed test
+        // does not spend seconds compiling in the middle of it.
+        proxyctl_bin();
         let dir = tempfile::tempdir().unwrap();
         let config_path = dir.path().join("config.toml");
         let toml = toml.replace("{dir}", &dir.path().display().to_string());
@@ -389,9 +392,10 @@ impl Server {
         let out = self.proxyctl(&all);
         serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
             panic!(
-                "proxyctl {args:?} printed no JSON ({e}): {}{}",
+                "proxyctl {args:?} printed no JSON ({e}): {}{}\nthe daemon's log:\n{}",
                 String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
+                String::from_utf8_lossy(&out.stderr),
+                self.log()
             )
         })
     }
