@@ -32,7 +32,37 @@ CASES = [
     ("1 KiB file, keep-alive", "/1k.bin", 50, []),
     ("1 MiB file, keep-alive", "/1m.bin", 10, []),
     ("1 KiB file, new connection per request", "/1k.bin", 50, ["Connection: close"]),
+    # Proxied to the same upstream (an nginx serving the files), kept alive on both sides.
+    ("proxy 1 KiB, keep-alive", "/p/1k.bin", 50, []),
+    ("proxy 100 KiB, keep-alive", "/p/100k.bin", 20, []),
 ]
+
+UPSTREAM_CONF = """
+worker_processes 1;
+worker_cpu_affinity {affinity};
+daemon off;
+master_process on;
+pid {tmp}/upstream.pid;
+error_log {tmp}/upstream-error.log warn;
+events {{ worker_connections 16384; use epoll; }}
+http {{
+    access_log off;
+    sendfile on;
+    tcp_nopush on;
+    keepalive_timeout 65;
+    keepalive_requests 100000000;
+    default_type application/octet-stream;
+    client_body_temp_path {tmp}/ubody;
+    proxy_temp_path {tmp}/uproxy;
+    fastcgi_temp_path {tmp}/ufastcgi;
+    uwsgi_temp_path {tmp}/uuwsgi;
+    scgi_temp_path {tmp}/uscgi;
+    server {{
+        listen 127.0.0.1:{port} reuseport backlog=4096;
+        root {www};
+    }}
+}}
+"""
 
 NGINX_CONF = """
 worker_processes {workers};
@@ -56,10 +86,22 @@ http {{
     fastcgi_temp_path {tmp}/fastcgi;
     uwsgi_temp_path {tmp}/uwsgi;
     scgi_temp_path {tmp}/scgi;
+    upstream up {{
+        server 127.0.0.1:{upstream};
+        keepalive 64;
+    }}
     server {{
         listen 127.0.0.1:{port} reuseport backlog=4096;
         server_name _;
         root {www};
+        location /p/ {{
+            proxy_pass http://up/;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_set_header Host $host;
+            proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+            proxy_buffering on;
+        }}
     }}
 }}
 """
@@ -72,8 +114,9 @@ threads = {workers}
 [logging]
 level = "warn"
 
-[host_routes."127.0.0.1"]
-path = "{www}"
+[path_routes."127.0.0.1"]
+"/" = {{ path = "{www}" }}
+"/p/" = {{ type = "Proxy", url = "http://127.0.0.1:{upstream}/" }}
 """
 
 
@@ -221,17 +264,28 @@ def main():
         f.write(os.urandom(1024))
     with open(os.path.join(www, "1m.bin"), "wb") as f:
         f.write(os.urandom(1024 * 1024))
-    for d in ("body", "proxy", "fastcgi", "uwsgi", "scgi"):
+    with open(os.path.join(www, "100k.bin"), "wb") as f:
+        f.write(os.urandom(100 * 1024))
+    for d in ("body", "proxy", "fastcgi", "uwsgi", "scgi", "ubody", "uproxy", "ufastcgi", "uuwsgi", "uscgi"):
         os.makedirs(os.path.join(tmp, d))
     os.chmod(tmp, 0o755)
 
     ours_port = free_port(18080)
     nginx_port = free_port(ours_port + 1)
+    upstream_port = free_port(nginx_port + 1)
     with open(os.path.join(tmp, "zcs.toml"), "w") as f:
-        f.write(DAEMON_CONF.format(port=ours_port, workers=workers, www=www))
+        f.write(DAEMON_CONF.format(port=ours_port, workers=workers, www=www, upstream=upstream_port))
     affinity = " ".join(format(1 << c, "b") for c in range(workers))
     with open(os.path.join(tmp, "nginx.conf"), "w") as f:
-        f.write(NGINX_CONF.format(workers=workers, affinity=affinity, tmp=tmp, port=nginx_port, www=www))
+        f.write(NGINX_CONF.format(workers=workers, affinity=affinity, tmp=tmp, port=nginx_port, www=www, upstream=upstream_port))
+    # The upstream of the proxy cases runs beside wrk, off the servers' cores.
+    upstream_affinity = format(1 << (ncpu - 1), "b")
+    with open(os.path.join(tmp, "upstream.conf"), "w") as f:
+        f.write(UPSTREAM_CONF.format(affinity=upstream_affinity, tmp=tmp, port=upstream_port, www=www))
+    upstream = subprocess.Popen(
+        ["taskset", "-c", str(ncpu - 1), nginx_bin(), "-p", tmp, "-c", os.path.join(tmp, "upstream.conf")],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wait_port(upstream_port)
 
     servers = {
         "zerocopy-server": (["taskset", "-c", server_cores, BIN, "--config", os.path.join(tmp, "zcs.toml")], ours_port),
@@ -271,6 +325,8 @@ def main():
                 f"{fmt_us(statistics.median(x[1] for x in s))} | {fmt_us(statistics.median(x[2] for x in s))} | "
                 f"{sum(x[3] for x in s)} | {ratio} |"
             )
+    upstream.terminate()
+    upstream.wait()
     table = "\n".join(lines)
     print(table)
     desc = machine()
@@ -284,6 +340,9 @@ Latest run: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}.
   unlimited), each pinned to core(s) {server_cores}; the same files.
 - Load: wrk with {wrk_threads} thread(s) pinned to core(s) {wrk_cores}; {args.duration} s per run after a
   2 s warm-up; {args.runs} runs per case and server, alternating servers; medians.
+- Proxy cases: both servers forward `/p/` to the same upstream (an nginx serving the same files,
+  1 worker on core {ncpu - 1}, beside wrk) over kept-alive upstream connections (nginx:
+  `proxy_pass` with `keepalive 64`, HTTP/1.1).
 
 {table}
 """

@@ -31,6 +31,8 @@ use pool::Upstream;
 
 /// Largest upstream response head accepted.
 const MAX_RESPONSE_HEAD: usize = 64 * 1024;
+/// A body up to this size that has fully arrived with the head leaves in one send with it.
+const SMALL_BODY: u64 = 16 * 1024;
 /// Read size for bodies.
 const CHUNK: usize = 64 * 1024;
 /// Idle time after which an upgraded (WebSocket) tunnel is closed.
@@ -418,6 +420,12 @@ async fn relay_body(
     let read_timeout = x.security.backend_response_timeout;
     match framing {
         Framing::None => send_all(x.client, &head, false).await,
+        Framing::Length(n) if (pending.len() as u64) >= n && n <= SMALL_BODY => {
+            // The whole (small) body is here already: one send for head and body.
+            let mut all = head;
+            all.extend_from_slice(pending.get(..n as usize).unwrap_or_default());
+            send_all(x.client, &all, false).await
+        }
         Framing::Length(n) => {
             send_all(x.client, &head, n > 0).await?;
             let mut left = n;
