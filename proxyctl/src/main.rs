@@ -159,7 +159,15 @@ fn run(args: &Args, out: &mut dyn Write, err: &mut dyn Write) -> Result<u8, Fail
         }
         Command::Check { file } => {
             let file = file.as_deref().map(absolute_utf8).transpose()?;
-            let data = ask(&Request::Check { file })?;
+            // The file is read here, with this user's permissions, and sent as text.
+            let text =
+                match &file {
+                    Some(f) => Some(std::fs::read_to_string(f).map_err(|e| {
+                        Failure::BadPath(std::path::PathBuf::from(f), e.to_string())
+                    })?),
+                    None => None,
+                };
+            let data = ask(&Request::Check { file, text })?;
             let report: CheckReport = data.decode()?;
             show(out, args.json, &data, || format::check(&report));
             Ok(if report.ok { EXIT_OK } else { EXIT_FAILED })
@@ -360,13 +368,21 @@ mod tests {
         let daemon = FakeDaemon::start(&[
             r#"{"version":1,"result":"ok","data":{"ok":true,"file":"/x/new.toml","errors":[],"changes":{"added":[],"removed":[],"changed":[]},"restart_required":[]}}"#,
         ]);
-        let (code, out, _) = run_against(&daemon, &["check", "new.toml"]);
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("new.toml");
+        std::fs::write(&file, "[server]\nlisten = \"127.0.0.1:1\"\n").unwrap();
+        let (code, out, _) = run_against(&daemon, &["check", file.to_str().unwrap()]);
         assert_eq!(code, 0);
         assert_eq!(out, "ok: /x/new.toml\nno route changes\n");
-        let expected = std::env::current_dir().unwrap().join("new.toml");
         let received: Value = serde_json::from_str(&daemon.received()).unwrap();
         assert_eq!(received["command"], "check");
-        assert_eq!(received["file"], expected.to_str().unwrap());
+        assert_eq!(received["file"], file.to_str().unwrap());
+        // The text travels with the request: the daemon reads no file for a check.
+        assert_eq!(received["text"], "[server]\nlisten = \"127.0.0.1:1\"\n");
+        // A file this user cannot read is an error here, before the daemon is asked.
+        let (code, _, err) = run_against(&daemon, &["check", "/nonexistent/x.toml"]);
+        assert_eq!(code, 2);
+        assert!(err.contains("/nonexistent/x.toml"), "{err}");
     }
 
     #[test]

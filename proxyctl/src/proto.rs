@@ -52,6 +52,11 @@ pub enum Request {
     Check {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         file: Option<String>,
+        /// The file's contents, read by the client with the client's own permissions. The
+        /// daemon reads no file but its own config for a check, so a user of the admin socket
+        /// cannot make it read files that user could not read.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        text: Option<String>,
     },
 }
 
@@ -364,7 +369,10 @@ mod tests {
                 host: "example.com".into(),
                 path: "/api/x".into(),
             },
-            Request::Check { file: None },
+            Request::Check {
+                file: None,
+                text: None,
+            },
         ] {
             let line = encode_request(&r);
             assert!(line.ends_with('\n'));

@@ -267,7 +267,9 @@ impl Control {
             }
             Request::Routes => proto::ok(&self.routes()),
             Request::Explain { host, path } => proto::ok(&self.explain(&host, &path)),
-            Request::Check { file } => proto::ok(&self.check(file.map(PathBuf::from))),
+            Request::Check { file, text } => {
+                proto::ok(&self.check(file.map(PathBuf::from), text.map(String::into_bytes)))
+            }
         };
         let _ = reply.send(response);
     }
@@ -599,7 +601,9 @@ impl Control {
         answer
     }
 
-    fn check(&self, file: Option<PathBuf>) -> CheckReport {
+    /// Checks `text` as the file `file`, or the daemon's own config file. The daemon reads no
+    /// other file for a check: the client sends the text, read with its own permissions.
+    fn check(&self, file: Option<PathBuf>, text: Option<Vec<u8>>) -> CheckReport {
         let path = file.unwrap_or_else(|| self.config_path.clone());
         let mut report = CheckReport {
             ok: false,
@@ -609,7 +613,16 @@ impl Control {
             restart_required: Vec::new(),
         };
         let current = self.shared.snapshot.load_full();
-        let bytes = match read_config(&path) {
+        let read = match text {
+            Some(t) => Ok(t),
+            None if path == self.config_path => read_config(&path),
+            None => Err(
+                "send the file's text to check it (proxyctl does); the daemon reads \
+                         only its own config file"
+                    .to_string(),
+            ),
+        };
+        let bytes = match read {
             Ok(b) => b,
             Err(e) => {
                 report.errors.push(format!("{}: {e}", path.display()));

@@ -580,6 +580,17 @@ security = { allowed_methods = ["GET", "HEAD"], allowed_ips = ["10.0.0.0/8"], ra
             site.path().display()
         ),
     );
+    // The daemon itself reads no file but its own config for a check: asked for another path
+    // without its text (which proxyctl sends), it refuses.
+    let raw = s.admin(serde_json::json!({"command": "check", "file": other.to_str().unwrap()}));
+    assert_eq!(raw["data"]["ok"], false);
+    assert!(
+        raw["data"]["errors"][0]
+            .as_str()
+            .unwrap()
+            .contains("send the file's text"),
+        "{raw}"
+    );
     let ck = s.proxyctl_json(&["check", other.to_str().unwrap()]);
     assert_eq!(ck["ok"], true);
     assert_eq!(
