@@ -329,6 +329,9 @@ def main():
     upstream.wait()
     table = "\n".join(lines)
     print(table)
+    if args.cases:
+        # A partial run is for looking, not for the record.
+        return
     desc = machine()
     report = f"""## Static files against nginx (`bench/run.py`)
 
