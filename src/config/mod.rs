@@ -176,6 +176,18 @@ pub struct RouteSecurity {
     pub idle_connection_timeout: Duration,
 }
 
+impl RouteSecurity {
+    /// The spec's evaluation order: in `denied_ips` → refused; `allowed_ips` empty → allowed;
+    /// in `allowed_ips` → allowed; otherwise refused. IPv4-mapped IPv6 clients match IPv4
+    /// rules.
+    pub fn allows_ip(&self, ip: std::net::IpAddr) -> bool {
+        if self.denied_ips.contains(ip) {
+            return false;
+        }
+        self.allowed_ips.is_empty() || self.allowed_ips.contains(ip)
+    }
+}
+
 impl Default for RouteSecurity {
     fn default() -> Self {
         use defaults::*;
@@ -415,5 +427,42 @@ impl ConfigErrors {
             key_path: String::new(),
             reason: reason.into(),
         }])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::security::parse_net;
+
+    fn set(rules: &[&str]) -> IpSet {
+        IpSet::new(rules.iter().map(|r| parse_net(r).unwrap()).collect())
+    }
+
+    #[test]
+    fn ip_rules_deny_first_then_allow_list() {
+        let ip = |s: &str| s.parse().unwrap();
+        let open = RouteSecurity::default();
+        assert!(open.allows_ip(ip("203.0.113.9")));
+        let s = RouteSecurity {
+            allowed_ips: set(&["10.0.0.0/8", "2001:db8::/32"]),
+            denied_ips: set(&["10.9.0.0/16"]),
+            ..RouteSecurity::default()
+        };
+        assert!(s.allows_ip(ip("10.1.2.3")));
+        assert!(!s.allows_ip(ip("10.9.1.1")), "deny wins over allow");
+        assert!(!s.allows_ip(ip("192.168.1.1")), "not on the allow list");
+        assert!(s.allows_ip(ip("2001:db8::1")));
+        assert!(
+            s.allows_ip(ip("::ffff:10.1.2.3")),
+            "mapped IPv4 matches IPv4 rules"
+        );
+        assert!(!s.allows_ip(ip("::ffff:10.9.0.1")));
+        let deny_only = RouteSecurity {
+            denied_ips: set(&["127.0.0.1"]),
+            ..RouteSecurity::default()
+        };
+        assert!(!deny_only.allows_ip(ip("127.0.0.1")));
+        assert!(deny_only.allows_ip(ip("127.0.0.2")));
     }
 }

@@ -266,6 +266,22 @@ impl Conn {
             .lookup(host, &path)
             .ok_or_else(|| Error::client(ErrorKind::NotFound, "no route for this host and path"))?;
         let security = &m.entry.route.security;
+        // Access policy, before anything of the body is read: addresses (deny first), then
+        // methods.
+        if !security.allows_ip(self.peer.ip()) {
+            return Err(Error::client(
+                ErrorKind::Forbidden,
+                "client address not allowed",
+            ));
+        }
+        if let Some(methods) = &security.allowed_methods {
+            if !methods.contains(&req.method) {
+                return Err(Error::client(
+                    ErrorKind::MethodNotAllowed(methods.allow_header()),
+                    "method not allowed on this route",
+                ));
+            }
+        }
         if sizes.request_line > security.max_request_header_size {
             return Err(Error::client(
                 ErrorKind::UriTooLong,

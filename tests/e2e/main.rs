@@ -6,6 +6,7 @@ mod common;
 mod check;
 mod control;
 mod files;
+mod policy;
 mod protocol;
 mod proxy;
 mod routing;
