@@ -245,9 +245,15 @@ fn run(
     ready: Ready,
     go: Arc<std::sync::Barrier>,
 ) {
-    let uring =
+    let fail = |what: &str, e: std::io::Error| {
+        let _ = ready.send(Err(std::io::Error::new(
+            e.kind(),
+            format!("worker {id}: cannot start the {what} runtime: {e}"),
+        )));
+    };
+    let try_uring =
         driver != IoDriver::Epoll && (driver == IoDriver::Uring || monoio::utils::detect_uring());
-    let result = if uring {
+    if try_uring {
         match uring_runtime() {
             Ok(mut rt) => {
                 rt.block_on(worker_main(
@@ -256,46 +262,20 @@ fn run(
                     "io_uring",
                     shared,
                     ready.clone(),
-                    go.clone(),
+                    go,
                 ));
-                Ok(())
+                return;
             }
             // `auto` falls back when the ring cannot be built (a memlock limit, seccomp).
             Err(e) if driver == IoDriver::Auto => {
                 log::warn!("worker {id}: io_uring unavailable ({e}); using epoll");
-                epoll_runtime().map(|mut rt| {
-                    rt.block_on(worker_main(
-                        id,
-                        listen,
-                        "epoll",
-                        shared,
-                        ready.clone(),
-                        go.clone(),
-                    ))
-                })
             }
-            Err(e) => Err(e),
+            Err(e) => return fail("io_uring", e),
         }
-    } else {
-        epoll_runtime().map(|mut rt| {
-            rt.block_on(worker_main(
-                id,
-                listen,
-                "epoll",
-                shared,
-                ready.clone(),
-                go.clone(),
-            ))
-        })
-    };
-    if let Err(e) = result {
-        let _ = ready.send(Err(std::io::Error::new(
-            e.kind(),
-            format!(
-                "worker {id}: cannot start the {} runtime: {e}",
-                driver.as_str()
-            ),
-        )));
+    }
+    match epoll_runtime() {
+        Ok(mut rt) => rt.block_on(worker_main(id, listen, "epoll", shared, ready.clone(), go)),
+        Err(e) => fail("epoll", e),
     }
 }
 
