@@ -9,9 +9,8 @@
 //! are followed. In memory mode the tree is walked when the config loads and files whose real
 //! path lies outside the root are left out.
 //!
-//! **Memory mode** reads every file of the route when the snapshot is built (on the control
-//! thread, never on a worker), within [`crate::config::defaults::MEMORY_MODE_TOTAL_CAP`] over
-//! all routes.
+//! **Memory mode** serves bytes that [`crate::preload`] read when the snapshot was built (on the
+//! control thread, never on a worker).
 
 use std::cell::RefCell;
 use std::collections::{HashMap, HashSet};
@@ -24,7 +23,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use monoio::net::TcpStream;
 
-use crate::config::{FileBackend, FileKind};
+use crate::config::FileBackend;
 use crate::error::{Error, ErrorKind};
 use crate::http::head::RequestHead;
 use crate::http::response::ResponseHead;
@@ -42,7 +41,7 @@ pub struct FileMeta {
 }
 
 impl FileMeta {
-    fn new(len: u64, mtime: u64, name: &Path) -> Self {
+    pub(crate) fn new(len: u64, mtime: u64, name: &Path) -> Self {
         Self {
             len,
             mtime,
@@ -81,35 +80,6 @@ pub enum MemoryFiles {
 }
 
 impl MemoryFiles {
-    /// Reads a memory-mode route's file or tree. `budget` is what is left of the total cap; it
-    /// is reduced by what is read. Runs on the control thread.
-    pub fn load(backend: &FileBackend, budget: &mut u64) -> Result<Self, String> {
-        match backend.kind {
-            FileKind::File => {
-                let f = read_mem_file(&backend.path, budget)?;
-                Ok(Self::Single(f))
-            }
-            FileKind::Dir => {
-                let root = std::fs::canonicalize(&backend.path)
-                    .map_err(|e| format!("{}: {e}", backend.path.display()))?;
-                let mut files = HashMap::new();
-                let mut dirs = HashSet::new();
-                dirs.insert(String::new());
-                let mut seen = HashSet::new();
-                walk(
-                    &root,
-                    &root,
-                    String::new(),
-                    &mut files,
-                    &mut dirs,
-                    &mut seen,
-                    budget,
-                )?;
-                Ok(Self::Tree { files, dirs })
-            }
-        }
-    }
-
     /// Total bytes held.
     pub fn size(&self) -> u64 {
         match self {
@@ -477,91 +447,6 @@ fn open_error(e: std::io::Error) -> Error {
         }
         _ => Error::internal(format!("open failed: {e}")),
     }
-}
-
-fn read_mem_file(path: &Path, budget: &mut u64) -> Result<MemFile, String> {
-    let md = std::fs::metadata(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    if md.len() > *budget {
-        return Err(format!(
-            "memory-mode files exceed the total cap of {} MiB at {}; use mode = \"sendfile\" \
-             for large files",
-            crate::config::defaults::MEMORY_MODE_TOTAL_CAP / (1024 * 1024),
-            path.display()
-        ));
-    }
-    let body = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    *budget = budget.saturating_sub(body.len() as u64);
-    let mtime = md
-        .modified()
-        .ok()
-        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
-        .map_or(0, |d| d.as_secs());
-    Ok(MemFile {
-        meta: FileMeta::new(body.len() as u64, mtime, path),
-        body,
-    })
-}
-
-/// Reads a directory tree for memory mode. `seen` holds the (device, inode) of the directories
-/// on the current path from the root, so a symlink back to one of them (`current -> .`) is not
-/// followed forever; a symlink to a sibling directory is read under both names.
-fn walk(
-    root: &Path,
-    dir: &Path,
-    rel: String,
-    files: &mut HashMap<String, MemFile>,
-    dirs: &mut HashSet<String>,
-    seen: &mut HashSet<(u64, u64)>,
-    budget: &mut u64,
-) -> Result<(), String> {
-    use std::os::unix::fs::MetadataExt;
-    let md = std::fs::metadata(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-    let id = (md.dev(), md.ino());
-    if !seen.insert(id) {
-        log::warn!(
-            "memory mode: {} was already read (a symlink loop); left out",
-            dir.display()
-        );
-        dirs.remove(&rel);
-        return Ok(());
-    }
-    let entries = std::fs::read_dir(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-    for entry in entries {
-        let entry = entry.map_err(|e| format!("{}: {e}", dir.display()))?;
-        let Some(name) = entry.file_name().to_str().map(str::to_owned) else {
-            continue; // not UTF-8: no request path can name it
-        };
-        let path: PathBuf = entry.path();
-        let Ok(real) = std::fs::canonicalize(&path) else {
-            continue; // dangling symlink
-        };
-        if !real.starts_with(root) {
-            log::warn!(
-                "memory mode: {} leads outside {}; left out",
-                path.display(),
-                root.display()
-            );
-            continue;
-        }
-        let key = if rel.is_empty() {
-            name
-        } else {
-            format!("{rel}/{name}")
-        };
-        let md = std::fs::metadata(&real).map_err(|e| format!("{}: {e}", real.display()))?;
-        if md.is_dir() {
-            if dirs.insert(key.clone()) {
-                walk(root, &real, key, files, dirs, seen, budget)?;
-            }
-        } else if md.is_file() {
-            let mut f = read_mem_file(&real, budget)?;
-            // The type follows the name the client asks for, as in sendfile mode.
-            f.meta.content_type = content_type(&path);
-            files.insert(key, f);
-        }
-    }
-    seen.remove(&id);
-    Ok(())
 }
 
 /// Whether an `If-None-Match` list matches `etag` (weak comparison, RFC 9110 §13.1.2).

@@ -21,6 +21,7 @@ pub mod error;
 pub mod files;
 pub mod http;
 pub mod logging;
+pub mod preload;
 pub mod privileges;
 pub mod proxy;
 pub mod route;
