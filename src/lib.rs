@@ -27,4 +27,5 @@ pub mod proxy;
 pub mod route;
 pub mod security;
 pub mod snapshot;
+pub mod tls;
 pub mod worker;

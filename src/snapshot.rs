@@ -13,7 +13,7 @@ use arc_swap::ArcSwap;
 
 use crate::config::{Backend, Config, ConfigError, ConfigErrors, Mode, Route, Scheme};
 use crate::files::MemoryFiles;
-use crate::proxy::pool::{PoolKey, Upstream};
+use crate::proxy::pool::{PoolKey, Upstream, UpstreamTls};
 use crate::route::{RouteEntry, Router};
 
 /// One published generation of the configuration.
@@ -60,12 +60,12 @@ impl Snapshot {
             };
             let upstream = match resolve_upstream(route) {
                 Ok(u) => u,
-                Err(reason) => {
+                Err((key, reason)) => {
                     errors.push(ConfigError {
                         file: config.source.clone(),
                         line: route.origin.line,
                         column: route.origin.column,
-                        key_path: format!("{}.url", route.origin.key_path),
+                        key_path: format!("{}.{key}", route.origin.key_path),
                         reason,
                     });
                     None
@@ -119,27 +119,38 @@ fn load_memory(route: &Route, budget: &mut u64) -> Result<Option<Arc<MemoryFiles
 }
 
 /// Resolves a Proxy route's upstream host (DNS happens here, on the control thread, never on a
-/// worker; a reload resolves again).
-fn resolve_upstream(route: &Route) -> Result<Option<Upstream>, String> {
+/// worker; a reload resolves again) and, for `https://`, builds its TLS client configuration
+/// (reading `ca_file`). `Err` is the route key at fault and why.
+fn resolve_upstream(route: &Route) -> Result<Option<Upstream>, (&'static str, String)> {
     let Backend::Proxy(p) = &route.backend else {
         return Ok(None);
     };
     let u = &p.url;
     let addrs: Vec<std::net::SocketAddr> =
         std::net::ToSocketAddrs::to_socket_addrs(&(u.host.as_str(), u.port))
-            .map_err(|e| format!("cannot resolve {:?}: {e}", u.host))?
+            .map_err(|e| ("url", format!("cannot resolve {:?}: {e}", u.host)))?
             .collect();
     if addrs.is_empty() {
-        return Err(format!("{:?} resolves to no address", u.host));
+        return Err(("url", format!("{:?} resolves to no address", u.host)));
     }
+    let https = u.scheme == Scheme::Https;
+    let tls_name = https.then(|| p.tls_server_name.clone().unwrap_or_else(|| u.host.clone()));
+    let tls = match &tls_name {
+        None => None,
+        Some(name) => Some(UpstreamTls {
+            config: crate::tls::client::config(p.ca_file.as_deref()).map_err(|e| ("ca_file", e))?,
+            name: crate::tls::client::server_name(name).map_err(|e| ("tls_server_name", e))?,
+        }),
+    };
     Ok(Some(Upstream {
         key: PoolKey {
-            https: u.scheme == Scheme::Https,
+            https,
             host: u.host.clone(),
             port: u.port,
-            tls_name: (u.scheme == Scheme::Https)
-                .then(|| p.tls_server_name.clone().unwrap_or_else(|| u.host.clone())),
+            tls_name,
+            ca_file: p.ca_file.clone().filter(|_| https),
         },
         addrs,
+        tls,
     }))
 }

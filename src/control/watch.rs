@@ -2,8 +2,11 @@
 //!
 //! The *directory* is watched, not the file: editors replace files by rename, and Kubernetes
 //! swaps a `..data` symlink, and either would orphan a watch on the file itself. Every event in
-//! the directory (except plain reads) is passed on; the control loop debounces them and compares
-//! the file's bytes, so temporary files and repeated events cost nothing.
+//! the directory that touches the config file's name or a `..`-prefixed name (Kubernetes'
+//! `..data` swap) is passed on, except plain reads; other files there — a log file, an editor's
+//! swap file — are ignored, so a log written beside the config cannot feed back into reloads.
+//! The control loop debounces what passes and compares the file's bytes, so repeated events
+//! cost nothing.
 
 use std::path::Path;
 use std::sync::mpsc::Sender;
@@ -18,9 +21,18 @@ pub fn watch(file: &Path, events: Sender<Event>) -> notify::Result<notify::Recom
         Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
         _ => std::path::PathBuf::from("."),
     };
+    let name = file.file_name().map(|n| n.to_os_string());
+    let relevant = move |ev: &notify::Event| {
+        // An event without paths (an overflowed queue) may hide anything: pass it on.
+        ev.paths.is_empty()
+            || ev.paths.iter().any(|p| match p.file_name() {
+                Some(n) => Some(n) == name.as_deref() || n.as_encoded_bytes().starts_with(b".."),
+                None => true,
+            })
+    };
     let mut watcher =
         notify::recommended_watcher(move |res: notify::Result<notify::Event>| match res {
-            Ok(ev) if matches!(ev.kind, EventKind::Access(_)) => {}
+            Ok(ev) if matches!(ev.kind, EventKind::Access(_)) || !relevant(&ev) => {}
             Ok(_) => {
                 let _ = events.send(Event::FileChanged);
             }

@@ -12,11 +12,11 @@
 //! idempotent request without a body that failed on a *reused* connection before any response
 //! byte is retried once on a fresh connection.
 
+pub mod conn;
 pub mod pool;
+mod tunnel;
 
-use std::cell::Cell;
 use std::net::SocketAddr;
-use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use monoio::net::TcpStream;
@@ -26,7 +26,8 @@ use crate::error::{Error, ErrorKind};
 use crate::http::chunked::{self, ChunkedDecoder, Decoded};
 use crate::http::head::{BodyKind, RequestHead};
 use crate::http::{Method, Version};
-use crate::worker::io::{recv_into, send_all, set_nonblocking, RecvError};
+use crate::worker::io::{recv_into, send_all, RecvError};
+use conn::UpstreamConn;
 use pool::Upstream;
 
 /// Largest upstream response head accepted.
@@ -35,8 +36,6 @@ const MAX_RESPONSE_HEAD: usize = 64 * 1024;
 const SMALL_BODY: u64 = 16 * 1024;
 /// Read size for bodies.
 const CHUNK: usize = 64 * 1024;
-/// Idle time after which an upgraded (WebSocket) tunnel is closed.
-const TUNNEL_IDLE: Duration = Duration::from_secs(300);
 
 /// One request to forward.
 pub struct Exchange<'a> {
@@ -86,8 +85,8 @@ pub async fn forward(mut x: Exchange<'_>, body_pending: &mut bool) -> Result<Don
     let mut attempt = 0;
     let (mut upstream, reused, resp_buf, resp) = loop {
         attempt += 1;
-        let (conn, reused) = connect(x.upstream, x.security).await?;
-        match exchange_head(&mut x, &conn, &head, body_pending).await {
+        let (mut conn, reused) = connect(x.upstream, x.security).await?;
+        match exchange_head(&mut x, &mut conn, &head, body_pending).await {
             Ok((buf, resp)) => break (conn, reused, buf, resp),
             Err(Failure::BeforeResponse(e)) if reused && retryable && attempt == 1 => {
                 log::debug!(
@@ -169,40 +168,15 @@ enum Framing {
     Close,
 }
 
-/// A pooled or fresh upstream connection.
-async fn connect(up: &Upstream, sec: &RouteSecurity) -> Result<(TcpStream, bool), Error> {
+/// A pooled or fresh upstream connection, and whether it was pooled.
+async fn connect(up: &Upstream, sec: &RouteSecurity) -> Result<(UpstreamConn, bool), Error> {
     if let Some(conn) = pool::take(&up.key) {
         return Ok((conn, true));
     }
-    if up.key.https {
-        return Err(Error::upstream(
-            ErrorKind::BadGateway,
-            "https upstreams are not in this build yet",
-        ));
-    }
-    let mut last = Error::upstream(ErrorKind::BadGateway, "the upstream has no address");
-    for addr in &up.addrs {
-        match monoio::time::timeout(sec.backend_connect_timeout, TcpStream::connect_addr(*addr))
-            .await
-        {
-            Ok(Ok(stream)) => {
-                set_nonblocking(std::os::fd::AsRawFd::as_raw_fd(&stream))
-                    .map_err(|e| Error::internal(format!("upstream socket: {e}")))?;
-                let _ = stream.set_nodelay(true);
-                return Ok((stream, false));
-            }
-            Ok(Err(e)) => {
-                last = Error::upstream(ErrorKind::BadGateway, format!("connect to {addr}: {e}"))
-            }
-            Err(_) => {
-                last = Error::upstream(
-                    ErrorKind::GatewayTimeout,
-                    format!("connect to {addr}: timed out"),
-                )
-            }
-        }
-    }
-    Err(last)
+    Ok((
+        UpstreamConn::connect(up, sec.backend_connect_timeout).await?,
+        false,
+    ))
 }
 
 /// A parsed upstream response head.
@@ -222,12 +196,12 @@ struct ResponseHead {
 /// Sends the request (head and body) and reads the response head, skipping `100 Continue`.
 async fn exchange_head(
     x: &mut Exchange<'_>,
-    conn: &TcpStream,
+    conn: &mut UpstreamConn,
     head: &[u8],
     body_pending: &mut bool,
 ) -> Result<(Vec<u8>, ResponseHead), Failure> {
     let has_body = !matches!(x.req.body, BodyKind::None | BodyKind::Length(0));
-    send_all(conn, head, has_body).await.map_err(|_| {
+    conn.send(head, has_body).await.map_err(|_| {
         Failure::BeforeResponse(Error::upstream(
             ErrorKind::BadGateway,
             "the upstream closed before the request was sent",
@@ -243,7 +217,7 @@ async fn exchange_head(
     let mut buf = Vec::with_capacity(8 * 1024);
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
-        match recv_into(conn, &mut buf, 8 * 1024, left).await {
+        match conn.recv_into(&mut buf, 8 * 1024, left).await {
             Ok(0) => {
                 let e = Error::upstream(
                     ErrorKind::BadGateway,
@@ -301,7 +275,7 @@ async fn exchange_head(
 
 /// Streams the request body from the client to the upstream, re-framed, within the route's
 /// limits.
-async fn send_body(x: &mut Exchange<'_>, conn: &TcpStream) -> Result<(), Error> {
+async fn send_body(x: &mut Exchange<'_>, conn: &mut UpstreamConn) -> Result<(), Error> {
     let buf = &mut *x.buf;
     if expects_continue(x.req) && buf.is_empty() {
         send_all(x.client, b"HTTP/1.1 100 Continue\r\n\r\n", false).await?;
@@ -314,7 +288,7 @@ async fn send_body(x: &mut Exchange<'_>, conn: &TcpStream) -> Result<(), Error> 
             loop {
                 let take = (buf.len() as u64).min(left) as usize;
                 if take > 0 {
-                    send_all(conn, &buf[..take], left > take as u64)
+                    conn.send(&buf[..take], left > take as u64)
                         .await
                         .map_err(upstream_gone)?;
                     buf.drain(..take);
@@ -361,7 +335,7 @@ async fn send_body(x: &mut Exchange<'_>, conn: &TcpStream) -> Result<(), Error> 
                 };
                 buf.drain(..at);
                 if !out.is_empty() {
-                    send_all(conn, &out, !done).await.map_err(upstream_gone)?;
+                    conn.send(&out, !done).await.map_err(upstream_gone)?;
                     out.clear();
                 }
                 if done {
@@ -405,7 +379,7 @@ async fn read_client(
 /// Relays the response: its head, then the body from `pending` and the upstream.
 async fn relay_body(
     x: &Exchange<'_>,
-    upstream: &mut TcpStream,
+    upstream: &mut UpstreamConn,
     mut pending: Vec<u8>,
     framing: Framing,
     out: Framing,
@@ -439,7 +413,7 @@ async fn relay_body(
                 if left == 0 {
                     return Ok(());
                 }
-                match recv_into(upstream, &mut pending, CHUNK, read_timeout).await {
+                match upstream.recv_into(&mut pending, CHUNK, read_timeout).await {
                     Ok(0) => return Err(aborted("closed")),
                     Ok(_) => {}
                     Err(_) => return Err(aborted("failed")),
@@ -479,7 +453,7 @@ async fn relay_body(
                 if done {
                     return Ok(());
                 }
-                match recv_into(upstream, &mut pending, CHUNK, read_timeout).await {
+                match upstream.recv_into(&mut pending, CHUNK, read_timeout).await {
                     Ok(0) => return Err(aborted("closed")),
                     Ok(_) => {}
                     Err(_) => return Err(aborted("failed")),
@@ -503,7 +477,7 @@ async fn relay_body(
                     }
                     pending.clear();
                 }
-                match recv_into(upstream, &mut pending, CHUNK, read_timeout).await {
+                match upstream.recv_into(&mut pending, CHUNK, read_timeout).await {
                     Ok(0) => {
                         if chunk {
                             send_all(x.client, chunked::LAST_CHUNK, false).await?;
@@ -518,11 +492,11 @@ async fn relay_body(
     }
 }
 
-/// After a `101 Switching Protocols`: a two-way byte tunnel until either side closes, or
-/// nothing moves for [`TUNNEL_IDLE`].
+/// After a `101 Switching Protocols`: the 101 to the client, then a two-way byte tunnel
+/// ([`tunnel::run`]).
 async fn tunnel(
     x: &mut Exchange<'_>,
-    upstream: TcpStream,
+    mut upstream: UpstreamConn,
     pending: Vec<u8>,
     resp: &ResponseHead,
 ) -> Result<Done, Error> {
@@ -531,38 +505,12 @@ async fn tunnel(
     if !pending.is_empty() {
         send_all(x.client, &pending, false).await?;
     }
-    let client_buf = std::mem::take(&mut *x.buf);
-    if !client_buf.is_empty() {
-        send_all(&upstream, &client_buf, false).await?;
+    let from_client = std::mem::take(&mut *x.buf);
+    if !from_client.is_empty() {
+        upstream.send(&from_client, false).await?;
     }
-    let last = Rc::new(Cell::new(Instant::now()));
-    let up = monoio::join!(
-        pipe(x.client, &upstream, last.clone()),
-        pipe(&upstream, x.client, last.clone())
-    );
-    let _ = up;
+    tunnel::run(x.client, upstream).await;
     Ok(Done::Close)
-}
-
-/// Copies `from` → `to` until the end of `from`, then shuts `to`'s write side.
-async fn pipe(from: &TcpStream, to: &TcpStream, last: Rc<Cell<Instant>>) {
-    let mut buf = Vec::with_capacity(CHUNK);
-    loop {
-        buf.clear();
-        match recv_into(from, &mut buf, CHUNK, Duration::from_secs(5)).await {
-            Ok(0) => break,
-            Ok(_) => {
-                last.set(Instant::now());
-                if send_all(to, &buf, false).await.is_err() {
-                    break;
-                }
-            }
-            Err(RecvError::Timeout) if last.get().elapsed() < TUNNEL_IDLE => continue,
-            Err(_) => break,
-        }
-    }
-    // SAFETY: shutdown on a descriptor owned by a live stream.
-    unsafe { libc::shutdown(std::os::fd::AsRawFd::as_raw_fd(to), libc::SHUT_WR) };
 }
 
 /// The `Upgrade` value when the client asks to switch protocols (`Connection: upgrade`).

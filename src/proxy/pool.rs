@@ -8,11 +8,13 @@
 use std::cell::RefCell;
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use monoio::net::TcpStream;
+use rustls::pki_types::ServerName;
+use rustls::ClientConfig;
 
-use crate::worker::io::idle_and_open;
+use super::conn::UpstreamConn;
 
 /// What identifies interchangeable upstream connections.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -22,6 +24,8 @@ pub struct PoolKey {
     pub port: u16,
     /// The TLS name, for https upstreams.
     pub tls_name: Option<String>,
+    /// The route's `ca_file`: connections verified against other CAs are not shared.
+    pub ca_file: Option<std::path::PathBuf>,
 }
 
 /// An upstream: where to connect, resolved when the config loaded.
@@ -29,10 +33,20 @@ pub struct PoolKey {
 pub struct Upstream {
     pub key: PoolKey,
     pub addrs: Vec<SocketAddr>,
+    /// How to speak TLS to an `https://` upstream.
+    pub tls: Option<UpstreamTls>,
+}
+
+/// The TLS client side of an `https://` upstream.
+#[derive(Debug)]
+pub struct UpstreamTls {
+    pub config: Arc<ClientConfig>,
+    /// SNI and the name verified: the route's `tls_server_name`, else the URL's host.
+    pub name: ServerName<'static>,
 }
 
 struct Idle {
-    stream: TcpStream,
+    conn: UpstreamConn,
     /// When it is closed if nobody takes it.
     expires: Instant,
 }
@@ -42,14 +56,14 @@ thread_local! {
 }
 
 /// Takes a usable idle connection to `key`, dropping expired and closed ones.
-pub fn take(key: &PoolKey) -> Option<TcpStream> {
+pub fn take(key: &PoolKey) -> Option<UpstreamConn> {
     POOL.with(|p| {
         let mut pool = p.borrow_mut();
         let idle = pool.get_mut(key)?;
         let now = Instant::now();
-        while let Some(conn) = idle.pop_back() {
-            if now < conn.expires && idle_and_open(&conn.stream) {
-                return Some(conn.stream);
+        while let Some(mut entry) = idle.pop_back() {
+            if now < entry.expires && entry.conn.idle_and_open() {
+                return Some(entry.conn);
             }
         }
         None
@@ -58,7 +72,7 @@ pub fn take(key: &PoolKey) -> Option<TcpStream> {
 
 /// Returns a connection after a complete exchange, to be kept for `keep`; the oldest idle ones
 /// beyond `max` are closed.
-pub fn put(key: &PoolKey, stream: TcpStream, max: usize, keep: Duration) {
+pub fn put(key: &PoolKey, conn: UpstreamConn, max: usize, keep: Duration) {
     if max == 0 || keep.is_zero() {
         return;
     }
@@ -66,7 +80,7 @@ pub fn put(key: &PoolKey, stream: TcpStream, max: usize, keep: Duration) {
         let mut pool = p.borrow_mut();
         let idle = pool.entry(key.clone()).or_default();
         idle.push_back(Idle {
-            stream,
+            conn,
             expires: Instant::now() + keep,
         });
         while idle.len() > max {

@@ -78,7 +78,7 @@ pub async fn sendfile_all(
 }
 
 /// After a failed write: waits for room on `EAGAIN`, returns on `EINTR`, fails otherwise.
-async fn wait_writable(stream: &TcpStream, err: std::io::Error) -> Result<(), Error> {
+pub(crate) async fn wait_writable(stream: &TcpStream, err: std::io::Error) -> Result<(), Error> {
     match err.kind() {
         std::io::ErrorKind::Interrupted => Ok(()),
         std::io::ErrorKind::WouldBlock => {

@@ -158,6 +158,32 @@ fn unchanged_bytes_swap_nothing() {
     assert_eq!(s.generation(), 1);
 }
 
+/// Other files in the config's directory — here the daemon's own log, and a file written
+/// repeatedly — are not config events: the watcher ignores them (before, a log file beside the
+/// config fed its own lines back as events, forty times a second).
+#[test]
+fn other_files_beside_the_config_are_ignored() {
+    let site = two_roots();
+    let s = start(&site, "a");
+    let dir = s.config_path.parent().unwrap().to_path_buf();
+    for i in 0..10 {
+        std::fs::write(dir.join("other.txt"), format!("{i}")).unwrap();
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(400));
+    let log = s.log();
+    assert!(
+        !log.contains("config file event"),
+        "an unrelated file was taken for a config event:\n{log}"
+    );
+    // The config file itself still is one.
+    let text = std::fs::read_to_string(&s.config_path).unwrap();
+    std::fs::write(&s.config_path, &text).unwrap();
+    let log = s.wait_log("config file event");
+    assert_eq!(log.matches("config file event").count(), 1, "{log}");
+    assert_eq!(s.generation(), 1);
+}
+
 /// SIGHUP always rebuilds: memory-mode bytes are read again even though the config file did
 /// not change.
 #[test]

@@ -1,0 +1,106 @@
+//! A connection to an upstream: a TCP socket, and for an `https://` upstream the rustls client
+//! session over it. The proxy and the pool see one type with the operations they need.
+
+use std::os::fd::AsRawFd;
+use std::time::{Duration, Instant};
+
+use monoio::net::TcpStream;
+use rustls::ClientConnection;
+
+use crate::error::{Error, ErrorKind};
+use crate::tls;
+use crate::worker::io::{self, RecvError};
+
+use super::pool::Upstream;
+
+/// An open connection to an upstream.
+pub struct UpstreamConn {
+    tcp: TcpStream,
+    /// The TLS session for an `https://` upstream (boxed: pooled plain connections stay small).
+    tls: Option<Box<ClientConnection>>,
+}
+
+impl UpstreamConn {
+    /// Connects to `up` (trying its addresses in order) and, for `https://`, completes the TLS
+    /// handshake, all within `timeout`: refused → 502, timed out → 504, a certificate or TLS
+    /// failure → 502.
+    pub async fn connect(up: &Upstream, timeout: Duration) -> Result<Self, Error> {
+        let deadline = Instant::now() + timeout;
+        let mut last = Error::upstream(ErrorKind::BadGateway, "the upstream has no address");
+        for addr in &up.addrs {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let tcp = match monoio::time::timeout(left, TcpStream::connect_addr(*addr)).await {
+                Ok(Ok(tcp)) => tcp,
+                Ok(Err(e)) => {
+                    last =
+                        Error::upstream(ErrorKind::BadGateway, format!("connect to {addr}: {e}"));
+                    continue;
+                }
+                Err(_) => {
+                    last = Error::upstream(
+                        ErrorKind::GatewayTimeout,
+                        format!("connect to {addr}: timed out"),
+                    );
+                    continue;
+                }
+            };
+            io::set_nonblocking(tcp.as_raw_fd())
+                .map_err(|e| Error::internal(format!("upstream socket: {e}")))?;
+            let _ = tcp.set_nodelay(true);
+            let Some(t) = &up.tls else {
+                return Ok(Self { tcp, tls: None });
+            };
+            let mut session = ClientConnection::new(t.config.clone(), t.name.clone())
+                .map_err(|e| Error::internal(format!("TLS client session: {e}")))?;
+            return match tls::io::handshake(&tcp, &mut session, deadline).await {
+                Ok(()) => Ok(Self {
+                    tcp,
+                    tls: Some(Box::new(session)),
+                }),
+                Err(tls::io::HandshakeError::Timeout) => Err(Error::upstream(
+                    ErrorKind::GatewayTimeout,
+                    format!("{addr}: TLS handshake timed out"),
+                )),
+                Err(e) => Err(Error::upstream(
+                    ErrorKind::BadGateway,
+                    format!("{addr} ({}): {e}", t.name.to_str()),
+                )),
+            };
+        }
+        Err(last)
+    }
+
+    /// Sends all of `data`; with `more`, a plain socket is told that more follows.
+    pub async fn send(&mut self, data: &[u8], more: bool) -> Result<(), Error> {
+        match &mut self.tls {
+            None => io::send_all(&self.tcp, data, more).await,
+            Some(s) => tls::io::send_all(&self.tcp, s, data).await,
+        }
+    }
+
+    /// Receives into `buf` (see [`io::recv_into`]); `Ok(0)` is the end of the stream.
+    pub async fn recv_into(
+        &mut self,
+        buf: &mut Vec<u8>,
+        want: usize,
+        timeout: Duration,
+    ) -> Result<usize, RecvError> {
+        match &mut self.tls {
+            None => io::recv_into(&self.tcp, buf, want, timeout).await,
+            Some(s) => tls::io::recv_into(&self.tcp, s, buf, want, timeout).await,
+        }
+    }
+
+    /// Whether an idle pooled connection can be reused: open, and nothing unexpected waiting.
+    pub fn idle_and_open(&mut self) -> bool {
+        match &mut self.tls {
+            None => io::idle_and_open(&self.tcp),
+            Some(s) => tls::io::idle_and_open(&self.tcp, s),
+        }
+    }
+
+    /// The socket and the TLS session, for a tunnel that drives both directions at once.
+    pub fn into_parts(self) -> (TcpStream, Option<Box<ClientConnection>>) {
+        (self.tcp, self.tls)
+    }
+}

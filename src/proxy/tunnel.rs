@@ -1,0 +1,127 @@
+//! The byte tunnel after a `101 Switching Protocols` (WebSocket): both directions copied at
+//! once, each end's close passed on as a half-close, until both have closed or nothing has
+//! moved for [`IDLE`].
+//!
+//! An `https://` upstream's rustls session is shared by the two directions through a
+//! `RefCell` that is borrowed only between awaits — every wait is a readiness wait on the
+//! socket — so neither direction can hold the other up.
+
+use std::cell::{Cell, RefCell};
+use std::os::fd::AsRawFd;
+use std::time::{Duration, Instant};
+
+use monoio::net::TcpStream;
+use rustls::ClientConnection;
+
+use crate::tls;
+use crate::worker::io::{recv_into, send_all, RecvError};
+
+use super::conn::UpstreamConn;
+
+/// Idle time after which a tunnel is closed.
+pub const IDLE: Duration = Duration::from_secs(300);
+/// Read size.
+const CHUNK: usize = 64 * 1024;
+/// How often a direction with nothing to read checks the shared idle clock.
+const TICK: Duration = Duration::from_secs(5);
+
+/// Copies bytes between `client` and `upstream` until both sides are done.
+pub async fn run(client: &TcpStream, upstream: UpstreamConn) {
+    let (tcp, session) = upstream.into_parts();
+    let session = session.map(|s| RefCell::new(*s));
+    let up = match &session {
+        None => End::Plain(&tcp),
+        Some(s) => End::Tls(&tcp, s),
+    };
+    let down = End::Plain(client);
+    let last = Cell::new(Instant::now());
+    monoio::join!(pipe(&down, &up, &last), pipe(&up, &down, &last));
+}
+
+/// One end of the tunnel.
+enum End<'a> {
+    Plain(&'a TcpStream),
+    Tls(&'a TcpStream, &'a RefCell<ClientConnection>),
+}
+
+impl End<'_> {
+    async fn recv(&self, buf: &mut Vec<u8>) -> Result<usize, RecvError> {
+        match self {
+            End::Plain(s) => recv_into(s, buf, CHUNK, TICK).await,
+            End::Tls(s, session) => loop {
+                let got = tls::io::try_recv(s.as_raw_fd(), &mut session.borrow_mut(), buf, CHUNK)?;
+                if let Some(n) = got {
+                    return Ok(n);
+                }
+                match monoio::time::timeout(TICK, s.readable(false)).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => return Err(RecvError::Failed(e.kind())),
+                    Err(_) => return Err(RecvError::Timeout),
+                }
+            },
+        }
+    }
+
+    async fn send(&self, mut data: &[u8]) -> Result<(), ()> {
+        match self {
+            End::Plain(s) => send_all(s, data, false).await.map_err(drop),
+            End::Tls(s, session) => loop {
+                let n = std::io::Write::write(&mut session.borrow_mut().writer(), data)
+                    .map_err(drop)?;
+                data = data.get(n..).unwrap_or_default();
+                loop {
+                    // The borrow ends with this statement, before any await.
+                    let flushed = tls::io::try_flush(s.as_raw_fd(), &mut session.borrow_mut());
+                    match flushed {
+                        Ok(()) => break,
+                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                            match monoio::time::timeout(IDLE, s.writable(false)).await {
+                                Ok(Ok(())) => {}
+                                _ => return Err(()),
+                            }
+                        }
+                        Err(_) => return Err(()),
+                    }
+                }
+                if data.is_empty() {
+                    return Ok(());
+                }
+            },
+        }
+    }
+
+    fn shutdown_write(&self) {
+        let tcp = match self {
+            End::Plain(s) => s,
+            End::Tls(s, session) => {
+                let mut session = session.borrow_mut();
+                session.send_close_notify();
+                let _ = tls::io::try_flush(s.as_raw_fd(), &mut session);
+                s
+            }
+        };
+        // SAFETY: shutdown on a descriptor owned by a live stream.
+        unsafe { libc::shutdown(tcp.as_raw_fd(), libc::SHUT_WR) };
+    }
+}
+
+/// Copies `from` → `to` until the end of `from` (or a failure, or the tunnel going idle), then
+/// shuts `to`'s write side.
+async fn pipe(from: &End<'_>, to: &End<'_>, last: &Cell<Instant>) {
+    let mut buf = Vec::with_capacity(CHUNK);
+    loop {
+        buf.clear();
+        match from.recv(&mut buf).await {
+            Ok(0) => break,
+            Ok(_) => {
+                last.set(Instant::now());
+                if to.send(&buf).await.is_err() {
+                    break;
+                }
+            }
+            Err(RecvError::Timeout) if last.get().elapsed() < IDLE => continue,
+            Err(_) => break,
+        }
+    }
+    to.shutdown_write();
+}

@@ -1,0 +1,263 @@
+//! A rustls connection driven over a non-blocking socket.
+//!
+//! rustls is sans-I/O: records go in through `read_tls` and out through `write_tls`. Here those
+//! read and write the socket's descriptor directly (`recv`/`send` with `MSG_DONTWAIT`) and, on
+//! `EAGAIN`, the task awaits readiness through the runtime, as [`crate::worker::io`] does for
+//! plain sockets. Every await is a readiness wait and nothing is read from the socket that is
+//! not handed to rustls at once, so dropping one of these futures (a `select!` losing) loses no
+//! bytes.
+
+use std::io::{self, Read, Write};
+use std::os::fd::{AsRawFd, RawFd};
+use std::time::{Duration, Instant};
+
+use monoio::net::TcpStream;
+use rustls::{ConnectionCommon, SideData};
+
+use crate::error::Error;
+use crate::worker::io::{wait_writable, RecvError};
+
+/// Why a handshake did not complete.
+#[derive(Debug)]
+pub enum HandshakeError {
+    /// The peer did not finish in time.
+    Timeout,
+    /// The peer closed the connection.
+    Closed,
+    /// The socket failed.
+    Io(io::Error),
+    /// The peer broke the protocol or failed verification (certificate, name, version, …).
+    Tls(rustls::Error),
+}
+
+impl std::fmt::Display for HandshakeError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Timeout => f.write_str("TLS handshake timed out"),
+            Self::Closed => f.write_str("the peer closed the connection during the TLS handshake"),
+            Self::Io(e) => write!(f, "TLS handshake: {e}"),
+            Self::Tls(e) => write!(f, "TLS handshake failed: {e}"),
+        }
+    }
+}
+
+/// Runs the handshake to completion, by `deadline`.
+pub async fn handshake<S: SideData>(
+    stream: &TcpStream,
+    conn: &mut ConnectionCommon<S>,
+    deadline: Instant,
+) -> Result<(), HandshakeError> {
+    let fd = stream.as_raw_fd();
+    loop {
+        while conn.wants_write() {
+            match conn.write_tls(&mut Fd(fd)) {
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    match monoio::time::timeout(left, stream.writable(false)).await {
+                        Ok(Ok(())) => {}
+                        Ok(Err(e)) => return Err(HandshakeError::Io(e)),
+                        Err(_) => return Err(HandshakeError::Timeout),
+                    }
+                }
+                Err(e) => return Err(HandshakeError::Io(e)),
+            }
+        }
+        if !conn.is_handshaking() {
+            return Ok(());
+        }
+        match conn.read_tls(&mut Fd(fd)) {
+            Ok(0) => return Err(HandshakeError::Closed),
+            Ok(_) => {
+                if let Err(e) = conn.process_new_packets() {
+                    // Tell the peer why (the alert rustls queued), best effort.
+                    let _ = conn.write_tls(&mut Fd(fd));
+                    return Err(HandshakeError::Tls(e));
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                let left = deadline.saturating_duration_since(Instant::now());
+                match monoio::time::timeout(left, stream.readable(false)).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) => return Err(HandshakeError::Io(e)),
+                    Err(_) => return Err(HandshakeError::Timeout),
+                }
+            }
+            Err(e) => return Err(HandshakeError::Io(e)),
+        }
+    }
+}
+
+/// Encrypts and sends all of `data`. Errors are the socket's (a client-side `ClientGone`, to be
+/// re-attributed by callers talking to an upstream).
+pub async fn send_all<S: SideData>(
+    stream: &TcpStream,
+    conn: &mut ConnectionCommon<S>,
+    mut data: &[u8],
+) -> Result<(), Error> {
+    loop {
+        // rustls takes what fits its outgoing buffer; the rest goes after a flush.
+        let n = conn
+            .writer()
+            .write(data)
+            .map_err(|e| Error::internal(format!("TLS write: {e}")))?;
+        data = data.get(n..).unwrap_or_default();
+        flush(stream, conn).await?;
+        if data.is_empty() {
+            return Ok(());
+        }
+    }
+}
+
+/// Sends every record rustls has queued.
+pub async fn flush<S: SideData>(
+    stream: &TcpStream,
+    conn: &mut ConnectionCommon<S>,
+) -> Result<(), Error> {
+    while let Err(e) = try_flush(stream.as_raw_fd(), conn) {
+        wait_writable(stream, e).await?;
+    }
+    Ok(())
+}
+
+/// Sends queued records without waiting: `Ok` once all are out; `Err` is the socket's error
+/// (`WouldBlock` when it is full).
+pub fn try_flush<S: SideData>(fd: RawFd, conn: &mut ConnectionCommon<S>) -> io::Result<()> {
+    while conn.wants_write() {
+        match conn.write_tls(&mut Fd(fd)) {
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// Receives decrypted bytes into `buf` (at most `want`), waiting up to `timeout` for records.
+/// `Ok(0)` is the end of the stream: the peer's `close_notify`, or the connection's end without
+/// one (many servers close that way; HTTP framing tells a truncated message apart).
+pub async fn recv_into<S: SideData>(
+    stream: &TcpStream,
+    conn: &mut ConnectionCommon<S>,
+    buf: &mut Vec<u8>,
+    want: usize,
+    timeout: Duration,
+) -> Result<usize, RecvError> {
+    loop {
+        if let Some(n) = try_recv(stream.as_raw_fd(), conn, buf, want)? {
+            return Ok(n);
+        }
+        match monoio::time::timeout(timeout, stream.readable(false)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(RecvError::Failed(e.kind())),
+            Err(_) => return Err(RecvError::Timeout),
+        }
+    }
+}
+
+/// [`recv_into`] without waiting: `Ok(None)` when the socket has nothing more yet.
+pub fn try_recv<S: SideData>(
+    fd: RawFd,
+    conn: &mut ConnectionCommon<S>,
+    buf: &mut Vec<u8>,
+    want: usize,
+) -> Result<Option<usize>, RecvError> {
+    loop {
+        let state = conn
+            .process_new_packets()
+            .map_err(|_| RecvError::Failed(io::ErrorKind::InvalidData))?;
+        let ready = state.plaintext_bytes_to_read();
+        if ready > 0 {
+            let len = buf.len();
+            buf.resize(len + ready.min(want.max(1)), 0);
+            return match conn.reader().read(&mut buf[len..]) {
+                Ok(n) => {
+                    buf.truncate(len + n);
+                    Ok(Some(n))
+                }
+                Err(e) => {
+                    buf.truncate(len);
+                    Err(RecvError::Failed(e.kind()))
+                }
+            };
+        }
+        if state.peer_has_closed() {
+            return Ok(Some(0));
+        }
+        // Replies rustls owes the peer (a key update, an alert) go out as the socket allows.
+        match try_flush(fd, conn) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            Err(e) => return Err(RecvError::Failed(e.kind())),
+        }
+        match conn.read_tls(&mut Fd(fd)) {
+            Ok(0) => return Ok(Some(0)),
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(None),
+            Err(e) => return Err(RecvError::Failed(e.kind())),
+        }
+    }
+}
+
+/// Whether an idle TLS connection is still usable: not closed, no application data waiting.
+/// Records that arrived while it sat idle (TLS 1.3 session tickets) are consumed here.
+pub fn idle_and_open<S: SideData>(stream: &TcpStream, conn: &mut ConnectionCommon<S>) -> bool {
+    let fd = stream.as_raw_fd();
+    loop {
+        match conn.read_tls(&mut Fd(fd)) {
+            Ok(0) => return false,
+            Ok(_) => match conn.process_new_packets() {
+                Ok(state) if state.plaintext_bytes_to_read() == 0 && !state.peer_has_closed() => {}
+                _ => return false,
+            },
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return e.kind() == io::ErrorKind::WouldBlock,
+        }
+    }
+}
+
+/// The socket as `Read`/`Write` for rustls: one non-blocking syscall per call.
+struct Fd(RawFd);
+
+impl Read for Fd {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        // SAFETY: recv writes at most buf.len() bytes into a live buffer.
+        let n = unsafe {
+            libc::recv(
+                self.0,
+                buf.as_mut_ptr().cast(),
+                buf.len(),
+                libc::MSG_DONTWAIT,
+            )
+        };
+        if n < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(n as usize)
+    }
+}
+
+impl Write for Fd {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        // SAFETY: send reads at most buf.len() bytes from a live buffer.
+        let n = unsafe {
+            libc::send(
+                self.0,
+                buf.as_ptr().cast(),
+                buf.len(),
+                libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+            )
+        };
+        if n < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(n as usize)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
