@@ -116,7 +116,8 @@ level = "warn"
 
 [path_routes."127.0.0.1"]
 "/" = {{ path = "{www}" }}
-"/p/" = {{ type = "Proxy", url = "http://127.0.0.1:{upstream}/" }}
+# Idle upstream connections kept as nginx's `keepalive 64` keeps them (the default is 8).
+"/p/" = {{ type = "Proxy", url = "http://127.0.0.1:{upstream}/", security = {{ max_idle_connections_per_host = 64 }} }}
 """
 
 
