@@ -21,15 +21,13 @@ use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use monoio::net::TcpStream;
-
 use crate::config::FileBackend;
 use crate::error::{Error, ErrorKind};
 use crate::http::head::RequestHead;
 use crate::http::response::ResponseHead;
 use crate::http::Method;
 use crate::route::{Matched, Target};
-use crate::worker::io::{send_all, sendfile_all};
+use crate::worker::client::ClientStream;
 
 /// What a response needs to know about a file, whichever way its bytes travel.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -186,7 +184,7 @@ pub fn plan(req: &RequestHead, meta: &FileMeta) -> Result<Plan, Error> {
 /// Serves a matched File route: finds the file (on disk or in memory), plans the response and
 /// writes it. `keep_alive` decides the `Connection` header.
 pub async fn serve(
-    stream: &TcpStream,
+    client: &mut ClientStream,
     req: &RequestHead,
     m: &Matched<'_>,
     backend: &FileBackend,
@@ -212,17 +210,17 @@ pub async fn serve(
         if body.len() <= 16 * 1024 {
             let mut all = head;
             all.extend_from_slice(body);
-            return send_all(stream, &all, false).await;
+            return client.send(&all, false).await;
         }
-        send_all(stream, &head, true).await?;
-        return send_all(stream, body, false).await;
+        client.send(&head, true).await?;
+        return client.send(body, false).await;
     }
     let (file, meta) = open(&target, &backend.index)?;
     let p = plan(req, &meta)?;
     let head = response_head(&p, &meta, req, keep_alive);
-    send_all(stream, &head, p.body && p.len > 0).await?;
+    client.send(&head, p.body && p.len > 0).await?;
     if p.body && p.len > 0 {
-        sendfile_all(stream, file.as_raw_fd(), p.offset, p.len).await?;
+        client.send_file(file.as_raw_fd(), p.offset, p.len).await?;
     }
     Ok(())
 }

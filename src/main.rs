@@ -105,13 +105,6 @@ fn run(
     for w in warnings {
         log::warn!("{w}");
     }
-    if cfg.tls.is_some() {
-        return Err(
-            "[tls] is set, but TLS termination is not in this build yet; refusing to \
-                    serve plain HTTP on a TLS port (remove [tls], or terminate TLS in front)"
-                .into(),
-        );
-    }
     raise_nofile_limit();
     let listen = cfg.server.listen;
     let threads = worker_count(cfg.server.threads);

@@ -23,6 +23,9 @@ pub struct Snapshot {
     pub generation: u64,
     pub config: Arc<Config>,
     pub router: Router,
+    /// The TLS server configuration (certificates by SNI) when `[tls]` is set: new handshakes
+    /// use the snapshot current when the connection is accepted.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 /// The snapshot cell shared by the control thread and every worker.
@@ -79,6 +82,22 @@ impl Snapshot {
                 upstream,
             });
         }
+        let tls = match &config.tls {
+            None => None,
+            Some(t) => match crate::tls::server::config(t) {
+                Ok(c) => Some(c),
+                Err(e) => {
+                    errors.extend(e.into_iter().map(|(at, reason)| ConfigError {
+                        file: config.source.clone(),
+                        line: at.line,
+                        column: at.column,
+                        key_path: at.key_path,
+                        reason,
+                    }));
+                    None
+                }
+            },
+        };
         if !errors.is_empty() {
             return Err(ConfigErrors(errors));
         }
@@ -88,6 +107,7 @@ impl Snapshot {
             generation,
             config: Arc::new(config),
             router,
+            tls,
         })
     }
 

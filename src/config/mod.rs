@@ -56,10 +56,10 @@ impl Config {
                 ));
             }
         }
-        if self.tls.is_some() {
+        if self.tls.as_ref().is_some_and(|t| t.ktls_enabled) {
             w.push(
-                "[tls]: TLS termination is not in this build yet; the daemon refuses to start \
-                 with [tls] rather than serve plain HTTP"
+                "tls.ktls_enabled: kernel TLS is not in this build yet; TLS runs in userspace \
+                 (rustls)"
                     .into(),
             );
         }
@@ -229,14 +229,47 @@ pub enum ReuseportBalancing {
 /// `[tls]`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Tls {
-    /// `cert_path`: required; a readable PEM file.
+    /// `cert_path`: required; a readable PEM file: the certificate chain, leaf first. With
+    /// `key_path`, the default certificate (for clients without SNI or with a name no entry of
+    /// `certificates` serves).
     pub cert_path: PathBuf,
-    /// `key_path`: required; a readable PEM file.
+    /// `key_path`: required; a readable PEM file: the private key (PKCS#8, SEC1 EC or RSA).
     pub key_path: PathBuf,
+    /// `[[tls.certificates]]` (extension): more certificates, chosen by SNI. Default: none.
+    pub certificates: Vec<TlsCertificate>,
+    /// Where `[tls]` is in the file, for errors found when the certificates load.
+    pub origin: Origin,
     /// `ktls_enabled`: default false.
     pub ktls_enabled: bool,
     /// `ktls_fallback_enabled`: default true.
     pub ktls_fallback_enabled: bool,
+}
+
+impl Tls {
+    /// Every certificate and key file, in config order.
+    pub fn files(&self) -> Vec<PathBuf> {
+        let mut out = vec![self.cert_path.clone(), self.key_path.clone()];
+        for c in &self.certificates {
+            out.push(c.cert_path.clone());
+            out.push(c.key_path.clone());
+        }
+        out
+    }
+}
+
+/// One `[[tls.certificates]]` entry.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TlsCertificate {
+    /// `cert_path`: required; a readable PEM certificate chain.
+    pub cert_path: PathBuf,
+    /// `key_path`: required; a readable PEM private key.
+    pub key_path: PathBuf,
+    /// `server_names`: the SNI names it serves, exact (`"example.com"`) or one wildcard label
+    /// (`"*.example.com"`), lower-case. Default: empty — every name the certificate itself is
+    /// valid for.
+    pub server_names: Vec<String>,
+    /// Where the entry is, e.g. `tls.certificates[1]`.
+    pub origin: Origin,
 }
 
 /// `[admin]` (an extension of the spec).

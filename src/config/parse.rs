@@ -29,7 +29,8 @@ use toml::Spanned;
 use super::{
     defaults, Admin, Backend, Config, ConfigError, ConfigErrors, FileBackend, FileKind,
     GlobalSecurity, HostRoute, LogLevel, Logging, Mode, Origin, PathRoute, Performance,
-    ProxyBackend, ReuseportBalancing, Route, RouteSecurity, Scheme, Server, Tls, UpstreamUrl,
+    ProxyBackend, ReuseportBalancing, Route, RouteSecurity, Scheme, Server, Tls, TlsCertificate,
+    UpstreamUrl,
 };
 use crate::http::{Method, MethodSet};
 use crate::security::{parse_net, IpSet};
@@ -105,7 +106,9 @@ const ROUTE_SECURITY_KEYS: &[&str] = &[
 ];
 const PERFORMANCE_KEYS: &[&str] = &["reuseport_balancing", "huge_pages_enabled"];
 #[rustfmt::skip]
-const TLS_KEYS: &[&str] = &["cert_path", "key_path", "ktls_enabled", "ktls_fallback_enabled"];
+const TLS_KEYS: &[&str] =
+    &["cert_path", "key_path", "ktls_enabled", "ktls_fallback_enabled", "certificates"];
+const TLS_CERTIFICATE_KEYS: &[&str] = &["cert_path", "key_path", "server_names"];
 const ADMIN_KEYS: &[&str] = &["socket"];
 #[rustfmt::skip]
 const ROUTE_KEYS: &[&str] = &[
@@ -356,12 +359,22 @@ impl Walker<'_> {
         self.check_keys(&n, &[TLS_KEYS]);
         let cert_path = self.pem_file(&n, "cert_path");
         let key_path = self.pem_file(&n, "key_path");
+        let (line, column) = line_column(self.text, n.at);
         let mut tls = Tls {
             cert_path: PathBuf::new(),
             key_path: PathBuf::new(),
+            certificates: Vec::new(),
+            origin: Origin {
+                key_path: n.path.clone(),
+                line,
+                column,
+            },
             ktls_enabled: defaults::KTLS_ENABLED,
             ktls_fallback_enabled: defaults::KTLS_FALLBACK_ENABLED,
         };
+        if let Some(f) = n.field("certificates") {
+            tls.certificates = self.tls_certificates(&f);
+        }
         self.set(&n, "ktls_enabled", &mut tls.ktls_enabled, Self::bool);
         self.set(
             &n,
@@ -372,6 +385,75 @@ impl Walker<'_> {
         tls.cert_path = cert_path?;
         tls.key_path = key_path?;
         Some(tls)
+    }
+
+    /// `[[tls.certificates]]`: an array of tables.
+    fn tls_certificates(&mut self, f: &Field) -> Vec<TlsCertificate> {
+        let DeValue::Array(items) = f.value.get_ref() else {
+            let hint = "write each entry as [[tls.certificates]] with cert_path and key_path";
+            let found = a(f.value.get_ref().type_str());
+            self.reject(
+                f,
+                format!("expected an array of tables, found {found}; {hint}"),
+            );
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        for (i, value) in items.iter().enumerate() {
+            let item = Field {
+                value,
+                path: format!("{}[{i}]", f.path),
+            };
+            let Some(n) = self.node(&item) else { continue };
+            self.check_keys(&n, &[TLS_CERTIFICATE_KEYS]);
+            let cert_path = self.pem_file(&n, "cert_path");
+            let key_path = self.pem_file(&n, "key_path");
+            let mut server_names = Some(Vec::new());
+            if let Some(names) = n.field("server_names") {
+                server_names = self.array(&names).and_then(|items| {
+                    let names: Vec<Option<String>> =
+                        items.iter().map(|i| self.sni_name(i)).collect();
+                    names.into_iter().collect()
+                });
+            }
+            let (line, column) = line_column(self.text, item.at());
+            if let (Some(cert_path), Some(key_path), Some(server_names)) =
+                (cert_path, key_path, server_names)
+            {
+                out.push(TlsCertificate {
+                    cert_path,
+                    key_path,
+                    server_names,
+                    origin: Origin {
+                        key_path: item.path.clone(),
+                        line,
+                        column,
+                    },
+                });
+            }
+        }
+        out
+    }
+
+    /// A name a certificate serves: a DNS name, or `*.` and a DNS name.
+    fn sni_name(&mut self, f: &Field) -> Option<String> {
+        let s = self.str(f)?;
+        let name = s.strip_prefix("*.").unwrap_or(s);
+        let ok = !name.is_empty()
+            && name.len() <= 253
+            && name.split('.').all(|l| {
+                !l.is_empty()
+                    && l.len() <= 63
+                    && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            });
+        if !ok {
+            self.reject(
+                f,
+                format!("{s:?} is not a DNS name (or \"*.\" and a DNS name) for SNI"),
+            );
+            return None;
+        }
+        Some(s.to_ascii_lowercase())
     }
 
     fn admin(&mut self, root: &Node) -> Admin {
@@ -1828,6 +1910,46 @@ path = "{www}"
         assert!(find(&errors, "tls.key_path")
             .reason
             .starts_with("required key is missing"));
+    }
+
+    #[test]
+    fn tls_certificates_entries_are_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let pem = dir.path().join("a.pem");
+        std::fs::write(&pem, "x").unwrap();
+        let p = pem.display();
+        let errors = errors_of(&format!(
+            "{SERVER}[tls]\ncert_path = \"{p}\"\nkey_path = \"{p}\"\n\n\
+             [[tls.certificates]]\ncert_path = \"{p}\"\nkey_path = \"{p}\"\n\
+             server_names = [\"ok.test\", \"*.wild.test\", \"bad name\", \"a.*.test\"]\n\n\
+             [[tls.certificates]]\ncert_path = \"{p}\"\nsni = 1\n"
+        ));
+        assert_eq!(errors.len(), 4, "{errors:#?}");
+        assert!(find(&errors, "tls.certificates[0].server_names[2]")
+            .reason
+            .contains("\"bad name\" is not a DNS name"));
+        find(&errors, "tls.certificates[0].server_names[3]");
+        assert!(find(&errors, "tls.certificates[1].key_path")
+            .reason
+            .starts_with("required key is missing"));
+        assert!(find(&errors, "tls.certificates[1].sni")
+            .reason
+            .starts_with("unknown key"));
+        // A good entry parses, names lower-cased, its place recorded.
+        let cfg = parse(
+            &format!(
+                "{SERVER}[tls]\ncert_path = \"{p}\"\nkey_path = \"{p}\"\n\n\
+                 [[tls.certificates]]\ncert_path = \"{p}\"\nkey_path = \"{p}\"\n\
+                 server_names = [\"A.Test\", \"*.Wild.test\"]\n"
+            ),
+            Path::new("/etc/z.toml"),
+        )
+        .unwrap();
+        let tls = cfg.tls.unwrap();
+        assert_eq!(tls.certificates.len(), 1);
+        assert_eq!(tls.certificates[0].server_names, ["a.test", "*.wild.test"]);
+        assert_eq!(tls.certificates[0].origin.key_path, "tls.certificates[0]");
+        assert_eq!(tls.files().len(), 4);
     }
 
     #[test]

@@ -15,7 +15,7 @@ pub mod admin;
 pub mod reload;
 pub mod watch;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::sync::Arc;
@@ -26,7 +26,7 @@ use proxyctl::proto::{
     RouteChanges, RouteInfo, Status,
 };
 
-use crate::config::{Backend, RouteSecurity, Scheme};
+use crate::config::{Backend, Config, RouteSecurity, Scheme};
 use crate::logging::LogGuard;
 use crate::route::Target;
 use crate::worker::{Shared, Workers};
@@ -99,7 +99,8 @@ pub struct Control {
     config_path: PathBuf,
     state: Lifecycle,
     started: Instant,
-    /// The bytes of the config that is serving: a file event with the same bytes is a no-op.
+    /// The inputs of the serving snapshot — the config's bytes, then each `[tls]` file's — so
+    /// that a file event that changed none of them is a no-op ([`inputs`]).
     serving_bytes: Vec<u8>,
     last_reload: Option<ReloadReport>,
     events: Receiver<Event>,
@@ -114,7 +115,9 @@ pub struct Control {
     /// does not count as the first).
     stop_signals: u32,
     log: Option<LogGuard>,
-    _watcher: Option<notify::RecommendedWatcher>,
+    watcher: Option<notify::RecommendedWatcher>,
+    /// The files the watcher watches: the config, then `[tls]`'s certificates and keys.
+    watched: Vec<PathBuf>,
 }
 
 struct Drain {
@@ -136,16 +139,9 @@ impl Control {
         log: LogGuard,
     ) -> std::io::Result<Self> {
         let Channel { sender, events } = channel;
-        let watcher = match watch::watch(&config_path, sender.clone()) {
-            Ok(w) => Some(w),
-            Err(e) => {
-                log::warn!(
-                    "cannot watch {} for changes ({e}); reload with SIGHUP or proxyctl reload",
-                    config_path.display()
-                );
-                None
-            }
-        };
+        let watched = watched_files(&config_path, &shared.snapshot.load().config);
+        let watcher = start_watcher(&watched, &sender);
+        let serving_bytes = inputs(serving_bytes, &shared.snapshot.load().config);
         let generation = shared.snapshot.load().generation;
         Ok(Self {
             shared,
@@ -172,7 +168,8 @@ impl Control {
             drain: None,
             stop_signals: 0,
             log: Some(log),
-            _watcher: watcher,
+            watcher,
+            watched,
         })
     }
 
@@ -313,6 +310,8 @@ impl Control {
                 return self.record(trigger, current.generation, Err(error));
             }
         };
+        let config_len = bytes.len();
+        let bytes = inputs(bytes, &current.config);
         if !force && bytes == self.serving_bytes {
             log::debug!("config file event: bytes unchanged, nothing to do");
             return ReloadReport {
@@ -328,7 +327,8 @@ impl Control {
         }
         self.set_state(Lifecycle::Reloading);
         notify_systemd(&format!("RELOADING=1\nMONOTONIC_USEC={}", monotonic_usec()));
-        let result = reload::prepare(&self.config_path, &bytes, &current);
+        let config_bytes = bytes.get(..config_len).unwrap_or_default();
+        let result = reload::prepare(&self.config_path, config_bytes, &current);
         let report = match result {
             Ok(prepared) => {
                 for w in prepared.snapshot.config.warnings() {
@@ -336,8 +336,17 @@ impl Control {
                 }
                 let changes = prepared.changes.clone();
                 let restart = prepared.restart_required.clone();
+                // What was checked is the new config with the old [tls] files: record the new
+                // config's files, and watch them if they moved.
+                let config_bytes = bytes.get(..config_len).unwrap_or_default().to_vec();
+                let serving = inputs(config_bytes, &prepared.snapshot.config);
+                let watched = watched_files(&self.config_path, &prepared.snapshot.config);
                 let generation = reload::commit(&self.shared.snapshot, prepared);
-                self.serving_bytes = bytes;
+                self.serving_bytes = serving;
+                if watched != self.watched {
+                    self.watcher = start_watcher(&watched, &self.sender);
+                    self.watched = watched;
+                }
                 log::info!(
                     "reloaded ({}): generation {generation}; routes +{} -{} ~{}",
                     trigger.as_str(),
@@ -766,6 +775,49 @@ fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// The config file and the `[tls]` files of `config`: what the watcher watches.
+fn watched_files(config_path: &Path, config: &Config) -> Vec<PathBuf> {
+    let mut files = vec![config_path.to_path_buf()];
+    if let Some(tls) = &config.tls {
+        files.extend(tls.files());
+    }
+    files
+}
+
+fn start_watcher(files: &[PathBuf], sender: &Sender<Event>) -> Option<notify::RecommendedWatcher> {
+    match watch::watch(files, sender.clone()) {
+        Ok(w) => Some(w),
+        Err(e) => {
+            log::warn!(
+                "cannot watch {} for changes ({e}); reload with SIGHUP or proxyctl reload",
+                files
+                    .iter()
+                    .map(|f| f.display().to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+            None
+        }
+    }
+}
+
+/// A snapshot's inputs for change detection: the config's bytes, then each of `config`'s
+/// `[tls]` files (an unreadable file contributes its error, so that its return is a change).
+fn inputs(mut config_bytes: Vec<u8>, config: &Config) -> Vec<u8> {
+    if let Some(tls) = &config.tls {
+        for file in tls.files() {
+            config_bytes.extend_from_slice(b"\0--");
+            config_bytes.extend_from_slice(file.as_os_str().as_encoded_bytes());
+            config_bytes.push(0);
+            match std::fs::read(&file) {
+                Ok(b) => config_bytes.extend_from_slice(&b),
+                Err(e) => config_bytes.extend_from_slice(e.to_string().as_bytes()),
+            }
+        }
+    }
+    config_bytes
 }
 
 #[cfg(test)]

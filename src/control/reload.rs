@@ -27,10 +27,16 @@ pub fn prepare(path: &Path, bytes: &[u8], current: &Snapshot) -> Result<Prepared
     let text = std::str::from_utf8(bytes)
         .map_err(|e| ConfigErrors::file(path, format!("the config file is not UTF-8: {e}")))?;
     let cfg = config::parse(text, path)?;
-    if cfg.tls.is_some() {
+    if cfg.tls.is_some() != current.config.tls.is_some() {
+        // The listener speaks TLS or plain HTTP from start-up: switching would change the
+        // protocol under every client of the port.
+        let what = if cfg.tls.is_some() { "adds" } else { "removes" };
         return Err(ConfigErrors::file(
             path,
-            "[tls]: TLS termination is not in this build yet; a reload cannot turn it on",
+            format!(
+                "[tls]: this file {what} [tls], which switches the listener between HTTP and \
+                 HTTPS; a reload cannot do that — restart the daemon"
+            ),
         ));
     }
     let changes = route_changes(&current.config, &cfg);
@@ -119,7 +125,6 @@ pub fn restart_required(old: &Config, new: &Config) -> Vec<String> {
         "tls.ktls_enabled / tls.ktls_fallback_enabled",
         ktls(old) != ktls(new),
     );
-    check("tls", old.tls.is_some() != new.tls.is_some());
     keys
 }
 

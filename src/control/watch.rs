@@ -1,4 +1,4 @@
-//! Watching the config file for changes.
+//! Watching the config file — and the certificate and key files of `[tls]` — for changes.
 //!
 //! The *directory* is watched, not the file: editors replace files by rename, and Kubernetes
 //! swaps a `..data` symlink, and either would orphan a watch on the file itself. Every event in
@@ -8,25 +8,39 @@
 //! The control loop debounces what passes and compares the file's bytes, so repeated events
 //! cost nothing.
 
-use std::path::Path;
+use std::ffi::OsString;
+use std::path::PathBuf;
 use std::sync::mpsc::Sender;
 
 use notify::{EventKind, RecursiveMode, Watcher};
 
 use super::Event;
 
-/// Starts watching the directory of `file`. The watcher stops when the returned value drops.
-pub fn watch(file: &Path, events: Sender<Event>) -> notify::Result<notify::RecommendedWatcher> {
-    let dir = match file.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
-        _ => std::path::PathBuf::from("."),
-    };
-    let name = file.file_name().map(|n| n.to_os_string());
+/// Starts watching the directories of `files` (the config file first, then the certificate
+/// and key files of `[tls]`). The watcher stops when the returned value drops.
+pub fn watch(
+    files: &[PathBuf],
+    events: Sender<Event>,
+) -> notify::Result<notify::RecommendedWatcher> {
+    let mut dirs: Vec<PathBuf> = Vec::new();
+    for file in files {
+        let dir = match file.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        if !dirs.contains(&dir) {
+            dirs.push(dir);
+        }
+    }
+    let names: Vec<OsString> = files
+        .iter()
+        .filter_map(|f| f.file_name().map(|n| n.to_os_string()))
+        .collect();
     let relevant = move |ev: &notify::Event| {
         // An event without paths (an overflowed queue) may hide anything: pass it on.
         ev.paths.is_empty()
             || ev.paths.iter().any(|p| match p.file_name() {
-                Some(n) => Some(n) == name.as_deref() || n.as_encoded_bytes().starts_with(b".."),
+                Some(n) => names.iter().any(|x| x == n) || n.as_encoded_bytes().starts_with(b".."),
                 None => true,
             })
     };
@@ -38,6 +52,8 @@ pub fn watch(file: &Path, events: Sender<Event>) -> notify::Result<notify::Recom
             }
             Err(e) => log::warn!("config watcher: {e}"),
         })?;
-    watcher.watch(&dir, RecursiveMode::NonRecursive)?;
+    for dir in &dirs {
+        watcher.watch(dir, RecursiveMode::NonRecursive)?;
+    }
     Ok(watcher)
 }

@@ -19,14 +19,13 @@ mod tunnel;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use monoio::net::TcpStream;
-
 use crate::config::{ProxyBackend, RouteSecurity};
 use crate::error::{Error, ErrorKind};
 use crate::http::chunked::{self, ChunkedDecoder, Decoded};
 use crate::http::head::{BodyKind, RequestHead};
 use crate::http::{Method, Version};
-use crate::worker::io::{recv_into, send_all, RecvError};
+use crate::worker::client::ClientStream;
+use crate::worker::io::RecvError;
 use conn::UpstreamConn;
 use pool::Upstream;
 
@@ -39,7 +38,7 @@ const CHUNK: usize = 64 * 1024;
 
 /// One request to forward.
 pub struct Exchange<'a> {
-    pub client: &'a TcpStream,
+    pub client: &'a mut ClientStream,
     /// Client bytes read but not consumed: the start of the body, pipelined requests.
     pub buf: &'a mut Vec<u8>,
     pub peer: SocketAddr,
@@ -131,7 +130,16 @@ pub async fn forward(mut x: Exchange<'_>, body_pending: &mut bool) -> Result<Don
             out_head.splice(at..at, format!("Content-Length: {n}\r\n").into_bytes());
         }
     }
-    if let Err(e) = relay_body(&x, &mut upstream, resp_buf, framing, out_framing, out_head).await {
+    if let Err(e) = relay_body(
+        &mut x,
+        &mut upstream,
+        resp_buf,
+        framing,
+        out_framing,
+        out_head,
+    )
+    .await
+    {
         // The response has begun: nothing can be said to the client any more; the upstream
         // connection is dropped, and so is the client's.
         if e.kind != ErrorKind::Aborted && e.kind != ErrorKind::ClientGone {
@@ -278,7 +286,9 @@ async fn exchange_head(
 async fn send_body(x: &mut Exchange<'_>, conn: &mut UpstreamConn) -> Result<(), Error> {
     let buf = &mut *x.buf;
     if expects_continue(x.req) && buf.is_empty() {
-        send_all(x.client, b"HTTP/1.1 100 Continue\r\n\r\n", false).await?;
+        x.client
+            .send(b"HTTP/1.1 100 Continue\r\n\r\n", false)
+            .await?;
     }
     let timeout = x.security.client_body_timeout;
     match x.req.body {
@@ -355,11 +365,11 @@ fn upstream_gone(e: Error) -> Error {
 }
 
 async fn read_client(
-    client: &TcpStream,
+    client: &mut ClientStream,
     buf: &mut Vec<u8>,
     timeout: Duration,
 ) -> Result<(), Error> {
-    match recv_into(client, buf, CHUNK, timeout).await {
+    match client.recv_into(buf, CHUNK, timeout).await {
         Ok(0) => Err(Error::client(
             ErrorKind::ClientGone,
             "client closed mid-body",
@@ -378,7 +388,7 @@ async fn read_client(
 
 /// Relays the response: its head, then the body from `pending` and the upstream.
 async fn relay_body(
-    x: &Exchange<'_>,
+    x: &mut Exchange<'_>,
     upstream: &mut UpstreamConn,
     mut pending: Vec<u8>,
     framing: Framing,
@@ -393,20 +403,20 @@ async fn relay_body(
     };
     let read_timeout = x.security.backend_response_timeout;
     match framing {
-        Framing::None => send_all(x.client, &head, false).await,
+        Framing::None => x.client.send(&head, false).await,
         Framing::Length(n) if (pending.len() as u64) >= n && n <= SMALL_BODY => {
             // The whole (small) body is here already: one send for head and body.
             let mut all = head;
             all.extend_from_slice(pending.get(..n as usize).unwrap_or_default());
-            send_all(x.client, &all, false).await
+            x.client.send(&all, false).await
         }
         Framing::Length(n) => {
-            send_all(x.client, &head, n > 0).await?;
+            x.client.send(&head, n > 0).await?;
             let mut left = n;
             loop {
                 let take = (pending.len() as u64).min(left) as usize;
                 if take > 0 {
-                    send_all(x.client, &pending[..take], false).await?;
+                    x.client.send(&pending[..take], false).await?;
                     pending.drain(..take);
                     left -= take as u64;
                 }
@@ -421,7 +431,7 @@ async fn relay_body(
             }
         }
         Framing::Chunked => {
-            send_all(x.client, &head, true).await?;
+            x.client.send(&head, true).await?;
             let mut decoder = ChunkedDecoder::new();
             let mut data = Vec::new();
             loop {
@@ -444,9 +454,9 @@ async fn relay_body(
                 };
                 // A chunked body is passed on as received (validated by the decoder).
                 if out == Framing::Chunked {
-                    send_all(x.client, &pending[..at], !done).await?;
+                    x.client.send(&pending[..at], !done).await?;
                 } else if !data.is_empty() {
-                    send_all(x.client, &data, !done).await?;
+                    x.client.send(&data, !done).await?;
                     data.clear();
                 }
                 pending.drain(..at);
@@ -461,7 +471,7 @@ async fn relay_body(
             }
         }
         Framing::Close => {
-            send_all(x.client, &head, true).await?;
+            x.client.send(&head, true).await?;
             let chunk = out == Framing::Chunked;
             let mut framed = Vec::with_capacity(CHUNK + 32);
             loop {
@@ -471,16 +481,16 @@ async fn relay_body(
                         chunked::write_chunk_header(&mut framed, pending.len());
                         framed.extend_from_slice(&pending);
                         framed.extend_from_slice(chunked::CRLF);
-                        send_all(x.client, &framed, true).await?;
+                        x.client.send(&framed, true).await?;
                     } else {
-                        send_all(x.client, &pending, true).await?;
+                        x.client.send(&pending, true).await?;
                     }
                     pending.clear();
                 }
                 match upstream.recv_into(&mut pending, CHUNK, read_timeout).await {
                     Ok(0) => {
                         if chunk {
-                            send_all(x.client, chunked::LAST_CHUNK, false).await?;
+                            x.client.send(chunked::LAST_CHUNK, false).await?;
                         }
                         return Ok(());
                     }
@@ -501,9 +511,9 @@ async fn tunnel(
     resp: &ResponseHead,
 ) -> Result<Done, Error> {
     let head = response_head(resp, Framing::None, true, false);
-    send_all(x.client, &head, !pending.is_empty()).await?;
+    x.client.send(&head, !pending.is_empty()).await?;
     if !pending.is_empty() {
-        send_all(x.client, &pending, false).await?;
+        x.client.send(&pending, false).await?;
     }
     let from_client = std::mem::take(&mut *x.buf);
     if !from_client.is_empty() {

@@ -2,7 +2,7 @@
 //! once, each end's close passed on as a half-close, until both have closed or nothing has
 //! moved for [`IDLE`].
 //!
-//! An `https://` upstream's rustls session is shared by the two directions through a
+//! A TLS session (the client's on a TLS listener, an `https://` upstream's) is shared by the two directions through a
 //! `RefCell` that is borrowed only between awaits — every wait is a readiness wait on the
 //! socket — so neither direction can hold the other up.
 
@@ -11,12 +11,13 @@ use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
 use monoio::net::TcpStream;
-use rustls::ClientConnection;
+use rustls::{ConnectionCommon, SideData};
 
 use crate::tls;
 use crate::worker::io::{recv_into, send_all, RecvError};
 
 use super::conn::UpstreamConn;
+use crate::worker::client::ClientStream;
 
 /// Idle time after which a tunnel is closed.
 pub const IDLE: Duration = Duration::from_secs(300);
@@ -26,25 +27,30 @@ const CHUNK: usize = 64 * 1024;
 const TICK: Duration = Duration::from_secs(5);
 
 /// Copies bytes between `client` and `upstream` until both sides are done.
-pub async fn run(client: &TcpStream, upstream: UpstreamConn) {
-    let (tcp, session) = upstream.into_parts();
-    let session = session.map(|s| RefCell::new(*s));
-    let up = match &session {
+pub async fn run(client: &mut ClientStream, upstream: UpstreamConn) {
+    let (tcp, mut session) = upstream.into_parts();
+    let up_session = session.as_deref_mut().map(|s| RefCell::new(&mut **s));
+    let up = match &up_session {
         None => End::Plain(&tcp),
         Some(s) => End::Tls(&tcp, s),
     };
-    let down = End::Plain(client);
+    let (client_tcp, client_session) = client.parts();
+    let down_session = client_session.map(|s| RefCell::new(&mut **s));
+    let down = match &down_session {
+        None => End::Plain(client_tcp),
+        Some(s) => End::Tls(client_tcp, s),
+    };
     let last = Cell::new(Instant::now());
     monoio::join!(pipe(&down, &up, &last), pipe(&up, &down, &last));
 }
 
-/// One end of the tunnel.
-enum End<'a> {
+/// One end of the tunnel: a socket, and the TLS session over it if any.
+enum End<'a, 's, S: SideData> {
     Plain(&'a TcpStream),
-    Tls(&'a TcpStream, &'a RefCell<ClientConnection>),
+    Tls(&'a TcpStream, &'a RefCell<&'s mut ConnectionCommon<S>>),
 }
 
-impl End<'_> {
+impl<S: SideData> End<'_, '_, S> {
     async fn recv(&self, buf: &mut Vec<u8>) -> Result<usize, RecvError> {
         match self {
             End::Plain(s) => recv_into(s, buf, CHUNK, TICK).await,
@@ -107,7 +113,11 @@ impl End<'_> {
 
 /// Copies `from` → `to` until the end of `from` (or a failure, or the tunnel going idle), then
 /// shuts `to`'s write side.
-async fn pipe(from: &End<'_>, to: &End<'_>, last: &Cell<Instant>) {
+async fn pipe<A: SideData, B: SideData>(
+    from: &End<'_, '_, A>,
+    to: &End<'_, '_, B>,
+    last: &Cell<Instant>,
+) {
     let mut buf = Vec::with_capacity(CHUNK);
     loop {
         buf.clear();

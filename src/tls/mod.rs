@@ -7,3 +7,4 @@
 
 pub mod client;
 pub mod io;
+pub mod server;

@@ -18,7 +18,8 @@ use monoio::buf::IoBufMut;
 use monoio::io::AsyncReadRent;
 use monoio::net::TcpStream;
 
-use super::io::{send_all, set_nonblocking};
+use super::client::ClientStream;
+use super::io::{set_nonblocking, RecvError};
 use super::{Registry, Shared};
 use crate::config::{defaults, Backend, RouteSecurity};
 use crate::error::{Error, ErrorKind, Side};
@@ -33,6 +34,8 @@ use crate::route::Target;
 const LINGER_TIME: Duration = Duration::from_secs(2);
 /// How much it drains at most.
 const LINGER_BYTES: usize = 1024 * 1024;
+/// Read size for request heads and bodies.
+const READ_SIZE: usize = 16 * 1024;
 
 /// Serves one accepted connection until it closes. The worker counted it open; this ends the
 /// count.
@@ -55,8 +58,21 @@ pub async fn serve(
         return;
     }
     let _ = stream.set_nodelay(true);
+    let (tls, limits) = {
+        let snapshot = shared.snapshot.load();
+        (snapshot.tls.clone(), snapshot.head_limits())
+    };
+    // The handshake, like the first request head, must be done within the header timeout.
+    let deadline = Instant::now() + limits.header_timeout;
+    let client = match tls {
+        None => ClientStream::plain(stream),
+        Some(config) => match accept_tls(stream, peer, config, deadline).await {
+            Some(client) => client,
+            None => return,
+        },
+    };
     let mut conn = Conn {
-        stream,
+        client,
         peer,
         worker,
         shared,
@@ -64,6 +80,69 @@ pub async fn serve(
         buf: Vec::new(),
     };
     conn.run().await;
+}
+
+/// The first byte of a TLS connection: a handshake record.
+const TLS_HANDSHAKE_RECORD: u8 = 0x16;
+
+/// Completes the TLS handshake of a connection on a TLS listener, by `deadline`. A client that
+/// speaks plain HTTP to the port gets a plain-text 400 saying so, and the connection closes.
+async fn accept_tls(
+    stream: TcpStream,
+    peer: SocketAddr,
+    config: Arc<rustls::ServerConfig>,
+    deadline: Instant,
+) -> Option<ClientStream> {
+    let left = deadline.saturating_duration_since(Instant::now());
+    if !matches!(
+        monoio::time::timeout(left, stream.readable(false)).await,
+        Ok(Ok(()))
+    ) {
+        return None;
+    }
+    let mut first = 0u8;
+    // SAFETY: peeks at most one byte into a live local.
+    let n = unsafe {
+        libc::recv(
+            stream.as_raw_fd(),
+            (&mut first as *mut u8).cast(),
+            1,
+            libc::MSG_PEEK | libc::MSG_DONTWAIT,
+        )
+    };
+    if n <= 0 {
+        return None;
+    }
+    if first != TLS_HANDSHAKE_RECORD {
+        log::debug!("{peer}: plain HTTP (or not TLS) on the TLS port; answering 400 and closing");
+        if first.is_ascii_uppercase() {
+            let body = "400 Bad Request: this port speaks HTTPS\n";
+            let answer = format!(
+                "HTTP/1.1 400 Bad Request\r\nContent-Type: text/plain; charset=utf-8\r\n\
+                 Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            let mut client = ClientStream::plain(stream);
+            if client.send(answer.as_bytes(), false).await.is_ok() {
+                linger(&mut client, &mut Vec::new()).await;
+            }
+        }
+        return None;
+    }
+    let mut session = match rustls::ServerConnection::new(config) {
+        Ok(s) => s,
+        Err(e) => {
+            log::warn!("{peer}: cannot start a TLS session: {e}");
+            return None;
+        }
+    };
+    match crate::tls::io::handshake(&stream, &mut session, deadline).await {
+        Ok(()) => Some(ClientStream::tls(stream, session)),
+        Err(e) => {
+            log::debug!("{peer}: {e}");
+            None
+        }
+    }
 }
 
 /// Ends a connection's registration and open count, however the task ends.
@@ -100,7 +179,7 @@ impl Drop for InFlight<'_> {
 }
 
 struct Conn {
-    stream: TcpStream,
+    client: ClientStream,
     peer: SocketAddr,
     worker: usize,
     shared: Arc<Shared>,
@@ -180,9 +259,9 @@ impl Conn {
                     None => defaults::KEEPALIVE_IDLE_TIMEOUT,
                 };
                 self.idle.set(true);
-                let ready = monoio::time::timeout(wait, self.stream.readable(false)).await;
+                let ready = self.client.readable(wait).await;
                 self.idle.set(false);
-                if !matches!(ready, Ok(Ok(()))) {
+                if !ready {
                     return;
                 }
             }
@@ -254,7 +333,7 @@ impl Conn {
             let mut h = ResponseHead::new(200);
             h.header("Allow", "GET, HEAD, OPTIONS").content_length(0);
             crate::files::connection_header(&mut h, req, self.keep_alive(req, *body_pending));
-            send_all(&self.stream, &h.finish(), false).await?;
+            self.client.send(&h.finish(), false).await?;
             return Ok(Outcome::Done);
         }
         let snapshot = self.shared.snapshot.load_full();
@@ -309,7 +388,7 @@ impl Conn {
                     *body_pending = false;
                 }
                 let keep_alive = self.keep_alive(req, *body_pending);
-                crate::files::serve(&self.stream, req, &m, f, keep_alive).await?;
+                crate::files::serve(&mut self.client, req, &m, f, keep_alive).await?;
                 Ok(Outcome::Done)
             }
             Backend::Proxy(p) => {
@@ -321,7 +400,7 @@ impl Conn {
                 };
                 let keep_alive = self.keep_alive(req, false);
                 let exchange = proxy::Exchange {
-                    client: &self.stream,
+                    client: &mut self.client,
                     buf: &mut self.buf,
                     peer: self.peer,
                     req,
@@ -415,38 +494,7 @@ impl Conn {
 
     /// Reads more bytes into the buffer, until `deadline`.
     async fn read_more(&mut self, deadline: Instant) -> Read {
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return Read::Timeout;
-            }
-            let mut buf = std::mem::take(&mut self.buf);
-            if buf.capacity() - buf.len() < 4096 {
-                buf.reserve(16 * 1024);
-            }
-            // monoio reads into a Vec from index 0: read into its spare capacity instead.
-            let filled = buf.len();
-            let read = self.stream.read(buf.slice_mut(filled..));
-            let (res, buf) = match monoio::time::timeout(left, read).await {
-                Ok(r) => r,
-                Err(_) => return Read::Timeout,
-            };
-            self.buf = buf.into_inner();
-            match res {
-                Ok(0) => return Read::Eof,
-                Ok(_) => return Read::Data,
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                    let left = deadline.saturating_duration_since(Instant::now());
-                    match monoio::time::timeout(left, self.stream.readable(false)).await {
-                        Ok(Ok(())) => continue,
-                        Ok(Err(_)) => return Read::Eof,
-                        Err(_) => return Read::Timeout,
-                    }
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                Err(_) => return Read::Eof,
-            }
-        }
+        read_more(&mut self.client, &mut self.buf, deadline).await
     }
 
     /// Sends the response for an error, if anyone is left to receive it, and logs it.
@@ -482,26 +530,72 @@ impl Conn {
         if req.is_none_or(|r| r.method != Method::Head) {
             out.extend_from_slice(body.as_bytes());
         }
-        if send_all(&self.stream, &out, false).await.is_ok() && !keep_alive {
-            self.linger().await;
+        if self.client.send(&out, false).await.is_ok() && !keep_alive {
+            linger(&mut self.client, &mut self.buf).await;
         }
     }
+}
 
-    /// Closes after an error response without destroying it: closing a socket with unread
-    /// input makes the kernel send a reset, which can discard the response before the client
-    /// reads it. So: shut down our side, then read and drop what the client still sends, for a
-    /// bounded time and amount (nginx's lingering close).
-    async fn linger(&mut self) {
-        // SAFETY: shutdown on our own descriptor.
-        unsafe { libc::shutdown(self.stream.as_raw_fd(), libc::SHUT_WR) };
-        let deadline = Instant::now() + LINGER_TIME;
-        let mut drained = 0;
-        while drained < LINGER_BYTES {
-            self.buf.clear();
-            match self.read_more(deadline).await {
-                Read::Data => drained += self.buf.len(),
-                Read::Eof | Read::Timeout => break,
+/// Reads more bytes into `buf`, until `deadline`.
+async fn read_more(client: &mut ClientStream, buf: &mut Vec<u8>, deadline: Instant) -> Read {
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Read::Timeout;
+        }
+        if client.is_tls() {
+            return match client.recv_into(buf, READ_SIZE, left).await {
+                Ok(0) | Err(RecvError::Failed(_)) => Read::Eof,
+                Ok(_) => Read::Data,
+                Err(RecvError::Timeout) => Read::Timeout,
+            };
+        }
+        let mut owned = std::mem::take(buf);
+        if owned.capacity() - owned.len() < 4096 {
+            owned.reserve(READ_SIZE);
+        }
+        // monoio reads into a Vec from index 0: read into its spare capacity instead.
+        let filled = owned.len();
+        let read = client.tcp_mut().read(owned.slice_mut(filled..));
+        let (res, owned) = match monoio::time::timeout(left, read).await {
+            Ok(r) => r,
+            Err(_) => return Read::Timeout,
+        };
+        *buf = owned.into_inner();
+        match res {
+            Ok(0) => return Read::Eof,
+            Ok(_) => return Read::Data,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                if !client
+                    .readable(deadline.saturating_duration_since(Instant::now()))
+                    .await
+                {
+                    return if Instant::now() >= deadline {
+                        Read::Timeout
+                    } else {
+                        Read::Eof
+                    };
+                }
             }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(_) => return Read::Eof,
+        }
+    }
+}
+
+/// Closes after an error response without destroying it: closing a socket with unread input
+/// makes the kernel send a reset, which can discard the response before the client reads it.
+/// So: shut down our side, then read and drop what the client still sends, for a bounded time
+/// and amount (nginx's lingering close).
+async fn linger(client: &mut ClientStream, buf: &mut Vec<u8>) {
+    client.shutdown_write();
+    let deadline = Instant::now() + LINGER_TIME;
+    let mut drained = 0;
+    while drained < LINGER_BYTES {
+        buf.clear();
+        match read_more(client, buf, deadline).await {
+            Read::Data => drained += buf.len(),
+            Read::Eof | Read::Timeout => break,
         }
     }
 }

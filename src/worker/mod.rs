@@ -11,6 +11,7 @@
 //! connections (their tasks wake and end), and lets busy connections finish their response with
 //! `Connection: close`. The control thread ends the process when no connection is left.
 
+pub mod client;
 pub mod conn;
 pub mod io;
 

@@ -12,6 +12,7 @@ mod protocol;
 mod proxy;
 mod proxy_tls;
 mod routing;
+mod tls;
 mod tls_front;
 mod upstream;
 mod workers;

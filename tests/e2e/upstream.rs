@@ -544,9 +544,10 @@ impl RawResponse {
     }
 }
 
-/// A buffered raw HTTP/1.1 connection.
-pub struct Wire {
-    pub stream: TcpStream,
+/// A buffered raw HTTP/1.1 connection, over TCP or anything else that reads and writes (a TLS
+/// client stream).
+pub struct Wire<S = TcpStream> {
+    pub stream: S,
     /// Bytes read and not yet consumed.
     pub buf: Vec<u8>,
     /// Whether the peer reset the connection.
@@ -554,22 +555,29 @@ pub struct Wire {
 }
 
 impl Wire {
-    pub fn new(stream: TcpStream) -> Self {
+    /// Connects with a 10 s read timeout and no Nagle delay.
+    pub fn connect(addr: SocketAddr) -> Self {
+        Self::new(connect_tcp(addr))
+    }
+}
+
+/// A TCP connection with a 10 s read timeout and no Nagle delay.
+pub fn connect_tcp(addr: SocketAddr) -> TcpStream {
+    let stream = TcpStream::connect(addr).expect("connect");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    stream.set_nodelay(true).unwrap();
+    stream
+}
+
+impl<S: Read + Write> Wire<S> {
+    pub fn new(stream: S) -> Self {
         Self {
             stream,
             buf: Vec::new(),
             reset: false,
         }
-    }
-
-    /// Connects with a 10 s read timeout and no Nagle delay.
-    pub fn connect(addr: SocketAddr) -> Self {
-        let stream = TcpStream::connect(addr).expect("connect");
-        stream
-            .set_read_timeout(Some(Duration::from_secs(10)))
-            .unwrap();
-        stream.set_nodelay(true).unwrap();
-        Self::new(stream)
     }
 
     pub fn send(&mut self, raw: &[u8]) {

@@ -1,0 +1,202 @@
+//! Server configurations for TLS termination, built from `[tls]` when a snapshot is built.
+//!
+//! Certificates and keys are read on the control thread (never on a worker) and checked: a
+//! chain with no certificate, a file with no private key, and a key that does not belong to its
+//! certificate are refused with the file named, so a reload with a bad pair keeps the old
+//! certificates serving. TLS 1.2 and 1.3, ALPN `http/1.1`.
+//!
+//! The certificate for a handshake is chosen by SNI ([`SniResolver`]): the `server_names` of a
+//! `[[tls.certificates]]` entry (exact, then `*.` wildcard), then entries without
+//! `server_names` whose certificate is valid for the name, then the default certificate
+//! (`cert_path`/`key_path`) — also for clients that send no SNI.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Arc;
+
+use rustls::crypto::CryptoProvider;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::sign::CertifiedKey;
+use rustls::ServerConfig;
+
+use crate::config::{Origin, Tls};
+
+/// A load failure: where in the config (`tls.cert_path`, `tls.certificates[1].key_path`) and why.
+pub type LoadError = (Origin, String);
+
+/// Builds the server configuration for `tls`, or every reason it cannot be built.
+pub fn config(tls: &Tls) -> Result<Arc<ServerConfig>, Vec<LoadError>> {
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let mut errors = Vec::new();
+    let default = load(&provider, &tls.origin, &tls.cert_path, &tls.key_path)
+        .map_err(|e| errors.push(e))
+        .ok();
+    let mut resolver = SniResolver {
+        exact: HashMap::new(),
+        wildcard: HashMap::new(),
+        by_certificate: Vec::new(),
+        default: None,
+    };
+    for entry in &tls.certificates {
+        let Ok(key) = load(&provider, &entry.origin, &entry.cert_path, &entry.key_path)
+            .map_err(|e| errors.push(e))
+        else {
+            continue;
+        };
+        if entry.server_names.is_empty() {
+            resolver.by_certificate.push(key);
+            continue;
+        }
+        for name in &entry.server_names {
+            // The first entry that names a name serves it.
+            match name.strip_prefix("*.") {
+                Some(parent) => resolver.wildcard.entry(parent.to_string()),
+                None => resolver.exact.entry(name.clone()),
+            }
+            .or_insert_with(|| key.clone());
+        }
+    }
+    let (Some(default), true) = (default, errors.is_empty()) else {
+        return Err(errors);
+    };
+    resolver.default = Some(default);
+    let mut config = ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| vec![(tls.origin.clone(), format!("TLS configuration: {e}"))])?
+        .with_no_client_auth()
+        .with_cert_resolver(Arc::new(resolver));
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}
+
+/// Chooses a certificate by SNI (see the module documentation).
+#[derive(Debug)]
+pub struct SniResolver {
+    exact: HashMap<String, Arc<CertifiedKey>>,
+    /// `*.example.com` entries, keyed by `example.com`.
+    wildcard: HashMap<String, Arc<CertifiedKey>>,
+    /// Entries without `server_names`, in file order.
+    by_certificate: Vec<Arc<CertifiedKey>>,
+    default: Option<Arc<CertifiedKey>>,
+}
+
+impl SniResolver {
+    /// The certificate for `sni` (lower-case), or the default.
+    pub fn choose(&self, sni: Option<&str>) -> Option<Arc<CertifiedKey>> {
+        let Some(name) = sni else {
+            return self.default.clone();
+        };
+        if let Some(k) = self.exact.get(name) {
+            return Some(k.clone());
+        }
+        if let Some((_, parent)) = name.split_once('.') {
+            if let Some(k) = self.wildcard.get(parent) {
+                return Some(k.clone());
+            }
+        }
+        if !self.by_certificate.is_empty() {
+            if let Ok(server_name) = ServerName::try_from(name) {
+                for k in &self.by_certificate {
+                    if valid_for(k, &server_name) {
+                        return Some(k.clone());
+                    }
+                }
+            }
+        }
+        self.default.clone()
+    }
+}
+
+impl ResolvesServerCert for SniResolver {
+    fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        let sni = hello.server_name().map(str::to_ascii_lowercase);
+        self.choose(sni.as_deref())
+    }
+}
+
+/// Whether `key`'s leaf certificate is valid for `name`.
+fn valid_for(key: &CertifiedKey, name: &ServerName<'_>) -> bool {
+    let Some(leaf) = key.cert.first() else {
+        return false;
+    };
+    webpki::EndEntityCert::try_from(leaf)
+        .is_ok_and(|cert| cert.verify_is_valid_for_subject_name(name).is_ok())
+}
+
+/// Loads one certificate chain and its key, and checks that they belong together.
+fn load(
+    provider: &CryptoProvider,
+    at: &Origin,
+    cert_path: &Path,
+    key_path: &Path,
+) -> Result<Arc<CertifiedKey>, LoadError> {
+    let err = |key: &str, reason: String| {
+        (
+            Origin {
+                key_path: format!("{}.{key}", at.key_path),
+                ..at.clone()
+            },
+            reason,
+        )
+    };
+    let cert_bytes = std::fs::read(cert_path).map_err(|e| {
+        err(
+            "cert_path",
+            format!("cannot read {}: {e}", cert_path.display()),
+        )
+    })?;
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&cert_bytes)
+        .collect::<Result<_, _>>()
+        .map_err(|e| {
+            err(
+                "cert_path",
+                format!("{}: bad PEM: {e}", cert_path.display()),
+            )
+        })?;
+    if chain.is_empty() {
+        return Err(err(
+            "cert_path",
+            format!(
+                "{} holds no PEM certificate (expected \"-----BEGIN CERTIFICATE-----\" blocks, \
+                 the server's certificate first)",
+                cert_path.display()
+            ),
+        ));
+    }
+    let key_bytes = std::fs::read(key_path).map_err(|e| {
+        err(
+            "key_path",
+            format!("cannot read {}: {e}", key_path.display()),
+        )
+    })?;
+    let key = PrivateKeyDer::from_pem_slice(&key_bytes).map_err(|e| {
+        err(
+            "key_path",
+            format!(
+                "{} holds no usable private key (PKCS#8, SEC1 EC or RSA PEM): {e}",
+                key_path.display()
+            ),
+        )
+    })?;
+    let signer = provider.key_provider.load_private_key(key).map_err(|e| {
+        err(
+            "key_path",
+            format!("{}: unsupported private key: {e}", key_path.display()),
+        )
+    })?;
+    let certified = CertifiedKey::new(chain, signer);
+    certified.keys_match().map_err(|e| {
+        err(
+            "key_path",
+            format!(
+                "{} does not belong to the certificate in {} ({e}); check that the pair comes \
+                 from the same issuance",
+                key_path.display(),
+                cert_path.display()
+            ),
+        )
+    })?;
+    Ok(Arc::new(certified))
+}
