@@ -206,6 +206,12 @@ pub fn try_recv<S: SideData>(
 /// Records that arrived while it sat idle (TLS 1.3 session tickets) are consumed here.
 pub fn idle_and_open<S: SideData>(stream: &TcpStream, conn: &mut ConnectionCommon<S>) -> bool {
     let fd = stream.as_raw_fd();
+    // Decrypted bytes left over from the last exchange (more than its framing said) make the
+    // connection unusable, exactly as unread bytes on a plain socket do.
+    match conn.process_new_packets() {
+        Ok(state) if state.plaintext_bytes_to_read() == 0 && !state.peer_has_closed() => {}
+        _ => return false,
+    }
     loop {
         match conn.read_tls(&mut Fd(fd)) {
             Ok(0) => return false,

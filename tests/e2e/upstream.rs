@@ -102,7 +102,10 @@ impl Upstream {
     }
 
     fn start_opts(idle_close: Option<Duration>) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind an upstream");
+        // An address of its own (a fresh 127.x.y.z), so that no other test's listener can take
+        // its port once it is dropped.
+        let ip = crate::common::free_addr().ip();
+        let listener = TcpListener::bind((ip, 0)).expect("bind an upstream");
         let addr = listener.local_addr().unwrap();
         let connections = Arc::new(AtomicUsize::new(0));
         let requests = Arc::new(AtomicUsize::new(0));
