@@ -439,13 +439,7 @@ impl Walker<'_> {
     fn sni_name(&mut self, f: &Field) -> Option<String> {
         let s = self.str(f)?;
         let name = s.strip_prefix("*.").unwrap_or(s);
-        let ok = !name.is_empty()
-            && name.len() <= 253
-            && name.split('.').all(|l| {
-                !l.is_empty()
-                    && l.len() <= 63
-                    && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
-            });
+        let ok = is_dns_name(name);
         if !ok {
             self.reject(
                 f,
@@ -696,14 +690,7 @@ impl Walker<'_> {
     /// A DNS name or IP address for TLS (SNI and certificate verification).
     fn server_name(&mut self, f: &Field) -> Option<String> {
         let s = self.str(f)?;
-        let ok = !s.is_empty()
-            && s.len() <= 253
-            && (s.parse::<std::net::IpAddr>().is_ok()
-                || s.split('.').all(|l| {
-                    !l.is_empty()
-                        && l.len() <= 63
-                        && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
-                }));
+        let ok = s.parse::<std::net::IpAddr>().is_ok() || is_dns_name(s);
         if !ok {
             self.reject(f, format!("{s:?} is not a DNS name or IP address"));
             return None;
@@ -1266,6 +1253,18 @@ fn upstream_url(s: &str) -> Result<UpstreamUrl, String> {
         port,
         path: path.to_string(),
     })
+}
+
+/// Whether `s` is a DNS name: dot-separated labels of letters, digits and `-`, within DNS's
+/// length limits.
+fn is_dns_name(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 253
+        && s.split('.').all(|l| {
+            !l.is_empty()
+                && l.len() <= 63
+                && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        })
 }
 
 #[cfg(test)]

@@ -1,5 +1,7 @@
 //! A stand-in for zerocopy-server's admin socket, for tests: a Unix socket in a temporary
 //! directory, served by a thread that reads one request line and answers with canned lines.
+//! Compiled only for tests (`#[cfg(test)]` in `cli/mod.rs`): its `unwrap`s and `expect`s fail a
+//! test's own set-up, never anything a user runs.
 
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::UnixListener;
