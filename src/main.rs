@@ -111,8 +111,14 @@ fn run(
     let user = cfg.security.drop_privileges_user.clone();
     let group = cfg.security.drop_privileges_group.clone();
     let admin_socket = cfg.admin.socket.clone();
+    let record_layer = zerocopy_server::tls::RecordLayer::decide(cfg.tls.as_ref());
+    record_layer.log();
     let snapshot = Snapshot::build(cfg, 1).map_err(|e| e.to_string())?;
-    let shared = Arc::new(Shared::new(ArcSwap::from_pointee(snapshot), threads));
+    let shared = Arc::new(Shared::new(
+        ArcSwap::from_pointee(snapshot),
+        threads,
+        record_layer,
+    ));
     let workers = Workers::start(listen, threads, args.io_driver, shared.clone())
         .map_err(|e| e.to_string())?;
     let admin = control::admin::bind(&admin_socket)?;

@@ -129,6 +129,26 @@ pub struct Status {
     pub in_flight: u64,
     /// The last reload attempt, if any.
     pub last_reload: Option<ReloadReport>,
+    /// The TLS listener's figures; absent when the daemon serves plain HTTP.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<TlsStatus>,
+}
+
+/// TLS on the listener: handshakes and where the record layer runs.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TlsStatus {
+    /// Where encryption runs: `userspace` (kTLS not asked for), `kernel` (kTLS available),
+    /// `userspace (kTLS unavailable: …)` (fallback on), `refusing (kTLS unavailable: …)`
+    /// (fallback off), or `userspace (kTLS not in this build)`.
+    pub record_layer: String,
+    /// Completed handshakes since start.
+    pub handshakes: u64,
+    /// Connections whose keys moved into the kernel (kTLS), since start.
+    pub ktls: u64,
+    /// Connections that asked for kTLS but continued in userspace (fallback on), since start.
+    pub ktls_fallback: u64,
+    /// Connections closed because kTLS could not be enabled (fallback off), since start.
+    pub ktls_refused: u64,
 }
 
 /// What a reload did.

@@ -56,10 +56,10 @@ impl Config {
                 ));
             }
         }
-        if self.tls.as_ref().is_some_and(|t| t.ktls_enabled) {
+        if !cfg!(feature = "ktls") && self.tls.as_ref().is_some_and(|t| t.ktls_enabled) {
             w.push(
-                "tls.ktls_enabled: kernel TLS is not in this build yet; TLS runs in userspace \
-                 (rustls)"
+                "tls.ktls_enabled: this build has no kernel TLS (build with `cargo build \
+                 --release --features ktls`); TLS runs in userspace (rustls)"
                     .into(),
             );
         }

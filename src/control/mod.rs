@@ -23,7 +23,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use proxyctl::proto::{
     self, CheckReport, DrainProgress, Explain, Lifecycle, Policy, ReloadReport, Request, Response,
-    RouteChanges, RouteInfo, Status,
+    RouteChanges, RouteInfo, Status, TlsStatus,
 };
 
 use crate::config::{Backend, Config, RouteSecurity, Scheme};
@@ -498,6 +498,13 @@ impl Control {
             connections: self.shared.connections(),
             in_flight: self.shared.in_flight(),
             last_reload: self.last_reload.clone(),
+            tls: snapshot.tls.as_ref().map(|_| TlsStatus {
+                record_layer: self.shared.record_layer.describe(),
+                handshakes: self.shared.sum(|w| &w.tls_handshakes),
+                ktls: self.shared.sum(|w| &w.ktls),
+                ktls_fallback: self.shared.sum(|w| &w.ktls_fallback),
+                ktls_refused: self.shared.sum(|w| &w.ktls_refused),
+            }),
         }
     }
 

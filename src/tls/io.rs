@@ -47,6 +47,33 @@ pub async fn handshake<S: SideData>(
     conn: &mut ConnectionCommon<S>,
     deadline: Instant,
 ) -> Result<(), HandshakeError> {
+    drive_handshake(stream, conn, deadline, &mut Fd(stream.as_raw_fd())).await
+}
+
+/// [`handshake`], reading the socket one TLS record at a time: rustls is never handed part of
+/// a record that follows the handshake, so after it every byte received is either decrypted
+/// inside rustls or still in the socket. Kernel TLS needs this to take over the socket.
+#[cfg_attr(not(feature = "ktls"), allow(dead_code))]
+pub async fn handshake_whole_records<S: SideData>(
+    stream: &TcpStream,
+    conn: &mut ConnectionCommon<S>,
+    deadline: Instant,
+) -> Result<(), HandshakeError> {
+    drive_handshake(
+        stream,
+        conn,
+        deadline,
+        &mut Records::new(stream.as_raw_fd()),
+    )
+    .await
+}
+
+async fn drive_handshake<S: SideData>(
+    stream: &TcpStream,
+    conn: &mut ConnectionCommon<S>,
+    deadline: Instant,
+    reader: &mut impl Read,
+) -> Result<(), HandshakeError> {
     let fd = stream.as_raw_fd();
     loop {
         while conn.wants_write() {
@@ -67,7 +94,7 @@ pub async fn handshake<S: SideData>(
         if !conn.is_handshaking() {
             return Ok(());
         }
-        match conn.read_tls(&mut Fd(fd)) {
+        match conn.read_tls(reader) {
             Ok(0) => return Err(HandshakeError::Closed),
             Ok(_) => {
                 if let Err(e) = conn.process_new_packets() {
@@ -246,6 +273,51 @@ impl Read for Fd {
     }
 }
 
+/// The socket as `Read` that stops at every TLS record boundary: it reads a record's 5-byte
+/// header, then exactly the length the header gives, never more.
+struct Records {
+    fd: RawFd,
+    header: [u8; 5],
+    /// Header bytes read so far (while `body_left` is 0).
+    have: usize,
+    /// Bytes of the current record's body still to read.
+    body_left: usize,
+}
+
+impl Records {
+    fn new(fd: RawFd) -> Self {
+        Self {
+            fd,
+            header: [0; 5],
+            have: 0,
+            body_left: 0,
+        }
+    }
+}
+
+impl Read for Records {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let limit = if self.body_left > 0 {
+            self.body_left
+        } else {
+            self.header.len() - self.have
+        };
+        let take = buf.len().min(limit);
+        let n = Fd(self.fd).read(&mut buf[..take])?;
+        if self.body_left > 0 {
+            self.body_left -= n;
+        } else {
+            self.header[self.have..self.have + n].copy_from_slice(&buf[..n]);
+            self.have += n;
+            if self.have == self.header.len() {
+                self.body_left = u16::from_be_bytes([self.header[3], self.header[4]]) as usize;
+                self.have = 0;
+            }
+        }
+        Ok(n)
+    }
+}
+
 impl Write for Fd {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         // SAFETY: send reads at most buf.len() bytes from a live buffer.
@@ -265,5 +337,64 @@ impl Write for Fd {
 
     fn flush(&mut self) -> io::Result<()> {
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+    use std::os::unix::net::UnixStream;
+
+    #[test]
+    fn whole_records_reads_stop_at_record_boundaries() {
+        let (mut tx, rx) = UnixStream::pair().unwrap();
+        rx.set_nonblocking(true).unwrap();
+        // A 10-byte record, then a record whose header says 300 but only 3 bytes arrived.
+        tx.write_all(&[0x16, 3, 3, 0, 10]).unwrap();
+        tx.write_all(&[7; 10]).unwrap();
+        tx.write_all(&[0x17, 3, 3, 1, 44, 1, 2, 3]).unwrap();
+        let mut r = Records::new(rx.as_raw_fd());
+        let mut buf = [0u8; 4096];
+        let mut reads = Vec::new();
+        loop {
+            match r.read(&mut buf) {
+                Ok(n) => reads.push(buf[..n].to_vec()),
+                Err(e) => {
+                    assert_eq!(e.kind(), io::ErrorKind::WouldBlock);
+                    break;
+                }
+            }
+        }
+        assert_eq!(
+            reads,
+            vec![
+                vec![0x16, 3, 3, 0, 10],
+                vec![7; 10],
+                vec![0x17, 3, 3, 1, 44],
+                vec![1, 2, 3],
+            ]
+        );
+        assert_eq!(r.body_left, 297);
+        // The rest of the record, and nothing past it, comes next.
+        tx.write_all(&[9; 297]).unwrap();
+        tx.write_all(&[0x15, 3, 3, 0, 2, 1, 0]).unwrap();
+        assert_eq!(r.read(&mut buf).unwrap(), 297);
+        assert_eq!(r.read(&mut buf).unwrap(), 5);
+        assert_eq!(r.read(&mut buf).unwrap(), 2);
+    }
+
+    #[test]
+    fn a_header_split_across_reads_is_still_counted() {
+        let (mut tx, rx) = UnixStream::pair().unwrap();
+        rx.set_nonblocking(true).unwrap();
+        let mut r = Records::new(rx.as_raw_fd());
+        let mut buf = [0u8; 64];
+        tx.write_all(&[0x17, 3]).unwrap();
+        assert_eq!(r.read(&mut buf).unwrap(), 2);
+        tx.write_all(&[3, 0, 4, 1, 2, 3, 4, 0x17]).unwrap();
+        assert_eq!(r.read(&mut buf).unwrap(), 3);
+        assert_eq!(r.read(&mut buf).unwrap(), 4);
+        assert_eq!(r.read(&mut buf).unwrap(), 1);
     }
 }

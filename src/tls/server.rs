@@ -68,6 +68,8 @@ pub fn config(tls: &Tls) -> Result<Arc<ServerConfig>, Vec<LoadError>> {
         .with_no_client_auth()
         .with_cert_resolver(Arc::new(resolver));
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    // Kernel TLS takes the session's keys out of rustls after the handshake.
+    config.enable_secret_extraction = cfg!(feature = "ktls") && tls.ktls_enabled;
     Ok(Arc::new(config))
 }
 

@@ -2,8 +2,9 @@
 //! server session over it. The connection loop, the file backend and the proxy write and read
 //! through this one type, so every backend works the same over HTTP and HTTPS.
 //!
-//! Plain sockets keep the zero-copy path (`sendfile(2)`, `MSG_MORE`). Over userspace TLS a file
-//! is read in pieces with `pread(2)` and encrypted, as nginx does without kernel TLS.
+//! Plain sockets keep the zero-copy path (`sendfile(2)`, `MSG_MORE`), and so do kernel-TLS
+//! sockets (`--features ktls`), whose records the kernel encrypts. Over userspace TLS a file is
+//! read in pieces with `pread(2)` and encrypted, as nginx does without kernel TLS.
 
 use std::os::fd::{AsRawFd, RawFd};
 use std::time::Duration;
@@ -21,20 +22,44 @@ const TLS_FILE_PIECE: usize = 16 * 1024;
 /// An accepted client connection.
 pub struct ClientStream {
     tcp: TcpStream,
-    /// The TLS session on a TLS listener (boxed: a plain connection stays small).
-    tls: Option<Box<ServerConnection>>,
+    layer: Layer,
+}
+
+/// Who runs the TLS records of a connection.
+enum Layer {
+    Plain,
+    /// rustls in userspace (boxed: a plain connection stays small).
+    Rustls(Box<ServerConnection>),
+    /// The kernel (kTLS): the socket reads and writes plaintext. `early` holds application
+    /// data rustls decrypted before the hand-over, returned by the first receive.
+    #[cfg(feature = "ktls")]
+    Kernel {
+        early: Vec<u8>,
+    },
 }
 
 impl ClientStream {
     pub fn plain(tcp: TcpStream) -> Self {
-        Self { tcp, tls: None }
-    }
-
-    /// A connection whose TLS handshake has completed.
-    pub fn tls(tcp: TcpStream, session: ServerConnection) -> Self {
         Self {
             tcp,
-            tls: Some(Box::new(session)),
+            layer: Layer::Plain,
+        }
+    }
+
+    /// A connection whose TLS handshake has completed, its records run by rustls.
+    pub fn tls(tcp: TcpStream, session: Box<ServerConnection>) -> Self {
+        Self {
+            tcp,
+            layer: Layer::Rustls(session),
+        }
+    }
+
+    /// A connection whose TLS records the kernel runs (see [`crate::tls::ktls::offload`]).
+    #[cfg(feature = "ktls")]
+    pub fn kernel_tls(tcp: TcpStream, early: Vec<u8>) -> Self {
+        Self {
+            tcp,
+            layer: Layer::Kernel { early },
         }
     }
 
@@ -46,22 +71,23 @@ impl ClientStream {
         &mut self.tcp
     }
 
+    /// Whether the client speaks TLS (in userspace or through the kernel).
     pub fn is_tls(&self) -> bool {
-        self.tls.is_some()
+        !matches!(self.layer, Layer::Plain)
     }
 
-    /// Writes all of `data`; with `more`, a plain socket is told that a body follows.
+    /// Writes all of `data`; with `more`, a plain or kTLS socket is told that a body follows.
     pub async fn send(&mut self, data: &[u8], more: bool) -> Result<(), Error> {
-        match &mut self.tls {
-            None => io::send_all(&self.tcp, data, more).await,
-            Some(s) => tls::io::send_all(&self.tcp, s, data).await,
+        match &mut self.layer {
+            Layer::Rustls(s) => tls::io::send_all(&self.tcp, s, data).await,
+            _ => io::send_all(&self.tcp, data, more).await,
         }
     }
 
-    /// Sends `len` bytes of the file `fd` from `offset`: `sendfile(2)` on a plain socket,
-    /// `pread(2)` and encryption over TLS.
+    /// Sends `len` bytes of the file `fd` from `offset`: `sendfile(2)` on a plain or kTLS
+    /// socket, `pread(2)` and encryption over userspace TLS.
     pub async fn send_file(&mut self, fd: RawFd, offset: u64, len: u64) -> Result<(), Error> {
-        let Some(session) = &mut self.tls else {
+        let Layer::Rustls(session) = &mut self.layer else {
             return io::sendfile_all(&self.tcp, fd, offset, len).await;
         };
         let mut piece = vec![0u8; TLS_FILE_PIECE.min(len as usize)];
@@ -96,21 +122,35 @@ impl ClientStream {
         want: usize,
         timeout: Duration,
     ) -> Result<usize, RecvError> {
-        match &mut self.tls {
-            None => io::recv_into(&self.tcp, buf, want, timeout).await,
-            Some(s) => tls::io::recv_into(&self.tcp, s, buf, want, timeout).await,
+        match &mut self.layer {
+            Layer::Plain => io::recv_into(&self.tcp, buf, want, timeout).await,
+            Layer::Rustls(s) => tls::io::recv_into(&self.tcp, s, buf, want, timeout).await,
+            #[cfg(feature = "ktls")]
+            Layer::Kernel { early } if !early.is_empty() => {
+                let n = early.len();
+                buf.append(early);
+                Ok(n)
+            }
+            #[cfg(feature = "ktls")]
+            Layer::Kernel { .. } => {
+                io::recv_with(&self.tcp, buf, want, timeout, tls::ktls::recv).await
+            }
         }
     }
 
     /// Waits until there is something to read, for at most `timeout`: `false` on timeout or a
     /// failed socket. Over TLS, decrypted bytes already buffered count at once.
     pub async fn readable(&mut self, timeout: Duration) -> bool {
-        if let Some(s) = &mut self.tls {
-            if s.process_new_packets().map_or(true, |st| {
+        let buffered = match &mut self.layer {
+            Layer::Plain => false,
+            Layer::Rustls(s) => s.process_new_packets().map_or(true, |st| {
                 st.plaintext_bytes_to_read() > 0 || st.peer_has_closed()
-            }) {
-                return true;
-            }
+            }),
+            #[cfg(feature = "ktls")]
+            Layer::Kernel { early } => !early.is_empty(),
+        };
+        if buffered {
+            return true;
         }
         matches!(
             monoio::time::timeout(timeout, self.tcp.readable(false)).await,
@@ -120,16 +160,27 @@ impl ClientStream {
 
     /// Shuts our direction: `close_notify` first over TLS (sent if the socket takes it now).
     pub fn shutdown_write(&mut self) {
-        if let Some(s) = &mut self.tls {
-            s.send_close_notify();
-            let _ = tls::io::try_flush(self.tcp.as_raw_fd(), s);
+        match &mut self.layer {
+            Layer::Plain => {}
+            Layer::Rustls(s) => {
+                s.send_close_notify();
+                let _ = tls::io::try_flush(self.tcp.as_raw_fd(), s);
+            }
+            #[cfg(feature = "ktls")]
+            Layer::Kernel { .. } => {
+                let _ = tls::ktls::send_close_notify(self.tcp.as_raw_fd());
+            }
         }
         // SAFETY: shutdown on a descriptor owned by a live stream.
         unsafe { libc::shutdown(self.tcp.as_raw_fd(), libc::SHUT_WR) };
     }
 
-    /// The socket and the TLS session, for a tunnel that drives both directions at once.
+    /// The socket and the userspace TLS session, for a tunnel that drives both directions at
+    /// once. On kernel TLS the socket carries plaintext and there is no session.
     pub fn parts(&mut self) -> (&TcpStream, Option<&mut ServerConnection>) {
-        (&self.tcp, self.tls.as_deref_mut())
+        match &mut self.layer {
+            Layer::Rustls(s) => (&self.tcp, Some(&mut **s)),
+            _ => (&self.tcp, None),
+        }
     }
 }

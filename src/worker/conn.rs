@@ -20,7 +20,7 @@ use monoio::net::TcpStream;
 
 use super::client::ClientStream;
 use super::io::{set_nonblocking, RecvError};
-use super::{Registry, Shared};
+use super::{Registry, Shared, WorkerStats};
 use crate::config::{defaults, Backend, RouteSecurity};
 use crate::error::{Error, ErrorKind, Side};
 use crate::http::chunked::{ChunkedDecoder, Decoded};
@@ -29,6 +29,7 @@ use crate::http::response::{reason, ResponseHead};
 use crate::http::{path, Method};
 use crate::proxy;
 use crate::route::Target;
+use crate::tls::RecordLayer;
 
 /// How long a closing connection keeps draining the client's input after an error.
 const LINGER_TIME: Duration = Duration::from_secs(2);
@@ -66,7 +67,7 @@ pub async fn serve(
     let deadline = Instant::now() + limits.header_timeout;
     let client = match tls {
         None => ClientStream::plain(stream),
-        Some(config) => match accept_tls(stream, peer, config, deadline).await {
+        Some(config) => match accept_tls(stream, peer, config, deadline, &shared, worker).await {
             Some(client) => client,
             None => return,
         },
@@ -87,12 +88,26 @@ const TLS_HANDSHAKE_RECORD: u8 = 0x16;
 
 /// Completes the TLS handshake of a connection on a TLS listener, by `deadline`. A client that
 /// speaks plain HTTP to the port gets a plain-text 400 saying so, and the connection closes.
+///
+/// Where the records then run follows the start-up [`RecordLayer`]: with kernel TLS the keys
+/// move into the socket after the handshake, falling back to rustls or closing the connection
+/// when the kernel cannot take this one, as `ktls_fallback_enabled` says.
 async fn accept_tls(
     stream: TcpStream,
     peer: SocketAddr,
     config: Arc<rustls::ServerConfig>,
     deadline: Instant,
+    shared: &Shared,
+    worker: usize,
 ) -> Option<ClientStream> {
+    let stats = &shared.workers[worker];
+    if let RecordLayer::Refuse(_) = shared.record_layer {
+        // Kernel TLS is unavailable and the operator asked for no userspace fallback (the
+        // start-up log said so).
+        log::debug!("{peer}: TLS connection refused: kernel TLS is unavailable");
+        WorkerStats::bump(&stats.ktls_refused);
+        return None;
+    }
     let left = deadline.saturating_duration_since(Instant::now());
     if !matches!(
         monoio::time::timeout(left, stream.readable(false)).await,
@@ -129,19 +144,52 @@ async fn accept_tls(
         }
         return None;
     }
-    let mut session = match rustls::ServerConnection::new(config) {
+    let session = match rustls::ServerConnection::new(config) {
         Ok(s) => s,
         Err(e) => {
             log::warn!("{peer}: cannot start a TLS session: {e}");
             return None;
         }
     };
-    match crate::tls::io::handshake(&stream, &mut session, deadline).await {
-        Ok(()) => Some(ClientStream::tls(stream, session)),
-        Err(e) => {
-            log::debug!("{peer}: {e}");
-            None
+    let mut session = Box::new(session);
+    let done = match shared.record_layer {
+        #[cfg(feature = "ktls")]
+        RecordLayer::Kernel { .. } => {
+            crate::tls::io::handshake_whole_records(&stream, &mut session, deadline).await
         }
+        _ => crate::tls::io::handshake(&stream, &mut session, deadline).await,
+    };
+    if let Err(e) = done {
+        log::debug!("{peer}: {e}");
+        return None;
+    }
+    WorkerStats::bump(&stats.tls_handshakes);
+    match &shared.record_layer {
+        #[cfg(feature = "ktls")]
+        RecordLayer::Kernel { support, fallback } => {
+            use crate::tls::ktls::{offload, Offload};
+            match offload(stream.as_raw_fd(), session, support) {
+                Offload::Kernel { early } => {
+                    WorkerStats::bump(&stats.ktls);
+                    Some(ClientStream::kernel_tls(stream, early))
+                }
+                Offload::Userspace(session, why) if *fallback => {
+                    log::debug!("{peer}: TLS stays in userspace: {why}");
+                    WorkerStats::bump(&stats.ktls_fallback);
+                    Some(ClientStream::tls(stream, session))
+                }
+                Offload::Userspace(_, why) | Offload::Failed(why) => {
+                    log::debug!("{peer}: TLS connection closed: kernel TLS failed: {why}");
+                    WorkerStats::bump(&stats.ktls_refused);
+                    None
+                }
+            }
+        }
+        RecordLayer::Fallback(_) => {
+            WorkerStats::bump(&stats.ktls_fallback);
+            Some(ClientStream::tls(stream, session))
+        }
+        _ => Some(ClientStream::tls(stream, session)),
     }
 }
 

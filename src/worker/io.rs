@@ -6,6 +6,7 @@
 //! small response leaves in one segment. A worker never blocks here: `EAGAIN` parks the task
 //! on a readiness wait, bounded by the send timeout (a client that stops reading is dropped).
 
+use std::mem::MaybeUninit;
 use std::os::fd::{AsRawFd, RawFd};
 use std::time::Duration;
 
@@ -116,38 +117,50 @@ pub async fn recv_into(
     want: usize,
     timeout: Duration,
 ) -> Result<usize, RecvError> {
+    recv_with(stream, buf, want, timeout, recv_raw).await
+}
+
+/// One non-blocking `recv(2)` into `buf`.
+fn recv_raw(fd: RawFd, buf: &mut [MaybeUninit<u8>]) -> std::io::Result<usize> {
+    // SAFETY: recv writes at most buf.len() bytes into the live buffer.
+    let n = unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), libc::MSG_DONTWAIT) };
+    if n < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(n as usize)
+}
+
+/// [`recv_into`] with another non-blocking receive (kernel TLS reads record types too).
+/// `recv` must write only the bytes it reports.
+pub async fn recv_with(
+    stream: &TcpStream,
+    buf: &mut Vec<u8>,
+    want: usize,
+    timeout: Duration,
+    recv: fn(RawFd, &mut [MaybeUninit<u8>]) -> std::io::Result<usize>,
+) -> Result<usize, RecvError> {
     let fd = stream.as_raw_fd();
     if buf.capacity() - buf.len() < want {
         buf.reserve(want);
     }
     loop {
-        let spare = buf.spare_capacity_mut();
-        // SAFETY: recv writes at most spare.len() bytes into the vector's spare capacity; the
-        // length is extended only by what it reports as written.
-        let n = unsafe {
-            libc::recv(
-                fd,
-                spare.as_mut_ptr().cast(),
-                spare.len(),
-                libc::MSG_DONTWAIT,
-            )
-        };
-        if n >= 0 {
-            // SAFETY: the first n bytes of the spare capacity were just initialised.
-            unsafe { buf.set_len(buf.len() + n as usize) };
-            return Ok(n as usize);
-        }
-        let err = std::io::Error::last_os_error();
-        match err.kind() {
-            std::io::ErrorKind::Interrupted => continue,
-            std::io::ErrorKind::WouldBlock => {
-                match monoio::time::timeout(timeout, stream.readable(false)).await {
-                    Ok(Ok(())) => continue,
-                    Ok(Err(e)) => return Err(RecvError::Failed(e.kind())),
-                    Err(_) => return Err(RecvError::Timeout),
-                }
+        match recv(fd, buf.spare_capacity_mut()) {
+            Ok(n) => {
+                // SAFETY: the first n bytes of the spare capacity were just initialised.
+                unsafe { buf.set_len(buf.len() + n) };
+                return Ok(n);
             }
-            kind => return Err(RecvError::Failed(kind)),
+            Err(err) => match err.kind() {
+                std::io::ErrorKind::Interrupted => continue,
+                std::io::ErrorKind::WouldBlock => {
+                    match monoio::time::timeout(timeout, stream.readable(false)).await {
+                        Ok(Ok(())) => continue,
+                        Ok(Err(e)) => return Err(RecvError::Failed(e.kind())),
+                        Err(_) => return Err(RecvError::Timeout),
+                    }
+                }
+                kind => return Err(RecvError::Failed(kind)),
+            },
         }
     }
 }

@@ -29,6 +29,7 @@ use std::time::Duration;
 use monoio::net::{ListenerOpts, TcpListener};
 
 use crate::snapshot::SnapshotCell;
+use crate::tls::RecordLayer;
 
 /// How often an accept loop looks at the drain flag.
 const DRAIN_POLL: Duration = Duration::from_millis(50);
@@ -40,6 +41,8 @@ pub struct Shared {
     pub draining: AtomicBool,
     /// One entry per worker, written only by that worker.
     pub workers: Box<[WorkerStats]>,
+    /// Where TLS records run, decided at start-up.
+    pub record_layer: RecordLayer,
 }
 
 /// A worker's counters, on a cache line of their own.
@@ -50,15 +53,39 @@ pub struct WorkerStats {
     pub connections: AtomicU64,
     /// Requests between a parsed head and the end of their response.
     pub in_flight: AtomicU64,
+    /// Completed TLS handshakes.
+    pub tls_handshakes: AtomicU64,
+    /// TLS connections whose records the kernel runs.
+    pub ktls: AtomicU64,
+    /// TLS connections that asked for kTLS and continued in userspace.
+    pub ktls_fallback: AtomicU64,
+    /// TLS connections closed because kTLS could not be enabled (fallback off).
+    pub ktls_refused: AtomicU64,
+}
+
+impl WorkerStats {
+    /// Adds one to a counter of this worker's (only its own thread writes it).
+    pub fn bump(counter: &AtomicU64) {
+        counter.store(counter.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
+    }
 }
 
 impl Shared {
-    pub fn new(snapshot: SnapshotCell, workers: usize) -> Self {
+    pub fn new(snapshot: SnapshotCell, workers: usize, record_layer: RecordLayer) -> Self {
         Self {
             snapshot,
             draining: AtomicBool::new(false),
             workers: (0..workers).map(|_| WorkerStats::default()).collect(),
+            record_layer,
         }
+    }
+
+    /// A counter summed over the workers.
+    pub fn sum(&self, counter: impl Fn(&WorkerStats) -> &AtomicU64) -> u64 {
+        self.workers
+            .iter()
+            .map(|w| counter(w).load(Ordering::Relaxed))
+            .sum()
     }
 
     pub fn is_draining(&self) -> bool {

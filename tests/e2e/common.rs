@@ -119,6 +119,16 @@ impl Server {
     }
 
     pub fn start_with_config(driver: Driver, addr: SocketAddr, toml: &str) -> Self {
+        Self::start_with_env(driver, addr, toml, &[])
+    }
+
+    /// [`Server::start_with_config`], with environment variables for the daemon.
+    pub fn start_with_env(
+        driver: Driver,
+        addr: SocketAddr,
+        toml: &str,
+        env: &[(&str, &str)],
+    ) -> Self {
         // Built before any daemon starts, so that the first `proxyctl` call of a timed test
         // does not spend seconds compiling in the middle of it.
         proxyctl_bin();
@@ -142,6 +152,7 @@ impl Server {
             .arg(&config_path)
             .arg("--io-driver")
             .arg(driver.arg())
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()

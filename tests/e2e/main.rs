@@ -6,6 +6,7 @@ mod common;
 mod check;
 mod control;
 mod files;
+mod ktls;
 mod pki;
 mod policy;
 mod protocol;

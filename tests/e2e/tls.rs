@@ -19,7 +19,7 @@ use crate::common::{check, free_addr, Driver, Server, Site};
 use crate::pki::{Leaf, Pki};
 use crate::upstream::{connect_tcp, pattern, report, Upstream, Wire};
 
-type Tls = StreamOwned<ClientConnection, TcpStream>;
+pub type Tls = StreamOwned<ClientConnection, TcpStream>;
 
 /// Accepts any certificate: these tests look at *which* certificate the daemon presents.
 #[derive(Debug)]
@@ -71,7 +71,7 @@ impl ServerCertVerifier for AcceptAny {
 }
 
 /// How the test client verifies.
-enum Trust<'a> {
+pub enum Trust<'a> {
     /// The test CA, for the SNI name.
     Ca(&'a Pki),
     /// Anything.
@@ -79,7 +79,7 @@ enum Trust<'a> {
 }
 
 /// A completed TLS connection to `addr`, sending `sni` (no SNI for an IP address).
-fn tls_connect(
+pub fn tls_connect(
     addr: SocketAddr,
     sni: &str,
     trust: Trust,
@@ -140,14 +140,19 @@ fn write_pair(dir: &Path, name: &str, leaf: &Leaf) {
 }
 
 /// A TLS daemon: certificate `site.pem`/`site.key` (for `site.test`) and `extra` config.
-struct Https {
-    s: Server,
-    pki: Pki,
-    site: Site,
-    default: Leaf,
+pub struct Https {
+    pub s: Server,
+    pub pki: Pki,
+    pub site: Site,
+    pub default: Leaf,
 }
 
-fn start(d: Driver, tls_extra: &str, rest: &str) -> Https {
+pub fn start(d: Driver, tls_extra: &str, rest: &str) -> Https {
+    start_env(d, tls_extra, rest, &[])
+}
+
+/// [`start`], with environment variables for the daemon.
+pub fn start_env(d: Driver, tls_extra: &str, rest: &str, env: &[(&str, &str)]) -> Https {
     let pki = Pki::new();
     let site = Site::new();
     let default = pki.leaf(&["site.test"]);
@@ -180,7 +185,7 @@ key_path = "{dir}/site.key"
 "#
     );
     let addr = free_addr();
-    let s = Server::start_with_config(d, addr, &toml.replace("{addr}", &addr.to_string()));
+    let s = Server::start_with_env(d, addr, &toml.replace("{addr}", &addr.to_string()), env);
     Https {
         s,
         pki,
@@ -189,7 +194,7 @@ key_path = "{dir}/site.key"
     }
 }
 
-fn get(tls: &mut Wire<Tls>, target: &str) -> crate::upstream::RawResponse {
+pub fn get(tls: &mut Wire<Tls>, target: &str) -> crate::upstream::RawResponse {
     tls.send(format!("GET {target} HTTP/1.1\r\nHost: site.test\r\n\r\n").as_bytes());
     tls.response(false)
 }

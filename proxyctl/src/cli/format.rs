@@ -16,7 +16,7 @@ pub const DEFAULT_MAX_REQUEST_HEADER_SIZE: usize = 8 * 1024;
 
 /// `proxyctl status`: a two-column table.
 pub fn status(s: &Status) -> String {
-    two_columns(&[
+    let mut rows = vec![
         ("state", s.state.as_str().to_string()),
         ("pid", s.pid.to_string()),
         ("uptime", duration(s.uptime_secs)),
@@ -26,7 +26,19 @@ pub fn status(s: &Status) -> String {
         ("connections", s.connections.to_string()),
         ("in flight", s.in_flight.to_string()),
         ("last reload", last_reload(s.last_reload.as_ref())),
-    ])
+    ];
+    if let Some(tls) = &s.tls {
+        rows.push(("tls", tls.record_layer.clone()));
+        rows.push(("handshakes", tls.handshakes.to_string()));
+        rows.push((
+            "ktls",
+            format!(
+                "{} on kernel TLS, {} fell back to userspace, {} refused",
+                tls.ktls, tls.ktls_fallback, tls.ktls_refused
+            ),
+        ));
+    }
+    two_columns(&rows)
 }
 
 /// `proxyctl reload` when the reload succeeded (or had nothing to do).
@@ -424,7 +436,30 @@ mod tests {
             connections: 12,
             in_flight: 3,
             last_reload,
+            tls: None,
         }
+    }
+
+    #[test]
+    fn status_shows_tls_and_ktls_counts() {
+        let mut s = status_with(None);
+        s.tls = Some(proxyctl::proto::TlsStatus {
+            record_layer: "userspace (kTLS unavailable: no tls module)".into(),
+            handshakes: 9,
+            ktls: 0,
+            ktls_fallback: 7,
+            ktls_refused: 2,
+        });
+        let out = status(&s);
+        assert!(
+            out.contains("tls          userspace (kTLS unavailable: no tls module)\n"),
+            "{out}"
+        );
+        assert!(out.contains("handshakes   9\n"), "{out}");
+        assert!(
+            out.contains("ktls         0 on kernel TLS, 7 fell back to userspace, 2 refused\n"),
+            "{out}"
+        );
     }
 
     #[test]
