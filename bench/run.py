@@ -27,14 +27,18 @@ import results  # noqa: E402
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BIN = os.path.join(ROOT, "target", "release", "zerocopy-server")
 
-# (name, path, connections, extra wrk headers)
+# (name, path, connections, extra wrk headers, over TLS)
 CASES = [
-    ("1 KiB file, keep-alive", "/1k.bin", 50, []),
-    ("1 MiB file, keep-alive", "/1m.bin", 10, []),
-    ("1 KiB file, new connection per request", "/1k.bin", 50, ["Connection: close"]),
+    ("1 KiB file, keep-alive", "/1k.bin", 50, [], False),
+    ("1 MiB file, keep-alive", "/1m.bin", 10, [], False),
+    ("1 KiB file, new connection per request", "/1k.bin", 50, ["Connection: close"], False),
     # Proxied to the same upstream (an nginx serving the files), kept alive on both sides.
-    ("proxy 1 KiB, keep-alive", "/p/1k.bin", 50, []),
-    ("proxy 100 KiB, keep-alive", "/p/100k.bin", 20, []),
+    ("proxy 1 KiB, keep-alive", "/p/1k.bin", 50, [], False),
+    ("proxy 100 KiB, keep-alive", "/p/100k.bin", 20, [], False),
+    # HTTPS with the same ECDSA P-256 certificate. wrk resumes no sessions (and both servers
+    # have resumption off), so every new connection is a full handshake.
+    ("TLS 1 KiB file, keep-alive", "/1k.bin", 50, [], True),
+    ("TLS full handshake per request (1 KiB file)", "/1k.bin", 50, ["Connection: close"], True),
 ]
 
 UPSTREAM_CONF = """
@@ -103,6 +107,16 @@ http {{
             proxy_buffering on;
         }}
     }}
+    server {{
+        listen 127.0.0.1:{tls_port} ssl reuseport backlog=4096;
+        server_name _;
+        root {www};
+        ssl_certificate {tmp}/cert.pem;
+        ssl_certificate_key {tmp}/key.pem;
+        ssl_protocols TLSv1.2 TLSv1.3;
+        ssl_session_cache off;
+        ssl_session_tickets off;
+    }}
 }}
 """
 
@@ -120,13 +134,30 @@ level = "warn"
 "/p/" = {{ type = "Proxy", url = "http://127.0.0.1:{upstream}/", security = {{ max_idle_connections_per_host = 64 }} }}
 """
 
+# The same daemon serving HTTPS on its own port (one listener per daemon).
+DAEMON_TLS_CONF = """
+[server]
+listen = "127.0.0.1:{port}"
+threads = {workers}
+
+[logging]
+level = "warn"
+
+[tls]
+cert_path = "{tmp}/cert.pem"
+key_path = "{tmp}/key.pem"
+
+[path_routes."127.0.0.1"]
+"/" = {{ path = "{www}" }}
+"""
+
 
 def sh(cmd, **kw):
     return subprocess.run(cmd, shell=isinstance(cmd, str), check=True, **kw)
 
 
 def ensure_tools():
-    missing = [t for t in ("nginx", "wrk") if shutil.which(t) is None and not os.path.exists("/usr/sbin/" + t)]
+    missing = [t for t in ("nginx", "wrk", "openssl") if shutil.which(t) is None and not os.path.exists("/usr/sbin/" + t)]
     if missing:
         print(f"installing {' '.join(missing)} from Debian", file=sys.stderr)
         sh("apt-get update -qq")
@@ -169,11 +200,11 @@ def to_us(v):
     return n * {"us": 1, "ms": 1000, "s": 1_000_000}[unit]
 
 
-def run_wrk(port, path, conns, headers, duration, wrk_cores, threads):
+def run_wrk(port, path, conns, headers, duration, wrk_cores, threads, tls=False):
     cmd = ["taskset", "-c", wrk_cores, "wrk", f"-t{threads}", f"-c{conns}", f"-d{duration}s", "--latency"]
     for h in headers:
         cmd += ["-H", h]
-    cmd.append(f"http://127.0.0.1:{port}{path}")
+    cmd.append(f"{'https' if tls else 'http'}://127.0.0.1:{port}{path}")
     run = subprocess.run(cmd, capture_output=True, text=True)
     if run.returncode != 0 or "Requests/sec" not in run.stdout:
         raise RuntimeError(f"wrk failed ({run.returncode}): {run.stdout}{run.stderr}")
@@ -274,11 +305,19 @@ def main():
     ours_port = free_port(18080)
     nginx_port = free_port(ours_port + 1)
     upstream_port = free_port(nginx_port + 1)
+    ours_tls_port = free_port(upstream_port + 1)
+    nginx_tls_port = free_port(ours_tls_port + 1)
+    # One ECDSA P-256 certificate for both servers.
+    sh(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+        "-nodes", "-keyout", os.path.join(tmp, "key.pem"), "-out", os.path.join(tmp, "cert.pem"),
+        "-days", "2", "-subj", "/CN=127.0.0.1"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     with open(os.path.join(tmp, "zcs.toml"), "w") as f:
         f.write(DAEMON_CONF.format(port=ours_port, workers=workers, www=www, upstream=upstream_port))
+    with open(os.path.join(tmp, "zcs-tls.toml"), "w") as f:
+        f.write(DAEMON_TLS_CONF.format(port=ours_tls_port, workers=workers, www=www, tmp=tmp))
     affinity = " ".join(format(1 << c, "b") for c in range(workers))
     with open(os.path.join(tmp, "nginx.conf"), "w") as f:
-        f.write(NGINX_CONF.format(workers=workers, affinity=affinity, tmp=tmp, port=nginx_port, www=www, upstream=upstream_port))
+        f.write(NGINX_CONF.format(workers=workers, affinity=affinity, tmp=tmp, port=nginx_port, www=www, upstream=upstream_port, tls_port=nginx_tls_port))
     # The upstream of the proxy cases runs beside wrk, off the servers' cores.
     upstream_affinity = format(1 << (ncpu - 1), "b")
     with open(os.path.join(tmp, "upstream.conf"), "w") as f:
@@ -288,12 +327,18 @@ def main():
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     wait_port(upstream_port)
 
-    servers = {
+    nginx_cmd = ["taskset", "-c", server_cores, nginx_bin(), "-p", tmp, "-c", os.path.join(tmp, "nginx.conf")]
+    plain_servers = {
         "zerocopy-server": (["taskset", "-c", server_cores, BIN, "--config", os.path.join(tmp, "zcs.toml")], ours_port),
-        "nginx": (["taskset", "-c", server_cores, nginx_bin(), "-p", tmp, "-c", os.path.join(tmp, "nginx.conf")], nginx_port),
+        "nginx": (nginx_cmd, nginx_port),
+    }
+    tls_servers = {
+        "zerocopy-server": (["taskset", "-c", server_cores, BIN, "--config", os.path.join(tmp, "zcs-tls.toml")], ours_tls_port),
+        "nginx": (nginx_cmd, nginx_tls_port),
     }
     measured = {}
-    for case, path, conns, headers in CASES:
+    for case, path, conns, headers, tls in CASES:
+        servers = tls_servers if tls else plain_servers
         if args.cases and args.cases not in case:
             continue
         samples = {name: [] for name in servers}
@@ -303,8 +348,8 @@ def main():
                 cmd, port = servers[name]
                 with Server(name, cmd, port) as srv:
                     try:
-                        run_wrk(port, path, conns, headers, 2, wrk_cores, wrk_threads)  # warm-up
-                        s = run_wrk(port, path, conns, headers, args.duration, wrk_cores, wrk_threads)
+                        run_wrk(port, path, conns, headers, 2, wrk_cores, wrk_threads, tls)  # warm-up
+                        s = run_wrk(port, path, conns, headers, args.duration, wrk_cores, wrk_threads, tls)
                     except RuntimeError as e:
                         alive = srv.proc.poll() is None
                         sys.exit(f"{case} / {name}: {e}\nserver {'alive' if alive else 'exited'}; its log:\n{srv.log_tail()}")
@@ -347,6 +392,10 @@ Latest run: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}.
 - Proxy cases: both servers forward `/p/` to the same upstream (an nginx serving the same files,
   1 worker on core {ncpu - 1}, beside wrk) over kept-alive upstream connections (nginx:
   `proxy_pass` with `keepalive 64`, HTTP/1.1).
+- TLS cases: the same ECDSA P-256 certificate (openssl) for both; zerocopy-server with rustls in
+  userspace (this kernel has no kTLS), nginx with OpenSSL, TLS 1.2 and 1.3 offered, session
+  resumption off on nginx and never attempted by wrk, so "full handshake" is one complete
+  handshake per request.
 
 {table}
 """

@@ -81,6 +81,11 @@ pub async fn serve(
         buf: Vec::new(),
     };
     conn.run().await;
+    // A TLS connection ends with close_notify, so that the client can tell the end from a
+    // truncation (sent if the socket takes it now; a plain socket just closes).
+    if conn.client.is_tls() {
+        conn.client.shutdown_write();
+    }
 }
 
 /// The first byte of a TLS connection: a handshake record.

@@ -276,6 +276,14 @@ fn tls12_and_tls13_both_work(d: Driver) {
         assert_eq!(tls.conn.protocol_version(), Some(v.version));
         let mut w = Wire::new(tls);
         assert_eq!(get(&mut w, "/index.html").status, 200);
+        // The daemon ends the connection with close_notify (rustls reports an end without
+        // one as an error).
+        w.send(b"GET /index.html HTTP/1.1\r\nHost: site.test\r\nConnection: close\r\n\r\n");
+        assert_eq!(w.response(false).status, 200);
+        let mut rest = Vec::new();
+        w.stream
+            .read_to_end(&mut rest)
+            .expect("the TLS connection ends with close_notify");
     }
 }
 
