@@ -147,7 +147,8 @@ pub struct TlsStatus {
     pub ktls: u64,
     /// Connections that asked for kTLS but continued in userspace (fallback on), since start.
     pub ktls_fallback: u64,
-    /// Connections closed because kTLS could not be enabled (fallback off), since start.
+    /// Connections closed because kTLS could not be enabled (fallback off, or the kernel
+    /// refused the keys after they left rustls), since start.
     pub ktls_refused: u64,
 }
 

@@ -183,7 +183,8 @@ fn try_cipher(tls13: bool, cipher: Cipher) -> io::Result<()> {
             })
         }
     };
-    set_crypto_info(fd, libc::TLS_TX, &info)
+    set_crypto_info(fd, libc::TLS_TX, &info)?;
+    set_crypto_info(fd, libc::TLS_RX, &info)
 }
 
 /// The version and cipher of a rustls suite, when the kernel could run it.
@@ -205,11 +206,30 @@ fn classify(suite: SupportedCipherSuite) -> Option<(bool, Cipher)> {
     })
 }
 
+/// Which way a crypto-info is for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Direction {
+    /// What the kernel encrypts (`TLS_TX`).
+    Send,
+    /// What the kernel decrypts (`TLS_RX`).
+    Receive,
+}
+
 /// The kernel's crypto-info for one direction of a session. Key and IV lengths are checked
 /// here, so ktls2's conversion (which asserts them) cannot panic.
+///
+/// TLS 1.2 AES-GCM sends an explicit 8-byte nonce with every record. rustls derives it as
+/// `E XOR seq` from the key block's `E`, while the kernel sends the `iv` it is given and then
+/// adds one per record. Given `E` itself, the kernel's first record would reuse the nonce of the
+/// record rustls sent at sequence 0 (the `Finished`): a GCM nonce reuse, which gives away the
+/// authentication key. So for sending, the kernel starts at `E + 2^32`: every nonce rustls
+/// used (`E XOR s`, `s < seq < 2^32`) differs from `E` in its low 32 bits only, and the kernel's
+/// count cannot come back to them before 2^64 - 2^32 records. Receiving reads each record's
+/// nonce off the wire, and TLS 1.3 and ChaCha20 derive nonces from the sequence number.
 pub fn crypto_info(
     suite: SupportedCipherSuite,
     secrets: (u64, ConnectionTrafficSecrets),
+    direction: Direction,
 ) -> Result<CryptoInfo, String> {
     let (key, iv) = match &secrets.1 {
         ConnectionTrafficSecrets::Aes128Gcm { key, iv } => (key.as_ref().len(), iv.as_ref()),
@@ -228,7 +248,18 @@ pub fn crypto_info(
             iv.len()
         ));
     }
-    CryptoInfo::from_rustls(suite, secrets).map_err(|e| e.to_string())
+    let mut info = CryptoInfo::from_rustls(suite, secrets).map_err(|e| e.to_string())?;
+    if direction == Direction::Send && matches!(suite, SupportedCipherSuite::Tls12(_)) {
+        let fresh = |iv: &mut [u8; 8]| {
+            *iv = u64::from_be_bytes(*iv).wrapping_add(1 << 32).to_be_bytes();
+        };
+        match &mut info {
+            CryptoInfo::AesGcm128(i) => fresh(&mut i.iv),
+            CryptoInfo::AesGcm256(i) => fresh(&mut i.iv),
+            _ => {}
+        }
+    }
+    Ok(info)
 }
 
 /// What [`offload`] did with a session.
@@ -259,6 +290,11 @@ pub fn offload(fd: RawFd, mut session: Box<ServerConnection>, support: &Support)
     if session.wants_write() {
         return Offload::Userspace(session, "TLS records are still queued".into());
     }
+    // An established socket with the ULP but no keys yet passes bytes through unchanged, so
+    // a failure here leaves the session usable in userspace (nothing was taken out of it yet).
+    if let Err(e) = set_ulp(fd) {
+        return Offload::Userspace(session, format!("TCP_ULP \"tls\": {e}"));
+    }
     let mut early = Vec::new();
     match session.process_new_packets() {
         Ok(state) if state.peer_has_closed() => {
@@ -276,17 +312,12 @@ pub fn offload(fd: RawFd, mut session: Box<ServerConnection>, support: &Support)
             Err(e) => return Offload::Userspace(session, format!("TLS read: {e}")),
         }
     }
-    // An established socket with the ULP but no keys yet passes bytes through unchanged, so
-    // a failure here leaves the session usable in userspace.
-    if let Err(e) = set_ulp(fd) {
-        return Offload::Userspace(session, format!("TCP_ULP \"tls\": {e}"));
-    }
     let secrets = match session.dangerous_extract_secrets() {
         Ok(s) => s,
         Err(e) => return Offload::Failed(format!("extracting the session's keys: {e}")),
     };
-    let tx = crypto_info(suite, secrets.tx);
-    let rx = crypto_info(suite, secrets.rx);
+    let tx = crypto_info(suite, secrets.tx, Direction::Send);
+    let rx = crypto_info(suite, secrets.rx, Direction::Receive);
     let (tx, rx) = match (tx, rx) {
         (Ok(tx), Ok(rx)) => (tx, rx),
         (Err(e), _) | (_, Err(e)) => return Offload::Failed(e),
@@ -330,7 +361,10 @@ pub fn recv(fd: RawFd, buf: &mut [MaybeUninit<u8>]) -> io::Result<usize> {
     unsafe {
         let mut c = libc::CMSG_FIRSTHDR(&msg);
         while !c.is_null() {
-            if (*c).cmsg_level == libc::SOL_TLS && (*c).cmsg_type == libc::TLS_GET_RECORD_TYPE {
+            if (*c).cmsg_level == libc::SOL_TLS
+                && (*c).cmsg_type == libc::TLS_GET_RECORD_TYPE
+                && (*c).cmsg_len as usize >= libc::CMSG_LEN(1) as usize
+            {
                 record = *libc::CMSG_DATA(c);
             }
             c = libc::CMSG_NXTHDR(&msg, c);
@@ -528,32 +562,57 @@ mod tests {
     ) {
         let (key, iv) = key_iv(&sent.1);
         assert_eq!((sent.0, key_iv(&sent.1)), (received.0, key_iv(&received.1)));
-        let seq = sent.0.to_be_bytes();
-        let tx = bytes(&crypto_info(suite, sent).unwrap());
-        let rx = bytes(&crypto_info(suite, received).unwrap());
-        assert_eq!(tx, rx, "both ends must give the kernel the same state");
+        let seq_n = sent.0;
+        let seq = seq_n.to_be_bytes();
+        let tx = bytes(&crypto_info(suite, sent, Direction::Send).unwrap());
+        let rx = bytes(&crypto_info(suite, received, Direction::Receive).unwrap());
         let (tls13, cipher) = classify(suite).unwrap();
         let version = if tls13 {
             libc::TLS_1_3_VERSION
         } else {
             libc::TLS_1_2_VERSION
         };
-        assert_eq!(u16::from_ne_bytes([tx[0], tx[1]]), version);
-        let cipher_type = u16::from_ne_bytes([tx[2], tx[3]]);
-        let rest = &tx[4..];
-        let (expect_type, fields): (u16, Vec<&[u8]>) = match cipher {
-            Cipher::Aes128Gcm => (
-                libc::TLS_CIPHER_AES_GCM_128,
-                vec![&iv[4..], &key, &iv[..4], &seq],
-            ),
-            Cipher::Aes256Gcm => (
-                libc::TLS_CIPHER_AES_GCM_256,
-                vec![&iv[4..], &key, &iv[..4], &seq],
-            ),
-            Cipher::Chacha20Poly1305 => (libc::TLS_CIPHER_CHACHA20_POLY1305, vec![&iv, &key, &seq]),
-        };
-        assert_eq!(cipher_type, expect_type);
-        assert_eq!(rest, fields.concat().as_slice());
+        // TLS 1.2 AES-GCM: the sender's kernel counts explicit nonces up from E + 2^32.
+        let explicit = u64::from_be_bytes(iv[4..].try_into().unwrap());
+        let tx_explicit = if tls13 {
+            explicit
+        } else {
+            explicit.wrapping_add(1 << 32)
+        }
+        .to_be_bytes();
+        for (info, nonce) in [(&tx, &tx_explicit[..]), (&rx, &iv[4..])] {
+            assert_eq!(u16::from_ne_bytes([info[0], info[1]]), version);
+            let cipher_type = u16::from_ne_bytes([info[2], info[3]]);
+            let (expect_type, fields): (u16, Vec<&[u8]>) = match cipher {
+                Cipher::Aes128Gcm => (
+                    libc::TLS_CIPHER_AES_GCM_128,
+                    vec![nonce, &key, &iv[..4], &seq],
+                ),
+                Cipher::Aes256Gcm => (
+                    libc::TLS_CIPHER_AES_GCM_256,
+                    vec![nonce, &key, &iv[..4], &seq],
+                ),
+                Cipher::Chacha20Poly1305 => {
+                    (libc::TLS_CIPHER_CHACHA20_POLY1305, vec![&iv, &key, &seq])
+                }
+            };
+            assert_eq!(cipher_type, expect_type);
+            assert_eq!(&info[4..], fields.concat().as_slice());
+        }
+        if !tls13 && cipher != Cipher::Chacha20Poly1305 {
+            // No nonce the kernel will send (a few thousand records' worth checked) is one
+            // that rustls already used at sequence numbers 0..seq.
+            let first = u64::from_be_bytes(tx_explicit);
+            for s in 0..seq_n {
+                let used = explicit ^ s;
+                assert!(
+                    used.wrapping_sub(first) > 1 << 40,
+                    "kernel nonce {first:#x} + k meets rustls's nonce {used:#x} (seq {s})"
+                );
+            }
+        } else {
+            assert_eq!(tx, rx, "both ends must give the kernel the same state");
+        }
         let key_len = match cipher {
             Cipher::Aes128Gcm => 16,
             _ => 32,
@@ -624,10 +683,10 @@ mod tests {
     fn probe_answers_for_this_kernel() {
         // This machine's kernel has no TLS: the probe must say so and name the fix. A kernel
         // with the module must accept at least AES-128-GCM, which every kTLS kernel has.
-        let has_tls = std::fs::read_to_string("/proc/modules")
-            .is_ok_and(|m| m.lines().any(|l| l.starts_with("tls ")))
-            || std::path::Path::new("/sys/module/tls").exists();
-        match probe() {
+        // Probe first: as root, the probe itself may load the module.
+        let probed = probe();
+        let has_tls = std::path::Path::new("/sys/module/tls").exists();
+        match probed {
             Ok(support) => {
                 assert!(has_tls, "probe found kTLS but /sys/module/tls is absent");
                 assert!(support.accepts(suites::TLS13_AES_128_GCM_SHA256));

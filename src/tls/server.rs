@@ -68,8 +68,10 @@ pub fn config(tls: &Tls) -> Result<Arc<ServerConfig>, Vec<LoadError>> {
         .with_no_client_auth()
         .with_cert_resolver(Arc::new(resolver));
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
-    // Kernel TLS takes the session's keys out of rustls after the handshake.
-    config.enable_secret_extraction = cfg!(feature = "ktls") && tls.ktls_enabled;
+    // Kernel TLS takes the session's keys out of rustls after the handshake. Set in every
+    // kTLS build, not from `ktls_enabled`: that key takes effect at start-up only, and a reload
+    // that changes it must not leave the running kernel-TLS listener unable to extract keys.
+    config.enable_secret_extraction = cfg!(feature = "ktls");
     Ok(Arc::new(config))
 }
 

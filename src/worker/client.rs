@@ -76,11 +76,16 @@ impl ClientStream {
         !matches!(self.layer, Layer::Plain)
     }
 
-    /// Writes all of `data`; with `more`, a plain or kTLS socket is told that a body follows.
+    /// Writes all of `data`; with `more`, a plain socket is told that a body follows.
     pub async fn send(&mut self, data: &[u8], more: bool) -> Result<(), Error> {
         match &mut self.layer {
+            Layer::Plain => io::send_all(&self.tcp, data, more).await,
             Layer::Rustls(s) => tls::io::send_all(&self.tcp, s, data).await,
-            _ => io::send_all(&self.tcp, data, more).await,
+            // Not `MSG_MORE`: kernel TLS would hold the record open, without TCP's 200 ms
+            // limit, until more data came — a streamed response waiting on its upstream would
+            // stall.
+            #[cfg(feature = "ktls")]
+            Layer::Kernel { .. } => io::send_all(&self.tcp, data, false).await,
         }
     }
 

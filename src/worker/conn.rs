@@ -79,11 +79,13 @@ pub async fn serve(
         shared,
         idle,
         buf: Vec::new(),
+        aborted: false,
     };
     conn.run().await;
     // A TLS connection ends with close_notify, so that the client can tell the end from a
-    // truncation (sent if the socket takes it now; a plain socket just closes).
-    if conn.client.is_tls() {
+    // truncation (sent if the socket takes it now; a plain socket just closes). Not after a
+    // response that was cut off: that must look cut off.
+    if conn.client.is_tls() && !conn.aborted {
         conn.client.shutdown_write();
     }
 }
@@ -240,6 +242,8 @@ struct Conn {
     idle: Rc<Cell<bool>>,
     /// Bytes read and not yet consumed: the rest of a body, pipelined requests.
     buf: Vec<u8>,
+    /// A response was cut off (or the client vanished): end without `close_notify`.
+    aborted: bool,
 }
 
 /// Whether the request asks for `100 Continue` before sending its body.
@@ -553,7 +557,9 @@ impl Conn {
     /// Sends the response for an error, if anyone is left to receive it, and logs it.
     async fn fail(&mut self, e: Error, keep_alive: bool, req: Option<&RequestHead>) {
         let Some(status) = e.status() else {
+            // Nothing can be answered any more (the response began, or the client is gone).
             log::debug!("{}: {e}", self.peer);
+            self.aborted = true;
             return;
         };
         match e.side {

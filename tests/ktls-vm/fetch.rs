@@ -45,7 +45,8 @@ fn gen(dir: &Path) -> Result<(), String> {
     let err = |e: rcgen::Error| e.to_string();
     let mut params = CertificateParams::new(Vec::<String>::new()).map_err(err)?;
     params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    let ca = CertifiedIssuer::self_signed(params, KeyPair::generate().map_err(err)?).map_err(err)?;
+    let ca =
+        CertifiedIssuer::self_signed(params, KeyPair::generate().map_err(err)?).map_err(err)?;
     let key = KeyPair::generate().map_err(err)?;
     let leaf = CertificateParams::new(vec!["site.test".to_string()])
         .map_err(err)?
