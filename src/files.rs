@@ -218,11 +218,13 @@ pub async fn serve(
     let (file, meta) = open(&target, &backend.index)?;
     let p = plan(req, &meta)?;
     let head = response_head(&p, &meta, req, keep_alive);
-    client.send(&head, p.body && p.len > 0).await?;
     if p.body && p.len > 0 {
-        client.send_file(file.as_raw_fd(), p.offset, p.len).await?;
+        client
+            .send_head_and_file(&head, file.as_raw_fd(), p.offset, p.len)
+            .await
+    } else {
+        client.send(&head, false).await
     }
-    Ok(())
 }
 
 fn response_head(p: &Plan, meta: &FileMeta, req: &RequestHead, keep_alive: bool) -> Vec<u8> {

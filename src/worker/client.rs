@@ -89,20 +89,41 @@ impl ClientStream {
         }
     }
 
-    /// Sends `len` bytes of the file `fd` from `offset`: `sendfile(2)` on a plain or kTLS
-    /// socket, `pread(2)` and encryption over userspace TLS.
-    pub async fn send_file(&mut self, fd: RawFd, offset: u64, len: u64) -> Result<(), Error> {
+    /// Sends a response `head` and then `len` bytes of the file `fd` from `offset`:
+    /// `sendfile(2)` on a plain or kTLS socket (the head with `MSG_MORE` on a plain one),
+    /// `pread(2)` and encryption over userspace TLS, where the head shares the first record
+    /// with the file's first bytes — one record and one send for a small file.
+    pub async fn send_head_and_file(
+        &mut self,
+        head: &[u8],
+        fd: RawFd,
+        offset: u64,
+        len: u64,
+    ) -> Result<(), Error> {
         let Layer::Rustls(session) = &mut self.layer else {
+            self.send(head, true).await?;
             return io::sendfile_all(&self.tcp, fd, offset, len).await;
         };
-        let mut piece = vec![0u8; TLS_FILE_PIECE.min(len as usize)];
+        let mut out = Vec::with_capacity(TLS_FILE_PIECE.min(head.len() + len as usize));
+        out.extend_from_slice(head);
         let (mut at, end) = (offset, offset.saturating_add(len));
         while at < end {
-            let want = ((end - at) as usize).min(piece.len());
-            // SAFETY: pread writes at most `want` bytes into the live buffer `piece`.
-            let n = unsafe { libc::pread(fd, piece.as_mut_ptr().cast(), want, at as libc::off_t) };
+            let room = TLS_FILE_PIECE.saturating_sub(out.len()).max(1024);
+            let want = ((end - at) as usize).min(room);
+            let filled = out.len();
+            out.resize(filled + want, 0);
+            // SAFETY: pread writes at most `want` bytes into the live buffer past `filled`.
+            let n = unsafe {
+                libc::pread(
+                    fd,
+                    out[filled..].as_mut_ptr().cast(),
+                    want,
+                    at as libc::off_t,
+                )
+            };
             if n < 0 {
                 let e = std::io::Error::last_os_error();
+                out.truncate(filled);
                 if e.kind() == std::io::ErrorKind::Interrupted {
                     continue;
                 }
@@ -114,8 +135,13 @@ impl ClientStream {
                     "file shrank while it was being sent",
                 ));
             }
-            tls::io::send_all(&self.tcp, session, &piece[..n as usize]).await?;
+            out.truncate(filled + n as usize);
+            tls::io::send_all(&self.tcp, session, &out).await?;
+            out.clear();
             at += n as u64;
+        }
+        if !out.is_empty() {
+            tls::io::send_all(&self.tcp, session, &out).await?;
         }
         Ok(())
     }
