@@ -41,6 +41,8 @@ pub enum ErrorKind {
     Forbidden,
     /// The method is not served here (405); carries the `Allow` value.
     MethodNotAllowed(String),
+    /// Over the route's `rate_limit_requests_per_min` (429); carries the `Retry-After` seconds.
+    TooManyRequests(u64),
     /// The range cannot be satisfied (416); carries the representation's length.
     RangeNotSatisfiable(u64),
     /// The client was too slow sending its head or body (408).
@@ -107,6 +109,7 @@ impl Error {
             ErrorKind::BodyTooLarge => 413,
             ErrorKind::UriTooLong => 414,
             ErrorKind::RangeNotSatisfiable(_) => 416,
+            ErrorKind::TooManyRequests(_) => 429,
             ErrorKind::HeaderTooLarge => 431,
             ErrorKind::Internal => 500,
             ErrorKind::NotImplemented => 501,
@@ -127,6 +130,7 @@ impl Error {
                 | ErrorKind::Forbidden
                 | ErrorKind::MethodNotAllowed(_)
                 | ErrorKind::RangeNotSatisfiable(_)
+                | ErrorKind::TooManyRequests(_)
         )
     }
 }

@@ -20,6 +20,7 @@ pub mod control;
 pub mod error;
 pub mod files;
 pub mod http;
+pub mod limiter;
 pub mod logging;
 pub mod preload;
 pub mod privileges;

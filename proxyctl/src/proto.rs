@@ -125,6 +125,9 @@ pub struct Status {
     pub io_driver: String,
     /// Open client connections.
     pub connections: u64,
+    /// Connections closed at accept since start because `max_concurrent_connections` were open.
+    #[serde(default)]
+    pub connections_over_cap: u64,
     /// Requests being answered right now.
     pub in_flight: u64,
     /// The last reload attempt, if any.

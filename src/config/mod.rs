@@ -73,9 +73,6 @@ impl Config {
         if self.performance.huge_pages_enabled {
             w.push("performance.huge_pages_enabled is not in effect yet".into());
         }
-        if self.security.max_concurrent_connections > 0 {
-            w.push("security.max_concurrent_connections is not enforced yet".into());
-        }
         w
     }
 }

@@ -934,8 +934,9 @@ impl Walker<'_> {
     }
 
     /// A rate per minute, within `u32`.
+    /// Requests per minute: 0 (unlimited) to the limiter's largest count.
     fn per_min(&mut self, f: &Field) -> Option<u32> {
-        u32::try_from(self.uint(f, 0, u64::from(u32::MAX))?).ok()
+        u32::try_from(self.uint(f, 0, crate::limiter::MAX_COUNT)?).ok()
     }
 
     /// Whole seconds, 1 to [`MAX_SECS`] (a day: longer is a mistake, and deadlines computed
@@ -1684,7 +1685,7 @@ rate_limit_requests_per_min = 5000000000
         );
         assert_eq!(
             reason("security.rate_limit_requests_per_min"),
-            "must be at most 4294967295"
+            "must be at most 1048575"
         );
         let e = find(&errors, "server.threads");
         assert_eq!((e.line, e.column), (3, 11));

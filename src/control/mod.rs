@@ -496,6 +496,7 @@ impl Control {
             workers: self.workers.len(),
             io_driver: self.workers.driver.clone(),
             connections: self.shared.connections(),
+            connections_over_cap: self.shared.sum(|w| &w.over_cap),
             in_flight: self.shared.in_flight(),
             last_reload: self.last_reload.clone(),
             tls: snapshot.tls.as_ref().map(|_| TlsStatus {

@@ -27,6 +27,7 @@ use crate::http::chunked::{ChunkedDecoder, Decoded};
 use crate::http::head::{self, BodyKind, RequestHead};
 use crate::http::response::{reason, ResponseHead};
 use crate::http::{path, Method};
+use crate::limiter::Verdict;
 use crate::proxy;
 use crate::route::Target;
 use crate::tls::RecordLayer;
@@ -211,6 +212,7 @@ struct OpenGuard {
 impl Drop for OpenGuard {
     fn drop(&mut self) {
         self.registry.remove(self.id);
+        self.shared.open.fetch_sub(1, Ordering::AcqRel);
         self.shared.workers[self.worker]
             .connections
             .fetch_sub(1, Ordering::Relaxed);
@@ -418,6 +420,21 @@ impl Conn {
                 ));
             }
         }
+        // The rate limit counts the requests that policy lets through, before any body.
+        let limit = security.rate_limit_requests_per_min;
+        if limit > 0 {
+            let route = &m.entry.route.origin.key_path;
+            let verdict = self
+                .shared
+                .limiter
+                .check(route, self.peer.ip(), limit, Instant::now());
+            if let Verdict::Deny { retry_after_secs } = verdict {
+                return Err(Error::client(
+                    ErrorKind::TooManyRequests(retry_after_secs),
+                    "over the route's rate_limit_requests_per_min",
+                ));
+            }
+        }
         if sizes.request_line > security.max_request_header_size {
             return Err(Error::client(
                 ErrorKind::UriTooLong,
@@ -576,6 +593,9 @@ impl Conn {
             }
             ErrorKind::RangeNotSatisfiable(len) => {
                 h.header("Content-Range", &format!("bytes */{len}"));
+            }
+            ErrorKind::TooManyRequests(secs) => {
+                h.header("Retry-After", &secs.to_string());
             }
             _ => {}
         }

@@ -28,6 +28,7 @@ use std::time::Duration;
 
 use monoio::net::{ListenerOpts, TcpListener};
 
+use crate::limiter::Limiter;
 use crate::snapshot::SnapshotCell;
 use crate::tls::RecordLayer;
 
@@ -43,6 +44,10 @@ pub struct Shared {
     pub workers: Box<[WorkerStats]>,
     /// Where TLS records run, decided at start-up.
     pub record_layer: RecordLayer,
+    /// Rate-limit windows of every worker (kept across reloads).
+    pub limiter: Limiter,
+    /// Open client connections of all workers together, for `max_concurrent_connections`.
+    pub open: AtomicU64,
 }
 
 /// A worker's counters, on a cache line of their own.
@@ -61,6 +66,8 @@ pub struct WorkerStats {
     pub ktls_fallback: AtomicU64,
     /// TLS connections closed because kTLS could not be enabled (fallback off).
     pub ktls_refused: AtomicU64,
+    /// Connections closed at accept because `max_concurrent_connections` were open.
+    pub over_cap: AtomicU64,
 }
 
 impl WorkerStats {
@@ -77,7 +84,20 @@ impl Shared {
             draining: AtomicBool::new(false),
             workers: (0..workers).map(|_| WorkerStats::default()).collect(),
             record_layer,
+            limiter: Limiter::default(),
+            open: AtomicU64::new(0),
         }
+    }
+
+    /// Counts a new connection against `max_concurrent_connections` (`cap`, 0 = unlimited):
+    /// `false`, and nothing counted, when `cap` connections are open already.
+    pub fn admit(&self, cap: usize) -> bool {
+        let before = self.open.fetch_add(1, Ordering::AcqRel);
+        if cap > 0 && before >= cap as u64 {
+            self.open.fetch_sub(1, Ordering::AcqRel);
+            return false;
+        }
+        true
     }
 
     /// A counter summed over the workers.
@@ -366,8 +386,17 @@ async fn worker_main(
                     accept.set(listener.accept());
                     match accepted {
                         Ok((stream, peer)) => {
-                            stats.connections.fetch_add(1, Ordering::Relaxed);
-                            monoio::spawn(conn::serve(stream, peer, id, shared.clone(), registry.clone()));
+                            let cap = shared.snapshot.load().config.security.max_concurrent_connections;
+                            if shared.admit(cap) {
+                                stats.connections.fetch_add(1, Ordering::Relaxed);
+                                monoio::spawn(conn::serve(stream, peer, id, shared.clone(), registry.clone()));
+                            } else {
+                                // Closed at once, unanswered: answering would mean reading the
+                                // request, the work the cap exists to refuse.
+                                log::debug!("worker {id}: {peer}: over max_concurrent_connections ({cap}); closed");
+                                WorkerStats::bump(&stats.over_cap);
+                                drop(stream);
+                            }
                         }
                         Err(e) => {
                             // EMFILE and friends: back off instead of spinning.

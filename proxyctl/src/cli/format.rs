@@ -23,7 +23,7 @@ pub fn status(s: &Status) -> String {
         ("generation", s.generation.to_string()),
         ("config", s.config_path.clone()),
         ("workers", format!("{} ({})", s.workers, s.io_driver)),
-        ("connections", s.connections.to_string()),
+        ("connections", connections(s)),
         ("in flight", s.in_flight.to_string()),
         ("last reload", last_reload(s.last_reload.as_ref())),
     ];
@@ -39,6 +39,16 @@ pub fn status(s: &Status) -> String {
         ));
     }
     two_columns(&rows)
+}
+
+fn connections(s: &Status) -> String {
+    match s.connections_over_cap {
+        0 => s.connections.to_string(),
+        n => format!(
+            "{} ({n} closed at accept over max_concurrent_connections)",
+            s.connections
+        ),
+    }
 }
 
 /// `proxyctl reload` when the reload succeeded (or had nothing to do).
@@ -434,10 +444,22 @@ mod tests {
             workers: 2,
             io_driver: "io_uring".into(),
             connections: 12,
+            connections_over_cap: 0,
             in_flight: 3,
             last_reload,
             tls: None,
         }
+    }
+
+    #[test]
+    fn status_shows_connections_closed_over_the_cap() {
+        let mut s = status_with(None);
+        s.connections_over_cap = 5;
+        let out = status(&s);
+        assert!(
+            out.contains("connections  12 (5 closed at accept over max_concurrent_connections)\n"),
+            "{out}"
+        );
     }
 
     #[test]
