@@ -121,15 +121,17 @@ fn run(
     ));
     let workers = Workers::start(listen, threads, args.io_driver, shared.clone())
         .map_err(|e| e.to_string())?;
+    // The watcher exists before the admin socket does: whoever sees the socket (a service
+    // manager, a test) may change the config at once and be sure the change is seen.
+    let control =
+        Control::new(channel, shared, workers, path, bytes, log).map_err(|e| e.to_string())?;
     let admin = control::admin::bind(&admin_socket)?;
     // The listeners and the admin socket exist: root is no longer needed.
     if let Some(done) = zerocopy_server::privileges::drop(user.as_deref(), group.as_deref())? {
         log::info!("{done}");
     }
     // Only now may the workers serve.
-    workers.go();
-    let control =
-        Control::new(channel, shared, workers, path, bytes, log).map_err(|e| e.to_string())?;
+    control.let_workers_serve();
     control::admin::serve(admin, control.sender())
         .map_err(|e| format!("cannot start the admin server: {e}"))?;
     log::info!("admin socket: {}", admin_socket.display());

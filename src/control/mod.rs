@@ -128,6 +128,11 @@ struct Drain {
 }
 
 impl Control {
+    /// Lets the workers accept connections (once start-up is complete).
+    pub fn let_workers_serve(&self) {
+        self.workers.go();
+    }
+
     /// Sets up the control plane for running `workers`: the event channel, the config watcher
     /// and the signal thread. `serving_bytes` are the bytes the serving snapshot was built from.
     pub fn new(

@@ -174,8 +174,10 @@ impl Server {
         while start.elapsed() < Duration::from_secs(10) {
             // Listening (the kernel queues connections) and the admin socket exists: start-up
             // is complete, the workers serve.
-            let admin_ready =
-                self.admin_socket.as_os_str().is_empty() || self.admin_socket.exists();
+            // (Connectable, not merely present: a stale socket file from an earlier daemon
+            // exists before this one has bound its own.)
+            let admin_ready = self.admin_socket.as_os_str().is_empty()
+                || std::os::unix::net::UnixStream::connect(&self.admin_socket).is_ok();
             if admin_ready && TcpStream::connect(self.addr).is_ok() {
                 return;
             }

@@ -13,6 +13,7 @@ mod protocol;
 mod proxy;
 mod proxy_tls;
 mod routing;
+mod smuggling;
 mod tls;
 mod tls_front;
 mod upstream;
