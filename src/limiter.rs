@@ -37,7 +37,7 @@ pub const BUCKETS: usize = 16 * 1024;
 /// Slots per bucket.
 pub const WAYS: usize = 4;
 /// Counts saturate here (the config accepts limits up to this).
-pub const MAX_COUNT: u64 = (1 << 20) - 1;
+pub const MAX_COUNT: u64 = (1 << COUNT_BITS) - 1;
 /// The window: one minute, in milliseconds.
 const WINDOW_MS: u64 = 60_000;
 
@@ -93,74 +93,93 @@ impl Limiter {
         }
         // An IPv4 client is one client, whether it came as IPv4 or IPv4-mapped IPv6.
         let fingerprint = self.hasher.hash_one((route, ip.to_canonical())) | 1;
+        let tag = tag_of(fingerprint);
         let ms = now.saturating_duration_since(self.epoch).as_millis() as u64;
         let window = ms / WINDOW_MS;
         let into = ms % WINDOW_MS;
-        let slot = self.slot(fingerprint, window);
-        let mut old = slot.state.load(Ordering::Acquire);
-        loop {
-            let state = State::unpack(old).at(window);
-            if let Some(wait_ms) = state.wait_ms(limit, into) {
-                return Verdict::Deny {
-                    retry_after_secs: wait_ms.div_ceil(1000).max(1),
+        'find: loop {
+            let slot = self.slot(fingerprint, window);
+            let mut old = slot.state.load(Ordering::Acquire);
+            loop {
+                let state = State::unpack(old);
+                if state.tag != tag {
+                    // Taken over by another pair since it was found: find ours again.
+                    continue 'find;
+                }
+                let state = state.at(window);
+                if let Some(wait_ms) = state.wait_ms(limit, into) {
+                    return Verdict::Deny {
+                        retry_after_secs: wait_ms.div_ceil(1000).max(1),
+                    };
+                }
+                let new = State {
+                    current: (state.current + 1).min(MAX_COUNT),
+                    ..state
                 };
-            }
-            let new = State {
-                current: (state.current + 1).min(MAX_COUNT),
-                ..state
-            };
-            match slot.state.compare_exchange_weak(
-                old,
-                new.pack(),
-                Ordering::AcqRel,
-                Ordering::Acquire,
-            ) {
-                Ok(_) => return Verdict::Allow,
-                Err(now_state) => old = now_state,
+                match slot.state.compare_exchange_weak(
+                    old,
+                    new.pack(),
+                    Ordering::AcqRel,
+                    Ordering::Acquire,
+                ) {
+                    Ok(_) => return Verdict::Allow,
+                    Err(now_state) => old = now_state,
+                }
             }
         }
     }
 
-    /// The slot of `fingerprint`: its own, or one taken over for it.
+    /// The slot of `fingerprint`: its own (key and tag match), or one taken over for it.
+    ///
+    /// A takeover claims the slot with one compare-and-swap of the state word, from the state
+    /// it judged to the fresh state under the new tag: a count that lands in between makes the
+    /// claim fail and the choice start over, and whoever counted on the old state sees the tag
+    /// change and looks again. So two pairs' counts do not mix and a new pair does not inherit
+    /// counts. Left: two workers taking over two different slots for one new pair at the same
+    /// instant put it in both for a moment, and the one not found again loses its count.
     fn slot(&self, fingerprint: u64, window: u64) -> &Slot {
+        let tag = tag_of(fingerprint);
         let bucket = (fingerprint >> 32) as usize % (self.slots.len() / WAYS);
         let ways = &self.slots[bucket * WAYS..(bucket + 1) * WAYS];
         loop {
-            if let Some(own) = ways
-                .iter()
-                .find(|s| s.key.load(Ordering::Acquire) == fingerprint)
-            {
+            if let Some(own) = ways.iter().find(|s| {
+                let state = s.state.load(Ordering::Acquire);
+                // Ours: our key and tag, or our tag on a slot whose claim (by another worker,
+                // for this same pair) has not stored the key yet.
+                match s.key.load(Ordering::Acquire) {
+                    0 => state != 0 && State::unpack(state).tag == tag,
+                    key => key == fingerprint && State::unpack(state).tag == tag,
+                }
+            }) {
                 return own;
             }
             // Take over the least used slot: free and stale ones count zero.
             let (victim, seen) = ways
                 .iter()
-                .map(|s| (s, s.key.load(Ordering::Acquire)))
-                .min_by_key(|(s, key)| {
-                    if *key == 0 {
+                .map(|s| (s, s.state.load(Ordering::Acquire)))
+                .min_by_key(|(s, state)| {
+                    if s.key.load(Ordering::Acquire) == 0 {
                         return 0;
                     }
-                    let st = State::unpack(s.state.load(Ordering::Acquire)).at(window);
+                    let st = State::unpack(*state).at(window);
                     st.current + st.previous
                 })
                 .unwrap_or((&ways[0], 0));
+            let fresh = State {
+                tag,
+                window,
+                current: 0,
+                previous: 0,
+            };
             if victim
-                .key
-                .compare_exchange(seen, fingerprint, Ordering::AcqRel, Ordering::Acquire)
+                .state
+                .compare_exchange(seen, fresh.pack(), Ordering::AcqRel, Ordering::Acquire)
                 .is_ok()
             {
-                victim.state.store(
-                    State {
-                        window,
-                        current: 0,
-                        previous: 0,
-                    }
-                    .pack(),
-                    Ordering::Release,
-                );
+                victim.key.store(fingerprint, Ordering::Release);
                 return victim;
             }
-            // Another worker changed the slot meanwhile (perhaps for this very pair): look again.
+            // The slot changed meanwhile: choose again.
         }
     }
 
@@ -179,38 +198,51 @@ impl Limiter {
     }
 }
 
-/// A pair's counts: window number (24 bits; wraps after 31 years, harmlessly), and the current
-/// and previous windows' counts (20 bits each).
+/// A pair's counts, packed into one word: a tag (10 bits of the pair's fingerprint, so that a
+/// takeover is seen by whoever still holds the slot), the window number (10 bits: minutes
+/// modulo 1024, about 17 hours — a slot idle for exactly a multiple of that would look fresh
+/// once), and the current and previous windows' counts (22 bits each: up to 4,194,303 requests
+/// a minute, about 70,000 a second, from one address).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct State {
+    tag: u64,
     window: u64,
     current: u64,
     previous: u64,
 }
 
-const WINDOW_BITS: u32 = 24;
-const COUNT_BITS: u32 = 20;
+const TAG_BITS: u32 = 10;
+const WINDOW_BITS: u32 = 10;
+const COUNT_BITS: u32 = 22;
+const WINDOW_MASK: u64 = (1 << WINDOW_BITS) - 1;
+
+/// The tag of a fingerprint (its low bit is always 1; the bucket comes from its high half).
+fn tag_of(fingerprint: u64) -> u64 {
+    (fingerprint >> 1) & ((1 << TAG_BITS) - 1)
+}
 
 impl State {
     fn unpack(v: u64) -> Self {
         let mask = (1 << COUNT_BITS) - 1;
         Self {
-            window: v >> (2 * COUNT_BITS),
+            tag: v >> (WINDOW_BITS + 2 * COUNT_BITS),
+            window: (v >> (2 * COUNT_BITS)) & WINDOW_MASK,
             current: (v >> COUNT_BITS) & mask,
             previous: v & mask,
         }
     }
 
     fn pack(self) -> u64 {
-        ((self.window & ((1 << WINDOW_BITS) - 1)) << (2 * COUNT_BITS))
+        (self.tag << (WINDOW_BITS + 2 * COUNT_BITS))
+            | ((self.window & WINDOW_MASK) << (2 * COUNT_BITS))
             | (self.current.min(MAX_COUNT) << COUNT_BITS)
             | self.previous.min(MAX_COUNT)
     }
 
-    /// The counts as seen from `window` (24-bit window numbers compare modulo 2^24).
+    /// The counts as seen from `window` (window numbers compare modulo 2^10).
     fn at(self, window: u64) -> Self {
-        let now = window & ((1 << WINDOW_BITS) - 1);
-        let age = now.wrapping_sub(self.window) & ((1 << WINDOW_BITS) - 1);
+        let now = window & WINDOW_MASK;
+        let age = now.wrapping_sub(self.window) & WINDOW_MASK;
         match age {
             0 => Self {
                 window: now,
@@ -220,11 +252,13 @@ impl State {
                 window: now,
                 current: 0,
                 previous: self.current,
+                ..self
             },
             _ => Self {
                 window: now,
                 current: 0,
                 previous: 0,
+                ..self
             },
         }
     }
@@ -355,7 +389,11 @@ mod tests {
         for n in 1..=10_000 {
             assert_eq!(l.check(ROUTE, ip(n), 50, t), Verdict::Allow);
         }
-        assert!(l.live(t) <= 64);
+        assert_eq!(
+            l.live(t),
+            64,
+            "every slot holds a live pair, and no more exist"
+        );
         // The busy client kept its slot (the least used ones were taken over) and is still
         // refused.
         assert!(matches!(l.check(ROUTE, ip(0), 50, t), Verdict::Deny { .. }));
@@ -384,19 +422,23 @@ mod tests {
     #[test]
     fn state_packs_and_unpacks() {
         let s = State {
-            window: 0xab_cdef,
+            tag: 0x3ff,
+            window: 0x2ef,
             current: MAX_COUNT,
             previous: 12345,
         };
         assert_eq!(State::unpack(s.pack()), s);
-        assert_eq!(s.at(0xab_cdf0).previous, MAX_COUNT);
-        assert_eq!(s.at(0xab_cdf1).previous, 0);
-        // Window numbers wrap at 24 bits.
+        assert_eq!(s.at(0x2f0).previous, MAX_COUNT);
+        assert_eq!(s.at(0x2f0).tag, 0x3ff);
+        assert_eq!(s.at(0x2f1).previous, 0);
+        // Window numbers wrap at 10 bits.
         let w = State {
-            window: (1 << 24) - 1,
+            tag: 1,
+            window: (1 << 10) - 1,
             current: 3,
             previous: 0,
         };
-        assert_eq!(w.at(1 << 24).previous, 3);
+        assert_eq!(w.at(1 << 10).previous, 3);
+        assert_eq!(w.at((1 << 10) + 7).previous, 0);
     }
 }

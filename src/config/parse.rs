@@ -1685,7 +1685,7 @@ rate_limit_requests_per_min = 5000000000
         );
         assert_eq!(
             reason("security.rate_limit_requests_per_min"),
-            "must be at most 1048575"
+            "must be at most 4194303"
         );
         let e = find(&errors, "server.threads");
         assert_eq!((e.line, e.column), (3, 11));

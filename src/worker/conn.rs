@@ -20,7 +20,7 @@ use monoio::net::TcpStream;
 
 use super::client::ClientStream;
 use super::io::{set_nonblocking, RecvError};
-use super::{Registry, Shared, WorkerStats};
+use super::{Admitted, Registry, Shared, WorkerStats};
 use crate::config::{defaults, Backend, RouteSecurity};
 use crate::error::{Error, ErrorKind, Side};
 use crate::http::chunked::{ChunkedDecoder, Decoded};
@@ -44,14 +44,13 @@ const READ_SIZE: usize = 16 * 1024;
 pub async fn serve(
     stream: TcpStream,
     peer: SocketAddr,
-    worker: usize,
-    shared: Arc<Shared>,
+    admitted: Admitted,
     registry: Rc<Registry>,
 ) {
+    let (shared, worker) = (admitted.shared.clone(), admitted.worker);
     let (id, idle) = registry.add(stream.as_raw_fd());
     let _open = OpenGuard {
-        shared: shared.clone(),
-        worker,
+        _admitted: admitted,
         registry,
         id,
     };
@@ -203,8 +202,8 @@ async fn accept_tls(
 
 /// Ends a connection's registration and open count, however the task ends.
 struct OpenGuard {
-    shared: Arc<Shared>,
-    worker: usize,
+    /// Given back after the registry entry is gone (fields drop after `drop`).
+    _admitted: Admitted,
     registry: Rc<Registry>,
     id: u64,
 }
@@ -212,10 +211,6 @@ struct OpenGuard {
 impl Drop for OpenGuard {
     fn drop(&mut self) {
         self.registry.remove(self.id);
-        self.shared.open.fetch_sub(1, Ordering::AcqRel);
-        self.shared.workers[self.worker]
-            .connections
-            .fetch_sub(1, Ordering::Relaxed);
     }
 }
 

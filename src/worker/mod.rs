@@ -89,15 +89,31 @@ impl Shared {
         }
     }
 
-    /// Counts a new connection against `max_concurrent_connections` (`cap`, 0 = unlimited):
-    /// `false`, and nothing counted, when `cap` connections are open already.
-    pub fn admit(&self, cap: usize) -> bool {
-        let before = self.open.fetch_add(1, Ordering::AcqRel);
-        if cap > 0 && before >= cap as u64 {
-            self.open.fetch_sub(1, Ordering::AcqRel);
-            return false;
+    /// Counts a connection accepted by `worker` against `max_concurrent_connections` (`cap`,
+    /// 0 = unlimited): `None`, and nothing counted, when `cap` connections are open already.
+    pub fn admit(self: &Arc<Self>, worker: usize, cap: usize) -> Option<Admitted> {
+        let mut open = self.open.load(Ordering::Acquire);
+        loop {
+            if cap > 0 && open >= cap as u64 {
+                return None;
+            }
+            match self.open.compare_exchange_weak(
+                open,
+                open + 1,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            ) {
+                Ok(_) => break,
+                Err(now) => open = now,
+            }
         }
-        true
+        self.workers[worker]
+            .connections
+            .fetch_add(1, Ordering::Relaxed);
+        Some(Admitted {
+            shared: self.clone(),
+            worker,
+        })
     }
 
     /// A counter summed over the workers.
@@ -126,6 +142,22 @@ impl Shared {
             .iter()
             .map(|w| w.in_flight.load(Ordering::Relaxed))
             .sum()
+    }
+}
+
+/// An admitted connection's place in the open counts (all workers', and its worker's): taken
+/// at accept, given back when dropped — also when the connection's task never runs.
+pub struct Admitted {
+    pub shared: Arc<Shared>,
+    pub worker: usize,
+}
+
+impl Drop for Admitted {
+    fn drop(&mut self) {
+        self.shared.open.fetch_sub(1, Ordering::AcqRel);
+        self.shared.workers[self.worker]
+            .connections
+            .fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -387,9 +419,8 @@ async fn worker_main(
                     match accepted {
                         Ok((stream, peer)) => {
                             let cap = shared.snapshot.load().config.security.max_concurrent_connections;
-                            if shared.admit(cap) {
-                                stats.connections.fetch_add(1, Ordering::Relaxed);
-                                monoio::spawn(conn::serve(stream, peer, id, shared.clone(), registry.clone()));
+                            if let Some(admitted) = shared.admit(id, cap) {
+                                monoio::spawn(conn::serve(stream, peer, admitted, registry.clone()));
                             } else {
                                 // Closed at once, unanswered: answering would mean reading the
                                 // request, the work the cap exists to refuse.

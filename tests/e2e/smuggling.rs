@@ -136,7 +136,7 @@ fn cases() -> Vec<Case> {
         ),
         case(
             "bare LF between headers",
-            format!("{post}Content-Length: 5\nTransfer-Encoding: chunked\r\n\r\nhello{HIDDEN}"),
+            format!("{post}X-A: a\nContent-Length: 5\r\n\r\nhello{HIDDEN}"),
             &[400],
             true,
             &[],
@@ -209,10 +209,18 @@ fn the_upstream_sees_exactly_what_was_accepted(d: Driver) {
             got.push(client.response(false).status);
         }
         assert_eq!(got, c.statuses, "{}", c.name);
+        let mut forwarded = c.forwarded.clone();
         if c.closes {
             assert!(client.is_closed(), "{}: the connection stayed open", c.name);
+        } else {
+            // A last request that closes: its answer comes only after anything the daemon
+            // could have read from the bytes before it, so nothing can slip in later.
+            client.send(b"GET /api/end HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n");
+            assert_eq!(client.response(false).status, 200, "{}", c.name);
+            assert!(client.is_closed(), "{}", c.name);
+            forwarded.push(("/app/end", b""));
         }
-        // Whatever reached the upstream has arrived by now; let a late one show itself.
+        // A refused request's head may still be on its way upstream (it is never completed).
         std::thread::sleep(Duration::from_millis(50));
         let seen: Vec<(String, Vec<u8>)> = up
             .received()
@@ -222,8 +230,7 @@ fn the_upstream_sees_exactly_what_was_accepted(d: Driver) {
                 (r["target"].as_str().unwrap_or_default().to_string(), body)
             })
             .collect();
-        let want: Vec<(String, Vec<u8>)> = c
-            .forwarded
+        let want: Vec<(String, Vec<u8>)> = forwarded
             .iter()
             .map(|(t, b)| (t.to_string(), b.to_vec()))
             .collect();
