@@ -18,10 +18,12 @@ fn worker_affinity(s: &Server) -> Vec<(String, String)> {
     let mut out = Vec::new();
     for t in std::fs::read_dir(format!("/proc/{}/task", s.child.id())).unwrap() {
         let t = t.unwrap().path();
-        let name = std::fs::read_to_string(t.join("comm"))
-            .unwrap()
-            .trim()
-            .to_string();
+        // A short-lived thread (the admin server's, for the harness's readiness check) may
+        // end between the listing and the read; workers live as long as the daemon.
+        let Ok(name) = std::fs::read_to_string(t.join("comm")) else {
+            continue;
+        };
+        let name = name.trim().to_string();
         if !name.starts_with("zcs-worker-") {
             continue;
         }
