@@ -53,7 +53,7 @@ pub async fn handshake<S: SideData>(
 /// [`handshake`], reading the socket one TLS record at a time: rustls is never handed part of
 /// a record that follows the handshake, so after it every byte received is either decrypted
 /// inside rustls or still in the socket. Kernel TLS needs this to take over the socket.
-#[cfg_attr(not(feature = "ktls"), allow(dead_code))]
+#[cfg(feature = "ktls")]
 pub async fn handshake_whole_records<S: SideData>(
     stream: &TcpStream,
     conn: &mut ConnectionCommon<S>,
@@ -275,6 +275,7 @@ impl Read for Fd {
 
 /// The socket as `Read` that stops at every TLS record boundary: it reads a record's 5-byte
 /// header, then exactly the length the header gives, never more.
+#[cfg(feature = "ktls")]
 struct Records {
     fd: RawFd,
     header: [u8; 5],
@@ -284,6 +285,7 @@ struct Records {
     body_left: usize,
 }
 
+#[cfg(feature = "ktls")]
 impl Records {
     fn new(fd: RawFd) -> Self {
         Self {
@@ -295,6 +297,7 @@ impl Records {
     }
 }
 
+#[cfg(feature = "ktls")]
 impl Read for Records {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let limit = if self.body_left > 0 {
@@ -340,14 +343,14 @@ impl Write for Fd {
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, feature = "ktls"))]
 mod tests {
     use super::*;
     use std::io::Write;
     use std::os::unix::net::UnixStream;
 
     #[test]
-    fn whole_records_reads_stop_at_record_boundaries() {
+    fn ktls_handshake_reads_stop_at_record_boundaries() {
         let (mut tx, rx) = UnixStream::pair().unwrap();
         rx.set_nonblocking(true).unwrap();
         // A 10-byte record, then a record whose header says 300 but only 3 bytes arrived.
@@ -385,7 +388,7 @@ mod tests {
     }
 
     #[test]
-    fn a_header_split_across_reads_is_still_counted() {
+    fn ktls_handshake_counts_a_header_split_across_reads() {
         let (mut tx, rx) = UnixStream::pair().unwrap();
         rx.set_nonblocking(true).unwrap();
         let mut r = Records::new(rx.as_raw_fd());
