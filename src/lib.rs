@@ -15,6 +15,7 @@
 //!
 //! `../shared/DESIGN.md` of the project draws the whole picture.
 
+pub mod access_log;
 pub mod config;
 pub mod control;
 pub mod error;
@@ -22,6 +23,7 @@ pub mod files;
 pub mod http;
 pub mod limiter;
 pub mod logging;
+pub mod metrics;
 pub mod preload;
 pub mod privileges;
 pub mod proxy;

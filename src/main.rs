@@ -11,6 +11,7 @@ use arc_swap::ArcSwap;
 use clap::Parser;
 use zerocopy_server::config;
 use zerocopy_server::control::{self, Control};
+use zerocopy_server::metrics::Registry as Metrics;
 use zerocopy_server::snapshot::Snapshot;
 use zerocopy_server::worker::{worker_count, IoDriver, Shared, Workers};
 
@@ -67,7 +68,7 @@ fn main() -> ExitCode {
             eprintln!("warning: {w}");
         }
         // Building the snapshot also reads memory-mode files and checks their cap.
-        return match Snapshot::build(cfg, 0) {
+        return match Snapshot::build(cfg, 0, &Metrics::new(1)) {
             Ok(_) => {
                 println!("ok");
                 ExitCode::SUCCESS
@@ -111,13 +112,16 @@ fn run(
     let user = cfg.security.drop_privileges_user.clone();
     let group = cfg.security.drop_privileges_group.clone();
     let admin_socket = cfg.admin.socket.clone();
+    let metrics_listen = cfg.admin.metrics_listen;
     let record_layer = zerocopy_server::tls::RecordLayer::decide(cfg.tls.as_ref());
     record_layer.log();
-    let snapshot = Snapshot::build(cfg, 1).map_err(|e| e.to_string())?;
+    let metrics = Arc::new(Metrics::new(threads));
+    let snapshot = Snapshot::build(cfg, 1, &metrics).map_err(|e| e.to_string())?;
     let shared = Arc::new(Shared::new(
         ArcSwap::from_pointee(snapshot),
         threads,
         record_layer,
+        metrics,
     ));
     let workers = Workers::start(listen, threads, args.io_driver, shared.clone())
         .map_err(|e| e.to_string())?;
@@ -126,6 +130,10 @@ fn run(
     let control =
         Control::new(channel, shared, workers, path, bytes, log).map_err(|e| e.to_string())?;
     let admin = control::admin::bind(&admin_socket)?;
+    let metrics = match metrics_listen {
+        Some(addr) => Some((addr, zerocopy_server::metrics::prometheus::bind(addr)?)),
+        None => None,
+    };
     // The listeners and the admin socket exist: root is no longer needed.
     if let Some(done) = zerocopy_server::privileges::drop(user.as_deref(), group.as_deref())? {
         log::info!("{done}");
@@ -134,6 +142,11 @@ fn run(
     control.let_workers_serve();
     control::admin::serve(admin, control.sender())
         .map_err(|e| format!("cannot start the admin server: {e}"))?;
+    if let Some((addr, listener)) = metrics {
+        zerocopy_server::metrics::prometheus::serve(listener, control.sender())
+            .map_err(|e| format!("cannot start the metrics server: {e}"))?;
+        log::info!("Prometheus metrics: http://{addr}/metrics");
+    }
     log::info!("admin socket: {}", admin_socket.display());
     control.run()
 }

@@ -20,6 +20,7 @@ use std::sync::Arc;
 
 use crate::config::{Backend, FileKind, Route};
 use crate::files::MemoryFiles;
+use crate::metrics::RouteMetrics;
 use crate::proxy::pool::Upstream;
 
 /// One route as the data path sees it.
@@ -34,6 +35,8 @@ pub struct RouteEntry {
     pub memory: Option<Arc<MemoryFiles>>,
     /// A Proxy route's upstream, its addresses resolved when the snapshot was built.
     pub upstream: Option<Upstream>,
+    /// The route's counters (the same ones across reloads while the route exists).
+    pub metrics: Arc<RouteMetrics>,
 }
 
 /// Hosts to routes. Immutable once built; lives in the [`crate::snapshot::Snapshot`].
@@ -53,6 +56,8 @@ enum HostTable {
 #[derive(Debug, Clone, Copy)]
 pub struct Matched<'a> {
     pub entry: &'a RouteEntry,
+    /// The entry's place in [`Router::entries`].
+    pub index: usize,
     /// The request path with the route's prefix removed and no leading slash:
     /// `/static/css/a.css` under `/static` → `css/a.css`; `/static/` → `""`.
     pub relative: &'a str,
@@ -119,6 +124,7 @@ impl Router {
         match self.hosts.get(host)? {
             HostTable::Whole(i) => Some(Matched {
                 entry: &self.entries[*i],
+                index: *i,
                 relative: path.strip_prefix('/').unwrap_or(path),
                 exact: path == "/",
             }),
@@ -133,6 +139,7 @@ impl Router {
                 };
                 Some(Matched {
                     entry,
+                    index: i,
                     relative: rest.strip_prefix('/').unwrap_or(rest),
                     exact: path == prefix,
                 })
@@ -234,6 +241,10 @@ mod tests {
             },
             memory: None,
             upstream: None,
+            metrics: crate::metrics::Registry::new(1).route(&proxyctl::proto::RouteKey {
+                host: host.into(),
+                prefix: prefix.map(Into::into),
+            }),
         }
     }
 

@@ -10,9 +10,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
+use proxyctl::proto::RouteKey;
 
 use crate::config::{Backend, Config, ConfigError, ConfigErrors, Mode, Route, Scheme};
 use crate::files::MemoryFiles;
+use crate::metrics::Registry;
 use crate::proxy::pool::{PoolKey, Upstream, UpstreamTls};
 use crate::route::{RouteEntry, Router};
 
@@ -33,7 +35,12 @@ pub type SnapshotCell = ArcSwap<Snapshot>;
 
 impl Snapshot {
     /// Builds a snapshot: the router, and the bytes of memory-mode routes (within the total cap).
-    pub fn build(config: Config, generation: u64) -> Result<Self, ConfigErrors> {
+    /// Counters come from `metrics`, so that a route keeps its own across reloads.
+    pub fn build(
+        config: Config,
+        generation: u64,
+        metrics: &Registry,
+    ) -> Result<Self, ConfigErrors> {
         let mut errors = Vec::new();
         let mut budget = crate::config::defaults::MEMORY_MODE_TOTAL_CAP;
         let mut entries = Vec::new();
@@ -61,7 +68,7 @@ impl Snapshot {
                     None
                 }
             };
-            let upstream = match resolve_upstream(route) {
+            let upstream = match resolve_upstream(route, metrics) {
                 Ok(u) => u,
                 Err((key, reason)) => {
                     errors.push(ConfigError {
@@ -74,7 +81,12 @@ impl Snapshot {
                     None
                 }
             };
+            let key = RouteKey {
+                host: host.clone(),
+                prefix: prefix.clone(),
+            };
             entries.push(RouteEntry {
+                metrics: metrics.route(&key),
                 host: host.clone(),
                 prefix,
                 route: route.clone(),
@@ -141,7 +153,10 @@ fn load_memory(route: &Route, budget: &mut u64) -> Result<Option<Arc<MemoryFiles
 /// Resolves a Proxy route's upstream host (DNS happens here, on the control thread, never on a
 /// worker; a reload resolves again) and, for `https://`, builds its TLS client configuration
 /// (reading `ca_file`). `Err` is the route key at fault and why.
-fn resolve_upstream(route: &Route) -> Result<Option<Upstream>, (&'static str, String)> {
+fn resolve_upstream(
+    route: &Route,
+    metrics: &Registry,
+) -> Result<Option<Upstream>, (&'static str, String)> {
     let Backend::Proxy(p) = &route.backend else {
         return Ok(None);
     };
@@ -162,7 +177,15 @@ fn resolve_upstream(route: &Route) -> Result<Option<Upstream>, (&'static str, St
             name: crate::tls::client::server_name(name).map_err(|e| ("tls_server_name", e))?,
         }),
     };
+    let name = format!(
+        "{}://{}:{}",
+        if https { "https" } else { "http" },
+        u.host,
+        u.port
+    );
     Ok(Some(Upstream {
+        metrics: metrics.upstream(&name),
+        name,
         key: PoolKey {
             https,
             host: u.host.clone(),

@@ -10,7 +10,7 @@
 
 mod cli;
 
-use std::io::{self, Write};
+use std::io::{self, IsTerminal, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -19,8 +19,11 @@ use clap::{Parser, Subcommand};
 use cli::client::{self, Failure, Payload, DEFAULT_TIMEOUT, DRAIN_GRACE, EXIT_FAILED, EXIT_OK};
 use cli::format;
 use proxyctl::proto::{
-    self, CheckReport, DrainProgress, Explain, ReloadReport, Request, RouteInfo,
+    self, CheckReport, DrainProgress, Explain, ReloadReport, Request, RouteInfo, Stats,
 };
+
+/// How often `proxyctl stats --watch` refreshes.
+const WATCH_INTERVAL: Duration = Duration::from_secs(1);
 
 /// Drive a running zerocopy-server through its admin socket.
 #[derive(Parser, Debug)]
@@ -71,6 +74,17 @@ enum Command {
     Check {
         /// The file to check (default: the daemon's own config file).
         file: Option<PathBuf>,
+    },
+    /// Show counters since start: requests, status classes, latency and bytes per route;
+    /// upstream connections; connections per worker; reloads; dropped log lines.
+    Stats {
+        /// Refresh once a second, with rates and percentiles over the last second (Ctrl-C
+        /// stops). With --json: one JSON document per line per refresh.
+        #[arg(long)]
+        watch: bool,
+        /// With --watch: stop after this many refreshes.
+        #[arg(long, value_name = "N", requires = "watch")]
+        count: Option<u64>,
     },
 }
 
@@ -156,6 +170,40 @@ fn run(args: &Args, out: &mut dyn Write, err: &mut dyn Write) -> Result<u8, Fail
             } else {
                 EXIT_FAILED
             })
+        }
+        Command::Stats { watch, count } => {
+            let data = ask(&Request::Stats)?;
+            let mut earlier: Stats = data.decode()?;
+            if !*watch {
+                show(out, args.json, &data, || format::stats(&earlier, None));
+                return Ok(EXIT_OK);
+            }
+            // A terminal is redrawn in place; a pipe gets one table after another.
+            let clear = !args.json && io::stdout().is_terminal();
+            let mut shown = 0;
+            while count.is_none_or(|n| shown < n) {
+                std::thread::sleep(WATCH_INTERVAL);
+                let data = ask(&Request::Stats)?;
+                let now: Stats = data.decode()?;
+                if args.json {
+                    emit(out, &json_text(&data));
+                } else {
+                    let table = format::stats(&now, Some(&earlier));
+                    emit(
+                        out,
+                        &if clear {
+                            format!("\x1b[H\x1b[2J{table}")
+                        } else if shown > 0 {
+                            format!("\n{table}")
+                        } else {
+                            table
+                        },
+                    );
+                }
+                earlier = now;
+                shown += 1;
+            }
+            Ok(EXIT_OK)
         }
         Command::Check { file } => {
             let file = file.as_deref().map(absolute_utf8).transpose()?;

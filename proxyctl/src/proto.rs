@@ -58,6 +58,8 @@ pub enum Request {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         text: Option<String>,
     },
+    /// Counters and latency since start, summed over the workers: answered with [`Stats`].
+    Stats,
 }
 
 /// A request line: the version and the command.
@@ -270,6 +272,195 @@ pub struct CheckReport {
     pub restart_required: Vec<String>,
 }
 
+/// Upper bounds of the request latency histogram's buckets, in microseconds; a last bucket
+/// without bound follows. Fixed, so that two [`Stats`] can be subtracted bucket by bucket.
+pub const LATENCY_BOUNDS_US: [u64; 17] = [
+    100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 500_000,
+    1_000_000, 2_500_000, 5_000_000, 10_000_000, 30_000_000,
+];
+
+/// Answer to [`Request::Stats`]: what the daemon did since it started, summed over the workers
+/// when read. Every counter only grows (a route's counters start with the route and are kept
+/// across reloads while the route exists), so two answers subtract into rates.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Stats {
+    /// Milliseconds since start when the figures were read: the clock for rates.
+    pub uptime_ms: u64,
+    pub connections: ConnectionStats,
+    /// Requests by route, in routing-table order; requests that matched no route (a 404, or a
+    /// head too malformed to route) are the row with an empty `host`.
+    pub routes: Vec<RouteStats>,
+    /// Proxy upstreams, one row per `scheme://host:port`.
+    pub upstreams: Vec<UpstreamStats>,
+    /// Per worker: its connections and requests.
+    pub workers: Vec<WorkerStats>,
+    pub reloads: ReloadStats,
+    /// The TLS listener's figures; absent when the daemon serves plain HTTP.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<TlsStatus>,
+    /// Log lines dropped because the logger's channel was full (`[logging] channel_size`):
+    /// process log and access log.
+    pub log_lines_dropped: u64,
+}
+
+/// Client connections.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConnectionStats {
+    /// Open now.
+    pub open: u64,
+    /// Accepted since start.
+    pub total: u64,
+    /// Closed at accept because `max_concurrent_connections` were open.
+    pub over_cap: u64,
+}
+
+/// One route's requests.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct RouteStats {
+    /// Empty for the row of requests that matched no route.
+    pub host: String,
+    /// `None` for a host route.
+    pub prefix: Option<String>,
+    /// `File` or `Proxy`; empty for the unrouted row.
+    pub backend: String,
+    /// Requests answered (with any status, or cut off).
+    pub requests: u64,
+    /// Responses by status class.
+    pub responses: StatusClasses,
+    /// Bytes written to clients: heads and bodies.
+    pub bytes_sent: u64,
+    /// Time from a request's first byte to the end of its response.
+    pub latency: Histogram,
+}
+
+impl RouteStats {
+    /// `host/prefix`, `host` for a host route, `(no route)` for the unrouted row.
+    pub fn name(&self) -> String {
+        match (&self.prefix, self.host.is_empty()) {
+            (_, true) => "(no route)".into(),
+            (Some(p), false) => format!("{}{p}", self.host),
+            (None, false) => self.host.clone(),
+        }
+    }
+}
+
+/// Responses by status class. A response cut off before its status line counts as none.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StatusClasses {
+    #[serde(rename = "1xx")]
+    pub informational: u64,
+    #[serde(rename = "2xx")]
+    pub success: u64,
+    #[serde(rename = "3xx")]
+    pub redirection: u64,
+    #[serde(rename = "4xx")]
+    pub client_error: u64,
+    #[serde(rename = "5xx")]
+    pub server_error: u64,
+}
+
+impl StatusClasses {
+    /// The five classes with their names, `1xx` first.
+    pub fn classes(&self) -> [(&'static str, u64); 5] {
+        [
+            ("1xx", self.informational),
+            ("2xx", self.success),
+            ("3xx", self.redirection),
+            ("4xx", self.client_error),
+            ("5xx", self.server_error),
+        ]
+    }
+}
+
+/// A latency histogram over [`LATENCY_BOUNDS_US`].
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Histogram {
+    /// Observations per bucket (not cumulative): one per bound, then the unbounded bucket.
+    pub counts: Vec<u64>,
+    /// Sum of all observations, in microseconds.
+    pub sum_us: u64,
+}
+
+impl Histogram {
+    pub fn count(&self) -> u64 {
+        self.counts.iter().sum()
+    }
+
+    /// What happened between `earlier` and `self` (bucket by bucket).
+    pub fn since(&self, earlier: &Histogram) -> Histogram {
+        Histogram {
+            counts: self
+                .counts
+                .iter()
+                .enumerate()
+                .map(|(i, c)| c.saturating_sub(earlier.counts.get(i).copied().unwrap_or(0)))
+                .collect(),
+            sum_us: self.sum_us.saturating_sub(earlier.sum_us),
+        }
+    }
+
+    /// The `q` quantile (0 < q ≤ 1) in microseconds, interpolated linearly inside its bucket
+    /// as Prometheus's `histogram_quantile` does; the unbounded bucket answers with the last
+    /// bound. `None` without observations.
+    pub fn quantile_us(&self, q: f64) -> Option<f64> {
+        let total = self.count();
+        if total == 0 {
+            return None;
+        }
+        let rank = q.clamp(0.0, 1.0) * total as f64;
+        let mut below = 0u64;
+        for (i, &c) in self.counts.iter().enumerate() {
+            if c > 0 && (below + c) as f64 >= rank {
+                let Some(&upper) = LATENCY_BOUNDS_US.get(i) else {
+                    return LATENCY_BOUNDS_US.last().map(|&b| b as f64);
+                };
+                let lower = if i == 0 { 0 } else { LATENCY_BOUNDS_US[i - 1] };
+                let into = ((rank - below as f64) / c as f64).clamp(0.0, 1.0);
+                return Some(lower as f64 + (upper - lower) as f64 * into);
+            }
+            below += c;
+        }
+        LATENCY_BOUNDS_US.last().map(|&b| b as f64)
+    }
+}
+
+/// One upstream's connections.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UpstreamStats {
+    /// `http://host:port` or `https://host:port`.
+    pub upstream: String,
+    /// New connections opened.
+    pub connects: u64,
+    /// Requests sent over a pooled connection.
+    pub reuses: u64,
+    /// Requests retried on a fresh connection after a pooled one failed.
+    pub retries: u64,
+    /// Exchanges that failed on the upstream's side: refused or timed-out connects, garbled
+    /// or missing responses, bodies cut off.
+    pub failures: u64,
+}
+
+/// One worker's load.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WorkerStats {
+    pub worker: usize,
+    /// Open client connections.
+    pub connections: u64,
+    /// Connections accepted since start.
+    pub connections_total: u64,
+    /// Requests answered since start.
+    pub requests: u64,
+}
+
+/// Reload attempts since start.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReloadStats {
+    /// A new config is serving (unchanged files are not counted).
+    pub succeeded: u64,
+    /// A config was refused; the old one kept serving.
+    pub failed: u64,
+}
+
 /// Progress of [`Request::Drain`].
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DrainProgress {
@@ -397,6 +588,7 @@ mod tests {
                 file: None,
                 text: None,
             },
+            Request::Stats,
         ] {
             let line = encode_request(&r);
             assert!(line.ends_with('\n'));
@@ -456,5 +648,66 @@ mod tests {
             decode_request("{\"version\":1,\"command\":\"fly\"}"),
             Err(DecodeError::Malformed(_))
         ));
+    }
+
+    fn histogram(counts: &[(usize, u64)]) -> Histogram {
+        let mut h = Histogram {
+            counts: vec![0; LATENCY_BOUNDS_US.len() + 1],
+            sum_us: 0,
+        };
+        for &(i, c) in counts {
+            h.counts[i] = c;
+        }
+        h
+    }
+
+    #[test]
+    fn quantiles_interpolate_inside_their_bucket() {
+        assert_eq!(histogram(&[]).quantile_us(0.5), None);
+        // 100 observations in (1 ms, 2.5 ms]: the median is half-way.
+        let h = histogram(&[(4, 100)]);
+        assert_eq!(h.quantile_us(0.5), Some(1_750.0));
+        assert_eq!(h.quantile_us(1.0), Some(2_500.0));
+        // 99 fast, 1 slow: p50 among the fast, p99 at the top of the fast bucket, p100 slow.
+        let h = histogram(&[(0, 99), (9, 1)]);
+        assert_eq!(h.quantile_us(0.5), Some(100.0 * 50.0 / 99.0));
+        assert_eq!(h.quantile_us(0.99), Some(100.0));
+        assert_eq!(h.quantile_us(1.0), Some(100_000.0));
+        // The unbounded bucket answers with the last bound.
+        let h = histogram(&[(LATENCY_BOUNDS_US.len(), 3)]);
+        assert_eq!(h.quantile_us(0.5), Some(30_000_000.0));
+    }
+
+    #[test]
+    fn histograms_subtract_into_an_interval() {
+        let mut later = histogram(&[(0, 10), (4, 5)]);
+        later.sum_us = 1_000;
+        let mut earlier = histogram(&[(0, 4)]);
+        earlier.sum_us = 200;
+        let d = later.since(&earlier);
+        assert_eq!(d.count(), 11);
+        assert_eq!(d.counts[0], 6);
+        assert_eq!(d.counts[4], 5);
+        assert_eq!(d.sum_us, 800);
+    }
+
+    #[test]
+    fn stats_name_their_routes_and_classes() {
+        let mut r = RouteStats {
+            host: "example.com".into(),
+            prefix: Some("/api".into()),
+            ..RouteStats::default()
+        };
+        assert_eq!(r.name(), "example.com/api");
+        r.prefix = None;
+        assert_eq!(r.name(), "example.com");
+        r.host.clear();
+        assert_eq!(r.name(), "(no route)");
+        let json = serde_json::to_string(&StatusClasses {
+            success: 2,
+            ..StatusClasses::default()
+        })
+        .unwrap();
+        assert_eq!(json, r#"{"1xx":0,"2xx":2,"3xx":0,"4xx":0,"5xx":0}"#);
     }
 }

@@ -101,6 +101,21 @@ pub struct Logging {
     pub max_log_size: u64,
     /// `file_path`: default none = stderr.
     pub file_path: Option<PathBuf>,
+    /// `access_log` (an extension): one line per request to this file; default none = no
+    /// access log.
+    pub access_log: Option<PathBuf>,
+    /// `access_log_format` (an extension): default `combined`.
+    pub access_log_format: AccessLogFormat,
+}
+
+/// The access log's line format.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AccessLogFormat {
+    /// nginx's `combined`, then `key=value` fields for what it lacks (host, times, route,
+    /// upstream).
+    Combined,
+    /// One JSON object per line.
+    Json,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -274,6 +289,9 @@ pub struct TlsCertificate {
 pub struct Admin {
     /// `socket`: default `/run/zerocopy-server/admin.sock`.
     pub socket: PathBuf,
+    /// `metrics_listen`: where Prometheus scrapes `/metrics` (plain HTTP, served by the
+    /// control thread); default none = no metrics listener.
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 /// `[host_routes."host"]`.

@@ -27,8 +27,8 @@ use toml::de::{DeTable, DeValue};
 use toml::Spanned;
 
 use super::{
-    defaults, Admin, Backend, Config, ConfigError, ConfigErrors, FileBackend, FileKind,
-    GlobalSecurity, HostRoute, LogLevel, Logging, Mode, Origin, PathRoute, Performance,
+    defaults, AccessLogFormat, Admin, Backend, Config, ConfigError, ConfigErrors, FileBackend,
+    FileKind, GlobalSecurity, HostRoute, LogLevel, Logging, Mode, Origin, PathRoute, Performance,
     ProxyBackend, ReuseportBalancing, Route, RouteSecurity, Scheme, Server, Tls, TlsCertificate,
     UpstreamUrl,
 };
@@ -91,8 +91,10 @@ const MAX_SECS: u64 = 86_400;
 
 const SERVER_KEYS: &[&str] = &["listen", "threads", "shutdown_timeout_secs"];
 #[rustfmt::skip]
-const LOGGING_KEYS: &[&str] =
-    &["level", "channel_size", "flush_interval_ms", "max_log_size", "file_path"];
+const LOGGING_KEYS: &[&str] = &[
+    "level", "channel_size", "flush_interval_ms", "max_log_size", "file_path", "access_log",
+    "access_log_format",
+];
 #[rustfmt::skip]
 const GLOBAL_SECURITY_KEYS: &[&str] =
     &["drop_privileges_user", "drop_privileges_group", "max_concurrent_connections"];
@@ -109,7 +111,7 @@ const PERFORMANCE_KEYS: &[&str] = &["reuseport_balancing", "huge_pages_enabled"]
 const TLS_KEYS: &[&str] =
     &["cert_path", "key_path", "ktls_enabled", "ktls_fallback_enabled", "certificates"];
 const TLS_CERTIFICATE_KEYS: &[&str] = &["cert_path", "key_path", "server_names"];
-const ADMIN_KEYS: &[&str] = &["socket"];
+const ADMIN_KEYS: &[&str] = &["socket", "metrics_listen"];
 #[rustfmt::skip]
 const ROUTE_KEYS: &[&str] = &[
     "type", "path", "mode", "index", "url", "preserve_host", "ca_file", "tls_server_name",
@@ -127,6 +129,9 @@ const LEVELS: &[(&str, LogLevel)] = &[
     ("trace", LogLevel::Trace), ("debug", LogLevel::Debug), ("info", LogLevel::Info),
     ("warn", LogLevel::Warn), ("error", LogLevel::Error), ("off", LogLevel::Off),
 ];
+#[rustfmt::skip]
+const ACCESS_LOG_FORMATS: &[(&str, AccessLogFormat)] =
+    &[("combined", AccessLogFormat::Combined), ("json", AccessLogFormat::Json)];
 #[rustfmt::skip]
 const BALANCINGS: &[(&str, ReuseportBalancing)] =
     &[("kernel", ReuseportBalancing::Kernel), ("cbpf", ReuseportBalancing::Cbpf)];
@@ -271,6 +276,8 @@ impl Walker<'_> {
             flush_interval: defaults::LOG_FLUSH_INTERVAL,
             max_log_size: defaults::MAX_LOG_SIZE,
             file_path: None,
+            access_log: None,
+            access_log_format: AccessLogFormat::Combined,
         };
         let Some(n) = self.section(root, "logging") else {
             return logging;
@@ -293,6 +300,13 @@ impl Walker<'_> {
         );
         self.set(&n, "max_log_size", &mut logging.max_log_size, Self::bytes);
         logging.file_path = self.opt(&n, "file_path", Self::path);
+        logging.access_log = self.opt(&n, "access_log", Self::path);
+        self.set(
+            &n,
+            "access_log_format",
+            &mut logging.access_log_format,
+            |w, f| w.choice(f, "access_log_format", ACCESS_LOG_FORMATS, false),
+        );
         logging
     }
 
@@ -453,10 +467,12 @@ impl Walker<'_> {
     fn admin(&mut self, root: &Node) -> Admin {
         let mut admin = Admin {
             socket: PathBuf::from(defaults::ADMIN_SOCKET),
+            metrics_listen: None,
         };
         if let Some(n) = self.section(root, "admin") {
             self.check_keys(&n, &[ADMIN_KEYS]);
             self.set(&n, "socket", &mut admin.socket, Self::path);
+            admin.metrics_listen = self.opt(&n, "metrics_listen", Self::socket_addr);
         }
         admin
     }

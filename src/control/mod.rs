@@ -22,8 +22,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use proxyctl::proto::{
-    self, CheckReport, DrainProgress, Explain, Lifecycle, Policy, ReloadReport, Request, Response,
-    RouteChanges, RouteInfo, Status, TlsStatus,
+    self, CheckReport, ConnectionStats, DrainProgress, Explain, Lifecycle, Policy, ReloadReport,
+    ReloadStats, Request, Response, RouteChanges, RouteInfo, Stats, Status, TlsStatus,
 };
 
 use crate::config::{Backend, Config, RouteSecurity, Scheme};
@@ -55,6 +55,8 @@ pub enum Event {
         reply: Sender<Response>,
         written: Receiver<()>,
     },
+    /// A Prometheus scrape: the text goes to `reply`.
+    Metrics { reply: Sender<String> },
 }
 
 /// The control loop's event channel, made before anything else so that signals are caught
@@ -103,6 +105,8 @@ pub struct Control {
     /// that a file event that changed none of them is a no-op ([`inputs`]).
     serving_bytes: Vec<u8>,
     last_reload: Option<ReloadReport>,
+    /// Reloads that swapped in a new config, and refused ones.
+    reloads: ReloadStats,
     events: Receiver<Event>,
     /// Kept so that the channel never reports "disconnected".
     sender: Sender<Event>,
@@ -156,6 +160,7 @@ impl Control {
             started: Instant::now(),
             serving_bytes,
             // The boot load counts as the first (successful) load, so `status` always has one.
+            reloads: ReloadStats::default(),
             last_reload: Some(ReloadReport {
                 ok: true,
                 trigger: "start".into(),
@@ -221,6 +226,13 @@ impl Control {
             Event::Signal(libc::SIGHUP) => {
                 self.reload(Trigger::Signal, true);
             }
+            Event::Signal(libc::SIGUSR1) => {
+                log::info!("SIGUSR1: reopening the log files");
+                crate::logging::reopen();
+            }
+            Event::Metrics { reply } => {
+                let _ = reply.send(crate::metrics::prometheus::render(&self.stats()));
+            }
             Event::Signal(sig) => {
                 self.stop_signals += 1;
                 if self.stop_signals >= 2 {
@@ -268,6 +280,7 @@ impl Control {
                 return;
             }
             Request::Routes => proto::ok(&self.routes()),
+            Request::Stats => proto::ok(&self.stats()),
             Request::Explain { host, path } => proto::ok(&self.explain(&host, &path)),
             Request::Check { file, text } => {
                 proto::ok(&self.check(file.map(PathBuf::from), text.map(String::into_bytes)))
@@ -333,7 +346,12 @@ impl Control {
         self.set_state(Lifecycle::Reloading);
         notify_systemd(&format!("RELOADING=1\nMONOTONIC_USEC={}", monotonic_usec()));
         let config_bytes = bytes.get(..config_len).unwrap_or_default();
-        let result = reload::prepare(&self.config_path, config_bytes, &current);
+        let result = reload::prepare(
+            &self.config_path,
+            config_bytes,
+            &current,
+            &self.shared.metrics,
+        );
         let report = match result {
             Ok(prepared) => {
                 for w in prepared.snapshot.config.warnings() {
@@ -346,6 +364,7 @@ impl Control {
                 let config_bytes = bytes.get(..config_len).unwrap_or_default().to_vec();
                 let serving = inputs(config_bytes, &prepared.snapshot.config);
                 let watched = watched_files(&self.config_path, &prepared.snapshot.config);
+                crate::logging::set_level(&prepared.snapshot.config.logging);
                 let generation = reload::commit(&self.shared.snapshot, prepared);
                 self.serving_bytes = serving;
                 if watched != self.watched {
@@ -380,6 +399,9 @@ impl Control {
                 self.record(trigger, current.generation, Err(errors.to_string()))
             }
         };
+        // Counters of routes the serving config does not have (removed, or built for a
+        // refused file) are forgotten.
+        self.shared.metrics.retain(&self.shared.snapshot.load());
         self.set_state(Lifecycle::Running);
         notify_systemd("READY=1");
         report
@@ -392,6 +414,10 @@ impl Control {
         generation: u64,
         result: Result<(), String>,
     ) -> ReloadReport {
+        match result {
+            Ok(()) => self.reloads.succeeded += 1,
+            Err(_) => self.reloads.failed += 1,
+        }
         let report = ReloadReport {
             ok: result.is_ok(),
             trigger: trigger.as_str().into(),
@@ -511,6 +537,38 @@ impl Control {
                 ktls_fallback: self.shared.sum(|w| &w.ktls_fallback),
                 ktls_refused: self.shared.sum(|w| &w.ktls_refused),
             }),
+        }
+    }
+
+    /// Every counter, summed over the workers now.
+    fn stats(&self) -> Stats {
+        let snapshot = self.shared.snapshot.load();
+        let (routes, upstreams) = crate::metrics::collect(&self.shared.metrics, &snapshot);
+        let workers = self
+            .shared
+            .workers
+            .iter()
+            .enumerate()
+            .map(|(worker, w)| proxyctl::proto::WorkerStats {
+                worker,
+                connections: w.connections.load(Ordering::Relaxed),
+                connections_total: w.accepted.load(Ordering::Relaxed),
+                requests: w.requests.load(Ordering::Relaxed),
+            })
+            .collect();
+        Stats {
+            uptime_ms: u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX),
+            connections: ConnectionStats {
+                open: self.shared.connections(),
+                total: self.shared.sum(|w| &w.accepted),
+                over_cap: self.shared.sum(|w| &w.over_cap),
+            },
+            routes,
+            upstreams,
+            workers,
+            reloads: self.reloads.clone(),
+            tls: self.status().tls,
+            log_lines_dropped: crate::logging::lines_dropped(),
         }
     }
 
@@ -651,7 +709,9 @@ impl Control {
                 return report;
             }
         };
-        match reload::prepare(&path, &bytes, &current) {
+        // A check builds with counters of its own: it must not touch the running ones.
+        let scratch = crate::metrics::Registry::new(1);
+        match reload::prepare(&path, &bytes, &current, &scratch) {
             Ok(prepared) => {
                 report.ok = true;
                 report.changes = prepared.changes;
@@ -708,6 +768,7 @@ fn normalize_host(host: &str) -> String {
 fn spawn_signal_thread(events: Sender<Event>) -> std::io::Result<()> {
     let mut signals = signal_hook::iterator::Signals::new([
         signal_hook::consts::SIGHUP,
+        signal_hook::consts::SIGUSR1,
         signal_hook::consts::SIGTERM,
         signal_hook::consts::SIGINT,
     ])?;

@@ -12,6 +12,7 @@ use std::sync::Arc;
 use proxyctl::proto::{RouteChanges, RouteKey};
 
 use crate::config::{self, Config, ConfigErrors, Route};
+use crate::metrics::Registry;
 use crate::snapshot::Snapshot;
 
 /// A built, not yet published, reload.
@@ -23,7 +24,12 @@ pub struct Prepared {
 
 /// Parses and builds `bytes` as the config at `path` with the next generation, and compares it
 /// with `current`. Runs on the control thread.
-pub fn prepare(path: &Path, bytes: &[u8], current: &Snapshot) -> Result<Prepared, ConfigErrors> {
+pub fn prepare(
+    path: &Path,
+    bytes: &[u8],
+    current: &Snapshot,
+    metrics: &Registry,
+) -> Result<Prepared, ConfigErrors> {
     let text = std::str::from_utf8(bytes)
         .map_err(|e| ConfigErrors::file(path, format!("the config file is not UTF-8: {e}")))?;
     let cfg = config::parse(text, path)?;
@@ -41,7 +47,7 @@ pub fn prepare(path: &Path, bytes: &[u8], current: &Snapshot) -> Result<Prepared
     }
     let changes = route_changes(&current.config, &cfg);
     let restart_required = restart_required(&current.config, &cfg);
-    let snapshot = Snapshot::build(cfg, current.generation + 1)?;
+    let snapshot = Snapshot::build(cfg, current.generation + 1, metrics)?;
     Ok(Prepared {
         snapshot,
         changes,
@@ -98,7 +104,16 @@ pub fn restart_required(old: &Config, new: &Config) -> Vec<String> {
     };
     check("server.listen", old.server.listen != new.server.listen);
     check("server.threads", old.server.threads != new.server.threads);
-    check("logging", old.logging != new.logging);
+    // The level changes live; the rest of [logging] is fixed at start-up.
+    let fixed = |l: &config::Logging| config::Logging {
+        level: config::LogLevel::Off,
+        ..l.clone()
+    };
+    check("logging", fixed(&old.logging) != fixed(&new.logging));
+    check(
+        "admin.metrics_listen",
+        old.admin.metrics_listen != new.admin.metrics_listen,
+    );
     check(
         "performance.reuseport_balancing",
         old.performance.reuseport_balancing != new.performance.reuseport_balancing,

@@ -15,6 +15,8 @@ use super::pool::Upstream;
 
 /// An open connection to an upstream.
 pub struct UpstreamConn {
+    /// The address connected to.
+    pub addr: std::net::SocketAddr,
     tcp: TcpStream,
     /// The TLS session for an `https://` upstream (boxed: pooled plain connections stay small).
     tls: Option<Box<ClientConnection>>,
@@ -48,12 +50,17 @@ impl UpstreamConn {
                 .map_err(|e| Error::internal(format!("upstream socket: {e}")))?;
             let _ = tcp.set_nodelay(true);
             let Some(t) = &up.tls else {
-                return Ok(Self { tcp, tls: None });
+                return Ok(Self {
+                    addr: *addr,
+                    tcp,
+                    tls: None,
+                });
             };
             let mut session = ClientConnection::new(t.config.clone(), t.name.clone())
                 .map_err(|e| Error::internal(format!("TLS client session: {e}")))?;
             return match tls::io::handshake(&tcp, &mut session, deadline).await {
                 Ok(()) => Ok(Self {
+                    addr: *addr,
                     tcp,
                     tls: Some(Box::new(session)),
                 }),

@@ -24,6 +24,7 @@ use crate::error::{Error, ErrorKind};
 use crate::http::chunked::{self, ChunkedDecoder, Decoded};
 use crate::http::head::{BodyKind, RequestHead};
 use crate::http::{Method, Version};
+use crate::metrics::UpstreamEvent;
 use crate::worker::client::ClientStream;
 use crate::worker::io::RecvError;
 use conn::UpstreamConn;
@@ -50,6 +51,18 @@ pub struct Exchange<'a> {
     pub path: &'a str,
     /// Whether the client connection may go on after this exchange.
     pub keep_alive: bool,
+    /// The worker's index, for the upstream's counters.
+    pub worker: usize,
+}
+
+/// The upstream side of an exchange, for the access log.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct UpstreamTrace {
+    /// The address of the (last) connection used.
+    pub addr: Option<SocketAddr>,
+    /// From the start of forwarding (taking a connection) to the end of the upstream's
+    /// response, or the failure.
+    pub time: Option<Duration>,
 }
 
 /// How the client connection goes on.
@@ -59,8 +72,31 @@ pub enum Done {
     Close,
 }
 
-/// Forwards one request. `body_pending` is cleared once the request body has been read.
-pub async fn forward(mut x: Exchange<'_>, body_pending: &mut bool) -> Result<Done, Error> {
+/// Forwards one request. `body_pending` is cleared once the request body has been read;
+/// `trace` gets the upstream address and time. Failures on the upstream's side are counted on
+/// the upstream.
+pub async fn forward(
+    x: Exchange<'_>,
+    body_pending: &mut bool,
+    trace: &mut UpstreamTrace,
+) -> Result<Done, Error> {
+    let started = Instant::now();
+    let (upstream, worker) = (x.upstream, x.worker);
+    let result = forward_inner(x, body_pending, trace).await;
+    trace.time = Some(started.elapsed());
+    if let Err(e) = &result {
+        if e.side == crate::error::Side::Upstream {
+            upstream.metrics.count(worker, UpstreamEvent::Failure);
+        }
+    }
+    result
+}
+
+async fn forward_inner(
+    mut x: Exchange<'_>,
+    body_pending: &mut bool,
+    trace: &mut UpstreamTrace,
+) -> Result<Done, Error> {
     if let BodyKind::Length(n) = x.req.body {
         if n > x.security.max_request_body_size {
             return Err(Error::client(
@@ -85,9 +121,19 @@ pub async fn forward(mut x: Exchange<'_>, body_pending: &mut bool) -> Result<Don
     let (mut upstream, reused, resp_buf, resp) = loop {
         attempt += 1;
         let (mut conn, reused) = connect(x.upstream, x.security).await?;
+        x.upstream.metrics.count(
+            x.worker,
+            if reused {
+                UpstreamEvent::Reuse
+            } else {
+                UpstreamEvent::Connect
+            },
+        );
+        trace.addr = Some(conn.addr);
         match exchange_head(&mut x, &mut conn, &head, body_pending).await {
             Ok((buf, resp)) => break (conn, reused, buf, resp),
             Err(Failure::BeforeResponse(e)) if reused && retryable && attempt == 1 => {
+                x.upstream.metrics.count(x.worker, UpstreamEvent::Retry);
                 log::debug!(
                     "upstream {:?}: retrying on a fresh connection: {e}",
                     x.upstream.key.host

@@ -32,6 +32,10 @@ pub struct PoolKey {
 #[derive(Debug)]
 pub struct Upstream {
     pub key: PoolKey,
+    /// `scheme://host:port`, as stats and logs name it.
+    pub name: String,
+    /// Its connection counters (per name, kept across reloads).
+    pub metrics: Arc<crate::metrics::UpstreamMetrics>,
     pub addrs: Vec<SocketAddr>,
     /// How to speak TLS to an `https://` upstream.
     pub tls: Option<UpstreamTls>,

@@ -28,6 +28,12 @@ const TICK: Duration = Duration::from_secs(5);
 
 /// Copies bytes between `client` and `upstream` until both sides are done.
 pub async fn run(client: &mut ClientStream, upstream: UpstreamConn) {
+    let to_client = relay(client, upstream).await;
+    client.meter.sent += to_client;
+}
+
+/// Runs both directions; returns the bytes sent to the client.
+async fn relay(client: &mut ClientStream, upstream: UpstreamConn) -> u64 {
     let (tcp, mut session) = upstream.into_parts();
     let up_session = session.as_deref_mut().map(|s| RefCell::new(&mut **s));
     let up = match &up_session {
@@ -41,7 +47,8 @@ pub async fn run(client: &mut ClientStream, upstream: UpstreamConn) {
         Some(s) => End::Tls(client_tcp, s),
     };
     let last = Cell::new(Instant::now());
-    monoio::join!(pipe(&down, &up, &last), pipe(&up, &down, &last));
+    let (_, to_client) = monoio::join!(pipe(&down, &up, &last), pipe(&up, &down, &last));
+    to_client
 }
 
 /// One end of the tunnel: a socket, and the TLS session over it if any.
@@ -112,12 +119,13 @@ impl<S: SideData> End<'_, '_, S> {
 }
 
 /// Copies `from` → `to` until the end of `from` (or a failure, or the tunnel going idle), then
-/// shuts `to`'s write side.
+/// shuts `to`'s write side. Returns the bytes delivered to `to`.
 async fn pipe<A: SideData, B: SideData>(
     from: &End<'_, '_, A>,
     to: &End<'_, '_, B>,
     last: &Cell<Instant>,
-) {
+) -> u64 {
+    let mut moved = 0;
     let mut buf = Vec::with_capacity(CHUNK);
     loop {
         buf.clear();
@@ -128,10 +136,12 @@ async fn pipe<A: SideData, B: SideData>(
                 if to.send(&buf).await.is_err() {
                     break;
                 }
+                moved += buf.len() as u64;
             }
             Err(RecvError::Timeout) if last.get().elapsed() < IDLE => continue,
             Err(_) => break,
         }
     }
     to.shutdown_write();
+    moved
 }

@@ -23,6 +23,46 @@ const TLS_FILE_PIECE: usize = 16 * 1024;
 pub struct ClientStream {
     tcp: TcpStream,
     layer: Layer,
+    /// What the current response has sent so far.
+    pub meter: Meter,
+}
+
+/// The status and size of the response being sent, for logs and counters: every response
+/// leaves through [`ClientStream`], so this sees all of them, whichever backend wrote it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Meter {
+    /// The final status sent (0 until a status line has gone out; a `100 Continue` is
+    /// replaced by the final status).
+    pub status: u16,
+    /// Bytes written to the client: heads and bodies, before encryption.
+    pub sent: u64,
+}
+
+impl Meter {
+    /// Notes the status line at the start of `data`, while no final status has been sent.
+    fn note(&mut self, data: &[u8]) {
+        let interim = (100..200).contains(&self.status) && self.status != 101;
+        if self.status != 0 && !interim {
+            return;
+        }
+        if let Some(status) = status_of(data) {
+            self.status = status;
+        }
+    }
+}
+
+/// The status code of a status line at the start of `data` (`HTTP/1.1 200 …`).
+fn status_of(data: &[u8]) -> Option<u16> {
+    let rest = data.strip_prefix(b"HTTP/1.")?;
+    let digits = rest.get(2..5)?;
+    if rest.get(1) != Some(&b' ') || !digits.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    Some(
+        digits
+            .iter()
+            .fold(0u16, |n, d| n * 10 + u16::from(d - b'0')),
+    )
 }
 
 /// Who runs the TLS records of a connection.
@@ -43,6 +83,8 @@ impl ClientStream {
         Self {
             tcp,
             layer: Layer::Plain,
+
+            meter: Meter::default(),
         }
     }
 
@@ -51,6 +93,8 @@ impl ClientStream {
         Self {
             tcp,
             layer: Layer::Rustls(session),
+
+            meter: Meter::default(),
         }
     }
 
@@ -60,6 +104,8 @@ impl ClientStream {
         Self {
             tcp,
             layer: Layer::Kernel { early },
+
+            meter: Meter::default(),
         }
     }
 
@@ -78,7 +124,8 @@ impl ClientStream {
 
     /// Writes all of `data`; with `more`, a plain socket is told that a body follows.
     pub async fn send(&mut self, data: &[u8], more: bool) -> Result<(), Error> {
-        match &mut self.layer {
+        self.meter.note(data);
+        let sent = match &mut self.layer {
             Layer::Plain => io::send_all(&self.tcp, data, more).await,
             Layer::Rustls(s) => tls::io::send_all(&self.tcp, s, data).await,
             // Not `MSG_MORE`: kernel TLS would hold the record open, without TCP's 200 ms
@@ -86,7 +133,11 @@ impl ClientStream {
             // stall.
             #[cfg(feature = "ktls")]
             Layer::Kernel { .. } => io::send_all(&self.tcp, data, false).await,
+        };
+        if sent.is_ok() {
+            self.meter.sent += data.len() as u64;
         }
+        sent
     }
 
     /// Sends a response `head` and then `len` bytes of the file `fd` from `offset`:
@@ -102,8 +153,11 @@ impl ClientStream {
     ) -> Result<(), Error> {
         let Layer::Rustls(session) = &mut self.layer else {
             self.send(head, true).await?;
-            return io::sendfile_all(&self.tcp, fd, offset, len).await;
+            io::sendfile_all(&self.tcp, fd, offset, len).await?;
+            self.meter.sent += len;
+            return Ok(());
         };
+        self.meter.note(head);
         let mut out = Vec::with_capacity(TLS_FILE_PIECE.min(head.len() + len as usize));
         out.extend_from_slice(head);
         let (mut at, end) = (offset, offset.saturating_add(len));
@@ -137,11 +191,13 @@ impl ClientStream {
             }
             out.truncate(filled + n as usize);
             tls::io::send_all(&self.tcp, session, &out).await?;
+            self.meter.sent += out.len() as u64;
             out.clear();
             at += n as u64;
         }
         if !out.is_empty() {
             tls::io::send_all(&self.tcp, session, &out).await?;
+            self.meter.sent += out.len() as u64;
         }
         Ok(())
     }
@@ -213,5 +269,35 @@ impl ClientStream {
             Layer::Rustls(s) => (&self.tcp, Some(&mut **s)),
             _ => (&self.tcp, None),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_meter_keeps_the_final_status() {
+        let mut m = Meter::default();
+        m.note(b"HTTP/1.1 100 Continue\r\n\r\n");
+        assert_eq!(m.status, 100);
+        m.note(b"HTTP/1.1 201 Created\r\n");
+        assert_eq!(m.status, 201);
+        // A body that looks like a status line changes nothing.
+        m.note(b"HTTP/1.1 500 x");
+        assert_eq!(m.status, 201);
+        let mut m = Meter::default();
+        m.note(b"HTTP/1.1 101 Switching Protocols\r\n");
+        m.note(b"HTTP/1.1 200 tunnelled bytes");
+        assert_eq!(m.status, 101);
+        for junk in [
+            &b"HTTP/1.1 2x0"[..],
+            b"HTTP/1.1  200",
+            b"HTTP/2 200",
+            b"HTTP/1.1 20",
+        ] {
+            assert_eq!(status_of(junk), None, "{junk:?}");
+        }
+        assert_eq!(status_of(b"HTTP/1.0 404 Not Found"), Some(404));
     }
 }

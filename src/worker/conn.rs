@@ -18,9 +18,10 @@ use monoio::buf::IoBufMut;
 use monoio::io::AsyncReadRent;
 use monoio::net::TcpStream;
 
-use super::client::ClientStream;
+use super::client::{ClientStream, Meter};
 use super::io::{set_nonblocking, RecvError};
 use super::{Admitted, Registry, Shared, WorkerStats};
+use crate::access_log;
 use crate::config::{defaults, Backend, RouteSecurity};
 use crate::error::{Error, ErrorKind, Side};
 use crate::http::chunked::{ChunkedDecoder, Decoded};
@@ -30,6 +31,7 @@ use crate::http::{path, Method};
 use crate::limiter::Verdict;
 use crate::proxy;
 use crate::route::Target;
+use crate::snapshot::Snapshot;
 use crate::tls::RecordLayer;
 
 /// How long a closing connection keeps draining the client's input after an error.
@@ -285,6 +287,14 @@ enum Read {
     Timeout,
 }
 
+/// What a request's handling learnt for its counters and access log line.
+#[derive(Debug, Default)]
+struct Trace {
+    /// The matched route's place in the snapshot's router.
+    route: Option<usize>,
+    upstream: proxy::UpstreamTrace,
+}
+
 /// How a request ended when it did not fail.
 enum Outcome {
     /// The response is complete; the connection may carry another request.
@@ -319,6 +329,9 @@ impl Conn {
                     return;
                 }
             }
+            // The request's clock starts at its first byte (or when a pipelined one is next).
+            let started = Instant::now();
+            self.client.meter = Meter::default();
             let deadline = first_deadline
                 .take()
                 .unwrap_or_else(|| Instant::now() + limits.header_timeout);
@@ -333,6 +346,7 @@ impl Conn {
                         Ok(None) => {}
                         Err(e) => {
                             self.fail(Error::from(e), false, None).await;
+                            self.finish(None, None, &Trace::default(), started);
                             return;
                         }
                     }
@@ -349,6 +363,7 @@ impl Conn {
                             let e =
                                 Error::client(ErrorKind::ClientTimeout, "request head too slow");
                             self.fail(e, false, None).await;
+                            self.finish(None, None, &Trace::default(), started);
                         }
                         return;
                     }
@@ -359,18 +374,24 @@ impl Conn {
             let shared = self.shared.clone();
             let _in_flight = InFlight::new(&shared.workers[self.worker].in_flight);
             let mut body_pending = !matches!(req.body, BodyKind::None | BodyKind::Length(0));
-            let result = self.handle(&req, sizes, &mut body_pending).await;
+            let snapshot = self.shared.snapshot.load_full();
+            let mut trace = Trace::default();
+            let result = self
+                .handle(&req, &snapshot, sizes, &mut body_pending, &mut trace)
+                .await;
             let keep_alive = self.keep_alive(&req, body_pending);
-            match result {
-                Ok(Outcome::Done) if keep_alive => continue,
-                Ok(Outcome::Done) | Ok(Outcome::Close) => return,
+            let go_on = match result {
+                Ok(Outcome::Done) => keep_alive,
+                Ok(Outcome::Close) => false,
                 Err(e) => {
                     let close = !keep_alive || e.must_close();
                     self.fail(e, !close, Some(&req)).await;
-                    if close {
-                        return;
-                    }
+                    !close
                 }
+            };
+            self.finish(Some(&req), Some(&snapshot), &trace, started);
+            if !go_on {
+                return;
             }
         }
     }
@@ -379,8 +400,10 @@ impl Conn {
     async fn handle(
         &mut self,
         req: &RequestHead,
+        snapshot: &Snapshot,
         sizes: HeadSizes,
         body_pending: &mut bool,
+        trace: &mut Trace,
     ) -> Result<Outcome, Error> {
         if req.path == "*" {
             // `OPTIONS *`: a question about the server, not a resource.
@@ -390,7 +413,6 @@ impl Conn {
             self.client.send(&h.finish(), false).await?;
             return Ok(Outcome::Done);
         }
-        let snapshot = self.shared.snapshot.load_full();
         let path = path::normalize(&req.path)
             .map_err(|e| Error::client(ErrorKind::BadRequest, e.reason))?;
         let host = req.host.as_deref().unwrap_or("");
@@ -398,6 +420,7 @@ impl Conn {
             .router
             .lookup(host, &path)
             .ok_or_else(|| Error::client(ErrorKind::NotFound, "no route for this host and path"))?;
+        trace.route = Some(m.index);
         let security = &m.entry.route.security;
         // Access policy, before anything of the body is read: addresses (deny first), then
         // methods.
@@ -478,8 +501,9 @@ impl Conn {
                     security,
                     path: &upstream_path,
                     keep_alive,
+                    worker: self.worker,
                 };
-                match proxy::forward(exchange, body_pending).await? {
+                match proxy::forward(exchange, body_pending, &mut trace.upstream).await? {
                     proxy::Done::KeepAlive => Ok(Outcome::Done),
                     proxy::Done::Close => Ok(Outcome::Close),
                 }
@@ -566,6 +590,44 @@ impl Conn {
         read_more(&mut self.client, &mut self.buf, deadline).await
     }
 
+    /// Counts a finished request on its route (or as unrouted) and writes its access log line.
+    fn finish(
+        &self,
+        req: Option<&RequestHead>,
+        snapshot: Option<&Snapshot>,
+        trace: &Trace,
+        started: Instant,
+    ) {
+        let elapsed = started.elapsed();
+        let meter = self.client.meter;
+        let entry = snapshot
+            .zip(trace.route)
+            .and_then(|(s, i)| s.router.entries().get(i));
+        let metrics = entry.map_or(&self.shared.metrics.unrouted, |e| &*e.metrics);
+        metrics.record(self.worker, meter.status, meter.sent, elapsed);
+        WorkerStats::bump(&self.shared.workers[self.worker].requests);
+        if let Some(format) = crate::logging::access_format() {
+            let line = access_log::line(
+                format,
+                &access_log::Entry {
+                    time: time::OffsetDateTime::now_utc(),
+                    client: self.peer,
+                    request: req,
+                    status: meter.status,
+                    bytes: meter.sent,
+                    duration: elapsed,
+                    route: entry.map(|e| match &e.prefix {
+                        Some(p) => format!("{}{p}", e.host),
+                        None => e.host.clone(),
+                    }),
+                    upstream: trace.upstream.addr,
+                    upstream_time: trace.upstream.time,
+                },
+            );
+            crate::logging::access(&line);
+        }
+    }
+
     /// Sends the response for an error, if anyone is left to receive it, and logs it.
     async fn fail(&mut self, e: Error, keep_alive: bool, req: Option<&RequestHead>) {
         let Some(status) = e.status() else {
@@ -574,9 +636,10 @@ impl Conn {
             self.aborted = true;
             return;
         };
+        let what = req.map_or(String::new(), |r| format!("{} {}: ", r.method, r.path));
         match e.side {
-            Side::Client => log::debug!("{}: {status}: {e}", self.peer),
-            Side::Upstream | Side::Internal => log::warn!("{}: {status}: {e}", self.peer),
+            Side::Client => log::debug!("{}: {status}: {what}{e}", self.peer),
+            Side::Upstream | Side::Internal => log::warn!("{}: {status}: {what}{e}", self.peer),
         }
         let body = format!("{status} {}\n", reason(status));
         let mut h = ResponseHead::new(status);

@@ -29,6 +29,7 @@ use std::time::Duration;
 use monoio::net::{ListenerOpts, TcpListener};
 
 use crate::limiter::Limiter;
+use crate::metrics::Registry as Metrics;
 use crate::snapshot::SnapshotCell;
 use crate::tls::RecordLayer;
 
@@ -48,6 +49,8 @@ pub struct Shared {
     pub limiter: Limiter,
     /// Open client connections of all workers together, for `max_concurrent_connections`.
     pub open: AtomicU64,
+    /// Request and upstream counters by route and upstream (per worker inside).
+    pub metrics: Arc<Metrics>,
 }
 
 /// A worker's counters, on a cache line of their own.
@@ -68,6 +71,10 @@ pub struct WorkerStats {
     pub ktls_refused: AtomicU64,
     /// Connections closed at accept because `max_concurrent_connections` were open.
     pub over_cap: AtomicU64,
+    /// Connections accepted (and admitted) since start.
+    pub accepted: AtomicU64,
+    /// Requests answered since start.
+    pub requests: AtomicU64,
 }
 
 impl WorkerStats {
@@ -78,8 +85,15 @@ impl WorkerStats {
 }
 
 impl Shared {
-    pub fn new(snapshot: SnapshotCell, workers: usize, record_layer: RecordLayer) -> Self {
+    /// `metrics` must be the registry `snapshot` was built with.
+    pub fn new(
+        snapshot: SnapshotCell,
+        workers: usize,
+        record_layer: RecordLayer,
+        metrics: Arc<Metrics>,
+    ) -> Self {
         Self {
+            metrics,
             snapshot,
             draining: AtomicBool::new(false),
             workers: (0..workers).map(|_| WorkerStats::default()).collect(),
@@ -420,6 +434,7 @@ async fn worker_main(
                         Ok((stream, peer)) => {
                             let cap = shared.snapshot.load().config.security.max_concurrent_connections;
                             if let Some(admitted) = shared.admit(id, cap) {
+                                WorkerStats::bump(&stats.accepted);
                                 monoio::spawn(conn::serve(stream, peer, admitted, registry.clone()));
                             } else {
                                 // Closed at once, unanswered: answering would mean reading the

@@ -7,6 +7,7 @@ mod check;
 mod control;
 mod files;
 mod ktls;
+mod observability;
 mod pki;
 mod policy;
 mod protocol;

@@ -4,7 +4,8 @@
 //! ends with a newline. `--json` output does not pass through here.
 
 use proxyctl::proto::{
-    CheckReport, DrainProgress, Explain, Policy, ReloadReport, RouteChanges, RouteInfo, Status,
+    CheckReport, DrainProgress, Explain, Histogram, Policy, ReloadReport, RouteChanges, RouteInfo,
+    RouteStats, Stats, Status,
 };
 
 /// The daemon's default `security.max_request_body_size`; the route summary omits it.
@@ -246,6 +247,160 @@ pub fn changes(c: &RouteChanges) -> String {
         }
     }
     out
+}
+
+/// `proxyctl stats`: totals since start, and per route the request rate, p50, p99 and server
+/// errors (5xx) per second — over the interval since `earlier` when given (`--watch`), else
+/// since start.
+pub fn stats(now: &Stats, earlier: Option<&Stats>) -> String {
+    let window_ms = match earlier {
+        Some(e) => now.uptime_ms.saturating_sub(e.uptime_ms),
+        None => now.uptime_ms,
+    };
+    let secs = (window_ms as f64 / 1000.0).max(0.001);
+    let c = &now.connections;
+    let mut out = format!(
+        "uptime {} · connections: {} open, {} accepted, {} over cap · reloads: {} ok, {} failed \
+         · log lines dropped: {}\n",
+        duration(now.uptime_ms / 1000),
+        c.open,
+        c.total,
+        c.over_cap,
+        now.reloads.succeeded,
+        now.reloads.failed,
+        now.log_lines_dropped
+    );
+    if let Some(tls) = &now.tls {
+        out.push_str(&format!(
+            "tls: {} handshakes; {} on kernel TLS, {} fell back, {} refused\n",
+            tls.handshakes, tls.ktls, tls.ktls_fallback, tls.ktls_refused
+        ));
+    }
+    out.push_str(&match earlier {
+        Some(_) => format!("REQ/S, P50, P99 and ERR/S (5xx) over the last {secs:.1}s\n"),
+        None => "REQ/S, P50, P99 and ERR/S (5xx) since start\n".to_string(),
+    });
+    out.push('\n');
+    let empty = RouteStats::default();
+    let rows: Vec<Vec<String>> = now
+        .routes
+        .iter()
+        // The unrouted row only when something went there.
+        .filter(|r| !r.host.is_empty() || r.requests > 0)
+        .map(|r| {
+            let before = earlier
+                .and_then(|e| {
+                    e.routes
+                        .iter()
+                        .find(|b| b.host == r.host && b.prefix == r.prefix)
+                })
+                .unwrap_or(&empty);
+            let window: Histogram = match earlier {
+                Some(_) => r.latency.since(&before.latency),
+                None => r.latency.clone(),
+            };
+            let requests = r.requests.saturating_sub(before.requests);
+            let errors = r
+                .responses
+                .server_error
+                .saturating_sub(before.responses.server_error);
+            let classes = r.responses.classes();
+            vec![
+                r.name(),
+                r.backend.clone(),
+                r.requests.to_string(),
+                rate(requests, secs),
+                latency(window.quantile_us(0.5)),
+                latency(window.quantile_us(0.99)),
+                rate(errors, secs),
+                classes[1].1.to_string(),
+                classes[2].1.to_string(),
+                classes[3].1.to_string(),
+                classes[4].1.to_string(),
+                bytes(r.bytes_sent),
+            ]
+        })
+        .collect();
+    out.push_str(&table(
+        &[
+            "ROUTE", "BACKEND", "REQUESTS", "REQ/S", "P50", "P99", "ERR/S", "2XX", "3XX", "4XX",
+            "5XX", "SENT",
+        ],
+        &rows,
+    ));
+    if !now.upstreams.is_empty() {
+        let rows: Vec<Vec<String>> = now
+            .upstreams
+            .iter()
+            .map(|u| {
+                vec![
+                    u.upstream.clone(),
+                    u.connects.to_string(),
+                    u.reuses.to_string(),
+                    u.retries.to_string(),
+                    u.failures.to_string(),
+                ]
+            })
+            .collect();
+        out.push('\n');
+        out.push_str(&table(
+            &["UPSTREAM", "CONNECTS", "REUSES", "RETRIES", "FAILURES"],
+            &rows,
+        ));
+    }
+    let rows: Vec<Vec<String>> = now
+        .workers
+        .iter()
+        .map(|w| {
+            vec![
+                w.worker.to_string(),
+                w.connections.to_string(),
+                w.connections_total.to_string(),
+                w.requests.to_string(),
+            ]
+        })
+        .collect();
+    out.push('\n');
+    out.push_str(&table(&["WORKER", "OPEN", "ACCEPTED", "REQUESTS"], &rows));
+    out
+}
+
+fn rate(n: u64, secs: f64) -> String {
+    let r = n as f64 / secs;
+    if r >= 100.0 || r == 0.0 {
+        format!("{r:.0}")
+    } else {
+        format!("{r:.1}")
+    }
+}
+
+/// Microseconds as `250µs`, `1.8ms`, `12ms` or `1.20s`; `-` without observations.
+fn latency(us: Option<f64>) -> String {
+    match us {
+        None => "-".to_string(),
+        Some(us) if us < 1_000.0 => format!("{us:.0}µs"),
+        Some(us) if us < 10_000.0 => format!("{:.1}ms", us / 1_000.0),
+        Some(us) if us < 1_000_000.0 => format!("{:.0}ms", us / 1_000.0),
+        Some(us) => format!("{:.2}s", us / 1_000_000.0),
+    }
+}
+
+/// Bytes with a binary unit: `512B`, `1.5KiB`, `20.0MiB`.
+fn bytes(n: u64) -> String {
+    const UNITS: [&str; 4] = ["KiB", "MiB", "GiB", "TiB"];
+    if n < 1024 {
+        return format!("{n}B");
+    }
+    let mut v = n as f64 / 1024.0;
+    let mut unit = UNITS[0];
+    for u in &UNITS[1..] {
+        if v < 1024.0 {
+            break;
+        }
+        v /= 1024.0;
+        unit = u;
+    }
+    format!("{v:.1}{unit}")
 }
 
 /// Seconds as `1h 2m 3s`, from the largest unit that is not zero.
@@ -771,5 +926,91 @@ policy:
         assert_eq!(utc_time(951_782_400_000), "2000-02-29T00:00:00Z");
         assert_eq!(utc_time(1_714_564_800_999), "2024-05-01T12:00:00Z");
         assert_eq!(utc_time(1_735_689_599_000), "2024-12-31T23:59:59Z");
+    }
+
+    fn route_row(requests: u64, fast: u64, slow: u64, errors: u64) -> RouteStats {
+        let mut counts = vec![0; proxyctl::proto::LATENCY_BOUNDS_US.len() + 1];
+        counts[3] = fast; // (500 µs, 1 ms]
+        counts[9] = slow; // (50 ms, 100 ms]
+        RouteStats {
+            host: "example.com".into(),
+            prefix: Some("/api".into()),
+            backend: "Proxy".into(),
+            requests,
+            responses: proxyctl::proto::StatusClasses {
+                success: requests - errors,
+                server_error: errors,
+                ..Default::default()
+            },
+            bytes_sent: 3 * 1024 * 1024 / 2,
+            latency: Histogram { counts, sum_us: 0 },
+        }
+    }
+
+    #[test]
+    fn stats_since_start_and_over_an_interval() {
+        let earlier = Stats {
+            uptime_ms: 10_000,
+            routes: vec![route_row(100, 100, 0, 0), RouteStats::default()],
+            ..Stats::default()
+        };
+        let text = stats(&earlier, None);
+        assert!(
+            text.starts_with("uptime 10s · connections: 0 open"),
+            "{text}"
+        );
+        assert!(text.contains("since start"), "{text}");
+        // 100 requests in 10 s; all in (0.5, 1] ms; no unrouted row without requests.
+        let row = text
+            .lines()
+            .find(|l| l.starts_with("example.com/api"))
+            .unwrap();
+        let cells: Vec<&str> = row.split_whitespace().collect();
+        assert_eq!(
+            cells,
+            [
+                "example.com/api",
+                "Proxy",
+                "100",
+                "10.0",
+                "750µs",
+                "995µs",
+                "0",
+                "100",
+                "0",
+                "0",
+                "0",
+                "1.5MiB"
+            ]
+        );
+        assert!(!text.contains("(no route)"), "{text}");
+
+        // One second later: 50 more requests, all slow, 5 of them 5xx.
+        let now = Stats {
+            uptime_ms: 11_000,
+            routes: vec![route_row(150, 100, 50, 5)],
+            ..Stats::default()
+        };
+        let text = stats(&now, Some(&earlier));
+        assert!(text.contains("over the last 1.0s"), "{text}");
+        let row = text
+            .lines()
+            .find(|l| l.starts_with("example.com/api"))
+            .unwrap();
+        let cells: Vec<&str> = row.split_whitespace().collect();
+        assert_eq!(&cells[2..7], ["150", "50.0", "75ms", "100ms", "5.0"]);
+    }
+
+    #[test]
+    fn sizes_and_latencies_read_well() {
+        assert_eq!(bytes(0), "0B");
+        assert_eq!(bytes(1023), "1023B");
+        assert_eq!(bytes(1536), "1.5KiB");
+        assert_eq!(bytes(5 * 1024 * 1024 * 1024), "5.0GiB");
+        assert_eq!(latency(None), "-");
+        assert_eq!(latency(Some(250.0)), "250µs");
+        assert_eq!(latency(Some(1_800.0)), "1.8ms");
+        assert_eq!(latency(Some(12_000.0)), "12ms");
+        assert_eq!(latency(Some(1_200_000.0)), "1.20s");
     }
 }

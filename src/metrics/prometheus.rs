@@ -1,0 +1,380 @@
+//! The Prometheus text format (version 0.0.4) of [`Stats`], through `prometheus-client`.
+//!
+//! Rendered on the control thread for each scrape of `[admin] metrics_listen`, from the same
+//! sums `proxyctl stats` shows; the small server in [`serve`] only moves bytes.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::mpsc::{self, Sender};
+use std::time::Duration;
+
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::MetricType;
+use prometheus_client::registry::Registry;
+use proxyctl::proto::{Stats, LATENCY_BOUNDS_US};
+
+use crate::control::Event;
+
+/// The `Content-Type` of what [`render`] returns.
+pub const CONTENT_TYPE: &str = prometheus_client::encoding::prometheus_text::CONTENT_TYPE;
+
+/// Renders every figure of `stats` as Prometheus text.
+pub fn render(stats: &Stats) -> String {
+    let mut registry = Registry::with_prefix("zerocopy");
+    registry.register_collector(Box::new(StatsCollector(stats.clone())));
+    let mut out = String::new();
+    match prometheus_client::encoding::prometheus_text::encode(&mut out, &registry) {
+        Ok(()) => out,
+        Err(_) => String::new(),
+    }
+}
+
+#[derive(Debug)]
+struct StatsCollector(Stats);
+
+type Labels = Vec<(&'static str, String)>;
+
+impl StatsCollector {
+    fn counter(
+        e: &mut DescriptorEncoder,
+        name: &str,
+        help: &str,
+        rows: &[(Labels, u64)],
+    ) -> std::fmt::Result {
+        let mut m = e.encode_descriptor(name, help, None, MetricType::Counter)?;
+        for (labels, v) in rows {
+            ConstCounter::new(*v).encode(m.encode_family(labels)?)?;
+        }
+        Ok(())
+    }
+
+    fn gauge(
+        e: &mut DescriptorEncoder,
+        name: &str,
+        help: &str,
+        rows: &[(Labels, u64)],
+    ) -> std::fmt::Result {
+        let mut m = e.encode_descriptor(name, help, None, MetricType::Gauge)?;
+        for (labels, v) in rows {
+            ConstGauge::new(*v).encode(m.encode_family(labels)?)?;
+        }
+        Ok(())
+    }
+}
+
+impl Collector for StatsCollector {
+    fn encode(&self, mut e: DescriptorEncoder) -> std::fmt::Result {
+        let s = &self.0;
+        let none = Labels::new;
+        Self::gauge(
+            &mut e,
+            "uptime_seconds",
+            "Seconds since the daemon started.",
+            &[(none(), s.uptime_ms / 1000)],
+        )?;
+        Self::gauge(
+            &mut e,
+            "connections_open",
+            "Client connections open now.",
+            &[(none(), s.connections.open)],
+        )?;
+        Self::counter(
+            &mut e,
+            "connections",
+            "Client connections accepted.",
+            &[(none(), s.connections.total)],
+        )?;
+        Self::counter(
+            &mut e,
+            "connections_over_cap",
+            "Connections closed at accept because max_concurrent_connections were open.",
+            &[(none(), s.connections.over_cap)],
+        )?;
+        let route = |r: &proxyctl::proto::RouteStats| -> Labels {
+            vec![("route", r.name()), ("backend", r.backend.clone())]
+        };
+        let requests: Vec<_> = s.routes.iter().map(|r| (route(r), r.requests)).collect();
+        Self::counter(
+            &mut e,
+            "requests",
+            "Requests answered (with any status, or cut off), by route.",
+            &requests,
+        )?;
+        let mut responses = Vec::new();
+        for r in &s.routes {
+            for (class, n) in r.responses.classes() {
+                let mut labels = route(r);
+                labels.push(("class", class.into()));
+                responses.push((labels, n));
+            }
+        }
+        Self::counter(
+            &mut e,
+            "responses",
+            "Responses by route and status class.",
+            &responses,
+        )?;
+        let bytes: Vec<_> = s.routes.iter().map(|r| (route(r), r.bytes_sent)).collect();
+        Self::counter(
+            &mut e,
+            "sent_bytes",
+            "Bytes written to clients (heads and bodies), by route.",
+            &bytes,
+        )?;
+        {
+            let mut m = e.encode_descriptor(
+                "request_duration_seconds",
+                "Time from a request's first byte to the end of its response, by route.",
+                None,
+                MetricType::Histogram,
+            )?;
+            for r in &s.routes {
+                let labels = route(r);
+                let buckets: Vec<(f64, u64)> = r
+                    .latency
+                    .counts
+                    .iter()
+                    .enumerate()
+                    .map(|(i, &c)| {
+                        let bound = LATENCY_BOUNDS_US
+                            .get(i)
+                            .map_or(f64::INFINITY, |&us| us as f64 / 1e6);
+                        (bound, c)
+                    })
+                    .collect();
+                m.encode_family(&labels)?.encode_histogram::<Labels>(
+                    r.latency.sum_us as f64 / 1e6,
+                    r.latency.count(),
+                    &buckets,
+                    None,
+                )?;
+            }
+        }
+        let upstream = |u: &proxyctl::proto::UpstreamStats| -> Labels {
+            vec![("upstream", u.upstream.clone())]
+        };
+        for (name, help, value) in [
+            (
+                "upstream_connects",
+                "New upstream connections opened.",
+                (|u| u.connects) as fn(&proxyctl::proto::UpstreamStats) -> u64,
+            ),
+            (
+                "upstream_reuses",
+                "Requests sent over a pooled upstream connection.",
+                |u| u.reuses,
+            ),
+            (
+                "upstream_retries",
+                "Requests retried on a fresh connection after a pooled one failed.",
+                |u| u.retries,
+            ),
+            (
+                "upstream_failures",
+                "Upstream exchanges that failed on the upstream's side.",
+                |u| u.failures,
+            ),
+        ] {
+            let rows: Vec<_> = s
+                .upstreams
+                .iter()
+                .map(|u| (upstream(u), value(u)))
+                .collect();
+            Self::counter(&mut e, name, help, &rows)?;
+        }
+        Self::counter(
+            &mut e,
+            "reloads",
+            "Config reloads by result.",
+            &[
+                (vec![("result", "succeeded".into())], s.reloads.succeeded),
+                (vec![("result", "failed".into())], s.reloads.failed),
+            ],
+        )?;
+        if let Some(tls) = &s.tls {
+            Self::counter(
+                &mut e,
+                "tls_handshakes",
+                "Completed TLS handshakes.",
+                &[(none(), tls.handshakes)],
+            )?;
+            Self::counter(
+                &mut e,
+                "ktls_connections",
+                "TLS connections by where their records ran: kernel (kTLS), fallback \
+                 (userspace after kTLS was not possible), refused.",
+                &[
+                    (vec![("outcome", "kernel".into())], tls.ktls),
+                    (vec![("outcome", "fallback".into())], tls.ktls_fallback),
+                    (vec![("outcome", "refused".into())], tls.ktls_refused),
+                ],
+            )?;
+        }
+        Self::counter(
+            &mut e,
+            "log_lines_dropped",
+            "Log lines dropped because the logger's channel was full.",
+            &[(none(), s.log_lines_dropped)],
+        )?;
+        let worker = |w: &proxyctl::proto::WorkerStats| vec![("worker", w.worker.to_string())];
+        let open: Vec<_> = s
+            .workers
+            .iter()
+            .map(|w| (worker(w), w.connections))
+            .collect();
+        Self::gauge(
+            &mut e,
+            "worker_connections_open",
+            "Client connections open now, by worker.",
+            &open,
+        )?;
+        let reqs: Vec<_> = s.workers.iter().map(|w| (worker(w), w.requests)).collect();
+        Self::counter(
+            &mut e,
+            "worker_requests",
+            "Requests answered, by worker.",
+            &reqs,
+        )?;
+        Ok(())
+    }
+}
+
+/// Most scrapes served at once.
+const MAX_SCRAPERS: usize = 8;
+/// How long a scraper may take to send its request or read the answer.
+const IO_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Binds `addr` for scrapes (an error names the address).
+pub fn bind(addr: SocketAddr) -> Result<TcpListener, String> {
+    TcpListener::bind(addr).map_err(|e| {
+        format!("cannot listen for Prometheus scrapes on [admin] metrics_listen = \"{addr}\": {e}")
+    })
+}
+
+/// Serves `GET /metrics` on a thread of its own: the text is rendered by the control loop
+/// (an [`Event::Metrics`]), never on a worker. Anything else gets a 404 (or 405).
+pub fn serve(listener: TcpListener, events: Sender<Event>) -> std::io::Result<()> {
+    let open = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    std::thread::Builder::new()
+        .name("zcs-metrics".into())
+        .spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(stream) = stream else { continue };
+                if open.load(std::sync::atomic::Ordering::Relaxed) >= MAX_SCRAPERS {
+                    continue;
+                }
+                open.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let (events, open) = (events.clone(), open.clone());
+                let _ = std::thread::Builder::new()
+                    .name("zcs-metrics-conn".into())
+                    .spawn(move || {
+                        scrape(stream, &events);
+                        open.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+                    });
+            }
+        })?;
+    Ok(())
+}
+
+/// Answers one HTTP/1.x request and closes.
+fn scrape(mut stream: TcpStream, events: &Sender<Event>) {
+    let _ = stream.set_read_timeout(Some(IO_TIMEOUT));
+    let _ = stream.set_write_timeout(Some(IO_TIMEOUT));
+    let mut head = Vec::new();
+    let mut buf = [0u8; 1024];
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+        match stream.read(&mut buf) {
+            Ok(0) | Err(_) => return,
+            Ok(n) => head.extend_from_slice(&buf[..n]),
+        }
+        if head.len() > 16 * 1024 {
+            return;
+        }
+    }
+    let line = head.split(|&b| b == b'\r').next().unwrap_or_default();
+    let mut parts = line.split(|&b| b == b' ');
+    let (method, target) = (parts.next().unwrap_or_default(), parts.next());
+    let path = target.map(|t| t.split(|&b| b == b'?').next().unwrap_or_default());
+    let (status, content_type, body) = match (method, path) {
+        (b"GET" | b"HEAD", Some(b"/metrics")) => {
+            let (tx, rx) = mpsc::channel();
+            if events.send(Event::Metrics { reply: tx }).is_err() {
+                return;
+            }
+            match rx.recv_timeout(IO_TIMEOUT) {
+                Ok(text) => ("200 OK", CONTENT_TYPE, text),
+                Err(_) => return,
+            }
+        }
+        (b"GET" | b"HEAD", _) => (
+            "404 Not Found",
+            "text/plain; charset=utf-8",
+            "metrics are at /metrics\n".to_string(),
+        ),
+        _ => (
+            "405 Method Not Allowed",
+            "text/plain; charset=utf-8",
+            "GET /metrics\n".to_string(),
+        ),
+    };
+    let mut out = format!(
+        "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n\
+         Connection: close\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    if method != b"HEAD" {
+        out.extend_from_slice(body.as_bytes());
+    }
+    let _ = stream.write_all(&out);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proxyctl::proto::{Histogram, RouteStats, StatusClasses};
+
+    #[test]
+    fn stats_render_as_counters_gauges_and_a_histogram() {
+        let mut counts = vec![0; LATENCY_BOUNDS_US.len() + 1];
+        counts[0] = 2;
+        counts[4] = 1;
+        let stats = Stats {
+            uptime_ms: 5_500,
+            routes: vec![RouteStats {
+                host: "example.com".into(),
+                prefix: Some("/api".into()),
+                backend: "Proxy".into(),
+                requests: 3,
+                responses: StatusClasses {
+                    success: 2,
+                    server_error: 1,
+                    ..StatusClasses::default()
+                },
+                bytes_sent: 700,
+                latency: Histogram {
+                    counts,
+                    sum_us: 2_100,
+                },
+            }],
+            ..Stats::default()
+        };
+        let text = render(&stats);
+        for line in [
+            "# TYPE zerocopy_requests_total counter",
+            "zerocopy_requests_total{route=\"example.com/api\",backend=\"Proxy\"} 3",
+            "zerocopy_responses_total{route=\"example.com/api\",backend=\"Proxy\",class=\"5xx\"} 1",
+            "zerocopy_uptime_seconds 5",
+            "# TYPE zerocopy_request_duration_seconds histogram",
+            "zerocopy_request_duration_seconds_bucket{route=\"example.com/api\",backend=\"Proxy\",le=\"0.0001\"} 2",
+            "zerocopy_request_duration_seconds_bucket{route=\"example.com/api\",backend=\"Proxy\",le=\"0.0025\"} 3",
+            "zerocopy_request_duration_seconds_bucket{route=\"example.com/api\",backend=\"Proxy\",le=\"+Inf\"} 3",
+            "zerocopy_request_duration_seconds_count{route=\"example.com/api\",backend=\"Proxy\"} 3",
+        ] {
+            assert!(text.lines().any(|l| l == line), "{line}\nnot in:\n{text}");
+        }
+    }
+}
