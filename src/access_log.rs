@@ -19,8 +19,6 @@ use std::fmt::Write;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use serde::Serialize;
-
 use crate::config::AccessLogFormat;
 use crate::http::head::RequestHead;
 use crate::http::Version;
@@ -44,9 +42,16 @@ pub struct Entry<'a> {
 
 /// The line for `entry`, without a newline.
 pub fn line(format: AccessLogFormat, entry: &Entry) -> String {
+    let mut s = String::with_capacity(256);
+    write(format, entry, &mut s);
+    s
+}
+
+/// Appends the line for `entry` to `out`, without a newline.
+pub fn write(format: AccessLogFormat, entry: &Entry, out: &mut String) {
     match format {
-        AccessLogFormat::Combined => combined(entry),
-        AccessLogFormat::Json => json(entry),
+        AccessLogFormat::Combined => combined(entry, out),
+        AccessLogFormat::Json => json(entry, out),
     }
 }
 
@@ -54,8 +59,7 @@ const MONTHS: [&str; 12] = [
     "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
 ];
 
-fn combined(e: &Entry) -> String {
-    let mut s = String::with_capacity(256);
+fn combined(e: &Entry, s: &mut String) {
     let t = e.time;
     let _ = write!(
         s,
@@ -70,12 +74,12 @@ fn combined(e: &Entry) -> String {
     );
     match e.request {
         Some(r) => {
-            escape(&mut s, r.method.as_str().as_bytes());
+            escape(s, r.method.as_str().as_bytes());
             s.push(' ');
-            escape(&mut s, r.path.as_bytes());
+            escape(s, r.path.as_bytes());
             if let Some(q) = &r.query {
                 s.push('?');
-                escape(&mut s, q.as_bytes());
+                escape(s, q.as_bytes());
             }
             s.push(' ');
             s.push_str(version(r.version));
@@ -83,19 +87,19 @@ fn combined(e: &Entry) -> String {
         None => s.push('-'),
     }
     let _ = write!(s, "\" {} {} \"", e.status, e.bytes);
-    quoted_header(&mut s, e.request, "referer");
+    quoted_header(s, e.request, "referer");
     s.push_str("\" \"");
-    quoted_header(&mut s, e.request, "user-agent");
+    quoted_header(s, e.request, "user-agent");
     s.push_str("\" host=\"");
     escape(
-        &mut s,
+        s,
         e.request
             .and_then(|r| r.host.as_deref())
             .unwrap_or("-")
             .as_bytes(),
     );
     s.push_str("\" route=\"");
-    escape(&mut s, e.route.as_deref().unwrap_or("-").as_bytes());
+    escape(s, e.route.as_deref().unwrap_or("-").as_bytes());
     let _ = write!(
         s,
         "\" request_time={:.3} upstream=",
@@ -114,7 +118,6 @@ fn combined(e: &Entry) -> String {
         }
         None => s.push('-'),
     }
-    s
 }
 
 fn version(v: Version) -> &'static str {
@@ -146,60 +149,87 @@ fn escape(s: &mut String, bytes: &[u8]) {
     }
 }
 
-#[derive(Serialize)]
-struct Json<'a> {
-    time: String,
-    client: String,
-    host: Option<&'a str>,
-    method: Option<&'a str>,
-    target: Option<String>,
-    protocol: Option<&'static str>,
-    status: u16,
-    bytes: u64,
-    duration: f64,
-    route: Option<&'a str>,
-    upstream: Option<String>,
-    upstream_time: Option<f64>,
-    referer: Option<String>,
-    user_agent: Option<String>,
+/// A JSON string (quoted) of `bytes`, invalid UTF-8 replaced.
+fn json_str(s: &mut String, bytes: &[u8]) {
+    s.push('"');
+    for c in String::from_utf8_lossy(bytes).chars() {
+        match c {
+            '"' => s.push_str("\\\""),
+            '\\' => s.push_str("\\\\"),
+            c if u32::from(c) < 0x20 || c == '\u{7f}' => {
+                let _ = write!(s, "\\u{:04x}", u32::from(c));
+            }
+            c => s.push(c),
+        }
+    }
+    s.push('"');
 }
 
-fn json(e: &Entry) -> String {
+/// `,"key":` then the string, or `null`.
+fn json_field(s: &mut String, key: &str, value: Option<&[u8]>) {
+    let _ = write!(s, ",\"{key}\":");
+    match value {
+        Some(v) => json_str(s, v),
+        None => s.push_str("null"),
+    }
+}
+
+fn json(e: &Entry, s: &mut String) {
     let t = e.time;
-    let header = |name: &str| {
-        e.request
-            .and_then(|r| r.header(name))
-            .map(|v| String::from_utf8_lossy(v).into_owned())
-    };
-    let line = Json {
-        time: format!(
-            "{}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z",
-            t.year(),
-            u8::from(t.month()),
-            t.day(),
-            t.hour(),
-            t.minute(),
-            t.second(),
-            t.millisecond()
-        ),
-        client: e.client.ip().to_canonical().to_string(),
-        host: e.request.and_then(|r| r.host.as_deref()),
-        method: e.request.map(|r| r.method.as_str()),
-        target: e.request.map(|r| match &r.query {
-            Some(q) => format!("{}?{q}", r.path),
-            None => r.path.clone(),
-        }),
-        protocol: e.request.map(|r| version(r.version)),
-        status: e.status,
-        bytes: e.bytes,
-        duration: e.duration.as_secs_f64(),
-        route: e.route.as_deref(),
-        upstream: e.upstream.map(|a| a.to_string()),
-        upstream_time: e.upstream_time.map(|d| d.as_secs_f64()),
-        referer: header("referer"),
-        user_agent: header("user-agent"),
-    };
-    serde_json::to_string(&line).unwrap_or_default()
+    let _ = write!(
+        s,
+        "{{\"time\":\"{}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z\",\"client\":\"{}\"",
+        t.year(),
+        u8::from(t.month()),
+        t.day(),
+        t.hour(),
+        t.minute(),
+        t.second(),
+        t.millisecond(),
+        e.client.ip().to_canonical()
+    );
+    let r = e.request;
+    json_field(
+        s,
+        "host",
+        r.and_then(|r| r.host.as_deref()).map(str::as_bytes),
+    );
+    json_field(s, "method", r.map(|r| r.method.as_str().as_bytes()));
+    match r {
+        Some(r) => {
+            s.push_str(",\"target\":");
+            let target = match &r.query {
+                Some(q) => format!("{}?{q}", r.path),
+                None => r.path.clone(),
+            };
+            json_str(s, target.as_bytes());
+            let _ = write!(s, ",\"protocol\":\"{}\"", version(r.version));
+        }
+        None => s.push_str(",\"target\":null,\"protocol\":null"),
+    }
+    let _ = write!(
+        s,
+        ",\"status\":{},\"bytes\":{},\"duration\":{}",
+        e.status,
+        e.bytes,
+        e.duration.as_secs_f64()
+    );
+    json_field(s, "route", e.route.as_deref().map(str::as_bytes));
+    match e.upstream {
+        Some(a) => {
+            let _ = write!(s, ",\"upstream\":\"{a}\"");
+        }
+        None => s.push_str(",\"upstream\":null"),
+    }
+    match e.upstream_time {
+        Some(d) => {
+            let _ = write!(s, ",\"upstream_time\":{}", d.as_secs_f64());
+        }
+        None => s.push_str(",\"upstream_time\":null"),
+    }
+    json_field(s, "referer", r.and_then(|r| r.header("referer")));
+    json_field(s, "user_agent", r.and_then(|r| r.header("user-agent")));
+    s.push('}');
 }
 
 #[cfg(test)]
@@ -265,5 +295,22 @@ mod tests {
         assert_eq!(v["upstream_time"], 0.001);
         assert_eq!(v["referer"], "http://r/");
         assert_eq!(v["user_agent"], serde_json::Value::Null);
+    }
+
+    #[test]
+    fn json_strings_are_escaped() {
+        let r =
+            request(b"GET /a\"b HTTP/1.1\r\nHost: h\r\nUser-Agent: q\"b\\s\xff\xc3\xa9\r\n\r\n");
+        let line = line(AccessLogFormat::Json, &entry(Some(&r)));
+        let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(v["user_agent"], "q\"b\\s\u{fffd}é");
+        assert_eq!(v["target"], "/a\"b");
+        let mut s = String::new();
+        json_str(&mut s, b"a\x01\x7f\n");
+        assert_eq!(s, r#""a\u0001\u007f\u000a""#);
+        assert_eq!(
+            serde_json::from_str::<String>(&s).unwrap(),
+            "a\u{1}\u{7f}\n"
+        );
     }
 }

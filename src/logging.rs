@@ -17,8 +17,13 @@
 //!
 //! The access log (`access_log`, `access_log_format`, an extension) is a second ftlog logger
 //! with its own channel, written by the same rules; its lines are the caller's, without ftlog's
-//! time and level prefix.
+//! time and level prefix. A worker collects its access lines in a batch of its own (up to
+//! [`BATCH_BYTES`]) and hands the batch to the channel when it is full, and at least every
+//! flush interval ([`flush_access`], from a timer on each worker), so the per-message cost of
+//! the channel and the logger thread is paid once per batch, not once per request. A dropped
+//! batch counts all its lines as dropped.
 
+use std::cell::RefCell;
 use std::fmt;
 use std::fs::{File, OpenOptions};
 use std::io::Write;
@@ -42,6 +47,13 @@ static REOPEN: AtomicU64 = AtomicU64::new(0);
 static FORCE_FLUSH: AtomicBool = AtomicBool::new(false);
 /// The access logger, when `[logging] access_log` is set.
 static ACCESS: OnceLock<AccessLog> = OnceLock::new();
+/// A batch of access lines is handed to the logger once it is this large.
+pub const BATCH_BYTES: usize = 16 * 1024;
+
+thread_local! {
+    /// This worker's access lines not yet handed to the logger, and how many.
+    static BATCH: RefCell<(String, u64)> = const { RefCell::new((String::new(), 0)) };
+}
 
 /// Flushes both loggers when dropped (at exit).
 pub struct LogGuard {
@@ -70,11 +82,25 @@ pub fn init(cfg: &Logging) -> Result<LogGuard, String> {
     let main = Gated::build(cfg, cfg.file_path.as_deref(), false, ftlog::FtLogFormatter)?;
     log::set_boxed_logger(Box::new(main)).map_err(|e| format!("cannot start logging: {e}"))?;
     set_level(cfg);
+    // ftlog's thread writes what it buffered only when the next line comes, or after a second
+    // of quiet; this keeps `flush_interval_ms` for the last lines of a burst.
+    let every = cfg.flush_interval.max(MIN_BATCH_WAIT);
+    std::thread::Builder::new()
+        .name("zcs-log-flush".into())
+        .spawn(move || loop {
+            std::thread::sleep(every);
+            log::logger().flush();
+            if let Some(a) = ACCESS.get() {
+                log::Log::flush(&a.logger);
+            }
+        })
+        .map_err(|e| format!("cannot start logging: {e}"))?;
     if let Some(path) = &cfg.access_log {
         let logger = Gated::build(cfg, Some(path), true, LineOnly)?;
         let _ = ACCESS.set(AccessLog {
             logger,
             format: cfg.access_log_format,
+            flush_every: cfg.flush_interval.clamp(MIN_BATCH_WAIT, MAX_BATCH_WAIT),
         });
     }
     Ok(LogGuard { _private: () })
@@ -100,24 +126,77 @@ pub fn access_format() -> Option<AccessLogFormat> {
     ACCESS.get().map(|a| a.format)
 }
 
-/// Enqueues one access log line (without its newline); dropped and counted when the channel
-/// is full.
-pub fn access(line: &str) {
-    if let Some(a) = ACCESS.get() {
+/// How often a worker hands its batch of access lines over ([`flush_access`]), when there is an
+/// access log: the flush interval, within 10 ms and 1 s.
+pub fn access_flush_every() -> Option<Duration> {
+    ACCESS.get().map(|a| a.flush_every)
+}
+
+/// Adds one access log line to this thread's batch: `write` appends the line (without a
+/// newline). A full batch goes to the logger at once; dropped and counted when the channel is
+/// full.
+pub fn access(write: impl FnOnce(&mut String)) {
+    let Some(a) = ACCESS.get() else {
+        return;
+    };
+    BATCH.with(|b| {
+        let Ok(mut b) = b.try_borrow_mut() else {
+            return;
+        };
+        let (text, lines) = &mut *b;
+        if !text.is_empty() {
+            text.push('\n');
+        }
+        write(text);
+        *lines += 1;
+        if text.len() >= BATCH_BYTES {
+            hand_over(a, text, lines);
+        }
+    });
+}
+
+/// Hands this thread's batch of access lines to the logger (from each worker's timer, and when
+/// a worker stops).
+pub fn flush_access() {
+    let Some(a) = ACCESS.get() else {
+        return;
+    };
+    BATCH.with(|b| {
+        if let Ok(mut b) = b.try_borrow_mut() {
+            let (text, lines) = &mut *b;
+            hand_over(a, text, lines);
+        }
+    });
+}
+
+fn hand_over(a: &AccessLog, text: &mut String, lines: &mut u64) {
+    if *lines == 0 {
+        return;
+    }
+    if a.logger.admit() {
         log::Log::log(
-            &a.logger,
+            &a.logger.inner,
             &log::Record::builder()
-                .args(format_args!("{line}"))
+                .args(format_args!("{text}"))
                 .level(log::Level::Info)
                 .target("access")
                 .build(),
         );
+    } else {
+        DROPPED.fetch_add(*lines, Ordering::Relaxed);
     }
+    text.clear();
+    *lines = 0;
 }
+
+/// Bounds of how long access lines wait in a worker's batch.
+const MIN_BATCH_WAIT: Duration = Duration::from_millis(10);
+const MAX_BATCH_WAIT: Duration = Duration::from_secs(1);
 
 struct AccessLog {
     logger: Gated,
     format: AccessLogFormat,
+    flush_every: Duration,
 }
 
 /// How many lines a logger's channel holds now. The gate counts a line in before it is
@@ -179,18 +258,39 @@ impl Gated {
     }
 }
 
+impl Gated {
+    /// Takes a place in the channel for one message: `false` when it is full.
+    fn admit(&self) -> bool {
+        if self.gate.queued.fetch_add(1, Ordering::Relaxed) >= self.gate.capacity {
+            self.gate.queued.fetch_sub(1, Ordering::Relaxed);
+            return false;
+        }
+        true
+    }
+}
+
 impl log::Log for Gated {
     fn enabled(&self, _: &log::Metadata) -> bool {
         true
     }
 
     fn log(&self, record: &log::Record) {
-        if self.gate.queued.fetch_add(1, Ordering::Relaxed) >= self.gate.capacity {
-            self.gate.queued.fetch_sub(1, Ordering::Relaxed);
+        if self.admit() {
+            // Without key-values: ftlog skips records that carry its `limit` or `drop` keys
+            // before they reach the writer, which would leave their place in the gate taken.
+            self.inner.log(
+                &log::Record::builder()
+                    .args(*record.args())
+                    .level(record.level())
+                    .target(record.target())
+                    .module_path(record.module_path())
+                    .file(record.file())
+                    .line(record.line())
+                    .build(),
+            );
+        } else {
             DROPPED.fetch_add(1, Ordering::Relaxed);
-            return;
         }
-        self.inner.log(record);
     }
 
     fn flush(&self) {
@@ -248,27 +348,35 @@ impl Writer {
 }
 
 impl Write for Writer {
-    /// ftlog writes each line with one `write_all`; this takes it whole.
-    fn write(&mut self, line: &[u8]) -> std::io::Result<usize> {
+    /// ftlog writes each message with one `write_all`; this takes it whole. A message is one
+    /// line, or (access log) a batch of lines, each of which is checked against the size limit
+    /// on its own.
+    fn write(&mut self, message: &[u8]) -> std::io::Result<usize> {
         self.gate.queued.fetch_sub(1, Ordering::Relaxed);
+        // A reopen first: the size limit is about the new file, not the renamed one.
+        if REOPEN.load(Ordering::SeqCst) != self.reopen_seen {
+            self.write_out();
+        }
         let text = if self.bare_lines {
-            strip_prefix(line)
+            strip_prefix(message)
         } else {
-            line
+            message
         };
-        if let Dest::File(f) = &self.dest {
-            if f.would_pass_max(self.buf.len() + text.len()) {
-                self.write_out();
-                if let Dest::File(f) = &mut self.dest {
-                    f.rotate();
+        for line in text.split_inclusive(|&b| b == b'\n') {
+            if let Dest::File(f) = &self.dest {
+                if f.would_pass_max(self.buf.len(), line.len()) {
+                    self.write_out();
+                    if let Dest::File(f) = &mut self.dest {
+                        f.rotate();
+                    }
                 }
             }
+            self.buf.extend_from_slice(line);
         }
-        self.buf.extend_from_slice(text);
         if self.buf.len() >= MAX_BUFFER || self.last_flush.elapsed() >= self.flush_interval {
             self.write_out();
         }
-        Ok(line.len())
+        Ok(message.len())
     }
 
     fn flush(&mut self) -> std::io::Result<()> {
@@ -302,8 +410,11 @@ struct LogFile {
     file: Option<File>,
     /// Bytes in the file.
     size: u64,
-    /// `max_log_size`; 0 = no rotation.
+    /// `max_log_size`; 0 = no rotation (also after a failed rotation, until a reopen).
     max: u64,
+    configured_max: u64,
+    /// Rotation was given up after a failed rename: a reopen restores `max`.
+    max_after_reopen: bool,
 }
 
 impl LogFile {
@@ -321,6 +432,8 @@ impl LogFile {
             file: Some(file),
             size,
             max,
+            configured_max: max,
+            max_after_reopen: false,
         })
     }
 
@@ -328,9 +441,11 @@ impl LogFile {
         OpenOptions::new().create(true).append(true).open(path)
     }
 
-    /// Whether `more` bytes would take a non-empty file past `max_log_size`.
-    fn would_pass_max(&self, more: usize) -> bool {
-        self.max > 0 && self.size > 0 && self.size + more as u64 > self.max
+    /// Whether a `line` after `pending` buffered bytes would take the file past
+    /// `max_log_size` (an empty file takes any line).
+    fn would_pass_max(&self, pending: usize, line: usize) -> bool {
+        let before = self.size + pending as u64;
+        self.max > 0 && before > 0 && before + line as u64 > self.max
     }
 
     fn write(&mut self, bytes: &[u8]) {
@@ -355,6 +470,9 @@ impl LogFile {
     }
 
     fn reopen(&mut self) {
+        if std::mem::take(&mut self.max_after_reopen) {
+            self.max = self.configured_max;
+        }
         self.file = None;
         match Self::append(&self.path) {
             Ok(f) => {
@@ -371,7 +489,9 @@ impl LogFile {
         }
     }
 
-    /// `path.4` → `path.5`, …, `path` → `path.1`, and a new `path`.
+    /// `path.4` → `path.5`, …, `path` → `path.1`, and a new `path`. When `path` cannot be
+    /// renamed (a directory the daemon may no longer write to), it says so once and keeps
+    /// writing to the file as it is, without rotating again.
     fn rotate(&mut self) {
         let numbered = |n: usize| {
             let mut p = self.path.clone().into_os_string();
@@ -381,7 +501,17 @@ impl LogFile {
         for n in (1..ROTATED_KEPT).rev() {
             let _ = std::fs::rename(numbered(n), numbered(n + 1));
         }
-        let _ = std::fs::rename(&self.path, numbered(1));
+        if let Err(e) = std::fs::rename(&self.path, numbered(1)) {
+            let _ = writeln!(
+                std::io::stderr(),
+                "zerocopy-server: cannot rotate the log file {} ({e}); it grows past \
+                 max_log_size until the daemon can rename it (SIGUSR1 after fixing retries)",
+                self.path.display()
+            );
+            self.max = 0;
+            self.max_after_reopen = true;
+            return;
+        }
         self.reopen();
     }
 }
@@ -404,10 +534,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("z.log");
         let mut f = LogFile::open(&path, 10).unwrap();
-        assert!(!f.would_pass_max(100), "an empty file takes any line");
+        assert!(!f.would_pass_max(0, 100), "an empty file takes any line");
+        assert!(f.would_pass_max(5, 6), "buffered bytes count");
         f.write(b"12345678\n");
-        assert!(!f.would_pass_max(1));
-        assert!(f.would_pass_max(2));
+        assert!(!f.would_pass_max(0, 1));
+        assert!(f.would_pass_max(0, 2));
+        assert!(f.would_pass_max(1, 1));
         for i in 0..(ROTATED_KEPT + 2) {
             f.rotate();
             f.write(format!("line {i}\n").as_bytes());

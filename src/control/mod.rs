@@ -227,8 +227,8 @@ impl Control {
                 self.reload(Trigger::Signal, true);
             }
             Event::Signal(libc::SIGUSR1) => {
-                log::info!("SIGUSR1: reopening the log files");
                 crate::logging::reopen();
+                log::info!("SIGUSR1: log files reopened");
             }
             Event::Metrics { reply } => {
                 let _ = reply.send(crate::metrics::prometheus::render(&self.stats()));

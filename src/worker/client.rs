@@ -125,19 +125,26 @@ impl ClientStream {
     /// Writes all of `data`; with `more`, a plain socket is told that a body follows.
     pub async fn send(&mut self, data: &[u8], more: bool) -> Result<(), Error> {
         self.meter.note(data);
-        let sent = match &mut self.layer {
-            Layer::Plain => io::send_all(&self.tcp, data, more).await,
-            Layer::Rustls(s) => tls::io::send_all(&self.tcp, s, data).await,
+        match &mut self.layer {
+            Layer::Plain => {
+                return io::send_all_counted(&self.tcp, data, more, &mut self.meter.sent).await
+            }
+            // What rustls took counts once the socket took it all.
+            Layer::Rustls(s) => {
+                let sent = tls::io::send_all(&self.tcp, s, data).await;
+                if sent.is_ok() {
+                    self.meter.sent += data.len() as u64;
+                }
+                sent
+            }
             // Not `MSG_MORE`: kernel TLS would hold the record open, without TCP's 200 ms
             // limit, until more data came — a streamed response waiting on its upstream would
             // stall.
             #[cfg(feature = "ktls")]
-            Layer::Kernel { .. } => io::send_all(&self.tcp, data, false).await,
-        };
-        if sent.is_ok() {
-            self.meter.sent += data.len() as u64;
+            Layer::Kernel { .. } => {
+                io::send_all_counted(&self.tcp, data, false, &mut self.meter.sent).await
+            }
         }
-        sent
     }
 
     /// Sends a response `head` and then `len` bytes of the file `fd` from `offset`:
@@ -153,9 +160,7 @@ impl ClientStream {
     ) -> Result<(), Error> {
         let Layer::Rustls(session) = &mut self.layer else {
             self.send(head, true).await?;
-            io::sendfile_all(&self.tcp, fd, offset, len).await?;
-            self.meter.sent += len;
-            return Ok(());
+            return io::sendfile_all(&self.tcp, fd, offset, len, &mut self.meter.sent).await;
         };
         self.meter.note(head);
         let mut out = Vec::with_capacity(TLS_FILE_PIECE.min(head.len() + len as usize));

@@ -345,8 +345,11 @@ impl Conn {
                         Ok(Some(parsed)) => break parsed,
                         Ok(None) => {}
                         Err(e) => {
-                            self.fail(Error::from(e), false, None).await;
+                            let linger = self.fail(Error::from(e), false, None).await;
                             self.finish(None, None, &Trace::default(), started);
+                            if linger {
+                                self.linger().await;
+                            }
                             return;
                         }
                     }
@@ -362,8 +365,11 @@ impl Conn {
                         if begun {
                             let e =
                                 Error::client(ErrorKind::ClientTimeout, "request head too slow");
-                            self.fail(e, false, None).await;
+                            let linger = self.fail(e, false, None).await;
                             self.finish(None, None, &Trace::default(), started);
+                            if linger {
+                                self.linger().await;
+                            }
                         }
                         return;
                     }
@@ -380,16 +386,20 @@ impl Conn {
                 .handle(&req, &snapshot, sizes, &mut body_pending, &mut trace)
                 .await;
             let keep_alive = self.keep_alive(&req, body_pending);
-            let go_on = match result {
-                Ok(Outcome::Done) => keep_alive,
-                Ok(Outcome::Close) => false,
+            let (go_on, linger) = match result {
+                Ok(Outcome::Done) => (keep_alive, false),
+                Ok(Outcome::Close) => (false, false),
                 Err(e) => {
                     let close = !keep_alive || e.must_close();
-                    self.fail(e, !close, Some(&req)).await;
-                    !close
+                    (!close, self.fail(e, !close, Some(&req)).await)
                 }
             };
+            // Counted and logged before any lingering close: that is not the request's time.
             self.finish(Some(&req), Some(&snapshot), &trace, started);
+            drop(snapshot);
+            if linger {
+                self.linger().await;
+            }
             if !go_on {
                 return;
             }
@@ -607,34 +617,38 @@ impl Conn {
         metrics.record(self.worker, meter.status, meter.sent, elapsed);
         WorkerStats::bump(&self.shared.workers[self.worker].requests);
         if let Some(format) = crate::logging::access_format() {
-            let line = access_log::line(
-                format,
-                &access_log::Entry {
-                    time: time::OffsetDateTime::now_utc(),
-                    client: self.peer,
-                    request: req,
-                    status: meter.status,
-                    bytes: meter.sent,
-                    duration: elapsed,
-                    route: entry.map(|e| match &e.prefix {
-                        Some(p) => format!("{}{p}", e.host),
-                        None => e.host.clone(),
-                    }),
-                    upstream: trace.upstream.addr,
-                    upstream_time: trace.upstream.time,
-                },
-            );
-            crate::logging::access(&line);
+            let entry = access_log::Entry {
+                time: time::OffsetDateTime::now_utc(),
+                client: self.peer,
+                request: req,
+                status: meter.status,
+                bytes: meter.sent,
+                duration: elapsed,
+                route: entry.map(|e| match &e.prefix {
+                    Some(p) => format!("{}{p}", e.host),
+                    None => e.host.clone(),
+                }),
+                upstream: trace.upstream.addr,
+                upstream_time: trace.upstream.time,
+            };
+            crate::logging::access(|out| access_log::write(format, &entry, out));
         }
     }
 
-    /// Sends the response for an error, if anyone is left to receive it, and logs it.
-    async fn fail(&mut self, e: Error, keep_alive: bool, req: Option<&RequestHead>) {
+    /// Drains the client's input for a while after an error response on a closing connection
+    /// (see [`linger`]).
+    async fn linger(&mut self) {
+        linger(&mut self.client, &mut self.buf).await;
+    }
+
+    /// Sends the response for an error, if anyone is left to receive it, and logs it. `true`
+    /// when the connection should now close with a [`Conn::linger`].
+    async fn fail(&mut self, e: Error, keep_alive: bool, req: Option<&RequestHead>) -> bool {
         let Some(status) = e.status() else {
             // Nothing can be answered any more (the response began, or the client is gone).
             log::debug!("{}: {e}", self.peer);
             self.aborted = true;
-            return;
+            return false;
         };
         let what = req.map_or(String::new(), |r| format!("{} {}: ", r.method, r.path));
         match e.side {
@@ -667,9 +681,7 @@ impl Conn {
         if req.is_none_or(|r| r.method != Method::Head) {
             out.extend_from_slice(body.as_bytes());
         }
-        if self.client.send(&out, false).await.is_ok() && !keep_alive {
-            linger(&mut self.client, &mut self.buf).await;
-        }
+        self.client.send(&out, false).await.is_ok() && !keep_alive
     }
 }
 

@@ -34,7 +34,17 @@ pub fn set_nonblocking(fd: RawFd) -> std::io::Result<()> {
 }
 
 /// Writes all of `data`. With `more`, the kernel is told that a body follows (`MSG_MORE`).
-pub async fn send_all(stream: &TcpStream, mut data: &[u8], more: bool) -> Result<(), Error> {
+pub async fn send_all(stream: &TcpStream, data: &[u8], more: bool) -> Result<(), Error> {
+    send_all_counted(stream, data, more, &mut 0).await
+}
+
+/// [`send_all`], adding to `sent` what the socket took, also when it fails part-way.
+pub async fn send_all_counted(
+    stream: &TcpStream,
+    mut data: &[u8],
+    more: bool,
+    sent: &mut u64,
+) -> Result<(), Error> {
     let fd = stream.as_raw_fd();
     let flags = libc::MSG_NOSIGNAL | if more { libc::MSG_MORE } else { 0 };
     while !data.is_empty() {
@@ -42,6 +52,7 @@ pub async fn send_all(stream: &TcpStream, mut data: &[u8], more: bool) -> Result
         let n = unsafe { libc::send(fd, data.as_ptr().cast(), data.len(), flags) };
         if n >= 0 {
             data = data.get(n as usize..).unwrap_or_default();
+            *sent += n as u64;
             continue;
         }
         wait_writable(stream, std::io::Error::last_os_error()).await?;
@@ -49,12 +60,14 @@ pub async fn send_all(stream: &TcpStream, mut data: &[u8], more: bool) -> Result
     Ok(())
 }
 
-/// Sends `len` bytes of `file` from `offset` with `sendfile(2)`.
+/// Sends `len` bytes of `file` from `offset` with `sendfile(2)`, adding to `sent` what the
+/// socket took, also when it fails part-way.
 pub async fn sendfile_all(
     stream: &TcpStream,
     file: RawFd,
     offset: u64,
     len: u64,
+    sent: &mut u64,
 ) -> Result<(), Error> {
     let fd = stream.as_raw_fd();
     let mut off = offset as libc::off_t;
@@ -64,6 +77,7 @@ pub async fn sendfile_all(
         // SAFETY: both descriptors are open for the duration of the call; `off` is a live i64.
         let n = unsafe { libc::sendfile(fd, file, &mut off, chunk) };
         if n > 0 {
+            *sent += n as u64;
             continue;
         }
         if n == 0 {

@@ -416,6 +416,15 @@ async fn worker_main(
     go.wait();
     let registry = Rc::new(Registry::default());
     let stats = &shared.workers[id];
+    if let Some(every) = crate::logging::access_flush_every() {
+        // This worker's access lines reach the logger at least this often.
+        monoio::spawn(async move {
+            loop {
+                monoio::time::sleep(every).await;
+                crate::logging::flush_access();
+            }
+        });
+    }
     monoio::spawn(async {
         loop {
             monoio::time::sleep(Duration::from_secs(1)).await;
@@ -462,5 +471,6 @@ async fn worker_main(
         monoio::time::sleep(DRAIN_POLL).await;
         registry.wake_idle();
     }
+    crate::logging::flush_access();
     log::debug!("worker {id}: drained");
 }
