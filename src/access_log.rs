@@ -16,7 +16,7 @@
 //! `"`, `\` and bytes outside printable ASCII as `\xHH`, as nginx does.
 
 use std::fmt::Write;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use crate::config::AccessLogFormat;
@@ -61,17 +61,20 @@ const MONTHS: [&str; 12] = [
 
 fn combined(e: &Entry, s: &mut String) {
     let t = e.time;
-    let _ = write!(
-        s,
-        "{} - - [{:02}/{}/{}:{:02}:{:02}:{:02} +0000] \"",
-        e.client.ip().to_canonical(),
-        t.day(),
-        MONTHS[usize::from(u8::from(t.month())) - 1],
-        t.year(),
-        t.hour(),
-        t.minute(),
-        t.second()
-    );
+    push_ip(s, e.client.ip());
+    s.push_str(" - - [");
+    push_2(s, t.day());
+    s.push('/');
+    s.push_str(MONTHS[usize::from(u8::from(t.month())) - 1]);
+    s.push('/');
+    push_int(s, i64::from(t.year()));
+    s.push(':');
+    push_2(s, t.hour());
+    s.push(':');
+    push_2(s, t.minute());
+    s.push(':');
+    push_2(s, t.second());
+    s.push_str(" +0000] \"");
     match e.request {
         Some(r) => {
             escape(s, r.method.as_str().as_bytes());
@@ -86,7 +89,11 @@ fn combined(e: &Entry, s: &mut String) {
         }
         None => s.push('-'),
     }
-    let _ = write!(s, "\" {} {} \"", e.status, e.bytes);
+    s.push_str("\" ");
+    push_int(s, i64::from(e.status));
+    s.push(' ');
+    push_u64(s, e.bytes);
+    s.push_str(" \"");
     quoted_header(s, e.request, "referer");
     s.push_str("\" \"");
     quoted_header(s, e.request, "user-agent");
@@ -100,24 +107,90 @@ fn combined(e: &Entry, s: &mut String) {
     );
     s.push_str("\" route=\"");
     escape(s, e.route.as_deref().unwrap_or("-").as_bytes());
-    let _ = write!(
-        s,
-        "\" request_time={:.3} upstream=",
-        e.duration.as_secs_f64()
-    );
+    s.push_str("\" request_time=");
+    push_secs(s, e.duration, 3);
+    s.push_str(" upstream=");
     match e.upstream {
-        Some(a) => {
-            let _ = write!(s, "{a}");
-        }
+        Some(a) => push_addr(s, a),
         None => s.push('-'),
     }
     s.push_str(" upstream_time=");
     match e.upstream_time {
-        Some(d) => {
-            let _ = write!(s, "{:.3}", d.as_secs_f64());
-        }
+        Some(d) => push_secs(s, d, 3),
         None => s.push('-'),
     }
+}
+
+/// Appends `n` in decimal.
+fn push_u64(s: &mut String, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    for &d in &digits[at..] {
+        s.push(char::from(d));
+    }
+}
+
+fn push_int(s: &mut String, n: i64) {
+    if n < 0 {
+        s.push('-');
+    }
+    push_u64(s, n.unsigned_abs());
+}
+
+/// Two digits, zero-padded.
+fn push_2(s: &mut String, n: u8) {
+    s.push(char::from(b'0' + n / 10 % 10));
+    s.push(char::from(b'0' + n % 10));
+}
+
+/// Seconds with `decimals` (3 or 6) digits after the point, truncated.
+fn push_secs(s: &mut String, d: Duration, decimals: u32) {
+    let scale = 10u64.pow(decimals);
+    let units = d.as_nanos() / u128::from(1_000_000_000 / scale);
+    let units = u64::try_from(units).unwrap_or(u64::MAX);
+    push_u64(s, units / scale);
+    s.push('.');
+    let frac = units % scale;
+    let mut div = scale / 10;
+    while div > 0 {
+        s.push(char::from(b'0' + (frac / div % 10) as u8));
+        div /= 10;
+    }
+}
+
+fn push_ip(s: &mut String, ip: IpAddr) {
+    match ip.to_canonical() {
+        IpAddr::V4(v4) => {
+            for (i, octet) in v4.octets().into_iter().enumerate() {
+                if i > 0 {
+                    s.push('.');
+                }
+                push_u64(s, u64::from(octet));
+            }
+        }
+        v6 => {
+            let _ = write!(s, "{v6}");
+        }
+    }
+}
+
+fn push_addr(s: &mut String, a: SocketAddr) {
+    match a {
+        SocketAddr::V4(v4) => push_ip(s, IpAddr::V4(*v4.ip())),
+        SocketAddr::V6(v6) => {
+            let _ = write!(s, "[{}]", v6.ip());
+        }
+    }
+    s.push(':');
+    push_u64(s, u64::from(a.port()));
 }
 
 fn version(v: Version) -> &'static str {
@@ -134,17 +207,25 @@ fn quoted_header(s: &mut String, req: Option<&RequestHead>, name: &str) {
     }
 }
 
-/// nginx's escaping for quoted log fields.
+/// nginx's escaping for quoted log fields: printable ASCII as is (in runs), `"`, `\\` and
+/// every other byte as `\\xHH`.
 fn escape(s: &mut String, bytes: &[u8]) {
-    for &b in bytes {
-        match b {
-            b'"' | b'\\' => {
-                let _ = write!(s, "\\x{b:02X}");
-            }
-            0x20..=0x7e => s.push(char::from(b)),
-            _ => {
-                let _ = write!(s, "\\x{b:02X}");
-            }
+    const HEX: &[u8; 16] = b"0123456789ABCDEF";
+    let mut rest = bytes;
+    while !rest.is_empty() {
+        let plain = rest
+            .iter()
+            .position(|&b| !(0x20..=0x7e).contains(&b) || b == b'"' || b == b'\\')
+            .unwrap_or(rest.len());
+        // Printable ASCII: valid UTF-8 by construction.
+        s.push_str(std::str::from_utf8(&rest[..plain]).unwrap_or_default());
+        if let Some(&b) = rest.get(plain) {
+            s.push_str("\\x");
+            s.push(char::from(HEX[usize::from(b >> 4)]));
+            s.push(char::from(HEX[usize::from(b & 15)]));
+            rest = &rest[plain + 1..];
+        } else {
+            rest = &[];
         }
     }
 }
@@ -152,22 +233,38 @@ fn escape(s: &mut String, bytes: &[u8]) {
 /// A JSON string (quoted) of `bytes`, invalid UTF-8 replaced.
 fn json_str(s: &mut String, bytes: &[u8]) {
     s.push('"');
-    for c in String::from_utf8_lossy(bytes).chars() {
-        match c {
-            '"' => s.push_str("\\\""),
-            '\\' => s.push_str("\\\\"),
-            c if u32::from(c) < 0x20 || c == '\u{7f}' => {
-                let _ = write!(s, "\\u{:04x}", u32::from(c));
-            }
-            c => s.push(c),
-        }
-    }
+    json_escape(s, bytes);
     s.push('"');
+}
+
+/// The inside of a JSON string: runs of plain characters copied whole, `"`, `\\` and control
+/// characters escaped, invalid UTF-8 replaced.
+fn json_escape(s: &mut String, bytes: &[u8]) {
+    let text = String::from_utf8_lossy(bytes);
+    let mut plain = 0;
+    for (i, b) in text.bytes().enumerate() {
+        let escaped = match b {
+            b'"' => "\\\"",
+            b'\\' => "\\\\",
+            0..=0x1f | 0x7f => "",
+            _ => continue,
+        };
+        s.push_str(&text[plain..i]);
+        if escaped.is_empty() {
+            let _ = write!(s, "\\u{:04x}", b);
+        } else {
+            s.push_str(escaped);
+        }
+        plain = i + 1;
+    }
+    s.push_str(&text[plain..]);
 }
 
 /// `,"key":` then the string, or `null`.
 fn json_field(s: &mut String, key: &str, value: Option<&[u8]>) {
-    let _ = write!(s, ",\"{key}\":");
+    s.push_str(",\"");
+    s.push_str(key);
+    s.push_str("\":");
     match value {
         Some(v) => json_str(s, v),
         None => s.push_str("null"),
@@ -176,18 +273,25 @@ fn json_field(s: &mut String, key: &str, value: Option<&[u8]>) {
 
 fn json(e: &Entry, s: &mut String) {
     let t = e.time;
-    let _ = write!(
-        s,
-        "{{\"time\":\"{}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z\",\"client\":\"{}\"",
-        t.year(),
-        u8::from(t.month()),
-        t.day(),
-        t.hour(),
-        t.minute(),
-        t.second(),
-        t.millisecond(),
-        e.client.ip().to_canonical()
-    );
+    s.push_str("{\"time\":\"");
+    push_int(s, i64::from(t.year()));
+    s.push('-');
+    push_2(s, u8::from(t.month()));
+    s.push('-');
+    push_2(s, t.day());
+    s.push('T');
+    push_2(s, t.hour());
+    s.push(':');
+    push_2(s, t.minute());
+    s.push(':');
+    push_2(s, t.second());
+    s.push('.');
+    let ms = t.millisecond();
+    s.push(char::from(b'0' + (ms / 100 % 10) as u8));
+    push_2(s, (ms % 100) as u8);
+    s.push_str("Z\",\"client\":\"");
+    push_ip(s, e.client.ip());
+    s.push('"');
     let r = e.request;
     json_field(
         s,
@@ -197,33 +301,37 @@ fn json(e: &Entry, s: &mut String) {
     json_field(s, "method", r.map(|r| r.method.as_str().as_bytes()));
     match r {
         Some(r) => {
-            s.push_str(",\"target\":");
-            let target = match &r.query {
-                Some(q) => format!("{}?{q}", r.path),
-                None => r.path.clone(),
-            };
-            json_str(s, target.as_bytes());
-            let _ = write!(s, ",\"protocol\":\"{}\"", version(r.version));
+            s.push_str(",\"target\":\"");
+            json_escape(s, r.path.as_bytes());
+            if let Some(q) = &r.query {
+                s.push('?');
+                json_escape(s, q.as_bytes());
+            }
+            s.push_str("\",\"protocol\":\"");
+            s.push_str(version(r.version));
+            s.push('"');
         }
         None => s.push_str(",\"target\":null,\"protocol\":null"),
     }
-    let _ = write!(
-        s,
-        ",\"status\":{},\"bytes\":{},\"duration\":{}",
-        e.status,
-        e.bytes,
-        e.duration.as_secs_f64()
-    );
+    s.push_str(",\"status\":");
+    push_int(s, i64::from(e.status));
+    s.push_str(",\"bytes\":");
+    push_u64(s, e.bytes);
+    s.push_str(",\"duration\":");
+    push_secs(s, e.duration, 6);
     json_field(s, "route", e.route.as_deref().map(str::as_bytes));
     match e.upstream {
         Some(a) => {
-            let _ = write!(s, ",\"upstream\":\"{a}\"");
+            s.push_str(",\"upstream\":\"");
+            push_addr(s, a);
+            s.push('"');
         }
         None => s.push_str(",\"upstream\":null"),
     }
     match e.upstream_time {
         Some(d) => {
-            let _ = write!(s, ",\"upstream_time\":{}", d.as_secs_f64());
+            s.push_str(",\"upstream_time\":");
+            push_secs(s, d, 6);
         }
         None => s.push_str(",\"upstream_time\":null"),
     }
@@ -312,5 +420,32 @@ mod tests {
             serde_json::from_str::<String>(&s).unwrap(),
             "a\u{1}\u{7f}\n"
         );
+    }
+
+    #[test]
+    fn numbers_and_addresses_are_written_by_hand_correctly() {
+        let mut s = String::new();
+        push_u64(&mut s, 0);
+        s.push(' ');
+        push_u64(&mut s, u64::MAX);
+        s.push(' ');
+        push_int(&mut s, -42);
+        s.push(' ');
+        push_secs(&mut s, Duration::from_micros(2_345), 3);
+        s.push(' ');
+        push_secs(&mut s, Duration::from_micros(2_345), 6);
+        s.push(' ');
+        push_secs(&mut s, Duration::from_secs(61), 3);
+        s.push(' ');
+        push_addr(&mut s, "[2001:db8::1]:443".parse().unwrap());
+        s.push(' ');
+        push_addr(&mut s, "10.0.0.255:8080".parse().unwrap());
+        assert_eq!(
+            s,
+            "0 18446744073709551615 -42 0.002 0.002345 61.000 [2001:db8::1]:443 10.0.0.255:8080"
+        );
+        let mut s = String::new();
+        escape(&mut s, b"a\x01\xffb\\c \"");
+        assert_eq!(s, r"a\x01\xFFb\x5Cc \x22");
     }
 }

@@ -362,16 +362,14 @@ impl Write for Writer {
         } else {
             message
         };
-        for line in text.split_inclusive(|&b| b == b'\n') {
-            if let Dest::File(f) = &self.dest {
-                if f.would_pass_max(self.buf.len(), line.len()) {
-                    self.write_out();
-                    if let Dest::File(f) = &mut self.dest {
-                        f.rotate();
-                    }
-                }
-            }
-            self.buf.extend_from_slice(line);
+        let fits = match &self.dest {
+            Dest::File(f) => f.takes(self.buf.len(), text.len()),
+            Dest::Stderr => true,
+        };
+        if fits {
+            self.buf.extend_from_slice(text);
+        } else {
+            self.write_lines(text);
         }
         if self.buf.len() >= MAX_BUFFER || self.last_flush.elapsed() >= self.flush_interval {
             self.write_out();
@@ -387,6 +385,24 @@ impl Write for Writer {
             self.write_out();
         }
         Ok(())
+    }
+}
+
+impl Writer {
+    /// Buffers `text` line by line, rotating before a line that would take the file past
+    /// `max_log_size`.
+    fn write_lines(&mut self, text: &[u8]) {
+        for line in text.split_inclusive(|&b| b == b'\n') {
+            if let Dest::File(f) = &self.dest {
+                if f.would_pass_max(self.buf.len(), line.len()) {
+                    self.write_out();
+                    if let Dest::File(f) = &mut self.dest {
+                        f.rotate();
+                    }
+                }
+            }
+            self.buf.extend_from_slice(line);
+        }
     }
 }
 
@@ -439,6 +455,11 @@ impl LogFile {
 
     fn append(path: &Path) -> std::io::Result<File> {
         OpenOptions::new().create(true).append(true).open(path)
+    }
+
+    /// Whether `len` more bytes after `pending` buffered ones stay within `max_log_size`.
+    fn takes(&self, pending: usize, len: usize) -> bool {
+        self.max == 0 || self.size + (pending + len) as u64 <= self.max
     }
 
     /// Whether a `line` after `pending` buffered bytes would take the file past
@@ -535,6 +556,8 @@ mod tests {
         let path = dir.path().join("z.log");
         let mut f = LogFile::open(&path, 10).unwrap();
         assert!(!f.would_pass_max(0, 100), "an empty file takes any line");
+        assert!(!f.takes(0, 100), "but not as one batch");
+        assert!(f.takes(4, 6));
         assert!(f.would_pass_max(5, 6), "buffered bytes count");
         f.write(b"12345678\n");
         assert!(!f.would_pass_max(0, 1));
