@@ -12,6 +12,7 @@ each, alternating; the section "observability" of bench/RESULTS.md gets the medi
 """
 
 import argparse
+import glob
 import json
 import os
 import subprocess
@@ -120,8 +121,8 @@ def main():
             logging, admin = setups[name]
             conf = os.path.join(tmp, "zcs.toml")
             log = os.path.join(tmp, "access.log")
-            if os.path.exists(log):
-                os.remove(log)
+            for old in glob.glob(log + "*"):
+                os.remove(old)
             with open(conf, "w") as f:
                 f.write(CONF.format(port=port, workers=workers, www=www, tmp=tmp,
                                     logging=logging.format(tmp=tmp), admin=admin.format(mport=mport)))
@@ -150,10 +151,17 @@ def main():
                     stats = json.loads(subprocess.run(
                         [os.path.join(os.path.dirname(BIN), "proxyctl"), "--socket", f"{tmp}/admin.sock", "stats", "--json"],
                         capture_output=True, text=True, check=True).stdout)
-                    with open(log, "rb") as f:
-                        access_lines[name] = (sum(1 for _ in f), sum(r["requests"] for r in stats["routes"]),
-                                              stats["log_lines_dropped"])
-            print(f"{name:26} run {run + 1}: {s[0]:>10.0f} req/s  p50 {fmt_us(s[1])}  p99 {fmt_us(s[2])}", file=sys.stderr)
+                    # Rotated files (max_log_size) count too.
+                    written = 0
+                    for path in glob.glob(log + "*"):
+                        with open(path, "rb") as f:
+                            written += sum(1 for _ in f)
+                    access_lines[name] = (written, sum(r["requests"] for r in stats["routes"]),
+                                          stats["log_lines_dropped"])
+            lines_note = ""
+            if name in access_lines:
+                lines_note = "  access log: {:,} lines, {:,} requests, {:,} dropped".format(*access_lines[name])
+            print(f"{name:26} run {run + 1}: {s[0]:>10.0f} req/s  p50 {fmt_us(s[1])}  p99 {fmt_us(s[2])}{lines_note}", file=sys.stderr)
 
     med = {n: statistics.median(x[0] for x in s) for n, s in samples.items()}
     lines = [
@@ -180,7 +188,8 @@ Latest run: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}. Machine: {mach
 One daemon ({workers} worker(s) pinned to core(s) {server_cores}) serving one 1 KiB file; wrk:
 {wrk_threads} thread(s) on core(s) {wrk_cores}, 50 connections, keep-alive, {args.duration} s runs
 after a 2 s warm-up, {args.runs} runs per set-up alternating, a fresh daemon each run; medians.
-The access log goes to a file on the same disk (`flush_interval_ms` 1000); "metrics read every
+The access log goes to a file on the same disk (`flush_interval_ms` 1000, rotated at the default
+100 MB); "metrics read every
 second" scrapes `/metrics` once a second during the run (counters are always kept; reading them
 is the only extra work). The last run's access logs: {written}. Measured apart, without load:
 one scrape costs the daemon {statistics.median(scrape_costs) if scrape_costs else 0:.0f} µs of CPU (median of {len(scrape_costs)} × 300
