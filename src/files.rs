@@ -24,7 +24,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use crate::config::FileBackend;
 use crate::error::{Error, ErrorKind};
 use crate::http::head::RequestHead;
-use crate::http::response::ResponseHead;
+use crate::http::response::{HeadBuf, ResponseHead};
 use crate::http::Method;
 use crate::route::{Matched, Target};
 use crate::worker::client::ClientStream;
@@ -49,11 +49,26 @@ impl FileMeta {
 
     /// A strong validator from the modification time and the length, as nginx forms it.
     pub fn etag(&self) -> String {
-        format!("\"{:x}-{:x}\"", self.mtime, self.len)
+        let mut v = Vec::with_capacity(40);
+        self.write_etag(&mut v);
+        String::from_utf8(v).unwrap_or_default()
+    }
+
+    /// Writes the ETag (`"mtime-len"` in hex) without allocating.
+    pub fn write_etag(&self, out: &mut Vec<u8>) {
+        use std::io::Write;
+        let _ = write!(out, "\"{:x}-{:x}\"", self.mtime, self.len);
     }
 
     pub fn last_modified(&self) -> String {
         httpdate::fmt_http_date(UNIX_EPOCH + Duration::from_secs(self.mtime))
+    }
+
+    /// Writes `Last-Modified`'s value without allocating.
+    pub fn write_last_modified(&self, out: &mut Vec<u8>) {
+        use std::io::Write;
+        let date = httpdate::HttpDate::from(UNIX_EPOCH + Duration::from_secs(self.mtime));
+        let _ = write!(out, "{date}");
     }
 }
 
@@ -128,7 +143,9 @@ pub struct Plan {
 /// unsatisfiable one is a 416.
 pub fn plan(req: &RequestHead, meta: &FileMeta) -> Result<Plan, Error> {
     let head = req.method == Method::Head;
-    let etag = meta.etag();
+    // Only a request that compares validators needs the ETag as a string.
+    let compares = req.header("if-none-match").is_some() || req.header("if-range").is_some();
+    let etag = if compares { meta.etag() } else { String::new() };
     let full = Plan {
         status: 200,
         offset: 0,
@@ -227,11 +244,10 @@ pub async fn serve(
     }
 }
 
-fn response_head(p: &Plan, meta: &FileMeta, req: &RequestHead, keep_alive: bool) -> Vec<u8> {
+fn response_head(p: &Plan, meta: &FileMeta, req: &RequestHead, keep_alive: bool) -> HeadBuf {
     let mut h = ResponseHead::new(p.status);
-    let etag = meta.etag();
-    h.header("Last-Modified", &meta.last_modified())
-        .header("ETag", &etag);
+    h.header_with("Last-Modified", |b| meta.write_last_modified(b))
+        .header_with("ETag", |b| meta.write_etag(b));
     if p.status != 304 {
         h.header("Content-Type", meta.content_type)
             .header("Accept-Ranges", "bytes");

@@ -23,6 +23,7 @@ pub mod files;
 pub mod http;
 pub mod limiter;
 pub mod logging;
+pub mod memory;
 pub mod metrics;
 pub mod preload;
 pub mod privileges;

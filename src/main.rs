@@ -79,6 +79,10 @@ fn main() -> ExitCode {
             }
         };
     }
+    if cfg.performance.huge_pages_enabled {
+        // Returns only when there is nothing to do or the restart failed (then: normal pages).
+        zerocopy_server::memory::restart_with_huge_pages();
+    }
     match run(args, path, bytes, cfg, &warnings) {
         Ok(never) => match never {},
         Err(e) => {
@@ -107,6 +111,9 @@ fn run(
         log::warn!("{w}");
     }
     raise_nofile_limit();
+    if cfg.performance.huge_pages_enabled {
+        log::info!("{}", zerocopy_server::memory::huge_pages_state());
+    }
     let listen = cfg.server.listen;
     let threads = worker_count(cfg.server.threads);
     let user = cfg.security.drop_privileges_user.clone();

@@ -63,16 +63,6 @@ impl Config {
                     .into(),
             );
         }
-        if self.performance.reuseport_balancing == ReuseportBalancing::Cbpf {
-            w.push(
-                "performance.reuseport_balancing = \"cbpf\" is not in effect yet; the kernel's \
-                 hash balances"
-                    .into(),
-            );
-        }
-        if self.performance.huge_pages_enabled {
-            w.push("performance.huge_pages_enabled is not in effect yet".into());
-        }
         w
     }
 }

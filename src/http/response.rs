@@ -2,7 +2,6 @@
 //! one buffer.
 
 use std::cell::RefCell;
-use std::fmt::Write as _;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 /// The `Server` header value.
@@ -14,12 +13,78 @@ pub struct ResponseHead {
     buf: Vec<u8>,
 }
 
+/// A finished response head (a buffer that may also take a small body). Its memory goes back
+/// to this thread's pool when it is dropped, so a worker does not allocate one per response.
+pub struct HeadBuf(Vec<u8>);
+
+/// Head buffers kept per thread, and the largest kept.
+const POOL_KEEP: usize = 64;
+const POOL_MAX_CAPACITY: usize = 32 * 1024;
+
+thread_local! {
+    static POOL: RefCell<Vec<Vec<u8>>> = const { RefCell::new(Vec::new()) };
+}
+
+impl std::ops::Deref for HeadBuf {
+    type Target = Vec<u8>;
+    fn deref(&self) -> &Vec<u8> {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for HeadBuf {
+    fn deref_mut(&mut self) -> &mut Vec<u8> {
+        &mut self.0
+    }
+}
+
+impl Drop for HeadBuf {
+    fn drop(&mut self) {
+        let mut buf = std::mem::take(&mut self.0);
+        if buf.capacity() == 0 || buf.capacity() > POOL_MAX_CAPACITY {
+            return;
+        }
+        buf.clear();
+        POOL.with(|p| {
+            if let Ok(mut p) = p.try_borrow_mut() {
+                if p.len() < POOL_KEEP {
+                    p.push(buf);
+                }
+            }
+        });
+    }
+}
+
+impl HeadBuf {
+    /// The bytes, out of the pool's reach.
+    pub fn into_vec(mut self) -> Vec<u8> {
+        std::mem::take(&mut self.0)
+    }
+}
+
+/// Appends `n` in decimal.
+pub fn push_decimal(buf: &mut Vec<u8>, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    buf.extend_from_slice(&digits[at..]);
+}
+
 impl ResponseHead {
     /// Starts `HTTP/1.1 <status> <reason>` with `Date` and `Server`.
     pub fn new(status: u16) -> Self {
-        let mut buf = Vec::with_capacity(256);
+        let mut buf = POOL
+            .with(|p| p.try_borrow_mut().ok().and_then(|mut p| p.pop()))
+            .unwrap_or_else(|| Vec::with_capacity(256));
         buf.extend_from_slice(b"HTTP/1.1 ");
-        buf.extend_from_slice(itoa3(status).as_bytes());
+        push_decimal(&mut buf, u64::from(status % 1000));
         buf.push(b' ');
         buf.extend_from_slice(reason(status).as_bytes());
         buf.extend_from_slice(b"\r\nServer: ");
@@ -43,15 +108,22 @@ impl ResponseHead {
     }
 
     pub fn content_length(&mut self, len: u64) -> &mut Self {
-        let mut s = String::with_capacity(20);
-        let _ = write!(s, "{len}");
-        self.header("Content-Length", &s)
+        self.header_with("Content-Length", |b| push_decimal(b, len))
+    }
+
+    /// A header whose value `value` writes straight into the head.
+    pub fn header_with(&mut self, name: &str, value: impl FnOnce(&mut Vec<u8>)) -> &mut Self {
+        self.buf.extend_from_slice(name.as_bytes());
+        self.buf.extend_from_slice(b": ");
+        value(&mut self.buf);
+        self.buf.extend_from_slice(b"\r\n");
+        self
     }
 
     /// Ends the head and returns its bytes.
-    pub fn finish(mut self) -> Vec<u8> {
+    pub fn finish(mut self) -> HeadBuf {
         self.buf.extend_from_slice(b"\r\n");
-        self.buf
+        HeadBuf(self.buf)
     }
 }
 
@@ -86,12 +158,6 @@ pub fn reason(status: u16) -> &'static str {
     }
 }
 
-fn itoa3(status: u16) -> String {
-    let mut s = String::with_capacity(3);
-    let _ = write!(s, "{status:03}");
-    s
-}
-
 thread_local! {
     /// The formatted `Date` of the current second, per worker thread.
     static DATE: RefCell<(u64, String)> = const { RefCell::new((u64::MAX, String::new())) };
@@ -121,7 +187,7 @@ mod tests {
     fn head_has_status_date_server_and_headers() {
         let mut h = ResponseHead::new(404);
         h.header("Content-Type", "text/plain").content_length(9);
-        let s = String::from_utf8(h.finish()).unwrap();
+        let s = String::from_utf8(h.finish().into_vec()).unwrap();
         assert!(s.starts_with("HTTP/1.1 404 Not Found\r\nServer: zerocopy-server/"));
         assert!(s.contains("\r\nDate: "));
         assert!(s.ends_with("Content-Type: text/plain\r\nContent-Length: 9\r\n\r\n"));
@@ -133,5 +199,22 @@ mod tests {
             .next()
             .unwrap();
         assert!(httpdate::parse_http_date(date).is_ok(), "{date}");
+    }
+
+    #[test]
+    fn head_buffers_come_back_to_the_pool() {
+        let first = ResponseHead::new(200).finish();
+        let ptr = first.as_ptr();
+        drop(first);
+        let mut h = ResponseHead::new(204);
+        h.content_length(0);
+        let again = h.finish();
+        assert_eq!(again.as_ptr(), ptr, "the same buffer again");
+        assert!(again.starts_with(b"HTTP/1.1 204 No Content\r\n"));
+        let mut v = Vec::new();
+        push_decimal(&mut v, 0);
+        v.push(b' ');
+        push_decimal(&mut v, 18_446_744_073_709_551_615);
+        assert_eq!(v, b"0 18446744073709551615");
     }
 }

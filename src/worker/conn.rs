@@ -69,10 +69,14 @@ pub async fn serve(
     let deadline = Instant::now() + limits.header_timeout;
     let client = match tls {
         None => ClientStream::plain(stream),
-        Some(config) => match accept_tls(stream, peer, config, deadline, &shared, worker).await {
-            Some(client) => client,
-            None => return,
-        },
+        // Boxed, like the request below: a handshake's state is not kept for the connection's
+        // life.
+        Some(config) => {
+            match Box::pin(accept_tls(stream, peer, config, deadline, &shared, worker)).await {
+                Some(client) => client,
+                None => return,
+            }
+        }
     };
     let mut conn = Conn {
         client,
@@ -83,7 +87,8 @@ pub async fn serve(
         buf: Vec::new(),
         aborted: false,
     };
-    conn.run().await;
+    // Boxed: a connection waiting for its next request is this future, kept small.
+    Box::pin(conn.run()).await;
     // A TLS connection ends with close_notify, so that the client can tell the end from a
     // truncation (sent if the socket takes it now; a plain socket just closes). Not after a
     // response that was cut off: that must look cut off.
@@ -322,12 +327,15 @@ impl Conn {
                     Some(d) => d.saturating_duration_since(Instant::now()),
                     None => defaults::KEEPALIVE_IDLE_TIMEOUT,
                 };
+                // An idle connection holds no buffer: back to the worker's pool.
+                super::buffers::give(std::mem::take(&mut self.buf));
                 self.idle.set(true);
                 let ready = self.client.readable(wait).await;
                 self.idle.set(false);
                 if !ready {
                     return;
                 }
+                self.buf = super::buffers::take();
             }
             // The request's clock starts at its first byte (or when a pipelined one is next).
             let started = Instant::now();
@@ -382,9 +390,10 @@ impl Conn {
             let mut body_pending = !matches!(req.body, BodyKind::None | BodyKind::Length(0));
             let snapshot = self.shared.snapshot.load_full();
             let mut trace = Trace::default();
-            let result = self
-                .handle(&req, &snapshot, sizes, &mut body_pending, &mut trace)
-                .await;
+            // Boxed: the state of a request in progress (a proxied exchange, a file) lives on
+            // the heap only while there is one, and an idle connection's task stays small.
+            let result =
+                Box::pin(self.handle(&req, &snapshot, sizes, &mut body_pending, &mut trace)).await;
             let keep_alive = self.keep_alive(&req, body_pending);
             let (go_on, linger) = match result {
                 Ok(Outcome::Done) => (keep_alive, false),

@@ -11,6 +11,8 @@
 //! connections (their tasks wake and end), and lets busy connections finish their response with
 //! `Connection: close`. The control thread ends the process when no connection is left.
 
+pub mod balance;
+pub mod buffers;
 pub mod client;
 pub mod conn;
 pub mod io;
@@ -18,7 +20,7 @@ pub mod io;
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::os::fd::RawFd;
+use std::os::fd::{AsRawFd, RawFd};
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc;
@@ -28,6 +30,7 @@ use std::time::Duration;
 
 use monoio::net::{ListenerOpts, TcpListener};
 
+use crate::config::ReuseportBalancing;
 use crate::limiter::Limiter;
 use crate::metrics::Registry as Metrics;
 use crate::snapshot::SnapshotCell;
@@ -410,6 +413,30 @@ async fn worker_main(
             return;
         }
     };
+    let balancing = shared
+        .snapshot
+        .load()
+        .config
+        .performance
+        .reuseport_balancing;
+    if balancing == ReuseportBalancing::Cbpf {
+        let workers = u32::try_from(shared.workers.len()).unwrap_or(u32::MAX);
+        match balance::attach(listener.as_raw_fd(), workers) {
+            Ok(()) if id == 0 => log::info!(
+                "reuseport_balancing = \"cbpf\": connections go to workers by client address"
+            ),
+            Ok(()) => {}
+            Err(e) => {
+                static ONCE: std::sync::Once = std::sync::Once::new();
+                ONCE.call_once(|| {
+                    log::warn!(
+                        "reuseport_balancing = \"cbpf\": cannot attach the program ({e}); the \
+                         kernel's hash balances connections instead"
+                    )
+                });
+            }
+        }
+    }
     let _ = ready.send(Ok(driver));
     drop(ready);
     // Blocks this thread (it serves nothing yet) until start-up is complete.

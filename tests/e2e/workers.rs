@@ -139,7 +139,177 @@ fn drops_privileges_after_binding(d: Driver) {
     );
 }
 
+/// One request on a connection made from the loopback address `from`.
+fn request_from(from: std::net::Ipv4Addr, to: std::net::SocketAddr) {
+    use std::io::{Read, Write};
+    use std::os::fd::FromRawFd;
+    let std::net::SocketAddr::V4(to) = to else {
+        panic!("IPv4 only")
+    };
+    let sin = |ip: std::net::Ipv4Addr, port: u16| libc::sockaddr_in {
+        sin_family: libc::AF_INET as libc::sa_family_t,
+        sin_port: port.to_be(),
+        sin_addr: libc::in_addr {
+            s_addr: u32::from(ip).to_be(),
+        },
+        sin_zero: [0; 8],
+    };
+    let len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+    // SAFETY: a fresh socket, bound and connected, then owned by the TcpStream.
+    let mut s = unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM, 0);
+        assert!(fd >= 0);
+        let local = sin(from, 0);
+        assert_eq!(
+            libc::bind(fd, (&local as *const libc::sockaddr_in).cast(), len),
+            0
+        );
+        let remote = sin(*to.ip(), to.port());
+        let rc = libc::connect(fd, (&remote as *const libc::sockaddr_in).cast(), len);
+        assert_eq!(rc, 0, "{}", std::io::Error::last_os_error());
+        std::net::TcpStream::from_raw_fd(fd)
+    };
+    s.write_all(b"GET /f.txt HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut all = Vec::new();
+    s.read_to_end(&mut all).unwrap();
+    assert!(all.starts_with(b"HTTP/1.1 200"));
+}
+
+/// Connections accepted per worker, from `proxyctl stats`.
+fn accepted_per_worker(s: &Server) -> Vec<u64> {
+    s.proxyctl_json(&["stats"])["workers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| w["connections_total"].as_u64().unwrap())
+        .collect()
+}
+
+fn cbpf_keeps_a_client_address_on_one_worker(d: Driver) {
+    let site = Site::new();
+    site.file("f.txt", "f");
+    let s = Server::start_full(
+        d,
+        &site,
+        "threads = 2\n[performance]\nreuseport_balancing = \"cbpf\"\n",
+        "[host_routes.\"h\"]\npath = \"{site}\"\n",
+    );
+    assert!(
+        s.wait_log("connections go to workers by client address")
+            .contains("connections go to workers by client address"),
+        "{}",
+        s.log()
+    );
+    // worker_for's index is a place in the SO_REUSEPORT group (bind order), the same mapping
+    // for every address: addresses with one index share a worker, others do not.
+    let mut worker_of_index = std::collections::HashMap::new();
+    for last in 10..22u8 {
+        let client = std::net::Ipv4Addr::new(127, 0, 9, last);
+        let index = zerocopy_server::worker::balance::worker_for(client.into(), 2);
+        let before = accepted_per_worker(&s);
+        for _ in 0..6 {
+            request_from(client, s.addr);
+        }
+        let after = accepted_per_worker(&s);
+        let got: Vec<u64> = after.iter().zip(&before).map(|(a, b)| a - b).collect();
+        let worker = got
+            .iter()
+            .position(|&n| n == 6)
+            .unwrap_or_else(|| panic!("client {client}: connections per worker {got:?}"));
+        assert_eq!(got.iter().sum::<u64>(), 6, "{got:?}");
+        let expected = *worker_of_index.entry(index).or_insert(worker);
+        assert_eq!(worker, expected, "client {client} (index {index})");
+    }
+    assert_eq!(worker_of_index.len(), 2, "both workers take clients");
+    assert_ne!(worker_of_index[&0], worker_of_index[&1]);
+}
+
+/// Reserves explicit 2 MiB pages for the test when none are (root only), and gives them back.
+struct HugePagePool {
+    before: Option<String>,
+}
+
+const NR_HUGEPAGES: &str = "/proc/sys/vm/nr_hugepages";
+
+impl HugePagePool {
+    fn ensure(pages: u64) -> Self {
+        let now = std::fs::read_to_string(NR_HUGEPAGES).unwrap_or_default();
+        if now.trim().parse::<u64>().unwrap_or(0) >= pages {
+            return Self { before: None };
+        }
+        match std::fs::write(NR_HUGEPAGES, pages.to_string()) {
+            Ok(()) => Self { before: Some(now) },
+            Err(_) => Self { before: None },
+        }
+    }
+}
+
+impl Drop for HugePagePool {
+    fn drop(&mut self) {
+        if let Some(before) = &self.before {
+            let _ = std::fs::write(NR_HUGEPAGES, before.trim());
+        }
+    }
+}
+
+/// Free explicit huge pages on the system.
+fn free_huge_pages() -> u64 {
+    std::fs::read_to_string("/proc/meminfo")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("HugePages_Free:"))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// KiB of explicit huge pages the process maps.
+fn hugetlb_kib(s: &Server) -> u64 {
+    std::fs::read_to_string(format!("/proc/{}/smaps", s.child.id()))
+        .unwrap()
+        .lines()
+        .filter_map(|l| {
+            l.strip_prefix("Private_Hugetlb:")
+                .or_else(|| l.strip_prefix("Shared_Hugetlb:"))
+        })
+        .filter_map(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .sum()
+}
+
+fn huge_pages_back_the_heaps_when_enabled(d: Driver) {
+    let site = Site::new();
+    site.file("f.txt", "f");
+    // One daemon at a time takes from the pool (the io_uring and epoll runs of this test).
+    static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
+    let _pool = HugePagePool::ensure(64);
+    let routes = "[host_routes.\"h\"]\npath = \"{site}\"\n";
+    let on = Server::start_full(
+        d,
+        &site,
+        "threads = 1\n[performance]\nhuge_pages_enabled = true\n",
+        routes,
+    );
+    let off = Server::start(d, &site, routes);
+    for s in [&on, &off] {
+        for _ in 0..50 {
+            assert_eq!(s.get("h", "/f.txt").status, 200);
+        }
+    }
+    assert_eq!(hugetlb_kib(&off), 0, "huge pages without the knob");
+    let log = on.wait_log("huge_pages_enabled: ");
+    if free_huge_pages() == 0 && hugetlb_kib(&on) == 0 {
+        // Not root: no pool to take from; what the daemon said is all there is to check.
+        assert!(log.contains("huge_pages_enabled: "), "{log}");
+        return;
+    }
+    assert!(log.contains("mimalloc uses large OS pages"), "{log}");
+    assert!(hugetlb_kib(&on) >= 2048, "no 2 MiB page mapped:\n{log}");
+}
+
 crate::both_drivers!(
+    cbpf_keeps_a_client_address_on_one_worker,
+    huge_pages_back_the_heaps_when_enabled,
     threads_setting_starts_that_many_pinned_workers,
     zero_threads_means_one_per_core,
     drops_privileges_after_binding,

@@ -1,0 +1,71 @@
+//! Each worker's pool of read buffers: a connection takes one when bytes arrive and gives it
+//! back when its request is done, so an idle keep-alive connection holds no buffer and a busy
+//! worker allocates none per request.
+//!
+//! Thread-local (a worker's connections all run on its thread): no lock, no atomic. At most
+//! [`KEEP`] buffers wait in a pool; buffers that grew past [`MAX_KEPT`] (a large pipelined
+//! burst) are freed instead of kept.
+
+use std::cell::RefCell;
+
+/// The size a pooled buffer starts with: one read of a request head or body piece.
+pub const SIZE: usize = 16 * 1024;
+/// Buffers kept per worker (4 MiB at [`SIZE`]).
+pub const KEEP: usize = 256;
+/// A buffer larger than this is not kept.
+pub const MAX_KEPT: usize = 4 * SIZE;
+
+thread_local! {
+    static POOL: RefCell<Vec<Vec<u8>>> = const { RefCell::new(Vec::new()) };
+}
+
+/// An empty buffer with room for at least [`SIZE`] bytes: a pooled one when there is one.
+pub fn take() -> Vec<u8> {
+    POOL.with(|p| p.try_borrow_mut().ok().and_then(|mut p| p.pop()))
+        .unwrap_or_else(|| Vec::with_capacity(SIZE))
+}
+
+/// Gives a buffer back (its contents are dropped).
+pub fn give(mut buf: Vec<u8>) {
+    if buf.capacity() < SIZE || buf.capacity() > MAX_KEPT {
+        return;
+    }
+    buf.clear();
+    POOL.with(|p| {
+        if let Ok(mut p) = p.try_borrow_mut() {
+            if p.len() < KEEP {
+                p.push(buf);
+            }
+        }
+    });
+}
+
+/// Buffers waiting in this thread's pool.
+pub fn pooled() -> usize {
+    POOL.with(|p| p.try_borrow().map_or(0, |p| p.len()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn buffers_are_reused_within_bounds() {
+        let a = take();
+        assert!(a.capacity() >= SIZE);
+        let ptr = a.as_ptr();
+        give(a);
+        assert_eq!(pooled(), 1);
+        let b = take();
+        assert_eq!(b.as_ptr(), ptr, "the same buffer again");
+        assert_eq!(pooled(), 0);
+        // Too small or too large: not kept.
+        give(Vec::with_capacity(16));
+        give(Vec::with_capacity(MAX_KEPT + 1));
+        assert_eq!(pooled(), 0);
+        for _ in 0..KEEP + 10 {
+            give(Vec::with_capacity(SIZE));
+        }
+        assert_eq!(pooled(), KEEP);
+    }
+}
