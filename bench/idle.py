@@ -25,6 +25,8 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import results  # noqa: E402
 from run import BIN, ROOT, Server, ensure_tools, free_port, machine, nginx_bin, sh  # noqa: E402
 
+EXTRA = os.environ.get("ZCS_IDLE_ARGS", "").split()
+
 DAEMON_CONF = """
 [server]
 listen = "127.0.0.1:{port}"
@@ -148,7 +150,7 @@ def main():
     with open(os.path.join(tmp, "nginx.conf"), "w") as f:
         f.write(NGINX_CONF.format(tmp=tmp, port=theirs, www=www))
     servers = {
-        "zerocopy-server": (["taskset", "-c", "0", BIN, "--config", os.path.join(tmp, "zcs.toml")], ours),
+        "zerocopy-server": (["taskset", "-c", "0", BIN, "--config", os.path.join(tmp, "zcs.toml")] + EXTRA, ours),
         "nginx": (["taskset", "-c", "0", nginx_bin(), "-p", tmp, "-c", os.path.join(tmp, "nginx.conf")], theirs),
     }
     samples = {name: [] for name in servers}

@@ -250,6 +250,20 @@ impl ClientStream {
         )
     }
 
+    /// Waits until there is something to read (or the socket fails, or the worker's idle sweep
+    /// shuts its read side), without a timer of its own: `false` when the socket failed.
+    pub async fn wait_readable(&mut self) -> bool {
+        let buffered = match &mut self.layer {
+            Layer::Plain => false,
+            Layer::Rustls(s) => s.process_new_packets().map_or(true, |st| {
+                st.plaintext_bytes_to_read() > 0 || st.peer_has_closed()
+            }),
+            #[cfg(feature = "ktls")]
+            Layer::Kernel { early } => !early.is_empty(),
+        };
+        buffered || self.tcp.readable(false).await.is_ok()
+    }
+
     /// Shuts our direction: `close_notify` first over TLS (sent if the socket takes it now).
     pub fn shutdown_write(&mut self) {
         match &mut self.layer {

@@ -6,7 +6,6 @@
 //! becomes a response through [`Error::status`], and the connection closes whenever the framing
 //! of the stream is in doubt.
 
-use std::cell::Cell;
 use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
 use std::rc::Rc;
@@ -242,8 +241,9 @@ struct Conn {
     peer: SocketAddr,
     worker: usize,
     shared: Arc<Shared>,
-    /// Set while waiting for the next request, so that a drain can wake this connection.
-    idle: Rc<Cell<bool>>,
+    /// The deadline while waiting for the next request, for the worker's idle sweep (and so
+    /// that a drain can wake this connection).
+    idle: super::Idle,
     /// Bytes read and not yet consumed: the rest of a body, pipelined requests.
     buf: Vec<u8>,
     /// A response was cut off (or the client vanished): end without `close_notify`.
@@ -316,103 +316,108 @@ impl Conn {
             Some(Instant::now() + limits.header_timeout)
         };
         loop {
-            let limits = self.shared.snapshot.load().head_limits();
             if self.buf.is_empty() {
-                // Idle: hold no snapshot while waiting for the next request. A drain that
-                // starts meanwhile shuts the read side, which ends the wait.
+                // Idle: hold no snapshot and no buffer while waiting for the next request, and
+                // no timer either: the worker's idle sweep ends the wait at the deadline (and
+                // a drain that starts meanwhile ends it at once).
                 if self.shared.is_draining() {
                     return;
                 }
-                let wait = match first_deadline {
-                    Some(d) => d.saturating_duration_since(Instant::now()),
-                    None => defaults::KEEPALIVE_IDLE_TIMEOUT,
-                };
-                // An idle connection holds no buffer: back to the worker's pool.
+                let deadline = first_deadline
+                    .unwrap_or_else(|| Instant::now() + defaults::KEEPALIVE_IDLE_TIMEOUT);
                 super::buffers::give(std::mem::take(&mut self.buf));
-                self.idle.set(true);
-                let ready = self.client.readable(wait).await;
-                self.idle.set(false);
-                if !ready {
+                self.idle.set(Some(deadline));
+                let ready = self.client.wait_readable().await;
+                self.idle.set(None);
+                if !ready || Instant::now() >= deadline {
                     return;
                 }
                 self.buf = super::buffers::take();
             }
-            // The request's clock starts at its first byte (or when a pipelined one is next).
-            let started = Instant::now();
-            self.client.meter = Meter::default();
-            let deadline = first_deadline
-                .take()
-                .unwrap_or_else(|| Instant::now() + limits.header_timeout);
-            // Parse when a line may have ended (or the limits may be crossed), not on every
-            // byte a slow client trickles in.
-            let mut scanned = 0;
-            let (req, consumed) = loop {
-                let fresh = self.buf.get(scanned..).unwrap_or_default();
-                if fresh.contains(&b'\n') || self.buf.len() > limits.max_header_size {
-                    match head::parse(&self.buf, limits.max_header_size) {
-                        Ok(Some(parsed)) => break parsed,
-                        Ok(None) => {}
-                        Err(e) => {
-                            let linger = self.fail(Error::from(e), false, None).await;
-                            self.finish(None, None, &Trace::default(), started);
-                            if linger {
-                                self.linger().await;
-                            }
-                            return;
-                        }
-                    }
-                }
-                scanned = self.buf.len();
-                // A read that times out takes its buffer with it: note first whether this
-                // request has begun.
-                let begun = !self.buf.is_empty();
-                match self.read_more(deadline).await {
-                    Read::Data => {}
-                    Read::Eof => return,
-                    Read::Timeout => {
-                        if begun {
-                            let e =
-                                Error::client(ErrorKind::ClientTimeout, "request head too slow");
-                            let linger = self.fail(e, false, None).await;
-                            self.finish(None, None, &Trace::default(), started);
-                            if linger {
-                                self.linger().await;
-                            }
-                        }
-                        return;
-                    }
-                }
-            };
-            let sizes = HeadSizes::measure(&self.buf[..consumed]);
-            self.buf.drain(..consumed);
-            let shared = self.shared.clone();
-            let _in_flight = InFlight::new(&shared.workers[self.worker].in_flight);
-            let mut body_pending = !matches!(req.body, BodyKind::None | BodyKind::Length(0));
-            let snapshot = self.shared.snapshot.load_full();
-            let mut trace = Trace::default();
-            // Boxed: the state of a request in progress (a proxied exchange, a file) lives on
-            // the heap only while there is one, and an idle connection's task stays small.
-            let result =
-                Box::pin(self.handle(&req, &snapshot, sizes, &mut body_pending, &mut trace)).await;
-            let keep_alive = self.keep_alive(&req, body_pending);
-            let (go_on, linger) = match result {
-                Ok(Outcome::Done) => (keep_alive, false),
-                Ok(Outcome::Close) => (false, false),
-                Err(e) => {
-                    let close = !keep_alive || e.must_close();
-                    (!close, self.fail(e, !close, Some(&req)).await)
-                }
-            };
-            // Counted and logged before any lingering close: that is not the request's time.
-            self.finish(Some(&req), Some(&snapshot), &trace, started);
-            drop(snapshot);
-            if linger {
-                self.linger().await;
-            }
-            if !go_on {
+            let deadline = first_deadline.take().unwrap_or_else(|| {
+                Instant::now() + self.shared.snapshot.load().head_limits().header_timeout
+            });
+            // Boxed: the state of a request in progress (its parse, a proxied exchange, a
+            // file, an error answer) lives on the heap only while there is one, and the task of
+            // an idle connection stays small.
+            if !Box::pin(self.request(deadline)).await {
                 return;
             }
         }
+    }
+
+    /// Reads one request head (complete by `deadline`) and answers it; `false` when the
+    /// connection is to close.
+    async fn request(&mut self, deadline: Instant) -> bool {
+        let limits = self.shared.snapshot.load().head_limits();
+        // The request's clock starts at its first byte (or when a pipelined one is next).
+        let started = Instant::now();
+        self.client.meter = Meter::default();
+        // Parse when a line may have ended (or the limits may be crossed), not on every byte a
+        // slow client trickles in.
+        let mut scanned = 0;
+        let (req, consumed) = loop {
+            let fresh = self.buf.get(scanned..).unwrap_or_default();
+            if fresh.contains(&b'\n') || self.buf.len() > limits.max_header_size {
+                match head::parse(&self.buf, limits.max_header_size) {
+                    Ok(Some(parsed)) => break parsed,
+                    Ok(None) => {}
+                    Err(e) => {
+                        let linger = self.fail(Error::from(e), false, None).await;
+                        self.finish(None, None, &Trace::default(), started);
+                        if linger {
+                            self.linger().await;
+                        }
+                        return false;
+                    }
+                }
+            }
+            scanned = self.buf.len();
+            // A read that times out takes its buffer with it: note first whether this request
+            // has begun.
+            let begun = !self.buf.is_empty();
+            match self.read_more(deadline).await {
+                Read::Data => {}
+                Read::Eof => return false,
+                Read::Timeout => {
+                    if begun {
+                        let e = Error::client(ErrorKind::ClientTimeout, "request head too slow");
+                        let linger = self.fail(e, false, None).await;
+                        self.finish(None, None, &Trace::default(), started);
+                        if linger {
+                            self.linger().await;
+                        }
+                    }
+                    return false;
+                }
+            }
+        };
+        let sizes = HeadSizes::measure(&self.buf[..consumed]);
+        self.buf.drain(..consumed);
+        let shared = self.shared.clone();
+        let _in_flight = InFlight::new(&shared.workers[self.worker].in_flight);
+        let mut body_pending = !matches!(req.body, BodyKind::None | BodyKind::Length(0));
+        let snapshot = self.shared.snapshot.load_full();
+        let mut trace = Trace::default();
+        let result = self
+            .handle(&req, &snapshot, sizes, &mut body_pending, &mut trace)
+            .await;
+        let keep_alive = self.keep_alive(&req, body_pending);
+        let (go_on, linger) = match result {
+            Ok(Outcome::Done) => (keep_alive, false),
+            Ok(Outcome::Close) => (false, false),
+            Err(e) => {
+                let close = !keep_alive || e.must_close();
+                (!close, self.fail(e, !close, Some(&req)).await)
+            }
+        };
+        // Counted and logged before any lingering close: that is not the request's time.
+        self.finish(Some(&req), Some(&snapshot), &trace, started);
+        drop(snapshot);
+        if linger {
+            self.linger().await;
+        }
+        go_on
     }
 
     /// Routes and answers one request. `body_pending` is cleared once the body is consumed.

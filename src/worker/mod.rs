@@ -26,7 +26,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use monoio::net::{ListenerOpts, TcpListener};
 
@@ -186,11 +186,19 @@ pub fn worker_count(threads: usize) -> usize {
     core_affinity::get_core_ids().map_or(0, |c| c.len()).max(1)
 }
 
-/// A registered connection: its socket and its "idle" flag.
-type Registered = (RawFd, Rc<Cell<bool>>);
+/// A connection's idle state: `Some(deadline)` while it waits for a request, when the worker
+/// closes it if nothing came.
+pub type Idle = Rc<Cell<Option<Instant>>>;
 
-/// A worker's registry of its connections, so that a drain can wake the idle ones. Lives on the
-/// worker's thread only.
+/// A registered connection: its socket and its idle state.
+type Registered = (RawFd, Idle);
+
+/// How often a worker closes the idle connections whose deadline has passed.
+pub const IDLE_SWEEP: Duration = Duration::from_millis(100);
+
+/// A worker's registry of its connections, so that a drain can wake the idle ones and idle
+/// deadlines are kept by one sweep per worker instead of a timer per connection (a waiting
+/// connection is then little more than its socket). Lives on the worker's thread only.
 #[derive(Default)]
 pub struct Registry {
     next: Cell<u64>,
@@ -198,11 +206,11 @@ pub struct Registry {
 }
 
 impl Registry {
-    /// Registers a connection; the returned flag is the connection's "idle" state.
-    fn add(&self, fd: RawFd) -> (u64, Rc<Cell<bool>>) {
+    /// Registers a connection; the returned cell is the connection's idle state.
+    fn add(&self, fd: RawFd) -> (u64, Idle) {
         let id = self.next.get();
         self.next.set(id + 1);
-        let idle = Rc::new(Cell::new(false));
+        let idle = Rc::new(Cell::new(None));
         self.conns.borrow_mut().insert(id, (fd, idle.clone()));
         (id, idle)
     }
@@ -214,8 +222,20 @@ impl Registry {
     /// Shuts the read side of every idle connection: their pending readiness wait ends and the
     /// task sees the end of the stream (bytes already received are still read first).
     fn wake_idle(&self) {
+        self.shut_idle(|_| true);
+    }
+
+    /// Ends the wait of every idle connection whose deadline has passed (the connection then
+    /// sees the end of its stream, notes the deadline and closes).
+    fn expire_idle(&self, now: Instant) {
+        self.shut_idle(|deadline| deadline <= now);
+    }
+
+    fn shut_idle(&self, due: impl Fn(Instant) -> bool) {
         for (fd, idle) in self.conns.borrow().values() {
-            if idle.get() {
+            if idle.get().is_some_and(&due) {
+                // Once: the connection is woken, not idle any more.
+                idle.set(None);
                 // SAFETY: the descriptor belongs to a live connection task of this thread
                 // (it removes itself from the registry before closing).
                 unsafe { libc::shutdown(*fd, libc::SHUT_RD) };
@@ -458,6 +478,15 @@ async fn worker_main(
             crate::proxy::pool::sweep();
         }
     });
+    {
+        let registry = registry.clone();
+        monoio::spawn(async move {
+            loop {
+                monoio::time::sleep(IDLE_SWEEP).await;
+                registry.expire_idle(Instant::now());
+            }
+        });
+    }
     {
         // One accept stays pending across the drain checks: cancelling an accept that may have
         // completed could lose the connection.
