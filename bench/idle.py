@@ -119,19 +119,10 @@ def measure(srv, port, n):
     return before, after, (after - before) * 1024 / n
 
 
-def main():
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--connections", type=int, default=10_000)
-    ap.add_argument("--runs", type=int, default=3)
-    ap.add_argument("--no-build", action="store_true", help="use the existing release binary")
-    ap.add_argument("--output", default=os.path.join(ROOT, "bench", "RESULTS.md"))
-    args = ap.parse_args()
-
-    ensure_tools()
-    if not args.no_build:
-        sh(["cargo", "build", "--release", "--locked"], cwd=ROOT)
+def run_all(runs, connections):
+    """Measures both servers `runs` times, alternating; returns {server: [(before, after, bytes per connection)]}."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    need = args.connections + 100
+    need = connections + 100
     if hard < need:
         sys.exit(f"the open-file limit ({hard}) is below {need}")
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
@@ -154,19 +145,22 @@ def main():
         "nginx": (["taskset", "-c", "0", nginx_bin(), "-p", tmp, "-c", os.path.join(tmp, "nginx.conf")], theirs),
     }
     samples = {name: [] for name in servers}
-    for run in range(args.runs):
+    for run in range(runs):
         order = list(servers) if run % 2 == 0 else list(reversed(servers))
         for name in order:
             cmd, port = servers[name]
             with Server(name, cmd, port) as srv:
                 try:
-                    s = measure(srv, port, args.connections)
+                    s = measure(srv, port, connections)
                 except (OSError, RuntimeError) as e:
                     sys.exit(f"{name}: {e}\nits log:\n{srv.log_tail()}")
             samples[name].append(s)
-            print(f"{name:16} run {run + 1}: RSS {s[0]:,} KiB → {s[1]:,} KiB with {args.connections:,} idle "
+            print(f"{name:16} run {run + 1}: RSS {s[0]:,} KiB → {s[1]:,} KiB with {connections:,} idle "
                   f"connections: {s[2]:,.0f} bytes each", file=sys.stderr)
+    return samples
 
+
+def report_table(samples):
     med = {n: statistics.median(x[2] for x in s) for n, s in samples.items()}
     lines = [
         "| server | bytes per idle connection (median) | min–max | RSS before → with the connections (median) | ratio to nginx |",
@@ -180,7 +174,21 @@ def main():
             f"{statistics.median(x[0] for x in s):,.0f} → {statistics.median(x[1] for x in s):,.0f} KiB | "
             f"{bold}{med[name] / med['nginx']:.2f}×{bold} |"
         )
-    table = "\n".join(lines)
+    return "\n".join(lines)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--connections", type=int, default=10_000)
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--no-build", action="store_true", help="use the existing release binary")
+    ap.add_argument("--output", default=os.path.join(ROOT, "bench", "RESULTS.md"))
+    args = ap.parse_args()
+
+    ensure_tools()
+    if not args.no_build:
+        sh(["cargo", "build", "--release", "--locked"], cwd=ROOT)
+    table = report_table(run_all(args.runs, args.connections))
     print(table)
     report = f"""## Memory per idle keep-alive connection (`bench/idle.py`)
 

@@ -1,12 +1,17 @@
 #!/usr/bin/env python3
 """Side-by-side benchmark of zerocopy-server against nginx on this machine.
 
-One command:  sudo python3 bench/run.py   (root only to apt-get nginx and wrk when missing)
+One command:  sudo python3 bench/run.py   (root only to apt-get nginx and wrk when missing;
+installs oha with cargo for the fixed-rate case)
 
 Both servers serve the same files with the same number of workers, pinned to the same cores;
 wrk runs pinned to the other cores. Each case runs three times per server, alternating, and the
 table reports the median requests/s (min-max), median p50 and p99 latency and the ratio of the
-medians. The table goes to stdout and to bench/RESULTS.md with a description of the machine.
+medians. Beside them: the ceiling (a minimal io_uring server answering every request with a fixed
+1 KiB response, `bench/ceiling/main.rs`) with every case as a share of it; p99 latency at a fixed
+request rate below saturation (oha, open loop); and resident memory per idle keep-alive
+connection (`bench/idle.py`). The tables go to stdout and to bench/RESULTS.md with a
+description of the machine.
 """
 
 import argparse
@@ -35,6 +40,7 @@ CASES = [
     # Proxied to the same upstream (an nginx serving the files), kept alive on both sides.
     ("proxy 1 KiB, keep-alive", "/p/1k.bin", 50, [], False),
     ("proxy 100 KiB, keep-alive", "/p/100k.bin", 20, [], False),
+    ("proxy 1 MiB, keep-alive", "/p/1m.bin", 10, [], False),
     # HTTPS with the same ECDSA P-256 certificate. wrk resumes no sessions (and both servers
     # have resumption off), so every new connection is a full handshake.
     ("TLS 1 KiB file, keep-alive", "/1k.bin", 50, [], True),
@@ -150,6 +156,32 @@ key_path = "{tmp}/key.pem"
 [path_routes."127.0.0.1"]
 "/" = {{ path = "{www}" }}
 """
+
+
+CEILING = os.path.join(ROOT, "target", "release", "examples", "ceiling")
+
+
+def oha_bin():
+    """oha (an open-loop HTTP load generator with percentiles), installed with cargo if missing."""
+    found = shutil.which("oha") or os.path.expanduser("~/.cargo/bin/oha")
+    if not os.path.exists(found):
+        sh(["cargo", "install", "oha", "--locked"])
+    return found
+
+
+def run_fixed_rate(port, path, rate, duration, cores):
+    """p50 and p99 (µs) of `rate` requests/s over 50 keep-alive connections for `duration` s."""
+    cmd = ["taskset", "-c", cores, oha_bin(), "--no-tui", "--output-format", "json", "-z", f"{duration}s",
+           "-c", "50", "-q", str(rate), "--latency-correction", f"http://127.0.0.1:{port}{path}"]
+    run = subprocess.run(cmd, capture_output=True, text=True)
+    if run.returncode != 0:
+        raise RuntimeError(f"oha failed ({run.returncode}): {run.stdout[-500:]}{run.stderr[-500:]}")
+    import json
+    report = json.loads(run.stdout)
+    pct = report["latencyPercentiles"]
+    codes = report.get("statusCodeDistribution", {})
+    bad = sum(n for code, n in codes.items() if not code.startswith("2"))
+    return pct["p50"] * 1e6, pct["p99"] * 1e6, report["summary"]["requestsPerSec"], bad
 
 
 def sh(cmd, **kw):
@@ -280,7 +312,8 @@ def main():
 
     ensure_tools()
     if not args.no_build:
-        sh(["cargo", "build", "--release", "--locked"], cwd=ROOT)
+        sh(["cargo", "build", "--release", "--locked", "--workspace"], cwd=ROOT)
+        sh(["cargo", "build", "--release", "--locked", "--example", "ceiling"], cwd=ROOT)
     ncpu = os.cpu_count() or 2
     workers = args.workers or max(1, ncpu // 2)
     if workers >= ncpu:
@@ -371,9 +404,62 @@ def main():
                 f"{fmt_us(statistics.median(x[1] for x in s))} | {fmt_us(statistics.median(x[2] for x in s))} | "
                 f"{sum(x[3] for x in s)} | {ratio} |"
             )
+    # The ceiling: the same load on a server that does nothing but answer.
+    ceiling = []
+    extra = []
+    if not args.cases or "ceiling" in args.cases:
+        ceiling_port = free_port(nginx_tls_port + 1)
+        for run in range(args.runs):
+            with Server("ceiling", ["taskset", "-c", server_cores.split(",")[0], CEILING, f"127.0.0.1:{ceiling_port}"], ceiling_port):
+                run_wrk(ceiling_port, "/", 50, [], 2, wrk_cores, wrk_threads)
+                s = run_wrk(ceiling_port, "/", 50, [], args.duration, wrk_cores, wrk_threads)
+            ceiling.append(s)
+            print(f"{'ceiling (fixed 1 KiB response)':42} {'ceiling':16} run {run + 1}: {s[0]:>10.0f} req/s  p50 {fmt_us(s[1])}  p99 {fmt_us(s[2])}", file=sys.stderr)
+    top = statistics.median(x[0] for x in ceiling) if ceiling else None
+    if top:
+        lines[0] += " share of ceiling |"
+        lines[1] += "---:|"
+        for i in range(2, len(lines)):
+            case, name = [c.strip() for c in lines[i].split("|")[1:3]]
+            med = statistics.median(x[0] for x in measured[case][name])
+            lines[i] += f" {med / top * 100:.0f} % |"
+        lines.append(f"| ceiling: fixed 1 KiB response, keep-alive | `bench/ceiling` | {top:,.0f} | "
+                     f"{min(x[0] for x in ceiling):,.0f}–{max(x[0] for x in ceiling):,.0f} | "
+                     f"{fmt_us(statistics.median(x[1] for x in ceiling))} | {fmt_us(statistics.median(x[2] for x in ceiling))} | 0 | | 100 % |")
+
+    # p99 at a fixed rate below saturation: a quarter of nginx's 1 KiB keep-alive rate.
+    fixed = {}
+    if not args.cases or "fixed" in args.cases:
+        base = measured.get("1 KiB file, keep-alive", {}).get("nginx")
+        rate = int(statistics.median(x[0] for x in base) / 4) if base else 10_000
+        fixed = {name: [] for name in plain_servers}
+        for run in range(args.runs):
+            order = list(plain_servers) if run % 2 == 0 else list(reversed(plain_servers))
+            for name in order:
+                cmd, port = plain_servers[name]
+                with Server(name, cmd, port):
+                    run_wrk(port, "/1k.bin", 50, [], 2, wrk_cores, wrk_threads)
+                    s = run_fixed_rate(port, "/1k.bin", rate, args.duration, wrk_cores)
+                fixed[name].append(s)
+                print(f"{'1 KiB at ' + str(rate) + ' req/s (fixed rate)':42} {name:16} run {run + 1}: p50 {fmt_us(s[0])}  p99 {fmt_us(s[1])}  ({s[2]:.0f} req/s done, {s[3]} errors)", file=sys.stderr)
+        extra.append(f"\n**p99 at a fixed rate** — 1 KiB file, {rate:,} requests/s (a quarter of nginx's "
+                     f"keep-alive rate above), 50 connections, oha open loop with latency correction, {args.duration} s, "
+                     f"medians of {args.runs}:\n")
+        extra.append("| server | p50 | p99 | req/s done | errors | p99 ratio to nginx |\n|---|---:|---:|---:|---:|---:|")
+        p99n = statistics.median(x[1] for x in fixed["nginx"])
+        for name, s in fixed.items():
+            p99 = statistics.median(x[1] for x in s)
+            extra.append(f"| {name} | {fmt_us(statistics.median(x[0] for x in s))} | {fmt_us(p99)} | "
+                         f"{statistics.median(x[2] for x in s):,.0f} | {sum(x[3] for x in s)} | {p99 / p99n:.2f}× |")
+
+    # Memory per idle keep-alive connection.
+    if not args.cases or "idle" in args.cases:
+        import idle
+        extra.append("\n" + idle.report_table(idle.run_all(args.runs, 10_000)))
+
     upstream.terminate()
     upstream.wait()
-    table = "\n".join(lines)
+    table = "\n".join(lines) + "\n" + "\n".join(extra)
     print(table)
     if args.cases:
         # A partial run is for looking, not for the record.
@@ -392,6 +478,9 @@ Latest run: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}.
 - Proxy cases: both servers forward `/p/` to the same upstream (an nginx serving the same files,
   1 worker on core {ncpu - 1}, beside wrk) over kept-alive upstream connections (nginx:
   `proxy_pass` with `keepalive 64`, HTTP/1.1).
+- Ceiling: `bench/ceiling/main.rs`, one monoio io_uring thread on core {server_cores.split(",")[0]} answering
+  every request with a fixed 1 KiB response (no parsing beyond the end of each head, no
+  routing, no files), loaded like the 1 KiB case; "share of ceiling" is each median against it.
 - TLS cases: the same ECDSA P-256 certificate (openssl) for both; zerocopy-server with rustls in
   userspace (this kernel has no kTLS), nginx with OpenSSL, TLS 1.2 and 1.3 offered, session
   resumption off on nginx and never attempted by wrk, so "full handshake" is one complete

@@ -106,6 +106,11 @@ impl UpstreamConn {
         }
     }
 
+    /// The socket, when the upstream speaks plain HTTP (for `splice`).
+    pub fn plain_tcp(&self) -> Option<&TcpStream> {
+        self.tls.is_none().then_some(&self.tcp)
+    }
+
     /// The socket and the TLS session, for a tunnel that drives both directions at once.
     pub fn into_parts(self) -> (TcpStream, Option<Box<ClientConnection>>) {
         (self.tcp, self.tls)

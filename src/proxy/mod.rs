@@ -14,6 +14,7 @@
 
 pub mod conn;
 pub mod pool;
+pub mod splice;
 mod tunnel;
 
 use std::net::SocketAddr;
@@ -468,6 +469,14 @@ async fn relay_body(
                 }
                 if left == 0 {
                     return Ok(());
+                }
+                // A large rest between two plain sockets: through a pipe, not through here.
+                if left >= splice::MIN_BODY && pending.is_empty() && splice::enabled() {
+                    if let (Some(up), Some((client, sent))) =
+                        (upstream.plain_tcp(), x.client.plain_parts())
+                    {
+                        return splice::relay(up, client, left, read_timeout, sent).await;
+                    }
                 }
                 match upstream.recv_into(&mut pending, CHUNK, read_timeout).await {
                     Ok(0) => return Err(aborted("closed")),

@@ -117,6 +117,15 @@ impl ClientStream {
         &mut self.tcp
     }
 
+    /// The socket and the count of bytes sent, when the client speaks plain HTTP (for
+    /// `splice`, which writes to the socket directly).
+    pub fn plain_parts(&mut self) -> Option<(&TcpStream, &mut u64)> {
+        match self.layer {
+            Layer::Plain => Some((&self.tcp, &mut self.meter.sent)),
+            _ => None,
+        }
+    }
+
     /// Whether the client speaks TLS (in userspace or through the kernel).
     pub fn is_tls(&self) -> bool {
         !matches!(self.layer, Layer::Plain)
