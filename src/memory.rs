@@ -43,10 +43,10 @@ impl HugePages {
         }
     }
 
-    /// The arena size (MiB) that the free explicit pages can back, up to mimalloc's usual 1 GiB;
-    /// `None` without explicit pages.
+    /// The arena size (MiB) that half the free explicit pages can back (the pool may have other
+    /// users), up to mimalloc's usual 1 GiB; `None` without explicit pages.
     pub fn arena_mib(&self) -> Option<u64> {
-        let mib = (self.free * self.size_kib / 1024).min(1024);
+        let mib = (self.free * self.size_kib / 1024 / 2).min(1024);
         (mib > 0).then_some(mib)
     }
 
@@ -86,10 +86,11 @@ pub fn restart_with_huge_pages() {
         return;
     }
     use std::os::unix::process::CommandExt;
-    let Ok(exe) = std::env::current_exe() else {
-        return;
-    };
-    let mut command = std::process::Command::new(exe);
+    // /proc/self/exe: the running binary even when its file was replaced by an upgrade.
+    let mut command = std::process::Command::new("/proc/self/exe");
+    if let Some(arg0) = std::env::args_os().next() {
+        command.arg0(arg0);
+    }
     command
         .args(std::env::args_os().skip(1))
         .env(MIMALLOC_ENV, "1");
@@ -164,7 +165,7 @@ mod tests {
             free,
             ..none.clone()
         };
-        assert_eq!(pool(64).arena_mib(), Some(128));
+        assert_eq!(pool(64).arena_mib(), Some(64));
         assert_eq!(pool(100_000).arena_mib(), Some(1024));
     }
 }

@@ -45,7 +45,8 @@ impl Drop for HeadBuf {
             return;
         }
         buf.clear();
-        POOL.with(|p| {
+        // `try_with`: a head dropped while the thread's locals are torn down is just freed.
+        let _ = POOL.try_with(|p| {
             if let Ok(mut p) = p.try_borrow_mut() {
                 if p.len() < POOL_KEEP {
                     p.push(buf);

@@ -475,7 +475,10 @@ async fn relay_body(
                     if let (Some(up), Some((client, sent))) =
                         (upstream.plain_tcp(), x.client.plain_parts())
                     {
-                        return splice::relay(up, client, left, read_timeout, sent).await;
+                        // Without a pipe (descriptors short), the body is copied.
+                        if let Some(pipe) = splice::pipe() {
+                            return splice::relay(pipe, up, client, left, read_timeout, sent).await;
+                        }
                     }
                 }
                 match upstream.recv_into(&mut pending, CHUNK, read_timeout).await {

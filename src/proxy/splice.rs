@@ -16,8 +16,11 @@ use crate::worker::io::SEND_TIMEOUT;
 
 /// Bodies with fewer bytes left than this are copied (a pipe's set-up does not pay off).
 pub const MIN_BODY: u64 = 64 * 1024;
-/// The pipe size asked for (the kernel's default is 64 KiB).
-const PIPE_SIZE: libc::c_int = 1024 * 1024;
+/// The pipe size asked for (the kernel's default is 64 KiB; pipe memory counts against the
+/// user's `pipe-user-pages-soft`, so not more).
+const PIPE_SIZE: libc::c_int = 256 * 1024;
+/// After this many bytes moved without waiting, the worker's other tasks get a turn.
+const YIELD_EVERY: u64 = 1024 * 1024;
 /// Pipes kept per worker.
 const KEEP: usize = 16;
 
@@ -32,7 +35,14 @@ pub fn enabled() -> bool {
     *ON.get_or_init(|| std::env::var("ZEROCOPY_PROXY_BODY").map_or(true, |v| v != "copy"))
 }
 
-struct Pipe {
+/// A pipe for [`relay`]: a pooled one, or a new one; `None` when none can be had (descriptors
+/// short): the caller copies instead.
+pub fn pipe() -> Option<Pipe> {
+    Pipe::take().ok()
+}
+
+/// A pipe between the two sockets (see [`pipe`]).
+pub struct Pipe {
     read: OwnedFd,
     write: OwnedFd,
     capacity: usize,
@@ -50,9 +60,13 @@ impl Pipe {
         }
         // SAFETY: both descriptors were just created and are owned here.
         let (read, write) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
-        // SAFETY: fcntl on an owned descriptor; a refusal keeps the default size.
-        let size = unsafe { libc::fcntl(write.as_raw_fd(), libc::F_SETPIPE_SZ, PIPE_SIZE) };
-        let capacity = if size > 0 { size as usize } else { 64 * 1024 };
+        // SAFETY: fcntl on owned descriptors; a refused resize keeps the size the kernel gave,
+        // which F_GETPIPE_SZ reports.
+        let size = unsafe {
+            libc::fcntl(write.as_raw_fd(), libc::F_SETPIPE_SZ, PIPE_SIZE);
+            libc::fcntl(write.as_raw_fd(), libc::F_GETPIPE_SZ)
+        };
+        let capacity = if size > 0 { size as usize } else { 4096 };
         Ok(Pipe {
             read,
             write,
@@ -102,13 +116,13 @@ fn splice(from: libc::c_int, to: libc::c_int, len: usize) -> std::io::Result<Opt
 /// An upstream that ends early or stays silent past `read_timeout` is an `Aborted` upstream
 /// error; a client that stops reading is `ClientGone`.
 pub async fn relay(
+    pipe: Pipe,
     upstream: &TcpStream,
     client: &TcpStream,
     len: u64,
     read_timeout: Duration,
     sent: &mut u64,
 ) -> Result<(), Error> {
-    let pipe = Pipe::take().map_err(|e| Error::internal(format!("pipe: {e}")))?;
     let result = pump(&pipe, upstream, client, len, read_timeout, sent).await;
     match result {
         // Empty: reusable.
@@ -136,13 +150,16 @@ async fn pump(
     let (up, down) = (upstream.as_raw_fd(), client.as_raw_fd());
     let (pipe_r, pipe_w) = (pipe.read.as_raw_fd(), pipe.write.as_raw_fd());
     let mut in_pipe = 0usize;
+    let mut upstream_ended = false;
+    let mut since_yield = 0u64;
     while left > 0 || in_pipe > 0 {
         let mut moved = false;
         // Fill the pipe from the upstream.
-        while left > 0 && in_pipe < pipe.capacity {
+        while left > 0 && in_pipe < pipe.capacity && !upstream_ended {
             let want = ((pipe.capacity - in_pipe) as u64).min(left) as usize;
             match splice(up, pipe_w, want).map_err(|_| aborted("failed"))? {
-                Some(0) => return Err(aborted("closed")),
+                // What is in the pipe still goes to the client; then the body ends short.
+                Some(0) => upstream_ended = true,
                 Some(n) => {
                     left -= n as u64;
                     in_pipe += n;
@@ -158,12 +175,21 @@ async fn pump(
                 Some(n) => {
                     in_pipe -= n;
                     *sent += n as u64;
+                    since_yield += n as u64;
                     moved = true;
                 }
                 None => break,
             }
         }
+        if upstream_ended && in_pipe == 0 {
+            return Err(aborted("closed"));
+        }
         if moved {
+            // A fast pair of sockets must not keep the worker's other connections waiting.
+            if since_yield >= YIELD_EVERY {
+                since_yield = 0;
+                YieldOnce(false).await;
+            }
             continue;
         }
         // Neither side could move: wait for the one that holds things up.
@@ -187,4 +213,23 @@ async fn pump(
         }
     }
     Ok(())
+}
+
+/// Returns `Pending` once (waking itself at once), so that the runtime runs its other tasks.
+struct YieldOnce(bool);
+
+impl std::future::Future for YieldOnce {
+    type Output = ();
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<()> {
+        if self.0 {
+            return std::task::Poll::Ready(());
+        }
+        self.0 = true;
+        cx.waker().wake_by_ref();
+        std::task::Poll::Pending
+    }
 }

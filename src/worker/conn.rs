@@ -328,8 +328,10 @@ impl Conn {
                 super::buffers::give(std::mem::take(&mut self.buf));
                 self.idle.set(Some(deadline));
                 let ready = self.client.wait_readable().await;
-                self.idle.set(None);
-                if !ready || Instant::now() >= deadline {
+                // Still set: bytes arrived (whatever the clock says now). Cleared: the sweep
+                // (past the deadline) or a drain ended the wait.
+                let swept = self.idle.replace(None).is_none();
+                if !ready || (swept && Instant::now() >= deadline) {
                     return;
                 }
                 self.buf = super::buffers::take();

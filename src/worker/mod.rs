@@ -236,8 +236,9 @@ impl Registry {
             if idle.get().is_some_and(&due) {
                 // Once: the connection is woken, not idle any more.
                 idle.set(None);
-                // SAFETY: the descriptor belongs to a live connection task of this thread
-                // (it removes itself from the registry before closing).
+                // SAFETY: the descriptor belongs to a live connection task of this thread: a
+                // connection is idle (`Some`) only while it waits with its socket open, and it
+                // clears the cell before it can close.
                 unsafe { libc::shutdown(*fd, libc::SHUT_RD) };
             }
         }

@@ -735,6 +735,24 @@ fn truncated_upstream_response_is_never_complete(d: Driver) {
     assert!(w.is_closed(), "the connection must close after a cut body");
 }
 
+/// The same cut with a body large enough to go through `splice`: every byte the upstream sent
+/// reaches the client (what was in the pipe too), then the connection closes.
+fn truncated_large_body_through_splice_delivers_what_came(d: Driver) {
+    let p = start(d);
+    let mut w = p.connect();
+    w.send(b"GET /api/truncate/1000000 HTTP/1.1\r\nHost: h.test\r\n\r\n");
+    let r = w.response(false);
+    assert_eq!(r.status, 200);
+    assert!(!r.complete, "a truncated body looked complete");
+    assert_eq!(r.body.len(), 500_000, "all that the upstream sent, no more");
+    assert!(r.body == pattern(500_000), "the part that came is right");
+    assert!(w.is_closed(), "the connection must close after a cut body");
+    // The worker goes on: a whole large body through the same route.
+    let r = p.get("h.test", "/api/bytes/300000", "");
+    assert_eq!(r.status, 200);
+    assert!(r.body == pattern(300_000));
+}
+
 fn websocket_upgrade_tunnels_bytes(d: Driver) {
     let p = start(d);
     let mut w = p.connect();
@@ -899,6 +917,7 @@ crate::both_drivers!(
     non_idempotent_request_is_not_retried,
     upstream_garbage_is_502,
     truncated_upstream_response_is_never_complete,
+    truncated_large_body_through_splice_delivers_what_came,
     websocket_upgrade_tunnels_bytes,
     websocket_tunnel_ends_when_the_client_disappears,
 );
