@@ -122,18 +122,8 @@ fn combined(e: &Entry, s: &mut String) {
 }
 
 /// Appends `n` in decimal.
-fn push_u64(s: &mut String, mut n: u64) {
-    let mut digits = [0u8; 20];
-    let mut at = digits.len();
-    loop {
-        at -= 1;
-        digits[at] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    for &d in &digits[at..] {
+fn push_u64(s: &mut String, n: u64) {
+    for &d in crate::http::response::decimal(n, &mut [0; 20]) {
         s.push(char::from(d));
     }
 }

@@ -64,8 +64,13 @@ impl HeadBuf {
 }
 
 /// Appends `n` in decimal.
-pub fn push_decimal(buf: &mut Vec<u8>, mut n: u64) {
-    let mut digits = [0u8; 20];
+pub fn push_decimal(buf: &mut Vec<u8>, n: u64) {
+    buf.extend_from_slice(decimal(n, &mut [0; 20]));
+}
+
+/// `n` in decimal ASCII, written into the end of `digits` (for writers that cannot use `fmt` on
+/// the data path).
+pub fn decimal(mut n: u64, digits: &mut [u8; 20]) -> &[u8] {
     let mut at = digits.len();
     loop {
         at -= 1;
@@ -75,7 +80,7 @@ pub fn push_decimal(buf: &mut Vec<u8>, mut n: u64) {
             break;
         }
     }
-    buf.extend_from_slice(&digits[at..]);
+    &digits[at..]
 }
 
 impl ResponseHead {

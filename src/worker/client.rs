@@ -242,15 +242,7 @@ impl ClientStream {
     /// Waits until there is something to read, for at most `timeout`: `false` on timeout or a
     /// failed socket. Over TLS, decrypted bytes already buffered count at once.
     pub async fn readable(&mut self, timeout: Duration) -> bool {
-        let buffered = match &mut self.layer {
-            Layer::Plain => false,
-            Layer::Rustls(s) => s.process_new_packets().map_or(true, |st| {
-                st.plaintext_bytes_to_read() > 0 || st.peer_has_closed()
-            }),
-            #[cfg(feature = "ktls")]
-            Layer::Kernel { early } => !early.is_empty(),
-        };
-        if buffered {
+        if self.buffered() {
             return true;
         }
         matches!(
@@ -262,15 +254,20 @@ impl ClientStream {
     /// Waits until there is something to read (or the socket fails, or the worker's idle sweep
     /// shuts its read side), without a timer of its own: `false` when the socket failed.
     pub async fn wait_readable(&mut self) -> bool {
-        let buffered = match &mut self.layer {
+        self.buffered() || self.tcp.readable(false).await.is_ok()
+    }
+
+    /// Whether something can be read without the socket: plaintext that rustls decrypted
+    /// already (or its end), or kTLS's early data.
+    fn buffered(&mut self) -> bool {
+        match &mut self.layer {
             Layer::Plain => false,
             Layer::Rustls(s) => s.process_new_packets().map_or(true, |st| {
                 st.plaintext_bytes_to_read() > 0 || st.peer_has_closed()
             }),
             #[cfg(feature = "ktls")]
             Layer::Kernel { early } => !early.is_empty(),
-        };
-        buffered || self.tcp.readable(false).await.is_ok()
+        }
     }
 
     /// Shuts our direction: `close_notify` first over TLS (sent if the socket takes it now).
