@@ -38,17 +38,32 @@ struct StatsCollector(Stats);
 type Labels = Vec<(&'static str, String)>;
 
 impl StatsCollector {
+    /// One family of counters or gauges (`kind`), a sample per row.
+    fn family(
+        e: &mut DescriptorEncoder,
+        kind: MetricType,
+        name: &str,
+        help: &str,
+        rows: &[(Labels, u64)],
+    ) -> std::fmt::Result {
+        let mut m = e.encode_descriptor(name, help, None, kind)?;
+        for (labels, v) in rows {
+            let sample = m.encode_family(labels)?;
+            match kind {
+                MetricType::Gauge => ConstGauge::new(*v).encode(sample)?,
+                _ => ConstCounter::new(*v).encode(sample)?,
+            }
+        }
+        Ok(())
+    }
+
     fn counter(
         e: &mut DescriptorEncoder,
         name: &str,
         help: &str,
         rows: &[(Labels, u64)],
     ) -> std::fmt::Result {
-        let mut m = e.encode_descriptor(name, help, None, MetricType::Counter)?;
-        for (labels, v) in rows {
-            ConstCounter::new(*v).encode(m.encode_family(labels)?)?;
-        }
-        Ok(())
+        Self::family(e, MetricType::Counter, name, help, rows)
     }
 
     fn gauge(
@@ -57,11 +72,7 @@ impl StatsCollector {
         help: &str,
         rows: &[(Labels, u64)],
     ) -> std::fmt::Result {
-        let mut m = e.encode_descriptor(name, help, None, MetricType::Gauge)?;
-        for (labels, v) in rows {
-            ConstGauge::new(*v).encode(m.encode_family(labels)?)?;
-        }
-        Ok(())
+        Self::family(e, MetricType::Gauge, name, help, rows)
     }
 }
 
