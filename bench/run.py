@@ -432,11 +432,17 @@ def main():
     if not args.cases or "fixed" in args.cases:
         base = measured.get("1 KiB file, keep-alive", {}).get("nginx")
         rate = int(statistics.median(x[0] for x in base) / 4) if base else 10_000
-        fixed = {name: [] for name in plain_servers}
+        # The ceiling too: how much of the tail the machine and the load generator make on
+        # their own, with a server that does nothing but answer.
+        fixed_servers = dict(plain_servers)
+        ceiling_port = free_port(nginx_tls_port + 2)
+        fixed_servers["ceiling"] = (["taskset", "-c", server_cores.split(",")[0], CEILING,
+                                     f"127.0.0.1:{ceiling_port}"], ceiling_port)
+        fixed = {name: [] for name in fixed_servers}
         for run in range(args.runs):
-            order = list(plain_servers) if run % 2 == 0 else list(reversed(plain_servers))
+            order = list(fixed_servers) if run % 2 == 0 else list(reversed(fixed_servers))
             for name in order:
-                cmd, port = plain_servers[name]
+                cmd, port = fixed_servers[name]
                 with Server(name, cmd, port):
                     run_wrk(port, "/1k.bin", 50, [], 2, wrk_cores, wrk_threads)
                     s = run_fixed_rate(port, "/1k.bin", rate, args.duration, wrk_cores)
@@ -444,12 +450,14 @@ def main():
                 print(f"{'1 KiB at ' + str(rate) + ' req/s (fixed rate)':42} {name:16} run {run + 1}: p50 {fmt_us(s[0])}  p99 {fmt_us(s[1])}  ({s[2]:.0f} req/s done, {s[3]} errors)", file=sys.stderr)
         extra.append(f"\n**p99 at a fixed rate** — 1 KiB file, {rate:,} requests/s (a quarter of nginx's "
                      f"keep-alive rate above), 50 connections, oha open loop with latency correction, {args.duration} s, "
-                     f"medians of {args.runs}:\n")
+                     f"medians of {args.runs}. The ceiling row is `bench/ceiling` under the same load: "
+                     f"the tail that the machine and the load generator make with a server that only answers.\n")
         extra.append("| server | p50 | p99 | req/s done | errors | p99 ratio to nginx |\n|---|---:|---:|---:|---:|---:|")
         p99n = statistics.median(x[1] for x in fixed["nginx"])
         for name, s in fixed.items():
             p99 = statistics.median(x[1] for x in s)
-            extra.append(f"| {name} | {fmt_us(statistics.median(x[0] for x in s))} | {fmt_us(p99)} | "
+            label = "ceiling (`bench/ceiling`)" if name == "ceiling" else name
+            extra.append(f"| {label} | {fmt_us(statistics.median(x[0] for x in s))} | {fmt_us(p99)} | "
                          f"{statistics.median(x[2] for x in s):,.0f} | {sum(x[3] for x in s)} | {p99 / p99n:.2f}× |")
 
     # Memory per idle keep-alive connection.

@@ -130,6 +130,10 @@ pub struct Status {
     /// Connections closed at accept since start because `max_concurrent_connections` were open.
     #[serde(default)]
     pub connections_over_cap: u64,
+    /// Open connections that are idle and parked: plain keep-alive connections that have
+    /// waited for a request for over 100–200 ms hold no task, only a table entry.
+    #[serde(default)]
+    pub idle_parked: u64,
     /// Requests being answered right now.
     pub in_flight: u64,
     /// The last reload attempt, if any.

@@ -528,6 +528,7 @@ impl Control {
             io_driver: self.workers.driver.clone(),
             connections: self.shared.connections(),
             connections_over_cap: self.shared.sum(|w| &w.over_cap),
+            idle_parked: self.shared.sum(|w| &w.parked),
             in_flight: self.shared.in_flight(),
             last_reload: self.last_reload.clone(),
             tls: snapshot.tls.as_ref().map(|_| TlsStatus {

@@ -10,8 +10,9 @@ use std::cell::RefCell;
 
 /// The size a pooled buffer starts with: one read of a request head or body piece.
 pub const SIZE: usize = 16 * 1024;
-/// Buffers kept per worker (4 MiB at [`SIZE`]).
-pub const KEEP: usize = 256;
+/// Buffers kept per worker (1 MiB at [`SIZE`]): enough for a worker's busy connections at
+/// any moment in a keep-alive load; a burst beyond that allocates, and frees when done.
+pub const KEEP: usize = 64;
 /// A buffer larger than this is not kept.
 pub const MAX_KEPT: usize = 4 * SIZE;
 

@@ -7,7 +7,7 @@
 //! of the stream is in doubt.
 
 use std::net::SocketAddr;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -19,7 +19,8 @@ use monoio::net::TcpStream;
 
 use super::client::{ClientStream, Meter};
 use super::io::{set_nonblocking, RecvError};
-use super::{Admitted, Registry, Shared, WorkerStats};
+use super::park::{Parked, Parking};
+use super::{Admitted, Registry, Shared, Woke, WorkerStats};
 use crate::access_log;
 use crate::config::{defaults, Backend, RouteSecurity};
 use crate::error::{Error, ErrorKind, Side};
@@ -49,12 +50,6 @@ pub async fn serve(
     registry: Rc<Registry>,
 ) {
     let (shared, worker) = (admitted.shared.clone(), admitted.worker);
-    let (id, idle) = registry.add(stream.as_raw_fd());
-    let _open = OpenGuard {
-        _admitted: admitted,
-        registry,
-        id,
-    };
     if let Err(e) = set_nonblocking(stream.as_raw_fd()) {
         log::warn!("{peer}: cannot make the socket non-blocking: {e}");
         return;
@@ -66,16 +61,70 @@ pub async fn serve(
     };
     // The handshake, like the first request head, must be done within the header timeout.
     let deadline = Instant::now() + limits.header_timeout;
-    let client = match tls {
-        None => ClientStream::plain(stream),
+    let (client, deadline) = match tls {
+        None => (ClientStream::plain(stream), deadline),
         // Boxed, like the request below: a handshake's state is not kept for the connection's
         // life.
         Some(config) => {
             match Box::pin(accept_tls(stream, peer, config, deadline, &shared, worker)).await {
-                Some(client) => client,
+                // The first request head gets a header timeout of its own.
+                Some(client) => (client, Instant::now() + limits.header_timeout),
                 None => return,
             }
         }
+    };
+    drop(shared);
+    connection(client, peer, admitted, registry, deadline, true, false).await;
+}
+
+/// Gives a parked connection with bytes to read (or a hang-up) a task again, from the accept
+/// loop's side: it reads its next request as if it had never parked.
+pub fn resume(parked: Parked, registry: &Rc<Registry>) {
+    let Parked {
+        fd,
+        peer,
+        admitted,
+        deadline,
+        first,
+    } = parked;
+    match TcpStream::from_std(std::net::TcpStream::from(fd)) {
+        Ok(stream) => {
+            let client = ClientStream::plain(stream);
+            monoio::spawn(connection(
+                client,
+                peer,
+                admitted,
+                registry.clone(),
+                deadline,
+                first,
+                true,
+            ));
+        }
+        // Closed (by the drop): as if its idle timeout had passed.
+        Err(e) => log::debug!("{peer}: cannot resume a parked connection: {e}"),
+    }
+}
+
+/// Serves a connection from its first (or next) wait for a request until it closes or parks.
+/// The connection waits for a request until `deadline`; with `first`, that is also when the
+/// head of its first request must be complete. A `resumed` connection (back from parking)
+/// has bytes to read, or a hang-up, and reads at once.
+async fn connection(
+    client: ClientStream,
+    peer: SocketAddr,
+    admitted: Admitted,
+    registry: Rc<Registry>,
+    deadline: Instant,
+    first: bool,
+    resumed: bool,
+) {
+    let (shared, worker) = (admitted.shared.clone(), admitted.worker);
+    let (id, idle) = registry.add(client.tcp().as_raw_fd());
+    idle.set_parkable(!client.is_tls());
+    let mut open = OpenGuard {
+        admitted: Some(admitted),
+        registry,
+        id,
     };
     let mut conn = Conn {
         client,
@@ -86,13 +135,70 @@ pub async fn serve(
         buf: Vec::new(),
         aborted: false,
     };
-    // Boxed: a connection waiting for its next request is this future, kept small.
-    Box::pin(conn.run()).await;
+    let (mut deadline, mut first, mut resumed) = (deadline, first, resumed);
+    loop {
+        // Boxed: a connection waiting for its next request is this future, kept small.
+        let end = Box::pin(conn.run(deadline, first, resumed)).await;
+        let End::Park {
+            deadline: until,
+            first: is_first,
+        } = end
+        else {
+            break;
+        };
+        // A duplicate: monoio may still hold the original in a cancelled readiness wait, and
+        // closes it when that is done.
+        // SAFETY: dup of the open socket.
+        let fd = unsafe { libc::fcntl(conn.client.tcp().as_raw_fd(), libc::F_DUPFD_CLOEXEC, 0) };
+        if fd >= 0 {
+            // SAFETY: a new descriptor that nothing else owns.
+            let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+            if let (Some(parking), Some(admitted)) =
+                (open.registry.parking.clone(), open.admitted.take())
+            {
+                park(conn, fd, admitted, &parking, until, is_first);
+            }
+            return;
+        }
+        // Out of descriptors (EMFILE): the connection waits in its task instead.
+        log::debug!(
+            "{peer}: cannot park ({}); the connection keeps its task",
+            std::io::Error::last_os_error()
+        );
+        conn.idle.set_parkable(false);
+        (deadline, first, resumed) = (until, is_first, false);
+    }
     // A TLS connection ends with close_notify, so that the client can tell the end from a
     // truncation (sent if the socket takes it now; a plain socket just closes). Not after a
     // response that was cut off: that must look cut off.
     if conn.client.is_tls() && !conn.aborted {
         conn.client.shutdown_write();
+    }
+}
+
+/// Parks an idle plain connection (see [`super::park`]): its socket moves to the parking
+/// table, and its task and monoio stream end. If that cannot be done it closes, as at its idle
+/// timeout.
+/// `fd` is a duplicate of the connection's socket, which closes with `conn`.
+fn park(
+    conn: Conn,
+    fd: OwnedFd,
+    admitted: Admitted,
+    parking: &Parking,
+    deadline: Instant,
+    first: bool,
+) {
+    let peer = conn.peer;
+    drop(conn);
+    let parked = Parked {
+        fd,
+        peer,
+        admitted,
+        deadline,
+        first,
+    };
+    if let Err(p) = parking.park(parked) {
+        log::debug!("{}: cannot park; closed", p.peer);
     }
 }
 
@@ -208,8 +314,9 @@ async fn accept_tls(
 
 /// Ends a connection's registration and open count, however the task ends.
 struct OpenGuard {
-    /// Given back after the registry entry is gone (fields drop after `drop`).
-    _admitted: Admitted,
+    /// Given back after the registry entry is gone (fields drop after `drop`); taken when the
+    /// connection parks.
+    admitted: Option<Admitted>,
     registry: Rc<Registry>,
     id: u64,
 }
@@ -300,6 +407,17 @@ struct Trace {
     upstream: proxy::UpstreamTrace,
 }
 
+/// How a connection's task ended.
+enum End {
+    Close,
+    /// The idle sweep asked it to park; it waits for a request until `deadline` (`first`: its
+    /// first request, whose head must be complete by then).
+    Park {
+        deadline: Instant,
+        first: bool,
+    },
+}
+
 /// How a request ended when it did not fail.
 enum Outcome {
     /// The response is complete; the connection may carry another request.
@@ -309,30 +427,47 @@ enum Outcome {
 }
 
 impl Conn {
-    async fn run(&mut self) {
-        // The first request's head must be complete within the header timeout of the accept.
-        let mut first_deadline = {
-            let limits = self.shared.snapshot.load().head_limits();
-            Some(Instant::now() + limits.header_timeout)
-        };
+    /// Waits for a request until `deadline` (with `first`, also the deadline of the first
+    /// request's head), and serves requests until the connection closes or parks.
+    async fn run(&mut self, deadline: Instant, first: bool, resumed: bool) -> End {
+        let mut first_deadline = first.then_some(deadline);
+        let mut idle_deadline = Some(deadline);
+        // Back from parking: the bytes (or the hang-up) that woke it are read at once, also
+        // in a drain.
+        let mut read_at_once = resumed;
         loop {
-            if self.buf.is_empty() {
+            if std::mem::take(&mut read_at_once) {
+                self.buf = super::buffers::take();
+            } else if self.buf.is_empty() {
                 // Idle: hold no snapshot and no buffer while waiting for the next request, and
                 // no timer either: the worker's idle sweep ends the wait at the deadline (and
-                // a drain that starts meanwhile ends it at once).
+                // a drain that starts meanwhile ends it at once), or asks the connection to
+                // park when it has waited a while.
                 if self.shared.is_draining() {
-                    return;
+                    return End::Close;
                 }
-                let deadline = first_deadline
+                let deadline = idle_deadline
+                    .take()
                     .unwrap_or_else(|| Instant::now() + defaults::KEEPALIVE_IDLE_TIMEOUT);
                 super::buffers::give(std::mem::take(&mut self.buf));
-                self.idle.set(Some(deadline));
-                let ready = self.client.wait_readable().await;
-                // Still set: bytes arrived (whatever the clock says now). Cleared: the sweep
+                self.idle.begin(deadline);
+                let woke = self.idle.wait(self.client.wait_readable()).await;
+                // Still on: bytes arrived (whatever the clock says now). Ended: the sweep
                 // (past the deadline) or a drain ended the wait.
-                let swept = self.idle.replace(None).is_none();
+                let swept = !self.idle.end();
+                let ready = match woke {
+                    Woke::Park if !swept => {
+                        return End::Park {
+                            deadline,
+                            first: first_deadline.is_some(),
+                        }
+                    }
+                    // Asked to park, then swept by a drain: a request may have come meanwhile.
+                    Woke::Park => true,
+                    Woke::Ready(ready) => ready,
+                };
                 if !ready || (swept && Instant::now() >= deadline) {
-                    return;
+                    return End::Close;
                 }
                 self.buf = super::buffers::take();
             }
@@ -343,7 +478,7 @@ impl Conn {
             // file, an error answer) lives on the heap only while there is one, and the task of
             // an idle connection stays small.
             if !Box::pin(self.request(deadline)).await {
-                return;
+                return End::Close;
             }
         }
     }

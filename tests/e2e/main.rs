@@ -8,6 +8,7 @@ mod control;
 mod files;
 mod ktls;
 mod observability;
+mod parking;
 mod pki;
 mod policy;
 mod protocol;

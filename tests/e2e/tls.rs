@@ -239,6 +239,16 @@ fn files_proxy_and_pipelining_over_https(d: Driver) {
         report(&w.response(false).to_response())["target"],
         "/app/second"
     );
+    // Idle for several idle sweeps: a TLS connection keeps its task and session (it never
+    // parks, unlike a plain one), and serves its next request.
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let st = h.s.proxyctl_json(&["status"]);
+    assert_eq!(
+        (st["connections"].as_u64(), st["idle_parked"].as_u64()),
+        (Some(1), Some(0)),
+        "{st}"
+    );
+    assert_eq!(get(&mut w, "/index.html").body, b"hello over tls\n");
 }
 
 /// A WebSocket over HTTPS: the tunnel carries the client's TLS session in both directions.

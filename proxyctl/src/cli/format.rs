@@ -43,13 +43,17 @@ pub fn status(s: &Status) -> String {
 }
 
 fn connections(s: &Status) -> String {
-    match s.connections_over_cap {
-        0 => s.connections.to_string(),
-        n => format!(
-            "{} ({n} closed at accept over max_concurrent_connections)",
-            s.connections
-        ),
+    let mut out = s.connections.to_string();
+    if s.idle_parked > 0 {
+        out += &format!(" ({} idle and parked)", s.idle_parked);
     }
+    if s.connections_over_cap > 0 {
+        out += &format!(
+            " ({} closed at accept over max_concurrent_connections)",
+            s.connections_over_cap
+        );
+    }
+    out
 }
 
 /// `proxyctl reload` when the reload succeeded (or had nothing to do).
@@ -600,6 +604,7 @@ mod tests {
             io_driver: "io_uring".into(),
             connections: 12,
             connections_over_cap: 0,
+            idle_parked: 0,
             in_flight: 3,
             last_reload,
             tls: None,
@@ -613,6 +618,26 @@ mod tests {
         let out = status(&s);
         assert!(
             out.contains("connections  12 (5 closed at accept over max_concurrent_connections)\n"),
+            "{out}"
+        );
+    }
+
+    #[test]
+    fn status_shows_parked_connections() {
+        let mut s = status_with(None);
+        s.idle_parked = 10;
+        let out = status(&s);
+        assert!(
+            out.contains("connections  12 (10 idle and parked)\n"),
+            "{out}"
+        );
+        s.connections_over_cap = 1;
+        let out = status(&s);
+        assert!(
+            out.contains(
+                "connections  12 (10 idle and parked) (1 closed at accept over \
+                 max_concurrent_connections)\n"
+            ),
             "{out}"
         );
     }

@@ -1,0 +1,236 @@
+//! Parked connections: how a worker holds thousands of idle keep-alive connections in a few
+//! dozen bytes each.
+//!
+//! A plain (not TLS) connection that has waited for its next request through two idle sweeps
+//! (100–200 ms, see [`super::IDLE_SWEEP`]) gives up its task, its monoio socket, its idle state
+//! and its registry entry. What is left is one [`Parked`] entry in the worker's table and its
+//! descriptor in the worker's own epoll set (kernel memory, not the daemon's). One watcher task
+//! per worker waits for that epoll set to become readable and gives every connection with
+//! bytes (or a hang-up) a fresh task, which reads its request as if it had never left. The
+//! idle sweep closes parked connections whose deadline has passed, and a drain closes them all.
+//!
+//! A busy connection never parks — its next request comes long before the second sweep — so
+//! the request path pays nothing for this; parking and waking cost a few syscalls each
+//! (`dup`, `epoll_ctl` twice) once per idle period. TLS connections keep their task: their
+//! session state is most of their memory and cannot be parked this way.
+
+use std::cell::RefCell;
+use std::net::SocketAddr;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::rc::Rc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use super::Admitted;
+
+/// Events taken from the epoll set per `epoll_wait`.
+const BATCH: usize = 64;
+
+/// A connection waiting for its next request without a task.
+pub struct Parked {
+    /// The connection's socket (a duplicate: the original closed with its monoio stream).
+    pub fd: OwnedFd,
+    pub peer: SocketAddr,
+    /// Its place in the open-connection counts, kept while parked.
+    pub admitted: Admitted,
+    /// When it is closed if no request has begun.
+    pub deadline: Instant,
+    /// Whether it waits for its first request, whose head must be complete by `deadline`
+    /// (the header timeout runs from the accept, parked or not).
+    pub first: bool,
+}
+
+/// A worker's parked connections: a table and an epoll set, on the worker's thread only.
+pub struct Parking {
+    epoll: OwnedFd,
+    /// The epoll set as a monoio stream, for the watcher to await.
+    watch: monoio::net::UnixStream,
+    table: RefCell<Table>,
+}
+
+/// Entries by slot; a slot's number is its epoll key.
+#[derive(Default)]
+struct Table {
+    slots: Vec<Option<Parked>>,
+    free: Vec<u32>,
+    len: usize,
+}
+
+impl Table {
+    fn insert(&mut self, p: Parked) -> u32 {
+        self.len += 1;
+        if let Some(key) = self.free.pop() {
+            self.slots[key as usize] = Some(p);
+            return key;
+        }
+        self.slots.push(Some(p));
+        (self.slots.len() - 1) as u32
+    }
+
+    fn remove(&mut self, key: u32) -> Option<Parked> {
+        let p = self.slots.get_mut(key as usize)?.take()?;
+        self.len -= 1;
+        self.free.push(key);
+        Some(p)
+    }
+}
+
+impl Parking {
+    /// An empty table with its epoll set (on a monoio runtime's thread).
+    pub fn new() -> std::io::Result<Self> {
+        // SAFETY: epoll_create1 takes no pointers.
+        let fd = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        // SAFETY: a new descriptor that nothing else owns.
+        let epoll = unsafe { OwnedFd::from_raw_fd(fd) };
+        let watch = watchable(&epoll)?;
+        Ok(Self {
+            epoll,
+            watch,
+            table: RefCell::default(),
+        })
+    }
+
+    /// Parks a connection: `Err` gives it back when the epoll set refuses it (the caller then
+    /// closes it, as an idle timeout would).
+    pub fn park(&self, p: Parked) -> Result<(), Parked> {
+        let fd = p.fd.as_raw_fd();
+        let key = self.table.borrow_mut().insert(p);
+        let mut event = libc::epoll_event {
+            events: (libc::EPOLLIN | libc::EPOLLRDHUP) as u32,
+            u64: u64::from(key),
+        };
+        // SAFETY: both descriptors are open; `event` is a live local.
+        let added =
+            unsafe { libc::epoll_ctl(self.epoll.as_raw_fd(), libc::EPOLL_CTL_ADD, fd, &mut event) };
+        if added < 0 {
+            return match self.table.borrow_mut().remove(key) {
+                Some(p) => Err(p),
+                None => Ok(()),
+            };
+        }
+        if let Some(p) = self
+            .table
+            .borrow()
+            .slots
+            .get(key as usize)
+            .and_then(Option::as_ref)
+        {
+            p.admitted.gauge().fetch_add(1, Ordering::Relaxed);
+        }
+        Ok(())
+    }
+
+    /// How many connections are parked.
+    pub fn len(&self) -> usize {
+        self.table.borrow().len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Takes out the parked connections that have bytes or a hang-up to read, at most
+    /// [`BATCH`] at a time; empty when none has.
+    pub fn ready(&self) -> Vec<Parked> {
+        // SAFETY: epoll_event is plain data; all zeroes is a valid value.
+        let mut events: [libc::epoll_event; BATCH] = unsafe { std::mem::zeroed() };
+        // SAFETY: `events` has room for BATCH events; timeout 0 never blocks.
+        let n = unsafe {
+            libc::epoll_wait(self.epoll.as_raw_fd(), events.as_mut_ptr(), BATCH as i32, 0)
+        };
+        let n = usize::try_from(n).unwrap_or(0);
+        let mut out = Vec::with_capacity(n);
+        for event in &events[..n] {
+            if let Some(p) = self.unpark(event.u64 as u32) {
+                out.push(p);
+            }
+        }
+        out
+    }
+
+    /// Closes the parked connections whose deadline is `now` or earlier; returns how many.
+    pub fn expire(&self, now: Instant) -> usize {
+        let due: Vec<u32> = {
+            let table = self.table.borrow();
+            (0..table.slots.len() as u32)
+                .filter(|&k| {
+                    table.slots[k as usize]
+                        .as_ref()
+                        .is_some_and(|p| p.deadline <= now)
+                })
+                .collect()
+        };
+        for &key in &due {
+            drop(self.unpark(key));
+        }
+        due.len()
+    }
+
+    /// Closes every parked connection (a drain), except those whose request has arrived:
+    /// those go to `resume`, to be answered (with `Connection: close`).
+    pub fn close_all(&self, resume: impl Fn(Parked)) {
+        loop {
+            let woken = self.ready();
+            if woken.is_empty() {
+                break;
+            }
+            woken.into_iter().for_each(&resume);
+        }
+        self.expire(Instant::now() + Duration::from_secs(365 * 24 * 3600));
+    }
+
+    /// Takes a connection out of the table and the epoll set.
+    fn unpark(&self, key: u32) -> Option<Parked> {
+        let p = self.table.borrow_mut().remove(key)?;
+        // SAFETY: both descriptors are open; a null event is allowed for EPOLL_CTL_DEL.
+        unsafe {
+            libc::epoll_ctl(
+                self.epoll.as_raw_fd(),
+                libc::EPOLL_CTL_DEL,
+                p.fd.as_raw_fd(),
+                std::ptr::null_mut(),
+            )
+        };
+        p.admitted.gauge().fetch_sub(1, Ordering::Relaxed);
+        Some(p)
+    }
+}
+
+/// A monoio stream over a duplicate of `epoll`, for the watcher to await its readability.
+/// (monoio has no public readiness wait for an arbitrary descriptor; the stream is only ever
+/// awaited, never read or written.)
+fn watchable(epoll: &OwnedFd) -> std::io::Result<monoio::net::UnixStream> {
+    // SAFETY: dup of an open descriptor.
+    let fd: RawFd = unsafe { libc::fcntl(epoll.as_raw_fd(), libc::F_DUPFD_CLOEXEC, 0) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: a new descriptor that nothing else owns; the stream owns it from here.
+    let std = unsafe { std::os::unix::net::UnixStream::from_raw_fd(fd) };
+    monoio::net::UnixStream::from_std(std)
+}
+
+/// Gives parked connections with something to read a task again, for as long as the worker
+/// runs: `resume` is called with each one.
+pub async fn watch(parking: Rc<Parking>, resume: impl Fn(Parked)) {
+    loop {
+        if let Err(e) = parking.watch.readable(false).await {
+            // Not expected; looking every 10 ms still serves them.
+            log::debug!("waiting on the parked connections' epoll set: {e}");
+            monoio::time::sleep(Duration::from_millis(10)).await;
+        }
+        loop {
+            let woken = parking.ready();
+            let more = woken.len() == BATCH;
+            for p in woken {
+                resume(p);
+            }
+            if !more {
+                break;
+            }
+        }
+    }
+}
