@@ -319,9 +319,12 @@ const RELEASE_AFTER_PARKS: usize = 256;
 const RELEASE_EVERY: Duration = Duration::from_secs(1);
 
 impl Registry {
-    /// An empty registry; idle connections park when an epoll set can be had.
+    /// An empty registry; idle connections park when an epoll set can be had, unless
+    /// `ZEROCOPY_IDLE_PARKING=off` is in the environment (for comparison).
     pub fn new(worker: usize) -> Self {
+        let off = std::env::var_os("ZEROCOPY_IDLE_PARKING").is_some_and(|v| v == "off");
         let parking = match park::Parking::new() {
+            Ok(_) if off => None,
             Ok(p) => Some(Rc::new(p)),
             Err(e) => {
                 log::warn!("worker {worker}: idle connections keep their tasks: epoll: {e}");
