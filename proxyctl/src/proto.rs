@@ -316,6 +316,9 @@ pub struct ConnectionStats {
     pub total: u64,
     /// Closed at accept because `max_concurrent_connections` were open.
     pub over_cap: u64,
+    /// Open and parked: idle, holding no task (a subset of `open`).
+    #[serde(default)]
+    pub parked: u64,
 }
 
 /// One route's requests.

@@ -563,6 +563,7 @@ impl Control {
                 open: self.shared.connections(),
                 total: self.shared.sum(|w| &w.accepted),
                 over_cap: self.shared.sum(|w| &w.over_cap),
+                parked: self.shared.sum(|w| &w.parked),
             },
             routes,
             upstreams,

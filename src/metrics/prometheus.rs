@@ -92,6 +92,12 @@ impl Collector for StatsCollector {
             "Client connections open now.",
             &[(none(), s.connections.open)],
         )?;
+        Self::gauge(
+            &mut e,
+            "connections_parked",
+            "Open client connections that are idle and parked (no task).",
+            &[(none(), s.connections.parked)],
+        )?;
         Self::counter(
             &mut e,
             "connections",

@@ -535,6 +535,12 @@ fn metrics_parse_as_prometheus_text(d: Driver) {
             .any(|l| l.starts_with("gauge zerocopy_connections_open{} ")),
         "{samples}"
     );
+    assert!(
+        samples
+            .lines()
+            .any(|l| l.starts_with("gauge zerocopy_connections_parked{} ")),
+        "{samples}"
+    );
     let upstream = format!(
         "counter zerocopy_upstream_connects_total{{upstream=\"http://{}:{}\"}} 1.0",
         up.addr.ip(),

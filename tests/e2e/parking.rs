@@ -97,6 +97,13 @@ fn idle_connections_park_and_come_back(d: Driver) {
         .collect();
     // Two idle sweeps (100 ms apart) later, all of them have parked.
     wait_counts(&s, (20, 20));
+    let stats = s.proxyctl_json(&["stats"]);
+    assert_eq!(stats["connections"]["parked"], 20, "{stats}");
+    let table = String::from_utf8(s.proxyctl(&["stats"]).stdout).unwrap();
+    assert!(
+        table.contains("connections: 20 open (20 parked)"),
+        "{table}"
+    );
     // Each comes back for its next request, pipelined ones too.
     for c in &mut conns {
         get(c);

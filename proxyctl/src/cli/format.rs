@@ -264,10 +264,11 @@ pub fn stats(now: &Stats, earlier: Option<&Stats>) -> String {
     let secs = (window_ms as f64 / 1000.0).max(0.001);
     let c = &now.connections;
     let mut out = format!(
-        "uptime {} · connections: {} open, {} accepted, {} over cap · reloads: {} ok, {} failed \
-         · log lines dropped: {}\n",
+        "uptime {} · connections: {} open ({} parked), {} accepted, {} over cap · reloads: {} ok, \
+         {} failed · log lines dropped: {}\n",
         duration(now.uptime_ms / 1000),
         c.open,
+        c.parked,
         c.total,
         c.over_cap,
         now.reloads.succeeded,
