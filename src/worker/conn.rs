@@ -146,25 +146,17 @@ async fn connection(
         else {
             break;
         };
-        // A duplicate: monoio may still hold the original in a cancelled readiness wait, and
-        // closes it when that is done.
-        // SAFETY: dup of the open socket.
-        let fd = unsafe { libc::fcntl(conn.client.tcp().as_raw_fd(), libc::F_DUPFD_CLOEXEC, 0) };
-        if fd >= 0 {
-            // SAFETY: a new descriptor that nothing else owns.
-            let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-            if let (Some(parking), Some(admitted)) =
-                (open.registry.parking.clone(), open.admitted.take())
-            {
-                park(conn, fd, admitted, &parking, until, is_first);
+        if let Some(parking) = open.registry.parking.clone() {
+            match park(&conn, &mut open, &parking, until, is_first) {
+                // The table has it: this task and its stream (the original socket) end.
+                Ok(()) => return,
+                // Out of descriptors (EMFILE), or the epoll set refused it: the connection
+                // waits in its task instead.
+                Err(e) => {
+                    log::debug!("{peer}: cannot park ({e}); the connection keeps its task")
+                }
             }
-            return;
         }
-        // Out of descriptors (EMFILE): the connection waits in its task instead.
-        log::debug!(
-            "{peer}: cannot park ({}); the connection keeps its task",
-            std::io::Error::last_os_error()
-        );
         conn.idle.set_parkable(false);
         (deadline, first, resumed) = (until, is_first, false);
     }
@@ -176,30 +168,38 @@ async fn connection(
     }
 }
 
-/// Parks an idle plain connection (see [`super::park`]): its socket moves to the parking
-/// table, and its task and monoio stream end. If that cannot be done it closes, as at its idle
-/// timeout.
-/// `fd` is a duplicate of the connection's socket, which closes with `conn`.
+/// Parks an idle plain connection (see [`super::park`]): a duplicate of its socket and its
+/// place in the open counts move to the parking table; the caller then ends the task, which
+/// closes the original socket. On failure nothing has moved.
 fn park(
-    conn: Conn,
-    fd: OwnedFd,
-    admitted: Admitted,
+    conn: &Conn,
+    open: &mut OpenGuard,
     parking: &Parking,
     deadline: Instant,
     first: bool,
-) {
-    let peer = conn.peer;
-    drop(conn);
+) -> std::io::Result<()> {
+    // A duplicate: monoio may still hold the original in a cancelled readiness wait, and
+    // closes it when that is done.
+    // SAFETY: dup of the open socket.
+    let fd = unsafe { libc::fcntl(conn.client.tcp().as_raw_fd(), libc::F_DUPFD_CLOEXEC, 0) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    let Some(admitted) = open.admitted.take() else {
+        return Err(std::io::Error::other("no open-count guard"));
+    };
     let parked = Parked {
-        fd,
-        peer,
+        // SAFETY: a new descriptor that nothing else owns.
+        fd: unsafe { OwnedFd::from_raw_fd(fd) },
+        peer: conn.peer,
         admitted,
         deadline,
         first,
     };
-    if let Err(p) = parking.park(parked) {
-        log::debug!("{}: cannot park; closed", p.peer);
-    }
+    parking.park(parked).map_err(|(p, e)| {
+        open.admitted = Some(p.admitted);
+        e
+    })
 }
 
 /// The first byte of a TLS connection: a handshake record.
@@ -431,7 +431,8 @@ impl Conn {
     /// request's head), and serves requests until the connection closes or parks.
     async fn run(&mut self, deadline: Instant, first: bool, resumed: bool) -> End {
         let mut first_deadline = first.then_some(deadline);
-        let mut idle_deadline = Some(deadline);
+        // A resumed connection reads first; its next wait gets a fresh keep-alive deadline.
+        let mut idle_deadline = (!resumed).then_some(deadline);
         // Back from parking: the bytes (or the hang-up) that woke it are read at once, also
         // in a drain.
         let mut read_at_once = resumed;

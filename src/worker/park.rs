@@ -7,7 +7,8 @@
 //! descriptor in the worker's own epoll set (kernel memory, not the daemon's). One watcher task
 //! per worker waits for that epoll set to become readable and gives every connection with
 //! bytes (or a hang-up) a fresh task, which reads its request as if it had never left. The
-//! idle sweep closes parked connections whose deadline has passed, and a drain closes them all.
+//! idle sweep closes parked connections whose deadline has passed; a drain answers those whose
+//! request has already arrived and closes the rest.
 //!
 //! A busy connection never parks — its next request comes long before the second sweep — so
 //! the request path pays nothing for this; parking and waking cost a few syscalls each
@@ -93,9 +94,9 @@ impl Parking {
         })
     }
 
-    /// Parks a connection: `Err` gives it back when the epoll set refuses it (the caller then
-    /// closes it, as an idle timeout would).
-    pub fn park(&self, p: Parked) -> Result<(), Parked> {
+    /// Parks a connection: `Err` gives it back, with the reason, when the epoll set refuses
+    /// it.
+    pub fn park(&self, p: Parked) -> Result<(), (Parked, std::io::Error)> {
         let fd = p.fd.as_raw_fd();
         let key = self.table.borrow_mut().insert(p);
         let mut event = libc::epoll_event {
@@ -106,8 +107,9 @@ impl Parking {
         let added =
             unsafe { libc::epoll_ctl(self.epoll.as_raw_fd(), libc::EPOLL_CTL_ADD, fd, &mut event) };
         if added < 0 {
+            let e = std::io::Error::last_os_error();
             return match self.table.borrow_mut().remove(key) {
-                Some(p) => Err(p),
+                Some(p) => Err((p, e)),
                 None => Ok(()),
             };
         }

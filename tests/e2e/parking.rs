@@ -152,13 +152,32 @@ fn a_parked_connection_keeps_its_first_head_deadline(d: Driver) {
     let start = Instant::now();
     let mut c = TcpStream::connect(s.addr).unwrap();
     wait_counts(&s, (1, 1));
-    assert!(is_closed(&mut c, Duration::from_secs(3)));
+    assert!(is_closed(&mut c, Duration::from_secs(5)));
     let took = start.elapsed();
     assert!(
         took >= Duration::from_millis(2900) && took < Duration::from_millis(4500),
         "closed after {took:?}"
     );
     wait_counts(&s, (0, 0));
+}
+
+fn a_resumed_connection_gets_a_fresh_keep_alive_deadline(d: Driver) {
+    let site = site();
+    let s = Server::start(
+        d,
+        &site,
+        "[security]\nclient_header_timeout_secs = 3\n\n[host_routes.\"h\"]\npath = \"{site}\"\n",
+    );
+    let start = Instant::now();
+    let mut c = TcpStream::connect(s.addr).unwrap();
+    // Parked while waiting for its first request, then served.
+    wait_counts(&s, (1, 1));
+    get(&mut c);
+    // Past the first request's header deadline (3 s from the accept): the connection is now
+    // a keep-alive one with 60 s to go, not held to the deadline it parked with.
+    std::thread::sleep(Duration::from_millis(3600).saturating_sub(start.elapsed()));
+    get(&mut c);
+    wait_counts(&s, (1, 1));
 }
 
 fn a_drain_closes_parked_connections(d: Driver) {
@@ -204,6 +223,7 @@ fn a_drain_answers_a_request_that_reached_a_parked_connection(d: Driver) {
 crate::both_drivers!(
     idle_connections_park_and_come_back,
     a_parked_connection_keeps_its_first_head_deadline,
+    a_resumed_connection_gets_a_fresh_keep_alive_deadline,
     a_drain_closes_parked_connections,
     a_drain_answers_a_request_that_reached_a_parked_connection,
 );
