@@ -34,6 +34,15 @@ fn site() -> Site {
     site
 }
 
+/// The daemon serving `site` for host `h`, with `extra` (TOML tables) before the route.
+fn start(d: Driver, site: &Site, extra: &str) -> Server {
+    Server::start(
+        d,
+        site,
+        &format!("{extra}\n[host_routes.\"h\"]\npath = \"{{site}}\"\n"),
+    )
+}
+
 /// Sends a GET for /f.txt and reads its response (the body is 20 bytes).
 fn get(c: &mut TcpStream) {
     c.write_all(b"GET /f.txt HTTP/1.1\r\nHost: h\r\n\r\n")
@@ -87,7 +96,7 @@ fn is_closed(c: &mut TcpStream, within: Duration) -> bool {
 
 fn idle_connections_park_and_come_back(d: Driver) {
     let site = site();
-    let s = Server::start(d, &site, "[host_routes.\"h\"]\npath = \"{site}\"\n");
+    let s = start(d, &site, "");
     let mut conns: Vec<TcpStream> = (0..20)
         .map(|_| {
             let mut c = TcpStream::connect(s.addr).unwrap();
@@ -125,11 +134,7 @@ fn idle_connections_park_and_come_back(d: Driver) {
 
 fn a_parked_connection_keeps_its_first_head_deadline(d: Driver) {
     let site = site();
-    let s = Server::start(
-        d,
-        &site,
-        "[security]\nclient_header_timeout_secs = 3\n\n[host_routes.\"h\"]\npath = \"{site}\"\n",
-    );
+    let s = start(d, &site, "[security]\nclient_header_timeout_secs = 3\n");
     let start = Instant::now();
     let mut c = TcpStream::connect(s.addr).unwrap();
     wait_counts(&s, (1, 1));
@@ -163,11 +168,7 @@ fn a_parked_connection_keeps_its_first_head_deadline(d: Driver) {
 
 fn a_resumed_connection_gets_a_fresh_keep_alive_deadline(d: Driver) {
     let site = site();
-    let s = Server::start(
-        d,
-        &site,
-        "[security]\nclient_header_timeout_secs = 3\n\n[host_routes.\"h\"]\npath = \"{site}\"\n",
-    );
+    let s = start(d, &site, "[security]\nclient_header_timeout_secs = 3\n");
     let start = Instant::now();
     let mut c = TcpStream::connect(s.addr).unwrap();
     // Parked while waiting for its first request, then served.
@@ -182,7 +183,7 @@ fn a_resumed_connection_gets_a_fresh_keep_alive_deadline(d: Driver) {
 
 fn a_drain_closes_parked_connections(d: Driver) {
     let site = site();
-    let mut s = Server::start(d, &site, "[host_routes.\"h\"]\npath = \"{site}\"\n");
+    let mut s = start(d, &site, "");
     let mut conns: Vec<TcpStream> = (0..5)
         .map(|_| {
             let mut c = TcpStream::connect(s.addr).unwrap();
@@ -204,7 +205,7 @@ fn a_drain_closes_parked_connections(d: Driver) {
 
 fn a_drain_answers_a_request_that_reached_a_parked_connection(d: Driver) {
     let site = site();
-    let mut s = Server::start(d, &site, "[host_routes.\"h\"]\npath = \"{site}\"\n");
+    let mut s = start(d, &site, "");
     let mut c = TcpStream::connect(s.addr).unwrap();
     get(&mut c);
     wait_counts(&s, (1, 1));
