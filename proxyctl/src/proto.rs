@@ -305,6 +305,23 @@ pub struct Stats {
     /// Log lines dropped because the logger's channel was full (`[logging] channel_size`):
     /// process log and access log.
     pub log_lines_dropped: u64,
+    /// The workers' file caches together.
+    #[serde(default)]
+    pub file_cache: FileCacheStats,
+}
+
+/// The file caches of `sendfile`-mode routes (`[performance] file_cache_*`), all workers.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileCacheStats {
+    /// Files held now.
+    pub files: u64,
+    /// Bytes of file content held now.
+    pub bytes: u64,
+    /// Requests answered from a cache since start.
+    pub hits: u64,
+    /// Requests whose file was opened on disk while the cache was on (first use, changed on
+    /// disk, too large, or evicted).
+    pub misses: u64,
 }
 
 /// Client connections.

@@ -56,6 +56,15 @@ pub const KTLS_FALLBACK_ENABLED: bool = true;
 /// `[performance] huge_pages_enabled`.
 pub const HUGE_PAGES_ENABLED: bool = false;
 
+/// `[performance] file_cache_max_file_size`.
+pub const FILE_CACHE_MAX_FILE_SIZE: u64 = 64 * 1024;
+/// `[performance] file_cache_size` (per worker).
+pub const FILE_CACHE_SIZE: u64 = 16 * 1024 * 1024;
+/// `[performance] file_cache_valid_ms`.
+pub const FILE_CACHE_VALID: Duration = Duration::from_millis(1000);
+/// The largest `file_cache_max_file_size`: past it, `sendfile` costs less than the copy.
+pub const FILE_CACHE_MAX_FILE_SIZE_LIMIT: u64 = 16 * 1024 * 1024;
+
 /// `[admin] socket`.
 pub const ADMIN_SOCKET: &str = proxyctl::proto::DEFAULT_SOCKET;
 

@@ -218,6 +218,40 @@ pub struct Performance {
     pub reuseport_balancing: ReuseportBalancing,
     /// `huge_pages_enabled`: default false.
     pub huge_pages_enabled: bool,
+    /// `file_cache_*`: small files of `sendfile`-mode routes held in each worker's memory.
+    pub file_cache: FileCache,
+}
+
+/// `[performance] file_cache_max_file_size`, `file_cache_size` and `file_cache_valid_ms`: the
+/// per-worker cache of small files that `sendfile`-mode routes serve (see [`crate::file_cache`]).
+/// Read from the snapshot per request, so a reload changes them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FileCache {
+    /// `file_cache_max_file_size`: files up to this many bytes are cached; 0 turns the cache
+    /// off. Default 64 KiB.
+    pub max_file_size: u64,
+    /// `file_cache_size`: bytes of file content each worker may hold. Default 16 MiB.
+    pub size: u64,
+    /// `file_cache_valid_ms`: how long a cached file is served before the file on disk is
+    /// checked again (one `stat`); 0 checks on every request. Default 1000 ms.
+    pub valid: Duration,
+}
+
+impl Default for FileCache {
+    fn default() -> Self {
+        Self {
+            max_file_size: defaults::FILE_CACHE_MAX_FILE_SIZE,
+            size: defaults::FILE_CACHE_SIZE,
+            valid: defaults::FILE_CACHE_VALID,
+        }
+    }
+}
+
+impl FileCache {
+    /// Whether any file can be cached.
+    pub fn enabled(&self) -> bool {
+        self.max_file_size > 0 && self.size > 0
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

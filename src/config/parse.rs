@@ -28,9 +28,9 @@ use toml::Spanned;
 
 use super::{
     defaults, AccessLogFormat, Admin, Backend, Config, ConfigError, ConfigErrors, FileBackend,
-    FileKind, GlobalSecurity, HostRoute, LogLevel, Logging, Mode, Origin, PathRoute, Performance,
-    ProxyBackend, ReuseportBalancing, Route, RouteSecurity, Scheme, Server, Tls, TlsCertificate,
-    UpstreamUrl,
+    FileCache, FileKind, GlobalSecurity, HostRoute, LogLevel, Logging, Mode, Origin, PathRoute,
+    Performance, ProxyBackend, ReuseportBalancing, Route, RouteSecurity, Scheme, Server, Tls,
+    TlsCertificate, UpstreamUrl,
 };
 use crate::http::{Method, MethodSet};
 use crate::security::{parse_net, IpSet};
@@ -106,7 +106,13 @@ const ROUTE_SECURITY_KEYS: &[&str] = &[
     "max_idle_connections_per_host", "idle_connection_timeout_secs",
     "backend_response_timeout_secs",
 ];
-const PERFORMANCE_KEYS: &[&str] = &["reuseport_balancing", "huge_pages_enabled"];
+const PERFORMANCE_KEYS: &[&str] = &[
+    "reuseport_balancing",
+    "huge_pages_enabled",
+    "file_cache_max_file_size",
+    "file_cache_size",
+    "file_cache_valid_ms",
+];
 #[rustfmt::skip]
 const TLS_KEYS: &[&str] =
     &["cert_path", "key_path", "ktls_enabled", "ktls_fallback_enabled", "certificates"];
@@ -355,6 +361,7 @@ impl Walker<'_> {
         let mut performance = Performance {
             reuseport_balancing: ReuseportBalancing::Kernel,
             huge_pages_enabled: defaults::HUGE_PAGES_ENABLED,
+            file_cache: FileCache::default(),
         };
         if let Some(n) = self.section(root, "performance") {
             self.check_keys(&n, &[PERFORMANCE_KEYS]);
@@ -364,6 +371,17 @@ impl Walker<'_> {
             });
             let huge_pages = &mut performance.huge_pages_enabled;
             self.set(&n, "huge_pages_enabled", huge_pages, Self::bool);
+            let cache = &mut performance.file_cache;
+            self.set(
+                &n,
+                "file_cache_max_file_size",
+                &mut cache.max_file_size,
+                |w, f| w.uint(f, 0, defaults::FILE_CACHE_MAX_FILE_SIZE_LIMIT),
+            );
+            self.set(&n, "file_cache_size", &mut cache.size, Self::bytes);
+            self.set(&n, "file_cache_valid_ms", &mut cache.valid, |w, f| {
+                w.uint(f, 0, MAX_SECS * 1000).map(Duration::from_millis)
+            });
         }
         performance
     }
@@ -1563,8 +1581,26 @@ security = {{ max_request_body_size = 200, rate_limit_requests_per_min = 60 }}
             ReuseportBalancing::Kernel
         );
         assert!(!c.performance.huge_pages_enabled);
+        assert_eq!(c.performance.file_cache, FileCache::default());
+        assert!(c.performance.file_cache.enabled());
         assert!(c.tls.is_none());
         assert!(c.host_routes.is_empty() && c.path_routes.is_empty());
+    }
+
+    #[test]
+    fn file_cache_keys() {
+        let c = ok(&format!(
+            "{SERVER}\n[performance]\nfile_cache_max_file_size = 4096\nfile_cache_size = 1048576\n\
+             file_cache_valid_ms = 0\n"
+        ));
+        let cache = c.performance.file_cache;
+        assert_eq!((cache.max_file_size, cache.size), (4096, 1 << 20));
+        assert_eq!(cache.valid, Duration::ZERO);
+        assert!(cache.enabled());
+        let off = ok(&format!(
+            "{SERVER}\n[performance]\nfile_cache_max_file_size = 0\n"
+        ));
+        assert!(!off.performance.file_cache.enabled());
     }
 
     #[test]
@@ -1659,6 +1695,8 @@ max_log_size = "big"
 [performance]
 reuseport_balancing = "round-robin"
 huge_pages_enabled = "yes"
+file_cache_max_file_size = 20000000
+file_cache_valid_ms = -1
 [security]
 max_request_header_size = 100
 allowed_methods = []
@@ -1669,7 +1707,7 @@ rate_limit_requests_per_min = 5000000000
         let mut sorted = places.clone();
         sorted.sort();
         assert_eq!(places, sorted);
-        assert_eq!(errors.len(), 11, "{errors:#?}");
+        assert_eq!(errors.len(), 13, "{errors:#?}");
         let reason = |k: &str| find(&errors, k).reason.clone();
         assert!(reason("server.listen").starts_with("\"nowhere\" is not an IP address with a port"));
         assert_eq!(reason("server.threads"), "must not be negative");
@@ -1691,6 +1729,14 @@ rate_limit_requests_per_min = 5000000000
             "unknown balancing \"round-robin\"; expected \"kernel\" or \"cbpf\""
         );
         assert!(reason("performance.huge_pages_enabled").ends_with("found a string"));
+        assert_eq!(
+            reason("performance.file_cache_max_file_size"),
+            "must be at most 16777216"
+        );
+        assert_eq!(
+            reason("performance.file_cache_valid_ms"),
+            "must not be negative"
+        );
         assert_eq!(
             reason("security.max_request_header_size"),
             "must be at least 1024"

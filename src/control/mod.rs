@@ -22,8 +22,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use proxyctl::proto::{
-    self, CheckReport, ConnectionStats, DrainProgress, Explain, Lifecycle, Policy, ReloadReport,
-    ReloadStats, Request, Response, RouteChanges, RouteInfo, Stats, Status, TlsStatus,
+    self, CheckReport, ConnectionStats, DrainProgress, Explain, FileCacheStats, Lifecycle, Policy,
+    ReloadReport, ReloadStats, Request, Response, RouteChanges, RouteInfo, Stats, Status,
+    TlsStatus,
 };
 
 use crate::config::{Backend, Config, RouteSecurity, Scheme};
@@ -571,6 +572,12 @@ impl Control {
             reloads: self.reloads.clone(),
             tls: self.status().tls,
             log_lines_dropped: crate::logging::lines_dropped(),
+            file_cache: FileCacheStats {
+                files: self.shared.sum(|w| &w.file_cache_files),
+                bytes: self.shared.sum(|w| &w.file_cache_bytes),
+                hits: self.shared.sum(|w| &w.file_cache_hits),
+                misses: self.shared.sum(|w| &w.file_cache_misses),
+            },
         }
     }
 

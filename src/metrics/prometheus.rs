@@ -110,6 +110,31 @@ impl Collector for StatsCollector {
             "Connections closed at accept because max_concurrent_connections were open.",
             &[(none(), s.connections.over_cap)],
         )?;
+        let cache = &s.file_cache;
+        Self::gauge(
+            &mut e,
+            "file_cache_files",
+            "Files held in the workers' file caches.",
+            &[(none(), cache.files)],
+        )?;
+        Self::gauge(
+            &mut e,
+            "file_cache_bytes",
+            "Bytes of file content held in the workers' file caches.",
+            &[(none(), cache.bytes)],
+        )?;
+        Self::counter(
+            &mut e,
+            "file_cache_hits",
+            "Requests of sendfile-mode routes answered from a file cache.",
+            &[(none(), cache.hits)],
+        )?;
+        Self::counter(
+            &mut e,
+            "file_cache_misses",
+            "Requests of sendfile-mode routes whose file was opened on disk while the cache was on.",
+            &[(none(), cache.misses)],
+        )?;
         let route = |r: &proxyctl::proto::RouteStats| -> Labels {
             vec![("route", r.name()), ("backend", r.backend.clone())]
         };

@@ -642,7 +642,9 @@ impl Conn {
                     *body_pending = false;
                 }
                 let keep_alive = self.keep_alive(req, *body_pending);
-                crate::files::serve(&mut self.client, req, &m, f, keep_alive).await?;
+                let stats = &self.shared.workers[self.worker];
+                let cache = &snapshot.config.performance.file_cache;
+                crate::files::serve(&mut self.client, req, &m, f, cache, stats, keep_alive).await?;
                 Ok(Outcome::Done)
             }
             Backend::Proxy(p) => {

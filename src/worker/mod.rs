@@ -84,6 +84,12 @@ pub struct WorkerStats {
     pub requests: AtomicU64,
     /// Open connections parked: idle, without a task (see [`park`]).
     pub parked: AtomicU64,
+    /// Requests of `sendfile`-mode routes answered from the file cache, and not.
+    pub file_cache_hits: AtomicU64,
+    pub file_cache_misses: AtomicU64,
+    /// Files and bytes in this worker's file cache.
+    pub file_cache_files: AtomicU64,
+    pub file_cache_bytes: AtomicU64,
 }
 
 impl WorkerStats {
@@ -645,12 +651,16 @@ async fn worker_main(
             }
         });
     }
-    monoio::spawn(async {
-        loop {
-            monoio::time::sleep(Duration::from_secs(1)).await;
-            crate::proxy::pool::sweep();
-        }
-    });
+    {
+        let shared = shared.clone();
+        monoio::spawn(async move {
+            loop {
+                monoio::time::sleep(Duration::from_secs(1)).await;
+                crate::proxy::pool::sweep();
+                crate::files::sweep_cache(Instant::now(), &shared.workers[id]);
+            }
+        });
+    }
     if let Some(parking) = registry.parking.clone() {
         let registry = registry.clone();
         monoio::spawn(park::watch(parking, move |p| conn::resume(p, &registry)));

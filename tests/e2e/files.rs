@@ -29,12 +29,20 @@ fn site() -> Site {
     s
 }
 
+/// `mode` is a route mode, or `uncached`: `sendfile` with the file cache off.
 fn server(d: Driver, site: &Site, mode: &str) -> Server {
+    let (mode, performance) = match mode {
+        "uncached" => (
+            "sendfile",
+            "[performance]\nfile_cache_max_file_size = 0\n\n",
+        ),
+        mode => (mode, ""),
+    };
     Server::start(
         d,
         site,
         &format!(
-            r#"[path_routes."h.test"."/"]
+            r#"{performance}[path_routes."h.test"."/"]
 path = "{{site}}/www"
 mode = "{mode}"
 
@@ -200,6 +208,18 @@ fn memory_indexes(d: Driver) {
 fn sendfile_traversal(d: Driver) {
     traversal_never_escapes_the_root(d, "sendfile")
 }
+fn uncached_validators_and_conditionals(d: Driver) {
+    validators_and_conditionals(d, "uncached")
+}
+fn uncached_ranges(d: Driver) {
+    ranges(d, "uncached")
+}
+fn uncached_indexes(d: Driver) {
+    indexes(d, "uncached")
+}
+fn uncached_traversal(d: Driver) {
+    traversal_never_escapes_the_root(d, "uncached")
+}
 fn memory_traversal(d: Driver) {
     traversal_never_escapes_the_root(d, "memory")
 }
@@ -259,7 +279,112 @@ fn memory_mode_holds_the_bytes(d: Driver) {
     assert_eq!(s.get("h.test", "/m.txt").text(), "first");
 }
 
+fn cache_counts(s: &Server) -> [u64; 4] {
+    let c = &s.proxyctl_json(&["stats"])["file_cache"];
+    ["files", "bytes", "hits", "misses"].map(|k| c[k].as_u64().unwrap())
+}
+
+/// Rewrites the running config with `from` replaced by `to` and waits for the reload.
+fn reload(s: &Server, from: &str, to: &str) {
+    let text = std::fs::read_to_string(&s.config_path).unwrap();
+    assert!(text.contains(from), "{text}");
+    let generation = s.generation();
+    std::fs::write(&s.config_path, text.replace(from, to)).unwrap();
+    assert_eq!(
+        s.wait_generation(generation + 1),
+        generation + 1,
+        "{}",
+        s.log()
+    );
+}
+
+/// `sendfile`-mode routes keep small files in the worker's cache: served from memory while
+/// the cache trusts them, checked against the disk after `file_cache_valid_ms` (every request
+/// with 0), never for files over `file_cache_max_file_size`, and not at all with 0 there.
+fn file_cache_serves_small_files_from_memory(d: Driver) {
+    let site = Site::new();
+    let a = site.file("a.txt", "first");
+    let big: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
+    site.file("big.bin", &big);
+    let one = site.file("one.txt", "exact");
+    let s = Server::start(
+        d,
+        &site,
+        r#"[performance]
+file_cache_valid_ms = 600000
+
+[path_routes."h.test"]
+"/" = { path = "{site}" }
+"/one" = { path = "{site}/one.txt" }
+"#,
+    );
+    // [files, bytes, hits, misses]
+    assert_eq!(cache_counts(&s), [0, 0, 0, 0]);
+    let r = s.get("h.test", "/a.txt");
+    assert_eq!((r.status, r.text()), (200, "first".to_string()));
+    assert_eq!(cache_counts(&s), [1, 5, 0, 1]);
+    assert_eq!(s.get("h.test", "/a.txt").text(), "first");
+    assert_eq!(cache_counts(&s), [1, 5, 1, 1]);
+    // Within file_cache_valid_ms the cached bytes are served as they are, whole: headers and
+    // body from the same read.
+    std::fs::write(&a, "second!").unwrap();
+    let r = s.get("h.test", "/a.txt");
+    assert_eq!(r.text(), "first");
+    assert_eq!(r.header("content-length"), Some("5"));
+    assert_eq!(cache_counts(&s), [1, 5, 2, 1]);
+    // Over file_cache_max_file_size (64 KiB by default): from disk each time.
+    for _ in 0..2 {
+        let r = s.get("h.test", "/big.bin");
+        assert!(r.status == 200 && r.body == big, "big.bin differs");
+    }
+    assert_eq!(cache_counts(&s), [1, 5, 2, 3]);
+    assert_eq!(s.get("h.test", "/one").text(), "exact");
+    assert_eq!(cache_counts(&s), [2, 10, 2, 4]);
+    let table = String::from_utf8(s.proxyctl(&["stats"]).stdout).unwrap();
+    assert!(
+        table.contains("file cache: 2 files, 10B held, 2 hits, 4 misses\n"),
+        "{table}"
+    );
+
+    // With 0, every request checks the file: changes in place, renames over it and removals
+    // are all seen at once, for directory and exact-file routes.
+    reload(
+        &s,
+        "file_cache_valid_ms = 600000",
+        "file_cache_valid_ms = 0",
+    );
+    assert_eq!(s.get("h.test", "/a.txt").text(), "second!");
+    assert_eq!(cache_counts(&s), [2, 12, 2, 5]);
+    assert_eq!(s.get("h.test", "/a.txt").text(), "second!");
+    assert_eq!(cache_counts(&s), [2, 12, 3, 5]);
+    let tmp = site.file("a.tmp", "third");
+    std::fs::rename(&tmp, &a).unwrap();
+    assert_eq!(s.get("h.test", "/a.txt").text(), "third");
+    std::fs::remove_file(&a).unwrap();
+    assert_eq!(s.get("h.test", "/a.txt").status, 404);
+    std::fs::write(&one, "changed").unwrap();
+    assert_eq!(s.get("h.test", "/one").text(), "changed");
+    assert_eq!(cache_counts(&s), [1, 7, 3, 8]);
+
+    // Off: nothing is cached or counted, and the files are served from disk.
+    reload(
+        &s,
+        "file_cache_valid_ms = 0",
+        "file_cache_max_file_size = 0",
+    );
+    std::fs::write(&one, "off").unwrap();
+    assert_eq!(s.get("h.test", "/one").text(), "off");
+    site.file("a.txt", "back");
+    assert_eq!(s.get("h.test", "/a.txt").text(), "back");
+    assert_eq!(cache_counts(&s)[2..], [3, 8]);
+}
+
 crate::both_drivers!(
+    uncached_validators_and_conditionals,
+    uncached_ranges,
+    uncached_indexes,
+    uncached_traversal,
+    file_cache_serves_small_files_from_memory,
     sendfile_validators_and_conditionals,
     memory_validators_and_conditionals,
     sendfile_ranges,

@@ -275,6 +275,16 @@ pub fn stats(now: &Stats, earlier: Option<&Stats>) -> String {
         now.reloads.failed,
         now.log_lines_dropped
     );
+    let fc = &now.file_cache;
+    if fc.files + fc.hits + fc.misses > 0 {
+        out.push_str(&format!(
+            "file cache: {} files, {} held, {} hits, {} misses\n",
+            fc.files,
+            bytes(fc.bytes),
+            fc.hits,
+            fc.misses
+        ));
+    }
     if let Some(tls) = &now.tls {
         out.push_str(&format!(
             "tls: {} handshakes; {} on kernel TLS, {} fell back, {} refused\n",

@@ -11,6 +11,11 @@
 //!
 //! **Memory mode** serves bytes that [`crate::preload`] read when the snapshot was built (on the
 //! control thread, never on a worker).
+//!
+//! **Sendfile mode** serves small files from each worker's [`cache`] while they stay unchanged
+//! on disk, and everything else by `sendfile(2)` from a descriptor opened per request.
+
+mod cache;
 
 use std::cell::RefCell;
 use std::collections::{HashMap, HashSet};
@@ -21,13 +26,14 @@ use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use crate::config::FileBackend;
+use crate::config::{FileBackend, FileCache};
 use crate::error::{Error, ErrorKind};
 use crate::http::head::RequestHead;
 use crate::http::response::{HeadBuf, ResponseHead};
 use crate::http::Method;
 use crate::route::{Matched, Target};
 use crate::worker::client::ClientStream;
+use crate::worker::WorkerStats;
 
 /// What a response needs to know about a file, whichever way its bytes travel.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -205,6 +211,8 @@ pub async fn serve(
     req: &RequestHead,
     m: &Matched<'_>,
     backend: &FileBackend,
+    file_cache: &FileCache,
+    stats: &WorkerStats,
     keep_alive: bool,
 ) -> Result<(), Error> {
     let target = m.target();
@@ -215,33 +223,61 @@ pub async fn serve(
         let f = mem
             .find(&target, &backend.index)
             .ok_or_else(Error::not_found)?;
-        let p = plan(req, &f.meta)?;
-        let head = response_head(&p, &f.meta, req, keep_alive);
-        let body = if p.body {
-            f.body
-                .get(p.offset as usize..(p.offset + p.len) as usize)
-                .unwrap_or_default()
-        } else {
-            &[]
-        };
-        if body.len() <= 16 * 1024 {
-            let mut all = head;
-            all.extend_from_slice(body);
-            return client.send(&all, false).await;
-        }
-        client.send(&head, true).await?;
-        return client.send(body, false).await;
+        return send_memory(client, req, f, keep_alive).await;
     }
-    let (file, meta) = open(&target, &backend.index)?;
-    let p = plan(req, &meta)?;
-    let head = response_head(&p, &meta, req, keep_alive);
+    let cache = file_cache
+        .enabled()
+        .then(|| (cache::Key::of(&target), Instant::now()));
+    if let Some((Some(key), now)) = &cache {
+        if let Some(hit) = cache::lookup(key, file_cache, *now, stats) {
+            return send_memory(client, req, &hit.file, keep_alive).await;
+        }
+    }
+    let opened = open(&target, &backend.index)?;
+    if let Some((Some(key), now)) = cache {
+        if let Some(fill) = cache::fill(key, &opened, file_cache, now, stats) {
+            return send_memory(client, req, &fill.file, keep_alive).await;
+        }
+    }
+    let p = plan(req, &opened.meta)?;
+    let head = response_head(&p, &opened.meta, req, keep_alive);
     if p.body && p.len > 0 {
         client
-            .send_head_and_file(&head, file.as_raw_fd(), p.offset, p.len)
+            .send_head_and_file(&head, opened.fd.as_raw_fd(), p.offset, p.len)
             .await
     } else {
         client.send(&head, false).await
     }
+}
+
+/// Drops the worker's cached files that no request used for a minute.
+pub fn sweep_cache(now: Instant, stats: &WorkerStats) {
+    cache::sweep(now, stats);
+}
+
+/// Sends a file held in memory (memory mode, or the cache): a small response in one send.
+async fn send_memory(
+    client: &mut ClientStream,
+    req: &RequestHead,
+    f: &MemFile,
+    keep_alive: bool,
+) -> Result<(), Error> {
+    let p = plan(req, &f.meta)?;
+    let head = response_head(&p, &f.meta, req, keep_alive);
+    let body = if p.body {
+        f.body
+            .get(p.offset as usize..(p.offset + p.len) as usize)
+            .unwrap_or_default()
+    } else {
+        &[]
+    };
+    if body.len() <= 16 * 1024 {
+        let mut all = head;
+        all.extend_from_slice(body);
+        return client.send(&all, false).await;
+    }
+    client.send(&head, true).await?;
+    client.send(body, false).await
 }
 
 fn response_head(p: &Plan, meta: &FileMeta, req: &RequestHead, keep_alive: bool) -> HeadBuf {
@@ -281,13 +317,26 @@ pub fn content_type(name: &Path) -> &'static str {
         .unwrap_or("application/octet-stream")
 }
 
+/// A regular file opened for a request.
+struct Opened {
+    fd: OwnedFd,
+    /// `fstat` of `fd`.
+    st: libc::stat,
+    meta: FileMeta,
+    /// The path opened: relative to the route's root (an index file for a directory), or the
+    /// exact-file route's absolute path.
+    path: String,
+}
+
 /// Opens the file of a target for sendfile mode, following a directory to its index.
-fn open(target: &Target<'_>, index: &str) -> Result<(OwnedFd, FileMeta), Error> {
+fn open(target: &Target<'_>, index: &str) -> Result<Opened, Error> {
     match target {
         Target::File(path) => {
             let fd = open_at(libc::AT_FDCWD, path.as_os_str().as_bytes(), false)?;
-            let meta = regular_meta(&stat(&fd)?, path)?;
-            Ok((fd, meta))
+            let st = stat(&fd)?;
+            let meta = regular_meta(&st, path)?;
+            let path = path.to_string_lossy().into_owned();
+            Ok(Opened { fd, st, meta, path })
         }
         Target::InDir { root, relative } => {
             let root_fd = root_dir(root)?;
@@ -302,11 +351,22 @@ fn open(target: &Target<'_>, index: &str) -> Result<(OwnedFd, FileMeta), Error> 
                 // A directory named without a trailing slash: serve its index directly.
                 let with_index = format!("{}/{index}", rel.trim_end_matches('/'));
                 let fd = open_contained(&root_fd, &with_index)?;
-                let meta = regular_meta(&stat(&fd)?, Path::new(&with_index))?;
-                return Ok((fd, meta));
+                let st = stat(&fd)?;
+                let meta = regular_meta(&st, Path::new(&with_index))?;
+                return Ok(Opened {
+                    fd,
+                    st,
+                    meta,
+                    path: with_index,
+                });
             }
             let meta = regular_meta(&st, Path::new(rel))?;
-            Ok((fd, meta))
+            Ok(Opened {
+                fd,
+                st,
+                meta,
+                path: rel.to_string(),
+            })
         }
         Target::Upstream(_) | Target::NotFound => Err(Error::not_found()),
     }

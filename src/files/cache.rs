@@ -1,0 +1,452 @@
+//! The per-worker file cache: the bytes of small files that `sendfile`-mode routes serve, held
+//! in memory between requests, so that a hot file costs one `send(2)` instead of `openat2`,
+//! `fstat`, `sendfile` and `close` per request. It is nginx's `open_file_cache` taken one step
+//! further: the bytes, not only the descriptor.
+//!
+//! **Freshness.** An entry is served as it is for `file_cache_valid_ms` after it was last
+//! checked. The first request after that checks the file with one `stat(2)` of the path that
+//! was opened (below the route root's descriptor) and compares device, inode, size and the
+//! modification and change times: anything different (the file rewritten in place, replaced by
+//! a rename, removed) drops the entry, and the request opens the file again. With
+//! `file_cache_valid_ms = 0` every request checks. A cached response is always whole: bytes and
+//! metadata come from one read, confirmed by a second `fstat` after it, so a file that changes
+//! while it is read is served from disk and not cached.
+//!
+//! **Containment** stays the file backend's: an entry is only made from a descriptor that
+//! `openat2(RESOLVE_BENEATH)` (or its checked fallback) opened, and a check that finds another
+//! inode at the path (a symlink swapped in, say) sends the request back to that open.
+//!
+//! **Memory.** Files up to `file_cache_max_file_size` bytes are cached, up to `file_cache_size`
+//! bytes per worker. When a new file does not fit, the least recently used entries go until a
+//! tenth of the space is free; entries unused for [`INACTIVE`] are dropped by the worker's
+//! sweep. Each worker has its own cache (a thread-local, no lock), and what a request takes from
+//! it is an `Rc`, never a borrow held across an `.await`.
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::ffi::CString;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use super::{MemFile, Opened};
+use crate::config::FileCache;
+use crate::route::Target;
+use crate::worker::WorkerStats;
+
+/// How long an entry no request used stays cached.
+pub const INACTIVE: Duration = Duration::from_secs(60);
+
+/// A cached file.
+pub struct Cached {
+    pub file: MemFile,
+    identity: Identity,
+    /// The path opened (relative to `root`, or absolute for an exact-file route), to `stat`.
+    path: CString,
+    checked: Cell<Instant>,
+    used: Cell<Instant>,
+}
+
+/// Where a request's file is cached: the route's root (an exact-file route's path) and the
+/// relative path the request named (empty for an exact-file route).
+pub struct Key<'a> {
+    root: &'a Path,
+    relative: &'a str,
+    /// Whether `root` is a directory whose descriptor resolves `path`.
+    in_dir: bool,
+}
+
+impl<'a> Key<'a> {
+    pub fn of(target: &'a Target<'_>) -> Option<Self> {
+        match target {
+            Target::File(path) => Some(Self {
+                root: path,
+                relative: "",
+                in_dir: false,
+            }),
+            Target::InDir { root, relative } => Some(Self {
+                root,
+                relative,
+                in_dir: true,
+            }),
+            Target::Upstream(_) | Target::NotFound => None,
+        }
+    }
+}
+
+/// The cached file for `key` when it is still the file on disk; `None` sends the request to
+/// disk (and counts a miss).
+pub fn lookup(
+    key: &Key<'_>,
+    config: &FileCache,
+    now: Instant,
+    stats: &WorkerStats,
+) -> Option<Rc<Cached>> {
+    let found = CACHE.with(|c| {
+        c.borrow()
+            .roots
+            .get(key.root)
+            .and_then(|files| files.get(key.relative))
+            .cloned()
+    });
+    let Some(entry) = found else {
+        WorkerStats::bump(&stats.file_cache_misses);
+        return None;
+    };
+    if now.saturating_duration_since(entry.checked.get()) >= config.valid {
+        if current_identity(key, &entry.path) != Some(entry.identity) {
+            CACHE.with(|c| c.borrow_mut().remove(key.root, key.relative, stats));
+            WorkerStats::bump(&stats.file_cache_misses);
+            return None;
+        }
+        entry.checked.set(now);
+    }
+    entry.used.set(now);
+    WorkerStats::bump(&stats.file_cache_hits);
+    Some(entry)
+}
+
+/// Reads a file just opened for `key` into the cache when it is small enough and unchanged by
+/// the time it is read; `None` leaves it to `sendfile`.
+pub fn fill(
+    key: Key<'_>,
+    opened: &Opened,
+    config: &FileCache,
+    now: Instant,
+    stats: &WorkerStats,
+) -> Option<Rc<Cached>> {
+    let len = opened.meta.len;
+    if len > config.max_file_size || len > config.size {
+        return None;
+    }
+    let body = read_whole(&opened.fd, len)?;
+    let identity = Identity::of(&opened.st);
+    if Identity::of(&super::stat(&opened.fd).ok()?) != identity {
+        return None;
+    }
+    let entry = Rc::new(Cached {
+        file: MemFile {
+            meta: opened.meta.clone(),
+            body,
+        },
+        identity,
+        path: CString::new(opened.path.as_bytes()).ok()?,
+        checked: Cell::new(now),
+        used: Cell::new(now),
+    });
+    CACHE.with(|c| {
+        let mut cache = c.borrow_mut();
+        cache.make_room(len, config.size, stats);
+        cache.insert(key, entry.clone(), stats);
+    });
+    Some(entry)
+}
+
+/// Drops entries unused for [`INACTIVE`]; the worker's idle sweep calls it.
+pub fn sweep(now: Instant, stats: &WorkerStats) {
+    CACHE.with(|c| {
+        let mut cache = c.borrow_mut();
+        if cache.files > 0 {
+            cache.retain(
+                |e| now.saturating_duration_since(e.used.get()) < INACTIVE,
+                stats,
+            );
+        }
+    });
+}
+
+thread_local! {
+    static CACHE: RefCell<Cache> = RefCell::new(Cache::default());
+}
+
+#[derive(Default)]
+struct Cache {
+    /// Entries by root, then by relative path (two levels, so a lookup needs no allocation).
+    roots: HashMap<PathBuf, HashMap<String, Rc<Cached>>>,
+    files: u64,
+    bytes: u64,
+}
+
+impl Cache {
+    fn insert(&mut self, key: Key<'_>, entry: Rc<Cached>, stats: &WorkerStats) {
+        let len = entry.file.body.len() as u64;
+        let files = self.roots.entry(key.root.to_path_buf()).or_default();
+        if let Some(old) = files.insert(key.relative.to_string(), entry) {
+            self.files -= 1;
+            self.bytes -= old.file.body.len() as u64;
+        }
+        self.files += 1;
+        self.bytes += len;
+        self.publish(stats);
+    }
+
+    fn remove(&mut self, root: &Path, relative: &str, stats: &WorkerStats) {
+        let Some(files) = self.roots.get_mut(root) else {
+            return;
+        };
+        if let Some(old) = files.remove(relative) {
+            self.files -= 1;
+            self.bytes -= old.file.body.len() as u64;
+        }
+        if files.is_empty() {
+            self.roots.remove(root);
+        }
+        self.publish(stats);
+    }
+
+    fn retain(&mut self, mut keep: impl FnMut(&Cached) -> bool, stats: &WorkerStats) {
+        let (mut files, mut bytes) = (0, 0);
+        self.roots.retain(|_, entries| {
+            entries.retain(|_, e| keep(e));
+            files += entries.len() as u64;
+            bytes += entries
+                .values()
+                .map(|e| e.file.body.len() as u64)
+                .sum::<u64>();
+            !entries.is_empty()
+        });
+        (self.files, self.bytes) = (files, bytes);
+        self.publish(stats);
+    }
+
+    /// Frees room for `len` more bytes within `size`: when it would not fit, the least
+    /// recently used entries go until a tenth of `size` is free besides.
+    fn make_room(&mut self, len: u64, size: u64, stats: &WorkerStats) {
+        if self.bytes + len <= size {
+            return;
+        }
+        let target = size.saturating_sub(size / 10).saturating_sub(len);
+        let mut uses: Vec<(Instant, u64)> = self
+            .roots
+            .values()
+            .flat_map(|files| files.values())
+            .map(|e| (e.used.get(), e.file.body.len() as u64))
+            .collect();
+        uses.sort_unstable_by_key(|(used, _)| std::cmp::Reverse(*used));
+        // Keep the most recent entries while they fit under the target.
+        let mut kept = 0;
+        let mut cutoff = None;
+        for (used, len) in uses {
+            if kept + len > target {
+                cutoff = Some(used);
+                break;
+            }
+            kept += len;
+        }
+        if let Some(cutoff) = cutoff {
+            self.retain(|e| e.used.get() > cutoff, stats);
+        }
+    }
+
+    fn publish(&self, stats: &WorkerStats) {
+        stats.file_cache_files.store(self.files, Ordering::Relaxed);
+        stats.file_cache_bytes.store(self.bytes, Ordering::Relaxed);
+    }
+}
+
+/// What says a file is unchanged: the same inode, size, modification and change times.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Identity {
+    dev: u64,
+    ino: u64,
+    size: i64,
+    mtime: (i64, i64),
+    ctime: (i64, i64),
+}
+
+impl Identity {
+    fn of(st: &libc::stat) -> Self {
+        Self {
+            dev: st.st_dev,
+            ino: st.st_ino,
+            size: st.st_size,
+            mtime: (st.st_mtime, st.st_mtime_nsec),
+            ctime: (st.st_ctime, st.st_ctime_nsec),
+        }
+    }
+}
+
+/// The identity of what `path` names now, under the route's root; `None` when it is gone.
+fn current_identity(key: &Key<'_>, path: &CString) -> Option<Identity> {
+    let root = if key.in_dir {
+        Some(super::root_dir(key.root).ok()?)
+    } else {
+        None
+    };
+    let dir = root.as_ref().map_or(libc::AT_FDCWD, |fd| fd.as_raw_fd());
+    // SAFETY: an all-zero `stat` is a valid value; fstatat fills it.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: `path` is NUL-terminated and `st` writable; both outlive the call.
+    if unsafe { libc::fstatat(dir, path.as_ptr(), &mut st, 0) } < 0 {
+        return None;
+    }
+    Some(Identity::of(&st))
+}
+
+/// Reads all `len` bytes of a file from offset 0; `None` on an error or a short file.
+fn read_whole(fd: &OwnedFd, len: u64) -> Option<Vec<u8>> {
+    let len = usize::try_from(len).ok()?;
+    let mut body = Vec::with_capacity(len);
+    while body.len() < len {
+        let done = body.len();
+        let spare = &mut body.spare_capacity_mut()[..len - done];
+        // SAFETY: `spare` is writable memory of at least `spare.len()` bytes that the kernel
+        // fills; only what it reports written is then counted as initialised.
+        let n = unsafe {
+            libc::pread(
+                fd.as_raw_fd(),
+                spare.as_mut_ptr().cast(),
+                spare.len(),
+                done as libc::off_t,
+            )
+        };
+        if n <= 0 {
+            return None;
+        }
+        // SAFETY: pread initialised the first `n` bytes of the spare capacity.
+        unsafe { body.set_len(done + n as usize) };
+    }
+    Some(body)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::files::FileMeta;
+
+    fn entry(len: usize, used: Instant) -> Rc<Cached> {
+        Rc::new(Cached {
+            file: MemFile {
+                meta: FileMeta::new(len as u64, 0, Path::new("f.bin")),
+                body: vec![0; len],
+            },
+            identity: Identity::of(&unsafe { std::mem::zeroed() }),
+            path: CString::new("f.bin").unwrap(),
+            checked: Cell::new(used),
+            used: Cell::new(used),
+        })
+    }
+
+    fn key<'a>(root: &'a Path, relative: &'a str) -> Key<'a> {
+        Key {
+            root,
+            relative,
+            in_dir: true,
+        }
+    }
+
+    fn names(c: &Cache) -> Vec<String> {
+        let mut v: Vec<String> = c
+            .roots
+            .iter()
+            .flat_map(|(root, files)| files.keys().map(move |k| format!("{}/{k}", root.display())))
+            .collect();
+        v.sort();
+        v
+    }
+
+    #[test]
+    fn counts_files_and_bytes_as_entries_come_and_go() {
+        let stats = WorkerStats::default();
+        let mut c = Cache::default();
+        let t = Instant::now();
+        let (r1, r2) = (Path::new("/r1"), Path::new("/r2"));
+        c.insert(key(r1, "a"), entry(10, t), &stats);
+        c.insert(key(r1, "b"), entry(20, t), &stats);
+        c.insert(key(r2, "a"), entry(30, t), &stats);
+        assert_eq!((c.files, c.bytes), (3, 60));
+        // Replacing an entry counts the new size only.
+        c.insert(key(r1, "a"), entry(5, t), &stats);
+        assert_eq!((c.files, c.bytes), (3, 55));
+        c.remove(r2, "a", &stats);
+        c.remove(r2, "missing", &stats);
+        c.remove(Path::new("/nowhere"), "a", &stats);
+        assert_eq!((c.files, c.bytes), (2, 25));
+        assert!(!c.roots.contains_key(r2), "an emptied root goes");
+        assert_eq!(stats.file_cache_files.load(Ordering::Relaxed), 2);
+        assert_eq!(stats.file_cache_bytes.load(Ordering::Relaxed), 25);
+    }
+
+    #[test]
+    fn making_room_drops_the_least_recently_used_first() {
+        let stats = WorkerStats::default();
+        let mut c = Cache::default();
+        let t = Instant::now();
+        let r = Path::new("/r");
+        for (i, name) in ["old", "mid", "new", "newest"].iter().enumerate() {
+            c.insert(
+                key(r, name),
+                entry(25, t + Duration::from_secs(i as u64)),
+                &stats,
+            );
+        }
+        // 100 of 100 bytes held: room for 25 more leaves a tenth free besides, so the two
+        // oldest go (100 - 10 - 25 = 65 bytes may stay: two entries).
+        c.make_room(25, 100, &stats);
+        assert_eq!(names(&c), ["/r/new", "/r/newest"]);
+        assert_eq!((c.files, c.bytes), (2, 50));
+        // Enough room already: nothing goes.
+        c.make_room(50, 100, &stats);
+        assert_eq!(c.files, 2);
+        // A file as large as the whole cache empties it.
+        c.make_room(100, 100, &stats);
+        assert_eq!((c.files, c.bytes), (0, 0));
+    }
+
+    #[test]
+    fn sweeping_drops_entries_unused_for_a_minute() {
+        let stats = WorkerStats::default();
+        let t = Instant::now();
+        CACHE.with(|c| {
+            let mut c = c.borrow_mut();
+            c.insert(key(Path::new("/s"), "idle"), entry(1, t), &stats);
+            c.insert(key(Path::new("/s"), "busy"), entry(2, t + INACTIVE), &stats);
+        });
+        sweep(t + INACTIVE + Duration::from_millis(1), &stats);
+        CACHE.with(|c| assert_eq!(names(&c.borrow()), ["/s/busy"]));
+        assert_eq!(stats.file_cache_bytes.load(Ordering::Relaxed), 2);
+    }
+
+    #[test]
+    fn reads_a_whole_file_and_refuses_a_short_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        let data: Vec<u8> = (0..70_000u32).map(|i| (i % 253) as u8).collect();
+        std::fs::write(&path, &data).unwrap();
+        let fd: OwnedFd = std::fs::File::open(&path).unwrap().into();
+        assert_eq!(
+            read_whole(&fd, data.len() as u64).as_deref(),
+            Some(&data[..])
+        );
+        assert_eq!(read_whole(&fd, 0).as_deref(), Some(&[][..]));
+        // The file shrank since its fstat: not cached.
+        assert_eq!(read_whole(&fd, data.len() as u64 + 1), None);
+    }
+
+    #[test]
+    fn identity_changes_with_content_and_inode() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        let st = |p: &Path| {
+            let c = CString::new(p.as_os_str().as_encoded_bytes()).unwrap();
+            let mut st: libc::stat = unsafe { std::mem::zeroed() };
+            assert_eq!(unsafe { libc::stat(c.as_ptr(), &mut st) }, 0);
+            Identity::of(&st)
+        };
+        std::fs::write(&path, "one").unwrap();
+        let first = st(&path);
+        assert_eq!(st(&path), first);
+        // Same size, rewritten in place: the change time moves.
+        std::thread::sleep(Duration::from_millis(5));
+        std::fs::write(&path, "two").unwrap();
+        let second = st(&path);
+        assert_ne!(second, first);
+        // Replaced by a rename: another inode.
+        let other = dir.path().join("g");
+        std::fs::write(&other, "two").unwrap();
+        std::fs::rename(&other, &path).unwrap();
+        assert_ne!(st(&path).ino, second.ino);
+    }
+}
