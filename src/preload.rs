@@ -61,10 +61,8 @@ fn read_mem_file(path: &Path, budget: &mut u64) -> Result<MemFile, String> {
         .ok()
         .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
         .map_or(0, |d| d.as_secs());
-    Ok(MemFile {
-        meta: FileMeta::new(body.len() as u64, mtime, path),
-        body,
-    })
+    let meta = FileMeta::new(body.len() as u64, mtime, path);
+    Ok(MemFile::new(meta, body))
 }
 
 /// Reads a directory tree for memory mode. `seen` holds the (device, inode) of the directories

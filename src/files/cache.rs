@@ -127,10 +127,7 @@ pub fn fill(
         return None;
     }
     let entry = Rc::new(Cached {
-        file: MemFile {
-            meta: opened.meta.clone(),
-            body,
-        },
+        file: MemFile::new(opened.meta.clone(), body),
         identity,
         path: CString::new(opened.path.as_bytes()).ok()?,
         checked: Cell::new(now),
@@ -318,10 +315,10 @@ mod tests {
 
     fn entry(len: usize, used: Instant) -> Rc<Cached> {
         Rc::new(Cached {
-            file: MemFile {
-                meta: FileMeta::new(len as u64, 0, Path::new("f.bin")),
-                body: vec![0; len],
-            },
+            file: MemFile::new(
+                FileMeta::new(len as u64, 0, Path::new("f.bin")),
+                vec![0; len],
+            ),
             identity: Identity::of(&unsafe { std::mem::zeroed() }),
             path: CString::new("f.bin").unwrap(),
             checked: Cell::new(used),

@@ -83,6 +83,24 @@ impl FileMeta {
 pub struct MemFile {
     pub meta: FileMeta,
     pub body: Vec<u8>,
+    /// The `Last-Modified` and `ETag` header lines, formatted once.
+    validators: Vec<u8>,
+}
+
+impl MemFile {
+    pub fn new(meta: FileMeta, body: Vec<u8>) -> Self {
+        let mut h = Vec::with_capacity(80);
+        h.extend_from_slice(b"Last-Modified: ");
+        meta.write_last_modified(&mut h);
+        h.extend_from_slice(b"\r\nETag: ");
+        meta.write_etag(&mut h);
+        h.extend_from_slice(b"\r\n");
+        Self {
+            meta,
+            body,
+            validators: h,
+        }
+    }
 }
 
 /// The bytes of a memory-mode route.
@@ -240,7 +258,7 @@ pub async fn serve(
         }
     }
     let p = plan(req, &opened.meta)?;
-    let head = response_head(&p, &opened.meta, req, keep_alive);
+    let head = response_head(&p, &opened.meta, None, req, keep_alive);
     if p.body && p.len > 0 {
         client
             .send_head_and_file(&head, opened.fd.as_raw_fd(), p.offset, p.len)
@@ -263,7 +281,7 @@ async fn send_memory(
     keep_alive: bool,
 ) -> Result<(), Error> {
     let p = plan(req, &f.meta)?;
-    let head = response_head(&p, &f.meta, req, keep_alive);
+    let head = response_head(&p, &f.meta, Some(&f.validators), req, keep_alive);
     let body = if p.body {
         f.body
             .get(p.offset as usize..(p.offset + p.len) as usize)
@@ -280,10 +298,25 @@ async fn send_memory(
     client.send(body, false).await
 }
 
-fn response_head(p: &Plan, meta: &FileMeta, req: &RequestHead, keep_alive: bool) -> HeadBuf {
+/// The head for a plan; `validators` are `meta`'s `Last-Modified` and `ETag` lines when they
+/// were formatted already.
+fn response_head(
+    p: &Plan,
+    meta: &FileMeta,
+    validators: Option<&[u8]>,
+    req: &RequestHead,
+    keep_alive: bool,
+) -> HeadBuf {
     let mut h = ResponseHead::new(p.status);
-    h.header_with("Last-Modified", |b| meta.write_last_modified(b))
-        .header_with("ETag", |b| meta.write_etag(b));
+    match validators {
+        Some(lines) => {
+            h.lines(lines);
+        }
+        None => {
+            h.header_with("Last-Modified", |b| meta.write_last_modified(b))
+                .header_with("ETag", |b| meta.write_etag(b));
+        }
+    }
     if p.status != 304 {
         h.header("Content-Type", meta.content_type)
             .header("Accept-Ranges", "bytes");

@@ -126,6 +126,12 @@ impl ResponseHead {
         self
     }
 
+    /// Appends header lines already formatted, each ending in CRLF.
+    pub fn lines(&mut self, lines: &[u8]) -> &mut Self {
+        self.buf.extend_from_slice(lines);
+        self
+    }
+
     /// Ends the head and returns its bytes.
     pub fn finish(mut self) -> HeadBuf {
         self.buf.extend_from_slice(b"\r\n");

@@ -134,6 +134,7 @@ async fn connection(
         idle,
         buf: Vec::new(),
         aborted: false,
+        readable: false,
     };
     let (mut deadline, mut first, mut resumed) = (deadline, first, resumed);
     loop {
@@ -355,6 +356,9 @@ struct Conn {
     buf: Vec<u8>,
     /// A response was cut off (or the client vanished): end without `close_notify`.
     aborted: bool,
+    /// The socket just woke readable: the next read of a plain connection takes the bytes
+    /// with one `recv(2)` at once, without a ring round trip or a timer.
+    readable: bool,
 }
 
 /// Whether the request asks for `100 Continue` before sending its body.
@@ -439,6 +443,7 @@ impl Conn {
         loop {
             if std::mem::take(&mut read_at_once) {
                 self.buf = super::buffers::take();
+                self.readable = true;
             } else if self.buf.is_empty() {
                 // Idle: hold no snapshot and no buffer while waiting for the next request, and
                 // no timer either: the worker's idle sweep ends the wait at the deadline (and
@@ -471,25 +476,24 @@ impl Conn {
                     return End::Close;
                 }
                 self.buf = super::buffers::take();
+                self.readable = true;
             }
-            let deadline = first_deadline.take().unwrap_or_else(|| {
-                Instant::now() + self.shared.snapshot.load().head_limits().header_timeout
-            });
             // Boxed: the state of a request in progress (its parse, a proxied exchange, a
             // file, an error answer) lives on the heap only while there is one, and the task of
             // an idle connection stays small.
-            if !Box::pin(self.request(deadline)).await {
+            if !Box::pin(self.request(first_deadline.take())).await {
                 return End::Close;
             }
         }
     }
 
-    /// Reads one request head (complete by `deadline`) and answers it; `false` when the
-    /// connection is to close.
-    async fn request(&mut self, deadline: Instant) -> bool {
+    /// Reads one request head (complete by `deadline`, by default `header_timeout` from now)
+    /// and answers it; `false` when the connection is to close.
+    async fn request(&mut self, deadline: Option<Instant>) -> bool {
         let limits = self.shared.snapshot.load().head_limits();
         // The request's clock starts at its first byte (or when a pipelined one is next).
         let started = Instant::now();
+        let deadline = deadline.unwrap_or(started + limits.header_timeout);
         self.client.meter = Meter::default();
         // Parse when a line may have ended (or the limits may be crossed), not on every byte a
         // slow client trickles in.
@@ -751,6 +755,19 @@ impl Conn {
 
     /// Reads more bytes into the buffer, until `deadline`.
     async fn read_more(&mut self, deadline: Instant) -> Read {
+        if std::mem::take(&mut self.readable) && !self.client.is_tls() {
+            match super::io::recv_now(self.client.tcp_mut(), &mut self.buf, READ_SIZE) {
+                Ok(0) => return Read::Eof,
+                Ok(_) => return Read::Data,
+                // Nothing after all (or interrupted): wait as usual.
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::Interrupted
+                    ) => {}
+                Err(_) => return Read::Eof,
+            }
+        }
         read_more(&mut self.client, &mut self.buf, deadline).await
     }
 

@@ -33,6 +33,31 @@ pub fn set_nonblocking(fd: RawFd) -> std::io::Result<()> {
     Ok(())
 }
 
+/// One non-blocking `recv(2)` of up to `max` bytes, appended to `buf`: for a socket known to be
+/// readable, the bytes without a ring round trip. `WouldBlock` when there were none after all.
+pub fn recv_now(stream: &TcpStream, buf: &mut Vec<u8>, max: usize) -> std::io::Result<usize> {
+    if buf.capacity() - buf.len() < 4096 {
+        buf.reserve(max);
+    }
+    let spare = buf.spare_capacity_mut();
+    let want = spare.len().min(max);
+    // SAFETY: `spare` is writable memory of at least `want` bytes; recv writes at most `want`.
+    let n = unsafe {
+        libc::recv(
+            stream.as_raw_fd(),
+            spare.as_mut_ptr().cast(),
+            want,
+            libc::MSG_DONTWAIT,
+        )
+    };
+    if n < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: recv initialised the first `n` bytes of the spare capacity.
+    unsafe { buf.set_len(buf.len() + n as usize) };
+    Ok(n as usize)
+}
+
 /// Writes all of `data`. With `more`, the kernel is told that a body follows (`MSG_MORE`).
 pub async fn send_all(stream: &TcpStream, data: &[u8], more: bool) -> Result<(), Error> {
     send_all_counted(stream, data, more, &mut 0).await
