@@ -232,12 +232,32 @@ def to_us(v):
     return n * {"us": 1, "ms": 1000, "s": 1_000_000}[unit]
 
 
-def run_wrk(port, path, conns, headers, duration, wrk_cores, threads, tls=False):
+def cpu_jiffies(cores):
+    """(busy, total) clock ticks of the listed cores ("0,1") so far, from /proc/stat. Busy is
+    user, nice, system, irq and softirq time; steal (the hypervisor's) is not."""
+    want = {f"cpu{c}" for c in cores.split(",")}
+    busy = total = 0
+    with open("/proc/stat") as f:
+        for line in f:
+            parts = line.split()
+            if parts and parts[0] in want:
+                user, nice, system, idle, iowait, irq, softirq, steal = map(int, parts[1:9])
+                busy += user + nice + system + irq + softirq
+                total += user + nice + system + idle + iowait + irq + softirq + steal
+    return busy, total
+
+
+def run_wrk(port, path, conns, headers, duration, wrk_cores, threads, tls=False, server_cores=None):
+    """req/s, p50 and p99 (µs), errors; with `server_cores`, also how busy those cores were (0-1)
+    and their CPU time per request (µs): the server's cost, also when the load generator's
+    core is the limit. The server must be alone on its cores."""
     cmd = ["taskset", "-c", wrk_cores, "wrk", f"-t{threads}", f"-c{conns}", f"-d{duration}s", "--latency"]
     for h in headers:
         cmd += ["-H", h]
     cmd.append(f"{'https' if tls else 'http'}://127.0.0.1:{port}{path}")
+    before = cpu_jiffies(server_cores) if server_cores else None
     run = subprocess.run(cmd, capture_output=True, text=True)
+    after = cpu_jiffies(server_cores) if server_cores else None
     if run.returncode != 0 or "Requests/sec" not in run.stdout:
         raise RuntimeError(f"wrk failed ({run.returncode}): {run.stdout}{run.stderr}")
     out = run.stdout
@@ -255,7 +275,12 @@ def run_wrk(port, path, conns, headers, duration, wrk_cores, threads, tls=False)
         # error; on keep-alive connections a read error is a real one.
         if not any(h.lower().startswith("connection: close") for h in headers):
             errors += int(m.group(2))
-    return rps, p50, p99, errors
+    if before is None:
+        return rps, p50, p99, errors
+    busy, total = after[0] - before[0], after[1] - before[1]
+    requests = int(re.search(r"(\d+) requests in", out).group(1))
+    cpu_us = busy / os.sysconf("SC_CLK_TCK") * 1e6 / max(requests, 1)
+    return rps, p50, p99, errors, busy / max(total, 1), cpu_us
 
 
 class Server:
@@ -382,27 +407,32 @@ def main():
                 with Server(name, cmd, port) as srv:
                     try:
                         run_wrk(port, path, conns, headers, 2, wrk_cores, wrk_threads, tls)  # warm-up
-                        s = run_wrk(port, path, conns, headers, args.duration, wrk_cores, wrk_threads, tls)
+                        s = run_wrk(port, path, conns, headers, args.duration, wrk_cores, wrk_threads, tls,
+                                    server_cores)
                     except RuntimeError as e:
                         alive = srv.proc.poll() is None
                         sys.exit(f"{case} / {name}: {e}\nserver {'alive' if alive else 'exited'}; its log:\n{srv.log_tail()}")
                 samples[name].append(s)
-                print(f"{case:42} {name:16} run {run + 1}: {s[0]:>10.0f} req/s  p50 {fmt_us(s[1])}  p99 {fmt_us(s[2])}  errors {s[3]}", file=sys.stderr)
+                print(f"{case:42} {name:16} run {run + 1}: {s[0]:>10.0f} req/s  p50 {fmt_us(s[1])}  p99 {fmt_us(s[2])}  errors {s[3]}  server cores {s[4] * 100:.0f} % busy, {s[5]:.1f} µs CPU/req", file=sys.stderr)
         measured[case] = samples
 
     lines = [
-        "| case | server | req/s (median) | min–max | p50 | p99 | errors | ratio to nginx |",
-        "|---|---|---:|---:|---:|---:|---:|---:|",
+        "| case | server | req/s (median) | min–max | p50 | p99 | errors | ratio to nginx "
+        "| server cores busy | CPU per request | CPU ratio to nginx |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for case, samples in measured.items():
         med = {n: statistics.median(x[0] for x in s) for n, s in samples.items()}
+        cpu = {n: statistics.median(x[5] for x in s) for n, s in samples.items()}
         for name, s in samples.items():
             rps = [x[0] for x in s]
             ratio = f"**{med[name] / med['nginx']:.2f}×**" if name != "nginx" else "1.00×"
+            cpu_ratio = f"{cpu[name] / cpu['nginx']:.2f}×"
             lines.append(
                 f"| {case} | {name} | {med[name]:,.0f} | {min(rps):,.0f}–{max(rps):,.0f} | "
                 f"{fmt_us(statistics.median(x[1] for x in s))} | {fmt_us(statistics.median(x[2] for x in s))} | "
-                f"{sum(x[3] for x in s)} | {ratio} |"
+                f"{sum(x[3] for x in s)} | {ratio} | {statistics.median(x[4] for x in s) * 100:.0f} % | "
+                f"{cpu[name]:.1f} µs | {cpu_ratio} |"
             )
     # The ceiling: the same load on a server that does nothing but answer.
     ceiling = []
@@ -412,7 +442,8 @@ def main():
         for run in range(args.runs):
             with Server("ceiling", ["taskset", "-c", server_cores.split(",")[0], CEILING, f"127.0.0.1:{ceiling_port}"], ceiling_port):
                 run_wrk(ceiling_port, "/", 50, [], 2, wrk_cores, wrk_threads)
-                s = run_wrk(ceiling_port, "/", 50, [], args.duration, wrk_cores, wrk_threads)
+                s = run_wrk(ceiling_port, "/", 50, [], args.duration, wrk_cores, wrk_threads,
+                            server_cores=server_cores.split(",")[0])
             ceiling.append(s)
             print(f"{'ceiling (fixed 1 KiB response)':42} {'ceiling':16} run {run + 1}: {s[0]:>10.0f} req/s  p50 {fmt_us(s[1])}  p99 {fmt_us(s[2])}", file=sys.stderr)
     top = statistics.median(x[0] for x in ceiling) if ceiling else None
@@ -425,7 +456,8 @@ def main():
             lines[i] += f" {med / top * 100:.0f} % |"
         lines.append(f"| ceiling: fixed 1 KiB response, keep-alive | `bench/ceiling` | {top:,.0f} | "
                      f"{min(x[0] for x in ceiling):,.0f}–{max(x[0] for x in ceiling):,.0f} | "
-                     f"{fmt_us(statistics.median(x[1] for x in ceiling))} | {fmt_us(statistics.median(x[2] for x in ceiling))} | 0 | | 100 % |")
+                     f"{fmt_us(statistics.median(x[1] for x in ceiling))} | {fmt_us(statistics.median(x[2] for x in ceiling))} | 0 | | "
+                     f"{statistics.median(x[4] for x in ceiling) * 100:.0f} % | {statistics.median(x[5] for x in ceiling):.1f} µs | | 100 % |")
 
     # p99 at a fixed rate below saturation: a quarter of nginx's 1 KiB keep-alive rate.
     fixed = {}
@@ -493,6 +525,14 @@ Latest run: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}.
   userspace (this kernel has no kTLS), nginx with OpenSSL, TLS 1.2 and 1.3 offered, session
   resumption off on nginx and never attempted by wrk, so "full handshake" is one complete
   handshake per request.
+- Server cores busy and CPU per request: the server cores' busy time (user, system, irq and
+  softirq, from `/proc/stat`; loopback's receive work for what a core sends runs on that core)
+  over the run, and that time divided by the requests done. The server is alone on its cores,
+  so this is its cost per request even when the other core (wrk, and the proxy cases' upstream)
+  is the limit — a case where neither server keeps its cores busy measures the load generator.
+- zerocopy-server's file cache is on, as by default (`[performance] file_cache_*`: small files
+  served from memory, checked after a second); nginx runs without `open_file_cache`, its
+  default.
 
 {table}
 """

@@ -98,6 +98,19 @@ impl UpstreamConn {
         }
     }
 
+    /// Waits up to `timeout` for a plain connection to become readable: before the first read
+    /// of a response just asked for, which could only find nothing (one `recv` saved). `false`
+    /// on a timeout. A TLS connection returns at once: rustls may hold plaintext already.
+    pub async fn wait_readable(&self, timeout: Duration) -> bool {
+        if self.tls.is_some() {
+            return true;
+        }
+        // An error shows in the read that follows.
+        monoio::time::timeout(timeout, self.tcp.readable(false))
+            .await
+            .is_ok()
+    }
+
     /// Whether an idle pooled connection can be reused: open, and nothing unexpected waiting.
     pub fn idle_and_open(&mut self) -> bool {
         match &mut self.tls {

@@ -24,6 +24,7 @@ use crate::config::{ProxyBackend, RouteSecurity};
 use crate::error::{Error, ErrorKind};
 use crate::http::chunked::{self, ChunkedDecoder, Decoded};
 use crate::http::head::{BodyKind, RequestHead};
+use crate::http::response::push_decimal;
 use crate::http::{Method, Version};
 use crate::metrics::UpstreamEvent;
 use crate::worker::client::ClientStream;
@@ -238,8 +239,8 @@ async fn connect(up: &Upstream, sec: &RouteSecurity) -> Result<(UpstreamConn, bo
 struct ResponseHead {
     status: u16,
     reason: String,
-    /// End-to-end headers, in order.
-    headers: Vec<(String, Vec<u8>)>,
+    /// End-to-end header lines, in order, as they go to the client (`Name: value\r\n`).
+    headers: Vec<u8>,
     content_length: Option<u64>,
     chunked: bool,
     /// HTTP/1.1 without `Connection: close`.
@@ -270,6 +271,9 @@ async fn exchange_head(
     }
     let deadline = Instant::now() + x.security.backend_response_timeout;
     let mut buf = Vec::with_capacity(8 * 1024);
+    // The answer takes the upstream a moment: wait for it, then read (a timeout shows below).
+    conn.wait_readable(x.security.backend_response_timeout)
+        .await;
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
         match conn.recv_into(&mut buf, 8 * 1024, left).await {
@@ -648,35 +652,37 @@ fn request_head(x: &Exchange<'_>, upgrade: Option<&[u8]>) -> Vec<u8> {
     h.extend_from_slice(b" HTTP/1.1\r\nHost: ");
     let client_host = req
         .header("host")
-        .map(<[u8]>::to_vec)
-        .or_else(|| req.host.clone().map(String::into_bytes))
+        .or(req.host.as_deref().map(str::as_bytes))
         .unwrap_or_default();
     if x.backend.preserve_host && !client_host.is_empty() {
-        h.extend_from_slice(&client_host);
+        h.extend_from_slice(client_host);
     } else {
         let u = &x.backend.url;
-        let host = if u.host.contains(':') {
-            format!("[{}]", u.host)
+        if u.host.contains(':') {
+            h.push(b'[');
+            h.extend_from_slice(u.host.as_bytes());
+            h.push(b']');
         } else {
-            u.host.clone()
-        };
-        h.extend_from_slice(format!("{host}:{}", u.port).as_bytes());
+            h.extend_from_slice(u.host.as_bytes());
+        }
+        h.push(b':');
+        push_decimal(&mut h, u64::from(u.port));
     }
     h.extend_from_slice(b"\r\n");
     let mut xff: Option<Vec<u8>> = None;
     for hd in &req.headers {
         let name = hd.name.as_str();
-        let lower = name.to_ascii_lowercase();
+        let is = |n: &str| name.eq_ignore_ascii_case(n);
         if is_hop_by_hop(name)
-            || named.contains(&lower)
-            || lower == "host"
-            || lower == "expect"
-            || lower == "x-forwarded-proto"
-            || lower == "x-forwarded-host"
+            || named.iter().any(|t| is(t))
+            || is("host")
+            || is("expect")
+            || is("x-forwarded-proto")
+            || is("x-forwarded-host")
         {
             continue;
         }
-        if lower == "x-forwarded-for" {
+        if is("x-forwarded-for") {
             let v = xff.get_or_insert_with(Vec::new);
             if !v.is_empty() {
                 v.extend_from_slice(b", ");
@@ -689,22 +695,28 @@ fn request_head(x: &Exchange<'_>, upgrade: Option<&[u8]>) -> Vec<u8> {
         h.extend_from_slice(&hd.value);
         h.extend_from_slice(b"\r\n");
     }
-    let peer = crate::security::canonical(x.peer.ip()).to_string();
     h.extend_from_slice(b"X-Forwarded-For: ");
     if let Some(v) = xff {
         h.extend_from_slice(&v);
         h.extend_from_slice(b", ");
     }
-    h.extend_from_slice(peer.as_bytes());
+    {
+        use std::io::Write;
+        let _ = write!(h, "{}", crate::security::canonical(x.peer.ip()));
+    }
     h.extend_from_slice(b"\r\nX-Forwarded-Proto: http\r\n");
     if !client_host.is_empty() {
         h.extend_from_slice(b"X-Forwarded-Host: ");
-        h.extend_from_slice(&client_host);
+        h.extend_from_slice(client_host);
         h.extend_from_slice(b"\r\n");
     }
     match req.body {
         BodyKind::None => {}
-        BodyKind::Length(n) => h.extend_from_slice(format!("Content-Length: {n}\r\n").as_bytes()),
+        BodyKind::Length(n) => {
+            h.extend_from_slice(b"Content-Length: ");
+            push_decimal(&mut h, n);
+            h.extend_from_slice(b"\r\n");
+        }
         BodyKind::Chunked => h.extend_from_slice(b"Transfer-Encoding: chunked\r\n"),
     }
     if let Some(token) = upgrade {
@@ -718,16 +730,24 @@ fn request_head(x: &Exchange<'_>, upgrade: Option<&[u8]>) -> Vec<u8> {
 
 /// The response head for the client.
 fn response_head(resp: &ResponseHead, framing: Framing, keep_alive: bool, http10: bool) -> Vec<u8> {
-    let mut h = Vec::with_capacity(512);
-    h.extend_from_slice(format!("HTTP/1.1 {:03} {}\r\n", resp.status, resp.reason).as_bytes());
-    for (name, value) in &resp.headers {
-        h.extend_from_slice(name.as_bytes());
-        h.extend_from_slice(b": ");
-        h.extend_from_slice(value);
-        h.extend_from_slice(b"\r\n");
-    }
+    let mut h = Vec::with_capacity(64 + resp.headers.len());
+    h.extend_from_slice(b"HTTP/1.1 ");
+    // Three digits: httparse accepts no other status.
+    h.extend_from_slice(&[
+        b'0' + (resp.status / 100 % 10) as u8,
+        b'0' + (resp.status / 10 % 10) as u8,
+        b'0' + (resp.status % 10) as u8,
+        b' ',
+    ]);
+    h.extend_from_slice(resp.reason.as_bytes());
+    h.extend_from_slice(b"\r\n");
+    h.extend_from_slice(&resp.headers);
     match framing {
-        Framing::Length(n) => h.extend_from_slice(format!("Content-Length: {n}\r\n").as_bytes()),
+        Framing::Length(n) => {
+            h.extend_from_slice(b"Content-Length: ");
+            push_decimal(&mut h, n);
+            h.extend_from_slice(b"\r\n");
+        }
         Framing::Chunked => h.extend_from_slice(b"Transfer-Encoding: chunked\r\n"),
         Framing::None | Framing::Close => {}
     }
@@ -756,7 +776,7 @@ fn parse_response(buf: &[u8]) -> Result<Option<(ResponseHead, usize)>, String> {
     let status = r.code.unwrap_or(0);
     let version11 = r.version == Some(1);
     let named = connection_tokens(r.headers.iter().map(|h| (h.name, h.value)));
-    let mut out = Vec::with_capacity(r.headers.len());
+    let mut out = Vec::with_capacity(n);
     let (mut cl, mut chunked, mut te) = (None, false, false);
     for h in r.headers.iter() {
         if h.name.eq_ignore_ascii_case("content-length") {
@@ -777,11 +797,13 @@ fn parse_response(buf: &[u8]) -> Result<Option<(ResponseHead, usize)>, String> {
                 .next()
                 .is_some_and(|t| t.trim().eq_ignore_ascii_case("chunked"));
         }
-        let lower = h.name.to_ascii_lowercase();
-        if is_hop_by_hop(h.name) || named.contains(&lower) {
+        if is_hop_by_hop(h.name) || named.iter().any(|t| t.eq_ignore_ascii_case(h.name)) {
             continue;
         }
-        out.push((h.name.to_string(), h.value.to_vec()));
+        out.extend_from_slice(h.name.as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(h.value);
+        out.extend_from_slice(b"\r\n");
     }
     if te && !chunked {
         // Not chunked-terminated: delimited by close (RFC 9112 §6.3).
@@ -853,7 +875,7 @@ mod tests {
         assert_eq!(r.status, 200);
         assert_eq!(r.content_length, Some(5));
         assert!(!r.keep_alive);
-        assert_eq!(r.headers, vec![("X-Keep".to_string(), b"2".to_vec())]);
+        assert_eq!(r.headers, b"X-Keep: 2\r\n");
         let (r, _) = parse_response(
             b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\nContent-Length: 9\r\n\r\n",
         )

@@ -54,7 +54,9 @@ pub async fn serve(
         log::warn!("{peer}: cannot make the socket non-blocking: {e}");
         return;
     }
-    let _ = stream.set_nodelay(true);
+    if !registry.nodelay_inherited.get() {
+        let _ = stream.set_nodelay(true);
+    }
     let (tls, limits) = {
         let snapshot = shared.snapshot.load();
         (snapshot.tls.clone(), snapshot.head_limits())
@@ -440,10 +442,16 @@ impl Conn {
         // Back from parking: the bytes (or the hang-up) that woke it are read at once, also
         // in a drain.
         let mut read_at_once = resumed;
+        // A new plain connection's first request has usually arrived by the time the accept
+        // completes: look before waiting (when nothing is there, that cost one recv).
+        let mut look_first = first && !resumed && !self.client.is_tls();
         loop {
             if std::mem::take(&mut read_at_once) {
                 self.buf = super::buffers::take();
                 self.readable = true;
+            } else if std::mem::take(&mut look_first) && self.look() {
+                // Its deadline is the head's, below; the next wait gets a keep-alive one.
+                idle_deadline = None;
             } else if self.buf.is_empty() {
                 // Idle: hold no snapshot and no buffer while waiting for the next request, and
                 // no timer either: the worker's idle sweep ends the wait at the deadline (and
@@ -750,6 +758,29 @@ impl Conn {
                 ErrorKind::ClientTimeout,
                 "request body too slow",
             )),
+        }
+    }
+
+    /// One `recv` without waiting, into a pooled buffer: `true` when it found bytes (or the
+    /// end of the stream, which the next read then sees); `false` when there were none, and
+    /// the buffer went back.
+    fn look(&mut self) -> bool {
+        let mut buf = super::buffers::take();
+        match super::io::recv_now(self.client.tcp_mut(), &mut buf, READ_SIZE) {
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                super::buffers::give(buf);
+                false
+            }
+            Ok(n) => {
+                self.buf = buf;
+                self.readable = n == 0;
+                true
+            }
+            Err(_) => {
+                self.buf = buf;
+                self.readable = true;
+                true
+            }
         }
     }
 

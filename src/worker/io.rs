@@ -17,18 +17,33 @@ use crate::error::{Error, ErrorKind};
 /// How long a write may wait for the client to make room (the original's write timeout).
 pub const SEND_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// Sets `O_NONBLOCK` on a socket (sockets accepted under io_uring start out blocking).
+/// Sets `O_NONBLOCK` on a socket (sockets accepted under io_uring start out blocking). One
+/// `F_SETFL`, without reading the flags first: of the flags it can change, a socket of ours
+/// only ever has `O_NONBLOCK`.
 pub fn set_nonblocking(fd: RawFd) -> std::io::Result<()> {
     // SAFETY: fcntl on a descriptor we own; no memory is passed.
-    let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
-    if flags < 0 {
+    if unsafe { libc::fcntl(fd, libc::F_SETFL, libc::O_NONBLOCK) } < 0 {
         return Err(std::io::Error::last_os_error());
     }
-    if flags & libc::O_NONBLOCK == 0 {
-        // SAFETY: as above.
-        if unsafe { libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK) } < 0 {
-            return Err(std::io::Error::last_os_error());
-        }
+    Ok(())
+}
+
+/// Sets `TCP_NODELAY` on a listening socket: Linux copies it to every connection accepted
+/// from it, which saves a `setsockopt` per connection.
+pub fn set_listener_nodelay(fd: RawFd) -> std::io::Result<()> {
+    let one: libc::c_int = 1;
+    // SAFETY: `one` is a live c_int and its size is passed.
+    let rc = unsafe {
+        libc::setsockopt(
+            fd,
+            libc::IPPROTO_TCP,
+            libc::TCP_NODELAY,
+            (&one as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc < 0 {
+        return Err(std::io::Error::last_os_error());
     }
     Ok(())
 }
@@ -217,4 +232,52 @@ pub fn idle_and_open(stream: &TcpStream) -> bool {
         )
     };
     n < 0 && std::io::Error::last_os_error().kind() == std::io::ErrorKind::WouldBlock
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::{TcpListener, TcpStream};
+
+    fn opt(fd: RawFd, level: libc::c_int, name: libc::c_int) -> libc::c_int {
+        let mut v: libc::c_int = 0;
+        let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+        let rc = unsafe {
+            libc::getsockopt(
+                fd,
+                level,
+                name,
+                (&mut v as *mut libc::c_int).cast(),
+                &mut len,
+            )
+        };
+        assert_eq!(rc, 0);
+        v
+    }
+
+    /// The accept loop relies on it: connections inherit `TCP_NODELAY` from their listener
+    /// (and not `O_NONBLOCK`, which each gets with one `F_SETFL`).
+    #[test]
+    fn accepted_sockets_inherit_nodelay_and_become_nonblocking() {
+        let plain = TcpListener::bind("127.0.0.1:0").unwrap();
+        let _c = TcpStream::connect(plain.local_addr().unwrap()).unwrap();
+        let (a, _) = plain.accept().unwrap();
+        assert_eq!(opt(a.as_raw_fd(), libc::IPPROTO_TCP, libc::TCP_NODELAY), 0);
+
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        set_listener_nodelay(l.as_raw_fd()).unwrap();
+        let _c = TcpStream::connect(l.local_addr().unwrap()).unwrap();
+        let (a, _) = l.accept().unwrap();
+        assert_ne!(opt(a.as_raw_fd(), libc::IPPROTO_TCP, libc::TCP_NODELAY), 0);
+        let flags = unsafe { libc::fcntl(a.as_raw_fd(), libc::F_GETFL) };
+        assert_eq!(flags & libc::O_NONBLOCK, 0);
+        set_nonblocking(a.as_raw_fd()).unwrap();
+        let flags = unsafe { libc::fcntl(a.as_raw_fd(), libc::F_GETFL) };
+        assert_ne!(flags & libc::O_NONBLOCK, 0);
+        assert_eq!(
+            flags & libc::O_ACCMODE,
+            libc::O_RDWR,
+            "the access mode stays"
+        );
+    }
 }

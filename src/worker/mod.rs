@@ -315,6 +315,8 @@ pub struct Registry {
     /// The lowest number of parked connections since the worker last gave freed memory back,
     /// and when it did.
     released: Cell<(usize, Instant)>,
+    /// Whether accepted connections have `TCP_NODELAY` from the listener already.
+    pub nodelay_inherited: Cell<bool>,
 }
 
 /// How many more connections must be parked than at the low point since the worker last gave
@@ -342,6 +344,7 @@ impl Registry {
             conns: RefCell::default(),
             parking,
             released: Cell::new((0, Instant::now())),
+            nodelay_inherited: Cell::new(false),
         }
     }
 
@@ -582,12 +585,24 @@ fn epoll_runtime(
         .build()
 }
 
+/// The worker's ring. `COOP_TASKRUN` (Linux 5.19): completions are handed over at the
+/// worker's next system call instead of by interrupting it with an IPI — it makes many, and
+/// only it submits to its ring. An older kernel refuses the flag; the ring is then built
+/// without it.
 fn uring_runtime(
 ) -> std::io::Result<monoio::Runtime<monoio::time::TimeDriver<monoio::IoUringDriver>>> {
-    monoio::RuntimeBuilder::<monoio::IoUringDriver>::new()
-        .enable_timer()
-        .with_entries(1024)
-        .build()
+    let build = |coop: bool| {
+        let mut ring = io_uring::IoUring::builder();
+        if coop {
+            ring.setup_coop_taskrun();
+        }
+        monoio::RuntimeBuilder::<monoio::IoUringDriver>::new()
+            .enable_timer()
+            .with_entries(1024)
+            .uring_builder(ring)
+            .build()
+    };
+    build(true).or_else(|_| build(false))
 }
 
 async fn worker_main(
@@ -610,6 +625,14 @@ async fn worker_main(
                 format!("cannot listen on {listen}: {e}"),
             )));
             return;
+        }
+    };
+    // Accepted connections inherit it; where the listener refuses, each connection sets it.
+    let nodelay_inherited = match io::set_listener_nodelay(listener.as_raw_fd()) {
+        Ok(()) => true,
+        Err(e) => {
+            log::debug!("worker {id}: TCP_NODELAY on the listener: {e}; set per connection");
+            false
         }
     };
     let balancing = shared
@@ -641,6 +664,7 @@ async fn worker_main(
     // Blocks this thread (it serves nothing yet) until start-up is complete.
     go.wait();
     let registry = Rc::new(Registry::new(id));
+    registry.nodelay_inherited.set(nodelay_inherited);
     let stats = &shared.workers[id];
     if let Some(every) = crate::logging::access_flush_every() {
         // This worker's access lines reach the logger at least this often.
