@@ -62,8 +62,9 @@ pub const FILE_CACHE_MAX_FILE_SIZE: u64 = 64 * 1024;
 pub const FILE_CACHE_SIZE: u64 = 16 * 1024 * 1024;
 /// `[performance] file_cache_valid_ms`.
 pub const FILE_CACHE_VALID: Duration = Duration::from_millis(1000);
-/// The largest `file_cache_max_file_size`: past it, `sendfile` costs less than the copy.
-pub const FILE_CACHE_MAX_FILE_SIZE_LIMIT: u64 = 16 * 1024 * 1024;
+/// The largest `file_cache_max_file_size`: past it, `sendfile` costs less than the copy, and
+/// the first read of a file (on the worker, like `sendfile`'s) should stay short.
+pub const FILE_CACHE_MAX_FILE_SIZE_LIMIT: u64 = 1024 * 1024;
 
 /// `[admin] socket`.
 pub const ADMIN_SOCKET: &str = proxyctl::proto::DEFAULT_SOCKET;

@@ -1731,7 +1731,7 @@ rate_limit_requests_per_min = 5000000000
         assert!(reason("performance.huge_pages_enabled").ends_with("found a string"));
         assert_eq!(
             reason("performance.file_cache_max_file_size"),
-            "must be at most 16777216"
+            "must be at most 1048576"
         );
         assert_eq!(
             reason("performance.file_cache_valid_ms"),

@@ -10,7 +10,9 @@
 //! a rename, removed) drops the entry, and the request opens the file again. With
 //! `file_cache_valid_ms = 0` every request checks. A cached response is always whole: bytes and
 //! metadata come from one read, confirmed by a second `fstat` after it, so a file that changes
-//! while it is read is served from disk and not cached.
+//! while it is read is served from disk and not cached; and a file changed within [`RACY`] of
+//! its read is read again once that has passed, since a write in the same timestamp tick would
+//! leave every compared field as it was.
 //!
 //! **Containment** stays the file backend's: an entry is only made from a descriptor that
 //! `openat2(RESOLVE_BENEATH)` (or its checked fallback) opened, and a check that finds another
@@ -29,7 +31,7 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use super::{MemFile, Opened};
 use crate::config::FileCache;
@@ -47,6 +49,25 @@ pub struct Cached {
     path: CString,
     checked: Cell<Instant>,
     used: Cell<Instant>,
+    /// For a file changed within [`RACY`] of its read: when the entry must be read again.
+    expires: Option<Instant>,
+}
+
+/// How recently a file may have changed for its read to be doubtful. A write that lands after
+/// the read within the same timestamp tick (a jiffy; a second or two on some filesystems)
+/// leaves size and times as they were, so the read could hold a torn mix that every later
+/// check would pass. Such an entry is served only until `RACY` has passed, then read again
+/// (the "racily clean" problem, as git handles it).
+pub const RACY: Duration = Duration::from_secs(2);
+
+/// Whether a file's last change (its ctime) is within [`RACY`] of `now`, or in the future.
+fn racy(st: &libc::stat, now: SystemTime) -> bool {
+    let changed = Duration::new(
+        u64::try_from(st.st_ctime).unwrap_or(0),
+        u32::try_from(st.st_ctime_nsec).unwrap_or(0),
+    );
+    let now = now.duration_since(UNIX_EPOCH).unwrap_or_default();
+    now.checked_sub(changed).is_none_or(|age| age < RACY)
 }
 
 /// Where a request's file is cached: the route's root (an exact-file route's path) and the
@@ -95,8 +116,9 @@ pub fn lookup(
         WorkerStats::bump(&stats.file_cache_misses);
         return None;
     };
-    if now.saturating_duration_since(entry.checked.get()) >= config.valid {
-        if current_identity(key, &entry.path) != Some(entry.identity) {
+    let racy_over = entry.expires.is_some_and(|at| now >= at);
+    if racy_over || now.saturating_duration_since(entry.checked.get()) >= config.valid {
+        if racy_over || current_identity(key, &entry.path) != Some(entry.identity) {
             CACHE.with(|c| c.borrow_mut().remove(key.root, key.relative, stats));
             WorkerStats::bump(&stats.file_cache_misses);
             return None;
@@ -109,7 +131,8 @@ pub fn lookup(
 }
 
 /// Reads a file just opened for `key` into the cache when it is small enough and unchanged by
-/// the time it is read; `None` leaves it to `sendfile`.
+/// the time it is read; `None` leaves it to `sendfile`. A directory named without its trailing
+/// slash (served its index) is not cached: the index is the route's, not the key's.
 pub fn fill(
     key: Key<'_>,
     opened: &Opened,
@@ -121,6 +144,9 @@ pub fn fill(
     if len > config.max_file_size || len > config.size {
         return None;
     }
+    if key.in_dir && opened.path != key.relative.as_bytes() {
+        return None;
+    }
     let body = read_whole(&opened.fd, len)?;
     let identity = Identity::of(&opened.st);
     if Identity::of(&super::stat(&opened.fd).ok()?) != identity {
@@ -129,9 +155,10 @@ pub fn fill(
     let entry = Rc::new(Cached {
         file: MemFile::new(opened.meta.clone(), body),
         identity,
-        path: CString::new(opened.path.as_bytes()).ok()?,
+        path: CString::new(opened.path.as_slice()).ok()?,
         checked: Cell::new(now),
         used: Cell::new(now),
+        expires: racy(&opened.st, SystemTime::now()).then(|| now + RACY),
     });
     CACHE.with(|c| {
         let mut cache = c.borrow_mut();
@@ -323,6 +350,7 @@ mod tests {
             path: CString::new("f.bin").unwrap(),
             checked: Cell::new(used),
             used: Cell::new(used),
+            expires: None,
         })
     }
 
@@ -420,6 +448,62 @@ mod tests {
         assert_eq!(read_whole(&fd, 0).as_deref(), Some(&[][..]));
         // The file shrank since its fstat: not cached.
         assert_eq!(read_whole(&fd, data.len() as u64 + 1), None);
+    }
+
+    #[test]
+    fn a_change_within_two_seconds_is_racy() {
+        let mut st: libc::stat = unsafe { std::mem::zeroed() };
+        st.st_ctime = 1_000_000;
+        st.st_ctime_nsec = 500_000_000;
+        let at = |secs: f64| UNIX_EPOCH + Duration::from_secs_f64(secs);
+        assert!(racy(&st, at(1_000_000.6)));
+        assert!(racy(&st, at(1_000_002.4)));
+        assert!(!racy(&st, at(1_000_002.6)));
+        assert!(
+            racy(&st, at(999_999.0)),
+            "a change in the future is doubtful too"
+        );
+    }
+
+    #[test]
+    fn fills_from_disk_and_reads_a_racy_file_again() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("sub")).unwrap();
+        std::fs::write(dir.path().join("sub/index.html"), "index").unwrap();
+        std::fs::write(dir.path().join("f.txt"), "fresh").unwrap();
+        let stats = WorkerStats::default();
+        let config = FileCache::default();
+        let now = Instant::now();
+        let target = |rel: &str| Target::InDir {
+            root: dir.path(),
+            relative: rel.to_string(),
+        };
+        // A directory named without its slash is served its route's index: not cached.
+        let t = target("sub");
+        let opened = super::super::open(&t, "index.html").unwrap();
+        assert_eq!(opened.path, b"sub/index.html");
+        assert!(fill(Key::of(&t).unwrap(), &opened, &config, now, &stats).is_none());
+        let t = target("sub/index.html");
+        let opened = super::super::open(&t, "index.html").unwrap();
+        assert!(fill(Key::of(&t).unwrap(), &opened, &config, now, &stats).is_some());
+
+        // Just written: cached, but only until RACY has passed.
+        let t = target("f.txt");
+        let key = Key::of(&t).unwrap();
+        let opened = super::super::open(&t, "index.html").unwrap();
+        let entry = fill(Key::of(&t).unwrap(), &opened, &config, now, &stats).unwrap();
+        assert_eq!(entry.file.body, b"fresh");
+        assert_eq!(entry.expires, Some(now + RACY));
+        let hit = lookup(&key, &config, now + Duration::from_millis(10), &stats);
+        assert!(hit.is_some_and(|h| Rc::ptr_eq(&h, &entry)));
+        assert!(lookup(&key, &config, now + RACY, &stats).is_none());
+        assert_eq!(stats.file_cache_hits.load(Ordering::Relaxed), 1);
+        assert_eq!(stats.file_cache_misses.load(Ordering::Relaxed), 1);
+        assert_eq!(
+            stats.file_cache_files.load(Ordering::Relaxed),
+            1,
+            "only sub/index.html"
+        );
     }
 
     #[test]

@@ -289,17 +289,13 @@ async fn send_memory(
     } else {
         &[]
     };
-    // When the connection closes after this response, its last bytes are corked
-    // (`MSG_MORE`): the close that follows at once sends them with the FIN, in one segment, as
-    // nginx's `tcp_nopush` does — one event less for the client.
-    let corked = !keep_alive;
     if body.len() <= 16 * 1024 {
         let mut all = head;
         all.extend_from_slice(body);
-        return client.send(&all, corked).await;
+        return client.send(&all, false).await;
     }
     client.send(&head, true).await?;
-    client.send(body, corked).await
+    client.send(body, false).await
 }
 
 /// The head for a plan; `validators` are `meta`'s `Last-Modified` and `ETag` lines when they
@@ -362,7 +358,7 @@ struct Opened {
     meta: FileMeta,
     /// The path opened: relative to the route's root (an index file for a directory), or the
     /// exact-file route's absolute path.
-    path: String,
+    path: Vec<u8>,
 }
 
 /// Opens the file of a target for sendfile mode, following a directory to its index.
@@ -372,7 +368,7 @@ fn open(target: &Target<'_>, index: &str) -> Result<Opened, Error> {
             let fd = open_at(libc::AT_FDCWD, path.as_os_str().as_bytes(), false)?;
             let st = stat(&fd)?;
             let meta = regular_meta(&st, path)?;
-            let path = path.to_string_lossy().into_owned();
+            let path = path.as_os_str().as_bytes().to_vec();
             Ok(Opened { fd, st, meta, path })
         }
         Target::InDir { root, relative } => {
@@ -394,7 +390,7 @@ fn open(target: &Target<'_>, index: &str) -> Result<Opened, Error> {
                     fd,
                     st,
                     meta,
-                    path: with_index,
+                    path: with_index.into_bytes(),
                 });
             }
             let meta = regular_meta(&st, Path::new(rel))?;
@@ -402,7 +398,7 @@ fn open(target: &Target<'_>, index: &str) -> Result<Opened, Error> {
                 fd,
                 st,
                 meta,
-                path: rel.to_string(),
+                path: rel.as_bytes().to_vec(),
             })
         }
         Target::Upstream(_) | Target::NotFound => Err(Error::not_found()),

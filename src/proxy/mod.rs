@@ -122,7 +122,8 @@ async fn forward_inner(
     let mut attempt = 0;
     let (mut upstream, reused, resp_buf, resp) = loop {
         attempt += 1;
-        let (mut conn, reused) = connect(x.upstream, x.security).await?;
+        // Only the first attempt may take an unchecked connection: a retry gets a checked one.
+        let (mut conn, reused) = connect(x.upstream, x.security, retryable && attempt == 1).await?;
         x.upstream.metrics.count(
             x.worker,
             if reused {
@@ -225,8 +226,14 @@ enum Framing {
 }
 
 /// A pooled or fresh upstream connection, and whether it was pooled.
-async fn connect(up: &Upstream, sec: &RouteSecurity) -> Result<(UpstreamConn, bool), Error> {
-    if let Some(conn) = pool::take(&up.key) {
+/// An upstream connection: a pooled one when there is one (taken unchecked when it came back
+/// just now and a failure could be retried), else a new one; `true` when pooled.
+async fn connect(
+    up: &Upstream,
+    sec: &RouteSecurity,
+    retryable: bool,
+) -> Result<(UpstreamConn, bool), Error> {
+    if let Some(conn) = pool::take(&up.key, retryable) {
         return Ok((conn, true));
     }
     Ok((
