@@ -395,10 +395,19 @@ def main():
         "nginx": (nginx_cmd, nginx_tls_port),
     }
     measured = {}
+    # The ceiling runs inside the 1 KiB keep-alive case, alternating with both servers, so that
+    # its figure comes from the same minutes as theirs (this machine's noise comes and goes).
+    ceiling_port = free_port(nginx_tls_port + 1)
+    ceiling_server = (["taskset", "-c", server_cores.split(",")[0], CEILING, f"127.0.0.1:{ceiling_port}"],
+                      ceiling_port)
+    ceiling = []
     for case, path, conns, headers, tls in CASES:
         servers = tls_servers if tls else plain_servers
         if args.cases and args.cases not in case:
             continue
+        with_ceiling = case == "1 KiB file, keep-alive"
+        if with_ceiling:
+            servers = {**servers, "ceiling": ceiling_server}
         samples = {name: [] for name in servers}
         for run in range(args.runs):
             order = list(servers) if run % 2 == 0 else list(reversed(servers))
@@ -414,6 +423,8 @@ def main():
                         sys.exit(f"{case} / {name}: {e}\nserver {'alive' if alive else 'exited'}; its log:\n{srv.log_tail()}")
                 samples[name].append(s)
                 print(f"{case:42} {name:16} run {run + 1}: {s[0]:>10.0f} req/s  p50 {fmt_us(s[1])}  p99 {fmt_us(s[2])}  errors {s[3]}  server cores {s[4] * 100:.0f} % busy, {s[5]:.1f} µs CPU/req", file=sys.stderr)
+        if with_ceiling:
+            ceiling = samples.pop("ceiling")
         measured[case] = samples
 
     lines = [
@@ -435,17 +446,7 @@ def main():
                 f"{cpu[name]:.1f} µs | {cpu_ratio} |"
             )
     # The ceiling: the same load on a server that does nothing but answer.
-    ceiling = []
     extra = []
-    if not args.cases or "ceiling" in args.cases:
-        ceiling_port = free_port(nginx_tls_port + 1)
-        for run in range(args.runs):
-            with Server("ceiling", ["taskset", "-c", server_cores.split(",")[0], CEILING, f"127.0.0.1:{ceiling_port}"], ceiling_port):
-                run_wrk(ceiling_port, "/", 50, [], 2, wrk_cores, wrk_threads)
-                s = run_wrk(ceiling_port, "/", 50, [], args.duration, wrk_cores, wrk_threads,
-                            server_cores=server_cores.split(",")[0])
-            ceiling.append(s)
-            print(f"{'ceiling (fixed 1 KiB response)':42} {'ceiling':16} run {run + 1}: {s[0]:>10.0f} req/s  p50 {fmt_us(s[1])}  p99 {fmt_us(s[2])}", file=sys.stderr)
     top = statistics.median(x[0] for x in ceiling) if ceiling else None
     if top:
         lines[0] += " share of ceiling |"
@@ -520,7 +521,8 @@ Latest run: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}.
   `proxy_pass` with `keepalive 64`, HTTP/1.1).
 - Ceiling: `bench/ceiling/main.rs`, one monoio io_uring thread on core {server_cores.split(",")[0]} answering
   every request with a fixed 1 KiB response (no parsing beyond the end of each head, no
-  routing, no files), loaded like the 1 KiB case; "share of ceiling" is each median against it.
+  routing, no files), run within the 1 KiB keep-alive case, alternating with both servers;
+  "share of ceiling" is each median against its median.
 - TLS cases: the same ECDSA P-256 certificate (openssl) for both; zerocopy-server with rustls in
   userspace (this kernel has no kTLS), nginx with OpenSSL, TLS 1.2 and 1.3 offered, session
   resumption off on nginx and never attempted by wrk, so "full handshake" is one complete
