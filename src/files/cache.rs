@@ -147,6 +147,8 @@ pub fn fill(
     if key.in_dir && opened.path != key.relative.as_bytes() {
         return None;
     }
+    // Before the read: a change in the same tick as any part of it counts as racy.
+    let read_at = SystemTime::now();
     let body = read_whole(&opened.fd, len)?;
     let identity = Identity::of(&opened.st);
     if Identity::of(&super::stat(&opened.fd).ok()?) != identity {
@@ -158,7 +160,7 @@ pub fn fill(
         path: CString::new(opened.path.as_slice()).ok()?,
         checked: Cell::new(now),
         used: Cell::new(now),
-        expires: racy(&opened.st, SystemTime::now()).then(|| now + RACY),
+        expires: racy(&opened.st, read_at).then(|| now + RACY),
     });
     CACHE.with(|c| {
         let mut cache = c.borrow_mut();

@@ -122,8 +122,7 @@ async fn forward_inner(
     let mut attempt = 0;
     let (mut upstream, reused, resp_buf, resp) = loop {
         attempt += 1;
-        // Only the first attempt may take an unchecked connection: a retry gets a checked one.
-        let (mut conn, reused) = connect(x.upstream, x.security, retryable && attempt == 1).await?;
+        let (mut conn, reused) = connect(x.upstream, x.security).await?;
         x.upstream.metrics.count(
             x.worker,
             if reused {
@@ -226,14 +225,8 @@ enum Framing {
 }
 
 /// A pooled or fresh upstream connection, and whether it was pooled.
-/// An upstream connection: a pooled one when there is one (taken unchecked when it came back
-/// just now and a failure could be retried), else a new one; `true` when pooled.
-async fn connect(
-    up: &Upstream,
-    sec: &RouteSecurity,
-    retryable: bool,
-) -> Result<(UpstreamConn, bool), Error> {
-    if let Some(conn) = pool::take(&up.key, retryable) {
+async fn connect(up: &Upstream, sec: &RouteSecurity) -> Result<(UpstreamConn, bool), Error> {
+    if let Some(conn) = pool::take(&up.key) {
         return Ok((conn, true));
     }
     Ok((
@@ -500,7 +493,9 @@ async fn relay_body(
             }
         }
         Framing::Chunked => {
-            x.client.send(&head, true).await?;
+            // Nothing waits corked on the upstream: a streamed response (server-sent events,
+            // say) passes each piece on as it comes.
+            x.client.send(&head, !pending.is_empty()).await?;
             let mut decoder = ChunkedDecoder::new();
             let mut data = Vec::new();
             loop {
@@ -523,9 +518,9 @@ async fn relay_body(
                 };
                 // A chunked body is passed on as received (validated by the decoder).
                 if out == Framing::Chunked {
-                    x.client.send(&pending[..at], !done).await?;
+                    x.client.send(&pending[..at], false).await?;
                 } else if !data.is_empty() {
-                    x.client.send(&data, !done).await?;
+                    x.client.send(&data, false).await?;
                     data.clear();
                 }
                 pending.drain(..at);
@@ -540,7 +535,8 @@ async fn relay_body(
             }
         }
         Framing::Close => {
-            x.client.send(&head, true).await?;
+            // Not corked while waiting on the upstream: each piece leaves as it comes.
+            x.client.send(&head, !pending.is_empty()).await?;
             let chunk = out == Framing::Chunked;
             let mut framed = Vec::with_capacity(CHUNK + 32);
             loop {
@@ -550,9 +546,9 @@ async fn relay_body(
                         chunked::write_chunk_header(&mut framed, pending.len());
                         framed.extend_from_slice(&pending);
                         framed.extend_from_slice(chunked::CRLF);
-                        x.client.send(&framed, true).await?;
+                        x.client.send(&framed, false).await?;
                     } else {
-                        x.client.send(&pending, true).await?;
+                        x.client.send(&pending, false).await?;
                     }
                     pending.clear();
                 }

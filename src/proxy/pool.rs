@@ -53,34 +53,20 @@ struct Idle {
     conn: UpstreamConn,
     /// When it is closed if nobody takes it.
     expires: Instant,
-    /// When it came back, after a complete exchange.
-    returned: Instant,
 }
-
-/// How long after its last exchange an idle connection may be taken without checking that the
-/// upstream has not closed it, by a request that can be retried on a fresh connection. An
-/// upstream that closes a connection on purpose says `Connection: close`, and one that drops
-/// idle connections does so after seconds; the retry covers the rest.
-pub const TRUSTED_FOR: Duration = Duration::from_secs(1);
 
 thread_local! {
     static POOL: RefCell<HashMap<PoolKey, VecDeque<Idle>>> = RefCell::new(HashMap::new());
 }
 
-/// Takes a usable idle connection to `key`, dropping expired and closed ones. Each is checked
-/// (one `recv` with `MSG_PEEK`) unless `retryable` and it came back within [`TRUSTED_FOR`]:
-/// the caller of a retryable request retries on a fresh connection if it was dead after all.
-pub fn take(key: &PoolKey, retryable: bool) -> Option<UpstreamConn> {
+/// Takes a usable idle connection to `key`, dropping expired and closed ones.
+pub fn take(key: &PoolKey) -> Option<UpstreamConn> {
     POOL.with(|p| {
         let mut pool = p.borrow_mut();
         let idle = pool.get_mut(key)?;
         let now = Instant::now();
         while let Some(mut entry) = idle.pop_back() {
-            if now >= entry.expires {
-                continue;
-            }
-            let trusted = retryable && now < entry.returned + TRUSTED_FOR;
-            if trusted || entry.conn.idle_and_open() {
+            if now < entry.expires && entry.conn.idle_and_open() {
                 return Some(entry.conn);
             }
         }
@@ -97,11 +83,9 @@ pub fn put(key: &PoolKey, conn: UpstreamConn, max: usize, keep: Duration) {
     POOL.with(|p| {
         let mut pool = p.borrow_mut();
         let idle = pool.entry(key.clone()).or_default();
-        let now = Instant::now();
         idle.push_back(Idle {
             conn,
-            expires: now + keep,
-            returned: now,
+            expires: Instant::now() + keep,
         });
         while idle.len() > max {
             idle.pop_front();

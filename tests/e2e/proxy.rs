@@ -575,37 +575,6 @@ fn stale_pooled_connection_is_not_an_error(d: Driver) {
     assert!(p.connections() >= 2);
 }
 
-/// A pooled connection that came back moments ago goes out unchecked for a GET (a dead one is
-/// retried on a fresh connection, counted as a retry), but a request that could not be retried
-/// (a POST with a body) gets a connection checked just before.
-fn recent_stale_connection_is_retried_or_checked(d: Driver) {
-    let p = start_with(d, Upstream::with_idle_close(Duration::from_millis(200)), "");
-    let retries = |p: &Proxied| {
-        p.s.proxyctl_json(&["stats"])["upstreams"][0]["retries"]
-            .as_u64()
-            .unwrap()
-    };
-    let mut w = p.connect();
-    assert_eq!(json(&get_on(&mut w, "/api/one"))["target"], "/app/one");
-    assert!(p
-        .up
-        .wait_until(Duration::from_secs(2), |u| u.open_connections() == 0));
-    // Within a second of its return: a GET takes it unchecked, fails, and is retried.
-    let r = get_on(&mut w, "/api/two");
-    assert_eq!(json(&r)["target"], "/app/two");
-    assert_eq!(retries(&p), 1);
-    assert!(p
-        .up
-        .wait_until(Duration::from_secs(2), |u| u.open_connections() == 0));
-    // A POST is never sent on an unchecked connection: the dead one is seen and a fresh one
-    // carries it, without a retry.
-    w.send(b"POST /api/post HTTP/1.1\r\nHost: h.test\r\nContent-Length: 4\r\n\r\ndata");
-    let r = w.response(false);
-    assert_eq!(r.status, 200, "{}", r.text());
-    assert_eq!(json(&r)["target"], "/app/post");
-    assert_eq!(retries(&p), 1);
-}
-
 fn idle_pool_is_bounded(d: Driver) {
     let p = start_with(
         d,
@@ -940,7 +909,6 @@ crate::both_drivers!(
     head_response_keeps_the_upstreams_content_length,
     upstream_connections_are_reused,
     stale_pooled_connection_is_not_an_error,
-    recent_stale_connection_is_retried_or_checked,
     idle_pool_is_bounded,
     idle_pool_connections_expire,
     upstream_down_is_502,
