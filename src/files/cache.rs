@@ -28,6 +28,7 @@ use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::ffi::CString;
 use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
@@ -80,6 +81,15 @@ pub struct Key<'a> {
 }
 
 impl<'a> Key<'a> {
+    /// The path a check stats: relative to the root's descriptor, or the exact file's own.
+    fn path(&self) -> &[u8] {
+        if self.in_dir {
+            self.relative.as_bytes()
+        } else {
+            self.root.as_os_str().as_bytes()
+        }
+    }
+
     pub fn of(target: &'a Target<'_>) -> Option<Self> {
         match target {
             Target::File(path) => Some(Self {
@@ -144,7 +154,7 @@ pub fn fill(
     if len > config.max_file_size || len > config.size {
         return None;
     }
-    if key.in_dir && opened.path != key.relative.as_bytes() {
+    if opened.via_index {
         return None;
     }
     // Before the read: a change in the same tick as any part of it counts as racy.
@@ -157,7 +167,7 @@ pub fn fill(
     let entry = Rc::new(Cached {
         file: MemFile::new(opened.meta.clone(), body),
         identity,
-        path: CString::new(opened.path.as_slice()).ok()?,
+        path: CString::new(key.path()).ok()?,
         checked: Cell::new(now),
         used: Cell::new(now),
         expires: racy(&opened.st, read_at).then(|| now + RACY),
@@ -483,7 +493,7 @@ mod tests {
         // A directory named without its slash is served its route's index: not cached.
         let t = target("sub");
         let opened = super::super::open(&t, "index.html").unwrap();
-        assert_eq!(opened.path, b"sub/index.html");
+        assert!(opened.via_index, "sub is served its index");
         assert!(fill(Key::of(&t).unwrap(), &opened, &config, now, &stats).is_none());
         let t = target("sub/index.html");
         let opened = super::super::open(&t, "index.html").unwrap();

@@ -356,9 +356,8 @@ struct Opened {
     /// `fstat` of `fd`.
     st: libc::stat,
     meta: FileMeta,
-    /// The path opened: relative to the route's root (an index file for a directory), or the
-    /// exact-file route's absolute path.
-    path: Vec<u8>,
+    /// A directory was named (without its trailing slash) and its index opened instead.
+    via_index: bool,
 }
 
 /// Opens the file of a target for sendfile mode, following a directory to its index.
@@ -368,8 +367,12 @@ fn open(target: &Target<'_>, index: &str) -> Result<Opened, Error> {
             let fd = open_at(libc::AT_FDCWD, path.as_os_str().as_bytes(), false)?;
             let st = stat(&fd)?;
             let meta = regular_meta(&st, path)?;
-            let path = path.as_os_str().as_bytes().to_vec();
-            Ok(Opened { fd, st, meta, path })
+            Ok(Opened {
+                fd,
+                st,
+                meta,
+                via_index: false,
+            })
         }
         Target::InDir { root, relative } => {
             let root_fd = root_dir(root)?;
@@ -390,7 +393,7 @@ fn open(target: &Target<'_>, index: &str) -> Result<Opened, Error> {
                     fd,
                     st,
                     meta,
-                    path: with_index.into_bytes(),
+                    via_index: true,
                 });
             }
             let meta = regular_meta(&st, Path::new(rel))?;
@@ -398,7 +401,7 @@ fn open(target: &Target<'_>, index: &str) -> Result<Opened, Error> {
                 fd,
                 st,
                 meta,
-                path: rel.as_bytes().to_vec(),
+                via_index: false,
             })
         }
         Target::Upstream(_) | Target::NotFound => Err(Error::not_found()),
