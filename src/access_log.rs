@@ -9,8 +9,9 @@
 //! ```
 //!
 //! `json` is one object per line with the same fields (`time` in RFC 3339, durations in
-//! seconds, `null` where a field does not apply). In both, `bytes` counts what was written to
-//! the client, head and body (nginx's `$bytes_sent`); `status` is 0 when no response was sent
+//! seconds, `null` where a field does not apply). In both, `bytes` counts the response *body*
+//! bytes written to the client (nginx's `$body_bytes_sent`: 0 for a HEAD or a 304), and JSON's
+//! `bytes_sent` everything, heads included (`$bytes_sent`); `status` is 0 when no response was sent
 //! (the client went away, or the request was cut off before its status line). A request too
 //! malformed to parse is logged with `-` for its request line. Strings in `combined` escape
 //! `"`, `\` and bytes outside printable ASCII as `\xHH`, as nginx does.
@@ -28,10 +29,14 @@ use crate::http::Version;
 pub struct Entry<'a> {
     /// When the response ended.
     pub time: time::OffsetDateTime,
-    pub client: SocketAddr,
+    /// The client address (behind trusted proxies, the one their chain names).
+    pub client: IpAddr,
     /// The parsed request, or `None` for a request that could not be parsed.
     pub request: Option<&'a RequestHead>,
     pub status: u16,
+    /// Body bytes sent (nginx's `$body_bytes_sent`): 0 for HEAD, 304 and the like.
+    pub body_bytes: u64,
+    /// Everything sent, heads included (nginx's `$bytes_sent`).
     pub bytes: u64,
     pub duration: Duration,
     /// `host/prefix` of the route, or `None` when no route matched.
@@ -61,7 +66,7 @@ const MONTHS: [&str; 12] = [
 
 fn combined(e: &Entry, s: &mut String) {
     let t = e.time;
-    push_ip(s, e.client.ip());
+    push_ip(s, e.client);
     s.push_str(" - - [");
     push_2(s, t.day());
     s.push('/');
@@ -92,7 +97,7 @@ fn combined(e: &Entry, s: &mut String) {
     s.push_str("\" ");
     push_int(s, i64::from(e.status));
     s.push(' ');
-    push_u64(s, e.bytes);
+    push_u64(s, e.body_bytes);
     s.push_str(" \"");
     quoted_header(s, e.request, "referer");
     s.push_str("\" \"");
@@ -280,7 +285,7 @@ fn json(e: &Entry, s: &mut String) {
     s.push(char::from(b'0' + (ms / 100 % 10) as u8));
     push_2(s, (ms % 100) as u8);
     s.push_str("Z\",\"client\":\"");
-    push_ip(s, e.client.ip());
+    push_ip(s, e.client);
     s.push('"');
     let r = e.request;
     json_field(
@@ -306,6 +311,8 @@ fn json(e: &Entry, s: &mut String) {
     s.push_str(",\"status\":");
     push_int(s, i64::from(e.status));
     s.push_str(",\"bytes\":");
+    push_u64(s, e.body_bytes);
+    s.push_str(",\"bytes_sent\":");
     push_u64(s, e.bytes);
     s.push_str(",\"duration\":");
     push_secs(s, e.duration, 6);
@@ -341,10 +348,11 @@ mod tests {
     fn entry(req: Option<&RequestHead>) -> Entry<'_> {
         Entry {
             time: time::macros::datetime!(2026-11-30 05:44:03.123 UTC),
-            client: "[::ffff:10.0.0.7]:5555".parse().unwrap(),
+            client: "::ffff:10.0.0.7".parse().unwrap(),
             request: req,
             status: 502,
-            bytes: 153,
+            body_bytes: 153,
+            bytes: 270,
             duration: Duration::from_micros(2_345),
             route: Some("example.com/api".into()),
             upstream: Some("127.0.0.1:9000".parse().unwrap()),
@@ -387,6 +395,7 @@ mod tests {
         assert_eq!(v["protocol"], "HTTP/1.0");
         assert_eq!(v["status"], 502);
         assert_eq!(v["bytes"], 153);
+        assert_eq!(v["bytes_sent"], 270);
         assert_eq!(v["duration"], 0.002345);
         assert_eq!(v["route"], "example.com/api");
         assert_eq!(v["upstream"], "127.0.0.1:9000");

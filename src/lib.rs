@@ -20,6 +20,7 @@ pub mod config;
 pub mod control;
 pub mod error;
 pub mod files;
+pub mod fsread;
 pub mod http;
 pub mod limiter;
 pub mod logging;

@@ -36,13 +36,10 @@ struct Args {
 fn main() -> ExitCode {
     let args = Args::parse();
     let path = std::path::absolute(&args.config).unwrap_or_else(|_| args.config.clone());
-    let bytes = match std::fs::read(&path) {
+    let bytes = match zerocopy_server::fsread::read(&path, zerocopy_server::fsread::CONFIG_CAP) {
         Ok(b) => b,
         Err(e) => {
-            let e = config::ConfigErrors::file(
-                &args.config,
-                format!("cannot read the config file: {e}"),
-            );
+            let e = config::ConfigErrors::file(&args.config, format!("the config file {e}"));
             eprintln!("{e}");
             return ExitCode::from(1);
         }

@@ -45,16 +45,30 @@ impl MemoryFiles {
 }
 
 fn read_mem_file(path: &Path, budget: &mut u64) -> Result<MemFile, String> {
-    let md = std::fs::metadata(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    if md.len() > *budget {
-        return Err(format!(
+    // Through fsread: a FIFO or a device swapped in after the config check cannot hang or
+    // flood the control thread, and a file that grows while it is read stays within the cap.
+    let file = crate::fsread::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let md = file
+        .metadata()
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    let over_cap = || {
+        format!(
             "memory-mode files exceed the total cap of {} MiB at {}; use mode = \"sendfile\" \
              for large files",
             crate::config::defaults::MEMORY_MODE_TOTAL_CAP / (1024 * 1024),
             path.display()
-        ));
+        )
+    };
+    if md.is_file() && md.len() > *budget {
+        return Err(over_cap());
     }
-    let body = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let body = crate::fsread::read_open(file, *budget).map_err(|e| {
+        if e.starts_with("is larger") {
+            over_cap()
+        } else {
+            format!("{} {e}", path.display())
+        }
+    })?;
     *budget = budget.saturating_sub(body.len() as u64);
     let mtime = md
         .modified()

@@ -1,11 +1,20 @@
-//! Access policy primitives: CIDR sets for `allowed_ips` / `denied_ips`.
+//! Access policy primitives: CIDR sets for `allowed_ips` / `denied_ips` / `trusted_proxies`,
+//! and the client address a request's policy applies to.
 //!
-//! The security issue adds the rate limiter and the connection cap here; what the foundation
-//! needs is the parsed form of the IP rules, so that a bad CIDR is a config error.
+//! **Client addresses behind other proxies.** By default the client is the TCP peer. A route's
+//! `trusted_proxies` names the peers whose forwarding chain the daemon believes (nginx's
+//! `set_real_ip_from` with `real_ip_recursive on`): when the peer is trusted, the chain of
+//! `X-Forwarded-For` (or, without one, the `for=` of `Forwarded`) is walked from the right,
+//! past every trusted address, and the first address that is not trusted is the client —
+//! for `allowed_ips`, the rate limiter and the access log ([`client_address`]). An entry that
+//! is not an address (`unknown`, an obfuscated name, garbage) ends the walk at the hop before
+//! it, so a client cannot put a forged address behind it.
 
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv6Addr};
 
 use ipnet::IpNet;
+
+use crate::http::head::RequestHead;
 
 /// A set of IPv4 and IPv6 networks. A single address is a /32 or /128 network. An IPv4-mapped
 /// IPv6 client address (`::ffff:10.0.0.1`) matches IPv4 rules.
@@ -34,6 +43,102 @@ impl IpSet {
     pub fn contains(&self, addr: IpAddr) -> bool {
         let addr = canonical(addr);
         self.nets.iter().any(|n| n.contains(&addr))
+    }
+}
+
+/// The client address of a request from `peer` whose route trusts `trusted` (see the module
+/// documentation).
+pub fn client_address(peer: IpAddr, req: &RequestHead, trusted: &IpSet) -> IpAddr {
+    let peer = canonical(peer);
+    if trusted.is_empty() || !trusted.contains(peer) {
+        return peer;
+    }
+    let xff: Vec<Option<IpAddr>> = req
+        .headers
+        .iter()
+        .filter(|h| h.name.eq_ignore_ascii_case("x-forwarded-for"))
+        .flat_map(|h| h.value.split(|&b| b == b','))
+        .map(|item| parse_node(item.trim_ascii()))
+        .collect();
+    let chain = if xff.is_empty() {
+        forwarded_for(req)
+    } else {
+        xff
+    };
+    let mut client = peer;
+    for hop in chain.into_iter().rev() {
+        match hop {
+            Some(ip) => {
+                client = canonical(ip);
+                if !trusted.contains(client) {
+                    return client;
+                }
+            }
+            None => return client,
+        }
+    }
+    client
+}
+
+/// The `for=` nodes of every `Forwarded` header (RFC 7239), in order.
+fn forwarded_for(req: &RequestHead) -> Vec<Option<IpAddr>> {
+    let mut out = Vec::new();
+    for h in req
+        .headers
+        .iter()
+        .filter(|h| h.name.eq_ignore_ascii_case("forwarded"))
+    {
+        for element in h.value.split(|&b| b == b',') {
+            let value = element.split(|&b| b == b';').find_map(|pair| {
+                let pair = pair.trim_ascii();
+                let (name, value) = pair.split_at(pair.iter().position(|&b| b == b'=')?);
+                name.eq_ignore_ascii_case(b"for").then(|| &value[1..])
+            });
+            if let Some(v) = value {
+                let v = v.trim_ascii();
+                let v = v
+                    .strip_prefix(b"\"")
+                    .and_then(|v| v.strip_suffix(b"\""))
+                    .unwrap_or(v);
+                out.push(parse_node(v));
+            }
+        }
+    }
+    out
+}
+
+/// An address in a forwarding chain: `192.0.2.1`, `192.0.2.1:80`, `2001:db8::1`,
+/// `[2001:db8::1]` or `[2001:db8::1]:80`. `None` for anything else.
+fn parse_node(v: &[u8]) -> Option<IpAddr> {
+    let s = std::str::from_utf8(v).ok()?;
+    if let Ok(ip) = s.parse::<IpAddr>() {
+        return Some(ip);
+    }
+    if let Some(rest) = s.strip_prefix('[') {
+        let (inner, after) = rest.split_once(']')?;
+        if !after.is_empty() && !after.strip_prefix(':')?.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        return inner.parse::<Ipv6Addr>().ok().map(IpAddr::V6);
+    }
+    let (ip, port) = s.rsplit_once(':')?;
+    if port.is_empty() || !port.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    ip.parse::<std::net::Ipv4Addr>().ok().map(IpAddr::V4)
+}
+
+/// The key the rate limiter counts a client by: an IPv4 address as it is (IPv4-mapped IPv6
+/// included), an IPv6 address with everything past its first `v6_prefix` bits cleared, so that
+/// a client cannot escape its limit by rotating addresses within its network.
+pub fn limiter_key(ip: IpAddr, v6_prefix: u8) -> IpAddr {
+    match canonical(ip) {
+        IpAddr::V6(v6) => {
+            let bits = u32::from(v6_prefix.min(128));
+            let mask = u128::MAX.checked_shl(128 - bits).unwrap_or(0);
+            IpAddr::V6(Ipv6Addr::from(u128::from(v6) & mask))
+        }
+        v4 => v4,
     }
 }
 
@@ -111,6 +216,70 @@ mod tests {
         assert!(s.contains("::ffff:192.168.0.9".parse().unwrap()));
         assert!(!s.contains("::1".parse().unwrap()));
         assert!(!IpSet::default().contains("127.0.0.1".parse().unwrap()));
+    }
+
+    fn head(extra: &str) -> RequestHead {
+        let raw = format!("GET / HTTP/1.1\r\nHost: a\r\n{extra}\r\n");
+        crate::http::head::parse(raw.as_bytes(), 8192)
+            .unwrap()
+            .unwrap()
+            .0
+    }
+
+    #[test]
+    fn client_address_walks_the_trusted_chain() {
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        let peer = ip("10.0.0.2");
+        let trusted = set(&["10.0.0.0/8"]);
+        let xff = head("X-Forwarded-For: 6.6.6.6, 203.0.113.7, 10.1.1.1\r\n");
+        // Nobody trusted: the peer, whatever the headers say.
+        assert_eq!(client_address(peer, &xff, &IpSet::default()), peer);
+        // An untrusted peer's chain is not believed.
+        assert_eq!(client_address(ip("192.0.2.9"), &xff, &trusted), ip("192.0.2.9"));
+        // The right-most untrusted address; what lies left of it is the client's own claim.
+        assert_eq!(client_address(peer, &xff, &trusted), ip("203.0.113.7"));
+        // Several lines are one list.
+        let two = head("X-Forwarded-For: 6.6.6.6\r\nX-Forwarded-For: 203.0.113.8\r\n");
+        assert_eq!(client_address(peer, &two, &trusted), ip("203.0.113.8"));
+        // All trusted: the left-most.
+        let inner = head("X-Forwarded-For: 10.9.9.9, 10.1.1.1\r\n");
+        assert_eq!(client_address(peer, &inner, &trusted), ip("10.9.9.9"));
+        // Garbage ends the walk at the hop before it.
+        let junk = head("X-Forwarded-For: 6.6.6.6, unknown, 10.1.1.1\r\n");
+        assert_eq!(client_address(peer, &junk, &trusted), ip("10.1.1.1"));
+        // No chain: the peer.
+        assert_eq!(client_address(peer, &head(""), &trusted), peer);
+        // Ports and brackets.
+        let ports = head("X-Forwarded-For: [2001:db8::5]:443, 198.51.100.1:8080\r\n");
+        assert_eq!(client_address(peer, &ports, &trusted), ip("198.51.100.1"));
+        let all = set(&["10.0.0.0/8", "198.51.100.0/24"]);
+        assert_eq!(client_address(peer, &ports, &all), ip("2001:db8::5"));
+    }
+
+    #[test]
+    fn forwarded_is_the_chain_without_x_forwarded_for() {
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        let peer = ip("10.0.0.2");
+        let trusted = set(&["10.0.0.0/8"]);
+        let fwd = head(
+            "Forwarded: for=6.6.6.6;proto=https, For=\"[2001:db8::7]:4711\";by=10.0.0.2\r\n",
+        );
+        assert_eq!(client_address(peer, &fwd, &trusted), ip("2001:db8::7"));
+        let hidden = head("Forwarded: for=6.6.6.6, for=_hidden, for=10.3.3.3\r\n");
+        assert_eq!(client_address(peer, &hidden, &trusted), ip("10.3.3.3"));
+        // X-Forwarded-For wins when both are present.
+        let both = head("Forwarded: for=6.6.6.6\r\nX-Forwarded-For: 203.0.113.1\r\n");
+        assert_eq!(client_address(peer, &both, &trusted), ip("203.0.113.1"));
+    }
+
+    #[test]
+    fn limiter_keys_by_ipv6_prefix() {
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        assert_eq!(limiter_key(ip("2001:db8:1:2:3:4:5:6"), 64), ip("2001:db8:1:2::"));
+        assert_eq!(limiter_key(ip("2001:db8:1:2:3:4:5:6"), 48), ip("2001:db8:1::"));
+        assert_eq!(limiter_key(ip("2001:db8::1"), 128), ip("2001:db8::1"));
+        assert_eq!(limiter_key(ip("192.0.2.7"), 64), ip("192.0.2.7"));
+        assert_eq!(limiter_key(ip("::ffff:192.0.2.7"), 64), ip("192.0.2.7"));
     }
 
     #[test]

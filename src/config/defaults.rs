@@ -42,6 +42,13 @@ pub const RATE_LIMIT_REQUESTS_PER_MIN: u32 = 0;
 pub const MAX_IDLE_CONNECTIONS_PER_HOST: usize = 8;
 /// `security.idle_connection_timeout_secs`.
 pub const IDLE_CONNECTION_TIMEOUT: Duration = Duration::from_secs(30);
+/// `security.allow_underscores_in_headers` (extension): request headers whose names hold `_`
+/// are dropped on the way to an upstream (nginx's `underscores_in_headers off`).
+pub const ALLOW_UNDERSCORES_IN_HEADERS: bool = false;
+/// `security.allowed_upgrades` (extension): the `Upgrade` protocols forwarded to upstreams.
+pub const ALLOWED_UPGRADES: &[&str] = &["websocket"];
+/// `security.rate_limit_ipv6_prefix` (extension): IPv6 clients are counted per /64.
+pub const RATE_LIMIT_IPV6_PREFIX: u8 = 64;
 
 /// Route `mode`.
 pub const FILE_MODE: &str = "sendfile";
@@ -52,6 +59,13 @@ pub const INDEX: &str = "index.html";
 pub const KTLS_ENABLED: bool = false;
 /// `[tls] ktls_fallback_enabled`.
 pub const KTLS_FALLBACK_ENABLED: bool = true;
+/// `[tls] session_tickets` (extension): stateless session tickets for resumption.
+pub const SESSION_TICKETS: bool = true;
+/// `[tls] session_cache_size` (extension): sessions held by the stateful cache.
+pub const SESSION_CACHE_SIZE: usize = 4096;
+/// How often the daemon's own session ticket key is replaced (without a
+/// `session_ticket_key_file`); the previous key still opens tickets for as long again.
+pub const SESSION_TICKET_ROTATION: Duration = Duration::from_secs(12 * 3600);
 
 /// `[performance] huge_pages_enabled`.
 pub const HUGE_PAGES_ENABLED: bool = false;

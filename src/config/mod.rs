@@ -176,6 +176,19 @@ pub struct RouteSecurity {
     pub max_idle_connections_per_host: usize,
     /// `idle_connection_timeout_secs`: default 30.
     pub idle_connection_timeout: Duration,
+    /// `trusted_proxies` (extension): peers whose `X-Forwarded-For` / `Forwarded` the daemon
+    /// believes; the client address is the right-most address of the chain that is not in
+    /// it. Default empty: the client is the TCP peer.
+    pub trusted_proxies: IpSet,
+    /// `allow_underscores_in_headers` (extension): forward request headers whose names hold
+    /// `_`. Default false.
+    pub allow_underscores_in_headers: bool,
+    /// `allowed_upgrades` (extension): `Upgrade` protocols forwarded to upstreams,
+    /// lower-case; never `h2c`. Default `["websocket"]`.
+    pub allowed_upgrades: Vec<String>,
+    /// `rate_limit_ipv6_prefix` (extension): IPv6 clients are counted by the rate limiter per
+    /// network of this prefix length, 32 to 128. Default 64.
+    pub rate_limit_ipv6_prefix: u8,
 }
 
 impl RouteSecurity {
@@ -207,6 +220,10 @@ impl Default for RouteSecurity {
             denied_ips: IpSet::default(),
             max_idle_connections_per_host: MAX_IDLE_CONNECTIONS_PER_HOST,
             idle_connection_timeout: IDLE_CONNECTION_TIMEOUT,
+            trusted_proxies: IpSet::default(),
+            allow_underscores_in_headers: ALLOW_UNDERSCORES_IN_HEADERS,
+            allowed_upgrades: ALLOWED_UPGRADES.iter().map(|s| s.to_string()).collect(),
+            rate_limit_ipv6_prefix: RATE_LIMIT_IPV6_PREFIX,
         }
     }
 }
@@ -279,16 +296,25 @@ pub struct Tls {
     pub ktls_enabled: bool,
     /// `ktls_fallback_enabled`: default true.
     pub ktls_fallback_enabled: bool,
+    /// `session_tickets` (extension): stateless session tickets; default true.
+    pub session_tickets: bool,
+    /// `session_ticket_key_file` (extension): 80 bytes of ticket key shared with other
+    /// instances; default none (the daemon makes its own key and rotates it).
+    pub session_ticket_key_file: Option<PathBuf>,
+    /// `session_cache_size` (extension): sessions in the stateful cache; default 4096.
+    pub session_cache_size: usize,
 }
 
 impl Tls {
-    /// Every certificate and key file, in config order.
+    /// Every file `[tls]` reads — certificates and keys in config order, then the session
+    /// ticket key file.
     pub fn files(&self) -> Vec<PathBuf> {
         let mut out = vec![self.cert_path.clone(), self.key_path.clone()];
         for c in &self.certificates {
             out.push(c.cert_path.clone());
             out.push(c.key_path.clone());
         }
+        out.extend(self.session_ticket_key_file.clone());
         out
     }
 }

@@ -32,13 +32,16 @@ use super::{
     Performance, ProxyBackend, ReuseportBalancing, Route, RouteSecurity, Scheme, Server, Tls,
     TlsCertificate, UpstreamUrl,
 };
+use crate::http::method::is_tchar;
 use crate::http::{Method, MethodSet};
 use crate::security::{parse_net, IpSet};
 
 /// Reads and parses the config file at `path`.
 pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| ConfigErrors::file(path, format!("cannot read the config file: {e}")))?;
+    let bytes = crate::fsread::read(path, crate::fsread::CONFIG_CAP)
+        .map_err(|e| ConfigErrors::file(path, format!("the config file {e}")))?;
+    let text = String::from_utf8(bytes)
+        .map_err(|e| ConfigErrors::file(path, format!("the config file is not UTF-8: {e}")))?;
     parse(&text, path)
 }
 
@@ -104,7 +107,8 @@ const ROUTE_SECURITY_KEYS: &[&str] = &[
     "client_header_timeout_secs", "client_body_timeout_secs", "backend_connect_timeout_secs",
     "allowed_methods", "rate_limit_requests_per_min", "allowed_ips", "denied_ips",
     "max_idle_connections_per_host", "idle_connection_timeout_secs",
-    "backend_response_timeout_secs",
+    "backend_response_timeout_secs", "trusted_proxies", "allow_underscores_in_headers",
+    "allowed_upgrades", "rate_limit_ipv6_prefix",
 ];
 const PERFORMANCE_KEYS: &[&str] = &[
     "reuseport_balancing",
@@ -114,8 +118,10 @@ const PERFORMANCE_KEYS: &[&str] = &[
     "file_cache_valid_ms",
 ];
 #[rustfmt::skip]
-const TLS_KEYS: &[&str] =
-    &["cert_path", "key_path", "ktls_enabled", "ktls_fallback_enabled", "certificates"];
+const TLS_KEYS: &[&str] = &[
+    "cert_path", "key_path", "ktls_enabled", "ktls_fallback_enabled", "certificates",
+    "session_tickets", "session_ticket_key_file", "session_cache_size",
+];
 const TLS_CERTIFICATE_KEYS: &[&str] = &["cert_path", "key_path", "server_names"];
 const ADMIN_KEYS: &[&str] = &["socket", "metrics_listen"];
 #[rustfmt::skip]
@@ -354,6 +360,13 @@ impl Walker<'_> {
         let idle = &mut s.max_idle_connections_per_host;
         self.set(n, "max_idle_connections_per_host", idle, Self::count);
         self.set(n, "idle_connection_timeout_secs", &mut s.idle_connection_timeout, Self::secs);
+        self.set(n, "trusted_proxies", &mut s.trusted_proxies, Self::ip_set);
+        let underscores = &mut s.allow_underscores_in_headers;
+        self.set(n, "allow_underscores_in_headers", underscores, Self::bool);
+        self.set(n, "allowed_upgrades", &mut s.allowed_upgrades, Self::upgrades);
+        self.set(n, "rate_limit_ipv6_prefix", &mut s.rate_limit_ipv6_prefix, |w, f| {
+            w.uint(f, 32, 128).and_then(|v| u8::try_from(v).ok())
+        });
         s
     }
 
@@ -403,17 +416,32 @@ impl Walker<'_> {
             },
             ktls_enabled: defaults::KTLS_ENABLED,
             ktls_fallback_enabled: defaults::KTLS_FALLBACK_ENABLED,
+            session_tickets: defaults::SESSION_TICKETS,
+            session_ticket_key_file: None,
+            session_cache_size: defaults::SESSION_CACHE_SIZE,
         };
         if let Some(f) = n.field("certificates") {
             tls.certificates = self.tls_certificates(&f);
         }
         self.set(&n, "ktls_enabled", &mut tls.ktls_enabled, Self::bool);
-        self.set(
-            &n,
-            "ktls_fallback_enabled",
-            &mut tls.ktls_fallback_enabled,
-            Self::bool,
-        );
+        if let Some(f) = n.field("ktls_fallback_enabled") {
+            if let Some(fallback) = self.bool(&f) {
+                tls.ktls_fallback_enabled = fallback;
+                if !fallback && !cfg!(feature = "ktls") {
+                    // The spec: false makes kernel TLS mandatory. A build without it cannot
+                    // keep that promise, so it must not start and serve in userspace.
+                    self.reject(
+                        &f,
+                        "false makes kernel TLS mandatory, and this build has no kernel TLS; \
+                         build with `cargo build --release --features ktls`, or remove the key \
+                         (TLS then runs in userspace)",
+                    );
+                }
+            }
+        }
+        self.set(&n, "session_tickets", &mut tls.session_tickets, Self::bool);
+        tls.session_ticket_key_file = self.opt(&n, "session_ticket_key_file", Self::readable_file);
+        self.set(&n, "session_cache_size", &mut tls.session_cache_size, Self::count);
         tls.cert_path = cert_path?;
         tls.key_path = key_path?;
         Some(tls)
@@ -811,8 +839,10 @@ impl Walker<'_> {
     fn readable_file(&mut self, f: &Field) -> Option<PathBuf> {
         let raw = self.str(f)?;
         let path = self.path(f)?;
-        let problem = match std::fs::File::open(&path).and_then(|file| file.metadata()) {
-            Ok(m) if m.is_dir() => "is a directory; expected a PEM file".to_string(),
+        // Opened non-blocking: a FIFO must not hang the check (or the control thread).
+        let problem = match crate::fsread::open(&path).and_then(|file| file.metadata()) {
+            Ok(m) if m.is_dir() => "is a directory; expected a regular file".to_string(),
+            Ok(m) if !m.is_file() => "is not a regular file (a FIFO or a device?)".to_string(),
             Ok(_) => return Some(path),
             Err(e) => format!("cannot be read: {e}"),
         };
@@ -1099,6 +1129,39 @@ impl Walker<'_> {
             }
         }
         ok.then_some(Some(set))
+    }
+
+    /// `allowed_upgrades`: protocol tokens, lower-cased; `h2c` is refused.
+    fn upgrades(&mut self, f: &Field) -> Option<Vec<String>> {
+        let items = self.array(f)?;
+        let mut out = Vec::with_capacity(items.len());
+        let mut ok = true;
+        for item in &items {
+            let Some(s) = self.str(item) else {
+                ok = false;
+                continue;
+            };
+            let token = s.to_ascii_lowercase();
+            let name = token.split('/').next().unwrap_or_default();
+            if name == "h2c" {
+                self.reject(
+                    item,
+                    "h2c is never forwarded: an h2c upgrade would hand the connection to the \
+                     upstream past every later request's routing and policy (RFC 9113 removed \
+                     it); remove it",
+                );
+                ok = false;
+            } else if token.is_empty() || !token.bytes().all(|b| b == b'/' || is_tchar(b)) {
+                self.reject(
+                    item,
+                    format!("{s:?} is not a protocol name, e.g. \"websocket\""),
+                );
+                ok = false;
+            } else {
+                out.push(token);
+            }
+        }
+        ok.then_some(out)
     }
 
     fn ip_set(&mut self, f: &Field) -> Option<IpSet> {

@@ -4,6 +4,11 @@
 //! Small threads accept connections and read request lines; each request goes to the control
 //! loop as an [`Event::Admin`] and the answers come back on a channel, so every decision is
 //! taken on the one control thread. A connection handles one request at a time.
+//!
+//! No client can hold the socket up: each connection has [`CLIENT_TIMEOUT`] to send a request
+//! line and to take each answer line, at most [`MAX_CONNECTIONS`] are served at once (past that
+//! a client is answered "busy" and closed at once), and a connection waits at most
+//! [`ANSWER_TIMEOUT`] for the control loop's answer.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::fs::PermissionsExt;
@@ -19,7 +24,13 @@ use proxyctl::proto::{self, Response};
 use super::Event;
 
 /// Admin connections served at once.
-const MAX_CONNECTIONS: usize = 32;
+pub const MAX_CONNECTIONS: usize = 64;
+/// How long a client may take to send a request line (also between requests), and to take
+/// an answer line.
+pub const CLIENT_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a connection waits for the control loop between answer lines (a drain answers
+/// every second; a reload within [`super::BUILD_DEADLINE`]).
+const ANSWER_TIMEOUT: Duration = Duration::from_secs(60);
 /// Longest request line accepted.
 const MAX_LINE: usize = 64 * 1024;
 
@@ -92,9 +103,15 @@ pub fn serve(listener: UnixListener, events: Sender<Event>) -> std::io::Result<(
             for stream in listener.incoming() {
                 let Ok(mut stream) = stream else { continue };
                 if open.load(Ordering::Relaxed) >= MAX_CONNECTIONS {
+                    // Answered without waiting: a client that does not read cannot stall the
+                    // accept loop.
+                    let _ = stream.set_nonblocking(true);
                     let _ = stream.write_all(
                         proto::encode_response(Response::Error {
-                            error: "too many admin connections".into(),
+                            error: format!(
+                                "busy: {MAX_CONNECTIONS} admin connections are open; try again \
+                                 in a few seconds"
+                            ),
                         })
                         .as_bytes(),
                     );
@@ -115,7 +132,8 @@ pub fn serve(listener: UnixListener, events: Sender<Event>) -> std::io::Result<(
 }
 
 fn connection(stream: UnixStream, events: Sender<Event>) {
-    let _ = stream.set_read_timeout(Some(Duration::from_secs(60)));
+    let _ = stream.set_read_timeout(Some(CLIENT_TIMEOUT));
+    let _ = stream.set_write_timeout(Some(CLIENT_TIMEOUT));
     let Ok(mut writer) = stream.try_clone() else {
         return;
     };
@@ -164,7 +182,7 @@ fn connection(stream: UnixStream, events: Sender<Event>) {
             return;
         }
         // Answers until the final one (ok or error); `processing` lines come before it.
-        for response in reply_rx {
+        while let Ok(response) = reply_rx.recv_timeout(ANSWER_TIMEOUT) {
             let last = !matches!(response, Response::Processing { .. });
             let ok = writer
                 .write_all(proto::encode_response(response).as_bytes())

@@ -8,15 +8,19 @@
 //!
 //! Small helper threads only do I/O (the watcher, the signal iterator, admin connections) and
 //! turn what they see into [`Event`]s; the loop here handles them one at a time, so a reload, a
-//! drain and an admin question never race. See `LIFECYCLE.md` beside this file for boot, reload
-//! and shutdown step by step.
+//! drain and an admin question never race. The slow part of a reload or a check — parsing,
+//! DNS, reading memory-mode files and certificates — runs on a helper thread of its own
+//! ([`reload::prepare`]) and comes back as an [`Event::Built`], so the loop keeps answering
+//! `status` and acting on `SIGTERM` while it runs, and a build that does not finish within
+//! [`BUILD_DEADLINE`] is given up. See `LIFECYCLE.md` beside this file for boot, reload and
+//! shutdown step by step.
 
 pub mod admin;
 pub mod reload;
 pub mod watch;
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -38,10 +42,14 @@ const DEBOUNCE: Duration = Duration::from_millis(25);
 const DEBOUNCE_MAX: Duration = Duration::from_millis(250);
 /// The longest drain: a day, like the longest `shutdown_timeout_secs`.
 const MAX_DRAIN: Duration = Duration::from_secs(86_400);
-/// The largest config file read.
-const MAX_CONFIG_SIZE: u64 = 16 * 1024 * 1024;
 /// How often a drain reports progress to `proxyctl drain`.
 const DRAIN_PROGRESS: Duration = Duration::from_secs(1);
+/// How long a reload's build may take before it is given up (and reported as failed; the
+/// old config keeps serving). Below `proxyctl`'s 30 s wait for an answer.
+pub const BUILD_DEADLINE: Duration = Duration::from_secs(20);
+/// Config builds (reloads and checks) running at once on helper threads, given-up ones
+/// included; past it a check or reload is answered "busy".
+const MAX_BUILDS: usize = 4;
 
 /// Something for the control loop to handle.
 pub enum Event {
@@ -58,6 +66,11 @@ pub enum Event {
     },
     /// A Prometheus scrape: the text goes to `reply`.
     Metrics { reply: Sender<String> },
+    /// A reload's build finished on its helper thread.
+    Built {
+        id: u64,
+        result: Box<Result<reload::Prepared, crate::config::ConfigErrors>>,
+    },
 }
 
 /// The control loop's event channel, made before anything else so that signals are caught
@@ -123,6 +136,51 @@ pub struct Control {
     watcher: Option<notify::RecommendedWatcher>,
     /// The files the watcher watches: the config, then `[tls]`'s certificates and keys.
     watched: Vec<PathBuf>,
+    /// The reload being built on a helper thread.
+    building: Option<Building>,
+    /// A reload asked for during a build: it starts when that one ends.
+    queued: Option<Queued>,
+    /// Config builds (reloads and checks) running on helper threads.
+    builds: Arc<AtomicUsize>,
+    /// The id of the last build started.
+    last_build: u64,
+}
+
+/// A reload whose new snapshot a helper thread is building.
+struct Building {
+    id: u64,
+    trigger: Trigger,
+    started: Instant,
+    /// The config file's bytes, then each `[tls]` file's, as read for this build.
+    inputs: Vec<u8>,
+    config_len: usize,
+    /// Admin clients waiting for the report.
+    waiting: Vec<Sender<Response>>,
+}
+
+/// A reload asked for while another was being built.
+struct Queued {
+    trigger: Trigger,
+    force: bool,
+    waiting: Vec<Sender<Response>>,
+}
+
+/// One running config build, counted in [`Control::builds`] until it is dropped.
+struct BuildSlot(Arc<AtomicUsize>);
+
+impl BuildSlot {
+    fn take(builds: &Arc<AtomicUsize>) -> Option<Self> {
+        let taken = builds.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+            (n < MAX_BUILDS).then_some(n + 1)
+        });
+        taken.ok().map(|_| Self(builds.clone()))
+    }
+}
+
+impl Drop for BuildSlot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 struct Drain {
@@ -151,7 +209,7 @@ impl Control {
         let Channel { sender, events } = channel;
         let watched = watched_files(&config_path, &shared.snapshot.load().config);
         let watcher = start_watcher(&watched, &sender);
-        let serving_bytes = inputs(serving_bytes, &shared.snapshot.load().config);
+        let serving_bytes = reload::inputs(serving_bytes, &shared.snapshot.load().config);
         let generation = shared.snapshot.load().generation;
         Ok(Self {
             shared,
@@ -181,6 +239,10 @@ impl Control {
             log: Some(log),
             watcher,
             watched,
+            building: None,
+            queued: None,
+            builds: Arc::new(AtomicUsize::new(0)),
+            last_build: 0,
         })
     }
 
@@ -225,7 +287,7 @@ impl Control {
                 }
             }
             Event::Signal(libc::SIGHUP) => {
-                self.reload(Trigger::Signal, true);
+                self.reload(Trigger::Signal, true, Vec::new());
             }
             Event::Signal(libc::SIGUSR1) => {
                 crate::logging::reopen();
@@ -248,6 +310,7 @@ impl Control {
                 reply,
                 written,
             } => self.on_admin(request, reply, written),
+            Event::Built { id, result } => self.finish_reload(id, *result),
         }
     }
 
@@ -256,7 +319,12 @@ impl Control {
             if at.elapsed() >= DEBOUNCE && self.drain.is_none() {
                 self.file_event_at = None;
                 self.file_first_event_at = None;
-                self.reload(Trigger::File, false);
+                self.reload(Trigger::File, false, Vec::new());
+            }
+        }
+        if let Some(b) = &self.building {
+            if b.started.elapsed() >= BUILD_DEADLINE {
+                self.give_up_build();
             }
         }
         if self.drain.is_some() {
@@ -270,7 +338,10 @@ impl Control {
     fn on_admin(&mut self, request: Request, reply: Sender<Response>, written: Receiver<()>) {
         let response = match request {
             Request::Status => proto::ok(&self.status()),
-            Request::Reload => proto::ok(&self.reload(Trigger::Admin, true)),
+            Request::Reload => {
+                self.reload(Trigger::Admin, true, vec![reply]);
+                return;
+            }
             Request::Drain { timeout_secs } => {
                 self.start_drain(timeout_secs.map(Duration::from_secs));
                 let progress = self.progress();
@@ -284,7 +355,8 @@ impl Control {
             Request::Stats => proto::ok(&self.stats()),
             Request::Explain { host, path } => proto::ok(&self.explain(&host, &path)),
             Request::Check { file, text } => {
-                proto::ok(&self.check(file.map(PathBuf::from), text.map(String::into_bytes)))
+                self.check(file.map(PathBuf::from), text.map(String::into_bytes), reply);
+                return;
             }
         };
         let _ = reply.send(response);
@@ -297,16 +369,19 @@ impl Control {
         }
     }
 
-    /// A reload transaction. `force` rebuilds even when the file's bytes did not change
-    /// (re-reading memory-mode files); a file event with unchanged bytes does nothing at all.
-    fn reload(&mut self, trigger: Trigger, force: bool) -> ReloadReport {
+    /// Starts a reload transaction; `waiting` admin clients get its report. `force` rebuilds
+    /// even when the file's bytes did not change (re-reading memory-mode files); a file event
+    /// with unchanged bytes does nothing at all. The inputs are read here (non-blocking and
+    /// capped, see [`crate::fsread`]); the build runs on a helper thread and ends in
+    /// [`Self::finish_reload`]. A reload asked for during a build waits for it to end.
+    fn reload(&mut self, trigger: Trigger, force: bool, waiting: Vec<Sender<Response>>) {
         let current = self.shared.snapshot.load_full();
         if self.drain.is_some() {
             log::warn!(
                 "reload ({}) refused: the daemon is draining",
                 trigger.as_str()
             );
-            return ReloadReport {
+            let report = ReloadReport {
                 ok: false,
                 trigger: trigger.as_str().into(),
                 at_unix_ms: now_ms(),
@@ -316,8 +391,20 @@ impl Control {
                 restart_required: Vec::new(),
                 changes: RouteChanges::default(),
             };
+            answer(waiting, &report);
+            return;
         }
-        let bytes = match read_config(&self.config_path) {
+        if self.building.is_some() {
+            let q = self.queued.get_or_insert(Queued {
+                trigger,
+                force,
+                waiting: Vec::new(),
+            });
+            q.force |= force;
+            q.waiting.extend(waiting);
+            return;
+        }
+        let bytes = match reload::read_config(&self.config_path) {
             Ok(b) => b,
             Err(e) => {
                 let error = format!("{}: {e}", self.config_path.display());
@@ -326,14 +413,16 @@ impl Control {
                     trigger.as_str(),
                     current.generation
                 );
-                return self.record(trigger, current.generation, Err(error));
+                let report = self.record(trigger, current.generation, Err(error));
+                answer(waiting, &report);
+                return;
             }
         };
         let config_len = bytes.len();
-        let bytes = inputs(bytes, &current.config);
-        if !force && bytes == self.serving_bytes {
+        let inputs = reload::inputs(bytes, &current.config);
+        if !force && inputs == self.serving_bytes {
             log::debug!("config file event: bytes unchanged, nothing to do");
-            return ReloadReport {
+            let report = ReloadReport {
                 ok: true,
                 trigger: trigger.as_str().into(),
                 at_unix_ms: now_ms(),
@@ -343,17 +432,80 @@ impl Control {
                 restart_required: Vec::new(),
                 changes: RouteChanges::default(),
             };
+            answer(waiting, &report);
+            return;
         }
+        let Some(slot) = BuildSlot::take(&self.builds) else {
+            let error = format!(
+                "busy: {MAX_BUILDS} config builds are still running (builds that did not finish \
+                 within {}s); try again later",
+                BUILD_DEADLINE.as_secs()
+            );
+            log::warn!("reload ({}) refused: {error}", trigger.as_str());
+            let report = self.record(trigger, current.generation, Err(error));
+            answer(waiting, &report);
+            return;
+        };
         self.set_state(Lifecycle::Reloading);
         notify_systemd(&format!("RELOADING=1\nMONOTONIC_USEC={}", monotonic_usec()));
-        let config_bytes = bytes.get(..config_len).unwrap_or_default();
-        let result = reload::prepare(
-            &self.config_path,
-            config_bytes,
-            &current,
-            &self.shared.metrics,
+        self.last_build += 1;
+        let id = self.last_build;
+        let config_bytes = inputs.get(..config_len).unwrap_or_default().to_vec();
+        let (path, metrics, events) = (
+            self.config_path.clone(),
+            self.shared.metrics.clone(),
+            self.sender.clone(),
         );
+        let spawned = std::thread::Builder::new()
+            .name("zcs-build".into())
+            .spawn(move || {
+                let result = reload::prepare(&path, &config_bytes, &current, &metrics);
+                drop(slot);
+                let _ = events.send(Event::Built {
+                    id,
+                    result: Box::new(result),
+                });
+            });
+        if let Err(e) = spawned {
+            let generation = self.shared.snapshot.load().generation;
+            let report = self.record(
+                trigger,
+                generation,
+                Err(format!("cannot start a build thread: {e}")),
+            );
+            answer(waiting, &report);
+            self.back_to_running();
+            return;
+        }
+        self.building = Some(Building {
+            id,
+            trigger,
+            started: Instant::now(),
+            inputs,
+            config_len,
+            waiting,
+        });
+    }
+
+    /// Publishes a finished build (or reports why not), then starts a queued reload.
+    fn finish_reload(
+        &mut self,
+        id: u64,
+        result: Result<reload::Prepared, crate::config::ConfigErrors>,
+    ) {
+        let Some(b) = self.building.take_if(|b| b.id == id) else {
+            log::debug!("the result of an abandoned config build arrived; dropped");
+            return;
+        };
+        let current = self.shared.snapshot.load_full();
+        let trigger = b.trigger;
         let report = match result {
+            // A drain began while it was built: nothing is swapped in any more.
+            Ok(_) if self.drain.is_some() => self.record(
+                trigger,
+                current.generation,
+                Err("the daemon began draining; the new config was not swapped in".into()),
+            ),
             Ok(prepared) => {
                 for w in prepared.snapshot.config.warnings() {
                     log::warn!("{w}");
@@ -362,8 +514,8 @@ impl Control {
                 let restart = prepared.restart_required.clone();
                 // What was checked is the new config with the old [tls] files: record the new
                 // config's files, and watch them if they moved.
-                let config_bytes = bytes.get(..config_len).unwrap_or_default().to_vec();
-                let serving = inputs(config_bytes, &prepared.snapshot.config);
+                let config_bytes = b.inputs.get(..b.config_len).unwrap_or_default().to_vec();
+                let serving = reload::inputs(config_bytes, &prepared.snapshot.config);
                 let watched = watched_files(&self.config_path, &prepared.snapshot.config);
                 crate::logging::set_level(&prepared.snapshot.config.logging);
                 let generation = reload::commit(&self.shared.snapshot, prepared);
@@ -400,12 +552,41 @@ impl Control {
                 self.record(trigger, current.generation, Err(errors.to_string()))
             }
         };
+        answer(b.waiting, &report);
         // Counters of routes the serving config does not have (removed, or built for a
         // refused file) are forgotten.
         self.shared.metrics.retain(&self.shared.snapshot.load());
-        self.set_state(Lifecycle::Running);
-        notify_systemd("READY=1");
-        report
+        self.back_to_running();
+    }
+
+    /// Gives up a build that ran past [`BUILD_DEADLINE`]: reported as failed, the old config
+    /// keeps serving, and its result is dropped if it ever comes.
+    fn give_up_build(&mut self) {
+        let Some(b) = self.building.take() else {
+            return;
+        };
+        let generation = self.shared.snapshot.load().generation;
+        let error = format!(
+            "the new config did not finish building within {}s (a DNS lookup or a file that \
+             does not answer?); still serving generation {generation}",
+            BUILD_DEADLINE.as_secs()
+        );
+        log::warn!("reload ({}) given up: {error}", b.trigger.as_str());
+        let report = self.record(b.trigger, generation, Err(error));
+        answer(b.waiting, &report);
+        self.back_to_running();
+    }
+
+    /// The end of a reload attempt: `running` again (unless draining), and the next reload if
+    /// one was asked for meanwhile.
+    fn back_to_running(&mut self) {
+        if self.drain.is_none() {
+            self.set_state(Lifecycle::Running);
+            notify_systemd("READY=1");
+        }
+        if let Some(q) = self.queued.take() {
+            self.reload(q.trigger, q.force, q.waiting);
+        }
     }
 
     /// Builds a report and keeps it as the last reload.
@@ -690,9 +871,10 @@ impl Control {
         answer
     }
 
-    /// Checks `text` as the file `file`, or the daemon's own config file. The daemon reads no
-    /// other file for a check: the client sends the text, read with its own permissions.
-    fn check(&self, file: Option<PathBuf>, text: Option<Vec<u8>>) -> CheckReport {
+    /// Checks `text` as the file `file`, or the daemon's own config file, on a helper thread
+    /// that answers `reply` itself. The daemon reads no other file for a check: the client
+    /// sends the text, read with its own permissions.
+    fn check(&self, file: Option<PathBuf>, text: Option<Vec<u8>>, reply: Sender<Response>) {
         let path = file.unwrap_or_else(|| self.config_path.clone());
         let mut report = CheckReport {
             ok: false,
@@ -701,10 +883,9 @@ impl Control {
             changes: RouteChanges::default(),
             restart_required: Vec::new(),
         };
-        let current = self.shared.snapshot.load_full();
         let read = match text {
             Some(t) => Ok(t),
-            None if path == self.config_path => read_config(&path),
+            None if path == self.config_path => reload::read_config(&path),
             None => Err(
                 "send the file's text to check it (proxyctl does); the daemon reads \
                          only its own config file"
@@ -715,20 +896,47 @@ impl Control {
             Ok(b) => b,
             Err(e) => {
                 report.errors.push(format!("{}: {e}", path.display()));
-                return report;
+                let _ = reply.send(proto::ok(&report));
+                return;
             }
         };
-        // A check builds with counters of its own: it must not touch the running ones.
-        let scratch = crate::metrics::Registry::new(1);
-        match reload::prepare(&path, &bytes, &current, &scratch) {
-            Ok(prepared) => {
-                report.ok = true;
-                report.changes = prepared.changes;
-                report.restart_required = prepared.restart_required;
-            }
-            Err(errors) => report.errors = errors.0.iter().map(ToString::to_string).collect(),
+        let Some(slot) = BuildSlot::take(&self.builds) else {
+            let _ = reply.send(Response::Error {
+                error: format!(
+                    "busy: {MAX_BUILDS} config builds are running; try again in a few seconds"
+                ),
+            });
+            return;
+        };
+        let current = self.shared.snapshot.load_full();
+        let spawned = std::thread::Builder::new()
+            .name("zcs-check".into())
+            .spawn(move || {
+                // A check builds with counters of its own: it must not touch the running ones.
+                let scratch = crate::metrics::Registry::new(1);
+                match reload::prepare(&path, &bytes, &current, &scratch) {
+                    Ok(prepared) => {
+                        report.ok = true;
+                        report.changes = prepared.changes;
+                        report.restart_required = prepared.restart_required;
+                    }
+                    Err(errors) => {
+                        report.errors = errors.0.iter().map(ToString::to_string).collect()
+                    }
+                }
+                drop(slot);
+                let _ = reply.send(proto::ok(&report));
+            });
+        if let Err(e) = spawned {
+            log::warn!("cannot start a check thread: {e}");
         }
-        report
+    }
+}
+
+/// Sends a reload's report to every admin client waiting for it.
+fn answer(waiting: Vec<Sender<Response>>, report: &ReloadReport) {
+    for w in waiting {
+        let _ = w.send(proto::ok(report));
     }
 }
 
@@ -819,31 +1027,6 @@ fn notify_systemd(state: &str) {
     }
 }
 
-/// Reads a config file without hanging the control loop: opened non-blocking (a FIFO cannot
-/// stall it), a regular file only, at most [`MAX_CONFIG_SIZE`].
-fn read_config(path: &std::path::Path) -> Result<Vec<u8>, String> {
-    use std::io::Read;
-    use std::os::unix::fs::OpenOptionsExt;
-    let err = |e: std::io::Error| format!("cannot read the config file: {e}");
-    let file = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NONBLOCK)
-        .open(path)
-        .map_err(err)?;
-    let meta = file.metadata().map_err(err)?;
-    if !meta.is_file() {
-        return Err("is not a regular file".into());
-    }
-    if meta.len() > MAX_CONFIG_SIZE {
-        return Err(format!("is larger than {} MiB", MAX_CONFIG_SIZE >> 20));
-    }
-    let mut bytes = Vec::with_capacity(meta.len() as usize);
-    file.take(MAX_CONFIG_SIZE + 1)
-        .read_to_end(&mut bytes)
-        .map_err(err)?;
-    Ok(bytes)
-}
-
 fn monotonic_usec() -> u64 {
     let mut ts = libc::timespec {
         tv_sec: 0,
@@ -884,23 +1067,6 @@ fn start_watcher(files: &[PathBuf], sender: &Sender<Event>) -> Option<notify::Re
             None
         }
     }
-}
-
-/// A snapshot's inputs for change detection: the config's bytes, then each of `config`'s
-/// `[tls]` files (an unreadable file contributes its error, so that its return is a change).
-fn inputs(mut config_bytes: Vec<u8>, config: &Config) -> Vec<u8> {
-    if let Some(tls) = &config.tls {
-        for file in tls.files() {
-            config_bytes.extend_from_slice(b"\0--");
-            config_bytes.extend_from_slice(file.as_os_str().as_encoded_bytes());
-            config_bytes.push(0);
-            match std::fs::read(&file) {
-                Ok(b) => config_bytes.extend_from_slice(&b),
-                Err(e) => config_bytes.extend_from_slice(e.to_string().as_bytes()),
-            }
-        }
-    }
-    config_bytes
 }
 
 #[cfg(test)]

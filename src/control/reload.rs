@@ -23,7 +23,8 @@ pub struct Prepared {
 }
 
 /// Parses and builds `bytes` as the config at `path` with the next generation, and compares it
-/// with `current`. Runs on the control thread.
+/// with `current`. Runs on a helper thread of the control plane (never a worker): it may
+/// resolve names and read files.
 pub fn prepare(
     path: &Path,
     bytes: &[u8],
@@ -141,6 +142,29 @@ pub fn restart_required(old: &Config, new: &Config) -> Vec<String> {
         ktls(old) != ktls(new),
     );
     keys
+}
+
+/// Reads a config file without hanging the control loop (see [`crate::fsread`]).
+pub fn read_config(path: &Path) -> Result<Vec<u8>, String> {
+    crate::fsread::read(path, crate::fsread::CONFIG_CAP).map_err(|e| format!("the config file {e}"))
+}
+
+/// A snapshot's inputs for change detection: the config's bytes, then each of `config`'s
+/// `[tls]` files (an unreadable file contributes its error, so that its return is a change).
+/// Read through [`crate::fsread`]: non-blocking, capped.
+pub fn inputs(mut config_bytes: Vec<u8>, config: &Config) -> Vec<u8> {
+    if let Some(tls) = &config.tls {
+        for file in tls.files() {
+            config_bytes.extend_from_slice(b"\0--");
+            config_bytes.extend_from_slice(file.as_os_str().as_encoded_bytes());
+            config_bytes.push(0);
+            match crate::fsread::read(&file, crate::fsread::PEM_CAP) {
+                Ok(b) => config_bytes.extend_from_slice(&b),
+                Err(e) => config_bytes.extend_from_slice(e.as_bytes()),
+            }
+        }
+    }
+    config_bytes
 }
 
 /// Publishes a prepared snapshot. Returns the new generation.

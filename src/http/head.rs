@@ -73,6 +73,12 @@ pub struct RequestHead {
     /// Lower-cased, port stripped, IPv6 kept in brackets (`[::1]`). Taken from the
     /// absolute-form target if there is one, else from the `Host` header.
     pub host: Option<String>,
+    /// The authority the request is for, `host[:port]` as the client wrote it (validated):
+    /// the absolute-form target's when there is one (RFC 9112 §3.2.2: it wins over `Host`),
+    /// else the `Host` header's. `host` is its routing form. What a proxy forwards as `Host`
+    /// and `X-Forwarded-Host`, so that the upstream sees the authority the request was routed
+    /// and authorised by.
+    pub authority: Option<String>,
     /// All header fields, in order.
     pub headers: Vec<Header>,
     pub body: BodyKind,
@@ -89,6 +95,16 @@ impl RequestHead {
             .iter()
             .find(|h| h.name.eq_ignore_ascii_case(name))
             .map(|h| h.value.as_slice())
+    }
+
+    /// Whether the client waits for `100 Continue` before it sends its body: an HTTP/1.1
+    /// request with `Expect: 100-continue` (RFC 9110 §10.1.1; an HTTP/1.0 client never gets
+    /// a 1xx, RFC 9110 §15.2).
+    pub fn expects_continue(&self) -> bool {
+        self.version == Version::Http11
+            && self
+                .header("expect")
+                .is_some_and(|v| v.trim_ascii().eq_ignore_ascii_case(b"100-continue"))
     }
 }
 
@@ -232,6 +248,14 @@ pub fn parse(buf: &[u8], max_size: usize) -> Result<Option<(RequestHead, usize)>
         }
     };
     let host = t.host.or(header_host);
+    // Valid UTF-8: parse_host accepted it.
+    let authority = t.authority.or_else(|| {
+        fields
+            .host
+            .filter(|v| !v.is_empty())
+            .and_then(|v| std::str::from_utf8(v).ok())
+            .map(str::to_owned)
+    });
 
     let body = body_kind(&fields, version)?;
 
@@ -247,6 +271,7 @@ pub fn parse(buf: &[u8], max_size: usize) -> Result<Option<(RequestHead, usize)>
             path: t.path,
             query: t.query,
             host,
+            authority,
             headers,
             body,
             keep_alive,
@@ -315,6 +340,8 @@ struct Target {
     path: String,
     query: Option<String>,
     host: Option<String>,
+    /// The absolute-form target's `host[:port]`, as written.
+    authority: Option<String>,
     absolute_form: bool,
 }
 
@@ -330,6 +357,7 @@ fn parse_target(target: &str, method: &Method) -> Result<Target, HeadError> {
             path: "*".to_owned(),
             query: None,
             host: None,
+            authority: None,
             absolute_form: false,
         });
     }
@@ -339,6 +367,7 @@ fn parse_target(target: &str, method: &Method) -> Result<Target, HeadError> {
             path: path.to_owned(),
             query: query.map(str::to_owned),
             host: None,
+            authority: None,
             absolute_form: false,
         });
     }
@@ -355,6 +384,7 @@ fn parse_target(target: &str, method: &Method) -> Result<Target, HeadError> {
         path: if path.is_empty() { "/" } else { path }.to_owned(),
         query: query.map(str::to_owned),
         host: Some(host),
+        authority: Some(authority.to_owned()),
         absolute_form: true,
     })
 }
@@ -376,8 +406,9 @@ fn strip_prefix_ignore_case<'a>(s: &'a str, prefix: &str) -> Option<&'a str> {
 }
 
 /// Validates `host [":" port]` (RFC 3986 §3.2.2–3.2.3). `None`: invalid; `Some(None)`: empty;
-/// `Some(Some(host))`: the lower-cased host without the port, IPv6 in brackets.
-fn parse_host(v: &[u8]) -> Option<Option<String>> {
+/// `Some(Some(host))`: the lower-cased host without the port, IPv6 in brackets. The one
+/// normalisation of a request's host for routing (the admin API's `explain` uses it too).
+pub fn parse_host(v: &[u8]) -> Option<Option<String>> {
     if v.is_empty() {
         return Some(None);
     }

@@ -284,10 +284,10 @@ impl Collector for StatsCollector {
     }
 }
 
-/// Most scrapes served at once.
-const MAX_SCRAPERS: usize = 8;
+/// Most scrapes served at once; past it a scraper is answered 503 at once.
+const MAX_SCRAPERS: usize = 64;
 /// How long a scraper may take to send its request or read the answer.
-const IO_TIMEOUT: Duration = Duration::from_secs(10);
+const IO_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Binds `addr` for scrapes (an error names the address).
 pub fn bind(addr: SocketAddr) -> Result<TcpListener, String> {
@@ -304,8 +304,15 @@ pub fn serve(listener: TcpListener, events: Sender<Event>) -> std::io::Result<()
         .name("zcs-metrics".into())
         .spawn(move || {
             for stream in listener.incoming() {
-                let Ok(stream) = stream else { continue };
+                let Ok(mut stream) = stream else { continue };
                 if open.load(std::sync::atomic::Ordering::Relaxed) >= MAX_SCRAPERS {
+                    // Answered without waiting: a client that does not read cannot stall the
+                    // accept loop.
+                    let _ = stream.set_nonblocking(true);
+                    let _ = stream.write_all(
+                        b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 5\r\n\
+                          Retry-After: 1\r\nConnection: close\r\n\r\nbusy\n",
+                    );
                     continue;
                 }
                 open.fetch_add(1, std::sync::atomic::Ordering::Relaxed);

@@ -85,6 +85,72 @@ impl UpstreamConn {
         }
     }
 
+    /// Sends `data` of a request body, like [`Self::send`], but stops when the upstream has
+    /// something to say first: `Ok(false)` when it answered (or closed, or failed) before
+    /// taking all of it — a server refusing a body (`413`) while the client still sends it.
+    /// Waiting for room in the socket is also waiting for that answer.
+    pub async fn send_body(&mut self, mut data: &[u8], more: bool) -> Result<bool, Error> {
+        let fd = self.tcp.as_raw_fd();
+        loop {
+            let flushed = match &mut self.tls {
+                None => {
+                    let flags = libc::MSG_NOSIGNAL | if more { libc::MSG_MORE } else { 0 };
+                    // SAFETY: `data` is a live slice; send reads at most data.len() bytes.
+                    let n = unsafe { libc::send(fd, data.as_ptr().cast(), data.len(), flags) };
+                    if n >= 0 {
+                        data = data.get(n as usize..).unwrap_or_default();
+                        Ok(())
+                    } else {
+                        Err(std::io::Error::last_os_error())
+                    }
+                }
+                Some(s) => {
+                    let n = std::io::Write::write(&mut s.writer(), data)
+                        .map_err(|e| Error::internal(format!("TLS write: {e}")))?;
+                    data = data.get(n..).unwrap_or_default();
+                    tls::io::try_flush(fd, s)
+                }
+            };
+            match flushed {
+                // (Over TLS, `Ok` means every record went out.)
+                Ok(()) if data.is_empty() => return Ok(true),
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    let room = monoio::time::timeout(io::SEND_TIMEOUT, async {
+                        monoio::select! {
+                            _ = self.tcp.writable(false) => true,
+                            _ = self.tcp.readable(false) => false,
+                        }
+                    })
+                    .await;
+                    match room {
+                        Ok(true) => {}
+                        // Readable: an answer, unless it was only TLS housekeeping (a TLS 1.3
+                        // session ticket), which `answered` consumes.
+                        Ok(false) if self.answered() => return Ok(false),
+                        Ok(false) => {}
+                        Err(_) => {
+                            return Err(Error::upstream(
+                                ErrorKind::GatewayTimeout,
+                                "the upstream took no request body for 30 s",
+                            ))
+                        }
+                    }
+                }
+                // Closed or reset while we sent: what it said before, if anything, is read
+                // next.
+                Err(_) => return Ok(false),
+            }
+        }
+    }
+
+    /// Whether the upstream has something to read — bytes of an answer, its close, an error —
+    /// without taking any of it (TLS records that carry no data are consumed).
+    pub fn answered(&mut self) -> bool {
+        !self.idle_and_open()
+    }
+
     /// Receives into `buf` (see [`io::recv_into`]); `Ok(0)` is the end of the stream.
     pub async fn recv_into(
         &mut self,

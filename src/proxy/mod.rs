@@ -3,9 +3,22 @@
 //!
 //! Forwarding rules (RFC 9110 §7.6): hop-by-hop headers — `Connection` and every header it
 //! names, `Keep-Alive`, `Proxy-Connection`, `TE`, `Trailer`, `Transfer-Encoding`, `Upgrade`
-//! unless upgrading — are not forwarded in either direction; each message is re-framed for the
-//! next hop. `Host` is the client's (route key `preserve_host = false` sends the upstream's
-//! `host:port`); `X-Forwarded-For` is appended, `X-Forwarded-Proto` and `X-Forwarded-Host` set.
+//! unless upgrading, `HTTP2-Settings` — are not forwarded in either direction; each message is
+//! re-framed for the next hop. `Host` is the authority the request was routed by — an
+//! absolute-form target's, else the client's `Host` (route key `preserve_host = false` sends
+//! the upstream's `host:port`); `X-Forwarded-For` and `Forwarded` are appended to with the
+//! daemon's own statement (so their right-most element is always ours), `X-Forwarded-Proto`
+//! and `X-Forwarded-Host` set. Request headers whose names hold `_` are dropped unless the
+//! route has `allow_underscores_in_headers`. Only the `Upgrade` protocols in the route's
+//! `allowed_upgrades` are forwarded (never `h2c`); a refused upgrade goes as a plain request.
+//!
+//! Interim responses: every complete head in the upstream's bytes is parsed in turn; `1xx`
+//! heads other than `100` (the daemon answers `Expect` itself) and `101` go to HTTP/1.1
+//! clients as they come (dropped for HTTP/1.0 ones), at most [`MAX_INTERIM`] per response.
+//!
+//! An upstream that answers while the request body is still being sent (a `413`, say) is
+//! heard: sending stops, its response goes to the client with `Connection: close`, and the
+//! client connection ends with a lingering close (the rest of the body is never read).
 //!
 //! Faults: refused → 502; connect or response-head timeout → 504; garbage → 502; an upstream
 //! that fails mid-response closes the client connection (a response never looks complete). An
@@ -38,10 +51,14 @@ const MAX_RESPONSE_HEAD: usize = 64 * 1024;
 const SMALL_BODY: u64 = 16 * 1024;
 /// Read size for bodies.
 const CHUNK: usize = 64 * 1024;
+/// Most interim (1xx) responses one response may carry; more is a 502.
+const MAX_INTERIM: usize = 16;
 
 /// One request to forward.
 pub struct Exchange<'a> {
     pub client: &'a mut ClientStream,
+    /// Whether the client came over TLS (`X-Forwarded-Proto: https`).
+    pub tls: bool,
     /// Client bytes read but not consumed: the start of the body, pipelined requests.
     pub buf: &'a mut Vec<u8>,
     pub peer: SocketAddr,
@@ -107,7 +124,7 @@ async fn forward_inner(
             ));
         }
     }
-    let upgrade = upgrade_token(x.req);
+    let upgrade = upgrade_token(x.req, &x.security.allowed_upgrades);
     let head = request_head(&x, upgrade.as_deref());
     let retryable = matches!(x.req.body, BodyKind::None | BodyKind::Length(0))
         && matches!(
@@ -147,7 +164,20 @@ async fn forward_inner(
     };
     let _ = reused;
     if resp.status == 101 {
+        if upgrade.is_none() {
+            // Nothing was offered: a 101 would hand the connection to the upstream unasked.
+            return Err(Error::upstream(
+                ErrorKind::BadGateway,
+                "the upstream switched protocols without an upgrade offered",
+            ));
+        }
         return tunnel(&mut x, upstream, resp_buf, &resp).await;
+    }
+    // The body was not all sent (the upstream answered early): the client's stream is in
+    // doubt, and so is the upstream connection.
+    let early = *body_pending;
+    if early {
+        x.keep_alive = false;
     }
     let no_body = x.req.method == Method::Head || resp.status == 204 || resp.status == 304;
     let framing = if no_body {
@@ -196,7 +226,7 @@ async fn forward_inner(
         log::debug!("{}: {e}", x.peer);
         return Ok(Done::Close);
     }
-    if resp.keep_alive && framing != Framing::Close {
+    if resp.keep_alive && framing != Framing::Close && !early {
         pool::put(
             &x.upstream.key,
             upstream,
@@ -249,7 +279,16 @@ struct ResponseHead {
     upgrade: Option<Vec<u8>>,
 }
 
-/// Sends the request (head and body) and reads the response head, skipping `100 Continue`.
+/// How sending a request body ended.
+enum Sent {
+    All,
+    /// The upstream answered (or closed) before it took all of it.
+    Answered,
+}
+
+/// Sends the request (head and body) and reads the response head, relaying interim
+/// responses on the way (see the module documentation). `body_pending` is cleared once the
+/// whole body went; it stays set when the upstream answered first.
 async fn exchange_head(
     x: &mut Exchange<'_>,
     conn: &mut UpstreamConn,
@@ -263,10 +302,7 @@ async fn exchange_head(
             "the upstream closed before the request was sent",
         ))
     })?;
-    if has_body {
-        send_body(x, conn).await.map_err(Failure::Other)?;
-        *body_pending = false;
-    } else {
+    if !has_body || matches!(send_body(x, conn).await.map_err(Failure::Other)?, Sent::All) {
         *body_pending = false;
     }
     let deadline = Instant::now() + x.security.backend_response_timeout;
@@ -274,15 +310,58 @@ async fn exchange_head(
     // The answer takes the upstream a moment: wait for it, then read (a timeout shows below).
     conn.wait_readable(x.security.backend_response_timeout)
         .await;
+    // Interim responses so far, and their bytes.
+    let (mut interim, mut interim_bytes) = (0, 0);
     loop {
+        // Every complete head already received, before reading more: an upstream may send a
+        // 103 and its final response in one write.
+        loop {
+            let (resp, n) = match parse_response(&buf) {
+                Ok(Some(parsed)) => parsed,
+                Ok(None) if buf.len() + interim_bytes > MAX_RESPONSE_HEAD => {
+                    return Err(Failure::Other(Error::upstream(
+                        ErrorKind::BadGateway,
+                        "the upstream's response head is too large",
+                    )))
+                }
+                Ok(None) => break,
+                Err(reason) => {
+                    return Err(Failure::Other(Error::upstream(
+                        ErrorKind::BadGateway,
+                        reason,
+                    )))
+                }
+            };
+            if !(100..200).contains(&resp.status) || resp.status == 101 {
+                buf.drain(..n);
+                return Ok((buf, resp));
+            }
+            interim += 1;
+            interim_bytes += n;
+            if interim > MAX_INTERIM {
+                return Err(Failure::Other(Error::upstream(
+                    ErrorKind::BadGateway,
+                    format!("the upstream sent more than {MAX_INTERIM} interim (1xx) responses"),
+                )));
+            }
+            // 100 Continue: the client got the daemon's own (or asked for none). Others go
+            // on to an HTTP/1.1 client; an HTTP/1.0 client cannot take a 1xx.
+            if resp.status != 100 && x.req.version == Version::Http11 {
+                let h = response_head(&resp, Framing::None, true, false);
+                x.client.send(&h, false).await.map_err(Failure::Other)?;
+            }
+            buf.drain(..n);
+        }
         let left = deadline.saturating_duration_since(Instant::now());
+        // Safe to retry only while nothing at all of a response came.
+        let nothing_yet = buf.is_empty() && interim == 0;
         match conn.recv_into(&mut buf, 8 * 1024, left).await {
             Ok(0) => {
                 let e = Error::upstream(
                     ErrorKind::BadGateway,
                     "the upstream closed without a response",
                 );
-                return Err(if buf.is_empty() {
+                return Err(if nothing_yet {
                     Failure::BeforeResponse(e)
                 } else {
                     Failure::Other(e)
@@ -300,63 +379,45 @@ async fn exchange_head(
                     ErrorKind::BadGateway,
                     format!("upstream read failed: {k:?}"),
                 );
-                return Err(if buf.is_empty() {
+                return Err(if nothing_yet {
                     Failure::BeforeResponse(e)
                 } else {
                     Failure::Other(e)
                 });
             }
         }
-        match parse_response(&buf) {
-            Ok(Some((resp, n))) => {
-                buf.drain(..n);
-                if (100..200).contains(&resp.status) && resp.status != 101 {
-                    continue; // 100 Continue and friends: the client got ours already.
-                }
-                return Ok((buf, resp));
-            }
-            Ok(None) if buf.len() > MAX_RESPONSE_HEAD => {
-                return Err(Failure::Other(Error::upstream(
-                    ErrorKind::BadGateway,
-                    "the upstream's response head is too large",
-                )))
-            }
-            Ok(None) => {}
-            Err(reason) => {
-                return Err(Failure::Other(Error::upstream(
-                    ErrorKind::BadGateway,
-                    reason,
-                )))
-            }
-        }
     }
 }
 
 /// Streams the request body from the client to the upstream, re-framed, within the route's
-/// limits.
-async fn send_body(x: &mut Exchange<'_>, conn: &mut UpstreamConn) -> Result<(), Error> {
+/// limits — until the upstream answers first ([`Sent::Answered`]).
+async fn send_body(x: &mut Exchange<'_>, conn: &mut UpstreamConn) -> Result<Sent, Error> {
     let buf = &mut *x.buf;
-    if expects_continue(x.req) && buf.is_empty() {
+    if x.req.expects_continue() && buf.is_empty() {
         x.client
             .send(b"HTTP/1.1 100 Continue\r\n\r\n", false)
             .await?;
     }
     let timeout = x.security.client_body_timeout;
     match x.req.body {
-        BodyKind::None | BodyKind::Length(0) => Ok(()),
+        BodyKind::None | BodyKind::Length(0) => Ok(Sent::All),
         BodyKind::Length(n) => {
             let mut left = n;
             loop {
                 let take = (buf.len() as u64).min(left) as usize;
                 if take > 0 {
-                    conn.send(&buf[..take], left > take as u64)
-                        .await
-                        .map_err(upstream_gone)?;
+                    if !conn.send_body(&buf[..take], left > take as u64).await? {
+                        return Ok(Sent::Answered);
+                    }
                     buf.drain(..take);
                     left -= take as u64;
                 }
                 if left == 0 {
-                    return Ok(());
+                    return Ok(Sent::All);
+                }
+                // Before waiting on the client: has the upstream answered already?
+                if conn.answered() {
+                    return Ok(Sent::Answered);
                 }
                 read_client(x.client, buf, timeout).await?;
             }
@@ -396,23 +457,21 @@ async fn send_body(x: &mut Exchange<'_>, conn: &mut UpstreamConn) -> Result<(), 
                 };
                 buf.drain(..at);
                 if !out.is_empty() {
-                    conn.send(&out, !done).await.map_err(upstream_gone)?;
+                    if !conn.send_body(&out, !done).await? {
+                        return Ok(Sent::Answered);
+                    }
                     out.clear();
                 }
                 if done {
-                    return Ok(());
+                    return Ok(Sent::All);
+                }
+                if conn.answered() {
+                    return Ok(Sent::Answered);
                 }
                 read_client(x.client, buf, timeout).await?;
             }
         }
     }
-}
-
-fn upstream_gone(e: Error) -> Error {
-    Error::upstream(
-        ErrorKind::BadGateway,
-        format!("sending to the upstream failed: {}", e.detail),
-    )
 }
 
 async fn read_client(
@@ -588,22 +647,45 @@ async fn tunnel(
     Ok(Done::Close)
 }
 
-/// The `Upgrade` value when the client asks to switch protocols (`Connection: upgrade`).
-fn upgrade_token(req: &RequestHead) -> Option<Vec<u8>> {
-    let up = req.header("upgrade")?;
-    connection_tokens(
+/// The `Upgrade` value to forward when the client asks to switch protocols (`Connection:
+/// upgrade`): the protocols it offers that the route's `allowed_upgrades` lists, in its order
+/// (`h2c` never). `None` — a plain request — when it offers none of them.
+fn upgrade_token(req: &RequestHead, allowed: &[String]) -> Option<Vec<u8>> {
+    req.header("upgrade")?;
+    let asks = connection_tokens(
         req.headers
             .iter()
             .map(|h| (h.name.as_str(), h.value.as_slice())),
     )
     .iter()
-    .any(|t| t == "upgrade")
-    .then(|| up.to_vec())
-}
-
-fn expects_continue(req: &RequestHead) -> bool {
-    req.header("expect")
-        .is_some_and(|v| v.trim_ascii().eq_ignore_ascii_case(b"100-continue"))
+    .any(|t| t == "upgrade");
+    if !asks {
+        return None;
+    }
+    let mut out = Vec::new();
+    let offered = req
+        .headers
+        .iter()
+        .filter(|h| h.name.eq_ignore_ascii_case("upgrade"))
+        .flat_map(|h| h.value.split(|&b| b == b','))
+        .map(<[u8]>::trim_ascii)
+        .filter(|p| !p.is_empty());
+    for protocol in offered {
+        let name = protocol.split(|&b| b == b'/').next().unwrap_or_default();
+        let allowed = !name.eq_ignore_ascii_case(b"h2c")
+            && allowed.iter().any(|a| {
+                // "websocket" allows any version of it; "name/version" that version only.
+                let a = a.as_bytes();
+                a.eq_ignore_ascii_case(protocol) || (!a.contains(&b'/') && a.eq_ignore_ascii_case(name))
+            });
+        if allowed {
+            if !out.is_empty() {
+                out.extend_from_slice(b", ");
+            }
+            out.extend_from_slice(protocol);
+        }
+    }
+    (!out.is_empty()).then_some(out)
 }
 
 /// The lower-case tokens of every `Connection` header.
@@ -620,7 +702,8 @@ fn connection_tokens<'a>(headers: impl Iterator<Item = (&'a str, &'a [u8])>) -> 
         .collect()
 }
 
-/// Headers that never cross a proxy.
+/// Headers that never cross a proxy (`HTTP2-Settings` belongs to an `h2c` upgrade, which is
+/// never forwarded).
 fn is_hop_by_hop(name: &str) -> bool {
     [
         "connection",
@@ -631,6 +714,7 @@ fn is_hop_by_hop(name: &str) -> bool {
         "transfer-encoding",
         "upgrade",
         "content-length",
+        "http2-settings",
     ]
     .iter()
     .any(|h| name.eq_ignore_ascii_case(h))
@@ -653,12 +737,11 @@ fn request_head(x: &Exchange<'_>, upgrade: Option<&[u8]>) -> Vec<u8> {
         h.extend_from_slice(q.as_bytes());
     }
     h.extend_from_slice(b" HTTP/1.1\r\nHost: ");
-    let client_host = req
-        .header("host")
-        .or(req.host.as_deref().map(str::as_bytes))
-        .unwrap_or_default();
-    if x.backend.preserve_host && !client_host.is_empty() {
-        h.extend_from_slice(client_host);
+    // The authority the request was routed and authorised by: an absolute-form target's wins
+    // over the Host header (RFC 9112 §3.2.2), so the upstream cannot be told another host.
+    let authority = req.authority.as_deref().unwrap_or_default().as_bytes();
+    if x.backend.preserve_host && !authority.is_empty() {
+        h.extend_from_slice(authority);
     } else {
         let u = &x.backend.url;
         if u.host.contains(':') {
@@ -672,7 +755,9 @@ fn request_head(x: &Exchange<'_>, upgrade: Option<&[u8]>) -> Vec<u8> {
         push_decimal(&mut h, u64::from(u.port));
     }
     h.extend_from_slice(b"\r\n");
+    let underscores = x.security.allow_underscores_in_headers;
     let mut xff: Option<Vec<u8>> = None;
+    let mut forwarded: Option<Vec<u8>> = None;
     for hd in &req.headers {
         let name = hd.name.as_str();
         let is = |n: &str| name.eq_ignore_ascii_case(n);
@@ -682,11 +767,22 @@ fn request_head(x: &Exchange<'_>, upgrade: Option<&[u8]>) -> Vec<u8> {
             || is("expect")
             || is("x-forwarded-proto")
             || is("x-forwarded-host")
+            // `X_Forwarded_For` is `HTTP_X_FORWARDED_FOR` to a CGI-style framework, as the
+            // real one is (nginx's `underscores_in_headers off`).
+            || (!underscores && name.contains('_'))
         {
             continue;
         }
-        if is("x-forwarded-for") {
-            let v = xff.get_or_insert_with(Vec::new);
+        // The chains are passed on as one line each, with the daemon's hop appended.
+        let chain = if is("x-forwarded-for") {
+            Some(&mut xff)
+        } else if is("forwarded") {
+            Some(&mut forwarded)
+        } else {
+            None
+        };
+        if let Some(chain) = chain {
+            let v = chain.get_or_insert_with(Vec::new);
             if !v.is_empty() {
                 v.extend_from_slice(b", ");
             }
@@ -698,6 +794,8 @@ fn request_head(x: &Exchange<'_>, upgrade: Option<&[u8]>) -> Vec<u8> {
         h.extend_from_slice(&hd.value);
         h.extend_from_slice(b"\r\n");
     }
+    let peer = crate::security::canonical(x.peer.ip());
+    let proto: &[u8] = if x.tls { b"https" } else { b"http" };
     h.extend_from_slice(b"X-Forwarded-For: ");
     if let Some(v) = xff {
         h.extend_from_slice(&v);
@@ -705,14 +803,43 @@ fn request_head(x: &Exchange<'_>, upgrade: Option<&[u8]>) -> Vec<u8> {
     }
     {
         use std::io::Write;
-        let _ = write!(h, "{}", crate::security::canonical(x.peer.ip()));
+        let _ = write!(h, "{peer}");
     }
-    h.extend_from_slice(b"\r\nX-Forwarded-Proto: http\r\n");
-    if !client_host.is_empty() {
+    h.extend_from_slice(b"\r\nX-Forwarded-Proto: ");
+    h.extend_from_slice(proto);
+    h.extend_from_slice(b"\r\n");
+    if !authority.is_empty() {
         h.extend_from_slice(b"X-Forwarded-Host: ");
-        h.extend_from_slice(client_host);
+        h.extend_from_slice(authority);
         h.extend_from_slice(b"\r\n");
     }
+    // RFC 7239: `for` quoted and bracketed for IPv6; `host` quoted unless it is a token.
+    h.extend_from_slice(b"Forwarded: ");
+    if let Some(v) = forwarded {
+        h.extend_from_slice(&v);
+        h.extend_from_slice(b", ");
+    }
+    {
+        use std::io::Write;
+        let _ = match peer {
+            std::net::IpAddr::V4(v4) => write!(h, "for={v4}"),
+            std::net::IpAddr::V6(v6) => write!(h, "for=\"[{v6}]\""),
+        };
+    }
+    h.extend_from_slice(b";proto=");
+    h.extend_from_slice(proto);
+    if !authority.is_empty() {
+        h.extend_from_slice(b";host=");
+        if authority.iter().all(|&b| crate::http::method::is_tchar(b)) {
+            h.extend_from_slice(authority);
+        } else {
+            // A validated authority holds neither `"` nor `\`.
+            h.push(b'"');
+            h.extend_from_slice(authority);
+            h.push(b'"');
+        }
+    }
+    h.extend_from_slice(b"\r\n");
     match req.body {
         BodyKind::None => {}
         BodyKind::Length(n) => {

@@ -50,7 +50,8 @@ fn build(roots: RootCertStore) -> Result<Arc<ClientConfig>, String> {
 }
 
 fn roots_from(path: &Path) -> Result<RootCertStore, String> {
-    let bytes = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let bytes = crate::fsread::read(path, crate::fsread::PEM_CAP)
+        .map_err(|e| format!("{} {e}", path.display()))?;
     let mut roots = RootCertStore::empty();
     for cert in CertificateDer::pem_slice_iter(&bytes) {
         let cert = cert.map_err(|e| format!("{}: bad PEM: {e}", path.display()))?;

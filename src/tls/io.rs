@@ -98,8 +98,9 @@ async fn drive_handshake<S: SideData>(
             Ok(0) => return Err(HandshakeError::Closed),
             Ok(_) => {
                 if let Err(e) = conn.process_new_packets() {
-                    // Tell the peer why (the alert rustls queued), best effort.
-                    let _ = conn.write_tls(&mut Fd(fd));
+                    // Tell the peer why, best effort: every record rustls queued (in TLS 1.3
+                    // the ServerHello can precede the alert, as for a refused ALPN protocol).
+                    let _ = try_flush(fd, conn);
                     return Err(HandshakeError::Tls(e));
                 }
             }
@@ -332,6 +333,22 @@ impl Write for Fd {
                 libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
             )
         };
+        if n < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(n as usize)
+    }
+
+    /// All of rustls' queued records in one `sendmsg(2)` (the default would send only the
+    /// first).
+    fn write_vectored(&mut self, bufs: &[io::IoSlice<'_>]) -> io::Result<usize> {
+        // SAFETY: an all-zero msghdr is valid (no address, no control data).
+        let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+        // IoSlice is ABI-compatible with iovec on Unix; sendmsg only reads the slices.
+        msg.msg_iov = bufs.as_ptr() as *mut libc::iovec;
+        msg.msg_iovlen = bufs.len().min(libc::UIO_MAXIOV as usize) as _;
+        // SAFETY: msg points at `bufs`, live for the call.
+        let n = unsafe { libc::sendmsg(self.0, &msg, libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL) };
         if n < 0 {
             return Err(io::Error::last_os_error());
         }

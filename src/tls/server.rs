@@ -145,12 +145,8 @@ fn load(
             reason,
         )
     };
-    let cert_bytes = std::fs::read(cert_path).map_err(|e| {
-        err(
-            "cert_path",
-            format!("cannot read {}: {e}", cert_path.display()),
-        )
-    })?;
+    let cert_bytes = crate::fsread::read(cert_path, crate::fsread::PEM_CAP)
+        .map_err(|e| err("cert_path", format!("{} {e}", cert_path.display())))?;
     let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&cert_bytes)
         .collect::<Result<_, _>>()
         .map_err(|e| {
@@ -169,12 +165,8 @@ fn load(
             ),
         ));
     }
-    let key_bytes = std::fs::read(key_path).map_err(|e| {
-        err(
-            "key_path",
-            format!("cannot read {}: {e}", key_path.display()),
-        )
-    })?;
+    let key_bytes = crate::fsread::read(key_path, crate::fsread::PEM_CAP)
+        .map_err(|e| err("key_path", format!("{} {e}", key_path.display())))?;
     let key = PrivateKeyDer::from_pem_slice(&key_bytes).map_err(|e| {
         err(
             "key_path",

@@ -36,10 +36,14 @@ pub struct Meter {
     pub status: u16,
     /// Bytes written to the client: heads and bodies, before encryption.
     pub sent: u64,
+    /// Of those, the bytes of response heads (interim ones included).
+    pub head: u64,
 }
 
 impl Meter {
-    /// Notes the status line at the start of `data`, while no final status has been sent.
+    /// Notes the status line at the start of `data`, while no final status has been sent, and
+    /// the length of the head it starts (heads are always sent from their first byte, whole
+    /// or with body bytes after them).
     fn note(&mut self, data: &[u8]) {
         let interim = (100..200).contains(&self.status) && self.status != 101;
         if self.status != 0 && !interim {
@@ -47,7 +51,17 @@ impl Meter {
         }
         if let Some(status) = status_of(data) {
             self.status = status;
+            let end = data
+                .windows(4)
+                .position(|w| w == b"\r\n\r\n")
+                .map_or(data.len(), |at| at + 4);
+            self.head += end as u64;
         }
+    }
+
+    /// Body bytes sent: everything after the response heads (nginx's `$body_bytes_sent`).
+    pub fn body(&self) -> u64 {
+        self.sent.saturating_sub(self.head)
     }
 }
 
@@ -306,8 +320,9 @@ mod tests {
         let mut m = Meter::default();
         m.note(b"HTTP/1.1 100 Continue\r\n\r\n");
         assert_eq!(m.status, 100);
-        m.note(b"HTTP/1.1 201 Created\r\n");
+        m.note(b"HTTP/1.1 201 Created\r\nA: b\r\n\r\nbody");
         assert_eq!(m.status, 201);
+        assert_eq!(m.head, 25 + 30, "both heads, not the body after the second");
         // A body that looks like a status line changes nothing.
         m.note(b"HTTP/1.1 500 x");
         assert_eq!(m.status, 201);

@@ -363,14 +363,6 @@ struct Conn {
     readable: bool,
 }
 
-/// Whether the request asks for `100 Continue` before sending its body.
-fn expects_continue(req: &RequestHead) -> bool {
-    req.version == crate::http::Version::Http11
-        && req
-            .header("expect")
-            .is_some_and(|v| v.trim_ascii().eq_ignore_ascii_case(b"100-continue"))
-}
-
 /// The sizes of a parsed head, measured as the limits count them.
 #[derive(Clone, Copy, Debug)]
 struct HeadSizes {
@@ -410,6 +402,9 @@ enum Read {
 struct Trace {
     /// The matched route's place in the snapshot's router.
     route: Option<usize>,
+    /// The client address the route's policy applied to (see
+    /// [`crate::security::client_address`]); the TCP peer until a route is known.
+    client: Option<std::net::IpAddr>,
     upstream: proxy::UpstreamTrace,
 }
 
@@ -553,9 +548,12 @@ impl Conn {
             .handle(&req, &snapshot, sizes, &mut body_pending, &mut trace)
             .await;
         let keep_alive = self.keep_alive(&req, body_pending);
+        // A response that went out while the client may still be sending its body (an
+        // upstream that answered early) closes with a lingering close, so that the client
+        // reads it instead of a reset.
         let (go_on, linger) = match result {
-            Ok(Outcome::Done) => (keep_alive, false),
-            Ok(Outcome::Close) => (false, false),
+            Ok(Outcome::Done) => (keep_alive, body_pending),
+            Ok(Outcome::Close) => (false, body_pending),
             Err(e) => {
                 let close = !keep_alive || e.must_close();
                 (!close, self.fail(e, !close, Some(&req)).await)
@@ -596,9 +594,12 @@ impl Conn {
             .ok_or_else(|| Error::client(ErrorKind::NotFound, "no route for this host and path"))?;
         trace.route = Some(m.index);
         let security = &m.entry.route.security;
+        // Behind trusted proxies, the client is the first untrusted hop of their chain.
+        let client = crate::security::client_address(self.peer.ip(), req, &security.trusted_proxies);
+        trace.client = Some(client);
         // Access policy, before anything of the body is read: addresses (deny first), then
         // methods.
-        if !security.allows_ip(self.peer.ip()) {
+        if !security.allows_ip(client) {
             return Err(Error::client(
                 ErrorKind::Forbidden,
                 "client address not allowed",
@@ -616,10 +617,8 @@ impl Conn {
         let limit = security.rate_limit_requests_per_min;
         if limit > 0 {
             let route = &m.entry.route.origin.key_path;
-            let verdict = self
-                .shared
-                .limiter
-                .check(route, self.peer.ip(), limit, Instant::now());
+            let key = crate::security::limiter_key(client, security.rate_limit_ipv6_prefix);
+            let verdict = self.shared.limiter.check(route, key, limit, Instant::now());
             if let Verdict::Deny { retry_after_secs } = verdict {
                 return Err(Error::client(
                     ErrorKind::TooManyRequests(retry_after_secs),
@@ -649,7 +648,7 @@ impl Conn {
                 }
                 // A client that waits for 100-continue gets the final answer instead, and the
                 // connection closes (body_pending stays set): a File route has no use for it.
-                if !expects_continue(req) {
+                if !req.expects_continue() {
                     self.discard_body(req, security).await?;
                     *body_pending = false;
                 }
@@ -667,8 +666,10 @@ impl Conn {
                     return Err(Error::internal("a Proxy route without an upstream path"));
                 };
                 let keep_alive = self.keep_alive(req, false);
+                let tls = self.client.is_tls();
                 let exchange = proxy::Exchange {
                     client: &mut self.client,
+                    tls,
                     buf: &mut self.buf,
                     peer: self.peer,
                     req,
@@ -821,9 +822,10 @@ impl Conn {
         if let Some(format) = crate::logging::access_format() {
             let entry = access_log::Entry {
                 time: time::OffsetDateTime::now_utc(),
-                client: self.peer,
+                client: trace.client.unwrap_or(self.peer.ip()),
                 request: req,
                 status: meter.status,
+                body_bytes: meter.body(),
                 bytes: meter.sent,
                 duration: elapsed,
                 route: entry.map(|e| match &e.prefix {
