@@ -65,7 +65,8 @@ fn main() -> ExitCode {
             eprintln!("warning: {w}");
         }
         // Building the snapshot also reads memory-mode files and checks their cap.
-        return match Snapshot::build(cfg, 0, &Metrics::new(1)) {
+        let sessions = zerocopy_server::tls::sessions::Sessions::new();
+        return match Snapshot::build(cfg, 0, &Metrics::new(1), &sessions) {
             Ok(_) => {
                 println!("ok");
                 ExitCode::SUCCESS
@@ -120,12 +121,15 @@ fn run(
     let record_layer = zerocopy_server::tls::RecordLayer::decide(cfg.tls.as_ref());
     record_layer.log();
     let metrics = Arc::new(Metrics::new(threads));
-    let snapshot = Snapshot::build(cfg, 1, &metrics).map_err(|e| e.to_string())?;
+    let sessions = Arc::new(zerocopy_server::tls::sessions::Sessions::new());
+    let snapshot = Snapshot::build(cfg, 1, &metrics, &sessions).map_err(|e| e.to_string())?;
+    snapshot.publish_ticket_key(&sessions);
     let shared = Arc::new(Shared::new(
         ArcSwap::from_pointee(snapshot),
         threads,
         record_layer,
         metrics,
+        sessions,
     ));
     let workers = Workers::start(listen, threads, args.io_driver, shared.clone())
         .map_err(|e| e.to_string())?;

@@ -56,6 +56,52 @@ pub fn group(name: &str) -> Result<u32, String> {
         .map_err(|_| format!("unknown group {name:?}; name an existing group"))
 }
 
+/// The user and group the daemon runs as once it has dropped privileges to `user_name` /
+/// `group_name` (the same rules as [`drop`]); `None` when it would keep root's.
+pub fn dropped_ids(user_name: Option<&str>, group_name: Option<&str>) -> Option<(u32, u32)> {
+    if user_name.is_none() && group_name.is_none() {
+        return None;
+    }
+    let u = user_name.and_then(|n| user(n).ok());
+    let gid = match group_name {
+        Some(g) => group(g).ok()?,
+        None => u?.gid,
+    };
+    Some((u.map_or(0, |u| u.uid), gid))
+}
+
+/// Whether a process running as `uid` with the one group `gid` (as after [`drop`]) may read
+/// `path`, by its mode bits and those of every directory on the way (ACLs aside). Root may
+/// read anything.
+pub fn readable_by(path: &std::path::Path, uid: u32, gid: u32) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    if uid == 0 {
+        return true;
+    }
+    let allows = |m: &std::fs::Metadata, bits: u32| {
+        let class = if m.uid() == uid {
+            bits << 6
+        } else if m.gid() == gid {
+            bits << 3
+        } else {
+            bits
+        };
+        m.mode() & class == class
+    };
+    let Ok(file) = std::fs::metadata(path) else {
+        return false;
+    };
+    if !allows(&file, 0o4) {
+        return false;
+    }
+    let Ok(real) = std::fs::canonicalize(path) else {
+        return false;
+    };
+    real.ancestors()
+        .skip(1)
+        .all(|dir| std::fs::metadata(dir).is_ok_and(|m| allows(&m, 0o1)))
+}
+
 /// Switches to `user` and `group` if the process runs as root and either is set. Returns what
 /// it did, for the log; `Ok(None)` when nothing was to be done.
 pub fn drop(user_name: Option<&str>, group_name: Option<&str>) -> Result<Option<String>, String> {
@@ -106,6 +152,28 @@ pub fn drop(user_name: Option<&str>, group_name: Option<&str>) -> Result<Option<
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn readability_by_mode_bits() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("k.pem");
+        std::fs::write(&f, "x").unwrap();
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        let me = unsafe { libc::geteuid() };
+        let other = if me == 65534 { 65533 } else { 65534 };
+        std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o600)).unwrap();
+        assert!(readable_by(&f, 0, 0), "root reads anything");
+        assert!(!readable_by(&f, other, other));
+        std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o644)).unwrap();
+        assert!(readable_by(&f, other, other));
+        // A directory on the way that the user cannot search.
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
+        assert!(!readable_by(&f, other, other));
+        assert_eq!(dropped_ids(None, None), None);
+        assert_eq!(dropped_ids(Some("root"), None), Some((0, 0)));
+        assert_eq!(dropped_ids(None, Some("root")), Some((0, 0)));
+    }
 
     #[test]
     fn looks_up_users_and_groups() {

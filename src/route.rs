@@ -30,6 +30,8 @@ pub struct RouteEntry {
     pub host: String,
     /// The path prefix without its trailing slash (`"/"` for the root); `None` for a host route.
     pub prefix: Option<String>,
+    /// The prefix as written in the config (`"/static/"`), for the admin API.
+    pub written: Option<String>,
     pub route: Route,
     /// The bytes of a `mode = "memory"` route, read when the snapshot was built.
     pub memory: Option<Arc<MemoryFiles>>,
@@ -230,6 +232,7 @@ mod tests {
         RouteEntry {
             host: host.into(),
             prefix: prefix.map(Into::into),
+            written: prefix.map(Into::into),
             route: Route {
                 backend,
                 security: RouteSecurity::default(),

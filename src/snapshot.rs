@@ -17,6 +17,7 @@ use crate::files::MemoryFiles;
 use crate::metrics::Registry;
 use crate::proxy::pool::{PoolKey, Upstream, UpstreamTls};
 use crate::route::{RouteEntry, Router};
+use crate::tls::sessions::Sessions;
 
 /// One published generation of the configuration.
 #[derive(Debug)]
@@ -28,6 +29,9 @@ pub struct Snapshot {
     /// The TLS server configuration (certificates by SNI) when `[tls]` is set: new handshakes
     /// use the snapshot current when the connection is accepted.
     pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// The content of `[tls] session_ticket_key_file`, read when the snapshot was built; put in
+    /// force when it is published ([`Snapshot::publish_ticket_key`]).
+    pub ticket_key: Option<Box<[u8; crate::tls::sessions::KEY_FILE_LEN]>>,
 }
 
 /// The snapshot cell shared by the control thread and every worker.
@@ -40,6 +44,7 @@ impl Snapshot {
         config: Config,
         generation: u64,
         metrics: &Registry,
+        sessions: &Sessions,
     ) -> Result<Self, ConfigErrors> {
         let mut errors = Vec::new();
         let mut budget = crate::config::defaults::MEMORY_MODE_TOTAL_CAP;
@@ -47,14 +52,16 @@ impl Snapshot {
         let routes = config
             .host_routes
             .iter()
-            .map(|h| (&h.host, None, &h.route))
-            .chain(
-                config
-                    .path_routes
-                    .iter()
-                    .map(|p| (&p.host, Some(p.prefix.clone()), &p.route)),
-            );
-        for (host, prefix, route) in routes {
+            .map(|h| (&h.host, None, None, &h.route))
+            .chain(config.path_routes.iter().map(|p| {
+                (
+                    &p.host,
+                    Some(p.prefix.clone()),
+                    Some(p.written.clone()),
+                    &p.route,
+                )
+            }));
+        for (host, prefix, written, route) in routes {
             let memory = match load_memory(route, &mut budget) {
                 Ok(m) => m,
                 Err(reason) => {
@@ -89,6 +96,7 @@ impl Snapshot {
                 metrics: metrics.route(&key),
                 host: host.clone(),
                 prefix,
+                written,
                 route: route.clone(),
                 memory,
                 upstream,
@@ -96,7 +104,7 @@ impl Snapshot {
         }
         let tls = match &config.tls {
             None => None,
-            Some(t) => match crate::tls::server::config(t) {
+            Some(t) => match crate::tls::server::config(t, sessions) {
                 Ok(c) => Some(c),
                 Err(e) => {
                     errors.extend(e.into_iter().map(|(at, reason)| ConfigError {
@@ -110,6 +118,23 @@ impl Snapshot {
                 }
             },
         };
+        let mut ticket_key = None;
+        if let Some((t, path)) = config
+            .tls
+            .as_ref()
+            .and_then(|t| Some((t, t.session_ticket_key_file.as_ref()?)))
+        {
+            match crate::tls::sessions::read_key_file(path) {
+                Ok(k) => ticket_key = Some(k),
+                Err(reason) => errors.push(ConfigError {
+                    file: config.source.clone(),
+                    line: t.origin.line,
+                    column: t.origin.column,
+                    key_path: format!("{}.session_ticket_key_file", t.origin.key_path),
+                    reason,
+                }),
+            }
+        }
         if !errors.is_empty() {
             return Err(ConfigErrors(errors));
         }
@@ -120,7 +145,16 @@ impl Snapshot {
             config: Arc::new(config),
             router,
             tls,
+            ticket_key,
         })
+    }
+
+    /// Puts this snapshot's session ticket settings in force (when it is published: at start
+    /// and at each reload, on the control thread).
+    pub fn publish_ticket_key(&self, sessions: &Sessions) {
+        if let Some(t) = &self.config.tls {
+            sessions.use_key(t.session_tickets, self.ticket_key.as_deref());
+        }
     }
 
     /// The limits that act while a request head is read, before its route is known: the

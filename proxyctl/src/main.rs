@@ -62,12 +62,20 @@ enum Command {
     },
     /// List the active routes and their policies.
     Routes,
-    /// Show which route a request for HOST and PATH would hit; exit 1 if none.
+    /// Show which route a request for HOST and PATH would hit and what the daemon would
+    /// answer; exit 0 only when it would be served (forwarded, or a file sent), else 1.
     Explain {
-        /// The request's host (a port is ignored).
+        /// The request's Host header (a port is ignored).
         host: String,
-        /// The request's path.
+        /// The request's target: a path (with a query), or an absolute URL
+        /// (`http://host/path`), whose host then wins over HOST as in a real request.
         path: String,
+        /// The request's method.
+        #[arg(long, short = 'X', default_value = "GET")]
+        method: String,
+        /// The client's address, checked against allowed_ips / denied_ips.
+        #[arg(long, value_name = "IP")]
+        from: Option<String>,
     },
     /// Validate a config file without applying it, and show what a reload would change; exit 1
     /// if it is invalid.
@@ -158,14 +166,22 @@ fn run(args: &Args, out: &mut dyn Write, err: &mut dyn Write) -> Result<u8, Fail
             show(out, args.json, &data, || format::routes(&routes));
             Ok(EXIT_OK)
         }
-        Command::Explain { host, path } => {
+        Command::Explain {
+            host,
+            path,
+            method,
+            from,
+        } => {
             let data = ask(&Request::Explain {
                 host: host.clone(),
                 path: path.clone(),
+                // The default goes unsaid: older daemons know only GET.
+                method: (method != "GET").then(|| method.clone()),
+                client: from.clone(),
             })?;
             let explain: Explain = data.decode()?;
             show(out, args.json, &data, || format::explain(&explain));
-            Ok(if explain.matched {
+            Ok(if explain.served() {
                 EXIT_OK
             } else {
                 EXIT_FAILED

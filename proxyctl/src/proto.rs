@@ -45,8 +45,20 @@ pub enum Request {
     },
     /// The active routing table: answered with a list of [`RouteInfo`].
     Routes,
-    /// Which route a request would hit: answered with [`Explain`].
-    Explain { host: String, path: String },
+    /// Which route a request would hit and what the daemon would answer: [`Explain`].
+    Explain {
+        /// The `Host` header (a port is ignored).
+        host: String,
+        /// The request target: a path (with a query), or an absolute URL whose authority then
+        /// wins over `host`, as for a real request.
+        path: String,
+        /// The method (default `GET`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        method: Option<String>,
+        /// The client address, for `allowed_ips` / `denied_ips` (default: not checked).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        client: Option<String>,
+    },
     /// Validate a file (default: the daemon's config path) without applying it, and show what
     /// a reload would change: answered with [`CheckReport`].
     Check {
@@ -211,7 +223,7 @@ impl std::fmt::Display for RouteKey {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RouteInfo {
     pub host: String,
-    /// `None` for a host route.
+    /// As written in the config (`"/a/"` stays `"/a/"`); `None` for a host route.
     pub prefix: Option<String>,
     /// `File` or `Proxy`.
     pub backend: String,
@@ -244,6 +256,17 @@ pub struct Policy {
     pub backend_response_timeout_secs: u64,
     pub max_idle_connections_per_host: usize,
     pub idle_connection_timeout_secs: u64,
+    /// Peers whose forwarding chain is believed (absent from older daemons).
+    #[serde(default)]
+    pub trusted_proxies: Vec<String>,
+    #[serde(default)]
+    pub allow_underscores_in_headers: bool,
+    /// `Upgrade` protocols forwarded.
+    #[serde(default)]
+    pub allowed_upgrades: Vec<String>,
+    /// IPv6 clients are rate-limited per network of this prefix length.
+    #[serde(default)]
+    pub rate_limit_ipv6_prefix: u8,
 }
 
 /// Answer to [`Request::Explain`].
@@ -254,15 +277,28 @@ pub struct Explain {
     pub host: String,
     /// The path as matched: normalised.
     pub path: String,
-    /// The matched route's prefix; `None` for a host route or no match.
+    /// The matched route's prefix, as written in the config; `None` for a host route or no
+    /// match.
     pub prefix: Option<String>,
     /// `File` or `Proxy`.
     pub backend: Option<String>,
     /// The file path, or the upstream URL after prefix stripping.
     pub resolved: Option<String>,
     pub policy: Option<Policy>,
-    /// Why nothing matched, or why the match gives no resource (`/robots.txt/extra`).
+    /// Why nothing matched, or why the request is refused (`/robots.txt/extra`).
     pub reason: Option<String>,
+    /// The status the daemon itself answers: 200 for a file it serves, 4xx when it refuses
+    /// the request (no route, no file, a refused method or address); absent when the request
+    /// is forwarded to an upstream (absent from older daemons too).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<u16>,
+}
+
+impl Explain {
+    /// Whether the request would be served: forwarded, or answered with a 2xx.
+    pub fn served(&self) -> bool {
+        self.matched && self.status.is_none_or(|s| (200..300).contains(&s))
+    }
 }
 
 /// Answer to [`Request::Check`].
@@ -607,6 +643,14 @@ mod tests {
             Request::Explain {
                 host: "example.com".into(),
                 path: "/api/x".into(),
+                method: None,
+                client: None,
+            },
+            Request::Explain {
+                host: "example.com".into(),
+                path: "http://other.example/x".into(),
+                method: Some("POST".into()),
+                client: Some("192.0.2.1".into()),
             },
             Request::Check {
                 file: None,
@@ -622,7 +666,9 @@ mod tests {
         assert_eq!(
             encode_request(&Request::Explain {
                 host: "h".into(),
-                path: "/p".into()
+                path: "/p".into(),
+                method: None,
+                client: None,
             }),
             "{\"version\":1,\"command\":\"explain\",\"host\":\"h\",\"path\":\"/p\"}\n"
         );

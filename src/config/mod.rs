@@ -56,6 +56,7 @@ impl Config {
                 ));
             }
         }
+        w.extend(self.unreadable_after_drop());
         if !cfg!(feature = "ktls") && self.tls.as_ref().is_some_and(|t| t.ktls_enabled) {
             w.push(
                 "tls.ktls_enabled: this build has no kernel TLS (build with `cargo build \
@@ -64,6 +65,64 @@ impl Config {
             );
         }
         w
+    }
+}
+
+impl Config {
+    /// Files a reload reads again that the user the daemon drops privileges to could not
+    /// read: after the drop, a reload would fail on them (certificates and keys are read at
+    /// every reload, so that renewals are picked up).
+    fn unreadable_after_drop(&self) -> Vec<String> {
+        let s = &self.security;
+        let Some((uid, gid)) = crate::privileges::dropped_ids(
+            s.drop_privileges_user.as_deref(),
+            s.drop_privileges_group.as_deref(),
+        ) else {
+            return Vec::new();
+        };
+        let who = match &s.drop_privileges_user {
+            Some(u) => format!("user {u:?} (uid {uid}, gid {gid})"),
+            None => format!("gid {gid}"),
+        };
+        let mut files: Vec<(String, &Path)> = vec![("config file".into(), &self.source)];
+        if let Some(t) = &self.tls {
+            files.push((format!("{}.cert_path", t.origin.key_path), &t.cert_path));
+            files.push((format!("{}.key_path", t.origin.key_path), &t.key_path));
+            for c in &t.certificates {
+                files.push((format!("{}.cert_path", c.origin.key_path), &c.cert_path));
+                files.push((format!("{}.key_path", c.origin.key_path), &c.key_path));
+            }
+            if let Some(k) = &t.session_ticket_key_file {
+                let key = format!("{}.session_ticket_key_file", t.origin.key_path);
+                files.push((key, k));
+            }
+        }
+        let routes = self.host_routes.iter().map(|h| &h.route);
+        for r in routes.chain(self.path_routes.iter().map(|p| &p.route)) {
+            match &r.backend {
+                Backend::Proxy(p) => {
+                    if let Some(ca) = &p.ca_file {
+                        files.push((format!("{}.ca_file", r.origin.key_path), ca));
+                    }
+                }
+                Backend::File(f) if f.mode == Mode::Memory => {
+                    files.push((format!("{}.path", r.origin.key_path), &f.path));
+                }
+                Backend::File(_) => {}
+            }
+        }
+        files
+            .into_iter()
+            .filter(|(_, path)| !crate::privileges::readable_by(path, uid, gid))
+            .map(|(key, path)| {
+                format!(
+                    "{key}: {} is not readable by {who}, which the daemon runs as after dropping \
+                     privileges: reloads will fail to read it; give that user or group read \
+                     access (e.g. chgrp GROUP FILE && chmod g+r FILE, and g+x on its directories)",
+                    path.display()
+                )
+            })
+            .collect()
     }
 }
 
@@ -360,6 +419,8 @@ pub struct PathRoute {
     /// The prefix, starting with `/`, without its trailing slash (`"/static/"` is stored as
     /// `"/static"`; `"/"` stays `"/"`): a trailing slash does not change the match.
     pub prefix: String,
+    /// The prefix as written in the file (`"/static/"`), for what the operator is shown.
+    pub written: String,
     pub route: Route,
 }
 

@@ -568,6 +568,7 @@ impl Walker<'_> {
                     out.push(PathRoute {
                         host,
                         prefix,
+                        written: p.key.to_string(),
                         route,
                     });
                 }

@@ -32,6 +32,7 @@ use proxyctl::proto::{
 };
 
 use crate::config::{Backend, Config, RouteSecurity, Scheme};
+use crate::http::Method;
 use crate::logging::LogGuard;
 use crate::route::Target;
 use crate::worker::{Shared, Workers};
@@ -327,6 +328,12 @@ impl Control {
                 self.give_up_build();
             }
         }
+        if self.shared.sessions.rotate_if_due(
+            Instant::now(),
+            crate::config::defaults::SESSION_TICKET_ROTATION,
+        ) {
+            log::info!("tls: session ticket key rotated (the previous one still opens tickets)");
+        }
         if self.drain.is_some() {
             self.tick_drain();
         } else if self.workers.any_finished() {
@@ -353,7 +360,12 @@ impl Control {
             }
             Request::Routes => proto::ok(&self.routes()),
             Request::Stats => proto::ok(&self.stats()),
-            Request::Explain { host, path } => proto::ok(&self.explain(&host, &path)),
+            Request::Explain {
+                host,
+                path,
+                method,
+                client,
+            } => proto::ok(&self.explain(&host, &path, method.as_deref(), client.as_deref())),
             Request::Check { file, text } => {
                 self.check(file.map(PathBuf::from), text.map(String::into_bytes), reply);
                 return;
@@ -451,15 +463,17 @@ impl Control {
         self.last_build += 1;
         let id = self.last_build;
         let config_bytes = inputs.get(..config_len).unwrap_or_default().to_vec();
-        let (path, metrics, events) = (
+        let (path, metrics, sessions, events) = (
             self.config_path.clone(),
             self.shared.metrics.clone(),
+            self.shared.sessions.clone(),
             self.sender.clone(),
         );
         let spawned = std::thread::Builder::new()
             .name("zcs-build".into())
             .spawn(move || {
-                let result = reload::prepare(&path, &config_bytes, &current, &metrics);
+                let result =
+                    reload::prepare(&path, &config_bytes, &current, &metrics, &sessions);
                 drop(slot);
                 let _ = events.send(Event::Built {
                     id,
@@ -518,7 +532,8 @@ impl Control {
                 let serving = reload::inputs(config_bytes, &prepared.snapshot.config);
                 let watched = watched_files(&self.config_path, &prepared.snapshot.config);
                 crate::logging::set_level(&prepared.snapshot.config.logging);
-                let generation = reload::commit(&self.shared.snapshot, prepared);
+                let generation =
+                    reload::commit(&self.shared.snapshot, &self.shared.sessions, prepared);
                 self.serving_bytes = serving;
                 if watched != self.watched {
                     self.watcher = start_watcher(&watched, &self.sender);
@@ -783,7 +798,7 @@ impl Control {
                 };
                 RouteInfo {
                     host: e.host.clone(),
-                    prefix: e.prefix.clone(),
+                    prefix: e.written.clone(),
                     backend: backend.into(),
                     target,
                     mode,
@@ -794,42 +809,63 @@ impl Control {
             .collect()
     }
 
-    fn explain(&self, host: &str, target: &str) -> Explain {
-        let host = normalize_host(host);
-        let (raw_path, query) = match target.split_once('?') {
-            Some((p, q)) => (p, Some(q)),
-            None => (target, None),
-        };
+    /// What the daemon would answer to `method target` with `Host: host` from `client`, by the
+    /// data path's own rules: the head parser's host and target handling, path normalisation,
+    /// the router, the route's policy and the file lookup ([`crate::files::probe`]).
+    fn explain(
+        &self,
+        host: &str,
+        target: &str,
+        method: Option<&str>,
+        client: Option<&str>,
+    ) -> Explain {
         let mut answer = Explain {
             matched: false,
-            host: host.clone(),
-            path: raw_path.to_string(),
+            host: host.to_string(),
+            path: target.to_string(),
             prefix: None,
             backend: None,
             resolved: None,
             policy: None,
             reason: None,
+            status: None,
         };
-        let path = match crate::http::path::normalize(raw_path) {
+        let refuse = |answer: &mut Explain, e: crate::error::Error| {
+            answer.status = e.status();
+            answer.reason = Some(e.detail.to_string());
+        };
+        let (host, raw_path, query) = match crate::http::head::route_of(host, target) {
+            Ok(r) => r,
+            Err(e) => {
+                refuse(&mut answer, e.into());
+                return answer;
+            }
+        };
+        answer.host = host.clone();
+        answer.path = raw_path.clone();
+        let path = match crate::http::path::normalize(&raw_path) {
             Ok(p) => p,
             Err(e) => {
-                answer.reason = Some(format!("the path is refused with 400: {}", e.reason));
+                answer.status = Some(400);
+                answer.reason = Some(format!("the path is refused: {}", e.reason));
                 return answer;
             }
         };
         answer.path = path.clone();
         let snapshot = self.shared.snapshot.load();
         let Some(m) = snapshot.router.lookup(&host, &path) else {
+            answer.status = Some(404);
             answer.reason = Some(if snapshot.router.has_host(&host) {
-                format!("no route of {host:?} matches {path:?}: 404")
+                format!("no route of {host:?} matches {path:?}")
             } else {
-                format!("no route for host {host:?}: 404")
+                format!("no route for host {host:?}")
             });
             return answer;
         };
         answer.matched = true;
-        answer.prefix = m.entry.prefix.clone();
-        answer.policy = Some(policy(&m.entry.route.security));
+        answer.prefix = m.entry.written.clone();
+        let security = &m.entry.route.security;
+        answer.policy = Some(policy(security));
         answer.backend = Some(
             match m.entry.route.backend {
                 Backend::File(_) => "File",
@@ -837,16 +873,61 @@ impl Control {
             }
             .into(),
         );
-        let target = m.target();
-        answer.resolved = match (&target, &m.entry.route.backend) {
-            (Target::File(p), _) => Some(p.display().to_string()),
-            (Target::InDir { root, relative }, Backend::File(f)) => {
-                let p = root.join(relative);
-                // As the file backend does: a directory named without a slash gets its index.
-                let p = if p.is_dir() { p.join(&f.index) } else { p };
-                Some(p.display().to_string())
+        // Policy first, in the data path's order: addresses, then methods.
+        if let Some(client) = client {
+            match client.parse::<std::net::IpAddr>() {
+                Ok(ip) if !security.allows_ip(ip) => {
+                    answer.status = Some(403);
+                    answer.reason = Some(format!("client address {ip} not allowed"));
+                    return answer;
+                }
+                Ok(_) => {}
+                Err(_) => {
+                    answer.reason = Some(format!("{client:?} is not an IP address; not checked"));
+                }
             }
-            (Target::Upstream(path), Backend::Proxy(p)) => {
+        }
+        let method = match crate::http::Method::parse(method.unwrap_or("GET")) {
+            Some(m) => m,
+            None => {
+                answer.status = Some(400);
+                answer.reason = Some("malformed method".into());
+                return answer;
+            }
+        };
+        if let Some(methods) = &security.allowed_methods {
+            if !methods.contains(&method) {
+                answer.status = Some(405);
+                answer.reason = Some(format!(
+                    "{method} is not among the route's allowed_methods ({})",
+                    methods.allow_header()
+                ));
+                return answer;
+            }
+        }
+        match (&m.entry.route.backend, m.target()) {
+            (Backend::File(_), _) if !matches!(method, Method::Get | Method::Head) => {
+                answer.status = Some(405);
+                answer.reason = Some("a File route serves GET and HEAD".into());
+            }
+            (Backend::File(_), Target::NotFound) => {
+                answer.status = Some(404);
+                answer.reason = Some(format!(
+                    "the route serves one file at exactly {:?}; anything below it is 404",
+                    m.entry.prefix.as_deref().unwrap_or("/")
+                ));
+            }
+            (Backend::File(f), target) => match crate::files::probe(&m, f) {
+                Ok(file) => {
+                    answer.status = Some(200);
+                    answer.resolved = Some(file.display().to_string());
+                }
+                Err(e) => {
+                    answer.resolved = target.display().map(|p| p.display().to_string());
+                    refuse(&mut answer, e);
+                }
+            },
+            (Backend::Proxy(p), Target::Upstream(path)) => {
                 let scheme = match p.url.scheme {
                     Scheme::Http => "http",
                     Scheme::Https => "https",
@@ -857,17 +938,10 @@ impl Control {
                     p.url.host.clone()
                 };
                 let query = query.map(|q| format!("?{q}")).unwrap_or_default();
-                Some(format!("{scheme}://{host}:{}{path}{query}", p.url.port))
+                answer.resolved = Some(format!("{scheme}://{host}:{}{path}{query}", p.url.port));
             }
-            (Target::NotFound, _) => {
-                answer.reason = Some(format!(
-                    "the route serves one file at exactly {:?}; anything below it is 404",
-                    m.entry.prefix.as_deref().unwrap_or("/")
-                ));
-                None
-            }
-            _ => None,
-        };
+            (Backend::Proxy(_), _) => {}
+        }
         answer
     }
 
@@ -912,9 +986,11 @@ impl Control {
         let spawned = std::thread::Builder::new()
             .name("zcs-check".into())
             .spawn(move || {
-                // A check builds with counters of its own: it must not touch the running ones.
+                // A check builds with counters and sessions of its own: it must not touch the
+                // running ones.
                 let scratch = crate::metrics::Registry::new(1);
-                match reload::prepare(&path, &bytes, &current, &scratch) {
+                let sessions = crate::tls::sessions::Sessions::new();
+                match reload::prepare(&path, &bytes, &current, &scratch, &sessions) {
                     Ok(prepared) => {
                         report.ok = true;
                         report.changes = prepared.changes;
@@ -963,22 +1039,10 @@ pub fn policy(s: &RouteSecurity) -> Policy {
         backend_response_timeout_secs: s.backend_response_timeout.as_secs(),
         max_idle_connections_per_host: s.max_idle_connections_per_host,
         idle_connection_timeout_secs: s.idle_connection_timeout.as_secs(),
-    }
-}
-
-/// Lower-cases a host and strips its port (`Example.com:8080` → `example.com`, `[::1]:80` →
-/// `[::1]`), as the request path does with `Host`.
-fn normalize_host(host: &str) -> String {
-    let host = host.trim().to_ascii_lowercase();
-    if host.starts_with('[') {
-        return match host.find(']') {
-            Some(i) => host[..=i].to_string(),
-            None => host,
-        };
-    }
-    match host.rsplit_once(':') {
-        Some((h, port)) if port.bytes().all(|b| b.is_ascii_digit()) => h.to_string(),
-        _ => host,
+        trusted_proxies: nets(&s.trusted_proxies),
+        allow_underscores_in_headers: s.allow_underscores_in_headers,
+        allowed_upgrades: s.allowed_upgrades.clone(),
+        rate_limit_ipv6_prefix: s.rate_limit_ipv6_prefix,
     }
 }
 
@@ -1066,18 +1130,5 @@ fn start_watcher(files: &[PathBuf], sender: &Sender<Event>) -> Option<notify::Re
             );
             None
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn hosts_are_normalised_like_requests() {
-        assert_eq!(normalize_host("Example.COM:8080"), "example.com");
-        assert_eq!(normalize_host("example.com"), "example.com");
-        assert_eq!(normalize_host("[::1]:80"), "[::1]");
-        assert_eq!(normalize_host("[::1]"), "[::1]");
     }
 }

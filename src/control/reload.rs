@@ -14,6 +14,7 @@ use proxyctl::proto::{RouteChanges, RouteKey};
 use crate::config::{self, Config, ConfigErrors, Route};
 use crate::metrics::Registry;
 use crate::snapshot::Snapshot;
+use crate::tls::sessions::Sessions;
 
 /// A built, not yet published, reload.
 pub struct Prepared {
@@ -30,6 +31,7 @@ pub fn prepare(
     bytes: &[u8],
     current: &Snapshot,
     metrics: &Registry,
+    sessions: &Sessions,
 ) -> Result<Prepared, ConfigErrors> {
     let text = std::str::from_utf8(bytes)
         .map_err(|e| ConfigErrors::file(path, format!("the config file is not UTF-8: {e}")))?;
@@ -48,7 +50,7 @@ pub fn prepare(
     }
     let changes = route_changes(&current.config, &cfg);
     let restart_required = restart_required(&current.config, &cfg);
-    let snapshot = Snapshot::build(cfg, current.generation + 1, metrics)?;
+    let snapshot = Snapshot::build(cfg, current.generation + 1, metrics, sessions)?;
     Ok(Prepared {
         snapshot,
         changes,
@@ -56,41 +58,48 @@ pub fn prepare(
     })
 }
 
-/// Routes added, removed and changed (backend or policy) from `old` to `new`.
+/// Routes added, removed and changed (backend or policy) from `old` to `new`, each named by
+/// its prefix as written (the new file's spelling, or the old one's for a removed route).
+/// Routes are the same route when their normalised prefixes are (`"/a"` and `"/a/"`).
 pub fn route_changes(old: &Config, new: &Config) -> RouteChanges {
     let (old, new) = (routes(old), routes(new));
     let mut changes = RouteChanges::default();
-    for (key, route) in &new {
+    for (key, (shown, route)) in &new {
         match old.get(key) {
-            None => changes.added.push(key.clone()),
-            Some(o) if o.backend != route.backend || o.security != route.security => {
-                changes.changed.push(key.clone())
+            None => changes.added.push(shown.clone()),
+            Some((_, o)) if o.backend != route.backend || o.security != route.security => {
+                changes.changed.push(shown.clone())
             }
             Some(_) => {}
         }
     }
     changes.removed = old
-        .keys()
-        .filter(|k| !new.contains_key(k))
-        .cloned()
+        .iter()
+        .filter(|(k, _)| !new.contains_key(k))
+        .map(|(_, (shown, _))| shown.clone())
         .collect();
     changes
 }
 
-fn routes(c: &Config) -> BTreeMap<RouteKey, &Route> {
+/// Routes by their normalised key, with the key as written.
+fn routes(c: &Config) -> BTreeMap<RouteKey, (RouteKey, &Route)> {
     let host = c.host_routes.iter().map(|h| {
         let key = RouteKey {
             host: h.host.clone(),
             prefix: None,
         };
-        (key, &h.route)
+        (key.clone(), (key, &h.route))
     });
     let path = c.path_routes.iter().map(|p| {
         let key = RouteKey {
             host: p.host.clone(),
             prefix: Some(p.prefix.clone()),
         };
-        (key, &p.route)
+        let shown = RouteKey {
+            host: p.host.clone(),
+            prefix: Some(p.written.clone()),
+        };
+        (key, (shown, &p.route))
     });
     host.chain(path).collect()
 }
@@ -167,9 +176,14 @@ pub fn inputs(mut config_bytes: Vec<u8>, config: &Config) -> Vec<u8> {
     config_bytes
 }
 
-/// Publishes a prepared snapshot. Returns the new generation.
-pub fn commit(cell: &crate::snapshot::SnapshotCell, prepared: Prepared) -> u64 {
+/// Publishes a prepared snapshot (its session ticket key first). Returns the new generation.
+pub fn commit(
+    cell: &crate::snapshot::SnapshotCell,
+    sessions: &Sessions,
+    prepared: Prepared,
+) -> u64 {
     let generation = prepared.snapshot.generation;
+    prepared.snapshot.publish_ticket_key(sessions);
     cell.store(Arc::new(prepared.snapshot));
     generation
 }
@@ -195,14 +209,15 @@ mod tests {
         );
         let new = cfg(
             dir.path(),
-            "threads = 2\n[path_routes.h]\n\"/keep/\" = { path = \"a\" }\n\"/moved\" = { path = \"b\" }\n\"/policy\" = { path = \"a\", security = { rate_limit_requests_per_min = 5 } }\n\"/new\" = { path = \"b\" }\n[host_routes.x]\npath = \"a\"\n",
+            "threads = 2\n[path_routes.h]\n\"/keep/\" = { path = \"a\" }\n\"/moved\" = { path = \"b\" }\n\"/policy\" = { path = \"a\", security = { rate_limit_requests_per_min = 5 } }\n\"/new/\" = { path = \"b\" }\n[host_routes.x]\npath = \"a\"\n",
         );
         let key = |h: &str, p: Option<&str>| RouteKey {
             host: h.into(),
             prefix: p.map(Into::into),
         };
         let c = route_changes(&old, &new);
-        assert_eq!(c.added, [key("h", Some("/new")), key("x", None)]);
+        // Shown as written; "/keep" and "/keep/" are one route.
+        assert_eq!(c.added, [key("h", Some("/new/")), key("x", None)]);
         assert_eq!(c.removed, [key("h", Some("/gone"))]);
         assert_eq!(
             c.changed,

@@ -268,6 +268,25 @@ pub async fn serve(
     }
 }
 
+/// What serving `m` would find, without sending anything: the file a request gets (its path,
+/// its index followed), or the error it gets (404, 403…) — by the same lookups as
+/// [`serve`]. For the admin API's `explain`, on the control thread (never a worker).
+pub fn probe(m: &Matched<'_>, backend: &FileBackend) -> Result<PathBuf, Error> {
+    let target = m.target();
+    let shown = target.display().ok_or_else(Error::not_found)?;
+    if let Some(mem) = &m.entry.memory {
+        mem.find(&target, &backend.index)
+            .ok_or_else(Error::not_found)?;
+        return Ok(shown);
+    }
+    let opened = open(&target, &backend.index)?;
+    Ok(if opened.via_index {
+        shown.join(&backend.index)
+    } else {
+        shown
+    })
+}
+
 /// Drops the worker's cached files that no request used for a minute.
 pub fn sweep_cache(now: Instant, stats: &WorkerStats) {
     cache::sweep(now, stats);

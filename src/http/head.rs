@@ -281,6 +281,21 @@ pub fn parse(buf: &[u8], max_size: usize) -> Result<Option<(RequestHead, usize)>
     )))
 }
 
+/// Where a request for `target` with `Host: host` is routed, by the rules a parsed request head
+/// follows (an absolute-form target's authority wins over `Host`): the routing host
+/// (lower-case, no port), the raw path and the query. For the admin API's `explain`, so that
+/// it cannot disagree with the data path.
+pub fn route_of(host: &str, target: &str) -> Result<(String, String, Option<String>), HeadError> {
+    let t = parse_target(target, &Method::Get)?;
+    let host = match t.host {
+        Some(h) => h,
+        None => parse_host(host.as_bytes())
+            .flatten()
+            .ok_or(err(400, "invalid Host header"))?,
+    };
+    Ok((host, t.path, t.query))
+}
+
 const BARE_LF: HeadError = err(400, "bare LF in request head");
 
 const fn err(status: u16, reason: &'static str) -> HeadError {

@@ -12,6 +12,7 @@ pub mod io;
 #[cfg(feature = "ktls")]
 pub mod ktls;
 pub mod server;
+pub mod sessions;
 
 use crate::config::Tls;
 

@@ -3,7 +3,8 @@
 //! Certificates and keys are read on the control thread (never on a worker) and checked: a
 //! chain with no certificate, a file with no private key, and a key that does not belong to its
 //! certificate are refused with the file named, so a reload with a bad pair keeps the old
-//! certificates serving. TLS 1.2 and 1.3, ALPN `http/1.1`.
+//! certificates serving. TLS 1.2 and 1.3, ALPN `http/1.1`; session tickets and the session
+//! cache from [`super::sessions`], kept across reloads.
 //!
 //! The certificate for a handshake is chosen by SNI ([`SniResolver`]): the `server_names` of a
 //! `[[tls.certificates]]` entry (exact, then `*.` wildcard), then entries without
@@ -21,13 +22,15 @@ use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 use rustls::ServerConfig;
 
+use super::sessions::Sessions;
 use crate::config::{Origin, Tls};
 
 /// A load failure: where in the config (`tls.cert_path`, `tls.certificates[1].key_path`) and why.
 pub type LoadError = (Origin, String);
 
-/// Builds the server configuration for `tls`, or every reason it cannot be built.
-pub fn config(tls: &Tls) -> Result<Arc<ServerConfig>, Vec<LoadError>> {
+/// Builds the server configuration for `tls`, or every reason it cannot be built. Resumption
+/// state comes from `sessions`, which outlives every configuration (see [`super::sessions`]).
+pub fn config(tls: &Tls, sessions: &Sessions) -> Result<Arc<ServerConfig>, Vec<LoadError>> {
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let mut errors = Vec::new();
     let default = load(&provider, &tls.origin, &tls.cert_path, &tls.key_path)
@@ -68,6 +71,13 @@ pub fn config(tls: &Tls) -> Result<Arc<ServerConfig>, Vec<LoadError>> {
         .with_no_client_auth()
         .with_cert_resolver(Arc::new(resolver));
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    // One ticketer for every configuration: whether it makes tickets, and with which keys, is
+    // set when the snapshot is published (`Sessions::use_key`).
+    config.ticketer = sessions.ticketer();
+    config.session_storage = match tls.session_cache_size {
+        0 => Arc::new(rustls::server::NoServerSessionStorage {}),
+        n => sessions.cache(n),
+    };
     // Kernel TLS takes the session's keys out of rustls after the handshake. Set in every
     // kTLS build, not from `ktls_enabled`: that key takes effect at start-up only, and a reload
     // that changes it must not leave the running kernel-TLS listener unable to extract keys.

@@ -58,6 +58,9 @@ pub struct Shared {
     pub open: AtomicU64,
     /// Request and upstream counters by route and upstream (per worker inside).
     pub metrics: Arc<Metrics>,
+    /// TLS session tickets and the session cache, kept across reloads (the snapshots' TLS
+    /// configurations share them).
+    pub sessions: Arc<crate::tls::sessions::Sessions>,
 }
 
 /// A worker's counters, on a cache line of their own.
@@ -100,15 +103,17 @@ impl WorkerStats {
 }
 
 impl Shared {
-    /// `metrics` must be the registry `snapshot` was built with.
+    /// `metrics` and `sessions` must be the ones `snapshot` was built with.
     pub fn new(
         snapshot: SnapshotCell,
         workers: usize,
         record_layer: RecordLayer,
         metrics: Arc<Metrics>,
+        sessions: Arc<crate::tls::sessions::Sessions>,
     ) -> Self {
         Self {
             metrics,
+            sessions,
             snapshot,
             draining: AtomicBool::new(false),
             workers: (0..workers).map(|_| WorkerStats::default()).collect(),

@@ -191,6 +191,11 @@ pub fn policy_lines(p: &Policy) -> String {
                 p.max_idle_connections_per_host, p.idle_connection_timeout_secs
             ),
         ),
+        (
+            "trusted proxies",
+            list_or(&p.trusted_proxies, ", ", "none"),
+        ),
+        ("upgrades", list_or(&p.allowed_upgrades, ", ", "none")),
     ];
     indent(&two_columns(&rows), "  ")
 }
@@ -202,7 +207,10 @@ pub fn explain(e: &Explain) -> String {
             .reason
             .clone()
             .unwrap_or_else(|| format!("nothing matches {} {}", e.host, e.path));
-        return format!("no route: {reason}\n");
+        return match e.status {
+            Some(status) => format!("{status}: {reason}\n"),
+            None => format!("no route: {reason}\n"),
+        };
     }
     let mut out = format!(
         "{} {} -> {} route {}: {}\n",
@@ -212,8 +220,11 @@ pub fn explain(e: &Explain) -> String {
         e.prefix.as_deref().unwrap_or("*"),
         e.resolved.as_deref().unwrap_or("-"),
     );
-    if let Some(reason) = &e.reason {
-        out.push_str(&format!("note: {reason}\n"));
+    match (e.status, &e.reason) {
+        (Some(status), Some(reason)) => out.push_str(&format!("answer: {status}: {reason}\n")),
+        (Some(status), None) => out.push_str(&format!("answer: {status}\n")),
+        (None, Some(reason)) => out.push_str(&format!("note: {reason}\n")),
+        (None, None) => {}
     }
     if let Some(policy) = &e.policy {
         out.push_str("policy:\n");
@@ -581,6 +592,10 @@ mod tests {
             backend_response_timeout_secs: 60,
             max_idle_connections_per_host: 8,
             idle_connection_timeout_secs: 30,
+            trusted_proxies: vec![],
+            allow_underscores_in_headers: false,
+            allowed_upgrades: vec!["websocket".into()],
+            rate_limit_ipv6_prefix: 64,
         }
     }
 
@@ -849,6 +864,7 @@ example.com  /api    Proxy    http://127.0.0.1:9000  methods=GET,POST ips=10.0.0
             resolved: Some("http://127.0.0.1:9000/x".into()),
             policy: Some(policy),
             reason: None,
+            status: None,
         };
         assert_eq!(
             explain(&e),
@@ -867,6 +883,8 @@ policy:
   connect timeout    10s
   response timeout   60s
   idle backend pool  8 per host, closed after 30s
+  trusted proxies    none
+  upgrades           websocket
 "
         );
     }
@@ -882,12 +900,14 @@ policy:
             resolved: None,
             policy: None,
             reason: Some("a file route target is a file; nothing lies below it".into()),
+            status: Some(404),
         };
         assert_eq!(
             explain(&e),
             "example.com /robots.txt/extra -> File route *: -\n\
-             note: a file route target is a file; nothing lies below it\n"
+             answer: 404: a file route target is a file; nothing lies below it\n"
         );
+        assert!(!e.served());
     }
 
     #[test]
@@ -901,8 +921,12 @@ policy:
             resolved: None,
             policy: None,
             reason: Some("no route for host nowhere.example".into()),
+            status: None,
         };
         assert_eq!(explain(&e), "no route: no route for host nowhere.example\n");
+        e.status = Some(404);
+        assert_eq!(explain(&e), "404: no route for host nowhere.example\n");
+        e.status = None;
         e.reason = None;
         assert_eq!(explain(&e), "no route: nothing matches nowhere.example /\n");
     }
