@@ -48,6 +48,17 @@ const DRAIN_PROGRESS: Duration = Duration::from_secs(1);
 /// How long a reload's build may take before it is given up (and reported as failed; the
 /// old config keeps serving). Below `proxyctl`'s 30 s wait for an answer.
 pub const BUILD_DEADLINE: Duration = Duration::from_secs(20);
+
+/// [`BUILD_DEADLINE`], or a shorter one a test sets (`ZEROCOPY_TEST_BUILD_DEADLINE_MS`).
+fn build_deadline() -> Duration {
+    static DEADLINE: std::sync::OnceLock<Duration> = std::sync::OnceLock::new();
+    *DEADLINE.get_or_init(|| {
+        std::env::var("ZEROCOPY_TEST_BUILD_DEADLINE_MS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .map_or(BUILD_DEADLINE, Duration::from_millis)
+    })
+}
 /// Config builds (reloads and checks) running at once on helper threads, given-up ones
 /// included; past it a check or reload is answered "busy".
 const MAX_BUILDS: usize = 4;
@@ -324,7 +335,7 @@ impl Control {
             }
         }
         if let Some(b) = &self.building {
-            if b.started.elapsed() >= BUILD_DEADLINE {
+            if b.started.elapsed() >= build_deadline() {
                 self.give_up_build();
             }
         }
@@ -582,9 +593,9 @@ impl Control {
         };
         let generation = self.shared.snapshot.load().generation;
         let error = format!(
-            "the new config did not finish building within {}s (a DNS lookup or a file that \
+            "the new config did not finish building within {:.1}s (a DNS lookup or a file that \
              does not answer?); still serving generation {generation}",
-            BUILD_DEADLINE.as_secs()
+            build_deadline().as_secs_f64()
         );
         log::warn!("reload ({}) given up: {error}", b.trigger.as_str());
         let report = self.record(b.trigger, generation, Err(error));

@@ -33,6 +33,13 @@ pub fn prepare(
     metrics: &Registry,
     sessions: &Sessions,
 ) -> Result<Prepared, ConfigErrors> {
+    // Tests stand in for a build that takes long (a DNS lookup that hangs) with this.
+    if let Some(ms) = std::env::var("ZEROCOPY_TEST_BUILD_DELAY_MS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+    {
+        std::thread::sleep(std::time::Duration::from_millis(ms));
+    }
     let text = std::str::from_utf8(bytes)
         .map_err(|e| ConfigErrors::file(path, format!("the config file is not UTF-8: {e}")))?;
     let cfg = config::parse(text, path)?;

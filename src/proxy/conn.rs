@@ -86,34 +86,38 @@ impl UpstreamConn {
     }
 
     /// Sends `data` of a request body, like [`Self::send`], but stops when the upstream has
-    /// something to say first: `Ok(false)` when it answered (or closed, or failed) before
-    /// taking all of it — a server refusing a body (`413`) while the client still sends it.
-    /// Waiting for room in the socket is also waiting for that answer.
-    pub async fn send_body(&mut self, mut data: &[u8], more: bool) -> Result<bool, Error> {
+    /// something to say first (or closed, or failed): returns how much of `data` it took, and
+    /// whether to stop and read what the upstream sent (then usually less than all of it was
+    /// taken). A server that
+    /// refuses a body by its head (`413`) while the client still sends it stops reading, and
+    /// waiting for room in its socket is then waiting for nothing but its answer.
+    pub async fn send_or_hear(&mut self, data: &[u8], more: bool) -> Result<(usize, bool), Error> {
         let fd = self.tcp.as_raw_fd();
+        let mut taken = 0;
         loop {
+            let rest = data.get(taken..).unwrap_or_default();
             let flushed = match &mut self.tls {
                 None => {
                     let flags = libc::MSG_NOSIGNAL | if more { libc::MSG_MORE } else { 0 };
-                    // SAFETY: `data` is a live slice; send reads at most data.len() bytes.
-                    let n = unsafe { libc::send(fd, data.as_ptr().cast(), data.len(), flags) };
+                    // SAFETY: `rest` is a live slice; send reads at most rest.len() bytes.
+                    let n = unsafe { libc::send(fd, rest.as_ptr().cast(), rest.len(), flags) };
                     if n >= 0 {
-                        data = data.get(n as usize..).unwrap_or_default();
+                        taken += n as usize;
                         Ok(())
                     } else {
                         Err(std::io::Error::last_os_error())
                     }
                 }
                 Some(s) => {
-                    let n = std::io::Write::write(&mut s.writer(), data)
+                    // What rustls takes is on its way (flushed below or at the next send).
+                    taken += std::io::Write::write(&mut s.writer(), rest)
                         .map_err(|e| Error::internal(format!("TLS write: {e}")))?;
-                    data = data.get(n..).unwrap_or_default();
                     tls::io::try_flush(fd, s)
                 }
             };
             match flushed {
-                // (Over TLS, `Ok` means every record went out.)
-                Ok(()) if data.is_empty() => return Ok(true),
+                // (Over TLS, `Ok` means every queued record went out.)
+                Ok(()) if taken == data.len() => return Ok((taken, false)),
                 Ok(()) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
@@ -128,7 +132,7 @@ impl UpstreamConn {
                         Ok(true) => {}
                         // Readable: an answer, unless it was only TLS housekeeping (a TLS 1.3
                         // session ticket), which `answered` consumes.
-                        Ok(false) if self.answered() => return Ok(false),
+                        Ok(false) if self.answered() => return Ok((taken, true)),
                         Ok(false) => {}
                         Err(_) => {
                             return Err(Error::upstream(
@@ -140,8 +144,26 @@ impl UpstreamConn {
                 }
                 // Closed or reset while we sent: what it said before, if anything, is read
                 // next.
-                Err(_) => return Ok(false),
+                Err(_) => return Ok((taken, true)),
             }
+        }
+    }
+
+    /// Receives what is there now into `buf`, without waiting: `Ok(None)` when nothing is,
+    /// `Ok(Some(0))` at the end of the stream.
+    pub fn try_recv_into(
+        &mut self,
+        buf: &mut Vec<u8>,
+        want: usize,
+    ) -> Result<Option<usize>, RecvError> {
+        match &mut self.tls {
+            None => match io::recv_now(&self.tcp, buf, want) {
+                Ok(n) => Ok(Some(n)),
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => Ok(None),
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => Ok(None),
+                Err(e) => Err(RecvError::Failed(e.kind())),
+            },
+            Some(s) => tls::io::try_recv(self.tcp.as_raw_fd(), s, buf, want),
         }
     }
 

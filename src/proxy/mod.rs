@@ -282,8 +282,15 @@ struct ResponseHead {
 /// How sending a request body ended.
 enum Sent {
     All,
-    /// The upstream answered (or closed) before it took all of it.
+    /// The upstream's final answer (or its close) began before it took all of the body.
     Answered,
+}
+
+/// What an upstream said before its final response: interim heads and their bytes.
+#[derive(Default)]
+struct Interim {
+    count: usize,
+    bytes: usize,
 }
 
 /// Sends the request (head and body) and reads the response head, relaying interim
@@ -302,59 +309,28 @@ async fn exchange_head(
             "the upstream closed before the request was sent",
         ))
     })?;
-    if !has_body || matches!(send_body(x, conn).await.map_err(Failure::Other)?, Sent::All) {
+    let mut buf = Vec::with_capacity(8 * 1024);
+    let mut interim = Interim::default();
+    if !has_body || matches!(send_body(x, conn, &mut buf, &mut interim).await?, Sent::All) {
         *body_pending = false;
     }
     let deadline = Instant::now() + x.security.backend_response_timeout;
-    let mut buf = Vec::with_capacity(8 * 1024);
-    // The answer takes the upstream a moment: wait for it, then read (a timeout shows below).
-    conn.wait_readable(x.security.backend_response_timeout)
-        .await;
-    // Interim responses so far, and their bytes.
-    let (mut interim, mut interim_bytes) = (0, 0);
+    if buf.is_empty() {
+        // The answer takes the upstream a moment: wait for it, then read (a timeout shows
+        // below).
+        conn.wait_readable(x.security.backend_response_timeout)
+            .await;
+    }
     loop {
         // Every complete head already received, before reading more: an upstream may send a
         // 103 and its final response in one write.
-        loop {
-            let (resp, n) = match parse_response(&buf) {
-                Ok(Some(parsed)) => parsed,
-                Ok(None) if buf.len() + interim_bytes > MAX_RESPONSE_HEAD => {
-                    return Err(Failure::Other(Error::upstream(
-                        ErrorKind::BadGateway,
-                        "the upstream's response head is too large",
-                    )))
-                }
-                Ok(None) => break,
-                Err(reason) => {
-                    return Err(Failure::Other(Error::upstream(
-                        ErrorKind::BadGateway,
-                        reason,
-                    )))
-                }
-            };
-            if !(100..200).contains(&resp.status) || resp.status == 101 {
-                buf.drain(..n);
-                return Ok((buf, resp));
-            }
-            interim += 1;
-            interim_bytes += n;
-            if interim > MAX_INTERIM {
-                return Err(Failure::Other(Error::upstream(
-                    ErrorKind::BadGateway,
-                    format!("the upstream sent more than {MAX_INTERIM} interim (1xx) responses"),
-                )));
-            }
-            // 100 Continue: the client got the daemon's own (or asked for none). Others go
-            // on to an HTTP/1.1 client; an HTTP/1.0 client cannot take a 1xx.
-            if resp.status != 100 && x.req.version == Version::Http11 {
-                let h = response_head(&resp, Framing::None, true, false);
-                x.client.send(&h, false).await.map_err(Failure::Other)?;
-            }
+        if let Some((resp, n)) = final_head(x, &mut buf, &mut interim).await? {
             buf.drain(..n);
+            return Ok((buf, resp));
         }
         let left = deadline.saturating_duration_since(Instant::now());
         // Safe to retry only while nothing at all of a response came.
-        let nothing_yet = buf.is_empty() && interim == 0;
+        let nothing_yet = buf.is_empty() && interim.count == 0;
         match conn.recv_into(&mut buf, 8 * 1024, left).await {
             Ok(0) => {
                 let e = Error::upstream(
@@ -389,89 +365,190 @@ async fn exchange_head(
     }
 }
 
+/// Relays (or drops) the complete interim heads at the front of `buf`, and returns the final
+/// head with its length once it is complete there. `100 Continue` is dropped (the client got
+/// the daemon's own, or asked for none); other 1xx go to an HTTP/1.1 client and not to an
+/// HTTP/1.0 one; past [`MAX_INTERIM`] of them, or [`MAX_RESPONSE_HEAD`] bytes, it is a 502.
+async fn final_head(
+    x: &mut Exchange<'_>,
+    buf: &mut Vec<u8>,
+    interim: &mut Interim,
+) -> Result<Option<(ResponseHead, usize)>, Failure> {
+    let bad = |reason: String| Failure::Other(Error::upstream(ErrorKind::BadGateway, reason));
+    loop {
+        let (resp, n) = match parse_response(buf) {
+            Ok(Some(parsed)) => parsed,
+            Ok(None) if buf.len() + interim.bytes > MAX_RESPONSE_HEAD => {
+                return Err(bad("the upstream's response head is too large".into()))
+            }
+            Ok(None) => return Ok(None),
+            Err(reason) => return Err(bad(reason)),
+        };
+        if !(100..200).contains(&resp.status) || resp.status == 101 {
+            return Ok(Some((resp, n)));
+        }
+        interim.count += 1;
+        interim.bytes += n;
+        if interim.count > MAX_INTERIM {
+            return Err(bad(format!(
+                "the upstream sent more than {MAX_INTERIM} interim (1xx) responses"
+            )));
+        }
+        if resp.status != 100 && x.req.version == Version::Http11 {
+            let h = response_head(&resp, Framing::None, true, false);
+            x.client.send(&h, false).await.map_err(Failure::Other)?;
+        }
+        buf.drain(..n);
+    }
+}
+
+/// Reads what the upstream sent while the body was going out: `true` when its final response
+/// (or its end) has begun — the body is then not sent further; `false` when it was only
+/// interim responses (an unasked `100 Continue`), and sending goes on.
+async fn heard(
+    x: &mut Exchange<'_>,
+    conn: &mut UpstreamConn,
+    buf: &mut Vec<u8>,
+    interim: &mut Interim,
+) -> Result<bool, Failure> {
+    let ended = loop {
+        match conn.try_recv_into(buf, 8 * 1024) {
+            Ok(Some(0)) | Err(_) => break true,
+            Ok(Some(_)) => {}
+            Ok(None) => break false,
+        }
+    };
+    if ended {
+        return Ok(true);
+    }
+    Ok(final_head(x, buf, interim).await?.is_some())
+}
+
+/// Sends a piece of the body: `true` when the upstream's answer began first.
+async fn send_piece(
+    x: &mut Exchange<'_>,
+    conn: &mut UpstreamConn,
+    mut data: &[u8],
+    more: bool,
+    resp: &mut Vec<u8>,
+    interim: &mut Interim,
+) -> Result<bool, Failure> {
+    loop {
+        let (taken, hear) = conn
+            .send_or_hear(data, more)
+            .await
+            .map_err(Failure::Other)?;
+        data = data.get(taken..).unwrap_or_default();
+        if hear && heard(x, conn, resp, interim).await? {
+            return Ok(true);
+        }
+        if data.is_empty() {
+            return Ok(false);
+        }
+    }
+}
+
 /// Streams the request body from the client to the upstream, re-framed, within the route's
-/// limits — until the upstream answers first ([`Sent::Answered`]).
-async fn send_body(x: &mut Exchange<'_>, conn: &mut UpstreamConn) -> Result<Sent, Error> {
-    let buf = &mut *x.buf;
-    if x.req.expects_continue() && buf.is_empty() {
+/// limits — until the upstream's final answer begins ([`Sent::Answered`]; what it sent is in
+/// `resp`).
+async fn send_body(
+    x: &mut Exchange<'_>,
+    conn: &mut UpstreamConn,
+    resp: &mut Vec<u8>,
+    interim: &mut Interim,
+) -> Result<Sent, Failure> {
+    if x.req.expects_continue() && x.buf.is_empty() {
         x.client
             .send(b"HTTP/1.1 100 Continue\r\n\r\n", false)
-            .await?;
+            .await
+            .map_err(Failure::Other)?;
     }
     let timeout = x.security.client_body_timeout;
-    match x.req.body {
-        BodyKind::None | BodyKind::Length(0) => Ok(Sent::All),
-        BodyKind::Length(n) => {
-            let mut left = n;
-            loop {
-                let take = (buf.len() as u64).min(left) as usize;
-                if take > 0 {
-                    if !conn.send_body(&buf[..take], left > take as u64).await? {
+    // The client's bytes, taken out of the exchange while the exchange is lent to relaying.
+    let mut buf = std::mem::take(&mut *x.buf);
+    let result = async {
+        match x.req.body {
+            BodyKind::None | BodyKind::Length(0) => Ok(Sent::All),
+            BodyKind::Length(n) => {
+                let mut left = n;
+                loop {
+                    let take = (buf.len() as u64).min(left) as usize;
+                    if take > 0 {
+                        let more = left > take as u64;
+                        if send_piece(x, conn, &buf[..take], more, resp, interim).await? {
+                            return Ok(Sent::Answered);
+                        }
+                        buf.drain(..take);
+                        left -= take as u64;
+                    }
+                    if left == 0 {
+                        return Ok(Sent::All);
+                    }
+                    // Before waiting on the client: has the upstream answered already?
+                    if conn.answered() && heard(x, conn, resp, interim).await? {
                         return Ok(Sent::Answered);
                     }
-                    buf.drain(..take);
-                    left -= take as u64;
+                    read_client(x.client, &mut buf, timeout)
+                        .await
+                        .map_err(Failure::Other)?;
                 }
-                if left == 0 {
-                    return Ok(Sent::All);
-                }
-                // Before waiting on the client: has the upstream answered already?
-                if conn.answered() {
-                    return Ok(Sent::Answered);
-                }
-                read_client(x.client, buf, timeout).await?;
             }
-        }
-        BodyKind::Chunked => {
-            let mut decoder = ChunkedDecoder::new();
-            let mut out = Vec::with_capacity(CHUNK + 32);
-            loop {
-                let mut at = 0;
-                let done = loop {
-                    let (used, decoded) = decoder
-                        .decode(&buf[at..])
-                        .map_err(|e| Error::client(ErrorKind::BadRequest, e.reason))?;
-                    let start = at;
-                    at += used;
-                    if decoder.body_bytes() > x.security.max_chunked_body_size {
-                        return Err(Error::client(
-                            ErrorKind::BodyTooLarge,
-                            "chunked body too large",
-                        ));
-                    }
-                    match decoded {
-                        Decoded::Data(r) => {
-                            let data = &buf[start + r.start..start + r.end];
-                            chunked::write_chunk_header(&mut out, data.len());
-                            out.extend_from_slice(data);
-                            out.extend_from_slice(chunked::CRLF);
+            BodyKind::Chunked => {
+                let mut decoder = ChunkedDecoder::new();
+                let mut out = Vec::with_capacity(CHUNK + 32);
+                loop {
+                    let mut at = 0;
+                    let done = loop {
+                        let (used, decoded) = decoder.decode(&buf[at..]).map_err(|e| {
+                            Failure::Other(Error::client(ErrorKind::BadRequest, e.reason))
+                        })?;
+                        let start = at;
+                        at += used;
+                        if decoder.body_bytes() > x.security.max_chunked_body_size {
+                            return Err(Failure::Other(Error::client(
+                                ErrorKind::BodyTooLarge,
+                                "chunked body too large",
+                            )));
                         }
-                        Decoded::Done => {
-                            out.extend_from_slice(b"0\r\n");
-                            out.extend_from_slice(decoder.trailers());
-                            out.extend_from_slice(chunked::CRLF);
-                            break true;
+                        match decoded {
+                            Decoded::Data(r) => {
+                                let data = &buf[start + r.start..start + r.end];
+                                chunked::write_chunk_header(&mut out, data.len());
+                                out.extend_from_slice(data);
+                                out.extend_from_slice(chunked::CRLF);
+                            }
+                            Decoded::Done => {
+                                out.extend_from_slice(b"0\r\n");
+                                out.extend_from_slice(decoder.trailers());
+                                out.extend_from_slice(chunked::CRLF);
+                                break true;
+                            }
+                            Decoded::NeedMore => break false,
                         }
-                        Decoded::NeedMore => break false,
+                    };
+                    buf.drain(..at);
+                    if !out.is_empty() {
+                        if send_piece(x, conn, &out, !done, resp, interim).await? {
+                            return Ok(Sent::Answered);
+                        }
+                        out.clear();
                     }
-                };
-                buf.drain(..at);
-                if !out.is_empty() {
-                    if !conn.send_body(&out, !done).await? {
+                    if done {
+                        return Ok(Sent::All);
+                    }
+                    if conn.answered() && heard(x, conn, resp, interim).await? {
                         return Ok(Sent::Answered);
                     }
-                    out.clear();
+                    read_client(x.client, &mut buf, timeout)
+                        .await
+                        .map_err(Failure::Other)?;
                 }
-                if done {
-                    return Ok(Sent::All);
-                }
-                if conn.answered() {
-                    return Ok(Sent::Answered);
-                }
-                read_client(x.client, buf, timeout).await?;
             }
         }
     }
+    .await;
+    *x.buf = buf;
+    result
 }
 
 async fn read_client(

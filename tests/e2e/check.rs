@@ -210,3 +210,132 @@ fn unknown_user_is_a_located_config_error() {
         "{err}"
     );
 }
+
+/// `ktls_fallback_enabled = false` makes kernel TLS mandatory: a build without kTLS cannot keep
+/// that promise and refuses the config (at `--check` and at start), naming the feature; a kTLS
+/// build takes it.
+#[test]
+fn ktls_fallback_off_needs_a_ktls_build() {
+    let site = Site::new();
+    let leaf = crate::pki::Pki::new().leaf(&["site.test"]);
+    site.file("c.pem", &leaf.cert_pem);
+    site.file("c.key", &leaf.key_pem);
+    let cfg = site.file(
+        "ktls.toml",
+        format!(
+            "[server]\nlisten = \"{}\"\n\n[tls]\ncert_path = \"c.pem\"\nkey_path = \"c.key\"\n\
+             ktls_enabled = true\nktls_fallback_enabled = false\n",
+            crate::common::free_addr()
+        ),
+    );
+    let out = check(&cfg);
+    let err = String::from_utf8_lossy(&out.stderr);
+    if cfg!(feature = "ktls") {
+        assert!(out.status.success(), "{err}");
+        return;
+    }
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains(":8:25: tls.ktls_fallback_enabled: false makes kernel TLS mandatory")
+            && err.contains("--features ktls"),
+        "{err}"
+    );
+    // And the daemon does not start on it.
+    let out = std::process::Command::new(BIN)
+        .arg("--config")
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("kernel TLS mandatory"));
+}
+
+/// The field-fix keys are checked with their place: `h2c` in `allowed_upgrades`, an IPv6
+/// rate-limit prefix out of range, a bad `trusted_proxies` network, a ticket key file that is
+/// not 80 bytes.
+#[test]
+fn forwarding_and_session_keys_are_checked() {
+    let site = Site::new();
+    let leaf = crate::pki::Pki::new().leaf(&["site.test"]);
+    site.file("c.pem", &leaf.cert_pem);
+    site.file("c.key", &leaf.key_pem);
+    site.file("short.key", [1u8; 48]);
+    let cfg = site.file(
+        "keys.toml",
+        "[server]\nlisten = \"127.0.0.1:1\"\n\n[security]\nallowed_upgrades = [\"websocket\", \"h2c\"]\n\
+         rate_limit_ipv6_prefix = 16\ntrusted_proxies = [\"10.0.0.0/40\"]\n\n[tls]\n\
+         cert_path = \"c.pem\"\nkey_path = \"c.key\"\nsession_ticket_key_file = \"short.key\"\n",
+    );
+    let out = check(&cfg);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    for want in [
+        ":5:34: security.allowed_upgrades[1]: h2c is never forwarded",
+        ":6:26: security.rate_limit_ipv6_prefix: must be at least 32",
+        ":7:20: security.trusted_proxies[0]: \"10.0.0.0/40\": prefix length 40 is longer than 32",
+    ] {
+        assert!(err.contains(want), "{want}\n{err}");
+    }
+    // The ticket key's size is checked when the certificates load, once the rest is valid.
+    let cfg = site.file(
+        "ticket.toml",
+        "[server]\nlisten = \"127.0.0.1:1\"\n\n[tls]\ncert_path = \"c.pem\"\nkey_path = \"c.key\"\n\
+         session_ticket_key_file = \"short.key\"\nsession_cache_size = 0\n",
+    );
+    let out = check(&cfg);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("tls.session_ticket_key_file: ")
+            && err.contains("holds 48 bytes; a session ticket key file holds exactly 80"),
+        "{err}"
+    );
+    site.file("good.key", [7u8; 80]);
+    let ok = site.file(
+        "ok.toml",
+        "[server]\nlisten = \"127.0.0.1:1\"\n\n[security]\nallowed_upgrades = [\"WebSocket\"]\n\
+         trusted_proxies = [\"10.0.0.0/8\", \"::1\"]\nallow_underscores_in_headers = true\n\
+         rate_limit_ipv6_prefix = 56\n\n[tls]\ncert_path = \"c.pem\"\nkey_path = \"c.key\"\n\
+         session_ticket_key_file = \"good.key\"\nsession_tickets = true\nsession_cache_size = 100\n",
+    );
+    let out = check(&ok);
+    assert!(out.status.success(), "{out:?}");
+}
+
+/// Certificates and keys are read again at every reload, after privileges were dropped:
+/// `--check` warns when the user the daemon drops to could not read them.
+#[test]
+fn files_the_dropped_user_cannot_read_are_warned_about() {
+    use std::os::unix::fs::PermissionsExt;
+    let site = Site::new();
+    let leaf = crate::pki::Pki::new().leaf(&["site.test"]);
+    let cert = site.file("c.pem", &leaf.cert_pem);
+    let key = site.file("c.key", &leaf.key_pem);
+    std::fs::set_permissions(site.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(&cert, std::fs::Permissions::from_mode(0o644)).unwrap();
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let cfg = site.file(
+        "drop.toml",
+        "[server]\nlisten = \"127.0.0.1:1\"\n\n[security]\ndrop_privileges_user = \"nobody\"\n\n\
+         [tls]\ncert_path = \"c.pem\"\nkey_path = \"c.key\"\n",
+    );
+    std::fs::set_permissions(&cfg, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let out = check(&cfg);
+    assert!(out.status.success(), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!(
+            "warning: tls.key_path: {} is not readable by user \"nobody\"",
+            key.display()
+        )) && err.contains("reloads will fail"),
+        "{err}"
+    );
+    assert!(!err.contains("tls.cert_path"), "the certificate is readable: {err}");
+    // Readable by the group it drops to: no warning.
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let out = check(&cfg);
+    assert!(
+        !String::from_utf8_lossy(&out.stderr).contains("not readable"),
+        "{out:?}"
+    );
+}

@@ -467,6 +467,13 @@ impl Server {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
+        let pid = self.child.id();
+        let out = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(format!("cat /proc/{pid}/status; for t in /proc/{pid}/task/*; do echo $t $(cat $t/comm) $(cat $t/wchan) $(cut -d' ' -f3 $t/stat); cat $t/stack 2>/dev/null; done; gdb -p {pid} -batch -ex 'thread apply all bt' 2>&1"))
+            .output()
+            .unwrap();
+        eprintln!("GDB-STACKS\n{}", String::from_utf8_lossy(&out.stdout));
         None
     }
 }

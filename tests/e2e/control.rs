@@ -558,7 +558,8 @@ security = { allowed_methods = ["GET", "HEAD"], allowed_ips = ["10.0.0.0/8"], ra
     assert!(api["prefix"].is_null());
     assert_eq!(api["backend"], "Proxy");
     assert_eq!(api["target"], "http://127.0.0.1:9/base/");
-    let st_route = routes.iter().find(|r| r["prefix"] == "/static").unwrap();
+    // Prefixes as written in the file ("/static/" stays "/static/").
+    let st_route = routes.iter().find(|r| r["prefix"] == "/static/").unwrap();
     assert_eq!(st_route["backend"], "File");
     assert_eq!(
         st_route["policy"]["allowed_ips"],
@@ -568,7 +569,7 @@ security = { allowed_methods = ["GET", "HEAD"], allowed_ips = ["10.0.0.0/8"], ra
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("HOST") && text.contains("BACKEND"), "{text}");
     assert!(
-        text.contains("api.test") && text.contains("/static") && text.contains("10.0.0.0/8"),
+        text.contains("api.test") && text.contains("/static/ ") && text.contains("10.0.0.0/8"),
         "{text}"
     );
     // explain: a proxy route, with prefix stripping and the query kept
@@ -578,6 +579,11 @@ security = { allowed_methods = ["GET", "HEAD"], allowed_ips = ["10.0.0.0/8"], ra
     assert!(ex["prefix"].is_null());
     assert_eq!(ex["backend"], "Proxy");
     assert_eq!(ex["resolved"], "http://127.0.0.1:9/base/v1/users?x=1");
+    assert!(ex["status"].is_null(), "forwarded: the upstream answers");
+    // An absolute-form target's authority wins over the Host header, as for a request.
+    let ex = s.proxyctl_json(&["explain", "h.test", "http://api.test/v1/x"]);
+    assert_eq!(ex["host"], "api.test");
+    assert_eq!(ex["resolved"], "http://127.0.0.1:9/base/v1/x");
     // explain: a directory route resolves to its index
     let ex = s.proxyctl_json(&["explain", "h.test", "/static"]);
     assert_eq!(
@@ -585,15 +591,46 @@ security = { allowed_methods = ["GET", "HEAD"], allowed_ips = ["10.0.0.0/8"], ra
         site.path().join("www/index.html").display().to_string()
     );
     assert_eq!(ex["policy"]["rate_limit_requests_per_min"], 60);
+    assert_eq!(ex["prefix"], "/static/");
+    assert_eq!(ex["status"], 200);
     let out = s.proxyctl(&["explain", "h.test", "/static/"]);
     assert!(out.status.success());
     assert!(String::from_utf8_lossy(&out.stdout).contains("index.html"));
-    // explain: no route, exit 1
-    let out = s.proxyctl(&["explain", "nowhere.test", "/"]);
+    // explain says what the daemon would answer, and exits 1 unless it would serve it; each
+    // answer is checked against a real request.
+    let answers: [(&[&str], u16, &str); 7] = [
+        (&["explain", "nowhere.test", "/"], 404, "no route for host"),
+        (&["explain", "h.test", "/nothing"], 404, "no route of"),
+        (&["explain", "h.test", "/static/missing.html"], 404, "not found"),
+        (&["explain", "h.test", "/robots.txt/extra"], 404, "exactly"),
+        (&["explain", "h.test", "/static/", "-X", "POST"], 405, "allowed_methods"),
+        (&["explain", "h.test", "/static/", "--from", "192.0.2.1"], 403, "not allowed"),
+        (&["explain", "h.test", "/%2e%2e/x"], 400, "refused"),
+    ];
+    for (args, status, why) in answers {
+        let out = s.proxyctl(args);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {out:?}");
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(text.contains(&status.to_string()), "{args:?}: {text}");
+        let ex = s.proxyctl_json(args);
+        assert_eq!(ex["status"], status, "{args:?}: {ex}");
+        assert!(ex["reason"].as_str().unwrap().contains(why), "{args:?}: {ex}");
+    }
+    let out = s.proxyctl(&["explain", "h.test", "/static/", "--from", "10.1.2.3"]);
+    assert!(out.status.success(), "an allowed address: {out:?}");
+    assert_eq!(s.get("h.test", "/robots.txt/extra").status, 404);
+    assert_eq!(s.get("nowhere.test", "/").status, 404);
+    // An exact-file route whose file went away: 404, as a request gets.
+    let ex = s.proxyctl_json(&["explain", "h.test", "/robots.txt"]);
+    assert_eq!(ex["status"], 200, "{ex}");
+    std::fs::remove_file(site.path().join("robots.txt")).unwrap();
+    assert_eq!(s.get("h.test", "/robots.txt").status, 404);
+    let ex = s.proxyctl_json(&["explain", "h.test", "/robots.txt"]);
+    assert_eq!(ex["status"], 404, "{ex}");
+    assert_eq!(ex["matched"], true);
+    let out = s.proxyctl(&["explain", "h.test", "/robots.txt"]);
     assert_eq!(out.status.code(), Some(1));
-    let ex = s.proxyctl_json(&["explain", "h.test", "/nothing"]);
-    assert_eq!(ex["matched"], false);
-    assert!(ex["reason"].as_str().unwrap().contains("no route"));
+    site.file("robots.txt", "r");
     // check: the running file
     let out = s.proxyctl(&["check"]);
     assert!(out.status.success(), "{out:?}");
@@ -601,7 +638,7 @@ security = { allowed_methods = ["GET", "HEAD"], allowed_ips = ["10.0.0.0/8"], ra
     let other = site.file(
         "other.toml",
         format!(
-            "[server]\nlisten = \"127.0.0.1:1\"\nthreads = 4\n\n[path_routes.\"h.test\".\"/robots.txt\"]\npath = \"{}/robots.txt\"\n\n[path_routes.\"h.test\".\"/new\"]\npath = \"{}/www\"\n",
+            "[server]\nlisten = \"127.0.0.1:1\"\nthreads = 4\n\n[path_routes.\"h.test\".\"/static\"]\npath = \"{}/www\"\n\n[path_routes.\"h.test\".\"/new/\"]\npath = \"{}/www\"\n",
             site.path().display(),
             site.path().display()
         ),
@@ -619,11 +656,20 @@ security = { allowed_methods = ["GET", "HEAD"], allowed_ips = ["10.0.0.0/8"], ra
     );
     let ck = s.proxyctl_json(&["check", other.to_str().unwrap()]);
     assert_eq!(ck["ok"], true);
+    // Routes as written: "/new/" is shown so; "/static" is the same route as "/static/" (its
+    // policy and mode changed).
     assert_eq!(
         ck["changes"]["added"],
-        serde_json::json!([{"host": "h.test", "prefix": "/new"}])
+        serde_json::json!([{"host": "h.test", "prefix": "/new/"}])
     );
-    assert_eq!(ck["changes"]["removed"].as_array().unwrap().len(), 2);
+    assert_eq!(
+        ck["changes"]["changed"],
+        serde_json::json!([{"host": "h.test", "prefix": "/static"}])
+    );
+    assert_eq!(
+        ck["changes"]["removed"],
+        serde_json::json!([{"host": "api.test", "prefix": null}, {"host": "h.test", "prefix": "/robots.txt"}])
+    );
     let restart = ck["restart_required"].as_array().unwrap();
     assert!(
         restart.contains(&serde_json::json!("server.listen")),

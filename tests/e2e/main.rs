@@ -3,9 +3,12 @@
 
 mod common;
 
+mod admin;
 mod check;
 mod control;
 mod files;
+mod forwarding;
+mod interim;
 mod ktls;
 mod observability;
 mod parking;
@@ -18,5 +21,6 @@ mod routing;
 mod smuggling;
 mod tls;
 mod tls_front;
+mod tls_sessions;
 mod upstream;
 mod workers;

@@ -17,6 +17,13 @@
 //! | `/truncate/N` | `Content-Length: N`, N/2 pattern bytes, then close |
 //! | `/ws` | with `Upgrade: websocket`: 101, then echoes raw bytes until EOF; else 400 |
 //! | `/hop` | 200 `hop` with hop-by-hop response headers (`Connection: keep-alive, X-Hop-Resp`, `X-Hop-Resp`, `Keep-Alive`, `Proxy-Connection`) and an end-to-end `X-End: 1` |
+//! | `/interim/N` | N `103 Early Hints` heads (each with a `Link`) and then `200 final`, all in one write |
+//! | `/interim-split` | a `103 Early Hints`, a pause of 200 ms, then `200 final` |
+//! | `/unsolicited-100` | `100 Continue` and `200 final` in one write, whatever the request asked |
+//! | `/force101` | `101 Switching Protocols` whatever the request asked, then echoes bytes |
+//! | `/h2c` | with `Upgrade: h2c`: 101 to h2c, then echoes raw bytes; else the report |
+//! | `/continue-anyway` | like `/echo`, with a `100 Continue` before reading the body, asked for or not |
+//! | `/refuse-body` | answers `413` with `Connection: close` as soon as the head arrives, reads none of the body, and holds the connection for 5 s |
 //! | anything else | 200 JSON: what was received (see [`report`]) |
 //!
 //! Every request body is read first (Content-Length or chunked; `Expect: 100-continue` gets a
@@ -283,7 +290,18 @@ fn serve(stream: TcpStream, shared: &Shared, requests: &AtomicUsize, guard: &Ope
             .and_then(|l| l.trim().parse::<usize>().ok())
             .unwrap_or(0);
         let has_body = chunked || length > 0;
-        if has_body && req.has_token("expect", "100-continue") {
+        if req.target.ends_with("/refuse-body") {
+            // As a server that refuses a body by its head does: the answer at once, none of
+            // the body read, the connection held (a slow close).
+            let _ = w.stream.write_all(
+                b"HTTP/1.1 413 Payload Too Large\r\nContent-Length: 8\r\nConnection: close\r\n\r\ntoo big\n",
+            );
+            std::thread::sleep(Duration::from_secs(5));
+            return;
+        }
+        if has_body
+            && (req.has_token("expect", "100-continue") || req.target.ends_with("/continue-anyway"))
+        {
             let _ = w.stream.write_all(b"HTTP/1.1 100 Continue\r\n\r\n");
         }
         let body = if chunked {
@@ -381,7 +399,7 @@ fn answer(
             s.write_all(&pattern(n))?;
         }
         return Ok(Next::Close);
-    } else if path == "/echo" {
+    } else if path == "/echo" || path == "/continue-anyway" {
         simple(s, "200 OK", "", body, head_only, close)?;
     } else if let Some(ms) = num("/slow/") {
         std::thread::sleep(Duration::from_millis(ms as u64));
@@ -419,6 +437,39 @@ fn answer(
             let early = std::mem::take(&mut w.buf);
             w.stream.write_all(&early)?;
         }
+        let mut tmp = vec![0u8; 65536];
+        loop {
+            match w.stream.read(&mut tmp) {
+                Ok(0) | Err(_) => return Ok(Next::Close),
+                Ok(n) => w.stream.write_all(&tmp[..n])?,
+            }
+        }
+    } else if let Some(n) = num("/interim/") {
+        let mut out = Vec::new();
+        for i in 0..n {
+            out.extend_from_slice(
+                format!("HTTP/1.1 103 Early Hints\r\nLink: </s{i}.css>; rel=preload\r\n\r\n")
+                    .as_bytes(),
+            );
+        }
+        out.extend_from_slice(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nfinal");
+        s.write_all(&out)?;
+    } else if path == "/interim-split" {
+        s.write_all(b"HTTP/1.1 103 Early Hints\r\nLink: </a.css>; rel=preload\r\n\r\n")?;
+        std::thread::sleep(Duration::from_millis(200));
+        s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nfinal")?;
+    } else if path == "/unsolicited-100" {
+        s.write_all(
+            b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nfinal",
+        )?;
+    } else if path == "/force101" || (path == "/h2c" && req.has_token("upgrade", "h2c")) {
+        let proto = if path == "/h2c" { "h2c" } else { "x-anything" };
+        s.write_all(
+            format!(
+                "HTTP/1.1 101 Switching Protocols\r\nUpgrade: {proto}\r\nConnection: Upgrade\r\n\r\n"
+            )
+            .as_bytes(),
+        )?;
         let mut tmp = vec![0u8; 65536];
         loop {
             match w.stream.read(&mut tmp) {
