@@ -34,7 +34,9 @@ pub fn read(path: &Path, cap: u64) -> Result<Vec<u8>, String> {
 
 /// [`read`] for a file that is open already.
 pub fn read_open(file: File, cap: u64) -> Result<Vec<u8>, String> {
-    let meta = file.metadata().map_err(|e| format!("cannot be read: {e}"))?;
+    let meta = file
+        .metadata()
+        .map_err(|e| format!("cannot be read: {e}"))?;
     if meta.is_dir() {
         return Err("is a directory, not a file".into());
     }

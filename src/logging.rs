@@ -212,6 +212,11 @@ struct Gate {
 struct Gated {
     inner: ftlog::Logger,
     gate: Arc<Gate>,
+    /// One flush at a time. ftlog, handling a flush, takes the messages queued behind it as
+    /// log lines; a second flush request among them is dropped unanswered, and its sender
+    /// waits forever (seen: the exit's flush meeting the periodic one, a daemon that never
+    /// exited after a drain). Only the control plane's threads flush, never a worker.
+    flushing: std::sync::Mutex<()>,
 }
 
 impl Gated {
@@ -254,7 +259,11 @@ impl Gated {
             .root(writer)
             .build()
             .map_err(|e| format!("cannot start logging: {e}"))?;
-        Ok(Self { inner, gate })
+        Ok(Self {
+            inner,
+            gate,
+            flushing: std::sync::Mutex::new(()),
+        })
     }
 }
 
@@ -294,6 +303,7 @@ impl log::Log for Gated {
     }
 
     fn flush(&self) {
+        let _one = self.flushing.lock().unwrap_or_else(|e| e.into_inner());
         self.inner.flush();
     }
 }
@@ -540,6 +550,40 @@ impl LogFile {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Two threads flushing one logger at once both come back (ftlog alone loses one of two
+    /// concurrent flush requests now and then, and its sender waits forever).
+    #[test]
+    fn concurrent_flushes_all_return() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = Logging {
+            level: crate::config::LogLevel::Info,
+            channel_size: 1000,
+            flush_interval: Duration::from_millis(1),
+            max_log_size: 0,
+            file_path: None,
+            access_log: None,
+            access_log_format: crate::config::AccessLogFormat::Combined,
+        };
+        let logger =
+            Arc::new(Gated::build(&cfg, Some(&dir.path().join("f.log")), true, LineOnly).unwrap());
+        let (done_tx, done_rx) = std::sync::mpsc::channel();
+        for _ in 0..4 {
+            let (logger, done) = (logger.clone(), done_tx.clone());
+            std::thread::spawn(move || {
+                for _ in 0..3000 {
+                    log::Log::flush(&*logger);
+                }
+                let _ = done.send(());
+            });
+        }
+        for i in 0..4 {
+            assert!(
+                done_rx.recv_timeout(Duration::from_secs(20)).is_ok(),
+                "flushing thread {i} never came back"
+            );
+        }
+    }
 
     #[test]
     fn ftlogs_prefix_is_stripped_from_access_lines() {

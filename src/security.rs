@@ -235,7 +235,10 @@ mod tests {
         // Nobody trusted: the peer, whatever the headers say.
         assert_eq!(client_address(peer, &xff, &IpSet::default()), peer);
         // An untrusted peer's chain is not believed.
-        assert_eq!(client_address(ip("192.0.2.9"), &xff, &trusted), ip("192.0.2.9"));
+        assert_eq!(
+            client_address(ip("192.0.2.9"), &xff, &trusted),
+            ip("192.0.2.9")
+        );
         // The right-most untrusted address; what lies left of it is the client's own claim.
         assert_eq!(client_address(peer, &xff, &trusted), ip("203.0.113.7"));
         // Several lines are one list.
@@ -261,9 +264,8 @@ mod tests {
         let ip = |s: &str| s.parse::<IpAddr>().unwrap();
         let peer = ip("10.0.0.2");
         let trusted = set(&["10.0.0.0/8"]);
-        let fwd = head(
-            "Forwarded: for=6.6.6.6;proto=https, For=\"[2001:db8::7]:4711\";by=10.0.0.2\r\n",
-        );
+        let fwd =
+            head("Forwarded: for=6.6.6.6;proto=https, For=\"[2001:db8::7]:4711\";by=10.0.0.2\r\n");
         assert_eq!(client_address(peer, &fwd, &trusted), ip("2001:db8::7"));
         let hidden = head("Forwarded: for=6.6.6.6, for=_hidden, for=10.3.3.3\r\n");
         assert_eq!(client_address(peer, &hidden, &trusted), ip("10.3.3.3"));
@@ -275,8 +277,14 @@ mod tests {
     #[test]
     fn limiter_keys_by_ipv6_prefix() {
         let ip = |s: &str| s.parse::<IpAddr>().unwrap();
-        assert_eq!(limiter_key(ip("2001:db8:1:2:3:4:5:6"), 64), ip("2001:db8:1:2::"));
-        assert_eq!(limiter_key(ip("2001:db8:1:2:3:4:5:6"), 48), ip("2001:db8:1::"));
+        assert_eq!(
+            limiter_key(ip("2001:db8:1:2:3:4:5:6"), 64),
+            ip("2001:db8:1:2::")
+        );
+        assert_eq!(
+            limiter_key(ip("2001:db8:1:2:3:4:5:6"), 48),
+            ip("2001:db8:1::")
+        );
         assert_eq!(limiter_key(ip("2001:db8::1"), 128), ip("2001:db8::1"));
         assert_eq!(limiter_key(ip("192.0.2.7"), 64), ip("192.0.2.7"));
         assert_eq!(limiter_key(ip("::ffff:192.0.2.7"), 64), ip("192.0.2.7"));

@@ -441,7 +441,12 @@ impl Walker<'_> {
         }
         self.set(&n, "session_tickets", &mut tls.session_tickets, Self::bool);
         tls.session_ticket_key_file = self.opt(&n, "session_ticket_key_file", Self::readable_file);
-        self.set(&n, "session_cache_size", &mut tls.session_cache_size, Self::count);
+        self.set(
+            &n,
+            "session_cache_size",
+            &mut tls.session_cache_size,
+            Self::count,
+        );
         tls.cert_path = cert_path?;
         tls.key_path = key_path?;
         Some(tls)

@@ -483,8 +483,7 @@ impl Control {
         let spawned = std::thread::Builder::new()
             .name("zcs-build".into())
             .spawn(move || {
-                let result =
-                    reload::prepare(&path, &config_bytes, &current, &metrics, &sessions);
+                let result = reload::prepare(&path, &config_bytes, &current, &metrics, &sessions);
                 drop(slot);
                 let _ = events.send(Event::Built {
                     id,

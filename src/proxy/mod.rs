@@ -753,7 +753,8 @@ fn upgrade_token(req: &RequestHead, allowed: &[String]) -> Option<Vec<u8>> {
             && allowed.iter().any(|a| {
                 // "websocket" allows any version of it; "name/version" that version only.
                 let a = a.as_bytes();
-                a.eq_ignore_ascii_case(protocol) || (!a.contains(&b'/') && a.eq_ignore_ascii_case(name))
+                a.eq_ignore_ascii_case(protocol)
+                    || (!a.contains(&b'/') && a.eq_ignore_ascii_case(name))
             });
         if allowed {
             if !out.is_empty() {

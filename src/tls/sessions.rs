@@ -341,7 +341,10 @@ mod tests {
         assert_eq!(ticket[..NAME_LEN], file[..NAME_LEN]);
         assert_eq!(b.ticketer.decrypt(&ticket).unwrap(), b"shared");
         // A file key is not rotated on schedule.
-        assert!(!a.rotate_if_due(Instant::now() + Duration::from_secs(1 << 20), Duration::ZERO));
+        assert!(!a.rotate_if_due(
+            Instant::now() + Duration::from_secs(1 << 20),
+            Duration::ZERO
+        ));
         let mut next = file;
         next[0] = 8;
         next[40] = 9;

@@ -595,7 +595,8 @@ impl Conn {
         trace.route = Some(m.index);
         let security = &m.entry.route.security;
         // Behind trusted proxies, the client is the first untrusted hop of their chain.
-        let client = crate::security::client_address(self.peer.ip(), req, &security.trusted_proxies);
+        let client =
+            crate::security::client_address(self.peer.ip(), req, &security.trusted_proxies);
         trace.client = Some(client);
         // Access policy, before anything of the body is read: addresses (deny first), then
         // methods.

@@ -137,7 +137,10 @@ fn files_that_never_end_are_refused_at_once() {
     );
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");
-    assert!(err.contains("tls.cert_path") && err.contains("larger than 1 MiB"), "{err}");
+    assert!(
+        err.contains("tls.cert_path") && err.contains("larger than 1 MiB"),
+        "{err}"
+    );
     assert!(took < Duration::from_secs(3), "took {took:?}");
     // The daemon answered throughout and still does; SIGTERM still works.
     assert_eq!(s.proxyctl_json(&["status"])["state"], "running");
@@ -176,7 +179,11 @@ fn a_slow_build_stops_neither_status_nor_sigterm() {
     std::thread::sleep(Duration::from_millis(300));
     let started = Instant::now();
     let st = s.proxyctl_json(&["status"]);
-    assert!(started.elapsed() < Duration::from_secs(1), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        started.elapsed()
+    );
     assert_eq!(st["state"], "reloading", "{st}");
     // Requests are served from the old snapshot meanwhile.
     assert_eq!(s.get("h", "/").status, 200);
@@ -215,7 +222,11 @@ fn a_build_past_its_deadline_is_given_up() {
     );
     let started = Instant::now();
     let report = s.proxyctl_json(&["reload"]);
-    assert!(started.elapsed() < Duration::from_millis(1500), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_millis(1500),
+        "{:?}",
+        started.elapsed()
+    );
     assert_eq!(report["ok"], false, "{report}");
     assert!(
         report["error"]
@@ -228,7 +239,10 @@ fn a_build_past_its_deadline_is_given_up() {
     // The late result comes and goes: still generation 1, running, serving.
     std::thread::sleep(Duration::from_millis(2000));
     let st = s.proxyctl_json(&["status"]);
-    assert_eq!((st["generation"].as_u64(), st["state"].as_str()), (Some(1), Some("running")));
+    assert_eq!(
+        (st["generation"].as_u64(), st["state"].as_str()),
+        (Some(1), Some("running"))
+    );
     assert_eq!(st["last_reload"]["ok"], false);
     assert_eq!(s.get("h", "/").status, 200);
     let log = s.wait_log("abandoned config build");
@@ -248,7 +262,11 @@ fn silent_admin_clients_do_not_lock_out_proxyctl() {
     let started = Instant::now();
     let out = s.proxyctl(&["status"]);
     assert!(out.status.success(), "{out:?}");
-    assert!(started.elapsed() < Duration::from_secs(1), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        started.elapsed()
+    );
     // Past 64 open at once: "busy", at once.
     let more: Vec<UnixStream> = (0..30)
         .map(|_| UnixStream::connect(&s.admin_socket).unwrap())
@@ -260,7 +278,9 @@ fn silent_admin_clients_do_not_lock_out_proxyctl() {
     assert!(line.contains("busy"), "{line}");
     // The silent ones are closed by the daemon after 5 s.
     let first = &silent[0];
-    first.set_read_timeout(Some(Duration::from_secs(8))).unwrap();
+    first
+        .set_read_timeout(Some(Duration::from_secs(8)))
+        .unwrap();
     let started = Instant::now();
     let mut buf = [0u8; 64];
     assert_eq!((&*first).read(&mut buf).unwrap(), 0, "closed by the daemon");
@@ -291,10 +311,19 @@ fn silent_metrics_clients_do_not_block_scrapes() {
     let started = Instant::now();
     let mut c = std::net::TcpStream::connect(metrics).unwrap();
     c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    c.write_all(b"GET /metrics HTTP/1.1\r\nHost: m\r\n\r\n").unwrap();
+    c.write_all(b"GET /metrics HTTP/1.1\r\nHost: m\r\n\r\n")
+        .unwrap();
     let mut all = Vec::new();
     c.read_to_end(&mut all).unwrap();
-    assert!(all.starts_with(b"HTTP/1.1 200"), "{:?}", String::from_utf8_lossy(&all));
-    assert!(started.elapsed() < Duration::from_secs(1), "{:?}", started.elapsed());
+    assert!(
+        all.starts_with(b"HTTP/1.1 200"),
+        "{:?}",
+        String::from_utf8_lossy(&all)
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        started.elapsed()
+    );
     drop(silent);
 }

@@ -330,7 +330,10 @@ fn files_the_dropped_user_cannot_read_are_warned_about() {
         )) && err.contains("reloads will fail"),
         "{err}"
     );
-    assert!(!err.contains("tls.cert_path"), "the certificate is readable: {err}");
+    assert!(
+        !err.contains("tls.cert_path"),
+        "the certificate is readable: {err}"
+    );
     // Readable by the group it drops to: no warning.
     std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
     let out = check(&cfg);

@@ -467,13 +467,22 @@ impl Server {
             }
             std::thread::sleep(Duration::from_millis(20));
         }
+        // Still running: what each of its threads is doing, for the failure it will cause
+        // (gdb where the machine has it).
         let pid = self.child.id();
-        let out = std::process::Command::new("sh")
+        let threads = Command::new("sh")
             .arg("-c")
-            .arg(format!("cat /proc/{pid}/status; for t in /proc/{pid}/task/*; do echo $t $(cat $t/comm) $(cat $t/wchan) $(cut -d' ' -f3 $t/stat); cat $t/stack 2>/dev/null; done; gdb -p {pid} -batch -ex 'thread apply all bt' 2>&1"))
-            .output()
-            .unwrap();
-        eprintln!("GDB-STACKS\n{}", String::from_utf8_lossy(&out.stdout));
+            .arg(format!(
+                "for t in /proc/{pid}/task/*; do echo $(cat $t/comm) $(cat $t/wchan); done; \
+                 gdb -p {pid} -batch -ex 'thread apply all bt' 2>&1"
+            ))
+            .output();
+        if let Ok(out) = threads {
+            eprintln!(
+                "the daemon did not exit within {within:?}; its threads:\n{}",
+                String::from_utf8_lossy(&out.stdout)
+            );
+        }
         None
     }
 }

@@ -601,10 +601,22 @@ security = { allowed_methods = ["GET", "HEAD"], allowed_ips = ["10.0.0.0/8"], ra
     let answers: [(&[&str], u16, &str); 7] = [
         (&["explain", "nowhere.test", "/"], 404, "no route for host"),
         (&["explain", "h.test", "/nothing"], 404, "no route of"),
-        (&["explain", "h.test", "/static/missing.html"], 404, "not found"),
+        (
+            &["explain", "h.test", "/static/missing.html"],
+            404,
+            "not found",
+        ),
         (&["explain", "h.test", "/robots.txt/extra"], 404, "exactly"),
-        (&["explain", "h.test", "/static/", "-X", "POST"], 405, "allowed_methods"),
-        (&["explain", "h.test", "/static/", "--from", "192.0.2.1"], 403, "not allowed"),
+        (
+            &["explain", "h.test", "/static/", "-X", "POST"],
+            405,
+            "allowed_methods",
+        ),
+        (
+            &["explain", "h.test", "/static/", "--from", "192.0.2.1"],
+            403,
+            "not allowed",
+        ),
         (&["explain", "h.test", "/%2e%2e/x"], 400, "refused"),
     ];
     for (args, status, why) in answers {
@@ -614,7 +626,10 @@ security = { allowed_methods = ["GET", "HEAD"], allowed_ips = ["10.0.0.0/8"], ra
         assert!(text.contains(&status.to_string()), "{args:?}: {text}");
         let ex = s.proxyctl_json(args);
         assert_eq!(ex["status"], status, "{args:?}: {ex}");
-        assert!(ex["reason"].as_str().unwrap().contains(why), "{args:?}: {ex}");
+        assert!(
+            ex["reason"].as_str().unwrap().contains(why),
+            "{args:?}: {ex}"
+        );
     }
     let out = s.proxyctl(&["explain", "h.test", "/static/", "--from", "10.1.2.3"]);
     assert!(out.status.success(), "an allowed address: {out:?}");

@@ -122,7 +122,10 @@ fn absolute_form_authority_is_forwarded(d: Driver) {
     // The port of the target's authority goes along (preserve_host: the client's authority).
     let rep = json(&f.get("admin.internal", "HTTP://public.test:8080/y?q=1", ""));
     assert_eq!(header_values(&rep, "host"), ["public.test:8080"]);
-    assert_eq!(header_values(&rep, "x-forwarded-host"), ["public.test:8080"]);
+    assert_eq!(
+        header_values(&rep, "x-forwarded-host"),
+        ["public.test:8080"]
+    );
     assert!(header_values(&rep, "forwarded")[0].ends_with(";host=\"public.test:8080\""));
     // The other way round, the policy of the target's route applies.
     assert_eq!(
@@ -131,7 +134,12 @@ fn absolute_form_authority_is_forwarded(d: Driver) {
     );
     // An empty or invalid authority is a 400, and nothing reaches the upstream.
     let before = f.up.requests.load(std::sync::atomic::Ordering::SeqCst);
-    for target in ["http:///x", "http://pub lic.test/x", "http://x:y/", "http://a@public.test/"] {
+    for target in [
+        "http:///x",
+        "http://pub lic.test/x",
+        "http://x:y/",
+        "http://a@public.test/",
+    ] {
         let r = f.get("public.test", target, "");
         assert_eq!(r.status, 400, "{target}");
     }
@@ -229,19 +237,25 @@ fn trusted_proxies_name_the_client(d: Driver) {
     // The peer (loopback) is trusted: the client is the last untrusted hop.
     assert_eq!(f.get("trusted.test", "/a", &xff("203.0.113.5")).status, 200);
     assert_eq!(
-        f.get("trusted.test", "/b", &xff("6.6.6.6, 203.0.113.6")).status,
+        f.get("trusted.test", "/b", &xff("6.6.6.6, 203.0.113.6"))
+            .status,
         200,
         "what lies left of the first untrusted hop is the client's own claim"
     );
     assert_eq!(
-        f.get("trusted.test", "/c", &xff("203.0.113.7, 6.6.6.6")).status,
+        f.get("trusted.test", "/c", &xff("203.0.113.7, 6.6.6.6"))
+            .status,
         403,
         "the right-most untrusted hop is 6.6.6.6"
     );
     // Forwarded when there is no X-Forwarded-For.
     assert_eq!(
-        f.get("trusted.test", "/d", "Forwarded: for=\"203.0.113.8:4711\"\r\n")
-            .status,
+        f.get(
+            "trusted.test",
+            "/d",
+            "Forwarded: for=\"203.0.113.8:4711\"\r\n"
+        )
+        .status,
         200
     );
     // A route that trusts nobody: the peer is the client, whatever the headers say.
@@ -255,7 +269,13 @@ fn trusted_proxies_name_the_client(d: Driver) {
     let clients: Vec<&str> = log.iter().map(|l| l["client"].as_str().unwrap()).collect();
     assert_eq!(
         clients[..5],
-        ["203.0.113.5", "203.0.113.6", "6.6.6.6", "203.0.113.8", clients[4]]
+        [
+            "203.0.113.5",
+            "203.0.113.6",
+            "6.6.6.6",
+            "203.0.113.8",
+            clients[4]
+        ]
     );
     assert!(clients[4].starts_with("127."), "{clients:?}");
     // Rate limits count 203.0.113.9 and .5 apart (IPv4: per address) …
@@ -319,7 +339,10 @@ fn h2c_upgrades_are_never_tunnelled(d: Driver) {
     assert_eq!(r.status, 200, "answered as a plain request");
     let rep = json(&r);
     for name in ["upgrade", "http2-settings", "connection"] {
-        assert!(header_values(&rep, name).is_empty(), "{name} forwarded: {rep}");
+        assert!(
+            header_values(&rep, name).is_empty(),
+            "{name} forwarded: {rep}"
+        );
     }
     // The connection is still HTTP/1.1 to the daemon: the next request is routed as usual.
     w.send(b"GET /next HTTP/1.1\r\nHost: admin.internal\r\n\r\n");

@@ -47,13 +47,20 @@ fn early_hints_and_the_final_response_in_one_write(d: Driver) {
     assert_eq!(hint.header("link"), Some("</s0.css>; rel=preload"));
     let r = w.response(false);
     assert_eq!((r.status, r.text().as_str()), (200, "final"));
-    assert!(started.elapsed() < Duration::from_secs(2), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
     // The connection goes on.
     w.send(b"GET /interim/3 HTTP/1.1\r\nHost: h.test\r\n\r\n");
     for i in 0..3 {
         let hint = w.response(false);
         assert_eq!(hint.status, 103);
-        assert_eq!(hint.header("link"), Some(format!("</s{i}.css>; rel=preload").as_str()));
+        assert_eq!(
+            hint.header("link"),
+            Some(format!("</s{i}.css>; rel=preload").as_str())
+        );
     }
     assert_eq!(w.response(false).status, 200);
 }
@@ -128,10 +135,20 @@ fn an_early_answer_reaches_a_client_still_sending(d: Driver) {
     let r = w.response(false);
     assert_eq!((r.status, r.text().as_str()), (413, "too big\n"));
     assert_eq!(r.header("connection"), Some("close"));
-    assert!(started.elapsed() < Duration::from_secs(10), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
     let sent = sender.join().unwrap();
-    assert!(sent < total, "the daemon stopped reading the body ({sent} of {total} bytes)");
-    assert!(w.read_response(false).map_or(true, |r| r.is_none()), "then it closed");
+    assert!(
+        sent < total,
+        "the daemon stopped reading the body ({sent} of {total} bytes)"
+    );
+    assert!(
+        w.read_response(false).map_or(true, |r| r.is_none()),
+        "then it closed"
+    );
 }
 
 /// An upstream that sends `100 Continue` unasked before it reads a large body has not
@@ -150,7 +167,11 @@ fn an_unasked_100_continue_is_not_an_early_answer(d: Driver) {
     let sender = std::thread::spawn(move || writer.write_all(&all).is_ok());
     let r = w.response(false);
     assert_eq!(r.status, 200);
-    assert!(r.body == body, "the whole body went through ({} bytes back)", r.body.len());
+    assert!(
+        r.body == body,
+        "the whole body went through ({} bytes back)",
+        r.body.len()
+    );
     assert!(sender.join().unwrap());
 }
 

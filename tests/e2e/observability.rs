@@ -248,7 +248,10 @@ fn access_log_bytes_are_body_bytes(d: Driver) {
         .collect();
     assert_eq!(bytes, ["1000", "0", "0", "777"], "{lines:?}");
     // GoAccess reads every line as combined, and its bandwidth is the bodies' bytes.
-    let Ok(v) = std::process::Command::new("goaccess").arg("--version").output() else {
+    let Ok(v) = std::process::Command::new("goaccess")
+        .arg("--version")
+        .output()
+    else {
         // CI installs it (.ci/run); elsewhere this part is skipped.
         assert!(std::env::var_os("CI").is_none(), "CI must have goaccess");
         eprintln!("skipped: no goaccess (apt-get install goaccess)");

@@ -7,7 +7,9 @@ use std::io::{Read, Write};
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use rustls::{ClientConfig, ClientConnection, HandshakeKind, StreamOwned, SupportedProtocolVersion};
+use rustls::{
+    ClientConfig, ClientConnection, HandshakeKind, StreamOwned, SupportedProtocolVersion,
+};
 
 use crate::common::{free_addr, Driver, Server, Site};
 use crate::pki::Pki;
@@ -41,10 +43,12 @@ fn visit(addr: SocketAddr, config: &Arc<ClientConfig>) -> Result<HandshakeKind, 
     let mut tls = StreamOwned::new(conn, connect_tcp(addr));
     while tls.conn.is_handshaking() {
         if let Err(e) = tls.conn.complete_io(&mut tls.sock) {
-            return Err(match e.into_inner().map(|i| i.downcast::<rustls::Error>()) {
-                Some(Ok(e)) => *e,
-                _ => rustls::Error::General("handshake I/O".into()),
-            });
+            return Err(
+                match e.into_inner().map(|i| i.downcast::<rustls::Error>()) {
+                    Some(Ok(e)) => *e,
+                    _ => rustls::Error::General("handshake I/O".into()),
+                },
+            );
         }
     }
     let kind = tls.conn.handshake_kind().unwrap();
@@ -53,7 +57,11 @@ fn visit(addr: SocketAddr, config: &Arc<ClientConfig>) -> Result<HandshakeKind, 
         .unwrap();
     let mut all = Vec::new();
     let _ = tls.read_to_end(&mut all);
-    assert!(all.starts_with(b"HTTP/1.1 200"), "{:?}", String::from_utf8_lossy(&all));
+    assert!(
+        all.starts_with(b"HTTP/1.1 200"),
+        "{:?}",
+        String::from_utf8_lossy(&all)
+    );
     Ok(kind)
 }
 
@@ -111,7 +119,10 @@ fn sessions_resume_after_many_handshakes_and_a_reload() {
     }
     for i in 0..1000 {
         let v = if i % 2 == 0 { TLS12 } else { TLS13 };
-        assert_eq!(visit(addr, &client(&p.pki, v, b"http/1.1")).unwrap(), HandshakeKind::Full);
+        assert_eq!(
+            visit(addr, &client(&p.pki, v, b"http/1.1")).unwrap(),
+            HandshakeKind::Full
+        );
     }
     for (c, v) in returning.iter().zip(["1.2", "1.3"]) {
         assert_eq!(visit(addr, c).unwrap(), HandshakeKind::Resumed, "TLS {v}");
@@ -138,14 +149,26 @@ fn a_shared_ticket_key_file_resumes_across_daemons(d: Driver) {
     for v in [TLS12, TLS13] {
         let c = client(&p.pki, v, b"http/1.1");
         assert_eq!(visit(p.a.addr, &c).unwrap(), HandshakeKind::Full);
-        assert_eq!(visit(p.b.addr, &c).unwrap(), HandshakeKind::Resumed, "{v:?}");
-        assert_eq!(visit(p.a.addr, &c).unwrap(), HandshakeKind::Resumed, "{v:?}");
+        assert_eq!(
+            visit(p.b.addr, &c).unwrap(),
+            HandshakeKind::Resumed,
+            "{v:?}"
+        );
+        assert_eq!(
+            visit(p.a.addr, &c).unwrap(),
+            HandshakeKind::Resumed,
+            "{v:?}"
+        );
     }
     let q = pair(d, "session_tickets = false");
     for v in [TLS12, TLS13] {
         let c = client(&q.pki, v, b"http/1.1");
         assert_eq!(visit(q.a.addr, &c).unwrap(), HandshakeKind::Full);
-        assert_eq!(visit(q.a.addr, &c).unwrap(), HandshakeKind::Resumed, "{v:?}");
+        assert_eq!(
+            visit(q.a.addr, &c).unwrap(),
+            HandshakeKind::Resumed,
+            "{v:?}"
+        );
         assert_eq!(visit(q.b.addr, &c).unwrap(), HandshakeKind::Full, "{v:?}");
     }
 }

@@ -191,10 +191,7 @@ pub fn policy_lines(p: &Policy) -> String {
                 p.max_idle_connections_per_host, p.idle_connection_timeout_secs
             ),
         ),
-        (
-            "trusted proxies",
-            list_or(&p.trusted_proxies, ", ", "none"),
-        ),
+        ("trusted proxies", list_or(&p.trusted_proxies, ", ", "none")),
         ("upgrades", list_or(&p.allowed_upgrades, ", ", "none")),
     ];
     indent(&two_columns(&rows), "  ")
