@@ -57,7 +57,7 @@ pub fn read_open(file: File, cap: u64) -> Result<Vec<u8>, String> {
 }
 
 fn too_large(cap: u64) -> String {
-    if cap >= 1024 * 1024 && cap % (1024 * 1024) == 0 {
+    if cap >= 1024 * 1024 && cap.is_multiple_of(1024 * 1024) {
         format!("is larger than {} MiB", cap >> 20)
     } else {
         format!("is larger than {cap} bytes")

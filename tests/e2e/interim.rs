@@ -175,6 +175,29 @@ fn an_unasked_100_continue_is_not_an_early_answer(d: Driver) {
     assert!(sender.join().unwrap());
 }
 
+/// `backend_response_timeout_secs` bounds the time to the response head and then every pause
+/// between two reads of the body, as documented (nginx's `proxy_read_timeout`): a pause within
+/// it is waited out, a longer one cuts the response off and closes the client connection.
+fn the_response_timeout_bounds_pauses_in_the_body(d: Driver) {
+    let f = start(d, "");
+    let mut w = Wire::connect(f.s.addr);
+    w.send(b"GET /pause-body/1500 HTTP/1.1\r\nHost: h.test\r\n\r\n");
+    let r = w.response(false);
+    assert!(r.complete && r.text() == "0123456789", "{:?}", r.text());
+    let mut w = Wire::connect(f.s.addr);
+    let started = Instant::now();
+    w.send(b"GET /pause-body/6000 HTTP/1.1\r\nHost: h.test\r\n\r\n");
+    let r = w.response(false);
+    assert_eq!(r.status, 200);
+    assert!(!r.complete, "cut off, never complete: {:?}", r.text());
+    assert_eq!(r.text(), "01234");
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_millis(2900) && took < Duration::from_secs(5),
+        "{took:?}"
+    );
+}
+
 /// `Expect: 100-continue` from an HTTP/1.0 client gets no `100 Continue` (RFC 9110 §15.2) —
 /// on a Proxy route and on a File route — and its body is still read.
 fn no_100_continue_for_http10(d: Driver) {
@@ -249,6 +272,7 @@ crate::both_drivers!(
     an_interim_flood_is_a_bad_gateway,
     an_early_answer_reaches_a_client_still_sending,
     an_unasked_100_continue_is_not_an_early_answer,
+    the_response_timeout_bounds_pauses_in_the_body,
     no_100_continue_for_http10,
     transfer_codings_reach_the_upstream_only_as_chunked,
 );

@@ -22,6 +22,7 @@
 //! | `/unsolicited-100` | `100 Continue` and `200 final` in one write, whatever the request asked |
 //! | `/force101` | `101 Switching Protocols` whatever the request asked, then echoes bytes |
 //! | `/h2c` | with `Upgrade: h2c`: 101 to h2c, then echoes raw bytes; else the report |
+//! | `/pause-body/MS` | `Content-Length: 10`, 5 bytes, a pause of MS ms, the other 5 |
 //! | `/continue-anyway` | like `/echo`, with a `100 Continue` before reading the body, asked for or not |
 //! | `/refuse-body` | answers `413` with `Connection: close` as soon as the head arrives, reads none of the body, and holds the connection for 5 s |
 //! | anything else | 200 JSON: what was received (see [`report`]) |
@@ -444,6 +445,10 @@ fn answer(
                 Ok(n) => w.stream.write_all(&tmp[..n])?,
             }
         }
+    } else if let Some(ms) = num("/pause-body/") {
+        s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n01234")?;
+        std::thread::sleep(Duration::from_millis(ms as u64));
+        s.write_all(b"56789")?;
     } else if let Some(n) = num("/interim/") {
         let mut out = Vec::new();
         for i in 0..n {
