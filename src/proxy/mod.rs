@@ -448,6 +448,25 @@ async fn send_piece(
     }
 }
 
+/// Waits for more of the body from the client into `buf` — unless the upstream's final
+/// answer has begun meanwhile (`true`): it is asked first, so that a client sending slowly
+/// does not keep the answer waiting.
+async fn more_body(
+    x: &mut Exchange<'_>,
+    conn: &mut UpstreamConn,
+    buf: &mut Vec<u8>,
+    resp: &mut Vec<u8>,
+    interim: &mut Interim,
+) -> Result<bool, Failure> {
+    if conn.answered() && heard(x, conn, resp, interim).await? {
+        return Ok(true);
+    }
+    read_client(x.client, buf, x.security.client_body_timeout)
+        .await
+        .map_err(Failure::Other)?;
+    Ok(false)
+}
+
 /// Streams the request body from the client to the upstream, re-framed, within the route's
 /// limits — until the upstream's final answer begins ([`Sent::Answered`]; what it sent is in
 /// `resp`).
@@ -463,7 +482,6 @@ async fn send_body(
             .await
             .map_err(Failure::Other)?;
     }
-    let timeout = x.security.client_body_timeout;
     // The client's bytes, taken out of the exchange while the exchange is lent to relaying.
     let mut buf = std::mem::take(&mut *x.buf);
     let result = async {
@@ -484,13 +502,9 @@ async fn send_body(
                     if left == 0 {
                         return Ok(Sent::All);
                     }
-                    // Before waiting on the client: has the upstream answered already?
-                    if conn.answered() && heard(x, conn, resp, interim).await? {
+                    if more_body(x, conn, &mut buf, resp, interim).await? {
                         return Ok(Sent::Answered);
                     }
-                    read_client(x.client, &mut buf, timeout)
-                        .await
-                        .map_err(Failure::Other)?;
                 }
             }
             BodyKind::Chunked => {
@@ -536,12 +550,9 @@ async fn send_body(
                     if done {
                         return Ok(Sent::All);
                     }
-                    if conn.answered() && heard(x, conn, resp, interim).await? {
+                    if more_body(x, conn, &mut buf, resp, interim).await? {
                         return Ok(Sent::Answered);
                     }
-                    read_client(x.client, &mut buf, timeout)
-                        .await
-                        .map_err(Failure::Other)?;
                 }
             }
         }
