@@ -26,10 +26,24 @@ pub fn open(path: &Path) -> std::io::Result<File> {
 }
 
 /// Reads the regular file at `path`, at most `cap` bytes. The error is the reason, for the
-/// operator (the caller names the file and the key).
+/// operator (the caller names the file and the key). A path that is not a regular file is not
+/// even opened (opening some devices acts on them); what was opened is checked again.
 pub fn read(path: &Path, cap: u64) -> Result<Vec<u8>, String> {
+    let meta = std::fs::metadata(path).map_err(|e| format!("cannot be read: {e}"))?;
+    not_regular(&meta).map_or(Ok(()), Err)?;
     let file = open(path).map_err(|e| format!("cannot be read: {e}"))?;
     read_open(file, cap)
+}
+
+/// Why `meta` is not a regular file's, if it is not.
+fn not_regular(meta: &std::fs::Metadata) -> Option<String> {
+    if meta.is_dir() {
+        Some("is a directory, not a file".into())
+    } else if !meta.is_file() {
+        Some("is not a regular file (a FIFO, a socket or a device cannot be read)".into())
+    } else {
+        None
+    }
 }
 
 /// [`read`] for a file that is open already.
@@ -37,12 +51,7 @@ pub fn read_open(file: File, cap: u64) -> Result<Vec<u8>, String> {
     let meta = file
         .metadata()
         .map_err(|e| format!("cannot be read: {e}"))?;
-    if meta.is_dir() {
-        return Err("is a directory, not a file".into());
-    }
-    if !meta.is_file() {
-        return Err("is not a regular file (a FIFO, a socket or a device cannot be read)".into());
-    }
+    not_regular(&meta).map_or(Ok(()), Err)?;
     if meta.len() > cap {
         return Err(too_large(cap));
     }

@@ -123,7 +123,7 @@ fn run(
     let metrics = Arc::new(Metrics::new(threads));
     let sessions = Arc::new(zerocopy_server::tls::sessions::Sessions::new());
     let snapshot = Snapshot::build(cfg, 1, &metrics, &sessions).map_err(|e| e.to_string())?;
-    snapshot.publish_ticket_key(&sessions);
+    snapshot.publish_sessions(&sessions);
     let shared = Arc::new(Shared::new(
         ArcSwap::from_pointee(snapshot),
         threads,

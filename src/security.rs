@@ -107,6 +107,62 @@ fn forwarded_for(req: &RequestHead) -> Vec<Option<IpAddr>> {
     out
 }
 
+/// Whether a `Forwarded` value follows RFC 7239's grammar: elements separated by `,`, pairs by
+/// `;`, each pair `token=token` or `token="quoted string"`. A malformed one (an unclosed quote,
+/// say) must not be passed on in front of the daemon's own element: a parser downstream could
+/// read that element as part of the client's.
+pub fn well_formed_forwarded(v: &[u8]) -> bool {
+    let tchar = |b: u8| crate::http::method::is_tchar(b);
+    let mut i = 0;
+    let skip_ows = |i: &mut usize| {
+        while matches!(v.get(*i), Some(b' ' | b'\t')) {
+            *i += 1;
+        }
+    };
+    loop {
+        skip_ows(&mut i);
+        // A pair, or nothing (empty elements and pairs are allowed).
+        if v.get(i).is_some_and(|&b| tchar(b)) {
+            while v.get(i).is_some_and(|&b| tchar(b)) {
+                i += 1;
+            }
+            if v.get(i) != Some(&b'=') {
+                return false;
+            }
+            i += 1;
+            match v.get(i) {
+                Some(b'"') => {
+                    i += 1;
+                    loop {
+                        match v.get(i) {
+                            None => return false,
+                            Some(b'"') => break,
+                            Some(b'\\') => i += 2,
+                            Some(&b) if b == b'\t' || (b' '..=b'~').contains(&b) || b >= 0x80 => {
+                                i += 1
+                            }
+                            Some(_) => return false,
+                        }
+                    }
+                    i += 1;
+                }
+                Some(&b) if tchar(b) => {
+                    while v.get(i).is_some_and(|&b| tchar(b)) {
+                        i += 1;
+                    }
+                }
+                _ => return false,
+            }
+        }
+        skip_ows(&mut i);
+        match v.get(i) {
+            None => return true,
+            Some(b';' | b',') => i += 1,
+            Some(_) => return false,
+        }
+    }
+}
+
 /// An address in a forwarding chain: `192.0.2.1`, `192.0.2.1:80`, `2001:db8::1`,
 /// `[2001:db8::1]` or `[2001:db8::1]:80`. `None` for anything else.
 fn parse_node(v: &[u8]) -> Option<IpAddr> {
@@ -272,6 +328,42 @@ mod tests {
         // X-Forwarded-For wins when both are present.
         let both = head("Forwarded: for=6.6.6.6\r\nX-Forwarded-For: 203.0.113.1\r\n");
         assert_eq!(client_address(peer, &both, &trusted), ip("203.0.113.1"));
+    }
+
+    #[test]
+    fn forwarded_grammar() {
+        for good in [
+            &b"for=192.0.2.60;proto=http;by=203.0.113.43"[..],
+            b"for=\"[2001:db8:cafe::17]:4711\"",
+            b"for=192.0.2.43, for=198.51.100.17",
+            b"for=_hidden;proto=https , for=unknown",
+            b"for=\"a\\\"b\"",
+            b"",
+            b";;,",
+        ] {
+            assert!(
+                well_formed_forwarded(good),
+                "{:?}",
+                String::from_utf8_lossy(good)
+            );
+        }
+        for bad in [
+            &b"for=\"x"[..],
+            b"for=\"x, for=1.2.3.4",
+            b"for",
+            b"for=",
+            b"=x",
+            b"for=a b",
+            b"for=\"a\x01\"",
+            b"for=a\"b\"",
+            b"for=\"[::1]\"x",
+        ] {
+            assert!(
+                !well_formed_forwarded(bad),
+                "{:?}",
+                String::from_utf8_lossy(bad)
+            );
+        }
     }
 
     #[test]

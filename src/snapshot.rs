@@ -30,8 +30,10 @@ pub struct Snapshot {
     /// use the snapshot current when the connection is accepted.
     pub tls: Option<Arc<rustls::ServerConfig>>,
     /// The content of `[tls] session_ticket_key_file`, read when the snapshot was built; put in
-    /// force when it is published ([`Snapshot::publish_ticket_key`]).
+    /// force when it is published ([`Snapshot::publish_sessions`]).
     pub ticket_key: Option<Box<[u8; crate::tls::sessions::KEY_FILE_LEN]>>,
+    /// The TLS session cache `tls` uses, kept for later builds once this is published.
+    session_cache: Option<Arc<rustls::server::ServerSessionMemoryCache>>,
 }
 
 /// The snapshot cell shared by the control thread and every worker.
@@ -102,10 +104,14 @@ impl Snapshot {
                 upstream,
             });
         }
+        let mut session_cache = None;
         let tls = match &config.tls {
             None => None,
             Some(t) => match crate::tls::server::config(t, sessions) {
-                Ok(c) => Some(c),
+                Ok((c, cache)) => {
+                    session_cache = cache;
+                    Some(c)
+                }
                 Err(e) => {
                     errors.extend(e.into_iter().map(|(at, reason)| ConfigError {
                         file: config.source.clone(),
@@ -146,14 +152,19 @@ impl Snapshot {
             router,
             tls,
             ticket_key,
+            session_cache,
         })
     }
 
-    /// Puts this snapshot's session ticket settings in force (when it is published: at start
-    /// and at each reload, on the control thread).
-    pub fn publish_ticket_key(&self, sessions: &Sessions) {
+    /// Puts this snapshot's session settings in force — its ticket key, its session cache
+    /// for later builds — when it is published (at start and at each reload, on the control
+    /// thread).
+    pub fn publish_sessions(&self, sessions: &Sessions) {
         if let Some(t) = &self.config.tls {
             sessions.use_key(t.session_tickets, self.ticket_key.as_deref());
+            if let Some(cache) = &self.session_cache {
+                sessions.use_cache(t.session_cache_size, cache.clone());
+            }
         }
     }
 

@@ -845,11 +845,15 @@ impl Walker<'_> {
     fn readable_file(&mut self, f: &Field) -> Option<PathBuf> {
         let raw = self.str(f)?;
         let path = self.path(f)?;
-        // Opened non-blocking: a FIFO must not hang the check (or the control thread).
-        let problem = match crate::fsread::open(&path).and_then(|file| file.metadata()) {
+        // A FIFO or a device is refused by its metadata, before any open that could hang or
+        // act on it; what remains is opened (non-blocking) to see that it can be read.
+        let problem = match std::fs::metadata(&path) {
             Ok(m) if m.is_dir() => "is a directory; expected a regular file".to_string(),
             Ok(m) if !m.is_file() => "is not a regular file (a FIFO or a device?)".to_string(),
-            Ok(_) => return Some(path),
+            Ok(_) => match crate::fsread::open(&path) {
+                Ok(_) => return Some(path),
+                Err(e) => format!("cannot be read: {e}"),
+            },
             Err(e) => format!("cannot be read: {e}"),
         };
         let reason = format!("{path:?} {problem}{}", self.resolved_from(raw));

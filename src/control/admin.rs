@@ -10,14 +10,14 @@
 //! a client is answered "busy" and closed at once), and a connection waits at most
 //! [`ANSWER_TIMEOUT`] for the control loop's answer.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::mpsc::{self, Sender};
+use std::sync::mpsc::{self, RecvTimeoutError, Sender};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use proxyctl::proto::{self, Response};
 
@@ -25,12 +25,13 @@ use super::Event;
 
 /// Admin connections served at once.
 pub const MAX_CONNECTIONS: usize = 64;
-/// How long a client may take to send a request line (also between requests), and to take
-/// an answer line.
+/// How long a client may take to send a request line (counted from the end of the previous
+/// answer), and to take an answer line.
 pub const CLIENT_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long a connection waits for the control loop between answer lines (a drain answers
-/// every second; a reload within [`super::BUILD_DEADLINE`]).
-const ANSWER_TIMEOUT: Duration = Duration::from_secs(60);
+/// every second; a reload within [`super::BUILD_DEADLINE`]), below `proxyctl`'s 30 s, so
+/// that the client is told why.
+const ANSWER_TIMEOUT: Duration = Duration::from_secs(25);
 /// Longest request line accepted.
 const MAX_LINE: usize = 64 * 1024;
 
@@ -132,36 +133,29 @@ pub fn serve(listener: UnixListener, events: Sender<Event>) -> std::io::Result<(
 }
 
 fn connection(stream: UnixStream, events: Sender<Event>) {
-    let _ = stream.set_read_timeout(Some(CLIENT_TIMEOUT));
-    let _ = stream.set_write_timeout(Some(CLIENT_TIMEOUT));
-    let Ok(mut writer) = stream.try_clone() else {
-        return;
-    };
-    let mut reader = BufReader::new(stream).take(u64::MAX);
-    let mut line = String::new();
+    let mut stream = stream;
+    let mut pending = Vec::new();
     loop {
-        line.clear();
-        reader.set_limit(MAX_LINE as u64);
-        match reader.read_line(&mut line) {
-            Ok(0) | Err(_) => return,
-            Ok(_) => {}
-        }
-        if !line.ends_with('\n') {
-            let _ = writer.write_all(
-                proto::encode_response(Response::Error {
-                    error: format!("request line longer than {MAX_LINE} bytes"),
-                })
-                .as_bytes(),
-            );
-            return;
-        }
-        let request = match proto::decode_request(line.trim_end()) {
+        // One deadline for the whole line, however it trickles in.
+        let deadline = Instant::now() + CLIENT_TIMEOUT;
+        let line = match read_line(&mut stream, &mut pending, deadline) {
+            Line::Full(line) => line,
+            Line::TooLong => {
+                let error = format!("request line longer than {MAX_LINE} bytes");
+                write_by(
+                    &mut stream,
+                    &encode_error(error),
+                    Instant::now() + CLIENT_TIMEOUT,
+                );
+                return;
+            }
+            Line::Gone => return,
+        };
+        let request = match proto::decode_request(String::from_utf8_lossy(&line).trim_end()) {
             Ok(r) => r,
             Err(e) => {
-                let reply = proto::encode_response(Response::Error {
-                    error: e.to_string(),
-                });
-                if writer.write_all(reply.as_bytes()).is_err() {
+                let reply = encode_error(e.to_string());
+                if !write_by(&mut stream, &reply, Instant::now() + CLIENT_TIMEOUT) {
                     return;
                 }
                 continue;
@@ -182,12 +176,34 @@ fn connection(stream: UnixStream, events: Sender<Event>) {
             return;
         }
         // Answers until the final one (ok or error); `processing` lines come before it.
-        while let Ok(response) = reply_rx.recv_timeout(ANSWER_TIMEOUT) {
+        loop {
+            let response = match reply_rx.recv_timeout(ANSWER_TIMEOUT) {
+                Ok(r) => r,
+                Err(e) => {
+                    let why = match e {
+                        RecvTimeoutError::Timeout => format!(
+                            "the daemon did not answer within {}s",
+                            ANSWER_TIMEOUT.as_secs()
+                        ),
+                        RecvTimeoutError::Disconnected => {
+                            "the daemon could not answer (see its log)".to_string()
+                        }
+                    };
+                    write_by(
+                        &mut stream,
+                        &encode_error(why),
+                        Instant::now() + CLIENT_TIMEOUT,
+                    );
+                    return;
+                }
+            };
             let last = !matches!(response, Response::Processing { .. });
-            let ok = writer
-                .write_all(proto::encode_response(response).as_bytes())
-                .and_then(|_| writer.flush())
-                .is_ok();
+            let line = proto::encode_response(response);
+            let ok = write_by(
+                &mut stream,
+                line.as_bytes(),
+                Instant::now() + CLIENT_TIMEOUT,
+            );
             if last {
                 let _ = written_tx.send(());
                 break;
@@ -196,5 +212,72 @@ fn connection(stream: UnixStream, events: Sender<Event>) {
                 return;
             }
         }
+    }
+}
+
+fn encode_error(error: String) -> Vec<u8> {
+    proto::encode_response(Response::Error { error }).into_bytes()
+}
+
+/// A request line, or why there is none.
+enum Line {
+    Full(Vec<u8>),
+    TooLong,
+    /// Closed, failed, or not complete by its deadline.
+    Gone,
+}
+
+/// Reads up to a newline by `deadline`; bytes after it stay in `pending` for the next line.
+fn read_line(stream: &mut UnixStream, pending: &mut Vec<u8>, deadline: Instant) -> Line {
+    let mut buf = [0u8; 4096];
+    loop {
+        if let Some(at) = pending.iter().position(|&b| b == b'\n') {
+            let rest = pending.split_off(at + 1);
+            return Line::Full(std::mem::replace(pending, rest));
+        }
+        if pending.len() > MAX_LINE {
+            return Line::TooLong;
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() || stream.set_read_timeout(Some(left)).is_err() {
+            return Line::Gone;
+        }
+        match stream.read(&mut buf) {
+            Ok(0) | Err(_) => return Line::Gone,
+            Ok(n) => pending.extend_from_slice(&buf[..n]),
+        }
+    }
+}
+
+/// Writes all of `data` by `deadline` (a client that takes it a byte at a time does not get
+/// longer); `false` when it could not.
+pub(crate) fn write_by(stream: &mut impl SocketWrite, mut data: &[u8], deadline: Instant) -> bool {
+    while !data.is_empty() {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() || stream.set_timeout(left).is_err() {
+            return false;
+        }
+        match stream.write(data) {
+            Ok(0) | Err(_) => return false,
+            Ok(n) => data = &data[n..],
+        }
+    }
+    true
+}
+
+/// A socket that can be written with a timeout (the admin socket, the metrics listener's).
+pub(crate) trait SocketWrite: Write {
+    fn set_timeout(&self, t: Duration) -> std::io::Result<()>;
+}
+
+impl SocketWrite for UnixStream {
+    fn set_timeout(&self, t: Duration) -> std::io::Result<()> {
+        self.set_write_timeout(Some(t))
+    }
+}
+
+impl SocketWrite for std::net::TcpStream {
+    fn set_timeout(&self, t: Duration) -> std::io::Result<()> {
+        self.set_write_timeout(Some(t))
     }
 }

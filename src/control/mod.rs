@@ -59,6 +59,9 @@ fn build_deadline() -> Duration {
             .map_or(BUILD_DEADLINE, Duration::from_millis)
     })
 }
+/// The longest an admin client waits for a reload's report, a queued reload's included: below
+/// the admin socket's wait for an answer (25 s) and `proxyctl`'s (30 s).
+const WAIT_DEADLINE: Duration = Duration::from_secs(24);
 /// Config builds (reloads and checks) running at once on helper threads, given-up ones
 /// included; past it a check or reload is answered "busy".
 const MAX_BUILDS: usize = 4;
@@ -163,9 +166,9 @@ struct Building {
     id: u64,
     trigger: Trigger,
     started: Instant,
-    /// The config file's bytes, then each `[tls]` file's, as read for this build.
-    inputs: Vec<u8>,
-    config_len: usize,
+    /// When the first admin client waiting for this build asked (for a queued reload, before
+    /// the build began): its answer is due within [`WAIT_DEADLINE`].
+    asked: Instant,
     /// Admin clients waiting for the report.
     waiting: Vec<Sender<Response>>,
 }
@@ -175,6 +178,8 @@ struct Queued {
     trigger: Trigger,
     force: bool,
     waiting: Vec<Sender<Response>>,
+    /// When it was first asked for.
+    asked: Instant,
 }
 
 /// One running config build, counted in [`Control::builds`] until it is dropped.
@@ -335,7 +340,7 @@ impl Control {
             }
         }
         if let Some(b) = &self.building {
-            if b.started.elapsed() >= build_deadline() {
+            if b.started.elapsed() >= build_deadline() || b.asked.elapsed() >= WAIT_DEADLINE {
                 self.give_up_build();
             }
         }
@@ -398,6 +403,17 @@ impl Control {
     /// capped, see [`crate::fsread`]); the build runs on a helper thread and ends in
     /// [`Self::finish_reload`]. A reload asked for during a build waits for it to end.
     fn reload(&mut self, trigger: Trigger, force: bool, waiting: Vec<Sender<Response>>) {
+        self.reload_asked(trigger, force, waiting, Instant::now());
+    }
+
+    /// [`Self::reload`] for a request made at `asked`.
+    fn reload_asked(
+        &mut self,
+        trigger: Trigger,
+        force: bool,
+        waiting: Vec<Sender<Response>>,
+        asked: Instant,
+    ) {
         let current = self.shared.snapshot.load_full();
         if self.drain.is_some() {
             log::warn!(
@@ -422,6 +438,7 @@ impl Control {
                 trigger,
                 force,
                 waiting: Vec::new(),
+                asked,
             });
             q.force |= force;
             q.waiting.extend(waiting);
@@ -474,6 +491,7 @@ impl Control {
         self.last_build += 1;
         let id = self.last_build;
         let config_bytes = inputs.get(..config_len).unwrap_or_default().to_vec();
+        drop(inputs);
         let (path, metrics, sessions, events) = (
             self.config_path.clone(),
             self.shared.metrics.clone(),
@@ -505,8 +523,7 @@ impl Control {
             id,
             trigger,
             started: Instant::now(),
-            inputs,
-            config_len,
+            asked,
             waiting,
         });
     }
@@ -519,6 +536,9 @@ impl Control {
     ) {
         let Some(b) = self.building.take_if(|b| b.id == id) else {
             log::debug!("the result of an abandoned config build arrived; dropped");
+            // Counters it made for its routes go with it.
+            drop(result);
+            self.shared.metrics.retain(&self.shared.snapshot.load());
             return;
         };
         let current = self.shared.snapshot.load_full();
@@ -531,20 +551,22 @@ impl Control {
                 Err("the daemon began draining; the new config was not swapped in".into()),
             ),
             Ok(prepared) => {
-                for w in prepared.snapshot.config.warnings() {
+                for w in &prepared.warnings {
                     log::warn!("{w}");
                 }
-                let changes = prepared.changes.clone();
-                let restart = prepared.restart_required.clone();
-                // What was checked is the new config with the old [tls] files: record the new
-                // config's files, and watch them if they moved.
-                let config_bytes = b.inputs.get(..b.config_len).unwrap_or_default().to_vec();
-                let serving = reload::inputs(config_bytes, &prepared.snapshot.config);
-                let watched = watched_files(&self.config_path, &prepared.snapshot.config);
-                crate::logging::set_level(&prepared.snapshot.config.logging);
+                let reload::Prepared {
+                    snapshot,
+                    changes,
+                    restart_required: restart,
+                    inputs,
+                    ..
+                } = prepared;
+                // Watch the new config's [tls] files, if they moved.
+                let watched = watched_files(&self.config_path, &snapshot.config);
+                crate::logging::set_level(&snapshot.config.logging);
                 let generation =
-                    reload::commit(&self.shared.snapshot, &self.shared.sessions, prepared);
-                self.serving_bytes = serving;
+                    reload::commit(&self.shared.snapshot, &self.shared.sessions, snapshot);
+                self.serving_bytes = inputs;
                 if watched != self.watched {
                     self.watcher = start_watcher(&watched, &self.sender);
                     self.watched = watched;
@@ -610,7 +632,7 @@ impl Control {
             notify_systemd("READY=1");
         }
         if let Some(q) = self.queued.take() {
-            self.reload(q.trigger, q.force, q.waiting);
+            self.reload_asked(q.trigger, q.force, q.waiting, q.asked);
         }
     }
 

@@ -21,6 +21,12 @@ pub struct Prepared {
     pub snapshot: Snapshot,
     pub changes: RouteChanges,
     pub restart_required: Vec<String>,
+    /// The new config's warnings (which may stat files and look users up: done here, off the
+    /// control thread).
+    pub warnings: Vec<String>,
+    /// The new config's inputs ([`inputs`]), read before the build: a file that changes
+    /// during the build then differs from them, and its event reloads again.
+    pub inputs: Vec<u8>,
 }
 
 /// Parses and builds `bytes` as the config at `path` with the next generation, and compares it
@@ -57,11 +63,15 @@ pub fn prepare(
     }
     let changes = route_changes(&current.config, &cfg);
     let restart_required = restart_required(&current.config, &cfg);
+    let inputs = inputs(bytes.to_vec(), &cfg);
+    let warnings = cfg.warnings();
     let snapshot = Snapshot::build(cfg, current.generation + 1, metrics, sessions)?;
     Ok(Prepared {
         snapshot,
         changes,
         restart_required,
+        warnings,
+        inputs,
     })
 }
 
@@ -183,15 +193,15 @@ pub fn inputs(mut config_bytes: Vec<u8>, config: &Config) -> Vec<u8> {
     config_bytes
 }
 
-/// Publishes a prepared snapshot (its session ticket key first). Returns the new generation.
+/// Publishes a prepared snapshot (its session state first). Returns the new generation.
 pub fn commit(
     cell: &crate::snapshot::SnapshotCell,
     sessions: &Sessions,
-    prepared: Prepared,
+    snapshot: Snapshot,
 ) -> u64 {
-    let generation = prepared.snapshot.generation;
-    prepared.snapshot.publish_ticket_key(sessions);
-    cell.store(Arc::new(prepared.snapshot));
+    let generation = snapshot.generation;
+    snapshot.publish_sessions(sessions);
+    cell.store(Arc::new(snapshot));
     generation
 }
 

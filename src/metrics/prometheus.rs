@@ -330,11 +330,15 @@ pub fn serve(listener: TcpListener, events: Sender<Event>) -> std::io::Result<()
 
 /// Answers one HTTP/1.x request and closes.
 fn scrape(mut stream: TcpStream, events: &Sender<Event>) {
-    let _ = stream.set_read_timeout(Some(IO_TIMEOUT));
-    let _ = stream.set_write_timeout(Some(IO_TIMEOUT));
+    // One deadline for the whole request, however it trickles in.
+    let deadline = std::time::Instant::now() + IO_TIMEOUT;
     let mut head = Vec::new();
     let mut buf = [0u8; 1024];
     while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        if left.is_zero() || stream.set_read_timeout(Some(left)).is_err() {
+            return;
+        }
         match stream.read(&mut buf) {
             Ok(0) | Err(_) => return,
             Ok(n) => head.extend_from_slice(&buf[..n]),
@@ -378,7 +382,7 @@ fn scrape(mut stream: TcpStream, events: &Sender<Event>) {
     if method != b"HEAD" {
         out.extend_from_slice(body.as_bytes());
     }
-    let _ = stream.write_all(&out);
+    crate::control::admin::write_by(&mut stream, &out, std::time::Instant::now() + IO_TIMEOUT);
 }
 
 #[cfg(test)]

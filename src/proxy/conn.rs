@@ -13,6 +13,17 @@ use crate::worker::io::{self, RecvError};
 
 use super::pool::Upstream;
 
+/// Why [`UpstreamConn::send_or_hear`] stopped before sending everything.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stop {
+    /// It did not: all was sent.
+    No,
+    /// The upstream has something to read.
+    Readable,
+    /// The connection was closed or reset under the send.
+    Closed,
+}
+
 /// An open connection to an upstream.
 pub struct UpstreamConn {
     /// The address connected to.
@@ -85,13 +96,17 @@ impl UpstreamConn {
         }
     }
 
-    /// Sends `data` of a request body, like [`Self::send`], but stops when the upstream has
-    /// something to say first (or closed, or failed): returns how much of `data` it took, and
-    /// whether to stop and read what the upstream sent (then usually less than all of it was
-    /// taken). A server that
-    /// refuses a body by its head (`413`) while the client still sends it stops reading, and
-    /// waiting for room in its socket is then waiting for nothing but its answer.
-    pub async fn send_or_hear(&mut self, data: &[u8], more: bool) -> Result<(usize, bool), Error> {
+    /// Sends `data` of a request body, like [`Self::send`], but — while `listen` — stops when
+    /// the upstream has something to say first: returns how much of `data` it took and why it
+    /// stopped early. A server that refuses a body by its head (`413`) while the client still
+    /// sends it stops reading, and waiting for room in its socket is then waiting for nothing
+    /// but its answer.
+    pub async fn send_or_hear(
+        &mut self,
+        data: &[u8],
+        more: bool,
+        listen: bool,
+    ) -> Result<(usize, Stop), Error> {
         let fd = self.tcp.as_raw_fd();
         let mut taken = 0;
         loop {
@@ -115,38 +130,62 @@ impl UpstreamConn {
                     tls::io::try_flush(fd, s)
                 }
             };
-            match flushed {
+            let e = match flushed {
                 // (Over TLS, `Ok` means every queued record went out.)
-                Ok(()) if taken == data.len() => return Ok((taken, false)),
-                Ok(()) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                Ok(()) if taken == data.len() => return Ok((taken, Stop::No)),
+                Ok(()) => continue,
+                Err(e) => e,
+            };
+            match e.kind() {
+                std::io::ErrorKind::Interrupted => {}
+                std::io::ErrorKind::WouldBlock => {
+                    let timed_out = || {
+                        Error::upstream(
+                            ErrorKind::GatewayTimeout,
+                            "the upstream took no request body for 30 s",
+                        )
+                    };
+                    if !listen {
+                        monoio::time::timeout(io::SEND_TIMEOUT, self.tcp.writable(false))
+                            .await
+                            .map_err(|_| timed_out())?
+                            .map_err(|_| self.gone())?;
+                        continue;
+                    }
                     let room = monoio::time::timeout(io::SEND_TIMEOUT, async {
                         monoio::select! {
                             _ = self.tcp.writable(false) => true,
                             _ = self.tcp.readable(false) => false,
                         }
                     })
-                    .await;
-                    match room {
-                        Ok(true) => {}
-                        // Readable: an answer, unless it was only TLS housekeeping (a TLS 1.3
-                        // session ticket), which `answered` consumes.
-                        Ok(false) if self.answered() => return Ok((taken, true)),
-                        Ok(false) => {}
-                        Err(_) => {
-                            return Err(Error::upstream(
-                                ErrorKind::GatewayTimeout,
-                                "the upstream took no request body for 30 s",
-                            ))
-                        }
+                    .await
+                    .map_err(|_| timed_out())?;
+                    // Readable: something to hear, unless it was only TLS housekeeping (a TLS
+                    // 1.3 session ticket), which `answered` consumes.
+                    if !room && self.answered() {
+                        return Ok((taken, Stop::Readable));
                     }
                 }
-                // Closed or reset while we sent: what it said before, if anything, is read
-                // next.
-                Err(_) => return Ok((taken, true)),
+                // Closed or reset while we sent.
+                std::io::ErrorKind::BrokenPipe
+                | std::io::ErrorKind::ConnectionReset
+                | std::io::ErrorKind::ConnectionAborted => return Ok((taken, Stop::Closed)),
+                _ => return Err(self.gone()),
             }
         }
+    }
+
+    fn gone(&self) -> Error {
+        Error::upstream(
+            ErrorKind::BadGateway,
+            format!("sending the request body to {} failed", self.addr),
+        )
+    }
+
+    /// Waits until the socket has something to read (TLS records included, data or not); an
+    /// error counts as readable. Cancel-safe: nothing is read.
+    pub async fn socket_readable(&self) {
+        let _ = self.tcp.readable(false).await;
     }
 
     /// Receives what is there now into `buf`, without waiting: `Ok(None)` when nothing is,

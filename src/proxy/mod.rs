@@ -42,7 +42,7 @@ use crate::http::{Method, Version};
 use crate::metrics::UpstreamEvent;
 use crate::worker::client::ClientStream;
 use crate::worker::io::RecvError;
-use conn::UpstreamConn;
+use conn::{Stop, UpstreamConn};
 use pool::Upstream;
 
 /// Largest upstream response head accepted.
@@ -164,11 +164,20 @@ async fn forward_inner(
     };
     let _ = reused;
     if resp.status == 101 {
-        if upgrade.is_none() {
-            // Nothing was offered: a 101 would hand the connection to the upstream unasked.
+        // Only to a protocol that was offered (RFC 9110 §7.8): a 101 to anything else would
+        // hand the connection to the upstream for a protocol the route does not allow.
+        let offered = |chosen: &[u8]| {
+            upgrade.as_deref().is_some_and(|offered| {
+                offered
+                    .split(|&b| b == b',')
+                    .any(|p| p.trim_ascii().eq_ignore_ascii_case(chosen.trim_ascii()))
+            })
+        };
+        let chosen = resp.upgrade.as_deref().unwrap_or_default();
+        if chosen.is_empty() || !chosen.split(|&b| b == b',').all(offered) {
             return Err(Error::upstream(
                 ErrorKind::BadGateway,
-                "the upstream switched protocols without an upgrade offered",
+                "the upstream switched to a protocol that was not offered",
             ));
         }
         return tunnel(&mut x, upstream, resp_buf, &resp).await;
@@ -286,11 +295,13 @@ enum Sent {
     Answered,
 }
 
-/// What an upstream said before its final response: interim heads and their bytes.
+/// What an upstream said before its final response: interim heads and their bytes, and
+/// whether a final answer that does not refuse the body came while it was being sent.
 #[derive(Default)]
 struct Interim {
     count: usize,
     bytes: usize,
+    final_ahead: bool,
 }
 
 /// Sends the request (head and body) and reads the response head, relaying interim
@@ -402,29 +413,36 @@ async fn final_head(
     }
 }
 
-/// Reads what the upstream sent while the body was going out: `true` when its final response
-/// (or its end) has begun — the body is then not sent further; `false` when it was only
-/// interim responses (an unasked `100 Continue`), and sending goes on.
+/// Reads what the upstream sent while the body was going out (at most a response head's
+/// worth: the rest of a response is relayed later): `true` when its final answer says the body
+/// is not wanted — an error status (400 or above) or `Connection: close` (RFC 9112 §9.3) —
+/// or the connection ended; the body is then not sent further. `false` for interim responses
+/// (an unasked `100 Continue`), or a final answer that does not refuse the body (a 2xx): the
+/// body goes on, and that answer is read once it is sent (`interim.final_ahead`).
 async fn heard(
     x: &mut Exchange<'_>,
     conn: &mut UpstreamConn,
     buf: &mut Vec<u8>,
     interim: &mut Interim,
 ) -> Result<bool, Failure> {
-    let ended = loop {
-        match conn.try_recv_into(buf, 8 * 1024) {
-            Ok(Some(0)) | Err(_) => break true,
-            Ok(Some(_)) => {}
-            Ok(None) => break false,
+    loop {
+        if let Some((resp, _)) = final_head(x, buf, interim).await? {
+            if resp.status >= 400 || !resp.keep_alive {
+                return Ok(true);
+            }
+            interim.final_ahead = true;
+            return Ok(false);
         }
-    };
-    if ended {
-        return Ok(true);
+        // (final_head refuses a buffer past MAX_RESPONSE_HEAD: this reads a bounded amount.)
+        match conn.try_recv_into(buf, 8 * 1024) {
+            Ok(Some(0)) | Err(_) => return Ok(true),
+            Ok(Some(_)) => {}
+            Ok(None) => return Ok(false),
+        }
     }
-    Ok(final_head(x, buf, interim).await?.is_some())
 }
 
-/// Sends a piece of the body: `true` when the upstream's answer began first.
+/// Sends a piece of the body: `true` when the upstream's answer said to stop first.
 async fn send_piece(
     x: &mut Exchange<'_>,
     conn: &mut UpstreamConn,
@@ -434,13 +452,24 @@ async fn send_piece(
     interim: &mut Interim,
 ) -> Result<bool, Failure> {
     loop {
-        let (taken, hear) = conn
-            .send_or_hear(data, more)
+        let listen = !interim.final_ahead;
+        let (taken, stop) = conn
+            .send_or_hear(data, more, listen)
             .await
             .map_err(Failure::Other)?;
         data = data.get(taken..).unwrap_or_default();
-        if hear && heard(x, conn, resp, interim).await? {
-            return Ok(true);
+        match stop {
+            Stop::No => {}
+            // What it said before it went, if anything, is read next.
+            Stop::Closed => {
+                heard(x, conn, resp, interim).await?;
+                return Ok(true);
+            }
+            Stop::Readable => {
+                if heard(x, conn, resp, interim).await? {
+                    return Ok(true);
+                }
+            }
         }
         if data.is_empty() {
             return Ok(false);
@@ -448,9 +477,8 @@ async fn send_piece(
     }
 }
 
-/// Waits for more of the body from the client into `buf` — unless the upstream's final
-/// answer has begun meanwhile (`true`): it is asked first, so that a client sending slowly
-/// does not keep the answer waiting.
+/// Waits for more of the body from the client into `buf` — or for the upstream, whose
+/// answer may say to stop (`true`) while the client is slow to send.
 async fn more_body(
     x: &mut Exchange<'_>,
     conn: &mut UpstreamConn,
@@ -458,13 +486,29 @@ async fn more_body(
     resp: &mut Vec<u8>,
     interim: &mut Interim,
 ) -> Result<bool, Failure> {
-    if conn.answered() && heard(x, conn, resp, interim).await? {
-        return Ok(true);
+    let timeout = x.security.client_body_timeout;
+    loop {
+        if !interim.final_ahead && conn.answered() && heard(x, conn, resp, interim).await? {
+            return Ok(true);
+        }
+        if interim.final_ahead {
+            read_client(x.client, buf, timeout)
+                .await
+                .map_err(Failure::Other)?;
+            return Ok(false);
+        }
+        // Both futures only wait for readiness before they take bytes: the loser loses none.
+        let client_first = monoio::select! {
+            read = read_client(x.client, buf, timeout) => {
+                read.map_err(Failure::Other)?;
+                true
+            }
+            _ = conn.socket_readable() => false,
+        };
+        if client_first {
+            return Ok(false);
+        }
     }
-    read_client(x.client, buf, x.security.client_body_timeout)
-        .await
-        .map_err(Failure::Other)?;
-    Ok(false)
 }
 
 /// Streams the request body from the client to the upstream, re-framed, within the route's
@@ -859,6 +903,8 @@ fn request_head(x: &Exchange<'_>, upgrade: Option<&[u8]>) -> Vec<u8> {
             // `X_Forwarded_For` is `HTTP_X_FORWARDED_FOR` to a CGI-style framework, as the
             // real one is (nginx's `underscores_in_headers off`).
             || (!underscores && name.contains('_'))
+            // A malformed one could swallow the daemon's own element after it.
+            || (is("forwarded") && !crate::security::well_formed_forwarded(&hd.value))
         {
             continue;
         }

@@ -18,7 +18,7 @@ use std::sync::Arc;
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
-use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::server::{ClientHello, ResolvesServerCert, ServerSessionMemoryCache};
 use rustls::sign::CertifiedKey;
 use rustls::ServerConfig;
 
@@ -28,9 +28,13 @@ use crate::config::{Origin, Tls};
 /// A load failure: where in the config (`tls.cert_path`, `tls.certificates[1].key_path`) and why.
 pub type LoadError = (Origin, String);
 
+/// A server configuration, and the session cache it uses (to be kept for the next builds once
+/// it is published: [`Sessions::use_cache`]).
+pub type Built = (Arc<ServerConfig>, Option<Arc<ServerSessionMemoryCache>>);
+
 /// Builds the server configuration for `tls`, or every reason it cannot be built. Resumption
 /// state comes from `sessions`, which outlives every configuration (see [`super::sessions`]).
-pub fn config(tls: &Tls, sessions: &Sessions) -> Result<Arc<ServerConfig>, Vec<LoadError>> {
+pub fn config(tls: &Tls, sessions: &Sessions) -> Result<Built, Vec<LoadError>> {
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let mut errors = Vec::new();
     let default = load(&provider, &tls.origin, &tls.cert_path, &tls.key_path)
@@ -74,15 +78,16 @@ pub fn config(tls: &Tls, sessions: &Sessions) -> Result<Arc<ServerConfig>, Vec<L
     // One ticketer for every configuration: whether it makes tickets, and with which keys, is
     // set when the snapshot is published (`Sessions::use_key`).
     config.ticketer = sessions.ticketer();
-    config.session_storage = match tls.session_cache_size {
-        0 => Arc::new(rustls::server::NoServerSessionStorage {}),
-        n => sessions.cache(n),
+    let cache = (tls.session_cache_size > 0).then(|| sessions.cache(tls.session_cache_size));
+    config.session_storage = match &cache {
+        None => Arc::new(rustls::server::NoServerSessionStorage {}),
+        Some(c) => c.clone(),
     };
     // Kernel TLS takes the session's keys out of rustls after the handshake. Set in every
     // kTLS build, not from `ktls_enabled`: that key takes effect at start-up only, and a reload
     // that changes it must not leave the running kernel-TLS listener unable to extract keys.
     config.enable_secret_extraction = cfg!(feature = "ktls");
-    Ok(Arc::new(config))
+    Ok((Arc::new(config), cache))
 }
 
 /// Chooses a certificate by SNI (see the module documentation).

@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use aws_lc_rs::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM, NONCE_LEN};
-use rustls::server::{ProducesTickets, ServerSessionMemoryCache, StoresServerSessions};
+use rustls::server::{ProducesTickets, ServerSessionMemoryCache};
 
 use crate::config::defaults;
 
@@ -195,18 +195,21 @@ impl Sessions {
         self.ticketer.clone()
     }
 
-    /// The stateful session cache of `size` sessions: the running one when its size is the
-    /// same (so a reload keeps its sessions), else a new one.
-    pub fn cache(&self, size: usize) -> Arc<dyn StoresServerSessions> {
-        let mut slot = self.cache.lock().unwrap_or_else(|e| e.into_inner());
+    /// The stateful session cache of `size` sessions for a configuration being built: the
+    /// running one when its size is the same (so a reload keeps its sessions), else a new one,
+    /// which becomes the running one only when its configuration is published
+    /// ([`Sessions::use_cache`]).
+    pub fn cache(&self, size: usize) -> Arc<ServerSessionMemoryCache> {
+        let slot = self.cache.lock().unwrap_or_else(|e| e.into_inner());
         match &*slot {
             Some((n, cache)) if *n == size => cache.clone(),
-            _ => {
-                let cache = ServerSessionMemoryCache::new(size);
-                *slot = Some((size, cache.clone()));
-                cache
-            }
+            _ => ServerSessionMemoryCache::new(size),
         }
+    }
+
+    /// Keeps the cache of a published configuration for the next builds.
+    pub fn use_cache(&self, size: usize, cache: Arc<ServerSessionMemoryCache>) {
+        *self.cache.lock().unwrap_or_else(|e| e.into_inner()) = Some((size, cache));
     }
 
     /// Puts the keys of a published `[tls]` in force: `file` is the content of its
@@ -360,11 +363,17 @@ mod tests {
     }
 
     #[test]
-    fn the_cache_is_kept_while_its_size_is() {
+    fn the_published_cache_is_kept_while_its_size_is() {
         let s = Sessions::new();
         let a = s.cache(10);
+        assert!(!Arc::ptr_eq(&a, &s.cache(10)), "not kept until published");
+        s.use_cache(10, a.clone());
         assert!(Arc::ptr_eq(&a, &s.cache(10)));
         assert!(!Arc::ptr_eq(&a, &s.cache(11)));
+        assert!(
+            Arc::ptr_eq(&a, &s.cache(10)),
+            "an unpublished size changes nothing"
+        );
     }
 
     #[test]

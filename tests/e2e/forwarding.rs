@@ -188,6 +188,14 @@ fn client_forwarding_headers_cannot_be_spoofed(d: Driver) {
         header_values(&rep, "x-forwarded-for"),
         [format!("7.7.7.7, {peer}")]
     );
+    // A malformed Forwarded (an unclosed quote) would swallow the daemon's element: dropped.
+    let rep = json(&f.get("public.test", "/x", "Forwarded: for=\"6.6.6.6\r\n"));
+    let fwd = header_values(&rep, "forwarded");
+    assert_eq!(fwd.len(), 1);
+    assert!(
+        fwd[0].starts_with("for=127.") && !fwd[0].contains("6.6.6.6"),
+        "{fwd:?}"
+    );
     // A route that allows them forwards them as they came.
     let g = start(d, "security = { allow_underscores_in_headers = true }");
     let rep = json(&g.get("public.test", "/x", "X_Custom: yes\r\n"));
@@ -364,8 +372,11 @@ fn h2c_upgrades_are_never_tunnelled(d: Driver) {
     let mut got = [0u8; 4];
     w.stream.read_exact(&mut got).unwrap();
     assert_eq!(&got, b"ping");
-    // An upstream that switches protocols unasked is a bad gateway, not a tunnel.
+    // An upstream that switches protocols unasked, or to one that was not offered, is a bad
+    // gateway, not a tunnel.
     assert_eq!(f.get("public.test", "/force101", "").status, 502);
+    let offered = "Connection: Upgrade\r\nUpgrade: websocket\r\n";
+    assert_eq!(f.get("public.test", "/force101", offered).status, 502);
     // A route that allows no upgrade sends WebSocket requests as plain ones too.
     let g = start(d, "security = { allowed_upgrades = [] }");
     let r = g.get(

@@ -23,6 +23,7 @@
 //! | `/force101` | `101 Switching Protocols` whatever the request asked, then echoes bytes |
 //! | `/h2c` | with `Upgrade: h2c`: 101 to h2c, then echoes raw bytes; else the report |
 //! | `/pause-body/MS` | `Content-Length: 10`, 5 bytes, a pause of MS ms, the other 5 |
+//! | `/early-ok` | `200 ok` as soon as the head arrives, then reads the whole body (reported) and keeps the connection |
 //! | `/continue-anyway` | like `/echo`, with a `100 Continue` before reading the body, asked for or not |
 //! | `/refuse-body` | answers `413` with `Connection: close` as soon as the head arrives, reads none of the body, and holds the connection for 5 s |
 //! | anything else | 200 JSON: what was received (see [`report`]) |
@@ -300,6 +301,14 @@ fn serve(stream: TcpStream, shared: &Shared, requests: &AtomicUsize, guard: &Ope
             std::thread::sleep(Duration::from_secs(5));
             return;
         }
+        // Answered before the body is read, then the body read (and dropped) as a server that
+        // keeps the connection does.
+        let early_ok = req.target.ends_with("/early-ok");
+        if early_ok {
+            let _ = w
+                .stream
+                .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok");
+        }
         if has_body
             && (req.has_token("expect", "100-continue") || req.target.ends_with("/continue-anyway"))
         {
@@ -333,6 +342,9 @@ fn serve(stream: TcpStream, shared: &Shared, requests: &AtomicUsize, guard: &Ope
             "connection_requests": index,
         });
         shared.received.lock().unwrap().push(report.clone());
+        if early_ok {
+            continue;
+        }
         let close = req.has_token("connection", "close")
             || (req.minor == 0 && !req.has_token("connection", "keep-alive"));
         match answer(&mut w, &req, &body, report, close, guard) {
