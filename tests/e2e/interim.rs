@@ -152,6 +152,19 @@ fn an_early_answer_reaches_a_client_still_sending(d: Driver) {
     );
 }
 
+/// POSTs `body` to `target` from another thread (so that the response can be read meanwhile);
+/// the thread says whether all of it went out.
+fn upload(w: &mut Wire, target: &str, body: &[u8]) -> std::thread::JoinHandle<bool> {
+    let mut all = format!(
+        "POST {target} HTTP/1.1\r\nHost: h.test\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    all.extend_from_slice(body);
+    let mut writer = w.stream.try_clone().unwrap();
+    std::thread::spawn(move || writer.write_all(&all).is_ok())
+}
+
 /// An early answer that does not refuse the body (a `200` without `Connection: close`) does
 /// not stop it (RFC 9112 §9.3): the whole body reaches the upstream, and both connections go
 /// on.
@@ -159,14 +172,7 @@ fn an_early_success_does_not_stop_the_body(d: Driver) {
     let f = start(d, ", max_request_body_size = 67108864");
     let mut w = Wire::connect(f.s.addr);
     let body = crate::upstream::pattern(8 * 1024 * 1024);
-    let mut all = format!(
-        "POST /early-ok HTTP/1.1\r\nHost: h.test\r\nContent-Length: {}\r\n\r\n",
-        body.len()
-    )
-    .into_bytes();
-    all.extend_from_slice(&body);
-    let mut writer = w.stream.try_clone().unwrap();
-    let sender = std::thread::spawn(move || writer.write_all(&all).is_ok());
+    let sender = upload(&mut w, "/early-ok", &body);
     let r = w.response(false);
     assert_eq!((r.status, r.text().as_str()), (200, "ok"));
     assert_eq!(r.header("connection"), None, "the connection goes on");
@@ -188,14 +194,7 @@ fn an_unasked_100_continue_is_not_an_early_answer(d: Driver) {
     let f = start(d, ", max_request_body_size = 67108864");
     let mut w = Wire::connect(f.s.addr);
     let body = crate::upstream::pattern(8 * 1024 * 1024);
-    let mut all = format!(
-        "POST /continue-anyway HTTP/1.1\r\nHost: h.test\r\nContent-Length: {}\r\n\r\n",
-        body.len()
-    )
-    .into_bytes();
-    all.extend_from_slice(&body);
-    let mut writer = w.stream.try_clone().unwrap();
-    let sender = std::thread::spawn(move || writer.write_all(&all).is_ok());
+    let sender = upload(&mut w, "/continue-anyway", &body);
     let r = w.response(false);
     assert_eq!(r.status, 200);
     assert!(
