@@ -112,49 +112,42 @@ fn forwarded_for(req: &RequestHead) -> Vec<Option<IpAddr>> {
 /// say) must not be passed on in front of the daemon's own element: a parser downstream could
 /// read that element as part of the client's.
 pub fn well_formed_forwarded(v: &[u8]) -> bool {
-    let tchar = |b: u8| crate::http::method::is_tchar(b);
-    let mut i = 0;
-    let skip_ows = |i: &mut usize| {
-        while matches!(v.get(*i), Some(b' ' | b'\t')) {
+    let tchar: fn(u8) -> bool = crate::http::method::is_tchar;
+    let ows: fn(u8) -> bool = |b| b == b' ' || b == b'\t';
+    // Skips bytes of one class; how many.
+    let skip = |i: &mut usize, class: fn(u8) -> bool| {
+        let from = *i;
+        while v.get(*i).is_some_and(|&b| class(b)) {
             *i += 1;
         }
+        *i - from
     };
+    let mut i = 0;
     loop {
-        skip_ows(&mut i);
+        skip(&mut i, ows);
         // A pair, or nothing (empty elements and pairs are allowed).
-        if v.get(i).is_some_and(|&b| tchar(b)) {
-            while v.get(i).is_some_and(|&b| tchar(b)) {
-                i += 1;
-            }
+        if skip(&mut i, tchar) > 0 {
             if v.get(i) != Some(&b'=') {
                 return false;
             }
             i += 1;
-            match v.get(i) {
-                Some(b'"') => {
-                    i += 1;
-                    loop {
-                        match v.get(i) {
-                            None => return false,
-                            Some(b'"') => break,
-                            Some(b'\\') => i += 2,
-                            Some(&b) if b == b'\t' || (b' '..=b'~').contains(&b) || b >= 0x80 => {
-                                i += 1
-                            }
-                            Some(_) => return false,
-                        }
-                    }
-                    i += 1;
-                }
-                Some(&b) if tchar(b) => {
-                    while v.get(i).is_some_and(|&b| tchar(b)) {
-                        i += 1;
+            if v.get(i) == Some(&b'"') {
+                i += 1;
+                loop {
+                    match v.get(i) {
+                        None => return false,
+                        Some(b'"') => break,
+                        Some(b'\\') => i += 2,
+                        Some(&b) if b == b'\t' || (b' '..=b'~').contains(&b) || b >= 0x80 => i += 1,
+                        Some(_) => return false,
                     }
                 }
-                _ => return false,
+                i += 1;
+            } else if skip(&mut i, tchar) == 0 {
+                return false;
             }
         }
-        skip_ows(&mut i);
+        skip(&mut i, ows);
         match v.get(i) {
             None => return true,
             Some(b';' | b',') => i += 1,
