@@ -26,6 +26,7 @@ pub mod limiter;
 pub mod logging;
 pub mod memory;
 pub mod metrics;
+pub mod net;
 pub mod preload;
 pub mod privileges;
 pub mod proxy;

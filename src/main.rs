@@ -139,7 +139,7 @@ fn run(
         Control::new(channel, shared, workers, path, bytes, log).map_err(|e| e.to_string())?;
     let admin = control::admin::bind(&admin_socket)?;
     let metrics = match metrics_listen {
-        Some(addr) => Some((addr, zerocopy_server::metrics::prometheus::bind(addr)?)),
+        Some(addr) => Some((addr, zerocopy_server::control::scrape::bind(addr)?)),
         None => None,
     };
     // The listeners and the admin socket exist: root is no longer needed.
@@ -151,7 +151,7 @@ fn run(
     control::admin::serve(admin, control.sender())
         .map_err(|e| format!("cannot start the admin server: {e}"))?;
     if let Some((addr, listener)) = metrics {
-        zerocopy_server::metrics::prometheus::serve(listener, control.sender())
+        zerocopy_server::control::scrape::serve(listener, control.sender())
             .map_err(|e| format!("cannot start the metrics server: {e}"))?;
         log::info!("Prometheus metrics: http://{addr}/metrics");
     }

@@ -1,4 +1,5 @@
-//! Reading memory-mode routes into memory when a snapshot is built — on the control thread,
+//! Files held in memory — [`FileMeta`], [`MemFile`], [`MemoryFiles`] — and reading
+//! memory-mode routes into memory when a snapshot is built — on the control thread,
 //! never on a worker, so plain blocking `std::fs` is right here.
 //!
 //! A file route holds one file; a directory route holds every file below it, by the path a
@@ -8,10 +9,107 @@
 
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
-use std::time::UNIX_EPOCH;
+use std::time::{Duration, UNIX_EPOCH};
 
 use crate::config::{FileBackend, FileKind};
-use crate::files::{content_type, FileMeta, MemFile, MemoryFiles};
+/// What a response needs to know about a file, whichever way its bytes travel.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FileMeta {
+    pub len: u64,
+    /// Modification time, whole seconds since the epoch.
+    pub mtime: u64,
+    pub content_type: &'static str,
+}
+
+impl FileMeta {
+    pub fn new(len: u64, mtime: u64, name: &Path) -> Self {
+        Self {
+            len,
+            mtime,
+            content_type: content_type(name),
+        }
+    }
+
+    /// A strong validator from the modification time and the length, as nginx forms it.
+    pub fn etag(&self) -> String {
+        let mut v = Vec::with_capacity(40);
+        self.write_etag(&mut v);
+        String::from_utf8(v).unwrap_or_default()
+    }
+
+    /// Writes the ETag (`"mtime-len"` in hex) without allocating.
+    pub fn write_etag(&self, out: &mut Vec<u8>) {
+        use std::io::Write;
+        let _ = write!(out, "\"{:x}-{:x}\"", self.mtime, self.len);
+    }
+
+    pub fn last_modified(&self) -> String {
+        httpdate::fmt_http_date(UNIX_EPOCH + Duration::from_secs(self.mtime))
+    }
+
+    /// Writes `Last-Modified`'s value without allocating.
+    pub fn write_last_modified(&self, out: &mut Vec<u8>) {
+        use std::io::Write;
+        let date = httpdate::HttpDate::from(UNIX_EPOCH + Duration::from_secs(self.mtime));
+        let _ = write!(out, "{date}");
+    }
+}
+
+/// A file held in memory.
+#[derive(Debug)]
+pub struct MemFile {
+    pub meta: FileMeta,
+    pub body: Vec<u8>,
+    /// The `Last-Modified` and `ETag` header lines, formatted once.
+    pub validators: Vec<u8>,
+}
+
+impl MemFile {
+    pub fn new(meta: FileMeta, body: Vec<u8>) -> Self {
+        let mut h = Vec::with_capacity(80);
+        h.extend_from_slice(b"Last-Modified: ");
+        meta.write_last_modified(&mut h);
+        h.extend_from_slice(b"\r\nETag: ");
+        meta.write_etag(&mut h);
+        h.extend_from_slice(b"\r\n");
+        Self {
+            meta,
+            body,
+            validators: h,
+        }
+    }
+}
+
+/// The bytes of a memory-mode route.
+#[derive(Debug)]
+pub enum MemoryFiles {
+    /// An exact-file route.
+    Single(MemFile),
+    /// A directory route: files by path relative to the root (`css/a.css`), and the set of
+    /// directories (`""` for the root, `css`).
+    Tree {
+        files: HashMap<String, MemFile>,
+        dirs: HashSet<String>,
+    },
+}
+
+impl MemoryFiles {
+    /// Total bytes held.
+    pub fn size(&self) -> u64 {
+        match self {
+            Self::Single(f) => f.meta.len,
+            Self::Tree { files, .. } => files.values().map(|f| f.meta.len).sum(),
+        }
+    }
+}
+
+/// The `Content-Type` for a file name, from `mime_guess`; `application/octet-stream` when
+/// unknown.
+pub fn content_type(name: &Path) -> &'static str {
+    mime_guess::from_path(name)
+        .first_raw()
+        .unwrap_or("application/octet-stream")
+}
 
 impl MemoryFiles {
     /// Reads a memory-mode route's file or tree. `budget` is what is left of the total cap; it

@@ -19,8 +19,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::config::{Backend, FileKind, Route};
-use crate::files::MemoryFiles;
 use crate::metrics::RouteMetrics;
+use crate::preload::MemoryFiles;
 use crate::proxy::pool::Upstream;
 
 /// One route as the data path sees it.

@@ -10,12 +10,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use proxyctl::proto::RouteKey;
+use proxyctl::proto::{RouteKey, RouteStats, UpstreamStats};
 
 use crate::config::{Backend, Config, ConfigError, ConfigErrors, Mode, Route, Scheme};
-use crate::files::MemoryFiles;
 use crate::metrics::Registry;
-use crate::proxy::pool::{PoolKey, Upstream, UpstreamTls};
+use crate::net::upstream::UpstreamTls;
+use crate::preload::MemoryFiles;
+use crate::proxy::pool::{PoolKey, Upstream};
 use crate::route::{RouteEntry, Router};
 use crate::tls::sessions::Sessions;
 
@@ -166,6 +167,48 @@ impl Snapshot {
                 sessions.use_cache(t.session_cache_size, cache.clone());
             }
         }
+    }
+
+    /// Forgets the counters in `registry` of routes and upstreams this snapshot does not have
+    /// (a removed route, or one built for a config that was refused).
+    pub fn retain_metrics(&self, registry: &Registry) {
+        let entries = self.router.entries();
+        registry.retain(
+            |key| {
+                entries
+                    .iter()
+                    .any(|e| e.host == key.host && e.prefix == key.prefix)
+            },
+            |name| {
+                entries
+                    .iter()
+                    .any(|e| e.upstream.as_ref().is_some_and(|u| u.name == name))
+            },
+        );
+    }
+
+    /// Sums the route and upstream rows of this snapshot from `registry` (in routing-table
+    /// order, then the unrouted row). The rest of [`proxyctl::proto::Stats`] is the caller's.
+    pub fn collect_stats(&self, registry: &Registry) -> (Vec<RouteStats>, Vec<UpstreamStats>) {
+        let mut routes = Vec::new();
+        let mut upstreams: Vec<UpstreamStats> = Vec::new();
+        for e in self.router.entries() {
+            let mut row = e.metrics.sum();
+            row.host = e.host.clone();
+            row.prefix = e.prefix.clone();
+            row.backend = match &e.route.backend {
+                Backend::File(_) => "File".into(),
+                Backend::Proxy(_) => "Proxy".into(),
+            };
+            routes.push(row);
+            if let Some(u) = &e.upstream {
+                if !upstreams.iter().any(|r| r.upstream == u.name) {
+                    upstreams.push(u.metrics.sum(&u.name));
+                }
+            }
+        }
+        routes.push(registry.unrouted.sum());
+        (routes, upstreams)
     }
 
     /// The limits that act while a request head is read, before its route is known: the

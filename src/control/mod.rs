@@ -17,6 +17,7 @@
 
 pub mod admin;
 pub mod reload;
+pub mod scrape;
 pub mod watch;
 
 use std::path::{Path, PathBuf};
@@ -538,7 +539,10 @@ impl Control {
             log::debug!("the result of an abandoned config build arrived; dropped");
             // Counters it made for its routes go with it.
             drop(result);
-            self.shared.metrics.retain(&self.shared.snapshot.load());
+            self.shared
+                .snapshot
+                .load()
+                .retain_metrics(&self.shared.metrics);
             return;
         };
         let current = self.shared.snapshot.load_full();
@@ -602,7 +606,10 @@ impl Control {
         answer(b.waiting, &report);
         // Counters of routes the serving config does not have (removed, or built for a
         // refused file) are forgotten.
-        self.shared.metrics.retain(&self.shared.snapshot.load());
+        self.shared
+            .snapshot
+            .load()
+            .retain_metrics(&self.shared.metrics);
         self.back_to_running();
     }
 
@@ -773,7 +780,7 @@ impl Control {
     /// Every counter, summed over the workers now.
     fn stats(&self) -> Stats {
         let snapshot = self.shared.snapshot.load();
-        let (routes, upstreams) = crate::metrics::collect(&self.shared.metrics, &snapshot);
+        let (routes, upstreams) = snapshot.collect_stats(&self.shared.metrics);
         let workers = self
             .shared
             .workers

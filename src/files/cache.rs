@@ -36,8 +36,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use super::{MemFile, Opened};
 use crate::config::FileCache;
+use crate::metrics::WorkerStats;
 use crate::route::Target;
-use crate::worker::WorkerStats;
 
 /// How long an entry no request used stays cached.
 pub const INACTIVE: Duration = Duration::from_secs(60);

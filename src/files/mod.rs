@@ -18,136 +18,23 @@
 mod cache;
 
 use std::cell::RefCell;
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::ffi::CString;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime};
 
 use crate::config::{FileBackend, FileCache};
 use crate::error::{Error, ErrorKind};
 use crate::http::head::RequestHead;
 use crate::http::response::{HeadBuf, ResponseHead};
 use crate::http::Method;
+use crate::metrics::WorkerStats;
+use crate::net::client::ClientStream;
+pub use crate::preload::{content_type, FileMeta, MemFile, MemoryFiles};
 use crate::route::{Matched, Target};
-use crate::worker::client::ClientStream;
-use crate::worker::WorkerStats;
-
-/// What a response needs to know about a file, whichever way its bytes travel.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct FileMeta {
-    pub len: u64,
-    /// Modification time, whole seconds since the epoch.
-    pub mtime: u64,
-    pub content_type: &'static str,
-}
-
-impl FileMeta {
-    pub(crate) fn new(len: u64, mtime: u64, name: &Path) -> Self {
-        Self {
-            len,
-            mtime,
-            content_type: content_type(name),
-        }
-    }
-
-    /// A strong validator from the modification time and the length, as nginx forms it.
-    pub fn etag(&self) -> String {
-        let mut v = Vec::with_capacity(40);
-        self.write_etag(&mut v);
-        String::from_utf8(v).unwrap_or_default()
-    }
-
-    /// Writes the ETag (`"mtime-len"` in hex) without allocating.
-    pub fn write_etag(&self, out: &mut Vec<u8>) {
-        use std::io::Write;
-        let _ = write!(out, "\"{:x}-{:x}\"", self.mtime, self.len);
-    }
-
-    pub fn last_modified(&self) -> String {
-        httpdate::fmt_http_date(UNIX_EPOCH + Duration::from_secs(self.mtime))
-    }
-
-    /// Writes `Last-Modified`'s value without allocating.
-    pub fn write_last_modified(&self, out: &mut Vec<u8>) {
-        use std::io::Write;
-        let date = httpdate::HttpDate::from(UNIX_EPOCH + Duration::from_secs(self.mtime));
-        let _ = write!(out, "{date}");
-    }
-}
-
-/// A file held in memory.
-#[derive(Debug)]
-pub struct MemFile {
-    pub meta: FileMeta,
-    pub body: Vec<u8>,
-    /// The `Last-Modified` and `ETag` header lines, formatted once.
-    validators: Vec<u8>,
-}
-
-impl MemFile {
-    pub fn new(meta: FileMeta, body: Vec<u8>) -> Self {
-        let mut h = Vec::with_capacity(80);
-        h.extend_from_slice(b"Last-Modified: ");
-        meta.write_last_modified(&mut h);
-        h.extend_from_slice(b"\r\nETag: ");
-        meta.write_etag(&mut h);
-        h.extend_from_slice(b"\r\n");
-        Self {
-            meta,
-            body,
-            validators: h,
-        }
-    }
-}
-
-/// The bytes of a memory-mode route.
-#[derive(Debug)]
-pub enum MemoryFiles {
-    /// An exact-file route.
-    Single(MemFile),
-    /// A directory route: files by path relative to the root (`css/a.css`), and the set of
-    /// directories (`""` for the root, `css`).
-    Tree {
-        files: HashMap<String, MemFile>,
-        dirs: HashSet<String>,
-    },
-}
-
-impl MemoryFiles {
-    /// Total bytes held.
-    pub fn size(&self) -> u64 {
-        match self {
-            Self::Single(f) => f.meta.len,
-            Self::Tree { files, .. } => files.values().map(|f| f.meta.len).sum(),
-        }
-    }
-
-    /// The file for a resolved target, following a directory to its index.
-    fn find(&self, target: &Target<'_>, index: &str) -> Option<&MemFile> {
-        match (self, target) {
-            (Self::Single(f), Target::File(_)) => Some(f),
-            (Self::Tree { files, dirs }, Target::InDir { relative, .. }) => {
-                if let Some(f) = files.get(relative.as_str()) {
-                    return Some(f);
-                }
-                let dir = relative.trim_end_matches('/');
-                if dirs.contains(dir) {
-                    let key = if dir.is_empty() {
-                        index.to_string()
-                    } else {
-                        format!("{dir}/{index}")
-                    };
-                    return files.get(&key);
-                }
-                None
-            }
-            _ => None,
-        }
-    }
-}
 
 /// What to send for a file request, decided from the request and the file's metadata alone.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -238,9 +125,7 @@ pub async fn serve(
         return Err(Error::not_found());
     }
     if let Some(mem) = &m.entry.memory {
-        let f = mem
-            .find(&target, &backend.index)
-            .ok_or_else(Error::not_found)?;
+        let f = find_memory(mem, &target, &backend.index).ok_or_else(Error::not_found)?;
         return send_memory(client, req, f, keep_alive).await;
     }
     let cache = file_cache
@@ -275,8 +160,7 @@ pub fn probe(m: &Matched<'_>, backend: &FileBackend) -> Result<PathBuf, Error> {
     let target = m.target();
     let shown = target.display().ok_or_else(Error::not_found)?;
     if let Some(mem) = &m.entry.memory {
-        mem.find(&target, &backend.index)
-            .ok_or_else(Error::not_found)?;
+        find_memory(mem, &target, &backend.index).ok_or_else(Error::not_found)?;
         return Ok(shown);
     }
     let opened = open(&target, &backend.index)?;
@@ -361,12 +245,27 @@ pub fn connection_header(h: &mut ResponseHead, req: &RequestHead, keep_alive: bo
     }
 }
 
-/// The `Content-Type` for a file name, from `mime_guess`; `application/octet-stream` when
-/// unknown.
-pub fn content_type(name: &Path) -> &'static str {
-    mime_guess::from_path(name)
-        .first_raw()
-        .unwrap_or("application/octet-stream")
+/// The file for a resolved target, following a directory to its index.
+fn find_memory<'a>(mem: &'a MemoryFiles, target: &Target<'_>, index: &str) -> Option<&'a MemFile> {
+    match (mem, target) {
+        (MemoryFiles::Single(f), Target::File(_)) => Some(f),
+        (MemoryFiles::Tree { files, dirs }, Target::InDir { relative, .. }) => {
+            if let Some(f) = files.get(relative.as_str()) {
+                return Some(f);
+            }
+            let dir = relative.trim_end_matches('/');
+            if dirs.contains(dir) {
+                let key = if dir.is_empty() {
+                    index.to_string()
+                } else {
+                    format!("{dir}/{index}")
+                };
+                return files.get(&key);
+            }
+            None
+        }
+        _ => None,
+    }
 }
 
 /// A regular file opened for a request.

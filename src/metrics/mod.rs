@@ -4,7 +4,7 @@
 //! Every figure has one cell per worker, on a cache line of its own, written only by that
 //! worker's thread (a relaxed load and store: no atomic read-modify-write on the data path).
 //! The control thread sums the cells into a [`proxyctl::proto::Stats`] when `proxyctl stats` or
-//! a Prometheus scrape asks ([`collect`]); nothing is ever reset.
+//! a Prometheus scrape asks ([`crate::snapshot::Snapshot::collect_stats`]); nothing is ever reset.
 //!
 //! A route's counters belong to the route's identity (host and prefix), not to one snapshot: the
 //! [`Registry`] hands the same [`RouteMetrics`] to every snapshot that has the route, so they
@@ -22,7 +22,8 @@ use proxyctl::proto::{
     Histogram, RouteKey, RouteStats, StatusClasses, UpstreamStats, LATENCY_BOUNDS_US,
 };
 
-use crate::snapshot::Snapshot;
+mod workers;
+pub use workers::WorkerStats;
 
 /// Buckets of the latency histogram: one per bound, and the unbounded one.
 const BUCKETS: usize = LATENCY_BOUNDS_US.len() + 1;
@@ -81,7 +82,7 @@ impl RouteMetrics {
     }
 
     /// The sum over the workers, as a row without its route's name.
-    fn sum(&self) -> RouteStats {
+    pub fn sum(&self) -> RouteStats {
         let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
         let mut classes = [0u64; 5];
         let mut latency = Histogram {
@@ -167,7 +168,7 @@ impl UpstreamMetrics {
         );
     }
 
-    fn sum(&self, name: &str) -> UpstreamStats {
+    pub fn sum(&self, name: &str) -> UpstreamStats {
         let load = |c: &AtomicU64| c.load(Ordering::Relaxed);
         let mut row = UpstreamStats {
             upstream: name.to_string(),
@@ -222,47 +223,15 @@ impl Registry {
             .clone()
     }
 
-    /// Forgets the counters of routes and upstreams that `serving` does not have (a removed
-    /// route, or one built for a config that was refused).
-    pub fn retain(&self, serving: &Snapshot) {
-        let entries = serving.router.entries();
+    /// Forgets the counters of routes and upstreams the serving snapshot does not have (a
+    /// removed route, or one built for a config that was refused): see
+    /// [`crate::snapshot::Snapshot::retain_metrics`].
+    pub fn retain(&self, route: impl Fn(&RouteKey) -> bool, upstream: impl Fn(&str) -> bool) {
         let mut routes = self.routes.lock().unwrap_or_else(|p| p.into_inner());
-        routes.retain(|key, _| {
-            entries
-                .iter()
-                .any(|e| e.host == key.host && e.prefix == key.prefix)
-        });
+        routes.retain(|key, _| route(key));
         let mut ups = self.upstreams.lock().unwrap_or_else(|p| p.into_inner());
-        ups.retain(|name, _| {
-            entries
-                .iter()
-                .any(|e| e.upstream.as_ref().is_some_and(|u| u.name == *name))
-        });
+        ups.retain(|name, _| upstream(name));
     }
-}
-
-/// Sums the route and upstream rows of `serving` (in routing-table order, then the unrouted
-/// row). The rest of [`proxyctl::proto::Stats`] is the caller's.
-pub fn collect(registry: &Registry, serving: &Snapshot) -> (Vec<RouteStats>, Vec<UpstreamStats>) {
-    let mut routes = Vec::new();
-    let mut upstreams: Vec<UpstreamStats> = Vec::new();
-    for e in serving.router.entries() {
-        let mut row = e.metrics.sum();
-        row.host = e.host.clone();
-        row.prefix = e.prefix.clone();
-        row.backend = match &e.route.backend {
-            crate::config::Backend::File(_) => "File".into(),
-            crate::config::Backend::Proxy(_) => "Proxy".into(),
-        };
-        routes.push(row);
-        if let Some(u) = &e.upstream {
-            if !upstreams.iter().any(|r| r.upstream == u.name) {
-                upstreams.push(u.metrics.sum(&u.name));
-            }
-        }
-    }
-    routes.push(registry.unrouted.sum());
-    (routes, upstreams)
 }
 
 #[cfg(test)]

@@ -25,10 +25,7 @@
 //! idempotent request without a body that failed on a *reused* connection before any response
 //! byte is retried once on a fresh connection.
 
-pub mod conn;
 pub mod pool;
-pub mod splice;
-mod tunnel;
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -40,9 +37,10 @@ use crate::http::head::{BodyKind, RequestHead};
 use crate::http::response::push_decimal;
 use crate::http::{Method, Version};
 use crate::metrics::UpstreamEvent;
-use crate::worker::client::ClientStream;
-use crate::worker::io::RecvError;
-use conn::{Stop, UpstreamConn};
+use crate::net::client::ClientStream;
+use crate::net::io::RecvError;
+use crate::net::upstream::{Stop, UpstreamConn};
+use crate::net::{splice, tunnel};
 use pool::Upstream;
 
 /// Largest upstream response head accepted.
@@ -269,7 +267,7 @@ async fn connect(up: &Upstream, sec: &RouteSecurity) -> Result<(UpstreamConn, bo
         return Ok((conn, true));
     }
     Ok((
-        UpstreamConn::connect(up, sec.backend_connect_timeout).await?,
+        UpstreamConn::connect(&up.addrs, up.tls.as_ref(), sec.backend_connect_timeout).await?,
         false,
     ))
 }

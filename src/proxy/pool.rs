@@ -11,10 +11,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rustls::pki_types::ServerName;
-use rustls::ClientConfig;
-
-use super::conn::UpstreamConn;
+use crate::net::upstream::{UpstreamConn, UpstreamTls};
 
 /// What identifies interchangeable upstream connections.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -39,14 +36,6 @@ pub struct Upstream {
     pub addrs: Vec<SocketAddr>,
     /// How to speak TLS to an `https://` upstream.
     pub tls: Option<UpstreamTls>,
-}
-
-/// The TLS client side of an `https://` upstream.
-#[derive(Debug)]
-pub struct UpstreamTls {
-    pub config: Arc<ClientConfig>,
-    /// SNI and the name verified: the route's `tls_server_name`, else the URL's host.
-    pub name: ServerName<'static>,
 }
 
 struct Idle {

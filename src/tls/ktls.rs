@@ -275,7 +275,7 @@ pub enum Offload {
 
 /// Moves a completed server session on `fd` into the kernel.
 ///
-/// The handshake must have been read with [`crate::tls::io::handshake_whole_records`] (so rustls
+/// The handshake must have been read with [`crate::net::tls::handshake_whole_records`] (so rustls
 /// holds no part of a following record) and every record rustls queued must have been sent.
 pub fn offload(fd: RawFd, mut session: Box<ServerConnection>, support: &Support) -> Offload {
     let Some(suite) = session.negotiated_cipher_suite() else {

@@ -8,7 +8,6 @@
 //! userspace or (`--features ktls`, [`ktls`]) in the kernel.
 
 pub mod client;
-pub mod io;
 #[cfg(feature = "ktls")]
 pub mod ktls;
 pub mod server;

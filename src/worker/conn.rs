@@ -17,8 +17,6 @@ use monoio::buf::IoBufMut;
 use monoio::io::AsyncReadRent;
 use monoio::net::TcpStream;
 
-use super::client::{ClientStream, Meter};
-use super::io::{set_nonblocking, RecvError};
 use super::park::{Parked, Parking};
 use super::{Admitted, Registry, Shared, Woke, WorkerStats};
 use crate::access_log;
@@ -29,6 +27,8 @@ use crate::http::head::{self, BodyKind, RequestHead};
 use crate::http::response::{reason, ResponseHead};
 use crate::http::{path, Method};
 use crate::limiter::Verdict;
+use crate::net::client::{ClientStream, Meter};
+use crate::net::io::{set_nonblocking, RecvError};
 use crate::proxy;
 use crate::route::Target;
 use crate::snapshot::Snapshot;
@@ -277,9 +277,9 @@ async fn accept_tls(
     let done = match shared.record_layer {
         #[cfg(feature = "ktls")]
         RecordLayer::Kernel { .. } => {
-            crate::tls::io::handshake_whole_records(&stream, &mut session, deadline).await
+            crate::net::tls::handshake_whole_records(&stream, &mut session, deadline).await
         }
-        _ => crate::tls::io::handshake(&stream, &mut session, deadline).await,
+        _ => crate::net::tls::handshake(&stream, &mut session, deadline).await,
     };
     if let Err(e) = done {
         log::debug!("{peer}: {e}");
@@ -442,7 +442,7 @@ impl Conn {
         let mut look_first = first && !resumed && !self.client.is_tls();
         loop {
             if std::mem::take(&mut read_at_once) {
-                self.buf = super::buffers::take();
+                self.buf = crate::net::buffers::take();
                 self.readable = true;
             } else if std::mem::take(&mut look_first) && self.look() {
                 // Its deadline is the head's, below; the next wait gets a keep-alive one.
@@ -458,7 +458,7 @@ impl Conn {
                 let deadline = idle_deadline
                     .take()
                     .unwrap_or_else(|| Instant::now() + defaults::KEEPALIVE_IDLE_TIMEOUT);
-                super::buffers::give(std::mem::take(&mut self.buf));
+                crate::net::buffers::give(std::mem::take(&mut self.buf));
                 self.idle.begin(deadline);
                 let woke = self.idle.wait(self.client.wait_readable()).await;
                 // Still on: bytes arrived (whatever the clock says now). Ended: the sweep
@@ -478,7 +478,7 @@ impl Conn {
                 if !ready || (swept && Instant::now() >= deadline) {
                     return End::Close;
                 }
-                self.buf = super::buffers::take();
+                self.buf = crate::net::buffers::take();
                 self.readable = true;
             }
             // Boxed: the state of a request in progress (its parse, a proxied exchange, a
@@ -767,10 +767,10 @@ impl Conn {
     /// end of the stream, which the next read then sees); `false` when there were none, and
     /// the buffer went back.
     fn look(&mut self) -> bool {
-        let mut buf = super::buffers::take();
-        match super::io::recv_now(self.client.tcp_mut(), &mut buf, READ_SIZE) {
+        let mut buf = crate::net::buffers::take();
+        match crate::net::io::recv_now(self.client.tcp_mut(), &mut buf, READ_SIZE) {
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                super::buffers::give(buf);
+                crate::net::buffers::give(buf);
                 false
             }
             Ok(n) => {
@@ -789,7 +789,7 @@ impl Conn {
     /// Reads more bytes into the buffer, until `deadline`.
     async fn read_more(&mut self, deadline: Instant) -> Read {
         if std::mem::take(&mut self.readable) && !self.client.is_tls() {
-            match super::io::recv_now(self.client.tcp_mut(), &mut self.buf, READ_SIZE) {
+            match crate::net::io::recv_now(self.client.tcp_mut(), &mut self.buf, READ_SIZE) {
                 Ok(0) => return Read::Eof,
                 Ok(_) => return Read::Data,
                 // Nothing after all (or interrupted): wait as usual.

@@ -12,10 +12,7 @@
 //! `Connection: close`. The control thread ends the process when no connection is left.
 
 pub mod balance;
-pub mod buffers;
-pub mod client;
 pub mod conn;
-pub mod io;
 pub mod park;
 
 use std::cell::{Cell, RefCell};
@@ -37,6 +34,7 @@ use monoio::net::{ListenerOpts, TcpListener};
 use crate::config::ReuseportBalancing;
 use crate::limiter::Limiter;
 use crate::metrics::Registry as Metrics;
+pub use crate::metrics::WorkerStats;
 use crate::snapshot::SnapshotCell;
 use crate::tls::RecordLayer;
 
@@ -61,45 +59,6 @@ pub struct Shared {
     /// TLS session tickets and the session cache, kept across reloads (the snapshots' TLS
     /// configurations share them).
     pub sessions: Arc<crate::tls::sessions::Sessions>,
-}
-
-/// A worker's counters, on a cache line of their own.
-#[derive(Debug, Default)]
-#[repr(align(64))]
-pub struct WorkerStats {
-    /// Open client connections.
-    pub connections: AtomicU64,
-    /// Requests between a parsed head and the end of their response.
-    pub in_flight: AtomicU64,
-    /// Completed TLS handshakes.
-    pub tls_handshakes: AtomicU64,
-    /// TLS connections whose records the kernel runs.
-    pub ktls: AtomicU64,
-    /// TLS connections that asked for kTLS and continued in userspace.
-    pub ktls_fallback: AtomicU64,
-    /// TLS connections closed because kTLS could not be enabled (fallback off).
-    pub ktls_refused: AtomicU64,
-    /// Connections closed at accept because `max_concurrent_connections` were open.
-    pub over_cap: AtomicU64,
-    /// Connections accepted (and admitted) since start.
-    pub accepted: AtomicU64,
-    /// Requests answered since start.
-    pub requests: AtomicU64,
-    /// Open connections parked: idle, without a task (see [`park`]).
-    pub parked: AtomicU64,
-    /// Requests of `sendfile`-mode routes answered from the file cache, and not.
-    pub file_cache_hits: AtomicU64,
-    pub file_cache_misses: AtomicU64,
-    /// Files and bytes in this worker's file cache.
-    pub file_cache_files: AtomicU64,
-    pub file_cache_bytes: AtomicU64,
-}
-
-impl WorkerStats {
-    /// Adds one to a counter of this worker's (only its own thread writes it).
-    pub fn bump(counter: &AtomicU64) {
-        counter.store(counter.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
-    }
 }
 
 impl Shared {
@@ -633,7 +592,7 @@ async fn worker_main(
         }
     };
     // Accepted connections inherit it; where the listener refuses, each connection sets it.
-    let nodelay_inherited = match io::set_listener_nodelay(listener.as_raw_fd()) {
+    let nodelay_inherited = match crate::net::io::set_listener_nodelay(listener.as_raw_fd()) {
         Ok(()) => true,
         Err(e) => {
             log::debug!("worker {id}: TCP_NODELAY on the listener: {e}; set per connection");

@@ -12,7 +12,7 @@ use std::time::Duration;
 use monoio::net::TcpStream;
 
 use crate::error::{Error, ErrorKind};
-use crate::worker::io::SEND_TIMEOUT;
+use crate::net::io::SEND_TIMEOUT;
 
 /// Bodies with fewer bytes left than this are copied (a pipe's set-up does not pay off).
 pub const MIN_BODY: u64 = 64 * 1024;

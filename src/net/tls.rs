@@ -2,7 +2,7 @@
 //!
 //! rustls is sans-I/O: records go in through `read_tls` and out through `write_tls`. Here those
 //! read and write the socket's descriptor directly (`recv`/`send` with `MSG_DONTWAIT`) and, on
-//! `EAGAIN`, the task awaits readiness through the runtime, as [`crate::worker::io`] does for
+//! `EAGAIN`, the task awaits readiness through the runtime, as [`crate::net::io`] does for
 //! plain sockets. Every await is a readiness wait and nothing is read from the socket that is
 //! not handed to rustls at once, so dropping one of these futures (a `select!` losing) loses no
 //! bytes.
@@ -15,7 +15,7 @@ use monoio::net::TcpStream;
 use rustls::{ConnectionCommon, SideData};
 
 use crate::error::Error;
-use crate::worker::io::{wait_writable, RecvError};
+use crate::net::io::{wait_writable, RecvError};
 
 /// Why a handshake did not complete.
 #[derive(Debug)]

@@ -13,11 +13,10 @@ use std::time::{Duration, Instant};
 use monoio::net::TcpStream;
 use rustls::{ConnectionCommon, SideData};
 
-use crate::tls;
-use crate::worker::io::{recv_into, send_all, RecvError};
+use crate::net::io::{recv_into, send_all, RecvError};
 
-use super::conn::UpstreamConn;
-use crate::worker::client::ClientStream;
+use super::upstream::UpstreamConn;
+use crate::net::client::ClientStream;
 
 /// Idle time after which a tunnel is closed.
 pub const IDLE: Duration = Duration::from_secs(300);
@@ -62,7 +61,8 @@ impl<S: SideData> End<'_, '_, S> {
         match self {
             End::Plain(s) => recv_into(s, buf, CHUNK, TICK).await,
             End::Tls(s, session) => loop {
-                let got = tls::io::try_recv(s.as_raw_fd(), &mut session.borrow_mut(), buf, CHUNK)?;
+                let got =
+                    super::tls::try_recv(s.as_raw_fd(), &mut session.borrow_mut(), buf, CHUNK)?;
                 if let Some(n) = got {
                     return Ok(n);
                 }
@@ -84,7 +84,7 @@ impl<S: SideData> End<'_, '_, S> {
                 data = data.get(n..).unwrap_or_default();
                 loop {
                     // The borrow ends with this statement, before any await.
-                    let flushed = tls::io::try_flush(s.as_raw_fd(), &mut session.borrow_mut());
+                    let flushed = super::tls::try_flush(s.as_raw_fd(), &mut session.borrow_mut());
                     match flushed {
                         Ok(()) => break,
                         Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
@@ -109,7 +109,7 @@ impl<S: SideData> End<'_, '_, S> {
             End::Tls(s, session) => {
                 let mut session = session.borrow_mut();
                 session.send_close_notify();
-                let _ = tls::io::try_flush(s.as_raw_fd(), &mut session);
+                let _ = super::tls::try_flush(s.as_raw_fd(), &mut session);
                 s
             }
         };

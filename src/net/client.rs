@@ -14,7 +14,6 @@ use rustls::ServerConnection;
 
 use super::io::{self, RecvError};
 use crate::error::{Error, ErrorKind};
-use crate::tls;
 
 /// Piece size for file bodies over userspace TLS (one full TLS record).
 const TLS_FILE_PIECE: usize = 16 * 1024;
@@ -154,7 +153,7 @@ impl ClientStream {
             }
             // What rustls took counts once the socket took it all.
             Layer::Rustls(s) => {
-                let sent = tls::io::send_all(&self.tcp, s, data).await;
+                let sent = super::tls::send_all(&self.tcp, s, data).await;
                 if sent.is_ok() {
                     self.meter.sent += data.len() as u64;
                 }
@@ -218,13 +217,13 @@ impl ClientStream {
                 ));
             }
             out.truncate(filled + n as usize);
-            tls::io::send_all(&self.tcp, session, &out).await?;
+            super::tls::send_all(&self.tcp, session, &out).await?;
             self.meter.sent += out.len() as u64;
             out.clear();
             at += n as u64;
         }
         if !out.is_empty() {
-            tls::io::send_all(&self.tcp, session, &out).await?;
+            super::tls::send_all(&self.tcp, session, &out).await?;
             self.meter.sent += out.len() as u64;
         }
         Ok(())
@@ -239,7 +238,7 @@ impl ClientStream {
     ) -> Result<usize, RecvError> {
         match &mut self.layer {
             Layer::Plain => io::recv_into(&self.tcp, buf, want, timeout).await,
-            Layer::Rustls(s) => tls::io::recv_into(&self.tcp, s, buf, want, timeout).await,
+            Layer::Rustls(s) => super::tls::recv_into(&self.tcp, s, buf, want, timeout).await,
             #[cfg(feature = "ktls")]
             Layer::Kernel { early } if !early.is_empty() => {
                 let n = early.len();
@@ -248,7 +247,7 @@ impl ClientStream {
             }
             #[cfg(feature = "ktls")]
             Layer::Kernel { .. } => {
-                io::recv_with(&self.tcp, buf, want, timeout, tls::ktls::recv).await
+                io::recv_with(&self.tcp, buf, want, timeout, crate::tls::ktls::recv).await
             }
         }
     }
@@ -290,11 +289,11 @@ impl ClientStream {
             Layer::Plain => {}
             Layer::Rustls(s) => {
                 s.send_close_notify();
-                let _ = tls::io::try_flush(self.tcp.as_raw_fd(), s);
+                let _ = super::tls::try_flush(self.tcp.as_raw_fd(), s);
             }
             #[cfg(feature = "ktls")]
             Layer::Kernel { .. } => {
-                let _ = tls::ktls::send_close_notify(self.tcp.as_raw_fd());
+                let _ = crate::tls::ktls::send_close_notify(self.tcp.as_raw_fd());
             }
         }
         // SAFETY: shutdown on a descriptor owned by a live stream.

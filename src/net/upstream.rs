@@ -1,17 +1,26 @@
 //! A connection to an upstream: a TCP socket, and for an `https://` upstream the rustls client
 //! session over it. The proxy and the pool see one type with the operations they need.
 
+use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use monoio::net::TcpStream;
-use rustls::ClientConnection;
+use rustls::pki_types::ServerName;
+use rustls::{ClientConfig, ClientConnection};
 
 use crate::error::{Error, ErrorKind};
-use crate::tls;
-use crate::worker::io::{self, RecvError};
 
-use super::pool::Upstream;
+use crate::net::io::{self, RecvError};
+
+/// The TLS client side of an `https://` upstream.
+#[derive(Debug)]
+pub struct UpstreamTls {
+    pub config: Arc<ClientConfig>,
+    /// SNI and the name verified: the route's `tls_server_name`, else the URL's host.
+    pub name: ServerName<'static>,
+}
 
 /// Why [`UpstreamConn::send_or_hear`] stopped before sending everything.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -37,10 +46,14 @@ impl UpstreamConn {
     /// Connects to `up` (trying its addresses in order) and, for `https://`, completes the TLS
     /// handshake, all within `timeout`: refused → 502, timed out → 504, a certificate or TLS
     /// failure → 502.
-    pub async fn connect(up: &Upstream, timeout: Duration) -> Result<Self, Error> {
+    pub async fn connect(
+        addrs: &[SocketAddr],
+        tls: Option<&UpstreamTls>,
+        timeout: Duration,
+    ) -> Result<Self, Error> {
         let deadline = Instant::now() + timeout;
         let mut last = Error::upstream(ErrorKind::BadGateway, "the upstream has no address");
-        for addr in &up.addrs {
+        for addr in addrs {
             let left = deadline.saturating_duration_since(Instant::now());
             let tcp = match monoio::time::timeout(left, TcpStream::connect_addr(*addr)).await {
                 Ok(Ok(tcp)) => tcp,
@@ -60,7 +73,7 @@ impl UpstreamConn {
             io::set_nonblocking(tcp.as_raw_fd())
                 .map_err(|e| Error::internal(format!("upstream socket: {e}")))?;
             let _ = tcp.set_nodelay(true);
-            let Some(t) = &up.tls else {
+            let Some(t) = tls else {
                 return Ok(Self {
                     addr: *addr,
                     tcp,
@@ -69,13 +82,13 @@ impl UpstreamConn {
             };
             let mut session = ClientConnection::new(t.config.clone(), t.name.clone())
                 .map_err(|e| Error::internal(format!("TLS client session: {e}")))?;
-            return match tls::io::handshake(&tcp, &mut session, deadline).await {
+            return match super::tls::handshake(&tcp, &mut session, deadline).await {
                 Ok(()) => Ok(Self {
                     addr: *addr,
                     tcp,
                     tls: Some(Box::new(session)),
                 }),
-                Err(tls::io::HandshakeError::Timeout) => Err(Error::upstream(
+                Err(super::tls::HandshakeError::Timeout) => Err(Error::upstream(
                     ErrorKind::GatewayTimeout,
                     format!("{addr}: TLS handshake timed out"),
                 )),
@@ -92,7 +105,7 @@ impl UpstreamConn {
     pub async fn send(&mut self, data: &[u8], more: bool) -> Result<(), Error> {
         match &mut self.tls {
             None => io::send_all(&self.tcp, data, more).await,
-            Some(s) => tls::io::send_all(&self.tcp, s, data).await,
+            Some(s) => super::tls::send_all(&self.tcp, s, data).await,
         }
     }
 
@@ -127,7 +140,7 @@ impl UpstreamConn {
                     // What rustls takes is on its way (flushed below or at the next send).
                     taken += std::io::Write::write(&mut s.writer(), rest)
                         .map_err(|e| Error::internal(format!("TLS write: {e}")))?;
-                    tls::io::try_flush(fd, s)
+                    super::tls::try_flush(fd, s)
                 }
             };
             let e = match flushed {
@@ -202,7 +215,7 @@ impl UpstreamConn {
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => Ok(None),
                 Err(e) => Err(RecvError::Failed(e.kind())),
             },
-            Some(s) => tls::io::try_recv(self.tcp.as_raw_fd(), s, buf, want),
+            Some(s) => super::tls::try_recv(self.tcp.as_raw_fd(), s, buf, want),
         }
     }
 
@@ -221,7 +234,7 @@ impl UpstreamConn {
     ) -> Result<usize, RecvError> {
         match &mut self.tls {
             None => io::recv_into(&self.tcp, buf, want, timeout).await,
-            Some(s) => tls::io::recv_into(&self.tcp, s, buf, want, timeout).await,
+            Some(s) => super::tls::recv_into(&self.tcp, s, buf, want, timeout).await,
         }
     }
 
@@ -242,7 +255,7 @@ impl UpstreamConn {
     pub fn idle_and_open(&mut self) -> bool {
         match &mut self.tls {
             None => io::idle_and_open(&self.tcp),
-            Some(s) => tls::io::idle_and_open(&self.tcp, s),
+            Some(s) => super::tls::idle_and_open(&self.tcp, s),
         }
     }
 

@@ -1,0 +1,43 @@
+//! Each worker's own counters (connections, requests, TLS, file cache), written only by its
+//! worker and summed by the control thread for `proxyctl stats` and Prometheus.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// A worker's counters, on a cache line of their own.
+#[derive(Debug, Default)]
+#[repr(align(64))]
+pub struct WorkerStats {
+    /// Open client connections.
+    pub connections: AtomicU64,
+    /// Requests between a parsed head and the end of their response.
+    pub in_flight: AtomicU64,
+    /// Completed TLS handshakes.
+    pub tls_handshakes: AtomicU64,
+    /// TLS connections whose records the kernel runs.
+    pub ktls: AtomicU64,
+    /// TLS connections that asked for kTLS and continued in userspace.
+    pub ktls_fallback: AtomicU64,
+    /// TLS connections closed because kTLS could not be enabled (fallback off).
+    pub ktls_refused: AtomicU64,
+    /// Connections closed at accept because `max_concurrent_connections` were open.
+    pub over_cap: AtomicU64,
+    /// Connections accepted (and admitted) since start.
+    pub accepted: AtomicU64,
+    /// Requests answered since start.
+    pub requests: AtomicU64,
+    /// Open connections parked: idle, without a task (see [`crate::worker::park`]).
+    pub parked: AtomicU64,
+    /// Requests of `sendfile`-mode routes answered from the file cache, and not.
+    pub file_cache_hits: AtomicU64,
+    pub file_cache_misses: AtomicU64,
+    /// Files and bytes in this worker's file cache.
+    pub file_cache_files: AtomicU64,
+    pub file_cache_bytes: AtomicU64,
+}
+
+impl WorkerStats {
+    /// Adds one to a counter of this worker's (only its own thread writes it).
+    pub fn bump(counter: &AtomicU64) {
+        counter.store(counter.load(Ordering::Relaxed) + 1, Ordering::Relaxed);
+    }
+}

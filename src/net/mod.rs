@@ -1,0 +1,21 @@
+//! The transport: every byte that crosses a socket goes through this room.
+//!
+//! - [`client`]: an accepted client connection — plain, rustls, or kernel TLS — and the meter
+//!   of what its current response sent.
+//! - [`upstream`]: a connection to an upstream, plain or rustls client side.
+//! - [`io`]: non-blocking `send`/`recv`/`sendfile` with readiness waits (a worker never
+//!   blocks); [`tls`]: a rustls session driven the same way.
+//! - [`splice`]: upstream → pipe → client without copying; [`tunnel`]: the two-way byte copy
+//!   after a `101`.
+//! - [`buffers`]: each worker's pool of read buffers.
+//!
+//! Nothing here knows HTTP: the codec ([`crate::http`]) and the backends use these types, never
+//! the reverse.
+
+pub mod buffers;
+pub mod client;
+pub mod io;
+pub mod splice;
+pub mod tls;
+pub mod tunnel;
+pub mod upstream;
