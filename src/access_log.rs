@@ -21,7 +21,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use crate::config::AccessLogFormat;
-use crate::http::head::RequestHead;
+use crate::http::request::RequestHead;
 use crate::http::Version;
 
 /// What one access log line says.
@@ -342,7 +342,10 @@ mod tests {
     use super::*;
 
     fn request(raw: &[u8]) -> RequestHead {
-        crate::http::head::parse(raw, 8192).unwrap().unwrap().0
+        crate::http::h1::request::parse(raw, 8192)
+            .unwrap()
+            .unwrap()
+            .0
     }
 
     fn entry(req: Option<&RequestHead>) -> Entry<'_> {

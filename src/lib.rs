@@ -6,7 +6,7 @@
 //!
 //! - **Data plane** ([`worker`]): one thread per core, each a monoio runtime (io_uring, or
 //!   epoll where io_uring is missing) with its own `SO_REUSEPORT` listener. A connection task
-//!   reads a request head ([`http::head`]), loads the current [`snapshot::Snapshot`], finds the
+//!   reads a request head ([`http::h1::request`]), loads the current [`snapshot::Snapshot`], finds the
 //!   route ([`route`]) and answers from a file ([`files`]: `sendfile(2)` or memory) or an
 //!   upstream. Every failure is one [`error::Error`], mapped to a status in one place.
 //! - **Control plane**: the configuration ([`config`]) is parsed into types, every error with

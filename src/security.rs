@@ -14,7 +14,7 @@ use std::net::{IpAddr, Ipv6Addr};
 
 use ipnet::IpNet;
 
-use crate::http::head::RequestHead;
+use crate::http::request::RequestHead;
 
 /// A set of IPv4 and IPv6 networks. A single address is a /32 or /128 network. An IPv4-mapped
 /// IPv6 client address (`::ffff:10.0.0.1`) matches IPv4 rules.
@@ -269,7 +269,7 @@ mod tests {
 
     fn head(extra: &str) -> RequestHead {
         let raw = format!("GET / HTTP/1.1\r\nHost: a\r\n{extra}\r\n");
-        crate::http::head::parse(raw.as_bytes(), 8192)
+        crate::http::h1::request::parse(raw.as_bytes(), 8192)
             .unwrap()
             .unwrap()
             .0

@@ -3,7 +3,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use zerocopy_server::http::chunked::{ChunkedDecoder, Decoded};
+use zerocopy_server::http::h1::chunked::{ChunkedDecoder, Decoded};
 
 /// Feeds `pieces` in order; the body bytes, and `Some(consumed)` once done or the error.
 fn run(pieces: &[&[u8]]) -> (Vec<u8>, Result<Option<usize>, String>) {

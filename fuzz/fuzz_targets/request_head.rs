@@ -2,7 +2,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use zerocopy_server::http::head;
+use zerocopy_server::http::h1::request as head;
 
 fuzz_target!(|data: &[u8]| {
     // The limit from the first byte, so small and large limits both get exercised.

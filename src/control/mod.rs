@@ -873,7 +873,7 @@ impl Control {
             answer.status = e.status();
             answer.reason = Some(e.detail.to_string());
         };
-        let (host, raw_path, query) = match crate::http::head::route_of(host, target) {
+        let (host, raw_path, query) = match crate::http::h1::request::route_of(host, target) {
             Ok(r) => r,
             Err(e) => {
                 refuse(&mut answer, e.into());

@@ -28,7 +28,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use crate::config::{FileBackend, FileCache};
 use crate::error::{Error, ErrorKind};
-use crate::http::head::RequestHead;
+use crate::http::request::RequestHead;
 use crate::http::response::{HeadBuf, ResponseHead};
 use crate::http::Method;
 use crate::metrics::WorkerStats;

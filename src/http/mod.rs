@@ -1,5 +1,5 @@
-//! HTTP/1.1 wire handling: request heads (on `httparse`) with their limits, request-target
-//! normalisation, the chunked codec, and response heads.
+//! HTTP: the protocol-neutral request and response heads ([`request`], [`response`]), methods,
+//! request-path normalisation ([`path`]), and the HTTP/1.x codec ([`h1`]).
 //!
 //! Everything here is pure logic over byte slices — no sockets — so it is unit-tested in memory
 //! (including randomised inputs); the connection loop in [`crate::worker`] drives it.
@@ -24,7 +24,7 @@ impl Version {
     }
 }
 
-pub mod chunked;
-pub mod head;
+pub mod h1;
 pub mod path;
+pub mod request;
 pub mod response;

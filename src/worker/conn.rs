@@ -22,8 +22,9 @@ use super::{Admitted, Registry, Shared, Woke, WorkerStats};
 use crate::access_log;
 use crate::config::{defaults, Backend, RouteSecurity};
 use crate::error::{Error, ErrorKind, Side};
-use crate::http::chunked::{ChunkedDecoder, Decoded};
-use crate::http::head::{self, BodyKind, RequestHead};
+use crate::http::h1::body::{transcode, BodyReader, BodyWriter, Framing};
+use crate::http::h1::request as head;
+use crate::http::request::{BodyKind, RequestHead};
 use crate::http::response::{reason, ResponseHead};
 use crate::http::{path, Method};
 use crate::limiter::Verdict;
@@ -701,51 +702,25 @@ impl Conn {
     async fn discard_body(&mut self, req: &RequestHead, sec: &RouteSecurity) -> Result<(), Error> {
         let too_large = || Error::client(ErrorKind::BodyTooLarge, "request body too large");
         let timeout = sec.client_body_timeout;
-        match req.body {
-            BodyKind::None => Ok(()),
-            BodyKind::Length(n) => {
-                if n > sec.max_request_body_size {
-                    return Err(too_large());
-                }
-                let mut left = n;
-                loop {
-                    let take = (self.buf.len() as u64).min(left) as usize;
-                    self.buf.drain(..take);
-                    left -= take as u64;
-                    if left == 0 {
-                        return Ok(());
-                    }
-                    self.read_body(timeout).await?;
-                }
+        if let BodyKind::Length(n) = req.body {
+            if n > sec.max_request_body_size {
+                return Err(too_large());
             }
-            BodyKind::Chunked => {
-                let mut decoder = ChunkedDecoder::new();
-                loop {
-                    // Decode everything buffered, then drop it in one go: draining per chunk
-                    // would move the buffer once per (possibly one-byte) chunk.
-                    let mut at = 0;
-                    let done = loop {
-                        let rest = self.buf.get(at..).unwrap_or_default();
-                        let (used, decoded) = decoder
-                            .decode(rest)
-                            .map_err(|e| Error::client(ErrorKind::BadRequest, e.reason))?;
-                        at += used;
-                        if decoder.body_bytes() > sec.max_chunked_body_size {
-                            return Err(too_large());
-                        }
-                        match decoded {
-                            Decoded::Done => break true,
-                            Decoded::Data(_) => continue,
-                            Decoded::NeedMore => break false,
-                        }
-                    };
-                    self.buf.drain(..at);
-                    if done {
-                        return Ok(());
-                    }
-                    self.read_body(timeout).await?;
-                }
+        }
+        let framing = Framing::of_request(req.body);
+        let mut reader = BodyReader::new(framing);
+        loop {
+            // Everything buffered is decoded, then dropped in one go.
+            let t = transcode(&mut reader, BodyWriter::Discard, &self.buf, &mut Vec::new())
+                .map_err(|e| Error::client(ErrorKind::BadRequest, e.reason))?;
+            if framing == Framing::Chunked && reader.body_bytes() > sec.max_chunked_body_size {
+                return Err(too_large());
             }
+            self.buf.drain(..t.consumed);
+            if t.done {
+                return Ok(());
+            }
+            self.read_body(timeout).await?;
         }
     }
 

@@ -13,7 +13,7 @@
 use std::fmt;
 use std::ops::Range;
 
-use super::method::is_tchar;
+use crate::http::method::is_tchar;
 
 /// Longest chunk-size line accepted (hex digits plus extensions, without the CRLF).
 pub const MAX_SIZE_LINE: usize = 4096;
