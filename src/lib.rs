@@ -32,6 +32,7 @@ pub mod privileges;
 pub mod proxy;
 pub mod route;
 pub mod security;
+pub mod server;
 pub mod snapshot;
 pub mod tls;
 pub mod worker;

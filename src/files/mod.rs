@@ -28,11 +28,11 @@ use std::time::{Duration, Instant, SystemTime};
 
 use crate::config::{FileBackend, FileCache};
 use crate::error::{Error, ErrorKind};
+use crate::http::exchange::{Body, Downstream};
 use crate::http::request::RequestHead;
-use crate::http::response::{HeadBuf, ResponseHead};
+use crate::http::response::ResponseHead;
 use crate::http::Method;
 use crate::metrics::WorkerStats;
-use crate::net::client::ClientStream;
 pub use crate::preload::{content_type, FileMeta, MemFile, MemoryFiles};
 use crate::route::{Matched, Target};
 
@@ -110,15 +110,14 @@ pub fn plan(req: &RequestHead, meta: &FileMeta) -> Result<Plan, Error> {
 }
 
 /// Serves a matched File route: finds the file (on disk or in memory), plans the response and
-/// writes it. `keep_alive` decides the `Connection` header.
+/// sends it through `ds`.
 pub async fn serve(
-    client: &mut ClientStream,
+    ds: &mut impl Downstream,
     req: &RequestHead,
     m: &Matched<'_>,
     backend: &FileBackend,
     file_cache: &FileCache,
     stats: &WorkerStats,
-    keep_alive: bool,
 ) -> Result<(), Error> {
     let target = m.target();
     if target == Target::NotFound {
@@ -126,31 +125,34 @@ pub async fn serve(
     }
     if let Some(mem) = &m.entry.memory {
         let f = find_memory(mem, &target, &backend.index).ok_or_else(Error::not_found)?;
-        return send_memory(client, req, f, keep_alive).await;
+        return send_memory(ds, req, f).await;
     }
     let cache = file_cache
         .enabled()
         .then(|| (cache::Key::of(&target), Instant::now()));
     if let Some((Some(key), now)) = &cache {
         if let Some(hit) = cache::lookup(key, file_cache, *now, stats) {
-            return send_memory(client, req, &hit.file, keep_alive).await;
+            return send_memory(ds, req, &hit.file).await;
         }
     }
     let opened = open(&target, &backend.index)?;
     if let Some((Some(key), now)) = cache {
         if let Some(fill) = cache::fill(key, &opened, file_cache, now, stats) {
-            return send_memory(client, req, &fill.file, keep_alive).await;
+            return send_memory(ds, req, &fill.file).await;
         }
     }
     let p = plan(req, &opened.meta)?;
-    let head = response_head(&p, &opened.meta, None, req, keep_alive);
-    if p.body && p.len > 0 {
-        client
-            .send_head_and_file(&head, opened.fd.as_raw_fd(), p.offset, p.len)
-            .await
+    let head = response_head(&p, &opened.meta, None);
+    let body = if p.body {
+        Body::File {
+            fd: opened.fd.as_raw_fd(),
+            offset: p.offset,
+            len: p.len,
+        }
     } else {
-        client.send(&head, false).await
-    }
+        no_body(&p)
+    };
+    ds.respond(head, body).await
 }
 
 /// What serving `m` would find, without sending anything: the file a request gets (its path,
@@ -176,40 +178,37 @@ pub fn sweep_cache(now: Instant, stats: &WorkerStats) {
     cache::sweep(now, stats);
 }
 
-/// Sends a file held in memory (memory mode, or the cache): a small response in one send.
+/// Sends a file held in memory (memory mode, or the cache).
 async fn send_memory(
-    client: &mut ClientStream,
+    ds: &mut impl Downstream,
     req: &RequestHead,
     f: &MemFile,
-    keep_alive: bool,
 ) -> Result<(), Error> {
     let p = plan(req, &f.meta)?;
-    let head = response_head(&p, &f.meta, Some(&f.validators), req, keep_alive);
+    let head = response_head(&p, &f.meta, Some(&f.validators));
     let body = if p.body {
-        f.body
-            .get(p.offset as usize..(p.offset + p.len) as usize)
-            .unwrap_or_default()
+        Body::Bytes(
+            f.body
+                .get(p.offset as usize..(p.offset + p.len) as usize)
+                .unwrap_or_default(),
+        )
     } else {
-        &[]
+        no_body(&p)
     };
-    if body.len() <= 16 * 1024 {
-        let mut all = head;
-        all.extend_from_slice(body);
-        return client.send(&all, false).await;
+    ds.respond(head, body).await
+}
+
+/// The body of a plan that sends none: a HEAD answer says the length a GET would get; a 304
+/// says none.
+fn no_body(p: &Plan) -> Body<'static> {
+    Body::Empty {
+        length: (p.status != 304).then_some(p.len),
     }
-    client.send(&head, true).await?;
-    client.send(body, false).await
 }
 
 /// The head for a plan; `validators` are `meta`'s `Last-Modified` and `ETag` lines when they
 /// were formatted already.
-fn response_head(
-    p: &Plan,
-    meta: &FileMeta,
-    validators: Option<&[u8]>,
-    req: &RequestHead,
-    keep_alive: bool,
-) -> HeadBuf {
+fn response_head(p: &Plan, meta: &FileMeta, validators: Option<&[u8]>) -> ResponseHead {
     let mut h = ResponseHead::new(p.status);
     match validators {
         Some(lines) => {
@@ -230,19 +229,8 @@ fn response_head(
                 &format!("bytes {}-{last}/{}", p.offset, meta.len),
             );
         }
-        h.content_length(p.len);
     }
-    connection_header(&mut h, req, keep_alive);
-    h.finish()
-}
-
-/// Adds `Connection: close`, or `Connection: keep-alive` for an HTTP/1.0 client that asked.
-pub fn connection_header(h: &mut ResponseHead, req: &RequestHead, keep_alive: bool) {
-    if !keep_alive {
-        h.header("Connection", "close");
-    } else if req.version == crate::http::Version::Http10 {
-        h.header("Connection", "keep-alive");
-    }
+    h
 }
 
 /// The file for a resolved target, following a directory to its index.

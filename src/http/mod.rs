@@ -24,6 +24,7 @@ impl Version {
     }
 }
 
+pub mod exchange;
 pub mod h1;
 pub mod path;
 pub mod request;

@@ -1,5 +1,11 @@
-//! Response heads: the status line, `Date` and `Server`, and the caller's headers, written into
-//! one buffer.
+//! Response heads as backends build them: a status and header fields — `Date` and `Server`
+//! for the daemon's own answers, the upstream's fields for a relayed one — never the framing
+//! (`Content-Length`, `Transfer-Encoding`) or `Connection`, which the protocol writing the
+//! response adds ([`crate::server::h1`]).
+//!
+//! The fields are kept in the order they are added, in one buffer that starts with an HTTP/1.1
+//! status line: the form HTTP/1 sends without a copy; [`ResponseHead::fields`] reads them back
+//! as pairs for any other writer.
 
 use std::cell::RefCell;
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -7,9 +13,10 @@ use std::time::{SystemTime, UNIX_EPOCH};
 /// The `Server` header value.
 pub const SERVER: &str = concat!("zerocopy-server/", env!("CARGO_PKG_VERSION"));
 
-/// Builds a response head. Headers are appended in order; [`ResponseHead::finish`] adds the
-/// blank line.
+/// A response head being built: the status, then header fields in order.
 pub struct ResponseHead {
+    status: u16,
+    /// The status line, then one `Name: value\r\n` line per field.
     buf: Vec<u8>,
 }
 
@@ -98,7 +105,45 @@ impl ResponseHead {
         buf.extend_from_slice(b"\r\nDate: ");
         with_date(|d| buf.extend_from_slice(d.as_bytes()));
         buf.extend_from_slice(b"\r\n");
-        Self { buf }
+        Self { status, buf }
+    }
+
+    /// The head of a response relayed from an upstream: its status and reason phrase, and its
+    /// end-to-end fields (`Name: value\r\n` lines) — no `Date` or `Server` of the daemon's.
+    pub fn relayed(status: u16, reason: &str, lines: &[u8]) -> Self {
+        let mut buf = POOL
+            .with(|p| p.try_borrow_mut().ok().and_then(|mut p| p.pop()))
+            .unwrap_or_else(|| Vec::with_capacity(64 + lines.len()));
+        buf.extend_from_slice(b"HTTP/1.1 ");
+        // Three digits: a parsed status has no other form.
+        buf.extend_from_slice(&[
+            b'0' + (status / 100 % 10) as u8,
+            b'0' + (status / 10 % 10) as u8,
+            b'0' + (status % 10) as u8,
+            b' ',
+        ]);
+        buf.extend_from_slice(reason.as_bytes());
+        buf.extend_from_slice(b"\r\n");
+        buf.extend_from_slice(lines);
+        Self { status, buf }
+    }
+
+    pub fn status(&self) -> u16 {
+        self.status
+    }
+
+    /// The header fields, in order, as name and value.
+    pub fn fields(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
+        let start = self
+            .buf
+            .windows(2)
+            .position(|w| w == b"\r\n")
+            .map_or(self.buf.len(), |at| at + 2);
+        self.buf[start..].split(|&b| b == b'\n').filter_map(|line| {
+            let line = line.strip_suffix(b"\r")?;
+            let colon = line.iter().position(|&b| b == b':')?;
+            Some((&line[..colon], line[colon + 1..].trim_ascii_start()))
+        })
     }
 
     pub fn header(&mut self, name: &str, value: &str) -> &mut Self {
@@ -132,7 +177,8 @@ impl ResponseHead {
         self
     }
 
-    /// Ends the head and returns its bytes.
+    /// Ends the head as HTTP/1 bytes (after the framing and `Connection` lines the writer
+    /// added with [`Self::header`]) and returns them.
     pub fn finish(mut self) -> HeadBuf {
         self.buf.extend_from_slice(b"\r\n");
         HeadBuf(self.buf)

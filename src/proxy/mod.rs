@@ -32,15 +32,16 @@ use std::time::{Duration, Instant};
 
 use crate::config::{ProxyBackend, RouteSecurity};
 use crate::error::{Error, ErrorKind};
-use crate::http::h1::body::{self, transcode, BodyReader, BodyWriter, Framing};
+use crate::http::exchange::{Body, Downstream};
+use crate::http::h1::body::{transcode, BodyReader, BodyWriter, Framing};
 use crate::http::h1::response::{
     self as h1_response, connection_tokens, is_hop_by_hop, Head as UpstreamHead,
 };
 use crate::http::request::{BodyKind, RequestHead};
 use crate::http::response::push_decimal;
-use crate::http::{Method, Version};
+use crate::http::response::ResponseHead;
+use crate::http::Method;
 use crate::metrics::UpstreamEvent;
-use crate::net::client::ClientStream;
 use crate::net::io::RecvError;
 use crate::net::upstream::{Stop, UpstreamConn};
 use crate::net::{splice, tunnel};
@@ -56,12 +57,11 @@ const CHUNK: usize = 64 * 1024;
 const MAX_INTERIM: usize = 16;
 
 /// One request to forward.
-pub struct Exchange<'a> {
-    pub client: &'a mut ClientStream,
+pub struct Exchange<'a, D> {
+    /// The client's side: its request body, and where the response goes.
+    pub ds: &'a mut D,
     /// Whether the client came over TLS (`X-Forwarded-Proto: https`).
     pub tls: bool,
-    /// Client bytes read but not consumed: the start of the body, pipelined requests.
-    pub buf: &'a mut Vec<u8>,
     pub peer: SocketAddr,
     pub req: &'a RequestHead,
     pub backend: &'a ProxyBackend,
@@ -69,8 +69,6 @@ pub struct Exchange<'a> {
     pub security: &'a RouteSecurity,
     /// The upstream path, decoded (from the router): re-encoded here.
     pub path: &'a str,
-    /// Whether the client connection may go on after this exchange.
-    pub keep_alive: bool,
     /// The worker's index, for the upstream's counters.
     pub worker: usize,
 }
@@ -85,24 +83,15 @@ pub struct UpstreamTrace {
     pub time: Option<Duration>,
 }
 
-/// How the client connection goes on.
-#[derive(Debug, PartialEq, Eq)]
-pub enum Done {
-    KeepAlive,
-    Close,
-}
-
-/// Forwards one request. `body_pending` is cleared once the request body has been read;
-/// `trace` gets the upstream address and time. Failures on the upstream's side are counted on
-/// the upstream.
-pub async fn forward(
-    x: Exchange<'_>,
-    body_pending: &mut bool,
+/// Forwards one request; `trace` gets the upstream address and time. Failures on the
+/// upstream's side are counted on the upstream.
+pub async fn forward<D: Downstream>(
+    x: Exchange<'_, D>,
     trace: &mut UpstreamTrace,
-) -> Result<Done, Error> {
+) -> Result<(), Error> {
     let started = Instant::now();
     let (upstream, worker) = (x.upstream, x.worker);
-    let result = forward_inner(x, body_pending, trace).await;
+    let result = forward_inner(x, trace).await;
     trace.time = Some(started.elapsed());
     if let Err(e) = &result {
         if e.side == crate::error::Side::Upstream {
@@ -112,19 +101,10 @@ pub async fn forward(
     result
 }
 
-async fn forward_inner(
-    mut x: Exchange<'_>,
-    body_pending: &mut bool,
+async fn forward_inner<D: Downstream>(
+    mut x: Exchange<'_, D>,
     trace: &mut UpstreamTrace,
-) -> Result<Done, Error> {
-    if let BodyKind::Length(n) = x.req.body {
-        if n > x.security.max_request_body_size {
-            return Err(Error::client(
-                ErrorKind::BodyTooLarge,
-                "request body too large",
-            ));
-        }
-    }
+) -> Result<(), Error> {
     let upgrade = upgrade_token(x.req, &x.security.allowed_upgrades);
     let head = request_head(&x, upgrade.as_deref());
     let retryable = matches!(x.req.body, BodyKind::None | BodyKind::Length(0))
@@ -138,7 +118,7 @@ async fn forward_inner(
                 | Method::Delete
         );
     let mut attempt = 0;
-    let (mut upstream, reused, resp_buf, resp) = loop {
+    let (mut upstream, early, resp_buf, resp) = loop {
         attempt += 1;
         let (mut conn, reused) = connect(x.upstream, x.security).await?;
         x.upstream.metrics.count(
@@ -150,8 +130,8 @@ async fn forward_inner(
             },
         );
         trace.addr = Some(conn.addr);
-        match exchange_head(&mut x, &mut conn, &head, body_pending).await {
-            Ok((buf, resp)) => break (conn, reused, buf, resp),
+        match exchange_head(&mut x, &mut conn, &head).await {
+            Ok((buf, resp, early)) => break (conn, early, buf, resp),
             Err(Failure::BeforeResponse(e)) if reused && retryable && attempt == 1 => {
                 x.upstream.metrics.count(x.worker, UpstreamEvent::Retry);
                 log::debug!(
@@ -163,7 +143,6 @@ async fn forward_inner(
             Err(Failure::BeforeResponse(e)) | Err(Failure::Other(e)) => return Err(e),
         }
     };
-    let _ = reused;
     if resp.status == 101 {
         // Only to a protocol that was offered (RFC 9110 §7.8): a 101 to anything else would
         // hand the connection to the upstream for a protocol the route does not allow.
@@ -183,49 +162,19 @@ async fn forward_inner(
         }
         return tunnel(&mut x, upstream, resp_buf, &resp).await;
     }
-    // The body was not all sent (the upstream answered early): the client's stream is in
-    // doubt, and so is the upstream connection.
-    let early = *body_pending;
-    if early {
-        x.keep_alive = false;
-    }
+    // `early`: the body was not all sent (the upstream answered first): the client's stream
+    // is in doubt, and so is the upstream connection.
     let framing = resp.framing(x.req.method == Method::Head);
-    let http10 = x.req.version == Version::Http10;
-    // To the client: the same framing where it can carry it; a close-delimited body becomes
-    // chunked for an HTTP/1.1 client; an HTTP/1.0 client gets close-delimited bodies.
-    let (out_framing, mut keep) = match framing {
-        Framing::Chunked | Framing::Close if http10 => (Framing::Close, false),
-        Framing::Close => (Framing::Chunked, x.keep_alive),
-        f => (f, x.keep_alive),
-    };
-    if framing == Framing::Close && out_framing == Framing::Close {
-        keep = false;
-    }
-    let mut out_head = response_head(&resp, out_framing, keep, http10);
-    if x.req.method == Method::Head {
-        // A HEAD answer describes the body a GET would get: keep the upstream's length.
-        if let Some(n) = resp.content_length {
-            let at = out_head.len() - 2;
-            out_head.splice(at..at, format!("Content-Length: {n}\r\n").into_bytes());
-        }
-    }
-    if let Err(e) = relay_body(
-        &mut x,
-        &mut upstream,
-        resp_buf,
-        framing,
-        out_framing,
-        out_head,
-    )
-    .await
-    {
+    let head = ResponseHead::relayed(resp.status, &resp.reason, &resp.headers);
+    if let Err(e) = relay_body(&mut x, &mut upstream, resp_buf, &resp, framing, head).await {
         // The response has begun: nothing can be said to the client any more; the upstream
         // connection is dropped, and so is the client's.
         if e.kind != ErrorKind::Aborted && e.kind != ErrorKind::ClientGone {
             return Err(e);
         }
         log::debug!("{}: {e}", x.peer);
-        return Ok(Done::Close);
+        x.ds.reset();
+        return Ok(());
     }
     if resp.keep_alive && framing != Framing::Close && !early {
         pool::put(
@@ -235,7 +184,7 @@ async fn forward_inner(
             x.security.idle_connection_timeout,
         );
     }
-    Ok(if keep { Done::KeepAlive } else { Done::Close })
+    Ok(())
 }
 
 /// A failure while sending the request or waiting for the response head.
@@ -273,14 +222,13 @@ struct Interim {
 }
 
 /// Sends the request (head and body) and reads the response head, relaying interim
-/// responses on the way (see the module documentation). `body_pending` is cleared once the
-/// whole body went; it stays set when the upstream answered first.
-async fn exchange_head(
-    x: &mut Exchange<'_>,
+/// responses on the way (see the module documentation). The flag is `true` when the upstream
+/// answered before it took the whole body (the rest of it is abandoned).
+async fn exchange_head<D: Downstream>(
+    x: &mut Exchange<'_, D>,
     conn: &mut UpstreamConn,
     head: &[u8],
-    body_pending: &mut bool,
-) -> Result<(Vec<u8>, UpstreamHead), Failure> {
+) -> Result<(Vec<u8>, UpstreamHead, bool), Failure> {
     let has_body = !matches!(x.req.body, BodyKind::None | BodyKind::Length(0));
     conn.send(head, has_body).await.map_err(|_| {
         Failure::BeforeResponse(Error::upstream(
@@ -290,8 +238,13 @@ async fn exchange_head(
     })?;
     let mut buf = Vec::with_capacity(8 * 1024);
     let mut interim = Interim::default();
-    if !has_body || matches!(send_body(x, conn, &mut buf, &mut interim).await?, Sent::All) {
-        *body_pending = false;
+    let early = has_body
+        && matches!(
+            send_body(x, conn, &mut buf, &mut interim).await?,
+            Sent::Answered
+        );
+    if early {
+        x.ds.abandon_body();
     }
     let deadline = Instant::now() + x.security.backend_response_timeout;
     if buf.is_empty() {
@@ -305,7 +258,7 @@ async fn exchange_head(
         // 103 and its final response in one write.
         if let Some((resp, n)) = final_head(x, &mut buf, &mut interim).await? {
             buf.drain(..n);
-            return Ok((buf, resp));
+            return Ok((buf, resp, early));
         }
         let left = deadline.saturating_duration_since(Instant::now());
         // Safe to retry only while nothing at all of a response came.
@@ -348,8 +301,8 @@ async fn exchange_head(
 /// head with its length once it is complete there. `100 Continue` is dropped (the client got
 /// the daemon's own, or asked for none); other 1xx go to an HTTP/1.1 client and not to an
 /// HTTP/1.0 one; past [`MAX_INTERIM`] of them, or [`MAX_RESPONSE_HEAD`] bytes, it is a 502.
-async fn final_head(
-    x: &mut Exchange<'_>,
+async fn final_head<D: Downstream>(
+    x: &mut Exchange<'_, D>,
     buf: &mut Vec<u8>,
     interim: &mut Interim,
 ) -> Result<Option<(UpstreamHead, usize)>, Failure> {
@@ -363,7 +316,7 @@ async fn final_head(
             Ok(None) => return Ok(None),
             Err(reason) => return Err(bad(reason)),
         };
-        if !(100..200).contains(&resp.status) || resp.status == 101 {
+        if !resp.is_interim() {
             return Ok(Some((resp, n)));
         }
         interim.count += 1;
@@ -373,10 +326,8 @@ async fn final_head(
                 "the upstream sent more than {MAX_INTERIM} interim (1xx) responses"
             )));
         }
-        if resp.status != 100 && x.req.version == Version::Http11 {
-            let h = response_head(&resp, Framing::None, true, false);
-            x.client.send(&h, false).await.map_err(Failure::Other)?;
-        }
+        let head = ResponseHead::relayed(resp.status, &resp.reason, &resp.headers);
+        x.ds.send_interim(head).await.map_err(Failure::Other)?;
         buf.drain(..n);
     }
 }
@@ -387,8 +338,8 @@ async fn final_head(
 /// or the connection ended; the body is then not sent further. `false` for interim responses
 /// (an unasked `100 Continue`), or a final answer that does not refuse the body (a 2xx): the
 /// body goes on, and that answer is read once it is sent (`interim.final_ahead`).
-async fn heard(
-    x: &mut Exchange<'_>,
+async fn heard<D: Downstream>(
+    x: &mut Exchange<'_, D>,
     conn: &mut UpstreamConn,
     buf: &mut Vec<u8>,
     interim: &mut Interim,
@@ -411,8 +362,8 @@ async fn heard(
 }
 
 /// Sends a piece of the body: `true` when the upstream's answer said to stop first.
-async fn send_piece(
-    x: &mut Exchange<'_>,
+async fn send_piece<D: Downstream>(
+    x: &mut Exchange<'_, D>,
     conn: &mut UpstreamConn,
     mut data: &[u8],
     more: bool,
@@ -447,27 +398,23 @@ async fn send_piece(
 
 /// Waits for more of the body from the client into `buf` — or for the upstream, whose
 /// answer may say to stop (`true`) while the client is slow to send.
-async fn more_body(
-    x: &mut Exchange<'_>,
+async fn more_body<D: Downstream>(
+    x: &mut Exchange<'_, D>,
     conn: &mut UpstreamConn,
-    buf: &mut Vec<u8>,
     resp: &mut Vec<u8>,
     interim: &mut Interim,
 ) -> Result<bool, Failure> {
-    let timeout = x.security.client_body_timeout;
     loop {
         if !interim.final_ahead && conn.answered() && heard(x, conn, resp, interim).await? {
             return Ok(true);
         }
         if interim.final_ahead {
-            read_client(x.client, buf, timeout)
-                .await
-                .map_err(Failure::Other)?;
+            x.ds.more_body().await.map_err(Failure::Other)?;
             return Ok(false);
         }
         // Both futures only wait for readiness before they take bytes: the loser loses none.
         let client_first = monoio::select! {
-            read = read_client(x.client, buf, timeout) => {
+            read = x.ds.more_body() => {
                 read.map_err(Failure::Other)?;
                 true
             }
@@ -482,85 +429,45 @@ async fn more_body(
 /// Streams the request body from the client to the upstream, re-framed, within the route's
 /// limits — until the upstream's final answer begins ([`Sent::Answered`]; what it sent is in
 /// `resp`).
-async fn send_body(
-    x: &mut Exchange<'_>,
+async fn send_body<D: Downstream>(
+    x: &mut Exchange<'_, D>,
     conn: &mut UpstreamConn,
     resp: &mut Vec<u8>,
     interim: &mut Interim,
 ) -> Result<Sent, Failure> {
-    if x.req.expects_continue() && x.buf.is_empty() {
-        x.client
-            .send(b"HTTP/1.1 100 Continue\r\n\r\n", false)
-            .await
-            .map_err(Failure::Other)?;
-    }
-    // The client's bytes, taken out of the exchange while the exchange is lent to relaying.
-    let mut buf = std::mem::take(&mut *x.buf);
-    let result = async {
-        let framing = Framing::of_request(x.req.body);
-        let mut reader = BodyReader::new(framing);
-        // A chunked body is re-chunked for the upstream: extensions dropped, trailers kept.
-        let writer = BodyWriter::between(framing, framing, true);
-        let mut out = Vec::new();
-        loop {
-            out.clear();
-            let t = transcode(&mut reader, writer, &buf, &mut out)
-                .map_err(|e| Failure::Other(Error::client(ErrorKind::BadRequest, e.reason)))?;
-            if framing == Framing::Chunked && reader.body_bytes() > x.security.max_chunked_body_size
-            {
-                return Err(Failure::Other(Error::client(
-                    ErrorKind::BodyTooLarge,
-                    "chunked body too large",
-                )));
-            }
-            let piece = if t.raw { &buf[..t.consumed] } else { &out[..] };
-            if !piece.is_empty() && send_piece(x, conn, piece, !t.done, resp, interim).await? {
-                return Ok(Sent::Answered);
-            }
-            buf.drain(..t.consumed);
-            if t.done {
-                return Ok(Sent::All);
-            }
-            if more_body(x, conn, &mut buf, resp, interim).await? {
-                return Ok(Sent::Answered);
-            }
+    x.ds.continue_body().await.map_err(Failure::Other)?;
+    let framing = Framing::of_request(x.req.body);
+    // A chunked body is re-chunked for the upstream: extensions dropped, trailers kept.
+    let writer = BodyWriter::between(framing, framing, true);
+    let mut out = Vec::new();
+    loop {
+        out.clear();
+        let done =
+            x.ds.take_body(&mut |d| writer.write_data(d, &mut out))
+                .map_err(Failure::Other)?;
+        if done {
+            writer.write_end(x.ds.body_trailers(), &mut out);
         }
-    }
-    .await;
-    *x.buf = buf;
-    result
-}
-
-async fn read_client(
-    client: &mut ClientStream,
-    buf: &mut Vec<u8>,
-    timeout: Duration,
-) -> Result<(), Error> {
-    match client.recv_into(buf, CHUNK, timeout).await {
-        Ok(0) => Err(Error::client(
-            ErrorKind::ClientGone,
-            "client closed mid-body",
-        )),
-        Ok(_) => Ok(()),
-        Err(RecvError::Timeout) => Err(Error::client(
-            ErrorKind::ClientTimeout,
-            "request body too slow",
-        )),
-        Err(RecvError::Failed(k)) => Err(Error::client(
-            ErrorKind::ClientGone,
-            format!("client read failed: {k:?}"),
-        )),
+        if !out.is_empty() && send_piece(x, conn, &out, !done, resp, interim).await? {
+            return Ok(Sent::Answered);
+        }
+        if done {
+            return Ok(Sent::All);
+        }
+        if more_body(x, conn, resp, interim).await? {
+            return Ok(Sent::Answered);
+        }
     }
 }
 
 /// Relays the response: its head, then the body from `pending` and the upstream.
-async fn relay_body(
-    x: &mut Exchange<'_>,
+async fn relay_body<D: Downstream>(
+    x: &mut Exchange<'_, D>,
     upstream: &mut UpstreamConn,
     mut pending: Vec<u8>,
+    resp: &UpstreamHead,
     framing: Framing,
-    out: Framing,
-    head: Vec<u8>,
+    head: ResponseHead,
 ) -> Result<(), Error> {
     let aborted = |what: &str| {
         Error::upstream(
@@ -569,43 +476,51 @@ async fn relay_body(
         )
     };
     let read_timeout = x.security.backend_response_timeout;
-    match framing {
-        Framing::None => return x.client.send(&head, false).await,
+    let body = match framing {
+        // A HEAD answer describes the body a GET would get: the upstream's length.
+        Framing::None => Body::Empty {
+            length: resp.content_length.filter(|_| x.req.method == Method::Head),
+        },
+        // The whole (small) body is here already: it leaves with the head.
         Framing::Length(n) if (pending.len() as u64) >= n && n <= SMALL_BODY => {
-            // The whole (small) body is here already: one send for head and body.
-            let mut all = head;
-            all.extend_from_slice(pending.get(..n as usize).unwrap_or_default());
-            return x.client.send(&all, false).await;
+            Body::Bytes(pending.get(..n as usize).unwrap_or_default())
         }
-        // Nothing waits corked on the upstream: a streamed response (server-sent events, say)
-        // passes each piece on as it comes.
-        Framing::Length(n) => x.client.send(&head, n > 0).await?,
-        Framing::Chunked | Framing::Close => x.client.send(&head, !pending.is_empty()).await?,
+        // Nothing waits on the upstream held back: a streamed response (server-sent events,
+        // say) passes each piece on as it comes.
+        Framing::Length(n) => Body::Stream {
+            length: Some(n),
+            follows: n > 0,
+        },
+        Framing::Chunked | Framing::Close => Body::Stream {
+            length: None,
+            follows: !pending.is_empty(),
+        },
+    };
+    let streamed = matches!(body, Body::Stream { .. });
+    x.ds.respond(head, body).await?;
+    if !streamed {
+        return Ok(());
     }
     let mut reader = BodyReader::new(framing);
-    let writer = BodyWriter::between(framing, out, false);
-    let mut framed = Vec::new();
+    let mut data = Vec::new();
     loop {
-        framed.clear();
-        let t = transcode(&mut reader, writer, &pending, &mut framed)
+        data.clear();
+        let t = transcode(&mut reader, BodyWriter::Identity, &pending, &mut data)
             .map_err(|e| Error::upstream(ErrorKind::Aborted, e.reason))?;
         let piece = if t.raw {
             &pending[..t.consumed]
         } else {
-            &framed[..]
+            &data[..]
         };
-        if !piece.is_empty() {
-            x.client.send(piece, false).await?;
-        }
+        x.ds.send_data(piece).await?;
         pending.drain(..t.consumed);
         if t.done {
-            return Ok(());
+            return x.ds.end_body(reader.trailers()).await;
         }
         // A large rest between two plain sockets: through a pipe, not through here.
         let left = reader.left();
         if left >= splice::MIN_BODY && pending.is_empty() && splice::enabled() {
-            if let (Some(up), Some((client, sent))) = (upstream.plain_tcp(), x.client.plain_parts())
-            {
+            if let (Some(up), Some((client, sent))) = (upstream.plain_tcp(), x.ds.plain_socket()) {
                 // Without a pipe (descriptors short), the body is copied.
                 if let Some(pipe) = splice::pipe() {
                     return splice::relay(pipe, up, client, left, read_timeout, sent).await;
@@ -618,10 +533,7 @@ async fn relay_body(
                 if reader.end_of_stream().is_err() {
                     return Err(aborted("closed"));
                 }
-                if writer == BodyWriter::Chunked {
-                    x.client.send(body::LAST_CHUNK, false).await?;
-                }
-                return Ok(());
+                return x.ds.end_body(&[]).await;
             }
             Ok(_) => {}
             Err(_) => return Err(aborted("failed")),
@@ -631,23 +543,30 @@ async fn relay_body(
 
 /// After a `101 Switching Protocols`: the 101 to the client, then a two-way byte tunnel
 /// ([`tunnel::run`]).
-async fn tunnel(
-    x: &mut Exchange<'_>,
+async fn tunnel<D: Downstream>(
+    x: &mut Exchange<'_, D>,
     mut upstream: UpstreamConn,
     pending: Vec<u8>,
     resp: &UpstreamHead,
-) -> Result<Done, Error> {
-    let head = response_head(resp, Framing::None, true, false);
-    x.client.send(&head, !pending.is_empty()).await?;
-    if !pending.is_empty() {
-        x.client.send(&pending, false).await?;
+) -> Result<(), Error> {
+    let mut head = ResponseHead::relayed(resp.status, &resp.reason, &resp.headers);
+    if let Some(up) = &resp.upgrade {
+        head.header_bytes("Upgrade", up);
     }
-    let from_client = std::mem::take(&mut *x.buf);
+    let Some((client, from_client)) = x.ds.switch_protocols(head).await? else {
+        return Err(Error::upstream(
+            ErrorKind::BadGateway,
+            "the client's protocol cannot switch",
+        ));
+    };
+    if !pending.is_empty() {
+        client.send(&pending, false).await?;
+    }
     if !from_client.is_empty() {
         upstream.send(&from_client, false).await?;
     }
-    tunnel::run(x.client, upstream).await;
-    Ok(Done::Close)
+    tunnel::run(client, upstream).await;
+    Ok(())
 }
 
 /// The `Upgrade` value to forward when the client asks to switch protocols (`Connection:
@@ -693,7 +612,7 @@ fn upgrade_token(req: &RequestHead, allowed: &[String]) -> Option<Vec<u8>> {
 }
 
 /// The request head for the upstream.
-fn request_head(x: &Exchange<'_>, upgrade: Option<&[u8]>) -> Vec<u8> {
+fn request_head<D>(x: &Exchange<'_, D>, upgrade: Option<&[u8]>) -> Vec<u8> {
     let req = x.req;
     let named = connection_tokens(
         req.headers
@@ -827,42 +746,6 @@ fn request_head(x: &Exchange<'_>, upgrade: Option<&[u8]>) -> Vec<u8> {
         h.extend_from_slice(b"Connection: upgrade\r\nUpgrade: ");
         h.extend_from_slice(token);
         h.extend_from_slice(b"\r\n");
-    }
-    h.extend_from_slice(b"\r\n");
-    h
-}
-
-/// The response head for the client.
-fn response_head(resp: &UpstreamHead, framing: Framing, keep_alive: bool, http10: bool) -> Vec<u8> {
-    let mut h = Vec::with_capacity(64 + resp.headers.len());
-    h.extend_from_slice(b"HTTP/1.1 ");
-    // Three digits: httparse accepts no other status.
-    h.extend_from_slice(&[
-        b'0' + (resp.status / 100 % 10) as u8,
-        b'0' + (resp.status / 10 % 10) as u8,
-        b'0' + (resp.status % 10) as u8,
-        b' ',
-    ]);
-    h.extend_from_slice(resp.reason.as_bytes());
-    h.extend_from_slice(b"\r\n");
-    h.extend_from_slice(&resp.headers);
-    match framing {
-        Framing::Length(n) => {
-            h.extend_from_slice(b"Content-Length: ");
-            push_decimal(&mut h, n);
-            h.extend_from_slice(b"\r\n");
-        }
-        Framing::Chunked => h.extend_from_slice(b"Transfer-Encoding: chunked\r\n"),
-        Framing::None | Framing::Close => {}
-    }
-    if let Some(up) = &resp.upgrade {
-        h.extend_from_slice(b"Connection: upgrade\r\nUpgrade: ");
-        h.extend_from_slice(up);
-        h.extend_from_slice(b"\r\n");
-    } else if !keep_alive || framing == Framing::Close {
-        h.extend_from_slice(b"Connection: close\r\n");
-    } else if http10 {
-        h.extend_from_slice(b"Connection: keep-alive\r\n");
     }
     h.extend_from_slice(b"\r\n");
     h

@@ -12,7 +12,6 @@
 //! `Connection: close`. The control thread ends the process when no connection is left.
 
 pub mod balance;
-pub mod conn;
 pub mod park;
 
 use std::cell::{Cell, RefCell};
@@ -313,7 +312,7 @@ impl Registry {
     }
 
     /// Registers a connection; the returned cell is the connection's idle state.
-    fn add(&self, fd: RawFd) -> (u64, Idle) {
+    pub(crate) fn add(&self, fd: RawFd) -> (u64, Idle) {
         let id = self.next.get();
         self.next.set(id + 1);
         let idle = Rc::new(IdleState::default());
@@ -321,7 +320,7 @@ impl Registry {
         (id, idle)
     }
 
-    fn remove(&self, id: u64) {
+    pub(crate) fn remove(&self, id: u64) {
         self.conns.borrow_mut().remove(&id);
     }
 
@@ -379,7 +378,7 @@ impl Registry {
                         self.released.set((parked, at));
                     }
                 }
-                None => parking.close_all(|p| conn::resume(p, self)),
+                None => parking.close_all(|p| crate::server::connection::resume(p, self)),
             }
         }
         // A burst of connections that has parked or closed leaves the table's room behind.
@@ -651,7 +650,9 @@ async fn worker_main(
     }
     if let Some(parking) = registry.parking.clone() {
         let registry = registry.clone();
-        monoio::spawn(park::watch(parking, move |p| conn::resume(p, &registry)));
+        monoio::spawn(park::watch(parking, move |p| {
+            crate::server::connection::resume(p, &registry)
+        }));
     }
     {
         let registry = registry.clone();
@@ -675,7 +676,7 @@ async fn worker_main(
                             let cap = shared.snapshot.load().config.security.max_concurrent_connections;
                             if let Some(admitted) = shared.admit(id, cap) {
                                 WorkerStats::bump(&stats.accepted);
-                                monoio::spawn(conn::serve(stream, peer, admitted, registry.clone()));
+                                monoio::spawn(crate::server::connection::serve(stream, peer, admitted, registry.clone()));
                             } else {
                                 // Closed at once, unanswered: answering would mean reading the
                                 // request, the work the cap exists to refuse.

@@ -193,6 +193,31 @@ impl BodyWriter {
             _ => Self::Identity,
         }
     }
+
+    /// Writes one piece of body data (decoded) into `out`.
+    pub fn write_data(self, data: &[u8], out: &mut Vec<u8>) {
+        match self {
+            Self::Discard => {}
+            Self::Identity | Self::Passthrough => out.extend_from_slice(data),
+            Self::Chunked => {
+                if !data.is_empty() {
+                    chunked::write_chunk_header(out, data.len());
+                    out.extend_from_slice(data);
+                    out.extend_from_slice(chunked::CRLF);
+                }
+            }
+        }
+    }
+
+    /// Writes the end of the body into `out`: for a chunked one, the last chunk and the
+    /// trailer fields (`Name: value\r\n` lines).
+    pub fn write_end(self, trailers: &[u8], out: &mut Vec<u8>) {
+        if self == Self::Chunked {
+            out.extend_from_slice(b"0\r\n");
+            out.extend_from_slice(trailers);
+            out.extend_from_slice(chunked::CRLF);
+        }
+    }
 }
 
 /// What [`transcode`] made of some input.
@@ -224,18 +249,11 @@ pub fn transcode(
     let consumed = match writer {
         BodyWriter::Discard => reader.read(input, |_| {})?,
         _ if identical => reader.read(input, |_| {})?,
-        BodyWriter::Identity => reader.read(input, |d| out.extend_from_slice(d))?,
-        BodyWriter::Chunked | BodyWriter::Passthrough => reader.read(input, |d| {
-            chunked::write_chunk_header(out, d.len());
-            out.extend_from_slice(d);
-            out.extend_from_slice(chunked::CRLF);
-        })?,
+        _ => reader.read(input, |d| writer.write_data(d, out))?,
     };
     let done = reader.is_done();
-    if done && writer == BodyWriter::Chunked {
-        out.extend_from_slice(b"0\r\n");
-        out.extend_from_slice(reader.trailers());
-        out.extend_from_slice(chunked::CRLF);
+    if done {
+        writer.write_end(reader.trailers(), out);
     }
     Ok(Transcoded {
         consumed,

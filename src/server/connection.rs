@@ -1,0 +1,425 @@
+//! One client connection's lifecycle: accepted (and its TLS handshake done), then a loop of
+//! waiting idle for a request (or parked without a task), reading and answering it
+//! ([`super::request`]), until it closes.
+//!
+//! Requests on a connection are handled strictly one after another, so pipelined requests are
+//! answered in order; bytes after a head (a body, the next request) stay in the connection's
+//! buffer. The snapshot is loaded per request and dropped before the next idle wait. Any error
+//! becomes a response through [`crate::error::Error::status`], and the connection closes
+//! whenever the framing of the stream is in doubt.
+
+use std::net::SocketAddr;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use monoio::buf::IoBufMut;
+use monoio::io::AsyncReadRent;
+use monoio::net::TcpStream;
+
+use crate::config::defaults;
+use crate::net::client::ClientStream;
+use crate::net::io::{set_nonblocking, RecvError};
+use crate::worker::park::{Parked, Parking};
+use crate::worker::{Admitted, Registry, Shared, Woke};
+
+/// How long a closing connection keeps draining the client's input after an error.
+const LINGER_TIME: Duration = Duration::from_secs(2);
+/// How much it drains at most.
+const LINGER_BYTES: usize = 1024 * 1024;
+/// Read size for request heads and bodies.
+const READ_SIZE: usize = 16 * 1024;
+
+/// Serves one accepted connection until it closes. The worker counted it open; this ends the
+/// count.
+pub async fn serve(
+    stream: TcpStream,
+    peer: SocketAddr,
+    admitted: Admitted,
+    registry: Rc<Registry>,
+) {
+    let (shared, worker) = (admitted.shared.clone(), admitted.worker);
+    if let Err(e) = set_nonblocking(stream.as_raw_fd()) {
+        log::warn!("{peer}: cannot make the socket non-blocking: {e}");
+        return;
+    }
+    if !registry.nodelay_inherited.get() {
+        let _ = stream.set_nodelay(true);
+    }
+    let (tls, limits) = {
+        let snapshot = shared.snapshot.load();
+        (snapshot.tls.clone(), snapshot.head_limits())
+    };
+    // The handshake, like the first request head, must be done within the header timeout.
+    let deadline = Instant::now() + limits.header_timeout;
+    let (client, deadline) = match tls {
+        None => (ClientStream::plain(stream), deadline),
+        // Boxed, like the request below: a handshake's state is not kept for the connection's
+        // life.
+        Some(config) => {
+            match Box::pin(super::tls::accept_tls(
+                stream, peer, config, deadline, &shared, worker,
+            ))
+            .await
+            {
+                // The first request head gets a header timeout of its own.
+                Some(client) => (client, Instant::now() + limits.header_timeout),
+                None => return,
+            }
+        }
+    };
+    drop(shared);
+    connection(client, peer, admitted, registry, deadline, true, false).await;
+}
+
+/// Gives a parked connection with bytes to read (or a hang-up) a task again, from the accept
+/// loop's side: it reads its next request as if it had never parked.
+pub fn resume(parked: Parked, registry: &Rc<Registry>) {
+    let Parked {
+        fd,
+        peer,
+        admitted,
+        deadline,
+        first,
+    } = parked;
+    match TcpStream::from_std(std::net::TcpStream::from(fd)) {
+        Ok(stream) => {
+            let client = ClientStream::plain(stream);
+            monoio::spawn(connection(
+                client,
+                peer,
+                admitted,
+                registry.clone(),
+                deadline,
+                first,
+                true,
+            ));
+        }
+        // Closed (by the drop): as if its idle timeout had passed.
+        Err(e) => log::debug!("{peer}: cannot resume a parked connection: {e}"),
+    }
+}
+
+/// Serves a connection from its first (or next) wait for a request until it closes or parks.
+/// The connection waits for a request until `deadline`; with `first`, that is also when the
+/// head of its first request must be complete. A `resumed` connection (back from parking)
+/// has bytes to read, or a hang-up, and reads at once.
+async fn connection(
+    client: ClientStream,
+    peer: SocketAddr,
+    admitted: Admitted,
+    registry: Rc<Registry>,
+    deadline: Instant,
+    first: bool,
+    resumed: bool,
+) {
+    let (shared, worker) = (admitted.shared.clone(), admitted.worker);
+    let (id, idle) = registry.add(client.tcp().as_raw_fd());
+    idle.set_parkable(!client.is_tls());
+    let mut open = OpenGuard {
+        admitted: Some(admitted),
+        registry,
+        id,
+    };
+    let mut conn = Conn {
+        client,
+        peer,
+        worker,
+        shared,
+        idle,
+        buf: Vec::new(),
+        aborted: false,
+        readable: false,
+    };
+    let (mut deadline, mut first, mut resumed) = (deadline, first, resumed);
+    loop {
+        // Boxed: a connection waiting for its next request is this future, kept small.
+        let end = Box::pin(conn.run(deadline, first, resumed)).await;
+        let End::Park {
+            deadline: until,
+            first: is_first,
+        } = end
+        else {
+            break;
+        };
+        if let Some(parking) = open.registry.parking.clone() {
+            match park(&conn, &mut open, &parking, until, is_first) {
+                // The table has it: this task and its stream (the original socket) end.
+                Ok(()) => return,
+                // Out of descriptors (EMFILE), or the epoll set refused it: the connection
+                // waits in its task instead.
+                Err(e) => {
+                    log::debug!("{peer}: cannot park ({e}); the connection keeps its task")
+                }
+            }
+        }
+        conn.idle.set_parkable(false);
+        (deadline, first, resumed) = (until, is_first, false);
+    }
+    // A TLS connection ends with close_notify, so that the client can tell the end from a
+    // truncation (sent if the socket takes it now; a plain socket just closes). Not after a
+    // response that was cut off: that must look cut off.
+    if conn.client.is_tls() && !conn.aborted {
+        conn.client.shutdown_write();
+    }
+}
+
+/// Parks an idle plain connection (see [`crate::worker::park`]): a duplicate of its socket and its
+/// place in the open counts move to the parking table; the caller then ends the task, which
+/// closes the original socket. On failure nothing has moved.
+fn park(
+    conn: &Conn,
+    open: &mut OpenGuard,
+    parking: &Parking,
+    deadline: Instant,
+    first: bool,
+) -> std::io::Result<()> {
+    // A duplicate: monoio may still hold the original in a cancelled readiness wait, and
+    // closes it when that is done.
+    // SAFETY: dup of the open socket.
+    let fd = unsafe { libc::fcntl(conn.client.tcp().as_raw_fd(), libc::F_DUPFD_CLOEXEC, 0) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    let Some(admitted) = open.admitted.take() else {
+        return Err(std::io::Error::other("no open-count guard"));
+    };
+    let parked = Parked {
+        // SAFETY: a new descriptor that nothing else owns.
+        fd: unsafe { OwnedFd::from_raw_fd(fd) },
+        peer: conn.peer,
+        admitted,
+        deadline,
+        first,
+    };
+    parking.park(parked).map_err(|(p, e)| {
+        open.admitted = Some(p.admitted);
+        e
+    })
+}
+
+/// Ends a connection's registration and open count, however the task ends.
+struct OpenGuard {
+    /// Given back after the registry entry is gone (fields drop after `drop`); taken when the
+    /// connection parks.
+    admitted: Option<Admitted>,
+    registry: Rc<Registry>,
+    id: u64,
+}
+
+impl Drop for OpenGuard {
+    fn drop(&mut self) {
+        self.registry.remove(self.id);
+    }
+}
+
+pub(super) struct Conn {
+    pub(super) client: ClientStream,
+    pub(super) peer: SocketAddr,
+    pub(super) worker: usize,
+    pub(super) shared: Arc<Shared>,
+    /// The deadline while waiting for the next request, for the worker's idle sweep (and so
+    /// that a drain can wake this connection).
+    pub(super) idle: crate::worker::Idle,
+    /// Bytes read and not yet consumed: the rest of a body, pipelined requests.
+    pub(super) buf: Vec<u8>,
+    /// A response was cut off (or the client vanished): end without `close_notify`.
+    pub(super) aborted: bool,
+    /// The socket just woke readable: the next read of a plain connection takes the bytes
+    /// with one `recv(2)` at once, without a ring round trip or a timer.
+    pub(super) readable: bool,
+}
+
+/// What reading more bytes gave.
+pub(super) enum Read {
+    Data,
+    Eof,
+    Timeout,
+}
+
+/// How a connection's task ended.
+enum End {
+    Close,
+    /// The idle sweep asked it to park; it waits for a request until `deadline` (`first`: its
+    /// first request, whose head must be complete by then).
+    Park {
+        deadline: Instant,
+        first: bool,
+    },
+}
+
+impl Conn {
+    /// Waits for a request until `deadline` (with `first`, also the deadline of the first
+    /// request's head), and serves requests until the connection closes or parks.
+    async fn run(&mut self, deadline: Instant, first: bool, resumed: bool) -> End {
+        let mut first_deadline = first.then_some(deadline);
+        // A resumed connection reads first; its next wait gets a fresh keep-alive deadline.
+        let mut idle_deadline = (!resumed).then_some(deadline);
+        // Back from parking: the bytes (or the hang-up) that woke it are read at once, also
+        // in a drain.
+        let mut read_at_once = resumed;
+        // A new plain connection's first request has usually arrived by the time the accept
+        // completes: look before waiting (when nothing is there, that cost one recv).
+        let mut look_first = first && !resumed && !self.client.is_tls();
+        loop {
+            if std::mem::take(&mut read_at_once) {
+                self.buf = crate::net::buffers::take();
+                self.readable = true;
+            } else if std::mem::take(&mut look_first) && self.look() {
+                // Its deadline is the head's, below; the next wait gets a keep-alive one.
+                idle_deadline = None;
+            } else if self.buf.is_empty() {
+                // Idle: hold no snapshot and no buffer while waiting for the next request, and
+                // no timer either: the worker's idle sweep ends the wait at the deadline (and
+                // a drain that starts meanwhile ends it at once), or asks the connection to
+                // park when it has waited a while.
+                if self.shared.is_draining() {
+                    return End::Close;
+                }
+                let deadline = idle_deadline
+                    .take()
+                    .unwrap_or_else(|| Instant::now() + defaults::KEEPALIVE_IDLE_TIMEOUT);
+                crate::net::buffers::give(std::mem::take(&mut self.buf));
+                self.idle.begin(deadline);
+                let woke = self.idle.wait(self.client.wait_readable()).await;
+                // Still on: bytes arrived (whatever the clock says now). Ended: the sweep
+                // (past the deadline) or a drain ended the wait.
+                let swept = !self.idle.end();
+                let ready = match woke {
+                    Woke::Park if !swept => {
+                        return End::Park {
+                            deadline,
+                            first: first_deadline.is_some(),
+                        }
+                    }
+                    // Asked to park, then swept by a drain: a request may have come meanwhile.
+                    Woke::Park => true,
+                    Woke::Ready(ready) => ready,
+                };
+                if !ready || (swept && Instant::now() >= deadline) {
+                    return End::Close;
+                }
+                self.buf = crate::net::buffers::take();
+                self.readable = true;
+            }
+            // Boxed: the state of a request in progress (its parse, a proxied exchange, a
+            // file, an error answer) lives on the heap only while there is one, and the task of
+            // an idle connection stays small.
+            if !Box::pin(self.request(first_deadline.take())).await {
+                return End::Close;
+            }
+        }
+    }
+
+    /// One `recv` without waiting, into a pooled buffer: `true` when it found bytes (or the
+    /// end of the stream, which the next read then sees); `false` when there were none, and
+    /// the buffer went back.
+    fn look(&mut self) -> bool {
+        let mut buf = crate::net::buffers::take();
+        match crate::net::io::recv_now(self.client.tcp_mut(), &mut buf, READ_SIZE) {
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                crate::net::buffers::give(buf);
+                false
+            }
+            Ok(n) => {
+                self.buf = buf;
+                self.readable = n == 0;
+                true
+            }
+            Err(_) => {
+                self.buf = buf;
+                self.readable = true;
+                true
+            }
+        }
+    }
+
+    /// Reads more bytes into the buffer, until `deadline`.
+    pub(super) async fn read_more(&mut self, deadline: Instant) -> Read {
+        if std::mem::take(&mut self.readable) && !self.client.is_tls() {
+            match crate::net::io::recv_now(self.client.tcp_mut(), &mut self.buf, READ_SIZE) {
+                Ok(0) => return Read::Eof,
+                Ok(_) => return Read::Data,
+                // Nothing after all (or interrupted): wait as usual.
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::Interrupted
+                    ) => {}
+                Err(_) => return Read::Eof,
+            }
+        }
+        read_more(&mut self.client, &mut self.buf, deadline).await
+    }
+
+    /// Drains the client's input for a while after an error response on a closing connection
+    /// (see [`linger`]).
+    pub(super) async fn linger(&mut self) {
+        linger(&mut self.client, &mut self.buf).await;
+    }
+}
+
+/// Reads more bytes into `buf`, until `deadline`.
+async fn read_more(client: &mut ClientStream, buf: &mut Vec<u8>, deadline: Instant) -> Read {
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Read::Timeout;
+        }
+        if client.is_tls() {
+            return match client.recv_into(buf, READ_SIZE, left).await {
+                Ok(0) | Err(RecvError::Failed(_)) => Read::Eof,
+                Ok(_) => Read::Data,
+                Err(RecvError::Timeout) => Read::Timeout,
+            };
+        }
+        let mut owned = std::mem::take(buf);
+        if owned.capacity() - owned.len() < 4096 {
+            owned.reserve(READ_SIZE);
+        }
+        // monoio reads into a Vec from index 0: read into its spare capacity instead.
+        let filled = owned.len();
+        let read = client.tcp_mut().read(owned.slice_mut(filled..));
+        let (res, owned) = match monoio::time::timeout(left, read).await {
+            Ok(r) => r,
+            Err(_) => return Read::Timeout,
+        };
+        *buf = owned.into_inner();
+        match res {
+            Ok(0) => return Read::Eof,
+            Ok(_) => return Read::Data,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                if !client
+                    .readable(deadline.saturating_duration_since(Instant::now()))
+                    .await
+                {
+                    return if Instant::now() >= deadline {
+                        Read::Timeout
+                    } else {
+                        Read::Eof
+                    };
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(_) => return Read::Eof,
+        }
+    }
+}
+
+/// Closes after an error response without destroying it: closing a socket with unread input
+/// makes the kernel send a reset, which can discard the response before the client reads it.
+/// So: shut down our side, then read and drop what the client still sends, for a bounded time
+/// and amount (nginx's lingering close).
+pub(super) async fn linger(client: &mut ClientStream, buf: &mut Vec<u8>) {
+    client.shutdown_write();
+    let deadline = Instant::now() + LINGER_TIME;
+    let mut drained = 0;
+    while drained < LINGER_BYTES {
+        buf.clear();
+        match read_more(client, buf, deadline).await {
+            Read::Data => drained += buf.len(),
+            Read::Eof | Read::Timeout => break,
+        }
+    }
+}

@@ -1,0 +1,424 @@
+//! One request on a connection, its phases in the order they run — [`Conn::request`] reads top
+//! to bottom:
+//!
+//! 1. **head**: read and parsed within the header timeout and size limits ([`Conn::read_head`]);
+//! 2. **admit**: counted in flight, the current snapshot loaded;
+//! 3. **route**: the path normalised and matched to a route ([`answer`]);
+//! 4. **policy**: the route's addresses, methods, rate limit and head limits;
+//! 5. **backend**: a file ([`crate::files`]) or an upstream ([`crate::proxy`]), answering
+//!    through the protocol's [`Downstream`] — or, on failure, the error's response
+//!    ([`answer_error`], the one place a failure becomes a status);
+//! 6. **log**: counted on its route and written to the access log ([`Conn::finish`]).
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+
+use super::connection::{Conn, Read};
+use super::h1::{BodyLimits, H1Downstream};
+use crate::access_log;
+use crate::config::{Backend, RouteSecurity};
+use crate::error::{Error, ErrorKind, Side};
+use crate::http::exchange::{Body, Downstream};
+use crate::http::h1::request as head;
+use crate::http::request::{BodyKind, RequestHead};
+use crate::http::response::{reason, ResponseHead};
+use crate::http::{path, Method};
+use crate::limiter::Verdict;
+use crate::metrics::WorkerStats;
+use crate::net::client::Meter;
+use crate::proxy;
+use crate::route::Target;
+use crate::snapshot::{HeadLimits, Snapshot};
+use crate::worker::Shared;
+
+impl Conn {
+    /// Reads one request head (complete by `deadline`, by default `header_timeout` from now)
+    /// and answers it; `false` when the connection is to close.
+    pub(super) async fn request(&mut self, deadline: Option<Instant>) -> bool {
+        // 1. The head. The request's clock starts at its first byte (or when a pipelined one
+        // is next).
+        let limits = self.shared.snapshot.load().head_limits();
+        let started = Instant::now();
+        self.client.meter = Meter::default();
+        let deadline = deadline.unwrap_or(started + limits.header_timeout);
+        let Some((req, sizes)) = self.read_head(deadline, limits, started).await else {
+            return false;
+        };
+        // 2. Admitted: in flight until its response is done, on the snapshot of this moment.
+        let shared = self.shared.clone();
+        let _in_flight = InFlight::new(&shared.workers[self.worker].in_flight);
+        let snapshot = shared.snapshot.load_full();
+        let mut trace = Trace::default();
+        let ctx = Ctx {
+            peer: self.peer,
+            worker: self.worker,
+            shared: &shared,
+            tls: self.client.is_tls(),
+        };
+        let mut ds = H1Downstream::new(
+            &mut self.client,
+            &mut self.buf,
+            &req,
+            !shared.is_draining(),
+            BodyLimits::default(),
+        );
+        // 3–5. Routed, checked and answered.
+        let result = answer(&mut ds, &ctx, &req, &snapshot, sizes, &mut trace).await;
+        let keep_alive = ds.keeps_alive() && !shared.is_draining();
+        // A response that went out while the client may still be sending its body (an
+        // upstream that answered early) closes with a lingering close, so that the client
+        // reads it instead of a reset.
+        let (go_on, linger) = match result {
+            Ok(()) => (keep_alive, !ds.body_done()),
+            Err(e) => {
+                let close = !keep_alive || e.must_close();
+                if close {
+                    ds.close();
+                }
+                match answer_error(&mut ds, e, Some(&req), ctx.peer).await {
+                    Some(sent) => (!close, sent && close),
+                    None => {
+                        self.aborted = true;
+                        (!close, false)
+                    }
+                }
+            }
+        };
+        // 6. Counted and logged before any lingering close: that is not the request's time.
+        self.finish(Some(&req), Some(&snapshot), &trace, started);
+        drop(snapshot);
+        if linger {
+            self.linger().await;
+        }
+        go_on
+    }
+
+    /// Reads and parses a request head by `deadline`. A malformed or late one is answered (and
+    /// logged) here; `None` then, and the connection closes.
+    async fn read_head(
+        &mut self,
+        deadline: Instant,
+        limits: HeadLimits,
+        started: Instant,
+    ) -> Option<(RequestHead, HeadSizes)> {
+        // Parse when a line may have ended (or the limits may be crossed), not on every byte a
+        // slow client trickles in.
+        let mut scanned = 0;
+        let failure = loop {
+            let fresh = self.buf.get(scanned..).unwrap_or_default();
+            if fresh.contains(&b'\n') || self.buf.len() > limits.max_header_size {
+                match head::parse(&self.buf, limits.max_header_size) {
+                    Ok(Some((req, consumed))) => {
+                        let sizes = HeadSizes::measure(&self.buf[..consumed]);
+                        self.buf.drain(..consumed);
+                        return Some((req, sizes));
+                    }
+                    Ok(None) => {}
+                    Err(e) => break Error::from(e),
+                }
+            }
+            scanned = self.buf.len();
+            // A read that times out takes its buffer with it: note first whether this request
+            // has begun.
+            let begun = !self.buf.is_empty();
+            match self.read_more(deadline).await {
+                Read::Data => {}
+                Read::Eof => return None,
+                Read::Timeout if begun => {
+                    break Error::client(ErrorKind::ClientTimeout, "request head too slow")
+                }
+                Read::Timeout => return None,
+            }
+        };
+        let mut ds = H1Downstream::without_request(&mut self.client, &mut self.buf);
+        let linger = answer_error(&mut ds, failure, None, self.peer).await;
+        self.finish(None, None, &Trace::default(), started);
+        if linger == Some(true) {
+            self.linger().await;
+        }
+        None
+    }
+
+    /// Counts a finished request on its route (or as unrouted) and writes its access log line.
+    pub(super) fn finish(
+        &self,
+        req: Option<&RequestHead>,
+        snapshot: Option<&Snapshot>,
+        trace: &Trace,
+        started: Instant,
+    ) {
+        let elapsed = started.elapsed();
+        let meter = self.client.meter;
+        let entry = snapshot
+            .zip(trace.route)
+            .and_then(|(s, i)| s.router.entries().get(i));
+        let metrics = entry.map_or(&self.shared.metrics.unrouted, |e| &*e.metrics);
+        metrics.record(self.worker, meter.status, meter.sent, elapsed);
+        WorkerStats::bump(&self.shared.workers[self.worker].requests);
+        if let Some(format) = crate::logging::access_format() {
+            let entry = access_log::Entry {
+                time: time::OffsetDateTime::now_utc(),
+                client: trace.client.unwrap_or(self.peer.ip()),
+                request: req,
+                status: meter.status,
+                body_bytes: meter.body(),
+                bytes: meter.sent,
+                duration: elapsed,
+                route: entry.map(|e| match &e.prefix {
+                    Some(p) => format!("{}{p}", e.host),
+                    None => e.host.clone(),
+                }),
+                upstream: trace.upstream.addr,
+                upstream_time: trace.upstream.time,
+            };
+            crate::logging::access(|out| access_log::write(format, &entry, out));
+        }
+    }
+}
+
+/// What a request's answer needs to know about its connection.
+struct Ctx<'a> {
+    peer: SocketAddr,
+    worker: usize,
+    shared: &'a Shared,
+    /// The client came over TLS.
+    tls: bool,
+}
+
+/// Routes one request, applies its route's policy and answers it from the route's backend.
+async fn answer(
+    ds: &mut H1Downstream<'_>,
+    ctx: &Ctx<'_>,
+    req: &RequestHead,
+    snapshot: &Snapshot,
+    sizes: HeadSizes,
+    trace: &mut Trace,
+) -> Result<(), Error> {
+    if req.path == "*" {
+        // `OPTIONS *`: a question about the server, not a resource.
+        let mut h = ResponseHead::new(200);
+        h.header("Allow", "GET, HEAD, OPTIONS");
+        return ds.respond(h, Body::Bytes(&[])).await;
+    }
+    // 3. The route.
+    let path =
+        path::normalize(&req.path).map_err(|e| Error::client(ErrorKind::BadRequest, e.reason))?;
+    let host = req.host.as_deref().unwrap_or("");
+    let m = snapshot
+        .router
+        .lookup(host, &path)
+        .ok_or_else(|| Error::client(ErrorKind::NotFound, "no route for this host and path"))?;
+    trace.route = Some(m.index);
+    let security = &m.entry.route.security;
+    ds.set_limits(BodyLimits {
+        max_chunked: security.max_chunked_body_size,
+        timeout: security.client_body_timeout,
+    });
+    // 4. Its policy. Behind trusted proxies, the client is the first untrusted hop of their
+    // chain.
+    let client = crate::security::client_address(ctx.peer.ip(), req, &security.trusted_proxies);
+    trace.client = Some(client);
+    policy(
+        ctx,
+        req,
+        &m.entry.route.origin.key_path,
+        security,
+        client,
+        sizes,
+    )?;
+    // 5. Its backend.
+    match &m.entry.route.backend {
+        Backend::File(f) => {
+            if !matches!(req.method, Method::Get | Method::Head) {
+                return Err(Error::client(
+                    ErrorKind::MethodNotAllowed("GET, HEAD".into()),
+                    "a File route serves GET and HEAD",
+                ));
+            }
+            // A client that waits for 100-continue gets the final answer instead, and the
+            // connection closes (its body is never read): a File route has no use for it.
+            if !req.expects_continue() {
+                body_within_limit(req, security)?;
+                ds.discard_body().await?;
+            }
+            let stats = &ctx.shared.workers[ctx.worker];
+            let cache = &snapshot.config.performance.file_cache;
+            crate::files::serve(ds, req, &m, f, cache, stats).await
+        }
+        Backend::Proxy(p) => {
+            let Some(upstream) = &m.entry.upstream else {
+                return Err(Error::internal("a Proxy route without a resolved upstream"));
+            };
+            let Target::Upstream(upstream_path) = m.target() else {
+                return Err(Error::internal("a Proxy route without an upstream path"));
+            };
+            body_within_limit(req, security)?;
+            let exchange = proxy::Exchange {
+                ds,
+                tls: ctx.tls,
+                peer: ctx.peer,
+                req,
+                backend: p,
+                upstream,
+                security,
+                path: &upstream_path,
+                worker: ctx.worker,
+            };
+            proxy::forward(exchange, &mut trace.upstream).await
+        }
+    }
+}
+
+/// The route's access policy, before anything of the body is read: addresses (deny first),
+/// methods, the rate limit (counting the requests that policy lets through), then the head's
+/// sizes against the route's own limits.
+fn policy(
+    ctx: &Ctx<'_>,
+    req: &RequestHead,
+    route: &str,
+    security: &RouteSecurity,
+    client: IpAddr,
+    sizes: HeadSizes,
+) -> Result<(), Error> {
+    if !security.allows_ip(client) {
+        return Err(Error::client(
+            ErrorKind::Forbidden,
+            "client address not allowed",
+        ));
+    }
+    if let Some(methods) = &security.allowed_methods {
+        if !methods.contains(&req.method) {
+            return Err(Error::client(
+                ErrorKind::MethodNotAllowed(methods.allow_header()),
+                "method not allowed on this route",
+            ));
+        }
+    }
+    let limit = security.rate_limit_requests_per_min;
+    if limit > 0 {
+        let key = crate::security::limiter_key(client, security.rate_limit_ipv6_prefix);
+        let verdict = ctx.shared.limiter.check(route, key, limit, Instant::now());
+        if let Verdict::Deny { retry_after_secs } = verdict {
+            return Err(Error::client(
+                ErrorKind::TooManyRequests(retry_after_secs),
+                "over the route's rate_limit_requests_per_min",
+            ));
+        }
+    }
+    if sizes.request_line > security.max_request_header_size {
+        return Err(Error::client(
+            ErrorKind::UriTooLong,
+            "request line over the route's max_request_header_size",
+        ));
+    }
+    if sizes.header_section > security.max_request_header_size {
+        return Err(Error::client(
+            ErrorKind::HeaderTooLarge,
+            "header section over the route's max_request_header_size",
+        ));
+    }
+    Ok(())
+}
+
+/// A body of declared length over the route's `max_request_body_size` is refused before any
+/// of it is read.
+fn body_within_limit(req: &RequestHead, security: &RouteSecurity) -> Result<(), Error> {
+    match req.body {
+        BodyKind::Length(n) if n > security.max_request_body_size => Err(Error::client(
+            ErrorKind::BodyTooLarge,
+            "request body too large",
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// Sends the response for an error, if anyone is left to receive it, and logs it: `None` when
+/// nothing can be answered any more (the response began, or the client is gone); else whether
+/// it was sent.
+async fn answer_error(
+    ds: &mut H1Downstream<'_>,
+    e: Error,
+    req: Option<&RequestHead>,
+    peer: SocketAddr,
+) -> Option<bool> {
+    let Some(status) = e.status() else {
+        log::debug!("{peer}: {e}");
+        return None;
+    };
+    let what = req.map_or(String::new(), |r| format!("{} {}: ", r.method, r.path));
+    match e.side {
+        Side::Client => log::debug!("{peer}: {status}: {what}{e}"),
+        Side::Upstream | Side::Internal => log::warn!("{peer}: {status}: {what}{e}"),
+    }
+    let body = format!("{status} {}\n", reason(status));
+    let mut h = ResponseHead::new(status);
+    h.header("Content-Type", "text/plain; charset=utf-8");
+    match &e.kind {
+        ErrorKind::MethodNotAllowed(allow) => {
+            h.header("Allow", allow);
+        }
+        ErrorKind::RangeNotSatisfiable(len) => {
+            h.header("Content-Range", &format!("bytes */{len}"));
+        }
+        ErrorKind::TooManyRequests(secs) => {
+            h.header("Retry-After", &secs.to_string());
+        }
+        _ => {}
+    }
+    Some(ds.respond(h, Body::Bytes(body.as_bytes())).await.is_ok())
+}
+
+/// Counts a request in flight from its parsed head to the end of its response.
+struct InFlight<'a>(&'a AtomicU64);
+
+impl<'a> InFlight<'a> {
+    fn new(counter: &'a AtomicU64) -> Self {
+        counter.fetch_add(1, Ordering::Relaxed);
+        Self(counter)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// The sizes of a parsed head, measured as the limits count them.
+#[derive(Clone, Copy, Debug)]
+struct HeadSizes {
+    /// The request line, without leading empty lines or its CRLF.
+    request_line: usize,
+    /// The header fields and the blank line after them.
+    header_section: usize,
+}
+
+impl HeadSizes {
+    fn measure(head: &[u8]) -> Self {
+        let mut start = 0;
+        while head.get(start..start + 2) == Some(b"\r\n") {
+            start += 2;
+        }
+        let rest = head.get(start..).unwrap_or_default();
+        let line = rest
+            .windows(2)
+            .position(|w| w == b"\r\n")
+            .unwrap_or(rest.len());
+        Self {
+            request_line: line,
+            header_section: rest.len().saturating_sub(line + 2),
+        }
+    }
+}
+
+/// What a request's handling learnt for its counters and access log line.
+#[derive(Debug, Default)]
+pub(super) struct Trace {
+    /// The matched route's place in the snapshot's router.
+    route: Option<usize>,
+    /// The client address the route's policy applied to (see
+    /// [`crate::security::client_address`]); the TCP peer until a route is known.
+    client: Option<IpAddr>,
+    upstream: proxy::UpstreamTrace,
+}
