@@ -132,14 +132,14 @@ async fn connection(
         aborted: false,
         readable: false,
     };
-    let (mut deadline, mut first, mut resumed) = (deadline, first, resumed);
+    let mut state = State::start(deadline, first, resumed);
     loop {
         // Boxed: a connection waiting for its next request is this future, kept small.
-        let end = Box::pin(conn.run(deadline, first, resumed)).await;
-        let End::Park {
+        state = Box::pin(conn.run(state)).await;
+        let State::Parking {
             deadline: until,
             first: is_first,
-        } = end
+        } = state
         else {
             break;
         };
@@ -155,7 +155,7 @@ async fn connection(
             }
         }
         conn.idle.set_parkable(false);
-        (deadline, first, resumed) = (until, is_first, false);
+        state = State::start(until, is_first, false);
     }
     // A TLS connection ends with close_notify, so that the client can tell the end from a
     // truncation (sent if the socket takes it now; a plain socket just closes). Not after a
@@ -238,77 +238,127 @@ pub(super) enum Read {
     Timeout,
 }
 
-/// How a connection's task ended.
-enum End {
-    Close,
-    /// The idle sweep asked it to park; it waits for a request until `deadline` (`first`: its
-    /// first request, whose head must be complete by then).
-    Park {
+/// Where a connection is in its life. [`Conn::run`] moves it from state to state until it
+/// parks or closes; a request's own phases are in [`super::request`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum State {
+    /// Just accepted (or back from a failed park before its first request): a plain
+    /// connection looks for its first request at once — it has usually arrived by the time the
+    /// accept completes. Its head must be complete by `deadline`.
+    Accepted { deadline: Instant },
+    /// Back from the parking table: the bytes (or the hang-up) that woke it are read at once,
+    /// also in a drain. `first`: the deadline of its first request's head, if it had none yet.
+    Resumed { first: Option<Instant> },
+    /// Waiting for the next request until `deadline`, holding no buffer, snapshot or timer:
+    /// the worker's idle sweep ends the wait at the deadline (a drain at once), or asks the
+    /// connection to park when it has waited a while.
+    Idle {
         deadline: Instant,
-        first: bool,
+        first: Option<Instant>,
     },
+    /// Bytes are here: a request is read and answered ([`Conn::request`]); its head must be
+    /// complete by `head_deadline` (by default `header_timeout` from its first byte).
+    Request { head_deadline: Option<Instant> },
+    /// Idle long enough to give up its task: it moves to the parking table and waits there
+    /// until `deadline` (`first`: for its first request, whose head must be complete by then).
+    Parking { deadline: Instant, first: bool },
+    /// Done: it closes (after `close_notify` on TLS).
+    Closing,
+}
+
+impl State {
+    /// Where a connection starts: waiting for a request until `deadline` (with `first`, also
+    /// the deadline of its first request's head); `resumed` from parking, it reads at once.
+    fn start(deadline: Instant, first: bool, resumed: bool) -> Self {
+        match (resumed, first) {
+            (true, _) => Self::Resumed {
+                first: first.then_some(deadline),
+            },
+            (false, true) => Self::Accepted { deadline },
+            (false, false) => Self::Idle {
+                deadline,
+                first: None,
+            },
+        }
+    }
 }
 
 impl Conn {
-    /// Waits for a request until `deadline` (with `first`, also the deadline of the first
-    /// request's head), and serves requests until the connection closes or parks.
-    async fn run(&mut self, deadline: Instant, first: bool, resumed: bool) -> End {
-        let mut first_deadline = first.then_some(deadline);
-        // A resumed connection reads first; its next wait gets a fresh keep-alive deadline.
-        let mut idle_deadline = (!resumed).then_some(deadline);
-        // Back from parking: the bytes (or the hang-up) that woke it are read at once, also
-        // in a drain.
-        let mut read_at_once = resumed;
-        // A new plain connection's first request has usually arrived by the time the accept
-        // completes: look before waiting (when nothing is there, that cost one recv).
-        let mut look_first = first && !resumed && !self.client.is_tls();
+    /// Runs the connection from `state` until it parks ([`State::Parking`]) or closes
+    /// ([`State::Closing`]).
+    async fn run(&mut self, mut state: State) -> State {
         loop {
-            if std::mem::take(&mut read_at_once) {
-                self.buf = crate::net::buffers::take();
-                self.readable = true;
-            } else if std::mem::take(&mut look_first) && self.look() {
-                // Its deadline is the head's, below; the next wait gets a keep-alive one.
-                idle_deadline = None;
-            } else if self.buf.is_empty() {
-                // Idle: hold no snapshot and no buffer while waiting for the next request, and
-                // no timer either: the worker's idle sweep ends the wait at the deadline (and
-                // a drain that starts meanwhile ends it at once), or asks the connection to
-                // park when it has waited a while.
-                if self.shared.is_draining() {
-                    return End::Close;
+            state = match state {
+                State::Accepted { deadline } if !self.client.is_tls() && self.look() => {
+                    // The next wait gets a keep-alive deadline of its own.
+                    State::Request {
+                        head_deadline: Some(deadline),
+                    }
                 }
-                let deadline = idle_deadline
-                    .take()
-                    .unwrap_or_else(|| Instant::now() + defaults::KEEPALIVE_IDLE_TIMEOUT);
-                crate::net::buffers::give(std::mem::take(&mut self.buf));
-                self.idle.begin(deadline);
-                let woke = self.idle.wait(self.client.wait_readable()).await;
-                // Still on: bytes arrived (whatever the clock says now). Ended: the sweep
-                // (past the deadline) or a drain ended the wait.
-                let swept = !self.idle.end();
-                let ready = match woke {
-                    Woke::Park if !swept => {
-                        return End::Park {
-                            deadline,
-                            first: first_deadline.is_some(),
+                State::Accepted { deadline } => State::Idle {
+                    deadline,
+                    first: Some(deadline),
+                },
+                State::Resumed { first } => {
+                    self.buf = crate::net::buffers::take();
+                    self.readable = true;
+                    State::Request {
+                        head_deadline: first,
+                    }
+                }
+                State::Idle { deadline, first } => self.idle(deadline, first).await,
+                State::Request { head_deadline } => {
+                    // Boxed: the state of a request in progress (its parse, a proxied
+                    // exchange, a file, an error answer) lives on the heap only while there is
+                    // one, and the task of an idle connection stays small.
+                    if !Box::pin(self.request(head_deadline)).await {
+                        State::Closing
+                    } else if self.buf.is_empty() {
+                        State::Idle {
+                            deadline: Instant::now() + defaults::KEEPALIVE_IDLE_TIMEOUT,
+                            first: None,
+                        }
+                    } else {
+                        // Pipelined: the next request is here already.
+                        State::Request {
+                            head_deadline: None,
                         }
                     }
-                    // Asked to park, then swept by a drain: a request may have come meanwhile.
-                    Woke::Park => true,
-                    Woke::Ready(ready) => ready,
-                };
-                if !ready || (swept && Instant::now() >= deadline) {
-                    return End::Close;
                 }
-                self.buf = crate::net::buffers::take();
-                self.readable = true;
+                State::Parking { .. } | State::Closing => return state,
+            };
+        }
+    }
+
+    /// Waits idle for the next request until `deadline` (see [`State::Idle`]).
+    async fn idle(&mut self, deadline: Instant, first: Option<Instant>) -> State {
+        if self.shared.is_draining() {
+            return State::Closing;
+        }
+        crate::net::buffers::give(std::mem::take(&mut self.buf));
+        self.idle.begin(deadline);
+        let woke = self.idle.wait(self.client.wait_readable()).await;
+        // Still on: bytes arrived (whatever the clock says now). Ended: the sweep (past the
+        // deadline) or a drain ended the wait.
+        let swept = !self.idle.end();
+        let ready = match woke {
+            Woke::Park if !swept => {
+                return State::Parking {
+                    deadline,
+                    first: first.is_some(),
+                }
             }
-            // Boxed: the state of a request in progress (its parse, a proxied exchange, a
-            // file, an error answer) lives on the heap only while there is one, and the task of
-            // an idle connection stays small.
-            if !Box::pin(self.request(first_deadline.take())).await {
-                return End::Close;
-            }
+            // Asked to park, then swept by a drain: a request may have come meanwhile.
+            Woke::Park => true,
+            Woke::Ready(ready) => ready,
+        };
+        if !ready || (swept && Instant::now() >= deadline) {
+            return State::Closing;
+        }
+        self.buf = crate::net::buffers::take();
+        self.readable = true;
+        State::Request {
+            head_deadline: first,
         }
     }
 
