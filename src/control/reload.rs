@@ -1,246 +1,324 @@
-//! A reload as a transaction: read → parse → build → compare → swap, or keep the old snapshot.
-//!
-//! Nothing here runs on a worker. A file whose bytes did not change is not reloaded (unless the
-//! operator forced it with `SIGHUP` or `proxyctl reload`, which re-read memory-mode files and,
-//! later, certificates). Any error leaves the running snapshot in place and is reported with
-//! every `file:line:column: key.path: reason`.
+//! A reload, as the control loop runs it: asked for (by a file event, `SIGHUP` or `proxyctl
+//! reload`), its inputs read, queued behind a build in progress or started on a helper thread
+//! ([`super::build::prepare`]), given up past its deadline, and finished — published, or
+//! refused with the running snapshot kept — with its report to the waiting clients and the log.
 
-use std::collections::BTreeMap;
-use std::path::Path;
-use std::sync::Arc;
+use super::*;
 
-use proxyctl::proto::{RouteChanges, RouteKey};
-
-use crate::config::{self, Config, ConfigErrors, Route};
-use crate::metrics::Registry;
-use crate::snapshot::Snapshot;
-use crate::tls::sessions::Sessions;
-
-/// A built, not yet published, reload.
-pub struct Prepared {
-    pub snapshot: Snapshot,
-    pub changes: RouteChanges,
-    pub restart_required: Vec<String>,
-    /// The new config's warnings (which may stat files and look users up: done here, off the
-    /// control thread).
-    pub warnings: Vec<String>,
-    /// The new config's inputs ([`inputs`]), read before the build: a file that changes
-    /// during the build then differs from them, and its event reloads again.
-    pub inputs: Vec<u8>,
+/// A reload whose new snapshot a helper thread is building.
+pub(super) struct Building {
+    pub(super) id: u64,
+    pub(super) trigger: Trigger,
+    pub(super) started: Instant,
+    /// When the first admin client waiting for this build asked (for a queued reload, before
+    /// the build began): its answer is due within [`WAIT_DEADLINE`].
+    pub(super) asked: Instant,
+    /// Admin clients waiting for the report.
+    pub(super) waiting: Vec<Sender<Response>>,
 }
 
-/// Parses and builds `bytes` as the config at `path` with the next generation, and compares it
-/// with `current`. Runs on a helper thread of the control plane (never a worker): it may
-/// resolve names and read files.
-pub fn prepare(
-    path: &Path,
-    bytes: &[u8],
-    current: &Snapshot,
-    metrics: &Registry,
-    sessions: &Sessions,
-) -> Result<Prepared, ConfigErrors> {
-    // Tests stand in for a build that takes long (a DNS lookup that hangs) with this.
-    if let Some(ms) = std::env::var("ZEROCOPY_TEST_BUILD_DELAY_MS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-    {
-        std::thread::sleep(std::time::Duration::from_millis(ms));
+/// A reload asked for while another was being built.
+pub(super) struct Queued {
+    pub(super) trigger: Trigger,
+    pub(super) force: bool,
+    pub(super) waiting: Vec<Sender<Response>>,
+    /// When it was first asked for.
+    pub(super) asked: Instant,
+}
+
+/// One running config build, counted in [`Control::builds`] until it is dropped.
+pub(super) struct BuildSlot(Arc<AtomicUsize>);
+
+impl BuildSlot {
+    pub(super) fn take(builds: &Arc<AtomicUsize>) -> Option<Self> {
+        let taken = builds.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+            (n < MAX_BUILDS).then_some(n + 1)
+        });
+        taken.ok().map(|_| Self(builds.clone()))
     }
-    let text = std::str::from_utf8(bytes)
-        .map_err(|e| ConfigErrors::file(path, format!("the config file is not UTF-8: {e}")))?;
-    let cfg = config::parse(text, path)?;
-    if cfg.tls.is_some() != current.config.tls.is_some() {
-        // The listener speaks TLS or plain HTTP from start-up: switching would change the
-        // protocol under every client of the port.
-        let what = if cfg.tls.is_some() { "adds" } else { "removes" };
-        return Err(ConfigErrors::file(
-            path,
-            format!(
-                "[tls]: this file {what} [tls], which switches the listener between HTTP and \
-                 HTTPS; a reload cannot do that — restart the daemon"
+}
+
+impl Drop for BuildSlot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+impl Control {
+    /// Starts a reload transaction; `waiting` admin clients get its report. `force` rebuilds
+    /// even when the file's bytes did not change (re-reading memory-mode files); a file event
+    /// with unchanged bytes does nothing at all. The inputs are read here (non-blocking and
+    /// capped, see [`crate::fsread`]); the build runs on a helper thread and ends in
+    /// [`Self::finish_reload`]. A reload asked for during a build waits for it to end.
+    pub(super) fn reload(&mut self, trigger: Trigger, force: bool, waiting: Vec<Sender<Response>>) {
+        self.reload_asked(trigger, force, waiting, Instant::now());
+    }
+
+    /// [`Self::reload`] for a request made at `asked`.
+    pub(super) fn reload_asked(
+        &mut self,
+        trigger: Trigger,
+        force: bool,
+        waiting: Vec<Sender<Response>>,
+        asked: Instant,
+    ) {
+        let current = self.shared.snapshot.load_full();
+        if self.drain.is_some() {
+            log::warn!(
+                "reload ({}) refused: the daemon is draining",
+                trigger.as_str()
+            );
+            let report = ReloadReport {
+                ok: false,
+                trigger: trigger.as_str().into(),
+                at_unix_ms: now_ms(),
+                generation: current.generation,
+                error: Some("the daemon is draining; it reloads nothing any more".into()),
+                unchanged: false,
+                restart_required: Vec::new(),
+                changes: RouteChanges::default(),
+            };
+            answer(waiting, &report);
+            return;
+        }
+        if self.building.is_some() {
+            let q = self.queued.get_or_insert(Queued {
+                trigger,
+                force,
+                waiting: Vec::new(),
+                asked,
+            });
+            q.force |= force;
+            q.waiting.extend(waiting);
+            return;
+        }
+        let bytes = match build::read_config(&self.config_path) {
+            Ok(b) => b,
+            Err(e) => {
+                let error = format!("{}: {e}", self.config_path.display());
+                log::warn!(
+                    "reload ({}) refused; still serving generation {}: {error}",
+                    trigger.as_str(),
+                    current.generation
+                );
+                let report = self.record(trigger, current.generation, Err(error));
+                answer(waiting, &report);
+                return;
+            }
+        };
+        let config_len = bytes.len();
+        let inputs = build::inputs(bytes, &current.config);
+        if !force && inputs == self.serving_bytes {
+            log::debug!("config file event: bytes unchanged, nothing to do");
+            let report = ReloadReport {
+                ok: true,
+                trigger: trigger.as_str().into(),
+                at_unix_ms: now_ms(),
+                generation: current.generation,
+                error: None,
+                unchanged: true,
+                restart_required: Vec::new(),
+                changes: RouteChanges::default(),
+            };
+            answer(waiting, &report);
+            return;
+        }
+        let Some(slot) = BuildSlot::take(&self.builds) else {
+            let error = format!(
+                "busy: {MAX_BUILDS} config builds are still running (builds that did not finish \
+                 within {}s); try again later",
+                BUILD_DEADLINE.as_secs()
+            );
+            log::warn!("reload ({}) refused: {error}", trigger.as_str());
+            let report = self.record(trigger, current.generation, Err(error));
+            answer(waiting, &report);
+            return;
+        };
+        self.set_state(Lifecycle::Reloading);
+        notify_systemd(&format!("RELOADING=1\nMONOTONIC_USEC={}", monotonic_usec()));
+        self.last_build += 1;
+        let id = self.last_build;
+        let config_bytes = inputs.get(..config_len).unwrap_or_default().to_vec();
+        drop(inputs);
+        let (path, metrics, sessions, events) = (
+            self.config_path.clone(),
+            self.shared.metrics.clone(),
+            self.shared.sessions.clone(),
+            self.sender.clone(),
+        );
+        let spawned = std::thread::Builder::new()
+            .name("zcs-build".into())
+            .spawn(move || {
+                let result = build::prepare(&path, &config_bytes, &current, &metrics, &sessions);
+                drop(slot);
+                let _ = events.send(Event::Built {
+                    id,
+                    result: Box::new(result),
+                });
+            });
+        if let Err(e) = spawned {
+            let generation = self.shared.snapshot.load().generation;
+            let report = self.record(
+                trigger,
+                generation,
+                Err(format!("cannot start a build thread: {e}")),
+            );
+            answer(waiting, &report);
+            self.back_to_running();
+            return;
+        }
+        self.building = Some(Building {
+            id,
+            trigger,
+            started: Instant::now(),
+            asked,
+            waiting,
+        });
+    }
+
+    /// Publishes a finished build (or reports why not), then starts a queued reload.
+    pub(super) fn finish_reload(
+        &mut self,
+        id: u64,
+        result: Result<build::Prepared, crate::config::ConfigErrors>,
+    ) {
+        let Some(b) = self.building.take_if(|b| b.id == id) else {
+            log::debug!("the result of an abandoned config build arrived; dropped");
+            // Counters it made for its routes go with it.
+            drop(result);
+            self.shared
+                .snapshot
+                .load()
+                .retain_metrics(&self.shared.metrics);
+            return;
+        };
+        let current = self.shared.snapshot.load_full();
+        let trigger = b.trigger;
+        let report = match result {
+            // A drain began while it was built: nothing is swapped in any more.
+            Ok(_) if self.drain.is_some() => self.record(
+                trigger,
+                current.generation,
+                Err("the daemon began draining; the new config was not swapped in".into()),
             ),
-        ));
-    }
-    let changes = route_changes(&current.config, &cfg);
-    let restart_required = restart_required(&current.config, &cfg);
-    let inputs = inputs(bytes.to_vec(), &cfg);
-    let warnings = cfg.warnings();
-    let snapshot = Snapshot::build(cfg, current.generation + 1, metrics, sessions)?;
-    Ok(Prepared {
-        snapshot,
-        changes,
-        restart_required,
-        warnings,
-        inputs,
-    })
-}
-
-/// Routes added, removed and changed (backend or policy) from `old` to `new`, each named by
-/// its prefix as written (the new file's spelling, or the old one's for a removed route).
-/// Routes are the same route when their normalised prefixes are (`"/a"` and `"/a/"`).
-pub fn route_changes(old: &Config, new: &Config) -> RouteChanges {
-    let (old, new) = (routes(old), routes(new));
-    let mut changes = RouteChanges::default();
-    for (key, (shown, route)) in &new {
-        match old.get(key) {
-            None => changes.added.push(shown.clone()),
-            Some((_, o)) if o.backend != route.backend || o.security != route.security => {
-                changes.changed.push(shown.clone())
+            Ok(prepared) => {
+                for w in &prepared.warnings {
+                    log::warn!("{w}");
+                }
+                let build::Prepared {
+                    snapshot,
+                    changes,
+                    restart_required: restart,
+                    inputs,
+                    ..
+                } = prepared;
+                // Watch the new config's [tls] files, if they moved.
+                let watched = watched_files(&self.config_path, &snapshot.config);
+                crate::logging::set_level(&snapshot.config.logging);
+                let generation =
+                    build::commit(&self.shared.snapshot, &self.shared.sessions, snapshot);
+                self.serving_bytes = inputs;
+                if watched != self.watched {
+                    self.watcher = start_watcher(&watched, &self.sender);
+                    self.watched = watched;
+                }
+                log::info!(
+                    "reloaded ({}): generation {generation}; routes +{} -{} ~{}",
+                    trigger.as_str(),
+                    changes.added.len(),
+                    changes.removed.len(),
+                    changes.changed.len()
+                );
+                if !restart.is_empty() {
+                    log::warn!(
+                        "restart required for changes to: {} (the running values stay in effect)",
+                        restart.join(", ")
+                    );
+                }
+                let mut report = self.record(trigger, generation, Ok(()));
+                report.changes = changes;
+                report.restart_required = restart;
+                self.last_reload = Some(report.clone());
+                report
             }
-            Some(_) => {}
-        }
-    }
-    changes.removed = old
-        .iter()
-        .filter(|(k, _)| !new.contains_key(k))
-        .map(|(_, (shown, _))| shown.clone())
-        .collect();
-    changes
-}
-
-/// Routes by their normalised key, with the key as written.
-fn routes(c: &Config) -> BTreeMap<RouteKey, (RouteKey, &Route)> {
-    let host = c.host_routes.iter().map(|h| {
-        let key = RouteKey {
-            host: h.host.clone(),
-            prefix: None,
-        };
-        (key.clone(), (key, &h.route))
-    });
-    let path = c.path_routes.iter().map(|p| {
-        let key = RouteKey {
-            host: p.host.clone(),
-            prefix: Some(p.prefix.clone()),
-        };
-        let shown = RouteKey {
-            host: p.host.clone(),
-            prefix: Some(p.written.clone()),
-        };
-        (key, (shown, &p.route))
-    });
-    host.chain(path).collect()
-}
-
-/// Keys that differ but that a running daemon cannot change: they need a restart.
-pub fn restart_required(old: &Config, new: &Config) -> Vec<String> {
-    let mut keys = Vec::new();
-    let mut check = |name: &str, differs: bool| {
-        if differs {
-            keys.push(name.to_string());
-        }
-    };
-    check("server.listen", old.server.listen != new.server.listen);
-    check("server.threads", old.server.threads != new.server.threads);
-    // The level changes live; the rest of [logging] is fixed at start-up.
-    let fixed = |l: &config::Logging| config::Logging {
-        level: config::LogLevel::Off,
-        ..l.clone()
-    };
-    check("logging", fixed(&old.logging) != fixed(&new.logging));
-    check(
-        "admin.metrics_listen",
-        old.admin.metrics_listen != new.admin.metrics_listen,
-    );
-    check(
-        "performance.reuseport_balancing",
-        old.performance.reuseport_balancing != new.performance.reuseport_balancing,
-    );
-    check(
-        "performance.huge_pages_enabled",
-        old.performance.huge_pages_enabled != new.performance.huge_pages_enabled,
-    );
-    check(
-        "security.drop_privileges_user",
-        old.security.drop_privileges_user != new.security.drop_privileges_user,
-    );
-    check(
-        "security.drop_privileges_group",
-        old.security.drop_privileges_group != new.security.drop_privileges_group,
-    );
-    check("admin.socket", old.admin.socket != new.admin.socket);
-    let ktls = |c: &Config| {
-        c.tls
-            .as_ref()
-            .map(|t| (t.ktls_enabled, t.ktls_fallback_enabled))
-    };
-    check(
-        "tls.ktls_enabled / tls.ktls_fallback_enabled",
-        ktls(old) != ktls(new),
-    );
-    keys
-}
-
-/// Reads a config file without hanging the control loop (see [`crate::fsread`]).
-pub fn read_config(path: &Path) -> Result<Vec<u8>, String> {
-    crate::fsread::read(path, crate::fsread::CONFIG_CAP).map_err(|e| format!("the config file {e}"))
-}
-
-/// A snapshot's inputs for change detection: the config's bytes, then each of `config`'s
-/// `[tls]` files (an unreadable file contributes its error, so that its return is a change).
-/// Read through [`crate::fsread`]: non-blocking, capped.
-pub fn inputs(mut config_bytes: Vec<u8>, config: &Config) -> Vec<u8> {
-    if let Some(tls) = &config.tls {
-        for file in tls.files() {
-            config_bytes.extend_from_slice(b"\0--");
-            config_bytes.extend_from_slice(file.as_os_str().as_encoded_bytes());
-            config_bytes.push(0);
-            match crate::fsread::read(&file, crate::fsread::PEM_CAP) {
-                Ok(b) => config_bytes.extend_from_slice(&b),
-                Err(e) => config_bytes.extend_from_slice(e.as_bytes()),
+            Err(errors) => {
+                log::warn!(
+                    "reload ({}) refused; still serving generation {}:\n{errors}",
+                    trigger.as_str(),
+                    current.generation
+                );
+                self.record(trigger, current.generation, Err(errors.to_string()))
             }
+        };
+        answer(b.waiting, &report);
+        // Counters of routes the serving config does not have (removed, or built for a
+        // refused file) are forgotten.
+        self.shared
+            .snapshot
+            .load()
+            .retain_metrics(&self.shared.metrics);
+        self.back_to_running();
+    }
+
+    /// Gives up a build that ran past [`BUILD_DEADLINE`]: reported as failed, the old config
+    /// keeps serving, and its result is dropped if it ever comes.
+    pub(super) fn give_up_build(&mut self) {
+        let Some(b) = self.building.take() else {
+            return;
+        };
+        let generation = self.shared.snapshot.load().generation;
+        let error = format!(
+            "the new config did not finish building within {:.1}s (a DNS lookup or a file that \
+             does not answer?); still serving generation {generation}",
+            build_deadline().as_secs_f64()
+        );
+        log::warn!("reload ({}) given up: {error}", b.trigger.as_str());
+        let report = self.record(b.trigger, generation, Err(error));
+        answer(b.waiting, &report);
+        self.back_to_running();
+    }
+
+    /// The end of a reload attempt: `running` again (unless draining), and the next reload if
+    /// one was asked for meanwhile.
+    pub(super) fn back_to_running(&mut self) {
+        if self.drain.is_none() {
+            self.set_state(Lifecycle::Running);
+            notify_systemd("READY=1");
+        }
+        if let Some(q) = self.queued.take() {
+            self.reload_asked(q.trigger, q.force, q.waiting, q.asked);
         }
     }
-    config_bytes
-}
 
-/// Publishes a prepared snapshot (its session state first). Returns the new generation.
-pub fn commit(
-    cell: &crate::snapshot::SnapshotCell,
-    sessions: &Sessions,
-    snapshot: Snapshot,
-) -> u64 {
-    let generation = snapshot.generation;
-    snapshot.publish_sessions(sessions);
-    cell.store(Arc::new(snapshot));
-    generation
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn cfg(dir: &Path, body: &str) -> Config {
-        let path = dir.join("c.toml");
-        let text = format!("[server]\nlisten = \"127.0.0.1:1\"\n{body}");
-        config::parse(&text, &path).unwrap()
-    }
-
-    #[test]
-    fn route_changes_by_key_backend_and_policy() {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::create_dir(dir.path().join("a")).unwrap();
-        std::fs::create_dir(dir.path().join("b")).unwrap();
-        let old = cfg(
-            dir.path(),
-            "[path_routes.h]\n\"/keep\" = { path = \"a\" }\n\"/gone\" = { path = \"a\" }\n\"/moved\" = { path = \"a\" }\n\"/policy\" = { path = \"a\" }\n",
-        );
-        let new = cfg(
-            dir.path(),
-            "threads = 2\n[path_routes.h]\n\"/keep/\" = { path = \"a\" }\n\"/moved\" = { path = \"b\" }\n\"/policy\" = { path = \"a\", security = { rate_limit_requests_per_min = 5 } }\n\"/new/\" = { path = \"b\" }\n[host_routes.x]\npath = \"a\"\n",
-        );
-        let key = |h: &str, p: Option<&str>| RouteKey {
-            host: h.into(),
-            prefix: p.map(Into::into),
+    /// Builds a report and keeps it as the last reload.
+    pub(super) fn record(
+        &mut self,
+        trigger: Trigger,
+        generation: u64,
+        result: Result<(), String>,
+    ) -> ReloadReport {
+        match result {
+            Ok(()) => self.reloads.succeeded += 1,
+            Err(_) => self.reloads.failed += 1,
+        }
+        let report = ReloadReport {
+            ok: result.is_ok(),
+            trigger: trigger.as_str().into(),
+            at_unix_ms: now_ms(),
+            generation,
+            error: result.err(),
+            unchanged: false,
+            restart_required: Vec::new(),
+            changes: RouteChanges::default(),
         };
-        let c = route_changes(&old, &new);
-        // Shown as written; "/keep" and "/keep/" are one route.
-        assert_eq!(c.added, [key("h", Some("/new/")), key("x", None)]);
-        assert_eq!(c.removed, [key("h", Some("/gone"))]);
-        assert_eq!(
-            c.changed,
-            [key("h", Some("/moved")), key("h", Some("/policy"))]
-        );
-        assert_eq!(restart_required(&old, &new), ["server.threads"]);
-        assert!(restart_required(&old, &old).is_empty());
+        self.last_reload = Some(report.clone());
+        report
+    }
+}
+
+/// Sends a reload's report to every admin client waiting for it.
+pub(super) fn answer(waiting: Vec<Sender<Response>>, report: &ReloadReport) {
+    for w in waiting {
+        let _ = w.send(proto::ok(report));
     }
 }

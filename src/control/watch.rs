@@ -9,12 +9,13 @@
 //! cost nothing.
 
 use std::ffi::OsString;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::mpsc::Sender;
 
 use notify::{EventKind, RecursiveMode, Watcher};
 
 use super::Event;
+use crate::config::Config;
 
 /// Starts watching the directories of `files` (the config file first, then the certificate
 /// and key files of `[tls]`). The watcher stops when the returned value drops.
@@ -56,4 +57,33 @@ pub fn watch(
         watcher.watch(dir, RecursiveMode::NonRecursive)?;
     }
     Ok(watcher)
+}
+
+/// The config file and the `[tls]` files of `config`: what the watcher watches.
+pub(super) fn watched_files(config_path: &Path, config: &Config) -> Vec<PathBuf> {
+    let mut files = vec![config_path.to_path_buf()];
+    if let Some(tls) = &config.tls {
+        files.extend(tls.files());
+    }
+    files
+}
+
+pub(super) fn start_watcher(
+    files: &[PathBuf],
+    sender: &Sender<Event>,
+) -> Option<notify::RecommendedWatcher> {
+    match watch(files, sender.clone()) {
+        Ok(w) => Some(w),
+        Err(e) => {
+            log::warn!(
+                "cannot watch {} for changes ({e}); reload with SIGHUP or proxyctl reload",
+                files
+                    .iter()
+                    .map(|f| f.display().to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+            None
+        }
+    }
 }

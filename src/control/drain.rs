@@ -1,0 +1,92 @@
+//! A graceful stop: the workers stop accepting and finish their requests; the loop reports
+//! progress to `proxyctl drain` clients and exits when no connection is left (or at the
+//! deadline).
+
+use super::*;
+
+pub(super) struct Drain {
+    pub(super) deadline: Instant,
+    pub(super) last_progress: Instant,
+    /// `proxyctl drain` clients waiting for progress and the end.
+    pub(super) waiting: Vec<(Sender<Response>, Receiver<()>)>,
+}
+
+impl Control {
+    pub(super) fn start_drain(&mut self, timeout: Option<Duration>) {
+        if self.drain.is_some() {
+            return;
+        }
+        let timeout = timeout
+            .unwrap_or(self.shared.snapshot.load().config.server.shutdown_timeout)
+            .min(MAX_DRAIN);
+        self.set_state(Lifecycle::Draining);
+        notify_systemd("STOPPING=1");
+        log::info!(
+            "draining: {} connections open, {} requests in flight; exiting by {}s at the latest",
+            self.shared.connections(),
+            self.shared.in_flight(),
+            timeout.as_secs()
+        );
+        self.shared.draining.store(true, Ordering::SeqCst);
+        self.drain = Some(Drain {
+            deadline: Instant::now() + timeout,
+            last_progress: Instant::now(),
+            waiting: Vec::new(),
+        });
+    }
+
+    pub(super) fn progress(&self) -> DrainProgress {
+        let left = self.drain.as_ref().map_or(Duration::ZERO, |d| {
+            d.deadline.saturating_duration_since(Instant::now())
+        });
+        DrainProgress {
+            connections: self.shared.connections(),
+            in_flight: self.shared.in_flight(),
+            seconds_left: left.as_secs(),
+        }
+    }
+
+    pub(super) fn tick_drain(&mut self) {
+        let progress = self.progress();
+        let Some(deadline) = self.drain.as_ref().map(|d| d.deadline) else {
+            return;
+        };
+        let timed_out = Instant::now() >= deadline;
+        // Every worker returns once its listener is closed and its last connection is done, so
+        // a connection accepted just before the drain began is never cut off.
+        if self.workers.all_finished() || timed_out {
+            if timed_out && progress.connections > 0 {
+                log::warn!(
+                    "drain deadline reached with {} connections open; closing them",
+                    progress.connections
+                );
+            }
+            self.finish_drain();
+        }
+        let Some(drain) = &mut self.drain else { return };
+        if drain.last_progress.elapsed() >= DRAIN_PROGRESS {
+            drain.last_progress = Instant::now();
+            drain
+                .waiting
+                .retain(|(reply, _)| reply.send(proto::processing(&progress)).is_ok());
+        }
+    }
+
+    /// The end of a drain: tell the waiting clients, then exit 0.
+    pub(super) fn finish_drain(&mut self) -> ! {
+        self.set_state(Lifecycle::Stopped);
+        let progress = DrainProgress {
+            connections: self.shared.connections(),
+            in_flight: self.shared.in_flight(),
+            seconds_left: 0,
+        };
+        let waiting = self.drain.take().map(|d| d.waiting).unwrap_or_default();
+        for (reply, written) in waiting {
+            if reply.send(proto::ok(&progress)).is_ok() {
+                let _ = written.recv_timeout(Duration::from_secs(1));
+            }
+        }
+        log::info!("stopped");
+        self.exit(0)
+    }
+}

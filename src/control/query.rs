@@ -1,0 +1,337 @@
+//! The admin API's answers about the running daemon — `status`, `stats`, `routes`, `explain`
+//! and `check` — computed on the control thread from the serving snapshot (a `check` builds on a
+//! helper thread).
+
+use super::*;
+
+impl Control {
+    pub(super) fn status(&self) -> Status {
+        let snapshot = self.shared.snapshot.load();
+        Status {
+            state: self.state,
+            pid: std::process::id(),
+            uptime_secs: self.started.elapsed().as_secs(),
+            generation: snapshot.generation,
+            config_path: self.config_path.display().to_string(),
+            workers: self.workers.len(),
+            io_driver: self.workers.driver.clone(),
+            connections: self.shared.connections(),
+            connections_over_cap: self.shared.sum(|w| &w.over_cap),
+            idle_parked: self.shared.sum(|w| &w.parked),
+            in_flight: self.shared.in_flight(),
+            last_reload: self.last_reload.clone(),
+            tls: snapshot.tls.as_ref().map(|_| TlsStatus {
+                record_layer: self.shared.record_layer.describe(),
+                handshakes: self.shared.sum(|w| &w.tls_handshakes),
+                ktls: self.shared.sum(|w| &w.ktls),
+                ktls_fallback: self.shared.sum(|w| &w.ktls_fallback),
+                ktls_refused: self.shared.sum(|w| &w.ktls_refused),
+            }),
+        }
+    }
+
+    /// Every counter, summed over the workers now.
+    pub(super) fn stats(&self) -> Stats {
+        let snapshot = self.shared.snapshot.load();
+        let (routes, upstreams) = snapshot.collect_stats(&self.shared.metrics);
+        let workers = self
+            .shared
+            .workers
+            .iter()
+            .enumerate()
+            .map(|(worker, w)| proxyctl::proto::WorkerStats {
+                worker,
+                connections: w.connections.load(Ordering::Relaxed),
+                connections_total: w.accepted.load(Ordering::Relaxed),
+                requests: w.requests.load(Ordering::Relaxed),
+            })
+            .collect();
+        Stats {
+            uptime_ms: u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX),
+            connections: ConnectionStats {
+                open: self.shared.connections(),
+                total: self.shared.sum(|w| &w.accepted),
+                over_cap: self.shared.sum(|w| &w.over_cap),
+                parked: self.shared.sum(|w| &w.parked),
+            },
+            routes,
+            upstreams,
+            workers,
+            reloads: self.reloads.clone(),
+            tls: self.status().tls,
+            log_lines_dropped: crate::logging::lines_dropped(),
+            file_cache: FileCacheStats {
+                files: self.shared.sum(|w| &w.file_cache_files),
+                bytes: self.shared.sum(|w| &w.file_cache_bytes),
+                hits: self.shared.sum(|w| &w.file_cache_hits),
+                misses: self.shared.sum(|w| &w.file_cache_misses),
+            },
+        }
+    }
+
+    pub(super) fn routes(&self) -> Vec<RouteInfo> {
+        let snapshot = self.shared.snapshot.load();
+        snapshot
+            .router
+            .entries()
+            .iter()
+            .map(|e| {
+                let (backend, target, mode, index) = match &e.route.backend {
+                    Backend::File(f) => (
+                        "File",
+                        f.path.display().to_string(),
+                        Some(match f.mode {
+                            crate::config::Mode::Sendfile => "sendfile".to_string(),
+                            crate::config::Mode::Memory => "memory".to_string(),
+                        }),
+                        Some(f.index.clone()),
+                    ),
+                    Backend::Proxy(p) => ("Proxy", p.url.to_string(), None, None),
+                };
+                RouteInfo {
+                    host: e.host.clone(),
+                    prefix: e.written.clone(),
+                    backend: backend.into(),
+                    target,
+                    mode,
+                    index,
+                    policy: policy(&e.route.security),
+                }
+            })
+            .collect()
+    }
+
+    /// What the daemon would answer to `method target` with `Host: host` from `client`, by the
+    /// data path's own rules: the head parser's host and target handling, path normalisation,
+    /// the router, the route's policy and the file lookup ([`crate::files::probe`]).
+    pub(super) fn explain(
+        &self,
+        host: &str,
+        target: &str,
+        method: Option<&str>,
+        client: Option<&str>,
+    ) -> Explain {
+        let mut answer = Explain {
+            matched: false,
+            host: host.to_string(),
+            path: target.to_string(),
+            prefix: None,
+            backend: None,
+            resolved: None,
+            policy: None,
+            reason: None,
+            status: None,
+        };
+        let refuse = |answer: &mut Explain, e: crate::error::Error| {
+            answer.status = e.status();
+            answer.reason = Some(e.detail.to_string());
+        };
+        let (host, raw_path, query) = match crate::http::h1::request::route_of(host, target) {
+            Ok(r) => r,
+            Err(e) => {
+                refuse(&mut answer, e.into());
+                return answer;
+            }
+        };
+        answer.host = host.clone();
+        answer.path = raw_path.clone();
+        let path = match crate::http::path::normalize(&raw_path) {
+            Ok(p) => p,
+            Err(e) => {
+                answer.status = Some(400);
+                answer.reason = Some(format!("the path is refused: {}", e.reason));
+                return answer;
+            }
+        };
+        answer.path = path.clone();
+        let snapshot = self.shared.snapshot.load();
+        let Some(m) = snapshot.router.lookup(&host, &path) else {
+            answer.status = Some(404);
+            answer.reason = Some(if snapshot.router.has_host(&host) {
+                format!("no route of {host:?} matches {path:?}")
+            } else {
+                format!("no route for host {host:?}")
+            });
+            return answer;
+        };
+        answer.matched = true;
+        answer.prefix = m.entry.written.clone();
+        let security = &m.entry.route.security;
+        answer.policy = Some(policy(security));
+        answer.backend = Some(
+            match m.entry.route.backend {
+                Backend::File(_) => "File",
+                Backend::Proxy(_) => "Proxy",
+            }
+            .into(),
+        );
+        // Policy first, in the data path's order: addresses, then methods.
+        if let Some(client) = client {
+            match client.parse::<std::net::IpAddr>() {
+                Ok(ip) if !security.allows_ip(ip) => {
+                    answer.status = Some(403);
+                    answer.reason = Some(format!("client address {ip} not allowed"));
+                    return answer;
+                }
+                Ok(_) => {}
+                Err(_) => {
+                    answer.reason = Some(format!("{client:?} is not an IP address; not checked"));
+                }
+            }
+        }
+        let method = match crate::http::Method::parse(method.unwrap_or("GET")) {
+            Some(m) => m,
+            None => {
+                answer.status = Some(400);
+                answer.reason = Some("malformed method".into());
+                return answer;
+            }
+        };
+        if let Some(methods) = &security.allowed_methods {
+            if !methods.contains(&method) {
+                answer.status = Some(405);
+                answer.reason = Some(format!(
+                    "{method} is not among the route's allowed_methods ({})",
+                    methods.allow_header()
+                ));
+                return answer;
+            }
+        }
+        match (&m.entry.route.backend, m.target()) {
+            (Backend::File(_), _) if !matches!(method, Method::Get | Method::Head) => {
+                answer.status = Some(405);
+                answer.reason = Some("a File route serves GET and HEAD".into());
+            }
+            (Backend::File(_), Target::NotFound) => {
+                answer.status = Some(404);
+                answer.reason = Some(format!(
+                    "the route serves one file at exactly {:?}; anything below it is 404",
+                    m.entry.prefix.as_deref().unwrap_or("/")
+                ));
+            }
+            (Backend::File(f), target) => match crate::files::probe(&m, f) {
+                Ok(file) => {
+                    answer.status = Some(200);
+                    answer.resolved = Some(file.display().to_string());
+                }
+                Err(e) => {
+                    answer.resolved = target.display().map(|p| p.display().to_string());
+                    refuse(&mut answer, e);
+                }
+            },
+            (Backend::Proxy(p), Target::Upstream(path)) => {
+                let scheme = match p.url.scheme {
+                    Scheme::Http => "http",
+                    Scheme::Https => "https",
+                };
+                let host = if p.url.host.contains(':') {
+                    format!("[{}]", p.url.host)
+                } else {
+                    p.url.host.clone()
+                };
+                let query = query.map(|q| format!("?{q}")).unwrap_or_default();
+                answer.resolved = Some(format!("{scheme}://{host}:{}{path}{query}", p.url.port));
+            }
+            (Backend::Proxy(_), _) => {}
+        }
+        answer
+    }
+
+    /// Checks `text` as the file `file`, or the daemon's own config file, on a helper thread
+    /// that answers `reply` itself. The daemon reads no other file for a check: the client
+    /// sends the text, read with its own permissions.
+    pub(super) fn check(
+        &self,
+        file: Option<PathBuf>,
+        text: Option<Vec<u8>>,
+        reply: Sender<Response>,
+    ) {
+        let path = file.unwrap_or_else(|| self.config_path.clone());
+        let mut report = CheckReport {
+            ok: false,
+            file: path.display().to_string(),
+            errors: Vec::new(),
+            changes: RouteChanges::default(),
+            restart_required: Vec::new(),
+        };
+        let read = match text {
+            Some(t) => Ok(t),
+            None if path == self.config_path => build::read_config(&path),
+            None => Err(
+                "send the file's text to check it (proxyctl does); the daemon reads \
+                         only its own config file"
+                    .to_string(),
+            ),
+        };
+        let bytes = match read {
+            Ok(b) => b,
+            Err(e) => {
+                report.errors.push(format!("{}: {e}", path.display()));
+                let _ = reply.send(proto::ok(&report));
+                return;
+            }
+        };
+        let Some(slot) = BuildSlot::take(&self.builds) else {
+            let _ = reply.send(Response::Error {
+                error: format!(
+                    "busy: {MAX_BUILDS} config builds are running; try again in a few seconds"
+                ),
+            });
+            return;
+        };
+        let current = self.shared.snapshot.load_full();
+        let spawned = std::thread::Builder::new()
+            .name("zcs-check".into())
+            .spawn(move || {
+                // A check builds with counters and sessions of its own: it must not touch the
+                // running ones.
+                let scratch = crate::metrics::Registry::new(1);
+                let sessions = crate::tls::sessions::Sessions::new();
+                match build::prepare(&path, &bytes, &current, &scratch, &sessions) {
+                    Ok(prepared) => {
+                        report.ok = true;
+                        report.changes = prepared.changes;
+                        report.restart_required = prepared.restart_required;
+                    }
+                    Err(errors) => {
+                        report.errors = errors.0.iter().map(ToString::to_string).collect()
+                    }
+                }
+                drop(slot);
+                let _ = reply.send(proto::ok(&report));
+            });
+        if let Err(e) = spawned {
+            log::warn!("cannot start a check thread: {e}");
+        }
+    }
+}
+
+/// The policy in force, as the admin protocol shows it.
+pub fn policy(s: &RouteSecurity) -> Policy {
+    let nets = |set: &crate::security::IpSet| set.nets().iter().map(ToString::to_string).collect();
+    Policy {
+        allowed_methods: s.allowed_methods.as_ref().map(|m| {
+            m.allow_header()
+                .split(", ")
+                .filter(|x| !x.is_empty())
+                .map(String::from)
+                .collect()
+        }),
+        allowed_ips: nets(&s.allowed_ips),
+        denied_ips: nets(&s.denied_ips),
+        rate_limit_requests_per_min: s.rate_limit_requests_per_min,
+        max_request_body_size: s.max_request_body_size,
+        max_chunked_body_size: s.max_chunked_body_size,
+        max_request_header_size: s.max_request_header_size,
+        client_header_timeout_secs: s.client_header_timeout.as_secs(),
+        client_body_timeout_secs: s.client_body_timeout.as_secs(),
+        backend_connect_timeout_secs: s.backend_connect_timeout.as_secs(),
+        backend_response_timeout_secs: s.backend_response_timeout.as_secs(),
+        max_idle_connections_per_host: s.max_idle_connections_per_host,
+        idle_connection_timeout_secs: s.idle_connection_timeout.as_secs(),
+        trusted_proxies: nets(&s.trusted_proxies),
+        allow_underscores_in_headers: s.allow_underscores_in_headers,
+        allowed_upgrades: s.allowed_upgrades.clone(),
+        rate_limit_ipv6_prefix: s.rate_limit_ipv6_prefix,
+    }
+}
