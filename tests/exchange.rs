@@ -20,6 +20,7 @@ use zerocopy_server::http::response::ResponseHead;
 use zerocopy_server::metrics::{Registry, WorkerStats};
 use zerocopy_server::net::client::ClientStream;
 use zerocopy_server::snapshot::Snapshot;
+use zerocopy_server::worker::WorkerCtx;
 
 /// What a backend handed the client side.
 #[derive(Debug, Default)]
@@ -168,9 +169,10 @@ async fn serve_file(s: &Snapshot, raw: &str) -> Memory {
         panic!("a File route")
     };
     let mut sink = Memory::default();
+    let worker = WorkerCtx::new(0);
     let stats = WorkerStats::default();
     let cache = &s.config.performance.file_cache;
-    zerocopy_server::files::serve(&mut sink, &req, &m, f, cache, &stats)
+    zerocopy_server::files::serve(&mut sink, &req, &m, f, cache, &worker.files, &stats)
         .await
         .unwrap();
     sink
@@ -278,6 +280,7 @@ async fn forward(s: &Snapshot, sink: &mut Memory, raw: &str) {
     let zerocopy_server::route::Target::Upstream(path) = m.target() else {
         panic!("an upstream path")
     };
+    let worker = WorkerCtx::new(0);
     let exchange = zerocopy_server::proxy::Exchange {
         ds: sink,
         tls: false,
@@ -288,6 +291,8 @@ async fn forward(s: &Snapshot, sink: &mut Memory, raw: &str) {
         security: &m.entry.route.security,
         path: &path,
         worker: 0,
+        pool: &worker.upstreams,
+        pipes: &worker.pipes,
     };
     let mut trace = Default::default();
     zerocopy_server::proxy::forward(exchange, &mut trace)

@@ -110,26 +110,30 @@ impl<'a> Key<'a> {
 /// The cached file for `key` when it is still the file on disk; `None` sends the request to
 /// disk (and counts a miss).
 pub fn lookup(
+    state: &super::FilesState,
     key: &Key<'_>,
     config: &FileCache,
     now: Instant,
     stats: &WorkerStats,
 ) -> Option<Rc<Cached>> {
-    let found = CACHE.with(|c| {
-        c.borrow()
-            .roots
-            .get(key.root)
-            .and_then(|files| files.get(key.relative))
-            .cloned()
-    });
+    let found = state
+        .cache
+        .borrow()
+        .roots
+        .get(key.root)
+        .and_then(|files| files.get(key.relative))
+        .cloned();
     let Some(entry) = found else {
         WorkerStats::bump(&stats.file_cache_misses);
         return None;
     };
     let racy_over = entry.expires.is_some_and(|at| now >= at);
     if racy_over || now.saturating_duration_since(entry.checked.get()) >= config.valid {
-        if racy_over || current_identity(key, &entry.path) != Some(entry.identity) {
-            CACHE.with(|c| c.borrow_mut().remove(key.root, key.relative, stats));
+        if racy_over || current_identity(state, key, &entry.path) != Some(entry.identity) {
+            state
+                .cache
+                .borrow_mut()
+                .remove(key.root, key.relative, stats);
             WorkerStats::bump(&stats.file_cache_misses);
             return None;
         }
@@ -144,6 +148,7 @@ pub fn lookup(
 /// the time it is read; `None` leaves it to `sendfile`. A directory named without its trailing
 /// slash (served its index) is not cached: the index is the route's, not the key's.
 pub fn fill(
+    state: &super::FilesState,
     key: Key<'_>,
     opened: &Opened,
     config: &FileCache,
@@ -172,33 +177,26 @@ pub fn fill(
         used: Cell::new(now),
         expires: racy(&opened.st, read_at).then(|| now + RACY),
     });
-    CACHE.with(|c| {
-        let mut cache = c.borrow_mut();
-        cache.make_room(len, config.size, stats);
-        cache.insert(key, entry.clone(), stats);
-    });
+    let mut cache = state.cache.borrow_mut();
+    cache.make_room(len, config.size, stats);
+    cache.insert(key, entry.clone(), stats);
     Some(entry)
 }
 
 /// Drops entries unused for [`INACTIVE`]; the worker's idle sweep calls it.
-pub fn sweep(now: Instant, stats: &WorkerStats) {
-    CACHE.with(|c| {
-        let mut cache = c.borrow_mut();
-        if cache.files > 0 {
-            cache.retain(
-                |e| now.saturating_duration_since(e.used.get()) < INACTIVE,
-                stats,
-            );
-        }
-    });
+pub fn sweep(cache: &RefCell<Cache>, now: Instant, stats: &WorkerStats) {
+    let mut cache = cache.borrow_mut();
+    if cache.files > 0 {
+        cache.retain(
+            |e| now.saturating_duration_since(e.used.get()) < INACTIVE,
+            stats,
+        );
+    }
 }
 
-thread_local! {
-    static CACHE: RefCell<Cache> = RefCell::new(Cache::default());
-}
-
+/// One worker's cached files.
 #[derive(Default)]
-struct Cache {
+pub struct Cache {
     /// Entries by root, then by relative path (two levels, so a lookup needs no allocation).
     roots: HashMap<PathBuf, HashMap<String, Rc<Cached>>>,
     files: u64,
@@ -305,9 +303,9 @@ impl Identity {
 }
 
 /// The identity of what `path` names now, under the route's root; `None` when it is gone.
-fn current_identity(key: &Key<'_>, path: &CString) -> Option<Identity> {
+fn current_identity(state: &super::FilesState, key: &Key<'_>, path: &CString) -> Option<Identity> {
     let root = if key.in_dir {
-        Some(super::root_dir(key.root).ok()?)
+        Some(state.root_dir(key.root).ok()?)
     } else {
         None
     };
@@ -436,13 +434,14 @@ mod tests {
     fn sweeping_drops_entries_unused_for_a_minute() {
         let stats = WorkerStats::default();
         let t = Instant::now();
-        CACHE.with(|c| {
-            let mut c = c.borrow_mut();
+        let cache = RefCell::new(Cache::default());
+        {
+            let mut c = cache.borrow_mut();
             c.insert(key(Path::new("/s"), "idle"), entry(1, t), &stats);
             c.insert(key(Path::new("/s"), "busy"), entry(2, t + INACTIVE), &stats);
-        });
-        sweep(t + INACTIVE + Duration::from_millis(1), &stats);
-        CACHE.with(|c| assert_eq!(names(&c.borrow()), ["/s/busy"]));
+        }
+        sweep(&cache, t + INACTIVE + Duration::from_millis(1), &stats);
+        assert_eq!(names(&cache.borrow()), ["/s/busy"]);
         assert_eq!(stats.file_cache_bytes.load(Ordering::Relaxed), 2);
     }
 
@@ -484,6 +483,7 @@ mod tests {
         std::fs::write(dir.path().join("sub/index.html"), "index").unwrap();
         std::fs::write(dir.path().join("f.txt"), "fresh").unwrap();
         let stats = WorkerStats::default();
+        let state = super::super::FilesState::default();
         let config = FileCache::default();
         let now = Instant::now();
         let target = |rel: &str| Target::InDir {
@@ -492,23 +492,29 @@ mod tests {
         };
         // A directory named without its slash is served its route's index: not cached.
         let t = target("sub");
-        let opened = super::super::open(&t, "index.html").unwrap();
+        let opened = super::super::open(&state, &t, "index.html").unwrap();
         assert!(opened.via_index, "sub is served its index");
-        assert!(fill(Key::of(&t).unwrap(), &opened, &config, now, &stats).is_none());
+        assert!(fill(&state, Key::of(&t).unwrap(), &opened, &config, now, &stats).is_none());
         let t = target("sub/index.html");
-        let opened = super::super::open(&t, "index.html").unwrap();
-        assert!(fill(Key::of(&t).unwrap(), &opened, &config, now, &stats).is_some());
+        let opened = super::super::open(&state, &t, "index.html").unwrap();
+        assert!(fill(&state, Key::of(&t).unwrap(), &opened, &config, now, &stats).is_some());
 
         // Just written: cached, but only until RACY has passed.
         let t = target("f.txt");
         let key = Key::of(&t).unwrap();
-        let opened = super::super::open(&t, "index.html").unwrap();
-        let entry = fill(Key::of(&t).unwrap(), &opened, &config, now, &stats).unwrap();
+        let opened = super::super::open(&state, &t, "index.html").unwrap();
+        let entry = fill(&state, Key::of(&t).unwrap(), &opened, &config, now, &stats).unwrap();
         assert_eq!(entry.file.body, b"fresh");
         assert_eq!(entry.expires, Some(now + RACY));
-        let hit = lookup(&key, &config, now + Duration::from_millis(10), &stats);
+        let hit = lookup(
+            &state,
+            &key,
+            &config,
+            now + Duration::from_millis(10),
+            &stats,
+        );
         assert!(hit.is_some_and(|h| Rc::ptr_eq(&h, &entry)));
-        assert!(lookup(&key, &config, now + RACY, &stats).is_none());
+        assert!(lookup(&state, &key, &config, now + RACY, &stats).is_none());
         assert_eq!(stats.file_cache_hits.load(Ordering::Relaxed), 1);
         assert_eq!(stats.file_cache_misses.load(Ordering::Relaxed), 1);
         assert_eq!(

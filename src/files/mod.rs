@@ -117,6 +117,7 @@ pub async fn serve(
     m: &Matched<'_>,
     backend: &FileBackend,
     file_cache: &FileCache,
+    state: &FilesState,
     stats: &WorkerStats,
 ) -> Result<(), Error> {
     let target = m.target();
@@ -131,13 +132,13 @@ pub async fn serve(
         .enabled()
         .then(|| (cache::Key::of(&target), Instant::now()));
     if let Some((Some(key), now)) = &cache {
-        if let Some(hit) = cache::lookup(key, file_cache, *now, stats) {
+        if let Some(hit) = cache::lookup(state, key, file_cache, *now, stats) {
             return send_memory(ds, req, &hit.file).await;
         }
     }
-    let opened = open(&target, &backend.index)?;
+    let opened = open(state, &target, &backend.index)?;
     if let Some((Some(key), now)) = cache {
-        if let Some(fill) = cache::fill(key, &opened, file_cache, now, stats) {
+        if let Some(fill) = cache::fill(state, key, &opened, file_cache, now, stats) {
             return send_memory(ds, req, &fill.file).await;
         }
     }
@@ -165,17 +166,12 @@ pub fn probe(m: &Matched<'_>, backend: &FileBackend) -> Result<PathBuf, Error> {
         find_memory(mem, &target, &backend.index).ok_or_else(Error::not_found)?;
         return Ok(shown);
     }
-    let opened = open(&target, &backend.index)?;
+    let opened = open(&FilesState::default(), &target, &backend.index)?;
     Ok(if opened.via_index {
         shown.join(&backend.index)
     } else {
         shown
     })
-}
-
-/// Drops the worker's cached files that no request used for a minute.
-pub fn sweep_cache(now: Instant, stats: &WorkerStats) {
-    cache::sweep(now, stats);
 }
 
 /// Sends a file held in memory (memory mode, or the cache).
@@ -267,7 +263,7 @@ struct Opened {
 }
 
 /// Opens the file of a target for sendfile mode, following a directory to its index.
-fn open(target: &Target<'_>, index: &str) -> Result<Opened, Error> {
+fn open(state: &FilesState, target: &Target<'_>, index: &str) -> Result<Opened, Error> {
     match target {
         Target::File(path) => {
             let fd = open_at(libc::AT_FDCWD, path.as_os_str().as_bytes(), false)?;
@@ -281,7 +277,7 @@ fn open(target: &Target<'_>, index: &str) -> Result<Opened, Error> {
             })
         }
         Target::InDir { root, relative } => {
-            let root_fd = root_dir(root)?;
+            let root_fd = state.root_dir(root)?;
             let rel = if relative.is_empty() {
                 "."
             } else {
@@ -330,32 +326,39 @@ fn regular_meta(st: &libc::stat, name: &Path) -> Result<FileMeta, Error> {
 /// release, say) keeps being served from the old directory.
 const ROOT_FD_TTL: Duration = Duration::from_secs(1);
 
-thread_local! {
-    /// Per worker: route roots opened with `O_PATH`, and when.
-    static ROOT_FDS: RefCell<HashMap<PathBuf, (Rc<OwnedFd>, Instant)>> =
-        RefCell::new(HashMap::new());
+/// One worker's state of the File backend (see [`crate::worker::WorkerCtx`]): its file cache,
+/// and its route roots opened with `O_PATH`, with when.
+#[derive(Default)]
+pub struct FilesState {
+    cache: RefCell<cache::Cache>,
+    roots: RefCell<HashMap<PathBuf, (Rc<OwnedFd>, Instant)>>,
 }
 
-/// The directory descriptor of a route's root, from the worker's short-lived cache.
-fn root_dir(root: &Path) -> Result<Rc<OwnedFd>, Error> {
-    let now = Instant::now();
-    let cached = ROOT_FDS.with(|c| {
-        c.borrow()
+impl FilesState {
+    /// The directory descriptor of a route's root, from the short-lived cache.
+    fn root_dir(&self, root: &Path) -> Result<Rc<OwnedFd>, Error> {
+        let now = Instant::now();
+        let cached = self
+            .roots
+            .borrow()
             .get(root)
             .filter(|(_, at)| now.duration_since(*at) < ROOT_FD_TTL)
-            .map(|(fd, _)| fd.clone())
-    });
-    if let Some(fd) = cached {
-        return Ok(fd);
-    }
-    let fd = Rc::new(open_at(libc::AT_FDCWD, root.as_os_str().as_bytes(), true)?);
-    ROOT_FDS.with(|c| {
-        let mut map = c.borrow_mut();
+            .map(|(fd, _)| fd.clone());
+        if let Some(fd) = cached {
+            return Ok(fd);
+        }
+        let fd = Rc::new(open_at(libc::AT_FDCWD, root.as_os_str().as_bytes(), true)?);
+        let mut map = self.roots.borrow_mut();
         // Roots of routes that no longer exist expire here instead of piling up.
         map.retain(|_, (_, at)| now.duration_since(*at) < ROOT_FD_TTL);
         map.insert(root.to_path_buf(), (fd.clone(), now));
-    });
-    Ok(fd)
+        Ok(fd)
+    }
+
+    /// Drops the cached files that no request used for a minute.
+    pub fn sweep(&self, now: Instant, stats: &WorkerStats) {
+        cache::sweep(&self.cache, now, stats);
+    }
 }
 
 fn stat(fd: &OwnedFd) -> Result<libc::stat, Error> {

@@ -2,9 +2,9 @@
 //! back when its request is done, so an idle keep-alive connection holds no buffer and a busy
 //! worker allocates none per request.
 //!
-//! Thread-local (a worker's connections all run on its thread): no lock, no atomic. At most
-//! [`KEEP`] buffers wait in a pool; buffers that grew past [`MAX_KEPT`] (a large pipelined
-//! burst) are freed instead of kept.
+//! Owned by the worker's [`crate::worker::WorkerCtx`] (its connections all run on its
+//! thread): no lock, no atomic. At most [`KEEP`] buffers wait in a pool; buffers that grew past
+//! [`MAX_KEPT`] (a large pipelined burst) are freed instead of kept.
 
 use std::cell::RefCell;
 
@@ -16,34 +16,37 @@ pub const KEEP: usize = 64;
 /// A buffer larger than this is not kept.
 pub const MAX_KEPT: usize = 4 * SIZE;
 
-thread_local! {
-    static POOL: RefCell<Vec<Vec<u8>>> = const { RefCell::new(Vec::new()) };
-}
+/// One worker's read buffers.
+#[derive(Debug, Default)]
+pub struct Buffers(RefCell<Vec<Vec<u8>>>);
 
-/// An empty buffer with room for at least [`SIZE`] bytes: a pooled one when there is one.
-pub fn take() -> Vec<u8> {
-    POOL.with(|p| p.try_borrow_mut().ok().and_then(|mut p| p.pop()))
-        .unwrap_or_else(|| Vec::with_capacity(SIZE))
-}
-
-/// Gives a buffer back (its contents are dropped).
-pub fn give(mut buf: Vec<u8>) {
-    if buf.capacity() < SIZE || buf.capacity() > MAX_KEPT {
-        return;
+impl Buffers {
+    /// An empty buffer with room for at least [`SIZE`] bytes: a pooled one when there is one.
+    pub fn take(&self) -> Vec<u8> {
+        self.0
+            .try_borrow_mut()
+            .ok()
+            .and_then(|mut p| p.pop())
+            .unwrap_or_else(|| Vec::with_capacity(SIZE))
     }
-    buf.clear();
-    POOL.with(|p| {
-        if let Ok(mut p) = p.try_borrow_mut() {
+
+    /// Gives a buffer back (its contents are dropped).
+    pub fn give(&self, mut buf: Vec<u8>) {
+        if buf.capacity() < SIZE || buf.capacity() > MAX_KEPT {
+            return;
+        }
+        buf.clear();
+        if let Ok(mut p) = self.0.try_borrow_mut() {
             if p.len() < KEEP {
                 p.push(buf);
             }
         }
-    });
-}
+    }
 
-/// Buffers waiting in this thread's pool.
-pub fn pooled() -> usize {
-    POOL.with(|p| p.try_borrow().map_or(0, |p| p.len()))
+    /// Buffers waiting in the pool.
+    pub fn pooled(&self) -> usize {
+        self.0.try_borrow().map_or(0, |p| p.len())
+    }
 }
 
 #[cfg(test)]
@@ -52,21 +55,22 @@ mod tests {
 
     #[test]
     fn buffers_are_reused_within_bounds() {
-        let a = take();
+        let pool = Buffers::default();
+        let a = pool.take();
         assert!(a.capacity() >= SIZE);
         let ptr = a.as_ptr();
-        give(a);
-        assert_eq!(pooled(), 1);
-        let b = take();
+        pool.give(a);
+        assert_eq!(pool.pooled(), 1);
+        let b = pool.take();
         assert_eq!(b.as_ptr(), ptr, "the same buffer again");
-        assert_eq!(pooled(), 0);
+        assert_eq!(pool.pooled(), 0);
         // Too small or too large: not kept.
-        give(Vec::with_capacity(16));
-        give(Vec::with_capacity(MAX_KEPT + 1));
-        assert_eq!(pooled(), 0);
+        pool.give(Vec::with_capacity(16));
+        pool.give(Vec::with_capacity(MAX_KEPT + 1));
+        assert_eq!(pool.pooled(), 0);
         for _ in 0..KEEP + 10 {
-            give(Vec::with_capacity(SIZE));
+            pool.give(Vec::with_capacity(SIZE));
         }
-        assert_eq!(pooled(), KEEP);
+        assert_eq!(pool.pooled(), KEEP);
     }
 }

@@ -24,9 +24,9 @@ const YIELD_EVERY: u64 = 1024 * 1024;
 /// Pipes kept per worker.
 const KEEP: usize = 16;
 
-thread_local! {
-    static PIPES: RefCell<Vec<Pipe>> = const { RefCell::new(Vec::new()) };
-}
+/// One worker's pipes, kept for reuse (see [`crate::worker::WorkerCtx`]).
+#[derive(Debug, Default)]
+pub struct Pipes(RefCell<Vec<Pipe>>);
 
 /// Whether bodies go through [`relay`]: on, unless `ZEROCOPY_PROXY_BODY=copy` (for measuring
 /// the two against each other).
@@ -35,13 +35,28 @@ pub fn enabled() -> bool {
     *ON.get_or_init(|| std::env::var("ZEROCOPY_PROXY_BODY").map_or(true, |v| v != "copy"))
 }
 
-/// A pipe for [`relay`]: a pooled one, or a new one; `None` when none can be had (descriptors
-/// short): the caller copies instead.
-pub fn pipe() -> Option<Pipe> {
-    Pipe::take().ok()
+impl Pipes {
+    /// A pipe for [`relay`]: a pooled one, or a new one; `None` when none can be had
+    /// (descriptors short): the caller copies instead.
+    pub fn take(&self) -> Option<Pipe> {
+        if let Some(p) = self.0.try_borrow_mut().ok().and_then(|mut p| p.pop()) {
+            return Some(p);
+        }
+        Pipe::new().ok()
+    }
+
+    /// Back to the pool (only an empty pipe).
+    fn give(&self, pipe: Pipe) {
+        if let Ok(mut p) = self.0.try_borrow_mut() {
+            if p.len() < KEEP {
+                p.push(pipe);
+            }
+        }
+    }
 }
 
-/// A pipe between the two sockets (see [`pipe`]).
+/// A pipe between the two sockets (see [`Pipes::take`]).
+#[derive(Debug)]
 pub struct Pipe {
     read: OwnedFd,
     write: OwnedFd,
@@ -49,10 +64,7 @@ pub struct Pipe {
 }
 
 impl Pipe {
-    fn take() -> std::io::Result<Pipe> {
-        if let Some(p) = PIPES.with(|p| p.try_borrow_mut().ok().and_then(|mut p| p.pop())) {
-            return Ok(p);
-        }
+    fn new() -> std::io::Result<Pipe> {
         let mut fds = [0 as libc::c_int; 2];
         // SAFETY: pipe2 writes two descriptors into the array.
         if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_NONBLOCK | libc::O_CLOEXEC) } != 0 {
@@ -72,17 +84,6 @@ impl Pipe {
             write,
             capacity,
         })
-    }
-
-    /// Back to the worker's pipes (only an empty pipe).
-    fn give(self) {
-        PIPES.with(|p| {
-            if let Ok(mut p) = p.try_borrow_mut() {
-                if p.len() < KEEP {
-                    p.push(self);
-                }
-            }
-        });
     }
 }
 
@@ -116,6 +117,7 @@ fn splice(from: libc::c_int, to: libc::c_int, len: usize) -> std::io::Result<Opt
 /// An upstream that ends early or stays silent past `read_timeout` is an `Aborted` upstream
 /// error; a client that stops reading is `ClientGone`.
 pub async fn relay(
+    pipes: &Pipes,
     pipe: Pipe,
     upstream: &TcpStream,
     client: &TcpStream,
@@ -126,7 +128,7 @@ pub async fn relay(
     let result = pump(&pipe, upstream, client, len, read_timeout, sent).await;
     match result {
         // Empty: reusable.
-        Ok(()) => pipe.give(),
+        Ok(()) => pipes.give(pipe),
         Err(_) => drop(pipe),
     }
     result

@@ -71,6 +71,10 @@ pub struct Exchange<'a, D> {
     pub path: &'a str,
     /// The worker's index, for the upstream's counters.
     pub worker: usize,
+    /// The worker's idle upstream connections.
+    pub pool: &'a pool::Pool,
+    /// The worker's pipes, for spliced bodies.
+    pub pipes: &'a splice::Pipes,
 }
 
 /// The upstream side of an exchange, for the access log.
@@ -120,7 +124,7 @@ async fn forward_inner<D: Downstream>(
     let mut attempt = 0;
     let (mut upstream, early, resp_buf, resp) = loop {
         attempt += 1;
-        let (mut conn, reused) = connect(x.upstream, x.security).await?;
+        let (mut conn, reused) = connect(x.pool, x.upstream, x.security).await?;
         x.upstream.metrics.count(
             x.worker,
             if reused {
@@ -177,7 +181,7 @@ async fn forward_inner<D: Downstream>(
         return Ok(());
     }
     if resp.keep_alive && framing != Framing::Close && !early {
-        pool::put(
+        x.pool.put(
             &x.upstream.key,
             upstream,
             x.security.max_idle_connections_per_host,
@@ -195,8 +199,12 @@ enum Failure {
 }
 
 /// A pooled or fresh upstream connection, and whether it was pooled.
-async fn connect(up: &Upstream, sec: &RouteSecurity) -> Result<(UpstreamConn, bool), Error> {
-    if let Some(conn) = pool::take(&up.key) {
+async fn connect(
+    pool: &pool::Pool,
+    up: &Upstream,
+    sec: &RouteSecurity,
+) -> Result<(UpstreamConn, bool), Error> {
+    if let Some(conn) = pool.take(&up.key) {
         return Ok((conn, true));
     }
     Ok((
@@ -522,8 +530,9 @@ async fn relay_body<D: Downstream>(
         if left >= splice::MIN_BODY && pending.is_empty() && splice::enabled() {
             if let (Some(up), Some((client, sent))) = (upstream.plain_tcp(), x.ds.plain_socket()) {
                 // Without a pipe (descriptors short), the body is copied.
-                if let Some(pipe) = splice::pipe() {
-                    return splice::relay(pipe, up, client, left, read_timeout, sent).await;
+                if let Some(pipe) = x.pipes.take() {
+                    return splice::relay(x.pipes, pipe, up, client, left, read_timeout, sent)
+                        .await;
                 }
             }
         }

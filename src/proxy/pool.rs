@@ -1,4 +1,5 @@
-//! The upstream connection pool: per worker (no locks), per upstream.
+//! The upstream connection pool: per worker (no locks; owned by its
+//! [`crate::worker::WorkerCtx`]), per upstream.
 //!
 //! Idle connections are kept up to the route's `max_idle_connections_per_host`, for at most its
 //! `idle_connection_timeout_secs`; the most recently used one is reused first. Before reuse a
@@ -44,14 +45,14 @@ struct Idle {
     expires: Instant,
 }
 
-thread_local! {
-    static POOL: RefCell<HashMap<PoolKey, VecDeque<Idle>>> = RefCell::new(HashMap::new());
-}
+/// One worker's idle upstream connections, by upstream (see [`crate::worker::WorkerCtx`]).
+#[derive(Default)]
+pub struct Pool(RefCell<HashMap<PoolKey, VecDeque<Idle>>>);
 
-/// Takes a usable idle connection to `key`, dropping expired and closed ones.
-pub fn take(key: &PoolKey) -> Option<UpstreamConn> {
-    POOL.with(|p| {
-        let mut pool = p.borrow_mut();
+impl Pool {
+    /// Takes a usable idle connection to `key`, dropping expired and closed ones.
+    pub fn take(&self, key: &PoolKey) -> Option<UpstreamConn> {
+        let mut pool = self.0.borrow_mut();
         let idle = pool.get_mut(key)?;
         let now = Instant::now();
         while let Some(mut entry) = idle.pop_back() {
@@ -60,17 +61,15 @@ pub fn take(key: &PoolKey) -> Option<UpstreamConn> {
             }
         }
         None
-    })
-}
-
-/// Returns a connection after a complete exchange, to be kept for `keep`; the oldest idle ones
-/// beyond `max` are closed.
-pub fn put(key: &PoolKey, conn: UpstreamConn, max: usize, keep: Duration) {
-    if max == 0 || keep.is_zero() {
-        return;
     }
-    POOL.with(|p| {
-        let mut pool = p.borrow_mut();
+
+    /// Returns a connection after a complete exchange, to be kept for `keep`; the oldest idle
+    /// ones beyond `max` are closed.
+    pub fn put(&self, key: &PoolKey, conn: UpstreamConn, max: usize, keep: Duration) {
+        if max == 0 || keep.is_zero() {
+            return;
+        }
+        let mut pool = self.0.borrow_mut();
         let idle = pool.entry(key.clone()).or_default();
         idle.push_back(Idle {
             conn,
@@ -79,23 +78,20 @@ pub fn put(key: &PoolKey, conn: UpstreamConn, max: usize, keep: Duration) {
         while idle.len() > max {
             idle.pop_front();
         }
-    })
-}
+    }
 
-/// Closes this worker's idle connections whose time is up. Each worker runs it every second, so
-/// an idle connection lives at most about a second past `idle_connection_timeout_secs`.
-pub fn sweep() {
-    let now = Instant::now();
-    POOL.with(|p| {
-        let mut pool = p.borrow_mut();
-        pool.retain(|_, idle| {
+    /// Closes the idle connections whose time is up. Each worker runs it every second, so an
+    /// idle connection lives at most about a second past `idle_connection_timeout_secs`.
+    pub fn sweep(&self) {
+        let now = Instant::now();
+        self.0.borrow_mut().retain(|_, idle| {
             idle.retain(|c| now < c.expires);
             !idle.is_empty()
         });
-    })
-}
+    }
 
-/// Idle connections held for `key` on this worker (for tests and stats).
-pub fn idle_count(key: &PoolKey) -> usize {
-    POOL.with(|p| p.borrow().get(key).map_or(0, VecDeque::len))
+    /// Idle connections held for `key` (for tests and stats).
+    pub fn idle_count(&self, key: &PoolKey) -> usize {
+        self.0.borrow().get(key).map_or(0, VecDeque::len)
+    }
 }

@@ -22,7 +22,7 @@ use crate::config::defaults;
 use crate::net::client::ClientStream;
 use crate::net::io::{set_nonblocking, RecvError};
 use crate::worker::park::{Parked, Parking};
-use crate::worker::{Admitted, Registry, Shared, Woke};
+use crate::worker::{Admitted, Registry, Shared, Woke, WorkerCtx};
 
 /// How long a closing connection keeps draining the client's input after an error.
 const LINGER_TIME: Duration = Duration::from_secs(2);
@@ -129,6 +129,7 @@ async fn connection(
         shared,
         idle,
         buf: Vec::new(),
+        ctx: open.registry.ctx.clone(),
         aborted: false,
         readable: false,
     };
@@ -224,6 +225,8 @@ pub(super) struct Conn {
     pub(super) idle: crate::worker::Idle,
     /// Bytes read and not yet consumed: the rest of a body, pipelined requests.
     pub(super) buf: Vec<u8>,
+    /// The worker's state (buffers, file cache, upstream pool, pipes).
+    pub(super) ctx: Rc<WorkerCtx>,
     /// A response was cut off (or the client vanished): end without `close_notify`.
     pub(super) aborted: bool,
     /// The socket just woke readable: the next read of a plain connection takes the bytes
@@ -300,7 +303,7 @@ impl Conn {
                     first: Some(deadline),
                 },
                 State::Resumed { first } => {
-                    self.buf = crate::net::buffers::take();
+                    self.buf = self.ctx.buffers.take();
                     self.readable = true;
                     State::Request {
                         head_deadline: first,
@@ -335,7 +338,7 @@ impl Conn {
         if self.shared.is_draining() {
             return State::Closing;
         }
-        crate::net::buffers::give(std::mem::take(&mut self.buf));
+        self.ctx.buffers.give(std::mem::take(&mut self.buf));
         self.idle.begin(deadline);
         let woke = self.idle.wait(self.client.wait_readable()).await;
         // Still on: bytes arrived (whatever the clock says now). Ended: the sweep (past the
@@ -355,7 +358,7 @@ impl Conn {
         if !ready || (swept && Instant::now() >= deadline) {
             return State::Closing;
         }
-        self.buf = crate::net::buffers::take();
+        self.buf = self.ctx.buffers.take();
         self.readable = true;
         State::Request {
             head_deadline: first,
@@ -366,10 +369,10 @@ impl Conn {
     /// end of the stream, which the next read then sees); `false` when there were none, and
     /// the buffer went back.
     fn look(&mut self) -> bool {
-        let mut buf = crate::net::buffers::take();
+        let mut buf = self.ctx.buffers.take();
         match crate::net::io::recv_now(self.client.tcp_mut(), &mut buf, READ_SIZE) {
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                crate::net::buffers::give(buf);
+                self.ctx.buffers.give(buf);
                 false
             }
             Ok(n) => {

@@ -30,7 +30,7 @@ use crate::net::client::Meter;
 use crate::proxy;
 use crate::route::Target;
 use crate::snapshot::{HeadLimits, Snapshot};
-use crate::worker::Shared;
+use crate::worker::{Shared, WorkerCtx};
 
 impl Conn {
     /// Reads one request head (complete by `deadline`, by default `header_timeout` from now)
@@ -50,9 +50,10 @@ impl Conn {
         let _in_flight = InFlight::new(&shared.workers[self.worker].in_flight);
         let snapshot = shared.snapshot.load_full();
         let mut trace = Trace::default();
+        let worker = self.ctx.clone();
         let ctx = Ctx {
             peer: self.peer,
-            worker: self.worker,
+            worker: &worker,
             shared: &shared,
             tls: self.client.is_tls(),
         };
@@ -180,7 +181,7 @@ impl Conn {
 /// What a request's answer needs to know about its connection.
 struct Ctx<'a> {
     peer: SocketAddr,
-    worker: usize,
+    worker: &'a WorkerCtx,
     shared: &'a Shared,
     /// The client came over TLS.
     tls: bool,
@@ -242,9 +243,9 @@ async fn answer(
                 body_within_limit(req, security)?;
                 ds.discard_body().await?;
             }
-            let stats = &ctx.shared.workers[ctx.worker];
+            let stats = &ctx.shared.workers[ctx.worker.id];
             let cache = &snapshot.config.performance.file_cache;
-            crate::files::serve(ds, req, &m, f, cache, stats).await
+            crate::files::serve(ds, req, &m, f, cache, &ctx.worker.files, stats).await
         }
         Backend::Proxy(p) => {
             let Some(upstream) = &m.entry.upstream else {
@@ -263,7 +264,9 @@ async fn answer(
                 upstream,
                 security,
                 path: &upstream_path,
-                worker: ctx.worker,
+                worker: ctx.worker.id,
+                pool: &ctx.worker.upstreams,
+                pipes: &ctx.worker.pipes,
             };
             proxy::forward(exchange, &mut trace.upstream).await
         }

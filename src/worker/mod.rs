@@ -12,6 +12,7 @@
 //! `Connection: close`. The control thread ends the process when no connection is left.
 
 pub mod balance;
+mod ctx;
 pub mod park;
 
 use std::cell::{Cell, RefCell};
@@ -36,6 +37,7 @@ use crate::metrics::Registry as Metrics;
 pub use crate::metrics::WorkerStats;
 use crate::snapshot::SnapshotCell;
 use crate::tls::RecordLayer;
+pub use ctx::WorkerCtx;
 
 /// How often an accept loop looks at the drain flag.
 const DRAIN_POLL: Duration = Duration::from_millis(50);
@@ -280,6 +282,8 @@ pub struct Registry {
     released: Cell<(usize, Instant)>,
     /// Whether accepted connections have `TCP_NODELAY` from the listener already.
     pub nodelay_inherited: Cell<bool>,
+    /// The worker's state its connections use.
+    pub ctx: Rc<WorkerCtx>,
 }
 
 /// How many more connections must be parked than at the low point since the worker last gave
@@ -308,6 +312,7 @@ impl Registry {
             parking,
             released: Cell::new((0, Instant::now())),
             nodelay_inherited: Cell::new(false),
+            ctx: Rc::new(WorkerCtx::new(worker)),
         }
     }
 
@@ -639,12 +644,12 @@ async fn worker_main(
         });
     }
     {
-        let shared = shared.clone();
+        let (shared, ctx) = (shared.clone(), registry.ctx.clone());
         monoio::spawn(async move {
             loop {
                 monoio::time::sleep(Duration::from_secs(1)).await;
-                crate::proxy::pool::sweep();
-                crate::files::sweep_cache(Instant::now(), &shared.workers[id]);
+                ctx.upstreams.sweep();
+                ctx.files.sweep(Instant::now(), &shared.workers[id]);
             }
         });
     }
