@@ -292,6 +292,9 @@ class Server:
         self.log = tempfile.TemporaryFile()
         self.proc = subprocess.Popen(self.cmd, stdout=self.log, stderr=self.log)
         wait_port(self.port)
+        # A moment for every worker to reach its accept loop (the connection above may have
+        # been taken by a listener still starting up).
+        time.sleep(0.3)
         return self
 
     def log_tail(self):
@@ -333,6 +336,9 @@ def main():
     ap.add_argument("--no-build", action="store_true", help="use the existing release binary")
     ap.add_argument("--output", default=os.path.join(ROOT, "bench", "RESULTS.md"))
     ap.add_argument("--cases", default="", help="run only cases whose name contains this text (no RESULTS.md written)")
+    ap.add_argument("--baseline", default="", help="another zerocopy-server binary (an older build) run beside "
+                    "the others with the same config, alternating: its medians and the ratio of this build to it "
+                    "are printed (no RESULTS.md written)")
     args = ap.parse_args()
 
     ensure_tools()
@@ -394,6 +400,10 @@ def main():
         "zerocopy-server": (["taskset", "-c", server_cores, BIN, "--config", os.path.join(tmp, "zcs-tls.toml")], ours_tls_port),
         "nginx": (nginx_cmd, nginx_tls_port),
     }
+    if args.baseline:
+        base_bin = os.path.abspath(args.baseline)
+        plain_servers["baseline"] = (["taskset", "-c", server_cores, base_bin, "--config", os.path.join(tmp, "zcs.toml")], ours_port)
+        tls_servers["baseline"] = (["taskset", "-c", server_cores, base_bin, "--config", os.path.join(tmp, "zcs-tls.toml")], ours_tls_port)
     measured = {}
     # The ceiling runs inside the 1 KiB keep-alive case, alternating with both servers, so that
     # its figure comes from the same minutes as theirs (this machine's noise comes and goes).
@@ -447,6 +457,15 @@ def main():
             )
     # The ceiling: the same load on a server that does nothing but answer.
     extra = []
+    if args.baseline:
+        extra.append("\n**This build against the baseline** (`--baseline`), medians:\n")
+        extra.append("| case | this build req/s | baseline req/s | ratio | this build CPU/req | baseline CPU/req |\n|---|---:|---:|---:|---:|---:|")
+        for case, samples in measured.items():
+            new = statistics.median(x[0] for x in samples["zerocopy-server"])
+            old = statistics.median(x[0] for x in samples["baseline"])
+            cnew = statistics.median(x[5] for x in samples["zerocopy-server"])
+            cold = statistics.median(x[5] for x in samples["baseline"])
+            extra.append(f"| {case} | {new:,.0f} | {old:,.0f} | **{new / old:.3f}×** | {cnew:.1f} µs | {cold:.1f} µs |")
     top = statistics.median(x[0] for x in ceiling) if ceiling else None
     if top:
         lines[0] += " share of ceiling |"
@@ -502,8 +521,8 @@ def main():
     upstream.wait()
     table = "\n".join(lines) + "\n" + "\n".join(extra)
     print(table)
-    if args.cases:
-        # A partial run is for looking, not for the record.
+    if args.cases or args.baseline:
+        # A partial run, or one against another build, is for looking, not for the record.
         return
     desc = machine()
     report = f"""## Static files against nginx (`bench/run.py`)
