@@ -27,7 +27,7 @@
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::ffi::CString;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
@@ -37,6 +37,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use super::{MemFile, Opened};
 use crate::config::FileCache;
 use crate::metrics::WorkerStats;
+use crate::net::sys;
 use crate::route::Target;
 
 /// How long an entry no request used stays cached.
@@ -309,13 +310,7 @@ fn current_identity(state: &super::FilesState, key: &Key<'_>, path: &CString) ->
     } else {
         None
     };
-    let dir = root.as_ref().map_or(libc::AT_FDCWD, |fd| fd.as_raw_fd());
-    // SAFETY: an all-zero `stat` is a valid value; fstatat fills it.
-    let mut st: libc::stat = unsafe { std::mem::zeroed() };
-    // SAFETY: `path` is NUL-terminated and `st` writable; both outlive the call.
-    if unsafe { libc::fstatat(dir, path.as_ptr(), &mut st, 0) } < 0 {
-        return None;
-    }
+    let st = sys::stat_at(root.as_ref().map(|fd| fd.as_fd()), path).ok()?;
     Some(Identity::of(&st))
 }
 
@@ -325,22 +320,10 @@ fn read_whole(fd: &OwnedFd, len: u64) -> Option<Vec<u8>> {
     let mut body = Vec::with_capacity(len);
     while body.len() < len {
         let done = body.len();
-        let spare = &mut body.spare_capacity_mut()[..len - done];
-        // SAFETY: `spare` is writable memory of at least `spare.len()` bytes that the kernel
-        // fills; only what it reports written is then counted as initialised.
-        let n = unsafe {
-            libc::pread(
-                fd.as_raw_fd(),
-                spare.as_mut_ptr().cast(),
-                spare.len(),
-                done as libc::off_t,
-            )
-        };
-        if n <= 0 {
-            return None;
+        match sys::pread_append(fd.as_fd(), &mut body, len - done, done as u64) {
+            Ok(n) if n > 0 => {}
+            _ => return None,
         }
-        // SAFETY: pread initialised the first `n` bytes of the spare capacity.
-        unsafe { body.set_len(done + n as usize) };
     }
     Some(body)
 }
@@ -356,6 +339,7 @@ mod tests {
                 FileMeta::new(len as u64, 0, Path::new("f.bin")),
                 vec![0; len],
             ),
+            // SAFETY: an all-zero `stat` is a valid value.
             identity: Identity::of(&unsafe { std::mem::zeroed() }),
             path: CString::new("f.bin").unwrap(),
             checked: Cell::new(used),

@@ -20,7 +20,7 @@ mod cache;
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::ffi::CString;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
@@ -33,6 +33,7 @@ use crate::http::request::RequestHead;
 use crate::http::response::ResponseHead;
 use crate::http::Method;
 use crate::metrics::WorkerStats;
+use crate::net::sys;
 pub use crate::preload::{content_type, FileMeta, MemFile, MemoryFiles};
 use crate::route::{Matched, Target};
 
@@ -266,7 +267,7 @@ struct Opened {
 fn open(state: &FilesState, target: &Target<'_>, index: &str) -> Result<Opened, Error> {
     match target {
         Target::File(path) => {
-            let fd = open_at(libc::AT_FDCWD, path.as_os_str().as_bytes(), false)?;
+            let fd = open_at(None, path.as_os_str().as_bytes(), false)?;
             let st = stat(&fd)?;
             let meta = regular_meta(&st, path)?;
             Ok(Opened {
@@ -347,7 +348,7 @@ impl FilesState {
         if let Some(fd) = cached {
             return Ok(fd);
         }
-        let fd = Rc::new(open_at(libc::AT_FDCWD, root.as_os_str().as_bytes(), true)?);
+        let fd = Rc::new(open_at(None, root.as_os_str().as_bytes(), true)?);
         let mut map = self.roots.borrow_mut();
         // Roots of routes that no longer exist expire here instead of piling up.
         map.retain(|_, (_, at)| now.duration_since(*at) < ROOT_FD_TTL);
@@ -362,16 +363,10 @@ impl FilesState {
 }
 
 fn stat(fd: &OwnedFd) -> Result<libc::stat, Error> {
-    // SAFETY: an all-zero `stat` is a valid value; fstat fills it.
-    let mut st: libc::stat = unsafe { std::mem::zeroed() };
-    // SAFETY: fd is open; st is a live, writable stat.
-    if unsafe { libc::fstat(fd.as_raw_fd(), &mut st) } < 0 {
-        return Err(open_error(std::io::Error::last_os_error()));
-    }
-    Ok(st)
+    sys::fstat(fd.as_fd()).map_err(open_error)
 }
 
-fn open_at(dir: libc::c_int, path: &[u8], directory: bool) -> Result<OwnedFd, Error> {
+fn open_at(dir: Option<BorrowedFd<'_>>, path: &[u8], directory: bool) -> Result<OwnedFd, Error> {
     let c = CString::new(path).map_err(|_| Error::not_found())?;
     let flags = if directory {
         libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC
@@ -380,38 +375,16 @@ fn open_at(dir: libc::c_int, path: &[u8], directory: bool) -> Result<OwnedFd, Er
         // harmless for regular files, and anything else is refused after fstat.
         libc::O_RDONLY | libc::O_CLOEXEC | libc::O_NOCTTY | libc::O_NONBLOCK
     };
-    // SAFETY: `c` is a NUL-terminated path that outlives the call.
-    let fd = unsafe { libc::openat(dir, c.as_ptr(), flags) };
-    if fd < 0 {
-        return Err(open_error(std::io::Error::last_os_error()));
-    }
-    // SAFETY: openat returned a new descriptor that nothing else owns.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+    sys::open_at(dir, &c, flags).map_err(open_error)
 }
 
 /// `openat2(root, rel, RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS)`: the kernel refuses any
 /// resolution that leaves `root`, through `..` or a symlink.
 fn open_beneath(root: &OwnedFd, rel: &str) -> Result<OwnedFd, Error> {
     let c = CString::new(rel).map_err(|_| Error::not_found())?;
-    // SAFETY: open_how is plain data; all-zero is its documented "no options" value.
-    let mut how: libc::open_how = unsafe { std::mem::zeroed() };
-    how.flags = (libc::O_RDONLY | libc::O_CLOEXEC | libc::O_NOCTTY | libc::O_NONBLOCK) as u64;
-    how.resolve = libc::RESOLVE_BENEATH | libc::RESOLVE_NO_MAGICLINKS;
-    // SAFETY: `c` and `how` outlive the call; the size passed is how's size.
-    let fd = unsafe {
-        libc::syscall(
-            libc::SYS_openat2,
-            root.as_raw_fd(),
-            c.as_ptr(),
-            &how as *const libc::open_how,
-            std::mem::size_of::<libc::open_how>(),
-        )
-    };
-    if fd < 0 {
-        return Err(open_error(std::io::Error::last_os_error()));
-    }
-    // SAFETY: openat2 returned a new descriptor that nothing else owns.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd as libc::c_int) })
+    let flags = libc::O_RDONLY | libc::O_CLOEXEC | libc::O_NOCTTY | libc::O_NONBLOCK;
+    let resolve = libc::RESOLVE_BENEATH | libc::RESOLVE_NO_MAGICLINKS;
+    sys::open_beneath(root.as_fd(), &c, flags, resolve).map_err(open_error)
 }
 
 /// Opens `rel` under `root` so that the file reached lies inside the root. The fast path is
@@ -422,7 +395,7 @@ fn open_beneath(root: &OwnedFd, rel: &str) -> Result<OwnedFd, Error> {
 fn open_contained(root: &OwnedFd, rel: &str) -> Result<OwnedFd, Error> {
     match open_beneath(root, rel) {
         Err(e) if e.kind == ErrorKind::Forbidden || e.detail == NO_OPENAT2 => {
-            let fd = open_at(root.as_raw_fd(), rel.as_bytes(), false)?;
+            let fd = open_at(Some(root.as_fd()), rel.as_bytes(), false)?;
             let (Some(real), Some(root_real)) = (fd_path(&fd), fd_path(root)) else {
                 return Err(e);
             };
@@ -443,12 +416,11 @@ fn open_contained(root: &OwnedFd, rel: &str) -> Result<OwnedFd, Error> {
 fn fd_path(fd: &OwnedFd) -> Option<Vec<u8>> {
     let link = CString::new(format!("/proc/self/fd/{}", fd.as_raw_fd())).ok()?;
     let mut buf = vec![0u8; libc::PATH_MAX as usize];
-    // SAFETY: `link` is NUL-terminated; readlink writes at most buf.len() bytes into buf.
-    let n = unsafe { libc::readlink(link.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
-    if n <= 0 || n as usize >= buf.len() {
+    let n = sys::readlink(&link, &mut buf).ok()?;
+    if n == 0 || n >= buf.len() {
         return None;
     }
-    buf.truncate(n as usize);
+    buf.truncate(n);
     Some(buf)
 }
 

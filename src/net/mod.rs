@@ -16,6 +16,7 @@ pub mod buffers;
 pub mod client;
 pub mod io;
 pub mod splice;
+pub mod sys;
 pub mod tls;
 pub mod tunnel;
 pub mod upstream;

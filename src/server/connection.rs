@@ -9,7 +9,7 @@
 //! whenever the framing of the stream is in doubt.
 
 use std::net::SocketAddr;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::AsRawFd;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -178,17 +178,12 @@ fn park(
 ) -> std::io::Result<()> {
     // A duplicate: monoio may still hold the original in a cancelled readiness wait, and
     // closes it when that is done.
-    // SAFETY: dup of the open socket.
-    let fd = unsafe { libc::fcntl(conn.client.tcp().as_raw_fd(), libc::F_DUPFD_CLOEXEC, 0) };
-    if fd < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
+    let fd = crate::net::sys::dup_cloexec(crate::net::sys::socket_fd(conn.client.tcp()))?;
     let Some(admitted) = open.admitted.take() else {
         return Err(std::io::Error::other("no open-count guard"));
     };
     let parked = Parked {
-        // SAFETY: a new descriptor that nothing else owns.
-        fd: unsafe { OwnedFd::from_raw_fd(fd) },
+        fd,
         peer: conn.peer,
         admitted,
         deadline,

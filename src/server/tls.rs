@@ -2,6 +2,7 @@
 //! (rustls in userspace, or the kernel).
 
 use std::net::SocketAddr;
+#[cfg(feature = "ktls")]
 use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::time::Instant;
@@ -45,19 +46,9 @@ pub(super) async fn accept_tls(
     ) {
         return None;
     }
-    let mut first = 0u8;
-    // SAFETY: peeks at most one byte into a live local.
-    let n = unsafe {
-        libc::recv(
-            stream.as_raw_fd(),
-            (&mut first as *mut u8).cast(),
-            1,
-            libc::MSG_PEEK | libc::MSG_DONTWAIT,
-        )
-    };
-    if n <= 0 {
+    let Ok(Some(first)) = crate::net::sys::peek_byte(crate::net::sys::socket_fd(&stream)) else {
         return None;
-    }
+    };
     if first != TLS_HANDSHAKE_RECORD {
         log::debug!("{peer}: plain HTTP (or not TLS) on the TLS port; answering 400 and closing");
         if first.is_ascii_uppercase() {

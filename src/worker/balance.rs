@@ -18,9 +18,6 @@
 
 use std::os::fd::RawFd;
 
-/// `SO_ATTACH_REUSEPORT_CBPF` (asm-generic/socket.h; `libc` has it only for Android).
-const SO_ATTACH_REUSEPORT_CBPF: libc::c_int = 51;
-
 // Classic BPF opcodes (linux/bpf_common.h, linux/filter.h).
 const BPF_LD: u16 = 0x00;
 const BPF_ALU: u16 = 0x04;
@@ -72,26 +69,7 @@ pub fn program(workers: u32) -> Vec<libc::sock_filter> {
 
 /// Attaches [`program`] to the `SO_REUSEPORT` group of the listening socket `fd`.
 pub fn attach(fd: RawFd, workers: u32) -> std::io::Result<()> {
-    let mut filter = program(workers);
-    let prog = libc::sock_fprog {
-        len: filter.len() as libc::c_ushort,
-        filter: filter.as_mut_ptr(),
-    };
-    // SAFETY: `prog` points at `filter`, alive for the call; the kernel copies the program.
-    let rc = unsafe {
-        libc::setsockopt(
-            fd,
-            libc::SOL_SOCKET,
-            SO_ATTACH_REUSEPORT_CBPF,
-            (&prog as *const libc::sock_fprog).cast(),
-            std::mem::size_of::<libc::sock_fprog>() as libc::socklen_t,
-        )
-    };
-    if rc == 0 {
-        Ok(())
-    } else {
-        Err(std::io::Error::last_os_error())
-    }
+    crate::net::sys::attach_reuseport_cbpf(fd, &mut program(workers))
 }
 
 /// The worker [`program`] picks for a client address (what the kernel computes), for tests

@@ -226,24 +226,31 @@ pub enum Woke {
     Park,
 }
 
-/// The future of [`IdleState::wait`].
-pub struct IdleWait<'a, F> {
-    idle: &'a IdleState,
-    readable: F,
+pin_project_lite::pin_project! {
+    /// The future of [`IdleState::wait`].
+    pub struct IdleWait<'a, F> {
+        idle: &'a IdleState,
+        #[pin]
+        readable: F,
+    }
+
+    impl<F> PinnedDrop for IdleWait<'_, F> {
+        fn drop(this: Pin<&mut Self>) {
+            // The waker must not outlive the wait: it would keep the task alive.
+            drop(this.project().idle.waker.take());
+        }
+    }
 }
 
 impl<F: Future<Output = bool>> Future for IdleWait<'_, F> {
     type Output = Woke;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Woke> {
-        // SAFETY: `readable` is structurally pinned: it is never moved out of `self`.
-        let this = unsafe { self.get_unchecked_mut() };
+        let this = self.project();
         if this.idle.park.get() {
             return Poll::Ready(Woke::Park);
         }
-        // SAFETY: as above.
-        let readable = unsafe { Pin::new_unchecked(&mut this.readable) };
-        if let Poll::Ready(ready) = readable.poll(cx) {
+        if let Poll::Ready(ready) = this.readable.poll(cx) {
             return Poll::Ready(Woke::Ready(ready));
         }
         let waker = match this.idle.waker.take() {
@@ -252,13 +259,6 @@ impl<F: Future<Output = bool>> Future for IdleWait<'_, F> {
         };
         this.idle.waker.set(Some(waker));
         Poll::Pending
-    }
-}
-
-impl<F> Drop for IdleWait<'_, F> {
-    fn drop(&mut self) {
-        // The waker must not outlive the wait: it would keep the task alive.
-        drop(self.idle.waker.take());
     }
 }
 
@@ -353,10 +353,10 @@ impl Registry {
             if now.is_none_or(|now| deadline <= now) {
                 // Once: the connection is woken, not idle any more.
                 idle.deadline.set(None);
-                // SAFETY: the descriptor belongs to a live connection task of this thread: a
+                // The descriptor belongs to a live connection task of this thread: a
                 // connection is idle (`Some`) only while it waits with its socket open, and it
                 // clears the cell before it can close.
-                unsafe { libc::shutdown(*fd, libc::SHUT_RD) };
+                crate::net::sys::shutdown_read(*fd);
             } else if can_park && idle.parkable.get() && !idle.park.get() {
                 let seen = idle.sweeps.get().saturating_add(1);
                 idle.sweeps.set(seen);

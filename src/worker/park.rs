@@ -17,12 +17,13 @@
 
 use std::cell::RefCell;
 use std::net::SocketAddr;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use super::Admitted;
+use crate::net::sys;
 
 /// Events taken from the epoll set per `epoll_wait`.
 const BATCH: usize = 64;
@@ -79,14 +80,8 @@ impl Table {
 impl Parking {
     /// An empty table with its epoll set (on a monoio runtime's thread).
     pub fn new() -> std::io::Result<Self> {
-        // SAFETY: epoll_create1 takes no pointers.
-        let fd = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
-        if fd < 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        // SAFETY: a new descriptor that nothing else owns.
-        let epoll = unsafe { OwnedFd::from_raw_fd(fd) };
-        let watch = watchable(&epoll)?;
+        let epoll = sys::epoll_create()?;
+        let watch = sys::watchable(epoll.as_fd())?;
         Ok(Self {
             epoll,
             watch,
@@ -97,17 +92,20 @@ impl Parking {
     /// Parks a connection: `Err` gives it back, with the reason, when the epoll set refuses
     /// it.
     pub fn park(&self, p: Parked) -> Result<(), (Parked, std::io::Error)> {
+        // The table owns the descriptor from here; it stays open while the key is in it.
         let fd = p.fd.as_raw_fd();
         let key = self.table.borrow_mut().insert(p);
-        let mut event = libc::epoll_event {
-            events: (libc::EPOLLIN | libc::EPOLLRDHUP) as u32,
-            u64: u64::from(key),
+        let events = (libc::EPOLLIN | libc::EPOLLRDHUP) as u32;
+        let added = {
+            let table = self.table.borrow();
+            match table.slots.get(key as usize).and_then(Option::as_ref) {
+                Some(p) => sys::epoll_add(self.epoll.as_fd(), p.fd.as_fd(), events, u64::from(key)),
+                None => Err(std::io::Error::other(format!(
+                    "descriptor {fd} not in the table"
+                ))),
+            }
         };
-        // SAFETY: both descriptors are open; `event` is a live local.
-        let added =
-            unsafe { libc::epoll_ctl(self.epoll.as_raw_fd(), libc::EPOLL_CTL_ADD, fd, &mut event) };
-        if added < 0 {
-            let e = std::io::Error::last_os_error();
+        if let Err(e) = added {
             return match self.table.borrow_mut().remove(key) {
                 Some(p) => Err((p, e)),
                 None => Ok(()),
@@ -137,20 +135,10 @@ impl Parking {
     /// Takes out the parked connections that have bytes or a hang-up to read, at most
     /// [`BATCH`] at a time; empty when none has.
     pub fn ready(&self) -> Vec<Parked> {
-        // SAFETY: epoll_event is plain data; all zeroes is a valid value.
-        let mut events: [libc::epoll_event; BATCH] = unsafe { std::mem::zeroed() };
-        // SAFETY: `events` has room for BATCH events; timeout 0 never blocks.
-        let n = unsafe {
-            libc::epoll_wait(self.epoll.as_raw_fd(), events.as_mut_ptr(), BATCH as i32, 0)
-        };
-        let n = usize::try_from(n).unwrap_or(0);
-        let mut out = Vec::with_capacity(n);
-        for event in &events[..n] {
-            if let Some(p) = self.unpark(event.u64 as u32) {
-                out.push(p);
-            }
-        }
-        out
+        sys::epoll_ready::<BATCH>(self.epoll.as_fd())
+            .into_iter()
+            .filter_map(|key| self.unpark(key as u32))
+            .collect()
     }
 
     /// Closes the parked connections whose deadline is `now` or earlier; returns how many.
@@ -187,32 +175,10 @@ impl Parking {
     /// Takes a connection out of the table and the epoll set.
     fn unpark(&self, key: u32) -> Option<Parked> {
         let p = self.table.borrow_mut().remove(key)?;
-        // SAFETY: both descriptors are open; a null event is allowed for EPOLL_CTL_DEL.
-        unsafe {
-            libc::epoll_ctl(
-                self.epoll.as_raw_fd(),
-                libc::EPOLL_CTL_DEL,
-                p.fd.as_raw_fd(),
-                std::ptr::null_mut(),
-            )
-        };
+        sys::epoll_remove(self.epoll.as_fd(), p.fd.as_fd());
         p.admitted.gauge().fetch_sub(1, Ordering::Relaxed);
         Some(p)
     }
-}
-
-/// A monoio stream over a duplicate of `epoll`, for the watcher to await its readability.
-/// (monoio has no public readiness wait for an arbitrary descriptor; the stream is only ever
-/// awaited, never read or written.)
-fn watchable(epoll: &OwnedFd) -> std::io::Result<monoio::net::UnixStream> {
-    // SAFETY: dup of an open descriptor.
-    let fd: RawFd = unsafe { libc::fcntl(epoll.as_raw_fd(), libc::F_DUPFD_CLOEXEC, 0) };
-    if fd < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    // SAFETY: a new descriptor that nothing else owns; the stream owns it from here.
-    let std = unsafe { std::os::unix::net::UnixStream::from_raw_fd(fd) };
-    monoio::net::UnixStream::from_std(std)
 }
 
 /// Gives parked connections with something to read a task again, for as long as the worker

@@ -1,0 +1,241 @@
+//! The raw system calls of the data plane that neither `std` nor monoio offers, each behind a
+//! safe function: descriptors, file metadata and `openat2`, reads into a vector's spare room,
+//! epoll for parked connections, and socket options. Every `unsafe` block of the data plane is
+//! here (besides the socket I/O of [`super::io`], [`super::splice`] and [`super::tls`], and
+//! `tls/ktls`), each with its `// SAFETY:` argument; callers see `io::Result`s.
+
+use std::ffi::CStr;
+use std::io;
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+
+/// The descriptor of a monoio socket, borrowed for as long as the socket is (monoio's streams
+/// implement `AsRawFd` but not `AsFd`).
+pub fn socket_fd(stream: &monoio::net::TcpStream) -> BorrowedFd<'_> {
+    // SAFETY: the stream owns its descriptor and keeps it open while it is borrowed.
+    unsafe { BorrowedFd::borrow_raw(stream.as_raw_fd()) }
+}
+
+/// `-1` from a call: the thread's `errno` as an error.
+fn check(rc: libc::c_long) -> io::Result<libc::c_long> {
+    if rc < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(rc)
+    }
+}
+
+/// Takes ownership of a descriptor a call just returned.
+fn owned(fd: libc::c_long) -> io::Result<OwnedFd> {
+    let fd = libc::c_int::try_from(check(fd)?).map_err(|_| io::Error::other("descriptor"))?;
+    // SAFETY: the call returned a new descriptor that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// A new descriptor (close-on-exec) for the same open file as `fd`.
+pub fn dup_cloexec(fd: BorrowedFd<'_>) -> io::Result<OwnedFd> {
+    // SAFETY: fcntl on a borrowed, open descriptor; no memory is passed.
+    owned(unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_DUPFD_CLOEXEC, 0) }.into())
+}
+
+/// The first byte waiting on a socket, without taking it: `None` at its end (or when nothing
+/// is there yet).
+pub fn peek_byte(fd: BorrowedFd<'_>) -> io::Result<Option<u8>> {
+    let mut first = 0u8;
+    // SAFETY: peeks at most one byte into a live local.
+    let n = unsafe {
+        libc::recv(
+            fd.as_raw_fd(),
+            (&mut first as *mut u8).cast(),
+            1,
+            libc::MSG_PEEK | libc::MSG_DONTWAIT,
+        )
+    };
+    Ok((check(n as libc::c_long)? > 0).then_some(first))
+}
+
+/// Shuts the read side of the socket `fd` (its task then sees the end of its input).
+///
+/// `fd` is a descriptor number, not a borrow: the worker's connection registry holds numbers
+/// of sockets whose tasks own them, and guarantees they are open (see `Registry::sweep`).
+/// `shutdown(2)` passes no memory, so the call itself is sound for any number.
+pub fn shutdown_read(fd: RawFd) {
+    // SAFETY: no memory is passed; see above for which descriptor this is.
+    unsafe { libc::shutdown(fd, libc::SHUT_RD) };
+}
+
+/// `fstat(2)`.
+pub fn fstat(fd: BorrowedFd<'_>) -> io::Result<libc::stat> {
+    // SAFETY: an all-zero `stat` is a valid value; fstat fills it.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: fd is open; st is a live, writable stat.
+    check(unsafe { libc::fstat(fd.as_raw_fd(), &mut st) }.into())?;
+    Ok(st)
+}
+
+/// `fstatat(2)` of `path` relative to `dir` (`None`: the working directory), following
+/// symlinks.
+pub fn stat_at(dir: Option<BorrowedFd<'_>>, path: &CStr) -> io::Result<libc::stat> {
+    let dir = dir.map_or(libc::AT_FDCWD, |d| d.as_raw_fd());
+    // SAFETY: an all-zero `stat` is a valid value; fstatat fills it.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: `path` is NUL-terminated and `st` writable; both outlive the call.
+    check(unsafe { libc::fstatat(dir, path.as_ptr(), &mut st, 0) }.into())?;
+    Ok(st)
+}
+
+/// `openat(2)` of `path` relative to `dir` (`None`: the working directory) with `flags`.
+pub fn open_at(
+    dir: Option<BorrowedFd<'_>>,
+    path: &CStr,
+    flags: libc::c_int,
+) -> io::Result<OwnedFd> {
+    let dir = dir.map_or(libc::AT_FDCWD, |d| d.as_raw_fd());
+    // SAFETY: `path` is a NUL-terminated path that outlives the call.
+    owned(unsafe { libc::openat(dir, path.as_ptr(), flags) }.into())
+}
+
+/// `openat2(2)` of `path` beneath `dir` with `flags` and `resolve` (`RESOLVE_*`).
+pub fn open_beneath(
+    dir: BorrowedFd<'_>,
+    path: &CStr,
+    flags: libc::c_int,
+    resolve: u64,
+) -> io::Result<OwnedFd> {
+    // SAFETY: open_how is plain data; all-zero is its documented "no options" value.
+    let mut how: libc::open_how = unsafe { std::mem::zeroed() };
+    how.flags = flags as u64;
+    how.resolve = resolve;
+    // SAFETY: `path` and `how` outlive the call; the size passed is how's size.
+    owned(unsafe {
+        libc::syscall(
+            libc::SYS_openat2,
+            dir.as_raw_fd(),
+            path.as_ptr(),
+            &how as *const libc::open_how,
+            std::mem::size_of::<libc::open_how>(),
+        )
+    })
+}
+
+/// `readlink(2)` into `buf`: the length of the target (which does not fit when it is
+/// `buf.len()`).
+pub fn readlink(path: &CStr, buf: &mut [u8]) -> io::Result<usize> {
+    // SAFETY: `path` is NUL-terminated; readlink writes at most buf.len() bytes into buf.
+    let n = unsafe { libc::readlink(path.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
+    Ok(check(n as libc::c_long)? as usize)
+}
+
+/// `pread(2)` of up to `want` bytes at `offset`, appended to `buf` (in its spare room):
+/// the count read, 0 at the end of the file.
+pub fn pread_append(
+    fd: BorrowedFd<'_>,
+    buf: &mut Vec<u8>,
+    want: usize,
+    offset: u64,
+) -> io::Result<usize> {
+    buf.reserve(want);
+    let filled = buf.len();
+    let spare = &mut buf.spare_capacity_mut()[..want];
+    // SAFETY: `spare` is writable memory of at least `want` bytes that the kernel fills; only
+    // what it reports written is then counted as initialised.
+    let n = unsafe {
+        libc::pread(
+            fd.as_raw_fd(),
+            spare.as_mut_ptr().cast(),
+            want,
+            offset as libc::off_t,
+        )
+    };
+    let n = check(n as libc::c_long)? as usize;
+    // SAFETY: pread initialised the first `n` (≤ `want`) bytes of the spare capacity.
+    unsafe { buf.set_len(filled + n) };
+    Ok(n)
+}
+
+/// A new epoll set (close-on-exec).
+pub fn epoll_create() -> io::Result<OwnedFd> {
+    // SAFETY: epoll_create1 takes no pointers.
+    owned(unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) }.into())
+}
+
+/// Adds `fd` to the epoll set for `events`, reported with `data`.
+pub fn epoll_add(
+    epoll: BorrowedFd<'_>,
+    fd: BorrowedFd<'_>,
+    events: u32,
+    data: u64,
+) -> io::Result<()> {
+    let mut event = libc::epoll_event { events, u64: data };
+    // SAFETY: both descriptors are open; `event` is a live local.
+    check(
+        unsafe {
+            libc::epoll_ctl(
+                epoll.as_raw_fd(),
+                libc::EPOLL_CTL_ADD,
+                fd.as_raw_fd(),
+                &mut event,
+            )
+        }
+        .into(),
+    )?;
+    Ok(())
+}
+
+/// Removes `fd` from the epoll set.
+pub fn epoll_remove(epoll: BorrowedFd<'_>, fd: BorrowedFd<'_>) {
+    // SAFETY: both descriptors are open; a null event is allowed for EPOLL_CTL_DEL.
+    unsafe {
+        libc::epoll_ctl(
+            epoll.as_raw_fd(),
+            libc::EPOLL_CTL_DEL,
+            fd.as_raw_fd(),
+            std::ptr::null_mut(),
+        )
+    };
+}
+
+/// The data of up to `N` ready events of the epoll set, without waiting.
+pub fn epoll_ready<const N: usize>(epoll: BorrowedFd<'_>) -> Vec<u64> {
+    // SAFETY: epoll_event is plain data; all zeroes is a valid value.
+    let mut events: [libc::epoll_event; N] = unsafe { std::mem::zeroed() };
+    let max = libc::c_int::try_from(N).unwrap_or(libc::c_int::MAX);
+    // SAFETY: `events` has room for N events; timeout 0 never blocks.
+    let n = unsafe { libc::epoll_wait(epoll.as_raw_fd(), events.as_mut_ptr(), max, 0) };
+    let n = usize::try_from(n).unwrap_or(0).min(N);
+    events[..n].iter().map(|e| e.u64).collect()
+}
+
+/// A monoio stream over a duplicate of `fd`, only to await its readability (monoio has no
+/// public readiness wait for an arbitrary descriptor; the stream is never read or written).
+pub fn watchable(fd: BorrowedFd<'_>) -> io::Result<monoio::net::UnixStream> {
+    let dup = dup_cloexec(fd)?;
+    monoio::net::UnixStream::from_std(std::os::unix::net::UnixStream::from(dup))
+}
+
+/// Attaches a classic BPF program to the `SO_REUSEPORT` group of the listening socket `fd`
+/// (`SO_ATTACH_REUSEPORT_CBPF`). The kernel copies the program. `fd` is a descriptor number
+/// (monoio's listener has no `AsFd`); the call passes only memory of ours, so it is sound for
+/// any number, and on another descriptor it fails.
+pub fn attach_reuseport_cbpf(fd: RawFd, filter: &mut [libc::sock_filter]) -> io::Result<()> {
+    /// `SO_ATTACH_REUSEPORT_CBPF` (asm-generic/socket.h).
+    const SO_ATTACH_REUSEPORT_CBPF: libc::c_int = 51;
+    let prog = libc::sock_fprog {
+        len: libc::c_ushort::try_from(filter.len())
+            .map_err(|_| io::Error::other("program too long"))?,
+        filter: filter.as_mut_ptr(),
+    };
+    // SAFETY: `prog` points at `filter`, alive for the call; the size passed is prog's size.
+    check(
+        unsafe {
+            libc::setsockopt(
+                fd,
+                libc::SOL_SOCKET,
+                SO_ATTACH_REUSEPORT_CBPF,
+                (&prog as *const libc::sock_fprog).cast(),
+                std::mem::size_of::<libc::sock_fprog>() as libc::socklen_t,
+            )
+        }
+        .into(),
+    )?;
+    Ok(())
+}
