@@ -5,21 +5,8 @@
 //! root either. Anything that could smuggle a separator or confuse a filesystem (an encoded
 //! `/`, a backslash, NUL and other control bytes) is refused rather than rewritten.
 
-use std::fmt;
-
 /// A path that cannot be normalised; the caller answers 400.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct PathError {
-    pub reason: &'static str,
-}
-
-impl fmt::Display for PathError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.reason)
-    }
-}
-
-impl std::error::Error for PathError {}
+pub type PathError = super::Malformed;
 
 /// Decodes and normalises a raw origin-form path (no query).
 ///
@@ -76,8 +63,8 @@ fn decode_segment(raw: &[u8], out: &mut Vec<u8>) -> Result<(), PathError> {
     while let Some(&b) = raw.get(i) {
         let byte = if b == b'%' {
             let (Some(hi), Some(lo)) = (
-                raw.get(i + 1).copied().and_then(hex),
-                raw.get(i + 2).copied().and_then(hex),
+                raw.get(i + 1).copied().and_then(super::hex_digit),
+                raw.get(i + 2).copied().and_then(super::hex_digit),
             ) else {
                 return Err(PathError {
                     reason: "bad percent escape in path",
@@ -114,15 +101,6 @@ fn decode_segment(raw: &[u8], out: &mut Vec<u8>) -> Result<(), PathError> {
         }
     }
     Ok(())
-}
-
-fn hex(b: u8) -> Option<u8> {
-    match b {
-        b'0'..=b'9' => Some(b - b'0'),
-        b'a'..=b'f' => Some(b - b'a' + 10),
-        b'A'..=b'F' => Some(b - b'A' + 10),
-        _ => None,
-    }
 }
 
 #[cfg(test)]

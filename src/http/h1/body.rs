@@ -41,10 +41,7 @@ impl Framing {
 
 /// A body that is not valid for its framing: the caller answers 400 (from a client) or drops
 /// the connection (from an upstream).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct BodyError {
-    pub reason: &'static str,
-}
+pub type BodyError = crate::http::Malformed;
 
 /// Takes one body off the wire.
 #[derive(Debug)]
@@ -132,9 +129,7 @@ impl BodyReader {
                 let mut at = 0;
                 loop {
                     let rest = input.get(at..).unwrap_or_default();
-                    let (used, decoded) = decoder
-                        .decode(rest)
-                        .map_err(|e| BodyError { reason: e.reason })?;
+                    let (used, decoded) = decoder.decode(rest)?;
                     let start = at;
                     at += used;
                     match decoded {

@@ -10,7 +10,6 @@
 //! The encoder is just [`chunk_header`] / [`write_chunk_header`], the data, [`CRLF`], and
 //! finally [`LAST_CHUNK`].
 
-use std::fmt;
 use std::ops::Range;
 
 use crate::http::method::is_tchar;
@@ -28,18 +27,7 @@ pub const CRLF: &[u8] = b"\r\n";
 pub const LAST_CHUNK: &[u8] = b"0\r\n\r\n";
 
 /// A malformed chunked body; the caller answers 400 (or drops the upstream connection).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct ChunkedError {
-    pub reason: &'static str,
-}
-
-impl fmt::Display for ChunkedError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.reason)
-    }
-}
-
-impl std::error::Error for ChunkedError {}
+pub type ChunkedError = crate::http::Malformed;
 
 /// What one [`ChunkedDecoder::decode`] call produced.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -146,14 +134,14 @@ impl ChunkedDecoder {
             }
         }
         self.state = match self.state {
-            State::SizeStart => match hex(b) {
+            State::SizeStart => match crate::http::hex_digit(b) {
                 Some(d) => {
                     self.size = u64::from(d);
                     State::Size
                 }
                 None => return Err(bad_byte(b, "invalid chunk size")),
             },
-            State::Size => match hex(b) {
+            State::Size => match crate::http::hex_digit(b) {
                 Some(d) => {
                     self.size = self
                         .size
@@ -380,15 +368,6 @@ fn bad_byte(b: u8, reason: &'static str) -> &'static str {
         "bare LF in chunked body"
     } else {
         reason
-    }
-}
-
-fn hex(b: u8) -> Option<u8> {
-    match b {
-        b'0'..=b'9' => Some(b - b'0'),
-        b'a'..=b'f' => Some(b - b'a' + 10),
-        b'A'..=b'F' => Some(b - b'A' + 10),
-        _ => None,
     }
 }
 
