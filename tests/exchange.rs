@@ -13,14 +13,14 @@ use std::path::Path;
 use monoio::net::TcpStream;
 use zerocopy_server::config::Backend;
 use zerocopy_server::error::Error;
-use zerocopy_server::http::exchange::{Body, Downstream};
+use zerocopy_server::exchange::{Body, Downstream};
 use zerocopy_server::http::h1::request::parse;
 use zerocopy_server::http::request::RequestHead;
 use zerocopy_server::http::response::ResponseHead;
 use zerocopy_server::metrics::{Registry, WorkerStats};
 use zerocopy_server::net::client::ClientStream;
+use zerocopy_server::server::WorkerCtx;
 use zerocopy_server::snapshot::Snapshot;
-use zerocopy_server::worker::WorkerCtx;
 
 /// What a backend handed the client side.
 #[derive(Debug, Default)]

@@ -28,7 +28,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use crate::config::{FileBackend, FileCache};
 use crate::error::{Error, ErrorKind};
-use crate::http::exchange::{Body, Downstream};
+use crate::exchange::{Body, Downstream};
 use crate::http::request::RequestHead;
 use crate::http::response::ResponseHead;
 use crate::http::Method;
@@ -327,7 +327,7 @@ fn regular_meta(st: &libc::stat, name: &Path) -> Result<FileMeta, Error> {
 /// release, say) keeps being served from the old directory.
 const ROOT_FD_TTL: Duration = Duration::from_secs(1);
 
-/// One worker's state of the File backend (see [`crate::worker::WorkerCtx`]): its file cache,
+/// One worker's state of the File backend (see [`crate::server::WorkerCtx`]): its file cache,
 /// and its route roots opened with `O_PATH`, with when.
 #[derive(Default)]
 pub struct FilesState {

@@ -49,7 +49,6 @@ impl Version {
     }
 }
 
-pub mod exchange;
 pub mod h1;
 pub mod path;
 pub mod request;

@@ -25,7 +25,7 @@ pub struct WorkerStats {
     pub accepted: AtomicU64,
     /// Requests answered since start.
     pub requests: AtomicU64,
-    /// Open connections parked: idle, without a task (see [`crate::worker::park`]).
+    /// Open connections parked: idle, without a task (see [`super::park`]).
     pub parked: AtomicU64,
     /// Requests of `sendfile`-mode routes answered from the file cache, and not.
     pub file_cache_hits: AtomicU64,

@@ -2,7 +2,7 @@
 //! back when its request is done, so an idle keep-alive connection holds no buffer and a busy
 //! worker allocates none per request.
 //!
-//! Owned by the worker's [`crate::worker::WorkerCtx`] (its connections all run on its
+//! Owned by the worker's [`crate::server::WorkerCtx`] (its connections all run on its
 //! thread): no lock, no atomic. At most [`KEEP`] buffers wait in a pool; buffers that grew past
 //! [`MAX_KEPT`] (a large pipelined burst) are freed instead of kept.
 

@@ -24,7 +24,7 @@ const YIELD_EVERY: u64 = 1024 * 1024;
 /// Pipes kept per worker.
 const KEEP: usize = 16;
 
-/// One worker's pipes, kept for reuse (see [`crate::worker::WorkerCtx`]).
+/// One worker's pipes, kept for reuse (see [`crate::server::WorkerCtx`]).
 #[derive(Debug, Default)]
 pub struct Pipes(RefCell<Vec<Pipe>>);
 

@@ -33,7 +33,7 @@ use std::time::{Duration, Instant};
 
 use crate::config::{ProxyBackend, RouteSecurity};
 use crate::error::{Error, ErrorKind};
-use crate::http::exchange::{Body, Downstream};
+use crate::exchange::{Body, Downstream};
 use crate::http::h1::body::{transcode, BodyReader, BodyWriter, Framing};
 use crate::http::h1::response::{self as h1_response, Head as UpstreamHead};
 use crate::http::request::{BodyKind, RequestHead};

@@ -1,5 +1,5 @@
 //! The upstream connection pool: per worker (no locks; owned by its
-//! [`crate::worker::WorkerCtx`]), per upstream.
+//! [`crate::server::WorkerCtx`]), per upstream.
 //!
 //! Idle connections are kept up to the route's `max_idle_connections_per_host`, for at most its
 //! `idle_connection_timeout_secs`; the most recently used one is reused first. Before reuse a
@@ -45,7 +45,7 @@ struct Idle {
     expires: Instant,
 }
 
-/// One worker's idle upstream connections, by upstream (see [`crate::worker::WorkerCtx`]).
+/// One worker's idle upstream connections, by upstream (see [`crate::server::WorkerCtx`]).
 #[derive(Default)]
 pub struct Pool(RefCell<HashMap<PoolKey, VecDeque<Idle>>>);
 

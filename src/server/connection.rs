@@ -18,11 +18,13 @@ use monoio::buf::IoBufMut;
 use monoio::io::AsyncReadRent;
 use monoio::net::TcpStream;
 
+use super::park::{Parked, Parking};
+use super::registry::{Registry, Woke};
+use super::WorkerCtx;
 use crate::config::defaults;
 use crate::net::client::ClientStream;
 use crate::net::io::{set_nonblocking, RecvError};
-use crate::worker::park::{Parked, Parking};
-use crate::worker::{Admitted, Registry, Shared, Woke, WorkerCtx};
+use crate::shared::{Admitted, Shared};
 
 /// How long a closing connection keeps draining the client's input after an error.
 const LINGER_TIME: Duration = Duration::from_secs(2);
@@ -166,7 +168,7 @@ async fn connection(
     }
 }
 
-/// Parks an idle plain connection (see [`crate::worker::park`]): a duplicate of its socket and its
+/// Parks an idle plain connection (see [`super::park`]): a duplicate of its socket and its
 /// place in the open counts move to the parking table; the caller then ends the task, which
 /// closes the original socket. On failure nothing has moved.
 fn park(
@@ -217,7 +219,7 @@ pub(super) struct Conn {
     pub(super) shared: Arc<Shared>,
     /// The deadline while waiting for the next request, for the worker's idle sweep (and so
     /// that a drain can wake this connection).
-    pub(super) idle: crate::worker::Idle,
+    pub(super) idle: super::registry::Idle,
     /// Bytes read and not yet consumed: the rest of a body, pipelined requests.
     pub(super) buf: Vec<u8>,
     /// The worker's state (buffers, file cache, upstream pool, pipes).

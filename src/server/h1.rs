@@ -15,7 +15,7 @@ use std::time::Duration;
 use monoio::net::TcpStream;
 
 use crate::error::{Error, ErrorKind};
-use crate::http::exchange::{Body, Downstream};
+use crate::exchange::{Body, Downstream};
 use crate::http::h1::body::{BodyReader, BodyWriter, Framing};
 use crate::http::request::RequestHead;
 use crate::http::response::{HeadBuf, ResponseHead};

@@ -1,8 +1,14 @@
-//! Client connections, from accept to close: the TLS handshake ([`tls`]), the connection's
+//! Client connections, from accept to close — the worker's state they use ([`WorkerCtx`]), its
+//! registry of idle connections ([`registry`], [`park`]) — the TLS handshake ([`tls`]), the connection's
 //! lifecycle ([`connection`]), one request's phases ([`request`]), and the HTTP/1 side of each
 //! exchange ([`h1`]), through which the backends answer.
 
 pub mod connection;
+mod ctx;
 pub mod h1;
+pub mod park;
+pub mod registry;
 mod request;
 mod tls;
+
+pub use ctx::WorkerCtx;

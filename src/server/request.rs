@@ -16,10 +16,11 @@ use std::time::Instant;
 
 use super::connection::{Conn, Read};
 use super::h1::{BodyLimits, H1Downstream};
+use super::WorkerCtx;
 use crate::access_log;
 use crate::config::{Backend, RouteSecurity};
 use crate::error::{Error, ErrorKind, Side};
-use crate::http::exchange::{Body, Downstream};
+use crate::exchange::{Body, Downstream};
 use crate::http::h1::request as head;
 use crate::http::request::{BodyKind, RequestHead};
 use crate::http::response::{reason, ResponseHead};
@@ -29,8 +30,8 @@ use crate::metrics::WorkerStats;
 use crate::net::client::Meter;
 use crate::proxy;
 use crate::route::Target;
+use crate::shared::Shared;
 use crate::snapshot::{HeadLimits, Snapshot};
-use crate::worker::{Shared, WorkerCtx};
 
 impl Conn {
     /// Reads one request head (complete by `deadline`, by default `header_timeout` from now)

@@ -11,8 +11,8 @@ use monoio::net::TcpStream;
 
 use crate::metrics::WorkerStats;
 use crate::net::client::ClientStream;
+use crate::shared::Shared;
 use crate::tls::RecordLayer;
-use crate::worker::Shared;
 
 /// The first byte of a TLS connection: a handshake record.
 const TLS_HANDSHAKE_RECORD: u8 = 0x16;

@@ -22,8 +22,8 @@ use std::rc::Rc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use super::Admitted;
 use crate::net::sys;
+use crate::shared::Admitted;
 
 /// Events taken from the epoll set per `epoll_wait`.
 const BATCH: usize = 64;

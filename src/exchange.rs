@@ -8,8 +8,8 @@ use std::os::fd::RawFd;
 
 use monoio::net::TcpStream;
 
-use super::response::ResponseHead;
 use crate::error::Error;
+use crate::http::response::ResponseHead;
 use crate::net::client::ClientStream;
 
 /// The body that follows a response head.
