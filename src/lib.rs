@@ -2,16 +2,57 @@
 //!
 //! # Architecture tour
 //!
-//! Two planes and one narrow channel between them:
+//! Two planes and one narrow channel between them: the control thread publishes an immutable
+//! [`snapshot::Snapshot`] through `arc-swap`; workers load it once per request and never block
+//! on it.
 //!
-//! - **Data plane** ([`worker`]): one thread per core, each a monoio runtime (io_uring, or
-//!   epoll where io_uring is missing) with its own `SO_REUSEPORT` listener. A connection task
-//!   reads a request head ([`http::h1::request`]), loads the current [`snapshot::Snapshot`], finds the
-//!   route ([`route`]) and answers from a file ([`files`]: `sendfile(2)` or memory) or an
-//!   upstream. Every failure is one [`error::Error`], mapped to a status in one place.
-//! - **Control plane**: the configuration ([`config`]) is parsed into types, every error with
-//!   its file, line, key path and reason; a [`snapshot::Snapshot`] is built from it off the data
-//!   path and published through `arc-swap`. Workers load it per request and never block on it.
+//! ## The rooms
+//!
+//! | room | holds | uses |
+//! |---|---|---|
+//! | [`worker`] | the worker threads: runtimes, listeners, accept loops, the drain | `server` |
+//! | [`server`] | one connection's lifecycle, one request's phases, the HTTP/1 side of an exchange, the worker's state ([`server::WorkerCtx`]) and idle registry | backends, `exchange`, `http`, `net` |
+//! | [`exchange`] | [`exchange::Downstream`]: what a backend sees of the client, whatever the protocol | `http`, `net` |
+//! | [`files`], [`proxy`] | the backends | `exchange`, `http`, `net` |
+//! | [`http`] | protocol-neutral heads, methods, paths, and the HTTP/1 codec ([`http::h1`]) | — |
+//! | [`net`] | the transport: client and upstream streams, I/O, rustls driving, splice, tunnel, raw syscalls ([`net::sys`]) | `tls` |
+//! | [`route`], [`snapshot`], [`preload`] | the routing table and what a snapshot holds | backends' types |
+//! | [`control`] | the control loop: reload, drain, admin answers, signals, watcher | `snapshot`, `worker` |
+//! | [`config`] | the configuration's types and its parser, every error with file, line, key path | — |
+//! | [`shared`], [`metrics`], [`limiter`], [`security`], [`tls`], [`logging`], [`access_log`] | what both planes share, counters, policy, certificates, logs | |
+//!
+//! No room imports one that imports it back.
+//!
+//! ## One request's path
+//!
+//! 1. [`worker`] (`worker_main`) accepts a connection and spawns
+//!    [`server::connection::serve`]; a TLS listener's handshake is `server/tls.rs`.
+//! 2. The connection's [`server::connection`] state machine waits idle (or parks:
+//!    `server/park.rs`) until bytes arrive, then runs one request (`server/request.rs`,
+//!    `Conn::request`):
+//! 3. the head is parsed by [`http::h1::request::parse`]; the request is counted in flight and
+//!    gets the current snapshot;
+//! 4. it is routed by [`route::Router::lookup`] on the path [`http::path::normalize`]d;
+//! 5. the route's policy applies (addresses via [`security::client_address`], methods, the
+//!    [`limiter`], head sizes);
+//! 6. the backend answers through an [`server::h1::H1Downstream`] — [`files::serve`] (a file
+//!    from the cache, memory or `sendfile`) or [`proxy::forward`] (an upstream connection from
+//!    the worker's pool, bodies through [`http::h1::body`]); a failure becomes a status in
+//!    `answer_error` ([`error::Error::status`]);
+//! 7. the request is counted on its route ([`metrics`]) and logged ([`access_log`]).
+//!
+//! ## One reload's path
+//!
+//! 1. A file event ([`control::watch`]), `SIGHUP` ([`control`]'s signal thread) or `proxyctl
+//!    reload` ([`control::admin`]) becomes an [`control::Event`] on the control loop
+//!    (`control/mod.rs`).
+//! 2. `control/reload.rs` reads the inputs (capped, non-blocking: [`fsread`]) and starts a
+//!    build on a helper thread: [`control::build::prepare`] parses ([`config`]), builds the
+//!    snapshot ([`snapshot::Snapshot::build`]: routes, upstreams resolved, memory files read,
+//!    certificates) and compares it with the running one.
+//! 3. Back on the loop ([`control::Event::Built`]), `control/reload.rs` publishes it
+//!    ([`control::build::commit`]) or keeps the running one, and reports to the waiting
+//!    clients, the log and systemd. Workers see the new snapshot at their next request.
 //!
 //! `../shared/DESIGN.md` of the project draws the whole picture.
 

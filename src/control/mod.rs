@@ -15,11 +15,11 @@
 //! [`BUILD_DEADLINE`] is given up. See `LIFECYCLE.md` beside this file for boot, reload and
 //! shutdown step by step.
 //!
-//! The rooms: this file is the loop (events, ticks, the admin dispatch); [`reload`] drives a
-//! reload from request to report, [`build`] is its build step (off this thread), [`drain`] a
-//! graceful stop, [`query`] the admin answers (`status`, `stats`, `routes`, `explain`,
+//! The rooms: this file is the loop (events, ticks, the admin dispatch); `reload` drives a
+//! reload from request to report, [`build`] is its build step (off this thread), `drain` a
+//! graceful stop, `query` the admin answers (`status`, `stats`, `routes`, `explain`,
 //! `check`), [`admin`] the admin socket's transport, [`scrape`] the Prometheus listener,
-//! [`watch`] the file watcher and [`system`] signals, systemd and clocks.
+//! [`watch`] the file watcher and `system` signals, systemd and clocks.
 
 pub mod admin;
 pub mod build;

@@ -1,6 +1,6 @@
 //! One client connection's lifecycle: accepted (and its TLS handshake done), then a loop of
 //! waiting idle for a request (or parked without a task), reading and answering it
-//! ([`super::request`]), until it closes.
+//! (`server/request.rs`), until it closes.
 //!
 //! Requests on a connection are handled strictly one after another, so pipelined requests are
 //! answered in order; bytes after a head (a body, the next request) stay in the connection's

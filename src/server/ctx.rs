@@ -14,7 +14,7 @@ use crate::proxy::pool::Pool;
 /// One worker's state, used only on its thread.
 #[derive(Default)]
 pub struct WorkerCtx {
-    /// The worker's index (into [`super::Shared::workers`]).
+    /// The worker's index (into [`crate::shared::Shared::workers`]).
     pub id: usize,
     pub buffers: Buffers,
     pub files: FilesState,

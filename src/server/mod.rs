@@ -1,6 +1,6 @@
 //! Client connections, from accept to close — the worker's state they use ([`WorkerCtx`]), its
-//! registry of idle connections ([`registry`], [`park`]) — the TLS handshake ([`tls`]), the connection's
-//! lifecycle ([`connection`]), one request's phases ([`request`]), and the HTTP/1 side of each
+//! registry of idle connections ([`registry`], [`park`]) — the TLS handshake (`tls.rs`), the connection's
+//! lifecycle ([`connection`]), one request's phases (`request.rs`), and the HTTP/1 side of each
 //! exchange ([`h1`]), through which the backends answer.
 
 pub mod connection;

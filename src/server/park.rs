@@ -2,7 +2,7 @@
 //! dozen bytes each.
 //!
 //! A plain (not TLS) connection that has waited for its next request through two idle sweeps
-//! (100–200 ms, see [`super::IDLE_SWEEP`]) gives up its task, its monoio socket, its idle state
+//! (100–200 ms, see [`super::registry::IDLE_SWEEP`]) gives up its task, its monoio socket, its idle state
 //! and its registry entry. What is left is one [`Parked`] entry in the worker's table and its
 //! descriptor in the worker's own epoll set (kernel memory, not the daemon's). One watcher task
 //! per worker waits for that epoll set to become readable and gives every connection with
