@@ -43,14 +43,15 @@ pub trait Downstream {
     /// it is told to go on (`100 Continue`, where the protocol has one), once.
     async fn continue_body(&mut self) -> Result<(), Error>;
 
-    /// Waits until more of the request body has arrived (within the route's body timeout),
-    /// first telling a client that waits for it to go on (`100 Continue`).
+    /// Waits until more of the request body has arrived (within the route's body timeout).
+    /// Writes nothing: call [`Downstream::continue_body`] first.
     async fn more_body(&mut self) -> Result<(), Error>;
 
     /// The trailer fields of a complete request body (`Name: value\r\n` lines; often empty).
     fn body_trailers(&self) -> &[u8];
 
-    /// The rest of the request body will not be read (an upstream answered without it).
+    /// The request body is given up (an upstream answered before it took all of it): the
+    /// client's connection does not carry another request.
     fn abandon_body(&mut self);
 
     /// Sends an interim (`1xx`) response, where the client may get one.

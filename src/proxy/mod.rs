@@ -498,7 +498,13 @@ async fn relay_body<D: Downstream>(
             length: Some(n),
             follows: n > 0,
         },
-        Framing::Chunked | Framing::Close => Body::Stream {
+        // A chunked body's first bytes may be only part of a chunk-size line, which makes no
+        // data to send: the head does not wait for them.
+        Framing::Chunked => Body::Stream {
+            length: None,
+            follows: false,
+        },
+        Framing::Close => Body::Stream {
             length: None,
             follows: !pending.is_empty(),
         },

@@ -123,7 +123,7 @@ impl<'a> H1Downstream<'a> {
         self.limits = limits;
     }
 
-    /// Whether the request body has been read whole (or there was none).
+    /// Whether the request body has been read whole (or there was none), and not given up.
     pub fn body_done(&self) -> bool {
         self.reader.is_done() && !self.abandoned
     }
@@ -140,6 +140,7 @@ impl<'a> H1Downstream<'a> {
 
     /// Reads the rest of the request body and drops it, so that the next request parses.
     pub async fn discard_body(&mut self) -> Result<(), Error> {
+        self.continue_body().await?;
         while !self.take_body(&mut |_| {})? {
             self.more_body().await?;
         }
@@ -224,7 +225,8 @@ impl Downstream for H1Downstream<'_> {
     }
 
     async fn more_body(&mut self) -> Result<(), Error> {
-        self.continue_body().await?;
+        // Only a readiness wait, then a read: nothing is written here (a `100 Continue` goes
+        // out in `continue_body`, before), so a caller may race this against other waits.
         match self
             .client
             .recv_into(self.buf, CHUNK, self.limits.timeout)
@@ -251,9 +253,9 @@ impl Downstream for H1Downstream<'_> {
     }
 
     fn abandon_body(&mut self) {
-        if !self.reader.is_done() {
-            self.abandoned = true;
-        }
+        // Even when the body was read whole: the upstream refused it, and the connection ends
+        // with a lingering close, as the module documentation of the proxy says.
+        self.abandoned = true;
     }
 
     async fn send_interim(&mut self, head: ResponseHead) -> Result<(), Error> {
