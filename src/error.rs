@@ -56,6 +56,8 @@ pub enum ErrorKind {
     BadGateway,
     /// The upstream did not connect or answer in time (504).
     GatewayTimeout,
+    /// No server of the upstream group can take the request (503).
+    ServiceUnavailable,
     /// A response was already under way when the upstream failed: the client connection is
     /// closed so that the response cannot look complete.
     Aborted,
@@ -115,6 +117,7 @@ impl Error {
             ErrorKind::NotImplemented => 501,
             ErrorKind::BadGateway => 502,
             ErrorKind::GatewayTimeout => 504,
+            ErrorKind::ServiceUnavailable => 503,
             ErrorKind::Aborted => return None,
             ErrorKind::VersionNotSupported => 505,
             ErrorKind::ClientGone => return None,

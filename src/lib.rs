@@ -63,6 +63,7 @@ pub mod error;
 pub mod exchange;
 pub mod files;
 pub mod fsread;
+pub mod group;
 pub mod http;
 pub mod limiter;
 pub mod logging;

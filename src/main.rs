@@ -66,7 +66,8 @@ fn main() -> ExitCode {
         }
         // Building the snapshot also reads memory-mode files and checks their cap.
         let sessions = zerocopy_server::tls::sessions::Sessions::new();
-        return match Snapshot::build(cfg, 0, &Metrics::new(1), &sessions) {
+        let fleet = zerocopy_server::group::Fleet::default();
+        return match Snapshot::build(cfg, 0, &Metrics::new(1), &fleet, &sessions) {
             Ok(_) => {
                 println!("ok");
                 ExitCode::SUCCESS
@@ -122,7 +123,9 @@ fn run(
     record_layer.log();
     let metrics = Arc::new(Metrics::new(threads));
     let sessions = Arc::new(zerocopy_server::tls::sessions::Sessions::new());
-    let snapshot = Snapshot::build(cfg, 1, &metrics, &sessions).map_err(|e| e.to_string())?;
+    let fleet = Arc::new(zerocopy_server::group::Fleet::default());
+    let snapshot =
+        Snapshot::build(cfg, 1, &metrics, &fleet, &sessions).map_err(|e| e.to_string())?;
     snapshot.publish_sessions(&sessions);
     let shared = Arc::new(Shared::new(
         ArcSwap::from_pointee(snapshot),
@@ -130,7 +133,14 @@ fn run(
         record_layer,
         metrics,
         sessions,
+        fleet.clone(),
     ));
+    // Active checks and DNS refreshes, once per daemon, off the workers.
+    let groups = |shared: Arc<Shared>| move || shared.snapshot.load().groups.clone();
+    zerocopy_server::group::health::spawn(groups(shared.clone()))
+        .map_err(|e| format!("cannot start the health-check thread: {e}"))?;
+    zerocopy_server::group::dns::spawn(groups(shared.clone()), fleet)
+        .map_err(|e| format!("cannot start the DNS thread: {e}"))?;
     let workers = Workers::start(listen, threads, args.io_driver, shared.clone())
         .map_err(|e| e.to_string())?;
     // The watcher exists before the admin socket does: whoever sees the socket (a service

@@ -21,7 +21,6 @@ use std::sync::Arc;
 use crate::config::{Backend, FileKind, Route};
 use crate::metrics::RouteMetrics;
 use crate::preload::MemoryFiles;
-use crate::proxy::pool::Upstream;
 
 /// One route as the data path sees it.
 #[derive(Debug)]
@@ -35,8 +34,8 @@ pub struct RouteEntry {
     pub route: Route,
     /// The bytes of a `mode = "memory"` route, read when the snapshot was built.
     pub memory: Option<Arc<MemoryFiles>>,
-    /// A Proxy route's upstream, its addresses resolved when the snapshot was built.
-    pub upstream: Option<Upstream>,
+    /// A Proxy route's upstream group.
+    pub group: Option<Arc<crate::group::Group>>,
     /// The route's counters (the same ones across reloads while the route exists).
     pub metrics: Arc<RouteMetrics>,
 }
@@ -179,7 +178,7 @@ impl<'a> Matched<'a> {
                 }
             },
             Backend::Proxy(p) => {
-                let base = p.url.path.trim_end_matches('/');
+                let base = p.base_path.trim_end_matches('/');
                 Target::Upstream(format!("{base}/{}", self.relative))
             }
         }
@@ -202,7 +201,7 @@ impl Target<'_> {
 mod tests {
     use super::*;
     use crate::config::{
-        FileBackend, Mode, Origin, ProxyBackend, RouteSecurity, Scheme, UpstreamUrl,
+        FileBackend, Mode, Origin, ProxyBackend, ProxyTarget, RouteSecurity, Scheme, UpstreamUrl,
     };
 
     fn file(path: &str, kind: FileKind, index: &str) -> Backend {
@@ -216,12 +215,13 @@ mod tests {
 
     fn proxy(host: &str, port: u16, path: &str) -> Backend {
         Backend::Proxy(ProxyBackend {
-            url: UpstreamUrl {
+            target: ProxyTarget::Url(UpstreamUrl {
                 scheme: Scheme::Http,
                 host: host.into(),
                 port,
                 path: path.into(),
-            },
+            }),
+            base_path: path.into(),
             preserve_host: true,
             ca_file: None,
             tls_server_name: None,
@@ -243,7 +243,7 @@ mod tests {
                 },
             },
             memory: None,
-            upstream: None,
+            group: None,
             metrics: crate::metrics::Registry::new(1).route(&proxyctl::proto::RouteKey {
                 host: host.into(),
                 prefix: prefix.map(Into::into),

@@ -29,20 +29,24 @@ pub struct Shared {
     /// TLS session tickets and the session cache, kept across reloads (the snapshots' TLS
     /// configurations share them).
     pub sessions: Arc<crate::tls::sessions::Sessions>,
+    /// Upstream servers' and groups' state (health, ejections, drain), kept across reloads.
+    pub fleet: Arc<crate::group::Fleet>,
 }
 
 impl Shared {
-    /// `metrics` and `sessions` must be the ones `snapshot` was built with.
+    /// `metrics`, `sessions` and `fleet` must be the ones `snapshot` was built with.
     pub fn new(
         snapshot: SnapshotCell,
         workers: usize,
         record_layer: RecordLayer,
         metrics: Arc<Metrics>,
         sessions: Arc<crate::tls::sessions::Sessions>,
+        fleet: Arc<crate::group::Fleet>,
     ) -> Self {
         Self {
             metrics,
             sessions,
+            fleet,
             snapshot,
             draining: AtomicBool::new(false),
             workers: (0..workers).map(|_| WorkerStats::default()).collect(),

@@ -12,11 +12,13 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 use proxyctl::proto::{RouteKey, RouteStats, UpstreamStats};
 
-use crate::config::{Backend, Config, ConfigError, ConfigErrors, Mode, Route, Scheme};
+use crate::config::{
+    Backend, Config, ConfigError, ConfigErrors, Mode, ProxyTarget, Route, UpstreamGroup,
+};
+use crate::group::{Fleet, Group};
 use crate::metrics::Registry;
 use crate::net::upstream::UpstreamTls;
 use crate::preload::MemoryFiles;
-use crate::proxy::pool::{PoolKey, Upstream};
 use crate::route::{RouteEntry, Router};
 use crate::tls::sessions::Sessions;
 
@@ -27,6 +29,8 @@ pub struct Snapshot {
     pub generation: u64,
     pub config: Arc<Config>,
     pub router: Router,
+    /// Every upstream group (named ones, then `url` routes' own), servers resolved.
+    pub groups: Vec<Arc<Group>>,
     /// The TLS server configuration (certificates by SNI) when `[tls]` is set: new handshakes
     /// use the snapshot current when the connection is accepted.
     pub tls: Option<Arc<rustls::ServerConfig>>,
@@ -41,15 +45,30 @@ pub struct Snapshot {
 pub type SnapshotCell = ArcSwap<Snapshot>;
 
 impl Snapshot {
-    /// Builds a snapshot: the router, and the bytes of memory-mode routes (within the total cap).
-    /// Counters come from `metrics`, so that a route keeps its own across reloads.
+    /// Builds a snapshot: the upstream groups (names resolved), the router, and the bytes of
+    /// memory-mode routes (within the total cap). Counters come from `metrics` and server
+    /// states from `fleet`, so that a route and a server keep their own across reloads.
     pub fn build(
         config: Config,
         generation: u64,
         metrics: &Registry,
+        fleet: &Fleet,
         sessions: &Sessions,
     ) -> Result<Self, ConfigErrors> {
         let mut errors = Vec::new();
+        let mut groups = Vec::new();
+        for g in &config.upstreams {
+            match build_group(g, metrics, fleet, generation <= 1) {
+                Ok(built) => groups.push(Arc::new(built)),
+                Err((key, reason)) => errors.push(ConfigError {
+                    file: config.source.clone(),
+                    line: g.origin.line,
+                    column: g.origin.column,
+                    key_path: format!("{}.{key}", g.origin.key_path),
+                    reason,
+                }),
+            }
+        }
         let mut budget = crate::config::defaults::MEMORY_MODE_TOTAL_CAP;
         let mut entries = Vec::new();
         let routes = config
@@ -78,18 +97,21 @@ impl Snapshot {
                     None
                 }
             };
-            let upstream = match resolve_upstream(route, metrics) {
-                Ok(u) => u,
-                Err((key, reason)) => {
-                    errors.push(ConfigError {
-                        file: config.source.clone(),
-                        line: route.origin.line,
-                        column: route.origin.column,
-                        key_path: format!("{}.{key}", route.origin.key_path),
-                        reason,
-                    });
-                    None
-                }
+            let group = match &route.backend {
+                Backend::Proxy(p) => groups
+                    .iter()
+                    .find(|g| match &p.target {
+                        ProxyTarget::Group(name) => !g.config.implicit && &g.config.name == name,
+                        ProxyTarget::Url(u) => {
+                            g.config.implicit
+                                && g.config.name == u.group_name()
+                                && g.config.tls_server_name
+                                    == p.tls_server_name.clone().filter(|_| g.config.tls)
+                                && g.config.ca_file == p.ca_file.clone().filter(|_| g.config.tls)
+                        }
+                    })
+                    .cloned(),
+                Backend::File(_) => None,
             };
             let key = RouteKey {
                 host: host.clone(),
@@ -102,7 +124,7 @@ impl Snapshot {
                 written,
                 route: route.clone(),
                 memory,
-                upstream,
+                group,
             });
         }
         let mut session_cache = None;
@@ -151,6 +173,7 @@ impl Snapshot {
             generation,
             config: Arc::new(config),
             router,
+            groups,
             tls,
             ticket_key,
             session_cache,
@@ -179,11 +202,7 @@ impl Snapshot {
                     .iter()
                     .any(|e| e.host == key.host && e.prefix == key.prefix)
             },
-            |name| {
-                entries
-                    .iter()
-                    .any(|e| e.upstream.as_ref().is_some_and(|u| u.name == name))
-            },
+            |name| self.groups.iter().any(|g| g.config.name == name),
         );
     }
 
@@ -201,9 +220,9 @@ impl Snapshot {
                 Backend::Proxy(_) => "Proxy".into(),
             };
             routes.push(row);
-            if let Some(u) = &e.upstream {
-                if !upstreams.iter().any(|r| r.upstream == u.name) {
-                    upstreams.push(u.metrics.sum(&u.name));
+            if let Some(g) = &e.group {
+                if !upstreams.iter().any(|r| r.upstream == g.config.name) {
+                    upstreams.push(g.metrics.sum(&g.config.name));
                 }
             }
         }
@@ -238,50 +257,48 @@ fn load_memory(route: &Route, budget: &mut u64) -> Result<Option<Arc<MemoryFiles
     }
 }
 
-/// Resolves a Proxy route's upstream host (DNS happens here, on the control thread, never on a
-/// worker; a reload resolves again) and, for `https://`, builds its TLS client configuration
-/// (reading `ca_file`). `Err` is the route key at fault and why.
-fn resolve_upstream(
-    route: &Route,
+/// Builds a group: its servers resolved (DNS happens here, on the control plane's build
+/// thread, never on a worker), their states from `fleet`, and its TLS client configuration
+/// (reading `ca_file`). `Err` is the key at fault and why.
+fn build_group(
+    g: &UpstreamGroup,
     metrics: &Registry,
-) -> Result<Option<Upstream>, (&'static str, String)> {
-    let Backend::Proxy(p) = &route.backend else {
-        return Ok(None);
+    fleet: &Fleet,
+    at_start: bool,
+) -> Result<Group, (&'static str, String)> {
+    // An implicit group's faults are its route's `url`, `ca_file`, `tls_server_name`.
+    let key = |group_key: &'static str, url_key: &'static str| {
+        if g.implicit {
+            url_key
+        } else {
+            group_key
+        }
     };
-    let u = &p.url;
-    let addrs: Vec<std::net::SocketAddr> =
-        std::net::ToSocketAddrs::to_socket_addrs(&(u.host.as_str(), u.port))
-            .map_err(|e| ("url", format!("cannot resolve {:?}: {e}", u.host)))?
-            .collect();
-    if addrs.is_empty() {
-        return Err(("url", format!("{:?} resolves to no address", u.host)));
-    }
-    let https = u.scheme == Scheme::Https;
-    let tls_name = https.then(|| p.tls_server_name.clone().unwrap_or_else(|| u.host.clone()));
-    let tls = match &tls_name {
-        None => None,
-        Some(name) => Some(UpstreamTls {
-            config: crate::tls::client::config(p.ca_file.as_deref()).map_err(|e| ("ca_file", e))?,
-            name: crate::tls::client::server_name(name).map_err(|e| ("tls_server_name", e))?,
-        }),
+    let members =
+        crate::group::dns::members(g, fleet, at_start).map_err(|e| (key("servers", "url"), e))?;
+    let tls = match g.tls {
+        false => None,
+        true => {
+            let name = g.tls_server_name.clone().unwrap_or_else(|| {
+                g.servers
+                    .first()
+                    .map(|s| s.host.clone())
+                    .unwrap_or_default()
+            });
+            Some(UpstreamTls {
+                config: crate::tls::client::config(g.ca_file.as_deref())
+                    .map_err(|e| ("ca_file", e))?,
+                name: crate::tls::client::server_name(&name)
+                    .map_err(|e| (key("tls_server_name", "tls_server_name"), e))?,
+            })
+        }
     };
-    let name = format!(
-        "{}://{}:{}",
-        if https { "https" } else { "http" },
-        u.host,
-        u.port
-    );
-    Ok(Some(Upstream {
-        metrics: metrics.upstream(&name),
-        name,
-        key: PoolKey {
-            https,
-            host: u.host.clone(),
-            port: u.port,
-            tls_name,
-            ca_file: p.ca_file.clone().filter(|_| https),
-        },
-        addrs,
+    Ok(Group::new(
+        g.clone(),
+        members,
+        fleet.group(&g.name),
         tls,
-    }))
+        metrics.upstream(&g.name),
+        metrics.workers(),
+    ))
 }

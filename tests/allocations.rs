@@ -57,13 +57,15 @@ fn serve(dir: &std::path::Path, driver: IoDriver) -> (SocketAddr, Workers) {
     let config = zerocopy_server::config::parse(&toml, &dir.join("config.toml")).expect("config");
     let metrics = Arc::new(Registry::new(1));
     let sessions = Arc::new(zerocopy_server::tls::sessions::Sessions::new());
-    let snapshot = Snapshot::build(config, 1, &metrics, &sessions).expect("snapshot");
+    let fleet = Arc::new(zerocopy_server::group::Fleet::default());
+    let snapshot = Snapshot::build(config, 1, &metrics, &fleet, &sessions).expect("snapshot");
     let shared = Arc::new(Shared::new(
         ArcSwap::from_pointee(snapshot),
         1,
         RecordLayer::decide(None),
         metrics,
         sessions,
+        fleet,
     ));
     let workers = Workers::start(addr, 1, driver, shared).expect("workers");
     workers.go();

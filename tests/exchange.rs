@@ -147,7 +147,14 @@ impl Memory {
 fn snapshot(toml: &str) -> Snapshot {
     let config = zerocopy_server::config::parse(toml, Path::new("test.toml")).unwrap();
     let sessions = zerocopy_server::tls::sessions::Sessions::new();
-    Snapshot::build(config, 1, &Registry::new(1), &sessions).unwrap()
+    Snapshot::build(
+        config,
+        1,
+        &Registry::new(1),
+        &zerocopy_server::group::Fleet::default(),
+        &sessions,
+    )
+    .unwrap()
 }
 
 fn request(raw: &str) -> RequestHead {
@@ -285,9 +292,10 @@ async fn forward(s: &Snapshot, sink: &mut Memory, raw: &str) {
         ds: sink,
         tls: false,
         peer: "192.0.2.7:5000".parse().unwrap(),
+        client: "192.0.2.7".parse().unwrap(),
         req: &req,
         backend: p,
-        upstream: m.entry.upstream.as_ref().unwrap(),
+        group: m.entry.group.as_ref().unwrap(),
         security: &m.entry.route.security,
         path: &path,
         worker: 0,

@@ -72,6 +72,105 @@ pub enum Request {
     },
     /// Counters and latency since start, summed over the workers: answered with [`Stats`].
     Stats,
+    /// The upstream groups and the state of each server: answered with a list of
+    /// [`GroupInfo`] (one group's, when `group` names one).
+    Upstreams {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        group: Option<String>,
+    },
+    /// Drains, disables or enables a server of a group without a reload (kept across reloads
+    /// while the server exists): answered with the [`ServerInfo`] of each server it matched.
+    SetServer {
+        group: String,
+        /// A resolved address (`10.0.0.5:9000`) or a server as written (`api.internal:9000`:
+        /// each of its addresses).
+        address: String,
+        state: ServerAdmin,
+    },
+}
+
+/// What an operator can make of a server.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ServerAdmin {
+    /// Takes requests again.
+    Enable,
+    /// No new requests; those in flight finish; idle pooled connections close.
+    Drain,
+    /// As drain, and its active checks pause.
+    Disable,
+}
+
+/// One upstream group: answer to [`Request::Upstreams`].
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupInfo {
+    pub name: String,
+    /// Made from a route's `url` rather than written as `[upstreams.NAME]`.
+    pub implicit: bool,
+    /// `round_robin`, `least_request`, `random` or `hash`.
+    pub balance: String,
+    /// `try_all` or `fail`.
+    pub on_all_unhealthy: String,
+    /// Whether the group has active health checks.
+    pub health_checks: bool,
+    /// No server is usable and requests go to every enabled primary regardless of health.
+    pub failing_open: bool,
+    /// Requests sent while failing open, since start.
+    pub failed_open: u64,
+    /// Requests answered 503 because no server was usable, since start.
+    pub no_server: u64,
+    /// Attempts on another server, by reason.
+    pub retries: std::collections::BTreeMap<String, u64>,
+    /// Retries refused because the retry budget was spent.
+    pub retry_budget_exhausted: u64,
+    pub servers: Vec<ServerInfo>,
+}
+
+/// One server of a group (one resolved address).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServerInfo {
+    /// The resolved address, `10.0.0.5:9000`.
+    pub address: String,
+    /// The server as written in the config (`api.internal:9000`).
+    pub server: String,
+    pub weight: u32,
+    pub backup: bool,
+    /// `healthy`, `unhealthy`, `ejected`, `draining` or `disabled`.
+    pub state: String,
+    /// Whether a request may go to it now.
+    pub usable: bool,
+    /// While ejected: until when (Unix milliseconds).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ejected_until_unix_ms: Option<u64>,
+    pub ejections: u64,
+    pub in_flight: u64,
+    pub requests: u64,
+    /// Failed attempts, all kinds together.
+    pub failures: u64,
+    /// Failed attempts by kind (`connect`, `reset`, `timeout`, `garbage`, `500`, `502`, …).
+    pub failures_by_kind: std::collections::BTreeMap<String, u64>,
+    /// The last active check: when, and its error if it failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_check_unix_ms: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_check_error: Option<String>,
+    /// The last change of state: when, and why.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_transition_unix_ms: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_transition: Option<String>,
+}
+
+/// What `explain` says about a Proxy route's group.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExplainUpstream {
+    pub group: String,
+    /// The servers (resolved addresses) a request may go to now.
+    pub usable: Vec<String>,
+    /// All its servers.
+    pub servers: Vec<String>,
+    /// The group fails open now (no server usable).
+    pub failing_open: bool,
 }
 
 /// A request line: the version and the command.
@@ -292,6 +391,9 @@ pub struct Explain {
     /// is forwarded to an upstream (absent from older daemons too).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub status: Option<u16>,
+    /// A Proxy route's upstream group and its servers usable now.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upstream: Option<ExplainUpstream>,
 }
 
 impl Explain {

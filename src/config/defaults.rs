@@ -89,3 +89,36 @@ pub const MEMORY_MODE_TOTAL_CAP: u64 = 256 * 1024 * 1024;
 
 /// Keep-alive idle timeout of client connections (the original's compile-time constant).
 pub const KEEPALIVE_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// `[upstreams.NAME] dns_refresh_secs`: re-resolve server names this often.
+pub const DNS_REFRESH: Duration = Duration::from_secs(30);
+/// `[upstreams.NAME] max_idle_connections_per_server`, per worker.
+pub const MAX_IDLE_PER_SERVER: usize = 8;
+/// `[upstreams.NAME] idle_connection_timeout_secs`.
+pub const GROUP_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+/// `health_check.interval_ms`, and `unhealthy_interval_ms` (HAProxy's `inter`).
+pub const CHECK_INTERVAL: Duration = Duration::from_millis(2000);
+/// `health_check.timeout_ms`.
+pub const CHECK_TIMEOUT: Duration = Duration::from_millis(1000);
+/// `health_check.jitter_percent`.
+pub const CHECK_JITTER_PERCENT: u8 = 10;
+/// `health_check.healthy_threshold` (HAProxy's `rise`).
+pub const CHECK_HEALTHY_THRESHOLD: u32 = 2;
+/// `health_check.unhealthy_threshold` (HAProxy's `fall`).
+pub const CHECK_UNHEALTHY_THRESHOLD: u32 = 3;
+/// `health_check.path`.
+pub const CHECK_PATH: &str = "/healthz";
+/// `outlier.consecutive_failures` (Envoy's `consecutive_5xx`).
+pub const OUTLIER_CONSECUTIVE_FAILURES: u32 = 5;
+/// `outlier.ejection_secs`, multiplied by the number of times ejected.
+pub const OUTLIER_EJECTION: Duration = Duration::from_secs(30);
+/// `outlier.max_ejection_secs`.
+pub const OUTLIER_MAX_EJECTION: Duration = Duration::from_secs(300);
+/// `outlier.max_ejection_percent`.
+pub const OUTLIER_MAX_EJECTION_PERCENT: u8 = 50;
+/// `retry.attempts`.
+pub const RETRY_ATTEMPTS: u32 = 1;
+/// `retry.budget_percent`.
+pub const RETRY_BUDGET_PERCENT: u32 = 20;
+/// `retry.min_retries_per_sec`.
+pub const RETRY_MIN_PER_SEC: u32 = 10;

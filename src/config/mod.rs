@@ -12,6 +12,7 @@
 
 pub mod defaults;
 mod parse;
+mod upstreams;
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -22,6 +23,7 @@ use crate::http::MethodSet;
 use crate::security::IpSet;
 
 pub use parse::{load, parse};
+pub use upstreams::*;
 
 /// A whole, checked configuration.
 #[derive(Clone, Debug)]
@@ -40,6 +42,9 @@ pub struct Config {
     pub host_routes: Vec<HostRoute>,
     /// `[path_routes."host"."/prefix"]`, longest prefix wins within a host.
     pub path_routes: Vec<PathRoute>,
+    /// `[upstreams.NAME]` by name, then the implicit groups of `url` routes (one per
+    /// `scheme://host:port` and TLS settings).
+    pub upstreams: Vec<UpstreamGroup>,
 }
 
 impl Config {
@@ -109,6 +114,11 @@ impl Config {
                     files.push((format!("{}.path", r.origin.key_path), &f.path));
                 }
                 Backend::File(_) => {}
+            }
+        }
+        for g in self.upstreams.iter().filter(|g| !g.implicit) {
+            if let Some(ca) = &g.ca_file {
+                files.push((format!("{}.ca_file", g.origin.key_path), ca));
             }
         }
         files
@@ -484,17 +494,38 @@ pub enum Mode {
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ProxyBackend {
-    /// `url`: required.
-    pub url: UpstreamUrl,
+    /// `url`, or `upstream`: where requests go.
+    pub target: ProxyTarget,
+    /// The path requests are joined to: `url`'s path, or `upstream_path` (default `/`).
+    pub base_path: String,
     /// `preserve_host` (extension): default true = send the client's `Host`; false sends the
-    /// upstream's `host:port`.
+    /// server's `host:port`.
     pub preserve_host: bool,
-    /// `ca_file` (extension): a PEM CA bundle trusted for an `https` upstream instead of the
-    /// webpki roots; default none.
+    /// `ca_file` (extension, `url` routes): a PEM CA bundle trusted for an `https` upstream
+    /// instead of the webpki roots; default none.
     pub ca_file: Option<PathBuf>,
-    /// `tls_server_name` (extension): the SNI and verification name of an `https` upstream
-    /// when it differs from the URL's host; default none.
+    /// `tls_server_name` (extension, `url` routes): the SNI and verification name of an
+    /// `https` upstream when it differs from the URL's host; default none.
     pub tls_server_name: Option<String>,
+}
+
+/// Where a Proxy route sends its requests.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ProxyTarget {
+    /// `url`: one server, its implicit group named [`UpstreamUrl::group_name`].
+    Url(UpstreamUrl),
+    /// `upstream = "NAME"`: a group of `[upstreams]`.
+    Group(String),
+}
+
+impl ProxyBackend {
+    /// The name of the group requests go to.
+    pub fn group_name(&self) -> String {
+        match &self.target {
+            ProxyTarget::Url(u) => u.group_name(),
+            ProxyTarget::Group(name) => name.clone(),
+        }
+    }
 }
 
 /// A parsed upstream URL: `http` or `https`, a host, a port (the scheme's default when absent)

@@ -37,6 +37,7 @@ pub fn prepare(
     bytes: &[u8],
     current: &Snapshot,
     metrics: &Registry,
+    fleet: &crate::group::Fleet,
     sessions: &Sessions,
 ) -> Result<Prepared, ConfigErrors> {
     // Tests stand in for a build that takes long (a DNS lookup that hangs) with this.
@@ -65,7 +66,7 @@ pub fn prepare(
     let restart_required = restart_required(&current.config, &cfg);
     let inputs = inputs(bytes.to_vec(), &cfg);
     let warnings = cfg.warnings();
-    let snapshot = Snapshot::build(cfg, current.generation + 1, metrics, sessions)?;
+    let snapshot = Snapshot::build(cfg, current.generation + 1, metrics, fleet, sessions)?;
     Ok(Prepared {
         snapshot,
         changes,

@@ -28,6 +28,7 @@ mod query;
 mod reload;
 pub mod scrape;
 mod system;
+mod upstreams;
 pub mod watch;
 
 use drain::Drain;
@@ -48,7 +49,7 @@ use proxyctl::proto::{
     TlsStatus,
 };
 
-use crate::config::{Backend, RouteSecurity, Scheme};
+use crate::config::{Backend, ProxyTarget, RouteSecurity, Scheme};
 use crate::http::Method;
 use crate::logging::LogGuard;
 use crate::route::Target;
@@ -347,6 +348,18 @@ impl Control {
             }
             Request::Routes => proto::ok(&self.routes()),
             Request::Stats => proto::ok(&self.stats()),
+            Request::Upstreams { group } => match self.upstreams(group.as_deref()) {
+                Ok(list) => proto::ok(&list),
+                Err(error) => Response::Error { error },
+            },
+            Request::SetServer {
+                group,
+                address,
+                state,
+            } => match self.set_server(&group, &address, state) {
+                Ok(list) => proto::ok(&list),
+                Err(error) => Response::Error { error },
+            },
             Request::Explain {
                 host,
                 path,

@@ -86,7 +86,7 @@ impl Control {
                         }),
                         Some(f.index.clone()),
                     ),
-                    Backend::Proxy(p) => ("Proxy", p.url.to_string(), None, None),
+                    Backend::Proxy(p) => ("Proxy", proxy_target(p), None, None),
                 };
                 RouteInfo {
                     host: e.host.clone(),
@@ -121,6 +121,7 @@ impl Control {
             policy: None,
             reason: None,
             status: None,
+            upstream: None,
         };
         let refuse = |answer: &mut Explain, e: crate::error::Error| {
             answer.status = e.status();
@@ -220,17 +221,23 @@ impl Control {
                 }
             },
             (Backend::Proxy(p), Target::Upstream(path)) => {
-                let scheme = match p.url.scheme {
-                    Scheme::Http => "http",
-                    Scheme::Https => "https",
-                };
-                let host = if p.url.host.contains(':') {
-                    format!("[{}]", p.url.host)
-                } else {
-                    p.url.host.clone()
-                };
                 let query = query.map(|q| format!("?{q}")).unwrap_or_default();
-                answer.resolved = Some(format!("{scheme}://{host}:{}{path}{query}", p.url.port));
+                answer.resolved = Some(match &p.target {
+                    ProxyTarget::Url(u) => {
+                        let scheme = match u.scheme {
+                            Scheme::Http => "http",
+                            Scheme::Https => "https",
+                        };
+                        let host = if u.host.contains(':') {
+                            format!("[{}]", u.host)
+                        } else {
+                            u.host.clone()
+                        };
+                        format!("{scheme}://{host}:{}{path}{query}", u.port)
+                    }
+                    ProxyTarget::Group(name) => format!("upstream {name:?}: {path}{query}"),
+                });
+                answer.upstream = m.entry.group.as_deref().map(super::upstreams::explain);
             }
             (Backend::Proxy(_), _) => {}
         }
@@ -287,7 +294,8 @@ impl Control {
                 // running ones.
                 let scratch = crate::metrics::Registry::new(1);
                 let sessions = crate::tls::sessions::Sessions::new();
-                match build::prepare(&path, &bytes, &current, &scratch, &sessions) {
+                let fleet = crate::group::Fleet::default();
+                match build::prepare(&path, &bytes, &current, &scratch, &fleet, &sessions) {
                     Ok(prepared) => {
                         report.ok = true;
                         report.changes = prepared.changes;
@@ -333,5 +341,13 @@ pub fn policy(s: &RouteSecurity) -> Policy {
         allow_underscores_in_headers: s.allow_underscores_in_headers,
         allowed_upgrades: s.allowed_upgrades.clone(),
         rate_limit_ipv6_prefix: s.rate_limit_ipv6_prefix,
+    }
+}
+
+/// A Proxy route's target as `routes` shows it: its url, or its group and base path.
+fn proxy_target(p: &crate::config::ProxyBackend) -> String {
+    match &p.target {
+        ProxyTarget::Url(u) => u.to_string(),
+        ProxyTarget::Group(name) => format!("upstream {name:?} {}", p.base_path),
     }
 }

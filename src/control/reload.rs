@@ -140,16 +140,18 @@ impl Control {
         let id = self.last_build;
         let config_bytes = inputs.get(..config_len).unwrap_or_default().to_vec();
         drop(inputs);
-        let (path, metrics, sessions, events) = (
+        let (path, metrics, fleet, sessions, events) = (
             self.config_path.clone(),
             self.shared.metrics.clone(),
+            self.shared.fleet.clone(),
             self.shared.sessions.clone(),
             self.sender.clone(),
         );
         let spawned = std::thread::Builder::new()
             .name("zcs-build".into())
             .spawn(move || {
-                let result = build::prepare(&path, &config_bytes, &current, &metrics, &sessions);
+                let result =
+                    build::prepare(&path, &config_bytes, &current, &metrics, &fleet, &sessions);
                 drop(slot);
                 let _ = events.send(Event::Built {
                     id,

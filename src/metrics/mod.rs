@@ -144,7 +144,7 @@ pub struct UpstreamMetrics {
 }
 
 impl UpstreamMetrics {
-    fn new(workers: usize) -> Self {
+    pub fn new(workers: usize) -> Self {
         Self {
             cells: (0..workers.max(1))
                 .map(|_| UpstreamCells::default())
@@ -204,6 +204,11 @@ impl Registry {
             upstreams: Mutex::default(),
             unrouted: RouteMetrics::new(workers),
         }
+    }
+
+    /// The number of workers counted for.
+    pub fn workers(&self) -> usize {
+        self.workers
     }
 
     /// The counters of the route `key`: the running ones, or new ones.

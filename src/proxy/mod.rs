@@ -20,20 +20,33 @@
 //! heard: sending stops, its response goes to the client with `Connection: close`, and the
 //! client connection ends with a lingering close (the rest of the body is never read).
 //!
+//! Servers: each attempt goes to a server of the route's group chosen by the group's balancer
+//! ([`crate::group::Group::select`]); what the attempt shows about the server is reported to
+//! the group (passive outlier ejection). No usable server and `on_all_unhealthy = "fail"` → 503.
+//!
 //! Faults: refused → 502; connect or response-head timeout → 504; garbage → 502; an upstream
-//! that fails mid-response closes the client connection (a response never looks complete). An
-//! idempotent request without a body that failed on a *reused* connection before any response
-//! byte is retried once on a fresh connection.
+//! that fails mid-response closes the client connection (a response never looks complete).
+//!
+//! Retries, two kinds, never after a byte of the response went to the client:
+//! - *Stale pooled connection* (free, not counted against the group): an idempotent request
+//!   without a body that failed on a *reused* connection before any response byte is sent
+//!   again once on a fresh connection to the same server.
+//! - *Another server* (`[upstreams.NAME.retry]`): a failure of a kind in `retry.on` is tried
+//!   again on a server not tried yet, up to `attempts` more times, within the group's retry
+//!   budget and `total_timeout_secs` — only while no byte of the client's body was taken,
+//!   and, once any byte of the request was sent, only for idempotent methods (or with
+//!   `non_idempotent = true`).
 
 pub mod pool;
 mod request;
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
-use crate::config::{ProxyBackend, RouteSecurity};
-use crate::error::{Error, ErrorKind};
+use crate::config::{FailureKind, ProxyBackend, RouteSecurity};
+use crate::error::{Error, ErrorKind, Side};
 use crate::exchange::{Body, Downstream};
+use crate::group::{now_ms, Group, HashInput, Member, NoServer, Tried};
 use crate::http::h1::body::{transcode, BodyReader, BodyWriter, Framing};
 use crate::http::h1::response::{self as h1_response, Head as UpstreamHead};
 use crate::http::request::{BodyKind, RequestHead};
@@ -43,7 +56,7 @@ use crate::metrics::UpstreamEvent;
 use crate::net::io::RecvError;
 use crate::net::upstream::{Stop, UpstreamConn};
 use crate::net::{splice, tunnel};
-use pool::Upstream;
+use pool::PoolKey;
 use request::{request_head, upgrade_token};
 
 /// Largest upstream response head accepted.
@@ -62,9 +75,12 @@ pub struct Exchange<'a, D> {
     /// Whether the client came over TLS (`X-Forwarded-Proto: https`).
     pub tls: bool,
     pub peer: SocketAddr,
+    /// The client's address (behind trusted proxies, the first untrusted hop): the `hash`
+    /// balancer's `client_ip`.
+    pub client: IpAddr,
     pub req: &'a RequestHead,
     pub backend: &'a ProxyBackend,
-    pub upstream: &'a Upstream,
+    pub group: &'a Group,
     pub security: &'a RouteSecurity,
     /// The upstream path, decoded (from the router): re-encoded here.
     pub path: &'a str,
@@ -93,12 +109,12 @@ pub async fn forward<D: Downstream>(
     trace: &mut UpstreamTrace,
 ) -> Result<(), Error> {
     let started = Instant::now();
-    let (upstream, worker) = (x.upstream, x.worker);
+    let (group, worker) = (x.group, x.worker);
     let result = forward_inner(x, trace).await;
     trace.time = Some(started.elapsed());
     if let Err(e) = &result {
-        if e.side == crate::error::Side::Upstream {
-            upstream.metrics.count(worker, UpstreamEvent::Failure);
+        if e.side == Side::Upstream {
+            group.metrics.count(worker, UpstreamEvent::Failure);
         }
     }
     result
@@ -109,42 +125,128 @@ async fn forward_inner<D: Downstream>(
     trace: &mut UpstreamTrace,
 ) -> Result<(), Error> {
     let upgrade = upgrade_token(x.req, &x.security.allowed_upgrades);
-    let head = request_head(&x, upgrade.as_deref());
-    let retryable = matches!(x.req.body, BodyKind::None | BodyKind::Length(0))
-        && matches!(
-            x.req.method,
-            Method::Get
-                | Method::Head
-                | Method::Options
-                | Method::Trace
-                | Method::Put
-                | Method::Delete
-        );
-    let mut attempt = 0;
-    let (mut upstream, early, resp_buf, resp) = loop {
-        attempt += 1;
-        let (mut conn, reused) = connect(x.pool, x.upstream, x.security).await?;
-        x.upstream.metrics.count(
-            x.worker,
-            if reused {
-                UpstreamEvent::Reuse
-            } else {
-                UpstreamEvent::Connect
-            },
-        );
-        trace.addr = Some(conn.addr);
-        match exchange_head(&mut x, &mut conn, &head).await {
-            Ok((buf, resp, early)) => break (conn, early, buf, resp),
-            Err(Failure::BeforeResponse(e)) if reused && retryable && attempt == 1 => {
-                x.upstream.metrics.count(x.worker, UpstreamEvent::Retry);
-                log::debug!(
-                    "upstream {:?}: retrying on a fresh connection: {e}",
-                    x.upstream.key.host
-                );
-                continue;
+    let g = x.group;
+    let members = g.members.load();
+    g.state.request(now_ms());
+    let idempotent = matches!(
+        x.req.method,
+        Method::Get | Method::Head | Method::Options | Method::Trace | Method::Put | Method::Delete
+    );
+    let retry = &g.config.retry;
+    let total_deadline = retry.total_timeout.map(|t| Instant::now() + t);
+    let req = x.req;
+    let headers = |name: &str| {
+        req.headers
+            .iter()
+            .find(|h| h.name.eq_ignore_ascii_case(name))
+            .map(|h| h.value.as_slice())
+    };
+    let input = HashInput {
+        client: x.client,
+        header: &headers,
+    };
+    let mut tried = Tried::default();
+    let mut retries = 0;
+    let mut last_error = None;
+    let mut _in_flight = None;
+    let (member, mut upstream, early, resp_buf, resp) = loop {
+        let index = match g.select(&members, x.worker, &input, &tried, now_ms()) {
+            Ok(i) => i,
+            Err(NoServer::NoneUsable) => {
+                return Err(Error::upstream(
+                    ErrorKind::ServiceUnavailable,
+                    format!(
+                        "no usable server in upstream group {:?} (on_all_unhealthy = \"fail\")",
+                        g.config.name
+                    ),
+                ))
             }
-            Err(Failure::BeforeResponse(e)) | Err(Failure::Other(e)) => return Err(e),
+            Err(NoServer::AllTried) => {
+                return Err(last_error.unwrap_or_else(|| {
+                    Error::upstream(ErrorKind::BadGateway, "no server left to try")
+                }))
+            }
+        };
+        let member = &members.list[index];
+        tried.add(member.state.addr);
+        _in_flight = Some(member.state.begin());
+        let head = request_head(&x, upgrade.as_deref(), &member.authority);
+        let left = total_deadline.map(|d| d.saturating_duration_since(Instant::now()));
+        let result = match left {
+            None => attempt(&mut x, member, &head, trace).await,
+            Some(left) => {
+                match monoio::time::timeout(left, attempt(&mut x, member, &head, trace)).await {
+                    Ok(r) => r,
+                    Err(_) => Err(Failed {
+                        error: Error::upstream(
+                            ErrorKind::GatewayTimeout,
+                            "the upstream group's total_timeout_secs ran out",
+                        ),
+                        kind: None,
+                        sent: true,
+                        touched: true,
+                    }),
+                }
+            }
+        };
+        let (failed, answer) = match result {
+            Ok(a) => {
+                let kind = matches!(a.resp.status, 500 | 502 | 503 | 504)
+                    .then_some(FailureKind::Status(a.resp.status));
+                g.report(&members, member, kind);
+                match kind {
+                    // A status worth another server: only while nothing went to the client.
+                    Some(k) if retry.on(k) && !a.interim && !a.early && !a.touched => {
+                        let e = Error::upstream(
+                            ErrorKind::BadGateway,
+                            format!("the upstream answered {}", a.resp.status),
+                        );
+                        (
+                            Failed {
+                                error: e,
+                                kind,
+                                sent: true,
+                                touched: false,
+                            },
+                            Some(a),
+                        )
+                    }
+                    _ => break (member, a.conn, a.early, a.buf, a.resp),
+                }
+            }
+            Err(f) => {
+                if let Some(k) = f.kind {
+                    g.report(&members, member, Some(k));
+                }
+                (f, None)
+            }
+        };
+        let Some(kind) = failed.kind else {
+            return Err(failed.error);
+        };
+        let may = retries < retry.attempts
+            && retry.on(kind)
+            && !failed.touched
+            && (!failed.sent || idempotent || retry.non_idempotent)
+            && total_deadline.is_none_or(|d| Instant::now() < d)
+            && g.state
+                .take_retry(now_ms(), retry.budget_percent, retry.min_retries_per_sec);
+        if !may {
+            // A status that was not retried after all goes to the client as it is.
+            if let Some(a) = answer {
+                break (member, a.conn, a.early, a.buf, a.resp);
+            }
+            return Err(failed.error);
         }
+        retries += 1;
+        g.state.retried(kind);
+        log::debug!(
+            "upstream group {:?}: {} failed ({}); trying another server",
+            g.config.name,
+            member.state.addr,
+            kind.name()
+        );
+        last_error = Some(failed.error);
     };
     if resp.status == 101 {
         // Only to a protocol that was offered (RFC 9110 §7.8): a 101 to anything else would
@@ -181,13 +283,145 @@ async fn forward_inner<D: Downstream>(
     }
     if resp.keep_alive && framing != Framing::Close && !early {
         x.pool.put(
-            &x.upstream.key,
+            &pool_key(g, member),
+            &member.state,
             upstream,
-            x.security.max_idle_connections_per_host,
-            x.security.idle_connection_timeout,
+            g.config
+                .max_idle_per_server
+                .unwrap_or(x.security.max_idle_connections_per_host),
+            g.config
+                .idle_timeout
+                .unwrap_or(x.security.idle_connection_timeout),
         );
     }
     Ok(())
+}
+
+/// The pool's key for connections to `member`.
+fn pool_key(g: &Group, member: &Member) -> PoolKey {
+    PoolKey {
+        addr: member.state.addr,
+        tls_name: g.tls_name.clone(),
+        ca_file: g.ca_file.clone(),
+    }
+}
+
+/// A response head from one attempt.
+struct Answer {
+    conn: UpstreamConn,
+    buf: Vec<u8>,
+    resp: UpstreamHead,
+    /// The upstream answered before it took the whole body.
+    early: bool,
+    /// Interim responses went to the client.
+    interim: bool,
+    /// Bytes of the client's body were taken.
+    touched: bool,
+}
+
+/// A failed attempt.
+struct Failed {
+    error: Error,
+    /// What it says about the server; `None` when it was not the server's doing (the client
+    /// went away, or a local fault).
+    kind: Option<FailureKind>,
+    /// Bytes of the request may have reached the server.
+    sent: bool,
+    /// Bytes of the client's body were taken, or a response went to the client.
+    touched: bool,
+}
+
+/// One attempt on `member`: a pooled connection or a new one, the request, the response head.
+/// A pooled connection that turns out stale before any response byte is replaced by a fresh
+/// one once (free: not a retry of the group's), for an idempotent request without a body.
+async fn attempt<D: Downstream>(
+    x: &mut Exchange<'_, D>,
+    member: &Member,
+    head: &[u8],
+    trace: &mut UpstreamTrace,
+) -> Result<Answer, Failed> {
+    let g = x.group;
+    let has_body = !matches!(x.req.body, BodyKind::None | BodyKind::Length(0));
+    let replayable = !has_body
+        && matches!(
+            x.req.method,
+            Method::Get
+                | Method::Head
+                | Method::Options
+                | Method::Trace
+                | Method::Put
+                | Method::Delete
+        );
+    let key = pool_key(g, member);
+    let mut pooled = x.pool.take(&key);
+    loop {
+        let reused = pooled.is_some();
+        let mut conn = match pooled.take() {
+            Some(c) => c,
+            None => {
+                let addrs = [member.state.addr];
+                let timeout = x.security.backend_connect_timeout;
+                match UpstreamConn::connect(&addrs, g.tls.as_ref(), timeout).await {
+                    Ok(c) => c,
+                    Err(error) => {
+                        let kind = (error.side == Side::Upstream).then_some(FailureKind::Connect);
+                        return Err(Failed {
+                            error,
+                            kind,
+                            sent: false,
+                            touched: false,
+                        });
+                    }
+                }
+            }
+        };
+        g.metrics.count(
+            x.worker,
+            if reused {
+                UpstreamEvent::Reuse
+            } else {
+                UpstreamEvent::Connect
+            },
+        );
+        trace.addr = Some(conn.addr);
+        let failure = match exchange_head(x, &mut conn, head).await {
+            Ok((buf, resp, early, interim)) => {
+                return Ok(Answer {
+                    conn,
+                    buf,
+                    resp,
+                    early,
+                    interim,
+                    touched: has_body,
+                })
+            }
+            Err(f) => f,
+        };
+        let (error, before_response) = match failure {
+            Failure::BeforeResponse(e) => (e, true),
+            Failure::Other(e) => (e, false),
+        };
+        if before_response && reused && replayable {
+            g.metrics.count(x.worker, UpstreamEvent::Retry);
+            log::debug!(
+                "upstream {}: retrying on a fresh connection: {error}",
+                member.state.addr
+            );
+            continue;
+        }
+        let kind = match (error.side, &error.kind) {
+            (Side::Upstream, ErrorKind::GatewayTimeout) => Some(FailureKind::Timeout),
+            (Side::Upstream, _) if before_response => Some(FailureKind::Reset),
+            (Side::Upstream, _) => Some(FailureKind::Garbage),
+            _ => None,
+        };
+        return Err(Failed {
+            error,
+            kind,
+            sent: true,
+            touched: has_body || !before_response,
+        });
+    }
 }
 
 /// A failure while sending the request or waiting for the response head.
@@ -195,21 +429,6 @@ enum Failure {
     /// Nothing of a response arrived: safe to retry an idempotent request.
     BeforeResponse(Error),
     Other(Error),
-}
-
-/// A pooled or fresh upstream connection, and whether it was pooled.
-async fn connect(
-    pool: &pool::Pool,
-    up: &Upstream,
-    sec: &RouteSecurity,
-) -> Result<(UpstreamConn, bool), Error> {
-    if let Some(conn) = pool.take(&up.key) {
-        return Ok((conn, true));
-    }
-    Ok((
-        UpstreamConn::connect(&up.addrs, up.tls.as_ref(), sec.backend_connect_timeout).await?,
-        false,
-    ))
 }
 
 /// How sending a request body ended.
@@ -230,12 +449,13 @@ struct Interim {
 
 /// Sends the request (head and body) and reads the response head, relaying interim
 /// responses on the way (see the module documentation). The flag is `true` when the upstream
-/// answered before it took the whole body (the rest of it is abandoned).
+/// answered before it took the whole body (the rest of it is abandoned); the second, when
+/// interim responses went to the client.
 async fn exchange_head<D: Downstream>(
     x: &mut Exchange<'_, D>,
     conn: &mut UpstreamConn,
     head: &[u8],
-) -> Result<(Vec<u8>, UpstreamHead, bool), Failure> {
+) -> Result<(Vec<u8>, UpstreamHead, bool, bool), Failure> {
     let has_body = !matches!(x.req.body, BodyKind::None | BodyKind::Length(0));
     conn.send(head, has_body).await.map_err(|_| {
         Failure::BeforeResponse(Error::upstream(
@@ -265,7 +485,7 @@ async fn exchange_head<D: Downstream>(
         // 103 and its final response in one write.
         if let Some((resp, n)) = final_head(x, &mut buf, &mut interim).await? {
             buf.drain(..n);
-            return Ok((buf, resp, early));
+            return Ok((buf, resp, early, interim.count > 0));
         }
         let left = deadline.saturating_duration_since(Instant::now());
         // Safe to retry only while nothing at all of a response came.

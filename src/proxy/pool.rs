@@ -1,51 +1,47 @@
 //! The upstream connection pool: per worker (no locks; owned by its
 //! [`crate::server::WorkerCtx`]), per upstream.
 //!
-//! Idle connections are kept up to the route's `max_idle_connections_per_host`, for at most its
-//! `idle_connection_timeout_secs`; the most recently used one is reused first. Before reuse a
+//! Idle connections are kept per server address up to the group's
+//! `max_idle_connections_per_server` (a `url` route's `max_idle_connections_per_host`), for at
+//! most its `idle_connection_timeout_secs`; the most recently used one is reused first. Before reuse a
 //! connection is checked without blocking: one the upstream has closed (or that has unexpected
 //! bytes waiting) is dropped.
 
 use std::cell::RefCell;
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
-use crate::net::upstream::{UpstreamConn, UpstreamTls};
+use crate::group::ServerState;
+use crate::net::upstream::UpstreamConn;
 
-/// What identifies interchangeable upstream connections.
+/// What identifies interchangeable upstream connections: the server's resolved address (so a
+/// DNS change never reuses a connection to an address that left) and its TLS identity.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct PoolKey {
-    pub https: bool,
-    pub host: String,
-    pub port: u16,
-    /// The TLS name, for https upstreams.
-    pub tls_name: Option<String>,
-    /// The route's `ca_file`: connections verified against other CAs are not shared.
-    pub ca_file: Option<std::path::PathBuf>,
-}
-
-/// An upstream: where to connect, resolved when the config loaded.
-#[derive(Debug)]
-pub struct Upstream {
-    pub key: PoolKey,
-    /// `scheme://host:port`, as stats and logs name it.
-    pub name: String,
-    /// Its connection counters (per name, kept across reloads).
-    pub metrics: Arc<crate::metrics::UpstreamMetrics>,
-    pub addrs: Vec<SocketAddr>,
-    /// How to speak TLS to an `https://` upstream.
-    pub tls: Option<UpstreamTls>,
+    pub addr: SocketAddr,
+    /// The TLS name, for TLS servers.
+    pub tls_name: Option<Arc<str>>,
+    /// The group's `ca_file`: connections verified against other CAs are not shared.
+    pub ca_file: Option<Arc<std::path::Path>>,
 }
 
 struct Idle {
     conn: UpstreamConn,
     /// When it is closed if nobody takes it.
     expires: Instant,
+    /// Its server: a drained, disabled or removed one keeps no idle connection.
+    server: Weak<ServerState>,
 }
 
-/// One worker's idle upstream connections, by upstream (see [`crate::server::WorkerCtx`]).
+impl Idle {
+    fn keep(&self, now: Instant) -> bool {
+        now < self.expires && self.server.upgrade().is_some_and(|s| s.keeps_idle())
+    }
+}
+
+/// One worker's idle upstream connections, by server (see [`crate::server::WorkerCtx`]).
 #[derive(Default)]
 pub struct Pool(RefCell<HashMap<PoolKey, VecDeque<Idle>>>);
 
@@ -56,17 +52,24 @@ impl Pool {
         let idle = pool.get_mut(key)?;
         let now = Instant::now();
         while let Some(mut entry) = idle.pop_back() {
-            if now < entry.expires && entry.conn.idle_and_open() {
+            if entry.keep(now) && entry.conn.idle_and_open() {
                 return Some(entry.conn);
             }
         }
         None
     }
 
-    /// Returns a connection after a complete exchange, to be kept for `keep`; the oldest idle
-    /// ones beyond `max` are closed.
-    pub fn put(&self, key: &PoolKey, conn: UpstreamConn, max: usize, keep: Duration) {
-        if max == 0 || keep.is_zero() {
+    /// Returns a connection to `server` after a complete exchange, to be kept for `keep`; the
+    /// oldest idle ones beyond `max` are closed.
+    pub fn put(
+        &self,
+        key: &PoolKey,
+        server: &Arc<ServerState>,
+        conn: UpstreamConn,
+        max: usize,
+        keep: Duration,
+    ) {
+        if max == 0 || keep.is_zero() || !server.keeps_idle() {
             return;
         }
         let mut pool = self.0.borrow_mut();
@@ -74,18 +77,20 @@ impl Pool {
         idle.push_back(Idle {
             conn,
             expires: Instant::now() + keep,
+            server: Arc::downgrade(server),
         });
         while idle.len() > max {
             idle.pop_front();
         }
     }
 
-    /// Closes the idle connections whose time is up. Each worker runs it every second, so an
-    /// idle connection lives at most about a second past `idle_connection_timeout_secs`.
+    /// Closes the idle connections whose time is up, or whose server is drained, disabled or
+    /// gone. Each worker runs it every second, so an idle connection lives at most about a
+    /// second past `idle_connection_timeout_secs`, and a drained server's close within one.
     pub fn sweep(&self) {
         let now = Instant::now();
         self.0.borrow_mut().retain(|_, idle| {
-            idle.retain(|c| now < c.expires);
+            idle.retain(|c| c.keep(now));
             !idle.is_empty()
         });
     }

@@ -51,7 +51,13 @@ pub(super) fn upgrade_token(req: &RequestHead, allowed: &[String]) -> Option<Vec
 }
 
 /// The request head for the upstream.
-pub(super) fn request_head<D>(x: &Exchange<'_, D>, upgrade: Option<&[u8]>) -> Vec<u8> {
+/// The request head for the upstream; `server` is the chosen server's `host:port`, the `Host`
+/// when the route does not preserve the client's.
+pub(super) fn request_head<D>(
+    x: &Exchange<'_, D>,
+    upgrade: Option<&[u8]>,
+    server: &str,
+) -> Vec<u8> {
     let req = x.req;
     let named = connection_tokens(
         req.headers
@@ -73,16 +79,7 @@ pub(super) fn request_head<D>(x: &Exchange<'_, D>, upgrade: Option<&[u8]>) -> Ve
     if x.backend.preserve_host && !authority.is_empty() {
         h.extend_from_slice(authority);
     } else {
-        let u = &x.backend.url;
-        if u.host.contains(':') {
-            h.push(b'[');
-            h.extend_from_slice(u.host.as_bytes());
-            h.push(b']');
-        } else {
-            h.extend_from_slice(u.host.as_bytes());
-        }
-        h.push(b':');
-        push_decimal(&mut h, u64::from(u.port));
+        h.extend_from_slice(server.as_bytes());
     }
     h.extend_from_slice(b"\r\n");
     let underscores = x.security.allow_underscores_in_headers;

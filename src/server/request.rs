@@ -249,8 +249,8 @@ async fn answer(
             crate::files::serve(ds, req, &m, f, cache, &ctx.worker.files, stats).await
         }
         Backend::Proxy(p) => {
-            let Some(upstream) = &m.entry.upstream else {
-                return Err(Error::internal("a Proxy route without a resolved upstream"));
+            let Some(group) = &m.entry.group else {
+                return Err(Error::internal("a Proxy route without its upstream group"));
             };
             let Target::Upstream(upstream_path) = m.target() else {
                 return Err(Error::internal("a Proxy route without an upstream path"));
@@ -260,9 +260,10 @@ async fn answer(
                 ds,
                 tls: ctx.tls,
                 peer: ctx.peer,
+                client,
                 req,
                 backend: p,
-                upstream,
+                group,
                 security,
                 path: &upstream_path,
                 worker: ctx.worker.id,

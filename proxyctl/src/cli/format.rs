@@ -862,6 +862,7 @@ example.com  /api    Proxy    http://127.0.0.1:9000  methods=GET,POST ips=10.0.0
             policy: Some(policy),
             reason: None,
             status: None,
+            upstream: None,
         };
         assert_eq!(
             explain(&e),
@@ -898,6 +899,7 @@ policy:
             policy: None,
             reason: Some("a file route target is a file; nothing lies below it".into()),
             status: Some(404),
+            upstream: None,
         };
         assert_eq!(
             explain(&e),
@@ -919,6 +921,7 @@ policy:
             policy: None,
             reason: Some("no route for host nowhere.example".into()),
             status: None,
+            upstream: None,
         };
         assert_eq!(explain(&e), "no route: no route for host nowhere.example\n");
         e.status = Some(404);

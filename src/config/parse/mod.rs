@@ -29,14 +29,15 @@ use toml::Spanned;
 use super::{
     defaults, AccessLogFormat, Admin, Backend, Config, ConfigError, ConfigErrors, FileBackend,
     FileCache, FileKind, GlobalSecurity, HostRoute, LogLevel, Logging, Mode, Origin, PathRoute,
-    Performance, ProxyBackend, ReuseportBalancing, Route, RouteSecurity, Scheme, Server, Tls,
-    TlsCertificate, UpstreamUrl,
+    Performance, ProxyBackend, ProxyTarget, ReuseportBalancing, Route, RouteSecurity, Scheme,
+    Server, Tls, TlsCertificate, UpstreamUrl,
 };
 use crate::http::method::is_tchar;
 use crate::http::{Method, MethodSet};
 use crate::security::{parse_net, IpSet};
 
 mod routes;
+mod upstreams;
 mod values;
 
 use routes::*;
@@ -94,7 +95,8 @@ pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigErrors> {
 
 #[rustfmt::skip]
 const TOP_KEYS: &[&str] =
-    &["server", "logging", "security", "performance", "tls", "admin", "host_routes", "path_routes"];
+    &["server", "logging", "security", "performance", "tls", "admin", "upstreams", "host_routes",
+      "path_routes"];
 /// The longest duration any `*_secs` key accepts: one day.
 const MAX_SECS: u64 = 86_400;
 
@@ -132,11 +134,13 @@ const TLS_CERTIFICATE_KEYS: &[&str] = &["cert_path", "key_path", "server_names"]
 const ADMIN_KEYS: &[&str] = &["socket", "metrics_listen"];
 #[rustfmt::skip]
 const ROUTE_KEYS: &[&str] = &[
-    "type", "path", "mode", "index", "url", "preserve_host", "ca_file", "tls_server_name",
-    "security",
+    "type", "path", "mode", "index", "url", "upstream", "upstream_path", "preserve_host",
+    "ca_file", "tls_server_name", "security",
 ];
 /// Route keys that only a Proxy route takes.
-const PROXY_ONLY_KEYS: &[&str] = &["url", "preserve_host", "ca_file", "tls_server_name"];
+#[rustfmt::skip]
+const PROXY_ONLY_KEYS: &[&str] =
+    &["url", "upstream", "upstream_path", "preserve_host", "ca_file", "tls_server_name"];
 
 #[rustfmt::skip]
 const ROUTE_TYPES: &[(&str, RouteType)] =
@@ -239,9 +243,10 @@ impl Walker<'_> {
         let performance = self.performance(root);
         let tls = self.tls(root);
         let admin = self.admin(root);
+        let upstreams = self.upstreams(root);
         let host_routes = self.host_routes(root, &security.route_defaults);
         let path_routes = self.path_routes(root, &security.route_defaults);
-        Config {
+        let mut config = Config {
             source,
             server,
             logging,
@@ -251,7 +256,10 @@ impl Walker<'_> {
             admin,
             host_routes,
             path_routes,
-        }
+            upstreams,
+        };
+        self.route_groups(&mut config);
+        config
     }
 
     fn server(&mut self, root: &Node) -> Server {
@@ -578,8 +586,11 @@ mod tests {
 
     fn proxy(route: &Route) -> &UpstreamUrl {
         match &route.backend {
-            Backend::Proxy(p) => &p.url,
-            b => panic!("not a proxy: {b:?}"),
+            Backend::Proxy(ProxyBackend {
+                target: ProxyTarget::Url(u),
+                ..
+            }) => u,
+            b => panic!("not a url proxy: {b:?}"),
         }
     }
 
@@ -867,7 +878,7 @@ allowed_method = ["GET"]
         let e = find(&errors, "host_routes.\"a.com\".pth");
         assert_eq!(
             e.reason,
-            "unknown key \"pth\"; expected one of: type, path, mode, index, url, preserve_host, ca_file, tls_server_name, security"
+            "unknown key \"pth\"; expected one of: type, path, mode, index, url, upstream, upstream_path, preserve_host, ca_file, tls_server_name, security"
         );
         assert_eq!((e.line, e.column), (6, 1));
         assert!(find(&errors, "security.max_body")

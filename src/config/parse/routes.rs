@@ -205,15 +205,44 @@ impl Walker<'_> {
                 self.reject(&f, reason);
             }
         }
-        let Some(f) = node.field("url") else {
-            let hint = "a Proxy route needs its upstream, e.g. url = \"http://127.0.0.1:8080\"";
-            self.missing(node, "url", hint);
-            return None;
+        let (url, group) = (node.field("url"), node.field("upstream"));
+        let target = match (&url, &group) {
+            (None, None) => {
+                let hint =
+                    "a Proxy route needs its upstream, e.g. url = \"http://127.0.0.1:8080\" \
+                            or upstream = \"NAME\" of an [upstreams.NAME] group";
+                self.missing(node, "url", hint);
+                return None;
+            }
+            (Some(_), Some(g)) => {
+                self.reject(g, "a route takes `url` or `upstream`, not both; remove one");
+                return None;
+            }
+            (Some(f), None) => {
+                let s = self.str(f)?;
+                match upstream_url(s) {
+                    Ok(url) => ProxyTarget::Url(url),
+                    Err(reason) => {
+                        self.reject(f, format!("{s:?}: {reason}"));
+                        return None;
+                    }
+                }
+            }
+            (None, Some(f)) => ProxyTarget::Group(self.str(f)?.to_string()),
         };
         let preserve_host = match node.field("preserve_host") {
             None => Some(true),
             Some(f) => self.bool(&f),
         };
+        let group_route = matches!(target, ProxyTarget::Group(_));
+        for key in ["ca_file", "tls_server_name"] {
+            if let (true, Some(f)) = (group_route, node.field(key)) {
+                self.reject(
+                    &f,
+                    format!("`{key}` of a group route belongs in its [upstreams] group"),
+                );
+            }
+        }
         let ca_file = match node.field("ca_file") {
             None => Some(None),
             Some(f) => self.readable_file(&f).map(Some),
@@ -222,16 +251,31 @@ impl Walker<'_> {
             None => Some(None),
             Some(f) => self.server_name(&f).map(Some),
         };
-        let s = self.str(&f)?;
-        let url = match upstream_url(s) {
-            Ok(url) => url,
-            Err(reason) => {
-                self.reject(&f, format!("{s:?}: {reason}"));
+        let base_path = match (&target, node.field("upstream_path")) {
+            (ProxyTarget::Url(u), None) => u.path.clone(),
+            (ProxyTarget::Url(_), Some(f)) => {
+                self.reject(&f, "a `url` route carries its path in the url; upstream_path is for `upstream` routes");
                 return None;
+            }
+            (ProxyTarget::Group(_), None) => "/".to_string(),
+            (ProxyTarget::Group(_), Some(f)) => {
+                let s = self.str(&f)?;
+                match upstream_url(&format!("http://x{s}")) {
+                    Ok(u) if s.starts_with('/') => u.path,
+                    Ok(_) => {
+                        self.reject(&f, format!("{s:?}: upstream_path starts with '/'"));
+                        return None;
+                    }
+                    Err(reason) => {
+                        self.reject(&f, format!("{s:?}: {reason}"));
+                        return None;
+                    }
+                }
             }
         };
         Some(Backend::Proxy(ProxyBackend {
-            url,
+            target,
+            base_path,
             preserve_host: preserve_host?,
             ca_file: ca_file?,
             tls_server_name: tls_server_name?,

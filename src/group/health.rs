@@ -1,0 +1,230 @@
+//! Active health checks, once per daemon: the `zcs-health` thread runs a small monoio runtime
+//! of its own (never a worker's) with one task per (group, server) that has checks, and
+//! publishes verdicts through the servers' atomics.
+//!
+//! A check is an HTTP request (`GET`/`HEAD` of `path`, `Host` the server's `host:port`
+//! unless `host` is set; a status in `expect_status` passes) or a TCP connect, over TLS when
+//! the group speaks TLS, all within `timeout_ms`. A healthy server turns unhealthy at its
+//! `unhealthy_threshold`-th failing check in a row, an unhealthy one healthy at its
+//! `healthy_threshold`-th passing one. Checks repeat every `interval_ms` (`unhealthy_interval_ms`
+//! while down) ± `jitter_percent`, the first after a random part of one interval so that
+//! servers are not checked in step. A disabled server is not checked.
+//!
+//! The thread also notes ejections that ended (logged once), and sets the servers of groups
+//! without checks healthy (a reload that removed a group's checks must not leave its servers
+//! down).
+
+use std::cell::Cell;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::{now_ms, Admin, Group, Member};
+use crate::config::{CheckKind, HealthCheck};
+use crate::net::upstream::UpstreamConn;
+
+/// How often the thread looks for new, changed and gone servers.
+const TICK: Duration = Duration::from_millis(100);
+/// Largest check response head read.
+const MAX_HEAD: usize = 16 * 1024;
+
+/// Starts the `zcs-health` thread over the serving groups `groups` returns.
+pub fn spawn(groups: impl Fn() -> Vec<Arc<Group>> + Send + 'static) -> std::io::Result<()> {
+    std::thread::Builder::new()
+        .name("zcs-health".into())
+        .spawn(move || {
+            let runtime = monoio::RuntimeBuilder::<monoio::LegacyDriver>::new()
+                .enable_timer()
+                .build();
+            match runtime {
+                Ok(mut rt) => rt.block_on(run(groups)),
+                Err(e) => log::error!("health checks cannot run: {e}"),
+            }
+        })?;
+    Ok(())
+}
+
+/// A running check task: its flag to stop, and the group it was started for.
+struct Task {
+    alive: Rc<Cell<bool>>,
+    group: Arc<Group>,
+}
+
+async fn run(groups: impl Fn() -> Vec<Arc<Group>>) {
+    let mut tasks: HashMap<(String, SocketAddr), Task> = HashMap::new();
+    loop {
+        let now = now_ms();
+        let mut seen = Vec::new();
+        for g in groups() {
+            let members = g.members.load();
+            for m in &members.list {
+                if m.state.ejection_ended(now) {
+                    let what = "back from ejection".to_string();
+                    log::info!("upstream {:?} {}: {what}", g.config.name, m.state.addr);
+                    m.state.note(what);
+                }
+                let Some(check) = &g.config.health_check else {
+                    if m.state.set_healthy(true) {
+                        m.state
+                            .note("healthy: the group has no active checks".into());
+                    }
+                    continue;
+                };
+                let key = (g.config.name.clone(), m.state.addr);
+                seen.push(key.clone());
+                // A new snapshot (reload) or membership restarts the task with its settings.
+                let current = tasks.get(&key).is_some_and(|t| Arc::ptr_eq(&t.group, &g));
+                if current {
+                    continue;
+                }
+                if let Some(old) = tasks.remove(&key) {
+                    old.alive.set(false);
+                }
+                let alive = Rc::new(Cell::new(true));
+                monoio::spawn(check_loop(
+                    g.clone(),
+                    m.clone(),
+                    check.clone(),
+                    alive.clone(),
+                ));
+                tasks.insert(
+                    key,
+                    Task {
+                        alive,
+                        group: g.clone(),
+                    },
+                );
+            }
+        }
+        tasks.retain(|key, t| {
+            let keep = seen.contains(key);
+            if !keep {
+                t.alive.set(false);
+            }
+            keep
+        });
+        monoio::time::sleep(TICK).await;
+    }
+}
+
+/// Checks one server until `alive` goes false.
+async fn check_loop(g: Arc<Group>, m: Member, check: HealthCheck, alive: Rc<Cell<bool>>) {
+    let first = check.interval.mul_f64(fastrand::f64());
+    monoio::time::sleep(first).await;
+    while alive.get() {
+        let s = &m.state;
+        if s.admin() != Admin::Disabled {
+            let started = Instant::now();
+            let result = probe(&g, &m, &check).await;
+            let took = started.elapsed();
+            if !alive.get() {
+                return;
+            }
+            s.checks.fetch_add(1, Relaxed);
+            s.check_micros.fetch_add(took.as_micros() as u64, Relaxed);
+            s.last_check.store(Some(Arc::new((
+                super::state::wall_ms(),
+                result.clone().err(),
+            ))));
+            verdict(&g, &m, &check, result);
+        }
+        let base = if s.healthy() {
+            check.interval
+        } else {
+            check.unhealthy_interval
+        };
+        let jitter = f64::from(check.jitter_percent) / 100.0;
+        let factor = 1.0 + jitter * (fastrand::f64() * 2.0 - 1.0);
+        monoio::time::sleep(base.mul_f64(factor.max(0.0))).await;
+    }
+}
+
+/// Applies one check's result: thresholds, transitions, their log and counters.
+fn verdict(g: &Group, m: &Member, check: &HealthCheck, result: Result<(), String>) {
+    let s = &m.state;
+    match result {
+        Ok(()) => {
+            s.fails.store(0, Relaxed);
+            let n = s.passes.fetch_add(1, Relaxed) + 1;
+            if !s.healthy() && n >= check.healthy_threshold && s.set_healthy(true) {
+                s.to_healthy.fetch_add(1, Relaxed);
+                let what = format!("healthy after {n} passing checks");
+                log::info!("upstream {:?} {}: {what}", g.config.name, s.addr);
+                s.note(what);
+            }
+        }
+        Err(e) => {
+            s.passes.store(0, Relaxed);
+            let n = s.fails.fetch_add(1, Relaxed) + 1;
+            if s.healthy() && n >= check.unhealthy_threshold && s.set_healthy(false) {
+                s.to_unhealthy.fetch_add(1, Relaxed);
+                let what = format!("unhealthy after {n} failing checks (last: {e})");
+                log::warn!("upstream {:?} {}: {what}", g.config.name, s.addr);
+                s.note(what);
+            }
+        }
+    }
+}
+
+/// One check of `m`, within the check's timeout.
+async fn probe(g: &Group, m: &Member, check: &HealthCheck) -> Result<(), String> {
+    let addr = match check.port {
+        Some(p) => SocketAddr::new(m.state.addr.ip(), p),
+        None => m.state.addr,
+    };
+    let deadline = Instant::now() + check.timeout;
+    let attempt = async {
+        let mut conn = UpstreamConn::connect(&[addr], g.tls.as_ref(), check.timeout)
+            .await
+            .map_err(|e| e.detail.to_string())?;
+        let CheckKind::Http {
+            path,
+            head,
+            host,
+            expect,
+        } = &check.kind
+        else {
+            return Ok(());
+        };
+        let method = if *head { "HEAD" } else { "GET" };
+        let host = host.as_deref().unwrap_or(&m.authority);
+        let request = format!(
+            "{method} {path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: zerocopy-server health check\r\nConnection: close\r\n\r\n"
+        );
+        conn.send(request.as_bytes(), false)
+            .await
+            .map_err(|e| e.detail.to_string())?;
+        let mut buf = Vec::with_capacity(1024);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match conn.recv_into(&mut buf, 4096, left).await {
+                Ok(0) => return Err("closed without a response".into()),
+                Ok(_) => {}
+                Err(_) => return Err("no response in time".into()),
+            }
+            match crate::http::h1::response::parse(&buf) {
+                Ok(Some((resp, n))) if resp.is_interim() => {
+                    // (A 1xx before the answer: look past it.)
+                    buf.drain(..n);
+                }
+                Ok(Some((resp, _))) => {
+                    return if expect.iter().any(|e| e.matches(resp.status)) {
+                        Ok(())
+                    } else {
+                        Err(format!("status {}", resp.status))
+                    };
+                }
+                Ok(None) if buf.len() > MAX_HEAD => return Err("response head too large".into()),
+                Ok(None) => {}
+                Err(reason) => return Err(format!("not HTTP: {reason}")),
+            }
+        }
+    };
+    match monoio::time::timeout(check.timeout, attempt).await {
+        Ok(r) => r,
+        Err(_) => Err(format!("timed out after {} ms", check.timeout.as_millis())),
+    }
+}
