@@ -83,6 +83,24 @@ enum Command {
         /// The file to check (default: the daemon's own config file).
         file: Option<PathBuf>,
     },
+    /// Show the upstream groups and the state of each server: health, ejection, drain,
+    /// in-flight requests, failures, the last check and the last change.
+    Upstreams {
+        /// Only this group.
+        group: Option<String>,
+    },
+    /// Drain, disable or enable one server of a group, without a reload (kept across reloads
+    /// while the server exists). Drain: no new requests, in-flight ones finish, idle pooled
+    /// connections close; disable: as drain, and its active checks pause.
+    Upstream {
+        /// The group's name (`api` for [upstreams.api]; `http://host:port` for a url route).
+        group: String,
+        /// A resolved address (10.0.0.5:9000), or a server as written (api.internal:9000).
+        address: String,
+        /// What to do.
+        #[arg(value_enum)]
+        action: Action,
+    },
     /// Show counters since start: requests, status classes, latency and bytes per route;
     /// upstream connections; connections per worker; reloads; dropped log lines.
     Stats {
@@ -94,6 +112,14 @@ enum Command {
         #[arg(long, value_name = "N", requires = "watch")]
         count: Option<u64>,
     },
+}
+
+/// `proxyctl upstream GROUP ADDRESS ACTION`.
+#[derive(clap::ValueEnum, Clone, Copy, Debug)]
+enum Action {
+    Drain,
+    Disable,
+    Enable,
 }
 
 fn main() -> ExitCode {
@@ -219,6 +245,33 @@ fn run(args: &Args, out: &mut dyn Write, err: &mut dyn Write) -> Result<u8, Fail
                 earlier = now;
                 shown += 1;
             }
+            Ok(EXIT_OK)
+        }
+        Command::Upstreams { group } => {
+            let data = ask(&Request::Upstreams {
+                group: group.clone(),
+            })?;
+            let groups: Vec<proto::GroupInfo> = data.decode()?;
+            show(out, args.json, &data, || cli::upstreams::groups(&groups));
+            Ok(EXIT_OK)
+        }
+        Command::Upstream {
+            group,
+            address,
+            action,
+        } => {
+            let state = match action {
+                Action::Drain => proto::ServerAdmin::Drain,
+                Action::Disable => proto::ServerAdmin::Disable,
+                Action::Enable => proto::ServerAdmin::Enable,
+            };
+            let data = ask(&Request::SetServer {
+                group: group.clone(),
+                address: address.clone(),
+                state,
+            })?;
+            let servers: Vec<proto::ServerInfo> = data.decode()?;
+            show(out, args.json, &data, || cli::upstreams::servers(&servers));
             Ok(EXIT_OK)
         }
         Command::Check { file } => {

@@ -154,6 +154,12 @@ pub struct ServerInfo {
     pub last_check_unix_ms: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_check_error: Option<String>,
+    /// Active checks run, and their time together (microseconds).
+    pub checks: u64,
+    pub check_micros_total: u64,
+    /// Health transitions by the active checks.
+    pub became_healthy: u64,
+    pub became_unhealthy: u64,
     /// The last change of state: when, and why.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_transition_unix_ms: Option<u64>,
@@ -432,8 +438,12 @@ pub struct Stats {
     /// Requests by route, in routing-table order; requests that matched no route (a 404, or a
     /// head too malformed to route) are the row with an empty `host`.
     pub routes: Vec<RouteStats>,
-    /// Proxy upstreams, one row per `scheme://host:port`.
+    /// Proxy upstreams' connections, one row per group (a `url` route's is named
+    /// `scheme://host:port`).
     pub upstreams: Vec<UpstreamStats>,
+    /// Upstream groups and their servers' state (absent from older daemons).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub groups: Vec<GroupInfo>,
     /// Per worker: its connections and requests.
     pub workers: Vec<WorkerStats>,
     pub reloads: ReloadStats,

@@ -56,6 +56,11 @@ impl Control {
             },
             routes,
             upstreams,
+            groups: snapshot
+                .groups
+                .iter()
+                .map(|g| super::upstreams::info(g))
+                .collect(),
             workers,
             reloads: self.reloads.clone(),
             tls: self.status().tls,

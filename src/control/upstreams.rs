@@ -194,6 +194,10 @@ pub(crate) fn server_info(m: &Member) -> ServerInfo {
         failures_by_kind: by_kind,
         last_check_unix_ms: check.as_ref().map(|c| c.0),
         last_check_error: check.as_ref().and_then(|c| c.1.clone()),
+        checks: s.checks.load(Relaxed),
+        check_micros_total: s.check_micros.load(Relaxed),
+        became_healthy: s.to_healthy.load(Relaxed),
+        became_unhealthy: s.to_unhealthy.load(Relaxed),
         last_transition_unix_ms: transition.as_ref().map(|t| t.at),
         last_transition: transition.as_ref().map(|t| t.what.clone()),
     }

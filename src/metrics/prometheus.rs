@@ -9,7 +9,7 @@ use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
-use proxyctl::proto::{Stats, LATENCY_BOUNDS_US};
+use proxyctl::proto::{GroupInfo, ServerInfo, Stats, LATENCY_BOUNDS_US};
 
 /// The `Content-Type` of what [`render`] returns.
 pub const CONTENT_TYPE: &str = prometheus_client::encoding::prometheus_text::CONTENT_TYPE;
@@ -66,6 +66,161 @@ impl StatsCollector {
         rows: &[(Labels, u64)],
     ) -> std::fmt::Result {
         Self::family(e, MetricType::Gauge, name, help, rows)
+    }
+}
+
+impl StatsCollector {
+    /// The upstream groups' series: per server and per group.
+    fn groups(e: &mut DescriptorEncoder, groups: &[GroupInfo]) -> std::fmt::Result {
+        let servers: Vec<(&GroupInfo, &ServerInfo)> = groups
+            .iter()
+            .flat_map(|g| g.servers.iter().map(move |s| (g, s)))
+            .collect();
+        let label = |g: &GroupInfo, s: &ServerInfo| -> Labels {
+            vec![("group", g.name.clone()), ("server", s.address.clone())]
+        };
+        let per_server = |value: fn(&ServerInfo) -> u64| -> Vec<(Labels, u64)> {
+            servers
+                .iter()
+                .map(|(g, s)| (label(g, s), value(s)))
+                .collect()
+        };
+        const STATES: [&str; 5] = ["healthy", "unhealthy", "ejected", "draining", "disabled"];
+        let state: Vec<(Labels, u64)> = servers
+            .iter()
+            .flat_map(|(g, s)| {
+                STATES.iter().map(move |st| {
+                    let mut l = label(g, s);
+                    l.push(("state", st.to_string()));
+                    (l, u64::from(s.state == *st))
+                })
+            })
+            .collect();
+        Self::gauge(
+            e,
+            "upstream_server_state",
+            "1 for the state each upstream server is in now.",
+            &state,
+        )?;
+        Self::gauge(
+            e,
+            "upstream_server_usable",
+            "1 when a request may go to the server now.",
+            &per_server(|s| u64::from(s.usable)),
+        )?;
+        Self::gauge(
+            e,
+            "upstream_server_in_flight",
+            "Requests in flight on the server now (all workers).",
+            &per_server(|s| s.in_flight),
+        )?;
+        Self::counter(
+            e,
+            "upstream_server_requests",
+            "Attempts sent to the server.",
+            &per_server(|s| s.requests),
+        )?;
+        let failures: Vec<(Labels, u64)> = servers
+            .iter()
+            .flat_map(|(g, s)| {
+                s.failures_by_kind.iter().map(move |(kind, n)| {
+                    let mut l = label(g, s);
+                    l.push(("kind", kind.clone()));
+                    (l, *n)
+                })
+            })
+            .collect();
+        Self::counter(
+            e,
+            "upstream_server_failures",
+            "Failed attempts on the server, by kind.",
+            &failures,
+        )?;
+        Self::counter(
+            e,
+            "upstream_server_ejections",
+            "Passive (outlier) ejections of the server.",
+            &per_server(|s| s.ejections),
+        )?;
+        let transitions: Vec<(Labels, u64)> = servers
+            .iter()
+            .flat_map(|(g, s)| {
+                [("healthy", s.became_healthy), ("unhealthy", s.became_unhealthy)]
+                    .into_iter()
+                    .map(move |(to, n)| {
+                        let mut l = label(g, s);
+                        l.push(("to", to.to_string()));
+                        (l, n)
+                    })
+            })
+            .collect();
+        Self::counter(
+            e,
+            "upstream_server_health_transitions",
+            "Changes of the active checks' verdict, by the state changed to.",
+            &transitions,
+        )?;
+        Self::counter(
+            e,
+            "upstream_server_checks",
+            "Active health checks run.",
+            &per_server(|s| s.checks),
+        )?;
+        let mut m = e.encode_descriptor(
+            "upstream_server_check_duration_seconds",
+            "Time spent in active health checks, all together.",
+            None,
+            MetricType::Counter,
+        )?;
+        for (g, s) in &servers {
+            let labels = label(g, s);
+            let sample = m.encode_family(&labels)?;
+            ConstCounter::new(s.check_micros_total as f64 / 1e6).encode(sample)?;
+        }
+        let group = |g: &GroupInfo| -> Labels { vec![("group", g.name.clone())] };
+        let retries: Vec<(Labels, u64)> = groups
+            .iter()
+            .flat_map(|g| {
+                g.retries.iter().map(move |(reason, n)| {
+                    let mut l = group(g);
+                    l.push(("reason", reason.clone()));
+                    (l, *n)
+                })
+            })
+            .collect();
+        Self::counter(
+            e,
+            "upstream_retries_on_another_server",
+            "Requests tried again on another server of the group, by reason.",
+            &retries,
+        )?;
+        let per_group = |value: fn(&GroupInfo) -> u64| -> Vec<(Labels, u64)> {
+            groups.iter().map(|g| (group(g), value(g))).collect()
+        };
+        Self::counter(
+            e,
+            "upstream_retry_budget_exhausted",
+            "Retries refused because the group's retry budget was spent.",
+            &per_group(|g| g.retry_budget_exhausted),
+        )?;
+        Self::gauge(
+            e,
+            "upstream_group_failing_open",
+            "1 while no server of the group is usable and requests go to all regardless of health.",
+            &per_group(|g| u64::from(g.failing_open)),
+        )?;
+        Self::counter(
+            e,
+            "upstream_group_failed_open_requests",
+            "Requests sent while the group failed open.",
+            &per_group(|g| g.failed_open),
+        )?;
+        Self::counter(
+            e,
+            "upstream_group_no_server",
+            "Requests answered 503 because no server of the group could take them.",
+            &per_group(|g| g.no_server),
+        )
     }
 }
 
@@ -220,6 +375,7 @@ impl Collector for StatsCollector {
                 .collect();
             Self::counter(&mut e, name, help, &rows)?;
         }
+        Self::groups(&mut e, &s.groups)?;
         Self::counter(
             &mut e,
             "reloads",

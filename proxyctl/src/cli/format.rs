@@ -223,6 +223,9 @@ pub fn explain(e: &Explain) -> String {
         (None, Some(reason)) => out.push_str(&format!("note: {reason}\n")),
         (None, None) => {}
     }
+    if let Some(u) = &e.upstream {
+        out.push_str(&super::upstreams::explain(u));
+    }
     if let Some(policy) = &e.policy {
         out.push_str("policy:\n");
         out.push_str(&policy_lines(policy));
@@ -356,18 +359,31 @@ pub fn stats(now: &Stats, earlier: Option<&Stats>) -> String {
             .upstreams
             .iter()
             .map(|u| {
+                let g = now.groups.iter().find(|g| g.name == u.upstream);
+                let usable = g.map_or("-".to_string(), |g| {
+                    let n = g.servers.iter().filter(|s| s.usable).count();
+                    format!("{n}/{}", g.servers.len())
+                });
+                let elsewhere = g.map_or(0, |g| g.retries.values().sum::<u64>());
+                let open = g.map_or(0, |g| g.failed_open);
                 vec![
                     u.upstream.clone(),
+                    usable,
                     u.connects.to_string(),
                     u.reuses.to_string(),
                     u.retries.to_string(),
+                    elsewhere.to_string(),
+                    open.to_string(),
                     u.failures.to_string(),
                 ]
             })
             .collect();
         out.push('\n');
         out.push_str(&table(
-            &["UPSTREAM", "CONNECTS", "REUSES", "RETRIES", "FAILURES"],
+            &[
+                "UPSTREAM", "USABLE", "CONNECTS", "REUSES", "RETRIES", "ELSEWHERE", "FAILED-OPEN",
+                "FAILURES",
+            ],
             &rows,
         ));
     }
@@ -528,7 +544,7 @@ fn two_columns(rows: &[(&str, String)]) -> String {
 }
 
 /// A header and rows, columns two spaces apart, the last one not padded.
-fn table(header: &[&str], rows: &[Vec<String>]) -> String {
+pub(crate) fn table(header: &[&str], rows: &[Vec<String>]) -> String {
     let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
     for row in rows {
         for (w, cell) in widths.iter_mut().zip(row) {

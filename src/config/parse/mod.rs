@@ -552,7 +552,7 @@ mod tests {
     use super::*;
 
     /// A temp dir holding `config.toml` with `text`; returns the dir and the parse result.
-    fn parse_in(text: &str) -> (tempfile::TempDir, Result<Config, ConfigErrors>) {
+    pub(super) fn parse_in(text: &str) -> (tempfile::TempDir, Result<Config, ConfigErrors>) {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("config.toml");
         fs::write(&path, text).unwrap();
@@ -560,24 +560,24 @@ mod tests {
         (dir, result)
     }
 
-    fn errors_of(text: &str) -> Vec<ConfigError> {
+    pub(super) fn errors_of(text: &str) -> Vec<ConfigError> {
         match parse_in(text).1 {
             Ok(_) => panic!("expected errors for:\n{text}"),
             Err(e) => e.0,
         }
     }
 
-    fn ok(text: &str) -> Config {
+    pub(super) fn ok(text: &str) -> Config {
         match parse_in(text).1 {
             Ok(c) => c,
             Err(e) => panic!("unexpected errors:\n{e}"),
         }
     }
 
-    const SERVER: &str = "[server]\nlisten = \"127.0.0.1:8080\"\n";
+    pub(super) const SERVER: &str = "[server]\nlisten = \"127.0.0.1:8080\"\n";
 
     /// The one error for `key_path`.
-    fn find<'e>(errors: &'e [ConfigError], key_path: &str) -> &'e ConfigError {
+    pub(super) fn find<'e>(errors: &'e [ConfigError], key_path: &str) -> &'e ConfigError {
         errors
             .iter()
             .find(|e| e.key_path == key_path)

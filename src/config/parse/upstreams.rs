@@ -599,3 +599,216 @@ pub(super) fn server_address(s: &str) -> Result<(String, u16), String> {
     }
     Ok((host.to_ascii_lowercase(), port))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::tests::{errors_of, find, ok, SERVER};
+    use super::*;
+
+    const SPEC: &str = r#"
+[upstreams.api]
+servers = [
+  { address = "10.0.0.5:9000" },
+  { address = "10.0.9.5:9000", backup = true },
+  { address = "10.0.0.6:9000", weight = 2 },
+  { address = "api-blue.internal:9000" },
+]
+balance = "hash"
+hash_key = "cookie:sid"
+dns_refresh_secs = 0
+initial_state = "unhealthy"
+on_all_unhealthy = "fail"
+panic_threshold_percent = 30
+slow_start_secs = 20
+max_idle_connections_per_server = 4
+idle_connection_timeout_secs = 10
+
+[upstreams.api.health_check]
+kind = "http"
+path = "/ready"
+method = "HEAD"
+host = "api.internal"
+expect_status = ["204", "3xx"]
+interval_ms = 500
+unhealthy_interval_ms = 5000
+timeout_ms = 300
+jitter_percent = 0
+healthy_threshold = 1
+unhealthy_threshold = 2
+port = 9100
+
+[upstreams.api.outlier]
+consecutive_failures = 3
+count = ["connect", "500", "503"]
+ejection_secs = 10
+max_ejection_secs = 60
+max_ejection_percent = 100
+
+[upstreams.api.retry]
+attempts = 2
+on = ["connect-failure", "503"]
+non_idempotent = true
+budget_percent = 50
+min_retries_per_sec = 1
+total_timeout_secs = 5
+
+[path_routes."example.com"."/api/"]
+type = "Proxy"
+upstream = "api"
+upstream_path = "/app/"
+
+[path_routes."example.com"."/old/"]
+type = "Proxy"
+url = "https://legacy.internal:8443/x/"
+"#;
+
+    #[test]
+    fn every_group_key_parses() {
+        let c = ok(&format!("{SERVER}{SPEC}"));
+        let g = &c.upstreams[0];
+        assert_eq!(g.name, "api");
+        assert!(!g.implicit);
+        let hosts: Vec<(&str, u32, bool)> = g
+            .servers
+            .iter()
+            .map(|s| (s.host.as_str(), s.weight, s.backup))
+            .collect();
+        assert_eq!(
+            hosts,
+            [
+                ("10.0.0.5", 1, false),
+                ("10.0.0.6", 2, false),
+                ("api-blue.internal", 1, false),
+                ("10.0.9.5", 1, true)
+            ]
+        );
+        assert_eq!(g.balance, Balance::Hash(HashKey::Cookie("sid".into())));
+        assert_eq!(g.dns_refresh, Duration::ZERO);
+        assert!(g.initial_unhealthy);
+        assert_eq!(g.on_all_unhealthy, AllUnhealthy::Fail);
+        assert_eq!(g.panic_threshold_percent, 30);
+        assert_eq!(g.slow_start, Duration::from_secs(20));
+        assert_eq!(g.max_idle_per_server, Some(4));
+        assert_eq!(g.idle_timeout, Some(Duration::from_secs(10)));
+        let h = g.health_check.as_ref().unwrap();
+        assert_eq!(
+            h.kind,
+            CheckKind::Http {
+                path: "/ready".into(),
+                head: true,
+                host: Some("api.internal".into()),
+                expect: vec![StatusMatch::Code(204), StatusMatch::Class(3)],
+            }
+        );
+        assert_eq!(
+            (h.interval, h.unhealthy_interval, h.timeout),
+            (
+                Duration::from_millis(500),
+                Duration::from_millis(5000),
+                Duration::from_millis(300)
+            )
+        );
+        assert_eq!((h.healthy_threshold, h.unhealthy_threshold, h.port), (1, 2, Some(9100)));
+        let o = &g.outlier;
+        assert_eq!(o.consecutive_failures, 3);
+        assert!(o.count_connect && !o.count_timeout);
+        assert_eq!(o.count_status, [500, 503]);
+        assert_eq!((o.ejection.as_secs(), o.max_ejection.as_secs()), (10, 60));
+        let r = &g.retry;
+        assert_eq!(r.attempts, 2);
+        assert!(r.on_connect && !r.on_reset && !r.on_refused_stream && r.on_status == [503]);
+        assert!(r.non_idempotent);
+        assert_eq!(r.total_timeout, Some(Duration::from_secs(5)));
+        // The url route's own group comes after the named ones.
+        let implicit = &c.upstreams[1];
+        assert!(implicit.implicit);
+        assert_eq!(implicit.name, "https://legacy.internal:8443");
+        assert!(implicit.tls);
+        let Backend::Proxy(p) = &c.path_routes[0].route.backend else {
+            panic!()
+        };
+        assert_eq!(p.target, ProxyTarget::Group("api".into()));
+        assert_eq!(p.base_path, "/app/");
+    }
+
+    #[test]
+    fn group_defaults() {
+        let c = ok(&format!(
+            "{SERVER}[upstreams.a]\nservers = [{{ address = \"127.0.0.1:1\" }}]\n"
+        ));
+        let g = &c.upstreams[0];
+        assert_eq!(g.balance, Balance::RoundRobin);
+        assert_eq!(g.dns_refresh, Duration::from_secs(30));
+        assert_eq!(g.on_all_unhealthy, AllUnhealthy::TryAll);
+        assert_eq!(g.max_idle_per_server, Some(8));
+        assert!(g.health_check.is_none());
+        assert_eq!(g.outlier, Outlier::default());
+        assert_eq!(g.outlier.count_status, [502, 503, 504]);
+        assert_eq!(g.retry, Retry::default());
+        assert!(g.retry.on_connect && g.retry.on_reset && !g.retry.on_timeout);
+    }
+
+    #[test]
+    fn group_errors_name_their_key() {
+        let text = format!(
+            r#"{SERVER}
+[upstreams.a]
+servers = [{{ address = "127.0.0.1:1", weight = 0 }}, {{ address = "nope:port" }}]
+balance = "round_robin"
+hash_key = "client_ip"
+protocol = "h3"
+flavour = 1
+[upstreams.a.outlier]
+count = ["connect", "418"]
+[upstreams.a.retry]
+on = ["always"]
+
+[upstreams.b]
+servers = [{{ address = "127.0.0.1:2", backup = true }}]
+initial_state = "unhealthy"
+
+[upstreams."bad name"]
+servers = []
+
+[path_routes."x.com"."/a/"]
+type = "Proxy"
+upstream = "missing"
+
+[path_routes."x.com"."/b/"]
+type = "Proxy"
+upstream = "a"
+url = "http://127.0.0.1:1"
+"#
+        );
+        let errors = errors_of(&text);
+        let reason = |key: &str| find(&errors, key).reason.clone();
+        assert_eq!(reason("upstreams.a.servers[0].weight"), "must be at least 1");
+        assert!(reason("upstreams.a.servers[1].address").contains("is not a port"));
+        assert!(reason("upstreams.a.hash_key").contains("only applies with balance = \"hash\""));
+        assert!(reason("upstreams.a.protocol").contains("unknown protocol \"h3\""));
+        assert!(reason("upstreams.a.flavour").starts_with("unknown key"));
+        assert!(reason("upstreams.a.outlier.count[1]").contains("not a failure kind"));
+        assert!(reason("upstreams.a.retry.on[0]").contains("not a retry condition"));
+        assert!(reason("upstreams.b.servers").contains("no primary server"));
+        assert!(reason("upstreams.b.initial_state").contains("needs a [health_check]"));
+        assert!(reason("upstreams.\"bad name\"").contains("invalid group name"));
+        assert!(reason("path_routes.\"x.com\".\"/a/\".upstream").contains("unknown group \"missing\""));
+        assert!(reason("path_routes.\"x.com\".\"/b/\".upstream").contains("not both"));
+        let text = format!("{SERVER}[upstreams.a]\nservers = [{{ address = \"127.0.0.1:1\", weight = 1001 }}]\n");
+        assert_eq!(
+            find(&errors_of(&text), "upstreams.a.servers[0].weight").reason,
+            "must be at most 1000"
+        );
+    }
+
+    #[test]
+    fn server_addresses() {
+        assert_eq!(server_address("10.0.0.5:9000"), Ok(("10.0.0.5".into(), 9000)));
+        assert_eq!(server_address("[::1]:80"), Ok(("::1".into(), 80)));
+        assert_eq!(server_address("API.internal:80"), Ok(("api.internal".into(), 80)));
+        assert!(server_address("10.0.0.5").is_err());
+        assert!(server_address("::1:80").is_err());
+        assert!(server_address("a b:80").is_err());
+        assert!(server_address("h:0").is_err());
+    }
+}
