@@ -239,8 +239,9 @@ impl Group {
             }
             Balance::Random => weighted(members, range, &ok, now, slow),
             Balance::LeastRequest => {
+                // Two different servers when there are two, the less loaded of them.
                 let a = weighted(members, range.clone(), &ok, now, slow);
-                let b = weighted(members, range, &ok, now, slow);
+                let b = weighted(members, range, &|i, r| Some(i) != a && ok(i, r), now, slow);
                 match (a, b) {
                     (Some(a), Some(b)) => {
                         let load = |i: usize| {
@@ -501,6 +502,17 @@ mod tests {
             g.select(&m, 0, &input, &tried, now_ms()),
             Err(NoServer::AllTried)
         );
+    }
+
+    #[test]
+    fn slow_start_gives_a_returning_server_a_small_share() {
+        let mut g = group(Balance::RoundRobin, &[(1, false), (1, false)]);
+        g.config.slow_start = std::time::Duration::from_secs(10);
+        let m = g.members.load();
+        m.list[1].state.set_admin(Admin::Disabled);
+        m.list[1].state.set_admin(Admin::Enabled);
+        let counts = picks(&g, 400);
+        assert!(counts[1] < 60, "{counts:?}");
     }
 
     #[test]

@@ -80,7 +80,8 @@ pub struct ServerState {
     ejections: AtomicU32,
     in_flight: AtomicU32,
     admin: AtomicU8,
-    /// `now_ms` from which it is usable again after being down: slow start counts from here.
+    /// `now_ms` from which it is usable again after being down: slow start counts from here
+    /// (0: it was there from the start, and does not ramp up).
     usable_since: AtomicU64,
     /// No longer a member of any group (DNS dropped it, or a reload): pooled connections close.
     removed: AtomicBool,
@@ -179,7 +180,7 @@ impl ServerState {
     /// Its share during slow start, 0.05 to 1.
     pub fn ramp(&self, now: u64, slow_start_ms: u64) -> f64 {
         let since = self.usable_since.load(Relaxed);
-        if slow_start_ms == 0 || now >= since + slow_start_ms {
+        if slow_start_ms == 0 || since == 0 || now >= since + slow_start_ms {
             return 1.0;
         }
         (now.saturating_sub(since) as f64 / slow_start_ms as f64).max(0.05)

@@ -145,13 +145,16 @@ impl StatsCollector {
         let transitions: Vec<(Labels, u64)> = servers
             .iter()
             .flat_map(|(g, s)| {
-                [("healthy", s.became_healthy), ("unhealthy", s.became_unhealthy)]
-                    .into_iter()
-                    .map(move |(to, n)| {
-                        let mut l = label(g, s);
-                        l.push(("to", to.to_string()));
-                        (l, n)
-                    })
+                [
+                    ("healthy", s.became_healthy),
+                    ("unhealthy", s.became_unhealthy),
+                ]
+                .into_iter()
+                .map(move |(to, n)| {
+                    let mut l = label(g, s);
+                    l.push(("to", to.to_string()));
+                    (l, n)
+                })
             })
             .collect();
         Self::counter(

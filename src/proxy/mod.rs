@@ -384,14 +384,15 @@ async fn attempt<D: Downstream>(
             },
         );
         trace.addr = Some(conn.addr);
-        let failure = match exchange_head(x, &mut conn, head).await {
-            Ok((buf, resp, early, interim)) => {
+        let mut interim = Interim::default();
+        let failure = match exchange_head(x, &mut conn, head, &mut interim).await {
+            Ok((buf, resp, early)) => {
                 return Ok(Answer {
                     conn,
                     buf,
                     resp,
                     early,
-                    interim,
+                    interim: interim.count > 0,
                     touched: has_body,
                 })
             }
@@ -419,7 +420,7 @@ async fn attempt<D: Downstream>(
             error,
             kind,
             sent: true,
-            touched: has_body || !before_response,
+            touched: has_body || interim.count > 0,
         });
     }
 }
@@ -448,14 +449,15 @@ struct Interim {
 }
 
 /// Sends the request (head and body) and reads the response head, relaying interim
-/// responses on the way (see the module documentation). The flag is `true` when the upstream
-/// answered before it took the whole body (the rest of it is abandoned); the second, when
-/// interim responses went to the client.
+/// responses on the way (see the module documentation; `interim` counts them). The flag is
+/// `true` when the upstream answered before it took the whole body (the rest of it is
+/// abandoned).
 async fn exchange_head<D: Downstream>(
     x: &mut Exchange<'_, D>,
     conn: &mut UpstreamConn,
     head: &[u8],
-) -> Result<(Vec<u8>, UpstreamHead, bool, bool), Failure> {
+    interim: &mut Interim,
+) -> Result<(Vec<u8>, UpstreamHead, bool), Failure> {
     let has_body = !matches!(x.req.body, BodyKind::None | BodyKind::Length(0));
     conn.send(head, has_body).await.map_err(|_| {
         Failure::BeforeResponse(Error::upstream(
@@ -464,12 +466,7 @@ async fn exchange_head<D: Downstream>(
         ))
     })?;
     let mut buf = Vec::with_capacity(8 * 1024);
-    let mut interim = Interim::default();
-    let early = has_body
-        && matches!(
-            send_body(x, conn, &mut buf, &mut interim).await?,
-            Sent::Answered
-        );
+    let early = has_body && matches!(send_body(x, conn, &mut buf, interim).await?, Sent::Answered);
     if early {
         x.ds.abandon_body();
     }
@@ -483,9 +480,9 @@ async fn exchange_head<D: Downstream>(
     loop {
         // Every complete head already received, before reading more: an upstream may send a
         // 103 and its final response in one write.
-        if let Some((resp, n)) = final_head(x, &mut buf, &mut interim).await? {
+        if let Some((resp, n)) = final_head(x, &mut buf, interim).await? {
             buf.drain(..n);
-            return Ok((buf, resp, early, interim.count > 0));
+            return Ok((buf, resp, early));
         }
         let left = deadline.saturating_duration_since(Instant::now());
         // Safe to retry only while nothing at all of a response came.

@@ -8,6 +8,7 @@ mod check;
 mod control;
 mod files;
 mod forwarding;
+mod groups;
 mod interim;
 mod ktls;
 mod observability;

@@ -381,7 +381,13 @@ pub fn stats(now: &Stats, earlier: Option<&Stats>) -> String {
         out.push('\n');
         out.push_str(&table(
             &[
-                "UPSTREAM", "USABLE", "CONNECTS", "REUSES", "RETRIES", "ELSEWHERE", "FAILED-OPEN",
+                "UPSTREAM",
+                "USABLE",
+                "CONNECTS",
+                "REUSES",
+                "RETRIES",
+                "ELSEWHERE",
+                "FAILED-OPEN",
                 "FAILURES",
             ],
             &rows,

@@ -100,11 +100,7 @@ pub fn explain(u: &ExplainUpstream) -> String {
         "upstream group {:?}: usable now {usable} (of {}){}\n",
         u.group,
         u.servers.len(),
-        if u.failing_open {
-            "; failing open"
-        } else {
-            ""
-        }
+        if u.failing_open { "; failing open" } else { "" }
     )
 }
 
@@ -144,7 +140,9 @@ mod tests {
         };
         let text = groups(&[g]);
         assert!(text.starts_with("api: round_robin, on_all_unhealthy try_all, active checks"));
-        assert!(text.contains("10.0.0.6:9000  api-b.internal:9000  2       ejected until 1970-01-01T00:00:00Z"));
+        assert!(text.contains(
+            "10.0.0.6:9000  api-b.internal:9000  2       ejected until 1970-01-01T00:00:00Z"
+        ));
         assert!(text.contains("status 503 1970-01-01T00:00:00Z"));
         assert_eq!(groups(&[]), "no upstream groups\n");
     }

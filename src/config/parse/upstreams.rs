@@ -708,7 +708,10 @@ url = "https://legacy.internal:8443/x/"
                 Duration::from_millis(300)
             )
         );
-        assert_eq!((h.healthy_threshold, h.unhealthy_threshold, h.port), (1, 2, Some(9100)));
+        assert_eq!(
+            (h.healthy_threshold, h.unhealthy_threshold, h.port),
+            (1, 2, Some(9100))
+        );
         let o = &g.outlier;
         assert_eq!(o.consecutive_failures, 3);
         assert!(o.count_connect && !o.count_timeout);
@@ -782,7 +785,10 @@ url = "http://127.0.0.1:1"
         );
         let errors = errors_of(&text);
         let reason = |key: &str| find(&errors, key).reason.clone();
-        assert_eq!(reason("upstreams.a.servers[0].weight"), "must be at least 1");
+        assert_eq!(
+            reason("upstreams.a.servers[0].weight"),
+            "must be at least 1"
+        );
         assert!(reason("upstreams.a.servers[1].address").contains("is not a port"));
         assert!(reason("upstreams.a.hash_key").contains("only applies with balance = \"hash\""));
         assert!(reason("upstreams.a.protocol").contains("unknown protocol \"h3\""));
@@ -792,9 +798,13 @@ url = "http://127.0.0.1:1"
         assert!(reason("upstreams.b.servers").contains("no primary server"));
         assert!(reason("upstreams.b.initial_state").contains("needs a [health_check]"));
         assert!(reason("upstreams.\"bad name\"").contains("invalid group name"));
-        assert!(reason("path_routes.\"x.com\".\"/a/\".upstream").contains("unknown group \"missing\""));
+        assert!(
+            reason("path_routes.\"x.com\".\"/a/\".upstream").contains("unknown group \"missing\"")
+        );
         assert!(reason("path_routes.\"x.com\".\"/b/\".upstream").contains("not both"));
-        let text = format!("{SERVER}[upstreams.a]\nservers = [{{ address = \"127.0.0.1:1\", weight = 1001 }}]\n");
+        let text = format!(
+            "{SERVER}[upstreams.a]\nservers = [{{ address = \"127.0.0.1:1\", weight = 1001 }}]\n"
+        );
         assert_eq!(
             find(&errors_of(&text), "upstreams.a.servers[0].weight").reason,
             "must be at most 1000"
@@ -803,9 +813,15 @@ url = "http://127.0.0.1:1"
 
     #[test]
     fn server_addresses() {
-        assert_eq!(server_address("10.0.0.5:9000"), Ok(("10.0.0.5".into(), 9000)));
+        assert_eq!(
+            server_address("10.0.0.5:9000"),
+            Ok(("10.0.0.5".into(), 9000))
+        );
         assert_eq!(server_address("[::1]:80"), Ok(("::1".into(), 80)));
-        assert_eq!(server_address("API.internal:80"), Ok(("api.internal".into(), 80)));
+        assert_eq!(
+            server_address("API.internal:80"),
+            Ok(("api.internal".into(), 80))
+        );
         assert!(server_address("10.0.0.5").is_err());
         assert!(server_address("::1:80").is_err());
         assert!(server_address("a b:80").is_err());
