@@ -39,6 +39,9 @@ CASES = [
     ("1 KiB file, new connection per request", "/1k.bin", 50, ["Connection: close"], False),
     # Proxied to the same upstream (an nginx serving the files), kept alive on both sides.
     ("proxy 1 KiB, keep-alive", "/p/1k.bin", 50, [], False),
+    # The same upstream on three loopback addresses, as a group of three servers.
+    ("proxy 1 KiB, 3-server round-robin group", "/g/1k.bin", 50, [], False),
+    ("proxy 1 KiB, 3-server least-request group", "/l/1k.bin", 50, [], False),
     ("proxy 100 KiB, keep-alive", "/p/100k.bin", 20, [], False),
     ("proxy 1 MiB, keep-alive", "/p/1m.bin", 10, [], False),
     # HTTPS with the same ECDSA P-256 certificate. wrk resumes no sessions (and both servers
@@ -69,6 +72,8 @@ http {{
     scgi_temp_path {tmp}/uscgi;
     server {{
         listen 127.0.0.1:{port} reuseport backlog=4096;
+        listen 127.0.0.2:{port} reuseport backlog=4096;
+        listen 127.0.0.3:{port} reuseport backlog=4096;
         root {www};
     }}
 }}
@@ -100,12 +105,41 @@ http {{
         server 127.0.0.1:{upstream};
         keepalive 64;
     }}
+    upstream three {{
+        server 127.0.0.1:{upstream};
+        server 127.0.0.2:{upstream};
+        server 127.0.0.3:{upstream};
+        keepalive 64;
+    }}
+    upstream three_least {{
+        least_conn;
+        server 127.0.0.1:{upstream};
+        server 127.0.0.2:{upstream};
+        server 127.0.0.3:{upstream};
+        keepalive 64;
+    }}
     server {{
         listen 127.0.0.1:{port} reuseport backlog=4096;
         server_name _;
         root {www};
         location /p/ {{
             proxy_pass http://up/;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_set_header Host $host;
+            proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+            proxy_buffering on;
+        }}
+        location /g/ {{
+            proxy_pass http://three/;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_set_header Host $host;
+            proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;
+            proxy_buffering on;
+        }}
+        location /l/ {{
+            proxy_pass http://three_least/;
             proxy_http_version 1.1;
             proxy_set_header Connection "";
             proxy_set_header Host $host;
@@ -138,6 +172,26 @@ level = "warn"
 "/" = {{ path = "{www}" }}
 # Idle upstream connections kept as nginx's `keepalive 64` keeps them (the default is 8).
 "/p/" = {{ type = "Proxy", url = "http://127.0.0.1:{upstream}/", security = {{ max_idle_connections_per_host = 64 }} }}
+"""
+
+# The proxy group cases: the upstream on three loopback addresses.
+GROUPS_CONF = """
+[path_routes."127.0.0.1"."/g/"]
+type = "Proxy"
+upstream = "three"
+
+[path_routes."127.0.0.1"."/l/"]
+type = "Proxy"
+upstream = "three_least"
+
+[upstreams.three]
+servers = [{{ address = "127.0.0.1:{upstream}" }}, {{ address = "127.0.0.2:{upstream}" }}, {{ address = "127.0.0.3:{upstream}" }}]
+max_idle_connections_per_server = 64
+
+[upstreams.three_least]
+servers = [{{ address = "127.0.0.1:{upstream}" }}, {{ address = "127.0.0.2:{upstream}" }}, {{ address = "127.0.0.3:{upstream}" }}]
+balance = "least_request"
+max_idle_connections_per_server = 64
 """
 
 # The same daemon serving HTTPS on its own port (one listener per daemon).
@@ -377,6 +431,11 @@ def main():
         "-days", "2", "-subj", "/CN=127.0.0.1"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     with open(os.path.join(tmp, "zcs.toml"), "w") as f:
         f.write(DAEMON_CONF.format(port=ours_port, workers=workers, www=www, upstream=upstream_port))
+        f.write(GROUPS_CONF.format(upstream=upstream_port))
+    # An older build (--baseline) may not know upstream groups: it gets the config without them
+    # and sits out the group cases.
+    with open(os.path.join(tmp, "zcs-base.toml"), "w") as f:
+        f.write(DAEMON_CONF.format(port=ours_port, workers=workers, www=www, upstream=upstream_port))
     with open(os.path.join(tmp, "zcs-tls.toml"), "w") as f:
         f.write(DAEMON_TLS_CONF.format(port=ours_tls_port, workers=workers, www=www, tmp=tmp))
     affinity = " ".join(format(1 << c, "b") for c in range(workers))
@@ -402,7 +461,7 @@ def main():
     }
     if args.baseline:
         base_bin = os.path.abspath(args.baseline)
-        plain_servers["baseline"] = (["taskset", "-c", server_cores, base_bin, "--config", os.path.join(tmp, "zcs.toml")], ours_port)
+        plain_servers["baseline"] = (["taskset", "-c", server_cores, base_bin, "--config", os.path.join(tmp, "zcs-base.toml")], ours_port)
         tls_servers["baseline"] = (["taskset", "-c", server_cores, base_bin, "--config", os.path.join(tmp, "zcs-tls.toml")], ours_tls_port)
     measured = {}
     # The ceiling runs inside the 1 KiB keep-alive case, alternating with both servers, so that
@@ -416,6 +475,8 @@ def main():
         if args.cases and args.cases not in case:
             continue
         with_ceiling = case == "1 KiB file, keep-alive"
+        if "group" in case:
+            servers = {k: v for k, v in servers.items() if k != "baseline"}
         if with_ceiling:
             servers = {**servers, "ceiling": ceiling_server}
         samples = {name: [] for name in servers}
@@ -461,6 +522,8 @@ def main():
         extra.append("\n**This build against the baseline** (`--baseline`), medians:\n")
         extra.append("| case | this build req/s | baseline req/s | ratio | this build CPU/req | baseline CPU/req |\n|---|---:|---:|---:|---:|---:|")
         for case, samples in measured.items():
+            if "baseline" not in samples:
+                continue
             new = statistics.median(x[0] for x in samples["zerocopy-server"])
             old = statistics.median(x[0] for x in samples["baseline"])
             cnew = statistics.median(x[5] for x in samples["zerocopy-server"])

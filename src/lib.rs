@@ -13,7 +13,8 @@
 //! | [`worker`] | the worker threads: runtimes, listeners, accept loops, the drain | `server` |
 //! | [`server`] | one connection's lifecycle, one request's phases, the HTTP/1 side of an exchange, the worker's state ([`server::WorkerCtx`]) and idle registry | backends, `exchange`, `http`, `net` |
 //! | [`exchange`] | [`exchange::Downstream`]: what a backend sees of the client, whatever the protocol | `http`, `net` |
-//! | [`files`], [`proxy`] | the backends | `exchange`, `http`, `net` |
+//! | [`files`], [`proxy`] | the backends | `exchange`, `http`, `net`, `group` |
+//! | [`group`] | upstream groups at run time: members, balancing, server state shared by all workers, passive ejection, the health-check and DNS threads | `config`, `http`, `net` |
 //! | [`http`] | protocol-neutral heads, methods, paths, and the HTTP/1 codec ([`http::h1`]) | — |
 //! | [`net`] | the transport: client and upstream streams, I/O, rustls driving, splice, tunnel, raw syscalls ([`net::sys`]) | `tls` |
 //! | [`route`], [`snapshot`], [`preload`] | the routing table and what a snapshot holds | backends' types |
@@ -36,9 +37,10 @@
 //! 5. the route's policy applies (addresses via [`security::client_address`], methods, the
 //!    [`limiter`], head sizes);
 //! 6. the backend answers through an [`server::h1::H1Downstream`] — [`files::serve`] (a file
-//!    from the cache, memory or `sendfile`) or [`proxy::forward`] (an upstream connection from
-//!    the worker's pool, bodies through [`http::h1::body`]); a failure becomes a status in
-//!    `answer_error` ([`error::Error::status`]);
+//!    from the cache, memory or `sendfile`) or [`proxy::forward`] (a server of the route's
+//!    group chosen by [`group::Group::select`], retried on another one by the group's rules,
+//!    an upstream connection from the worker's pool, bodies through [`http::h1::body`]); a
+//!    failure becomes a status in `answer_error` ([`error::Error::status`]);
 //! 7. the request is counted on its route ([`metrics`]) and logged ([`access_log`]).
 //!
 //! ## One reload's path
@@ -48,11 +50,17 @@
 //!    (`control/mod.rs`).
 //! 2. `control/reload.rs` reads the inputs (capped, non-blocking: [`fsread`]) and starts a
 //!    build on a helper thread: [`control::build::prepare`] parses ([`config`]), builds the
-//!    snapshot ([`snapshot::Snapshot::build`]: routes, upstreams resolved, memory files read,
-//!    certificates) and compares it with the running one.
+//!    snapshot ([`snapshot::Snapshot::build`]: routes, upstream groups resolved with their
+//!    servers' state carried over from the [`group::Fleet`], memory files read, certificates)
+//!    and compares it with the running one.
 //! 3. Back on the loop ([`control::Event::Built`]), `control/reload.rs` publishes it
 //!    ([`control::build::commit`]) or keeps the running one, and reports to the waiting
 //!    clients, the log and systemd. Workers see the new snapshot at their next request.
+//!
+//! Beside the two planes, two threads serve the upstream groups, off the workers and the
+//! control loop: `zcs-health` runs every active check ([`group::health`]) and `zcs-dns`
+//! re-resolves server names ([`group::dns`]); both publish through the servers' atomics and
+//! the groups' member lists.
 //!
 //! `../shared/DESIGN.md` of the project draws the whole picture.
 

@@ -102,7 +102,7 @@ pub fn members(config: &UpstreamGroup, fleet: &Fleet, at_start: bool) -> Result<
     Ok(Members::new(list))
 }
 
-/// Starts the `zcs-dns` thread: every [`TICK`] it takes the serving groups from `groups`,
+/// Starts the `zcs-dns` thread: every half second it takes the serving groups from `groups`,
 /// re-resolves those due, swaps in changed memberships, and forgets the state of servers
 /// nothing uses any more.
 pub fn spawn(
