@@ -296,7 +296,7 @@ fn build_group(
     Ok(Group::new(
         g.clone(),
         members,
-        fleet.group(&g.name),
+        fleet.group(&g.name, metrics.workers()),
         tls,
         metrics.upstream(&g.name),
         metrics.workers(),

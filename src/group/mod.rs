@@ -426,7 +426,7 @@ mod tests {
         Group::new(
             config,
             Members::new(list),
-            Arc::default(),
+            Arc::new(GroupState::new(2)),
             None,
             Arc::new(UpstreamMetrics::new(1)),
             2,

@@ -191,10 +191,10 @@ impl ServerState {
     }
 
     /// Counts a request to this server until the guard drops.
-    pub fn begin(self: &Arc<Self>) -> InFlight {
+    pub fn begin(&self) -> InFlight<'_> {
         self.in_flight.fetch_add(1, Relaxed);
         self.requests.fetch_add(1, Relaxed);
-        InFlight(self.clone())
+        InFlight(self)
     }
 
     pub fn failures(&self) -> [u64; 8] {
@@ -266,9 +266,9 @@ impl ServerState {
 }
 
 /// A request in flight on a server.
-pub struct InFlight(Arc<ServerState>);
+pub struct InFlight<'a>(&'a ServerState);
 
-impl Drop for InFlight {
+impl Drop for InFlight<'_> {
     fn drop(&mut self) {
         self.0.in_flight.fetch_sub(1, Relaxed);
     }
@@ -297,16 +297,24 @@ pub(super) fn retry_index(kind: FailureKind) -> usize {
     }
 }
 
-/// One group's state: its retry budget, whether it fails open, counters.
+/// One worker's count of a group's requests for the retry budget: the second, its requests,
+/// and those of the second before. Written by that worker only (no shared cache line on the
+/// data path); read by any worker that wants a retry.
 #[derive(Debug, Default)]
 #[repr(align(64))]
-pub struct GroupState {
-    /// The retry budget's window: the second, requests and retries in it, and the requests of
-    /// the second before.
+struct Window {
     second: AtomicU64,
-    window_requests: AtomicU64,
+    requests: AtomicU64,
+    previous: AtomicU64,
+}
+
+/// One group's state: its retry budget, whether it fails open, counters.
+#[derive(Debug)]
+pub struct GroupState {
+    windows: Box<[Window]>,
+    /// Retries taken in `retry_second`.
+    retry_second: AtomicU64,
     window_retries: AtomicU64,
-    previous_requests: AtomicU64,
     pub retries: [AtomicU64; 7],
     pub budget_exhausted: AtomicU64,
     /// Requests sent while no server was usable (`on_all_unhealthy = "try_all"`, or below
@@ -319,37 +327,65 @@ pub struct GroupState {
 }
 
 impl GroupState {
-    fn roll(&self, now: u64) {
-        let second = now / 1000;
-        let was = self.second.load(Relaxed);
-        if was != second
-            && self
-                .second
-                .compare_exchange(was, second, Relaxed, Relaxed)
-                .is_ok()
-        {
-            let last = self.window_requests.swap(0, Relaxed);
-            self.previous_requests
-                .store(if second == was + 1 { last } else { 0 }, Relaxed);
-            self.window_retries.store(0, Relaxed);
+    pub fn new(workers: usize) -> Self {
+        Self {
+            windows: (0..workers.max(1)).map(|_| Window::default()).collect(),
+            retry_second: AtomicU64::new(0),
+            window_retries: AtomicU64::new(0),
+            retries: Default::default(),
+            budget_exhausted: AtomicU64::new(0),
+            failed_open: AtomicU64::new(0),
+            no_server: AtomicU64::new(0),
+            failing_open: AtomicBool::new(false),
         }
     }
 
-    /// Counts a request (not a retry) toward the budget.
-    pub fn request(&self, now: u64) {
-        self.roll(now);
-        self.window_requests.fetch_add(1, Relaxed);
+    /// Counts a request (not a retry) of `worker` toward the budget.
+    pub fn request(&self, worker: usize, now: u64) {
+        let w = &self.windows[worker % self.windows.len()];
+        let second = now / 1000;
+        let was = w.second.load(Relaxed);
+        if was != second {
+            let last = w.requests.load(Relaxed);
+            w.previous
+                .store(if second == was + 1 { last } else { 0 }, Relaxed);
+            w.requests.store(0, Relaxed);
+            w.second.store(second, Relaxed);
+        }
+        // (One writer per window: no read-modify-write needed.)
+        w.requests.store(w.requests.load(Relaxed) + 1, Relaxed);
+    }
+
+    /// The group's requests of the last whole second, or of this one if more.
+    fn recent_requests(&self, now: u64) -> u64 {
+        let second = now / 1000;
+        let (mut this, mut last) = (0, 0);
+        for w in self.windows.iter() {
+            let at = w.second.load(Relaxed);
+            if at == second {
+                this += w.requests.load(Relaxed);
+                last += w.previous.load(Relaxed);
+            } else if at + 1 == second {
+                last += w.requests.load(Relaxed);
+            }
+        }
+        this.max(last)
     }
 
     /// Takes a retry from the budget: at most `min_per_sec` + `percent` % of the requests of
     /// the last second, per second. `false` (counted) when it is spent.
     pub fn take_retry(&self, now: u64, percent: u32, min_per_sec: u32) -> bool {
-        self.roll(now);
-        let requests = self
-            .window_requests
-            .load(Relaxed)
-            .max(self.previous_requests.load(Relaxed));
-        let allowed = u64::from(min_per_sec) + requests * u64::from(percent) / 100;
+        let second = now / 1000;
+        let was = self.retry_second.load(Relaxed);
+        if was != second
+            && self
+                .retry_second
+                .compare_exchange(was, second, Relaxed, Relaxed)
+                .is_ok()
+        {
+            self.window_retries.store(0, Relaxed);
+        }
+        let allowed = u64::from(min_per_sec) + self.recent_requests(now) * u64::from(percent) / 100;
         if self.window_retries.fetch_add(1, Relaxed) < allowed {
             true
         } else {
@@ -402,9 +438,12 @@ impl Fleet {
         s.clone()
     }
 
-    pub fn group(&self, name: &str) -> Arc<GroupState> {
+    /// The state of group `name`, counting requests for `workers` workers.
+    pub fn group(&self, name: &str, workers: usize) -> Arc<GroupState> {
         let mut map = self.groups.lock().unwrap_or_else(|e| e.into_inner());
-        map.entry(name.to_string()).or_default().clone()
+        map.entry(name.to_string())
+            .or_insert_with(|| Arc::new(GroupState::new(workers)))
+            .clone()
     }
 
     pub fn last_good(&self, group: &str, host: &str, port: u16) -> Option<Vec<SocketAddr>> {
@@ -455,9 +494,9 @@ mod tests {
 
     #[test]
     fn retry_budget_allows_floor_plus_share() {
-        let g = GroupState::default();
-        for _ in 0..100 {
-            g.request(5_000);
+        let g = GroupState::new(2);
+        for i in 0..100 {
+            g.request(i % 2, 5_000);
         }
         // 10 + 20 % of 100 = 30 retries in this second.
         let taken = (0..100).filter(|_| g.take_retry(5_100, 20, 10)).count();

@@ -127,7 +127,7 @@ async fn forward_inner<D: Downstream>(
     let upgrade = upgrade_token(x.req, &x.security.allowed_upgrades);
     let g = x.group;
     let members = g.members.load();
-    g.state.request(now_ms());
+    g.state.request(x.worker, now_ms());
     let idempotent = matches!(
         x.req.method,
         Method::Get | Method::Head | Method::Options | Method::Trace | Method::Put | Method::Delete
