@@ -518,9 +518,8 @@ mod tests {
     #[test]
     fn least_request_prefers_the_idle_server() {
         let g = group(Balance::LeastRequest, &[(1, false), (1, false)]);
-        let busy: Vec<_> = (0..10)
-            .map(|_| g.members.load().list[0].state.begin())
-            .collect();
+        let members = g.members.load_full();
+        let busy: Vec<_> = (0..10).map(|_| members.list[0].state.begin()).collect();
         let counts = picks(&g, 1000);
         assert!(counts[1] > 700, "{counts:?}");
         drop(busy);
