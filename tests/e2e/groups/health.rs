@@ -301,3 +301,50 @@ fn dns_changes_are_followed() {
     assert!(tally(&server, 4, "").1.is_empty());
     logged(&server, "keeping its last addresses");
 }
+
+#[test]
+fn checks_speak_tls_and_tcp_checks_only_connect() {
+    // A TLS group: traffic and checks both through TLS, verified against a private CA.
+    let pki = crate::pki::Pki::new();
+    let a = Node::start("a");
+    let front =
+        crate::tls_front::TlsFront::start(pki.leaf(&["api.internal"]).server_config(), a.addr);
+    let dir = tempfile::tempdir().unwrap();
+    let ca = pki.write_ca(dir.path(), "ca.pem");
+    let config = groups_config(
+        &format!("{{ address = \"{}\" }}", front.addr),
+        &format!(
+            "tls = true\ntls_server_name = \"api.internal\"\nca_file = \"{}\"\n{FAST_CHECKS}",
+            ca.display()
+        ),
+    );
+    let server = start(&config, &[]);
+    assert!(
+        wait_for(Duration::from_secs(3), || a.checks() >= 2),
+        "checks through TLS"
+    );
+    assert_eq!(state_of(&server, front.addr), "healthy");
+    assert_eq!(tally(&server, 3, "").0["a"], 3);
+    assert!(front.handshakes.load(std::sync::atomic::Ordering::SeqCst) >= 3);
+
+    // A tcp check sends nothing; a server that stops listening goes down.
+    let b = Node::start("b");
+    let c = Node::start("c");
+    let c_addr = c.addr;
+    let server = daemon(
+        &[&b, &c],
+        "[upstreams.g.health_check]\nkind = \"tcp\"\ninterval_ms = 100\njitter_percent = 0\nunhealthy_threshold = 2",
+    );
+    std::thread::sleep(Duration::from_millis(400));
+    assert_eq!(b.checks(), 0);
+    assert_eq!(
+        servers(&server)[0]["last_check_error"],
+        serde_json::Value::Null
+    );
+    assert!(servers(&server)[0]["last_check_unix_ms"].as_u64().is_some());
+    drop(c);
+    assert!(wait_for(Duration::from_secs(3), || state_of(
+        &server, c_addr
+    ) == "unhealthy"));
+    assert_eq!(tally(&server, 4, "").0["b"], 4);
+}
