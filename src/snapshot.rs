@@ -17,7 +17,6 @@ use crate::config::{
 };
 use crate::group::{Fleet, Group};
 use crate::metrics::Registry;
-use crate::net::upstream::UpstreamTls;
 use crate::preload::MemoryFiles;
 use crate::route::{RouteEntry, Router};
 use crate::tls::sessions::Sessions;
@@ -274,25 +273,12 @@ fn build_group(
             group_key
         }
     };
-    let members =
-        crate::group::dns::members(g, fleet, at_start).map_err(|e| (key("servers", "url"), e))?;
     let tls = match g.tls {
         false => None,
-        true => {
-            let name = g.tls_server_name.clone().unwrap_or_else(|| {
-                g.servers
-                    .first()
-                    .map(|s| s.host.clone())
-                    .unwrap_or_default()
-            });
-            Some(UpstreamTls {
-                config: crate::tls::client::config(g.ca_file.as_deref())
-                    .map_err(|e| ("ca_file", e))?,
-                name: crate::tls::client::server_name(&name)
-                    .map_err(|e| (key("tls_server_name", "tls_server_name"), e))?,
-            })
-        }
+        true => Some(crate::tls::client::config(g.ca_file.as_deref()).map_err(|e| ("ca_file", e))?),
     };
+    let members = crate::group::dns::members(g, tls.as_ref(), fleet, at_start)
+        .map_err(|e| (key("servers", "url"), e))?;
     Ok(Group::new(
         g.clone(),
         members,

@@ -56,10 +56,8 @@ impl Control {
             },
             routes,
             upstreams,
-            groups: snapshot
-                .groups
-                .iter()
-                .map(|g| super::upstreams::info(g))
+            groups: super::upstreams::distinct(&snapshot.groups)
+                .map(super::upstreams::info)
                 .collect(),
             workers,
             reloads: self.reloads.clone(),

@@ -16,11 +16,9 @@ impl Control {
     /// Every group of the serving snapshot, or the one named `group`.
     pub(super) fn upstreams(&self, group: Option<&str>) -> Result<Vec<GroupInfo>, String> {
         let snapshot = self.shared.snapshot.load();
-        let list: Vec<GroupInfo> = snapshot
-            .groups
-            .iter()
+        let list: Vec<GroupInfo> = distinct(&snapshot.groups)
             .filter(|g| group.is_none_or(|name| g.config.name == name))
-            .map(|g| info(g))
+            .map(info)
             .collect();
         if let (Some(name), true) = (group, list.is_empty()) {
             return Err(unknown_group(name, &snapshot.groups));
@@ -79,6 +77,16 @@ impl Control {
         }
         Ok(out)
     }
+}
+
+/// The groups, each name once: two `url` routes to one `scheme://host:port` with different
+/// TLS settings are two groups of one name, whose servers share their state.
+pub(super) fn distinct(groups: &[std::sync::Arc<Group>]) -> impl Iterator<Item = &Group> {
+    groups
+        .iter()
+        .enumerate()
+        .filter(|(i, g)| !groups[..*i].iter().any(|o| o.config.name == g.config.name))
+        .map(|(_, g)| &**g)
 }
 
 /// What `explain` shows about a group.

@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 
 use super::{Fleet, Group, Member, Members};
 use crate::config::UpstreamGroup;
+use crate::net::upstream::UpstreamTls;
 
 /// The environment variable naming a hosts file consulted before the system resolver.
 pub const HOSTS_ENV: &str = "ZEROCOPY_HOSTS_FILE";
@@ -65,9 +66,25 @@ fn from_hosts_file(host: &str, port: u16) -> Option<Vec<SocketAddr>> {
 /// The members of `config` now: each server's addresses (looked up; a failed lookup keeps the
 /// last good answer, and is an error only when there is none), each with its state from
 /// `fleet`. `at_start`: the daemon's first load (nothing ramps up).
-pub fn members(config: &UpstreamGroup, fleet: &Fleet, at_start: bool) -> Result<Members, String> {
+pub fn members(
+    config: &UpstreamGroup,
+    tls: Option<&Arc<rustls::ClientConfig>>,
+    fleet: &Fleet,
+    at_start: bool,
+) -> Result<Members, String> {
     let mut list = Vec::new();
     for s in &config.servers {
+        // Each server is verified as its own host unless the group names one for all.
+        let tls = match tls {
+            None => None,
+            Some(c) => {
+                let name = config.tls_server_name.as_deref().unwrap_or(&s.host);
+                Some(UpstreamTls {
+                    config: c.clone(),
+                    name: crate::tls::client::server_name(name)?,
+                })
+            }
+        };
         let addrs = match lookup(&s.host, s.port) {
             Ok(a) => {
                 fleet.set_last_good(&config.name, &s.host, s.port, &a);
@@ -96,6 +113,8 @@ pub fn members(config: &UpstreamGroup, fleet: &Fleet, at_start: bool) -> Result<
                 backup: s.backup,
                 authority: authority.clone(),
                 written: written.clone(),
+                tls_name: tls.as_ref().map(|t| Arc::from(t.name.to_str().as_ref())),
+                tls: tls.clone(),
             });
         }
     }
@@ -135,7 +154,7 @@ pub fn spawn(
 
 /// Re-resolves `g`'s servers; swaps in the new membership when the addresses changed.
 fn refresh(g: &Group, fleet: &Fleet) {
-    let fresh = match members(&g.config, fleet, false) {
+    let fresh = match members(&g.config, g.tls.as_ref(), fleet, false) {
         Ok(m) => m,
         Err(e) => {
             log::warn!(

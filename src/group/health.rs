@@ -14,7 +14,7 @@
 //! without checks healthy (a reload that removed a group's checks must not leave its servers
 //! down).
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::rc::Rc;
@@ -47,10 +47,20 @@ pub fn spawn(groups: impl Fn() -> Vec<Arc<Group>> + Send + 'static) -> std::io::
     Ok(())
 }
 
-/// A running check task: its flag to stop, and the group it was started for.
+/// A running check task: its flag to stop, and the group and member it checks (replaced in
+/// place when a reload or a DNS refresh brings the same server with the same check settings,
+/// so that a reload does not restart the checks' rhythm).
 struct Task {
     alive: Rc<Cell<bool>>,
-    group: Arc<Group>,
+    target: Rc<RefCell<(Arc<Group>, Member)>>,
+}
+
+/// Whether `a` and `b` check a server the same way.
+fn same_check(a: &Group, b: &Group) -> bool {
+    a.config.health_check == b.config.health_check
+        && a.config.tls == b.config.tls
+        && a.config.tls_server_name == b.config.tls_server_name
+        && a.config.ca_file == b.config.ca_file
 }
 
 async fn run(groups: impl Fn() -> Vec<Arc<Group>>) {
@@ -75,28 +85,23 @@ async fn run(groups: impl Fn() -> Vec<Arc<Group>>) {
                 };
                 let key = (g.config.name.clone(), m.state.addr);
                 seen.push(key.clone());
-                // A new snapshot (reload) or membership restarts the task with its settings.
-                let current = tasks.get(&key).is_some_and(|t| Arc::ptr_eq(&t.group, &g));
-                if current {
-                    continue;
+                if let Some(t) = tasks.get(&key) {
+                    let mut target = t.target.borrow_mut();
+                    if Arc::ptr_eq(&target.0, &g) {
+                        continue;
+                    }
+                    if same_check(&target.0, &g) {
+                        *target = (g.clone(), m.clone());
+                        continue;
+                    }
                 }
                 if let Some(old) = tasks.remove(&key) {
                     old.alive.set(false);
                 }
                 let alive = Rc::new(Cell::new(true));
-                monoio::spawn(check_loop(
-                    g.clone(),
-                    m.clone(),
-                    check.clone(),
-                    alive.clone(),
-                ));
-                tasks.insert(
-                    key,
-                    Task {
-                        alive,
-                        group: g.clone(),
-                    },
-                );
+                let target = Rc::new(RefCell::new((g.clone(), m.clone())));
+                monoio::spawn(check_loop(target.clone(), check.clone(), alive.clone()));
+                tasks.insert(key, Task { alive, target });
             }
         }
         tasks.retain(|key, t| {
@@ -110,15 +115,31 @@ async fn run(groups: impl Fn() -> Vec<Arc<Group>>) {
     }
 }
 
-/// Checks one server until `alive` goes false.
-async fn check_loop(g: Arc<Group>, m: Member, check: HealthCheck, alive: Rc<Cell<bool>>) {
-    let first = check.interval.mul_f64(fastrand::f64());
-    monoio::time::sleep(first).await;
+/// Sleeps `d`, or less once `alive` goes false (looked at every [`TICK`]).
+async fn nap(d: Duration, alive: &Cell<bool>) {
+    let until = Instant::now() + d;
     while alive.get() {
+        let left = until.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return;
+        }
+        monoio::time::sleep(left.min(TICK)).await;
+    }
+}
+
+/// Checks one server until `alive` goes false.
+async fn check_loop(
+    target: Rc<RefCell<(Arc<Group>, Member)>>,
+    check: HealthCheck,
+    alive: Rc<Cell<bool>>,
+) {
+    nap(check.interval.mul_f64(fastrand::f64()), &alive).await;
+    while alive.get() {
+        let (g, m) = target.borrow().clone();
         let s = &m.state;
         if s.admin() != Admin::Disabled {
             let started = Instant::now();
-            let result = probe(&g, &m, &check).await;
+            let result = probe(&m, &check).await;
             let took = started.elapsed();
             if !alive.get() {
                 return;
@@ -136,9 +157,10 @@ async fn check_loop(g: Arc<Group>, m: Member, check: HealthCheck, alive: Rc<Cell
         } else {
             check.unhealthy_interval
         };
+        drop(g);
         let jitter = f64::from(check.jitter_percent) / 100.0;
         let factor = 1.0 + jitter * (fastrand::f64() * 2.0 - 1.0);
-        monoio::time::sleep(base.mul_f64(factor.max(0.0))).await;
+        nap(base.mul_f64(factor.max(0.0)), &alive).await;
     }
 }
 
@@ -170,14 +192,14 @@ fn verdict(g: &Group, m: &Member, check: &HealthCheck, result: Result<(), String
 }
 
 /// One check of `m`, within the check's timeout.
-async fn probe(g: &Group, m: &Member, check: &HealthCheck) -> Result<(), String> {
+async fn probe(m: &Member, check: &HealthCheck) -> Result<(), String> {
     let addr = match check.port {
         Some(p) => SocketAddr::new(m.state.addr.ip(), p),
         None => m.state.addr,
     };
     let deadline = Instant::now() + check.timeout;
     let attempt = async {
-        let mut conn = UpstreamConn::connect(&[addr], g.tls.as_ref(), check.timeout)
+        let mut conn = UpstreamConn::connect(&[addr], m.tls.as_ref(), check.timeout)
             .await
             .map_err(|e| e.detail.to_string())?;
         let CheckKind::Http {
@@ -199,27 +221,31 @@ async fn probe(g: &Group, m: &Member, check: &HealthCheck) -> Result<(), String>
             .map_err(|e| e.detail.to_string())?;
         let mut buf = Vec::with_capacity(1024);
         loop {
+            // Every complete head in what came, interim (1xx) ones skipped, before reading more.
+            loop {
+                match crate::http::h1::response::parse(&buf) {
+                    Ok(Some((resp, n))) if resp.is_interim() => {
+                        buf.drain(..n);
+                    }
+                    Ok(Some((resp, _))) => {
+                        return if expect.iter().any(|e| e.matches(resp.status)) {
+                            Ok(())
+                        } else {
+                            Err(format!("status {}", resp.status))
+                        };
+                    }
+                    Ok(None) if buf.len() > MAX_HEAD => {
+                        return Err("response head too large".into())
+                    }
+                    Ok(None) => break,
+                    Err(reason) => return Err(format!("not HTTP: {reason}")),
+                }
+            }
             let left = deadline.saturating_duration_since(Instant::now());
             match conn.recv_into(&mut buf, 4096, left).await {
                 Ok(0) => return Err("closed without a response".into()),
                 Ok(_) => {}
                 Err(_) => return Err("no response in time".into()),
-            }
-            match crate::http::h1::response::parse(&buf) {
-                Ok(Some((resp, n))) if resp.is_interim() => {
-                    // (A 1xx before the answer: look past it.)
-                    buf.drain(..n);
-                }
-                Ok(Some((resp, _))) => {
-                    return if expect.iter().any(|e| e.matches(resp.status)) {
-                        Ok(())
-                    } else {
-                        Err(format!("status {}", resp.status))
-                    };
-                }
-                Ok(None) if buf.len() > MAX_HEAD => return Err("response head too large".into()),
-                Ok(None) => {}
-                Err(reason) => return Err(format!("not HTTP: {reason}")),
             }
         }
     };

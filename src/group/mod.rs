@@ -38,6 +38,10 @@ pub struct Member {
     pub authority: Arc<str>,
     /// The configured address it comes from (`api.internal:9000`), for the admin API.
     pub written: Arc<str>,
+    /// How to speak TLS to it (the group's client configuration, its name).
+    pub tls: Option<UpstreamTls>,
+    /// The TLS name, for the identity of its pooled connections.
+    pub tls_name: Option<Arc<str>>,
 }
 
 /// A group's members at one time, with the balancing tables computed for them.
@@ -84,10 +88,9 @@ pub struct Group {
     pub config: UpstreamGroup,
     pub members: ArcSwap<Members>,
     pub state: Arc<GroupState>,
-    /// How to speak TLS to the servers.
-    pub tls: Option<UpstreamTls>,
-    /// The TLS identity of its pooled connections: the name and `ca_file`.
-    pub tls_name: Option<Arc<str>>,
+    /// The TLS client configuration for its servers (each [`Member`] has its name).
+    pub tls: Option<Arc<rustls::ClientConfig>>,
+    /// The `ca_file` of its pooled TLS connections' identity.
     pub ca_file: Option<Arc<std::path::Path>>,
     /// Connection counters (per name, kept across reloads): the `upstreams` rows of `stats`.
     pub metrics: Arc<UpstreamMetrics>,
@@ -129,7 +132,8 @@ pub struct HashInput<'a> {
 /// Why no server was chosen.
 #[derive(Debug, PartialEq, Eq)]
 pub enum NoServer {
-    /// None is usable and the group says `on_all_unhealthy = "fail"` (or all are disabled).
+    /// None is usable and the group says `on_all_unhealthy = "fail"`, or every primary is
+    /// drained or disabled.
     NoneUsable,
     /// Every candidate was tried already.
     AllTried,
@@ -140,7 +144,7 @@ impl Group {
         config: UpstreamGroup,
         members: Members,
         state: Arc<GroupState>,
-        tls: Option<UpstreamTls>,
+        tls: Option<Arc<rustls::ClientConfig>>,
         metrics: Arc<UpstreamMetrics>,
         workers: usize,
     ) -> Self {
@@ -150,7 +154,6 @@ impl Group {
         for (i, c) in cursors.iter().enumerate() {
             c.0.store(i * len / cursors.len(), Relaxed);
         }
-        let tls_name = tls.as_ref().map(|t| Arc::from(t.name.to_str().as_ref()));
         let ca_file = config
             .ca_file
             .as_deref()
@@ -161,14 +164,23 @@ impl Group {
             members: ArcSwap::from_pointee(members),
             state,
             tls,
-            tls_name,
             ca_file,
             metrics,
             cursors,
         }
     }
 
-    /// Chooses a member (index into `members.list`) for worker `worker`, skipping `tried`.
+    /// Chooses a member (index into `members.list`) for worker `worker`, skipping `tried`:
+    ///
+    /// 1. an untried usable primary, unless usable primaries are below
+    ///    `panic_threshold_percent` of them;
+    /// 2. else an untried usable backup;
+    /// 3. else, if some server is usable (and not below the threshold), none is left:
+    ///    [`NoServer::AllTried`];
+    /// 4. else (none usable, or below the threshold) fail open over the enabled primaries,
+    ///    ignoring health — below the threshold always, with none usable when
+    ///    `on_all_unhealthy = "try_all"`; with `"fail"`, [`NoServer::NoneUsable`] (counted as
+    ///    a 503 unless `retry`: a retry that finds no server answers what the last try got).
     pub fn select(
         &self,
         members: &Members,
@@ -176,6 +188,7 @@ impl Group {
         input: &HashInput<'_>,
         tried: &Tried,
         now: u64,
+        retry: bool,
     ) -> Result<usize, NoServer> {
         let c = &self.config;
         let primaries = members.primaries();
@@ -183,23 +196,28 @@ impl Group {
         let panic = c.panic_threshold_percent > 0
             && usable > 0
             && usable * 100 < usize::from(c.panic_threshold_percent) * primaries.len();
-        let backups_usable = members.list[members.primaries..]
-            .iter()
-            .any(|m| m.state.usable(now));
+        let backups = &members.list[members.primaries..];
+        let untried = |m: &Member| m.state.usable(now) && !tried.contains(m.state.addr);
         // (tier, ignore health)
-        let (tier, ignore_health) = if usable > 0 && !panic {
+        let (tier, ignore_health) = if !panic && primaries.iter().any(untried) {
             (0, false)
-        } else if backups_usable && !panic {
+        } else if backups.iter().any(untried) {
             (1, false)
-        } else if c.on_all_unhealthy == AllUnhealthy::TryAll || panic {
+        } else if !panic && (usable > 0 || backups.iter().any(|m| m.state.usable(now))) {
+            return Err(NoServer::AllTried);
+        } else if (panic || c.on_all_unhealthy == AllUnhealthy::TryAll)
+            && primaries.iter().any(|m| m.state.enabled())
+        {
             (0, true)
         } else {
             self.failing_open(false);
-            self.state.no_server.fetch_add(1, Relaxed);
+            if !retry {
+                self.state.no_server.fetch_add(1, Relaxed);
+            }
             return Err(NoServer::NoneUsable);
         };
         self.failing_open(ignore_health);
-        if ignore_health {
+        if ignore_health && !retry {
             self.state.failed_open.fetch_add(1, Relaxed);
         }
         let range = if tier == 0 {
@@ -293,7 +311,7 @@ impl Group {
                 );
             } else {
                 log::info!(
-                    "upstream group {:?}: usable servers again; no longer failing open",
+                    "upstream group {:?}: no longer failing open",
                     self.config.name
                 );
             }
@@ -316,6 +334,17 @@ impl Group {
         if run < o.consecutive_failures || o.consecutive_failures == 0 {
             return;
         }
+        // One ejection decision at a time per group (a worker that finds another deciding
+        // leaves it: the next failure asks again), so two cannot pass the cap together.
+        if self.state.ejecting.swap(true, Relaxed) {
+            return;
+        }
+        self.eject(members, member, kind, run, now);
+        self.state.ejecting.store(false, Relaxed);
+    }
+
+    fn eject(&self, members: &Members, member: &Member, kind: FailureKind, run: u32, now: u64) {
+        let (o, s) = (&self.config.outlier, &member.state);
         let total = members.list.len();
         let ejected = members
             .list
@@ -421,6 +450,8 @@ mod tests {
                 backup: s.backup,
                 authority: s.authority().into(),
                 written: s.authority().into(),
+                tls: None,
+                tls_name: None,
             })
             .collect();
         Group::new(
@@ -446,7 +477,7 @@ mod tests {
         let mut counts = vec![0; members.list.len()];
         for _ in 0..n {
             let i = g
-                .select(&members, 0, &input, &Tried::default(), now_ms())
+                .select(&members, 0, &input, &Tried::default(), now_ms(), false)
                 .unwrap();
             counts[i] += 1;
         }
@@ -479,7 +510,7 @@ mod tests {
             header: &no_header,
         };
         assert_eq!(
-            g.select(&m, 0, &input, &Tried::default(), now_ms()),
+            g.select(&m, 0, &input, &Tried::default(), now_ms(), false),
             Err(NoServer::NoneUsable)
         );
     }
@@ -493,13 +524,13 @@ mod tests {
             header: &no_header,
         };
         let mut tried = Tried::default();
-        let first = g.select(&m, 0, &input, &tried, now_ms()).unwrap();
+        let first = g.select(&m, 0, &input, &tried, now_ms(), false).unwrap();
         tried.add(m.list[first].state.addr);
-        let second = g.select(&m, 0, &input, &tried, now_ms()).unwrap();
+        let second = g.select(&m, 0, &input, &tried, now_ms(), false).unwrap();
         assert_ne!(first, second);
         tried.add(m.list[second].state.addr);
         assert_eq!(
-            g.select(&m, 0, &input, &tried, now_ms()),
+            g.select(&m, 0, &input, &tried, now_ms(), false),
             Err(NoServer::AllTried)
         );
     }

@@ -73,8 +73,10 @@ pub struct ServerState {
     /// Consecutive passing / failing checks (the health thread's).
     pub(super) passes: AtomicU32,
     pub(super) fails: AtomicU32,
-    /// `now_ms` until which it is ejected; 0 = never was, or its return was noted.
+    /// `now_ms` until which it is (or was last) ejected; 0 = never was.
     ejected_until: AtomicU64,
+    /// The `ejected_until` whose end was noted (logged once).
+    end_noted: AtomicU64,
     consecutive_failures: AtomicU32,
     /// Ejections in a row (the next lasts `ejection_secs` × this + 1).
     ejections: AtomicU32,
@@ -105,6 +107,7 @@ impl ServerState {
             passes: AtomicU32::new(0),
             fails: AtomicU32::new(0),
             ejected_until: AtomicU64::new(0),
+            end_noted: AtomicU64::new(0),
             consecutive_failures: AtomicU32::new(0),
             ejections: AtomicU32::new(0),
             in_flight: AtomicU32::new(0),
@@ -160,12 +163,7 @@ impl ServerState {
     /// Takes note that an ejection is over (once): `true` the first time after it ended.
     pub(super) fn ejection_ended(&self, now: u64) -> bool {
         let until = self.ejected_until.load(Relaxed);
-        until != 0
-            && until <= now
-            && self
-                .ejected_until
-                .compare_exchange(until, 0, Relaxed, Relaxed)
-                .is_ok()
+        until != 0 && until <= now && self.end_noted.swap(until, Relaxed) != until
     }
 
     /// Enabled, healthy and not ejected.
@@ -227,8 +225,9 @@ impl ServerState {
             self.consecutive_failures.store(0, Relaxed);
         }
         if self.ejections.load(Relaxed) != 0 {
-            let until = self.ejected_until.load(Relaxed);
-            if until == 0 || now > until + max_ejection_ms {
+            // A run of ejections is forgotten once the server has done well for
+            // `max_ejection_secs` after the last one.
+            if now > self.ejected_until.load(Relaxed) + max_ejection_ms {
                 self.ejections.store(0, Relaxed);
             }
         }
@@ -324,6 +323,8 @@ pub struct GroupState {
     pub no_server: AtomicU64,
     /// Failing open now (for the once-per-transition log and the gauge).
     failing_open: AtomicBool,
+    /// A worker is deciding an ejection (see `Group::report`).
+    pub(super) ejecting: AtomicBool,
 }
 
 impl GroupState {
@@ -337,6 +338,7 @@ impl GroupState {
             failed_open: AtomicU64::new(0),
             no_server: AtomicU64::new(0),
             failing_open: AtomicBool::new(false),
+            ejecting: AtomicBool::new(false),
         }
     }
 
@@ -486,9 +488,13 @@ mod tests {
         assert!(s.usable(31_000));
         assert_eq!(s.eject(31_000, 30_000, 100_000), Some(60_000));
         assert_eq!(s.eject(91_001, 30_000, 100_000), Some(90_000));
-        assert_eq!(s.eject(181_001, 30_000, 100_000), Some(100_000), "capped");
+        // Noting the end (the health thread) and a success soon after keep the run.
+        assert!(s.ejection_ended(181_001));
+        assert!(!s.ejection_ended(181_002), "noted once");
+        s.succeeded(181_002, 100_000);
+        assert_eq!(s.eject(181_003, 30_000, 100_000), Some(100_000), "capped");
         // A success long after the last ejection forgets the run.
-        s.succeeded(281_001 + 100_001, 100_000);
+        s.succeeded(281_003 + 100_001, 100_000);
         assert_eq!(s.eject(400_000, 30_000, 100_000), Some(30_000));
     }
 

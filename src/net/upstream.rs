@@ -15,10 +15,10 @@ use crate::error::{Error, ErrorKind};
 use crate::net::io::{self, RecvError};
 
 /// The TLS client side of an `https://` upstream.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub struct UpstreamTls {
     pub config: Arc<ClientConfig>,
-    /// SNI and the name verified: the route's `tls_server_name`, else the URL's host.
+    /// SNI and the name verified: `tls_server_name`, else the server's host.
     pub name: ServerName<'static>,
 }
 

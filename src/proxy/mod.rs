@@ -46,7 +46,7 @@ use std::time::{Duration, Instant};
 use crate::config::{FailureKind, ProxyBackend, RouteSecurity};
 use crate::error::{Error, ErrorKind, Side};
 use crate::exchange::{Body, Downstream};
-use crate::group::{now_ms, Group, HashInput, Member, NoServer, Tried};
+use crate::group::{now_ms, Group, HashInput, Member, Tried};
 use crate::http::h1::body::{transcode, BodyReader, BodyWriter, Framing};
 use crate::http::h1::response::{self as h1_response, Head as UpstreamHead};
 use crate::http::request::{BodyKind, RequestHead};
@@ -147,25 +147,25 @@ async fn forward_inner<D: Downstream>(
     };
     let mut tried = Tried::default();
     let mut retries = 0;
-    let mut last_error = None;
     let mut _in_flight = None;
+    // The server of the next attempt, when a retry has chosen it already.
+    let mut next = None;
     let (member, mut upstream, early, resp_buf, resp) = loop {
-        let index = match g.select(&members, x.worker, &input, &tried, now_ms()) {
-            Ok(i) => i,
-            Err(NoServer::NoneUsable) => {
-                return Err(Error::upstream(
-                    ErrorKind::ServiceUnavailable,
-                    format!(
-                        "no usable server in upstream group {:?} (on_all_unhealthy = \"fail\")",
-                        g.config.name
-                    ),
-                ))
-            }
-            Err(NoServer::AllTried) => {
-                return Err(last_error.unwrap_or_else(|| {
-                    Error::upstream(ErrorKind::BadGateway, "no server left to try")
-                }))
-            }
+        let index = match next.take() {
+            Some(i) => i,
+            None => match g.select(&members, x.worker, &input, &tried, now_ms(), false) {
+                Ok(i) => i,
+                Err(_) => {
+                    return Err(Error::upstream(
+                        ErrorKind::ServiceUnavailable,
+                        format!(
+                            "no usable server in upstream group {:?} (on_all_unhealthy = \
+                             \"fail\", or every server drained or disabled)",
+                            g.config.name
+                        ),
+                    ))
+                }
+            },
         };
         let member = &members.list[index];
         tried.add(member.state.addr);
@@ -224,20 +224,30 @@ async fn forward_inner<D: Downstream>(
         let Some(kind) = failed.kind else {
             return Err(failed.error);
         };
-        let may = retries < retry.attempts
+        let allowed = retries < retry.attempts
             && retry.on(kind)
             && !failed.touched
             && (!failed.sent || idempotent || retry.non_idempotent)
-            && total_deadline.is_none_or(|d| Instant::now() < d)
-            && g.state
-                .take_retry(now_ms(), retry.budget_percent, retry.min_retries_per_sec);
-        if !may {
-            // A status that was not retried after all goes to the client as it is.
+            && total_deadline.is_none_or(|d| Instant::now() < d);
+        // Another server to try (chosen before the budget is spent on it)?
+        let another = allowed
+            .then(|| {
+                g.select(&members, x.worker, &input, &tried, now_ms(), true)
+                    .ok()
+            })
+            .flatten()
+            .filter(|_| {
+                g.state
+                    .take_retry(now_ms(), retry.budget_percent, retry.min_retries_per_sec)
+            });
+        let Some(i) = another else {
+            // A status that is not retried after all goes to the client as it is.
             if let Some(a) = answer {
                 break (member, a.conn, a.early, a.buf, a.resp);
             }
             return Err(failed.error);
-        }
+        };
+        next = Some(i);
         retries += 1;
         g.state.retried(kind);
         log::debug!(
@@ -246,7 +256,6 @@ async fn forward_inner<D: Downstream>(
             member.state.addr,
             kind.name()
         );
-        last_error = Some(failed.error);
     };
     if resp.status == 101 {
         // Only to a protocol that was offered (RFC 9110 §7.8): a 101 to anything else would
@@ -301,7 +310,7 @@ async fn forward_inner<D: Downstream>(
 fn pool_key(g: &Group, member: &Member) -> PoolKey {
     PoolKey {
         addr: member.state.addr,
-        tls_name: g.tls_name.clone(),
+        tls_name: member.tls_name.clone(),
         ca_file: g.ca_file.clone(),
     }
 }
@@ -361,7 +370,7 @@ async fn attempt<D: Downstream>(
             None => {
                 let addrs = [member.state.addr];
                 let timeout = x.security.backend_connect_timeout;
-                match UpstreamConn::connect(&addrs, g.tls.as_ref(), timeout).await {
+                match UpstreamConn::connect(&addrs, member.tls.as_ref(), timeout).await {
                     Ok(c) => c,
                     Err(error) => {
                         let kind = (error.side == Side::Upstream).then_some(FailureKind::Connect);
@@ -412,6 +421,9 @@ async fn attempt<D: Downstream>(
         }
         let kind = match (error.side, &error.kind) {
             (Side::Upstream, ErrorKind::GatewayTimeout) => Some(FailureKind::Timeout),
+            // A pooled connection the server had closed is not the server's failure (nor
+            // safe to send again: the request is not replayable).
+            (Side::Upstream, _) if before_response && reused => None,
             (Side::Upstream, _) if before_response => Some(FailureKind::Reset),
             (Side::Upstream, _) => Some(FailureKind::Garbage),
             _ => None,

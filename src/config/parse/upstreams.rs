@@ -460,8 +460,16 @@ impl Walker<'_> {
             |w, f| w.uint(f, 0, 100).map(|v| v as u8),
         );
         if o.max_ejection < o.ejection {
-            if let Some(f) = n.field("max_ejection_secs") {
-                self.reject(&f, "must be at least ejection_secs");
+            match (n.field("max_ejection_secs"), n.field("ejection_secs")) {
+                (Some(f), _) => self.reject(&f, "must be at least ejection_secs"),
+                (None, Some(f)) => self.reject(
+                    &f,
+                    format!(
+                        "is above max_ejection_secs ({} by default); raise max_ejection_secs too",
+                        o.max_ejection.as_secs()
+                    ),
+                ),
+                (None, None) => {}
             }
         }
     }
@@ -763,6 +771,7 @@ protocol = "h3"
 flavour = 1
 [upstreams.a.outlier]
 count = ["connect", "418"]
+ejection_secs = 600
 [upstreams.a.retry]
 on = ["always"]
 
@@ -794,6 +803,7 @@ url = "http://127.0.0.1:1"
         assert!(reason("upstreams.a.protocol").contains("unknown protocol \"h3\""));
         assert!(reason("upstreams.a.flavour").starts_with("unknown key"));
         assert!(reason("upstreams.a.outlier.count[1]").contains("not a failure kind"));
+        assert!(reason("upstreams.a.outlier.ejection_secs").contains("raise max_ejection_secs"));
         assert!(reason("upstreams.a.retry.on[0]").contains("not a retry condition"));
         assert!(reason("upstreams.b.servers").contains("no primary server"));
         assert!(reason("upstreams.b.initial_state").contains("needs a [health_check]"));

@@ -121,6 +121,9 @@ fn drain_disable_and_enable_under_load_lose_nothing() {
     std::fs::write(&server.config_path, config).unwrap();
     assert_eq!(server.wait_generation(2), 2);
     assert_eq!(state_of(&server, a.addr), "draining");
+    // Every server drained: nothing can take a request (503), whatever the policy.
+    server.proxyctl(&["upstream", "g", &b.addr.to_string(), "drain"]);
+    assert_eq!(Conn::new(server.addr).get("/").unwrap().0, 503);
     let out = server.proxyctl(&["upstream", "g", "10.9.9.9:1", "enable"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("has no server \"10.9.9.9:1\""));

@@ -324,6 +324,11 @@ fn checks_speak_tls_and_tcp_checks_only_connect() {
         "checks through TLS"
     );
     assert_eq!(state_of(&server, front.addr), "healthy");
+    // (Each answer began with a 103: the check looks past it.)
+    assert_eq!(
+        servers(&server)[0]["last_check_error"],
+        serde_json::Value::Null
+    );
     assert_eq!(tally(&server, 3, "").0["a"], 3);
     assert!(front.handshakes.load(std::sync::atomic::Ordering::SeqCst) >= 3);
 
@@ -347,4 +352,36 @@ fn checks_speak_tls_and_tcp_checks_only_connect() {
         &server, c_addr
     ) == "unhealthy"));
     assert_eq!(tally(&server, 4, "").0["b"], 4);
+}
+
+#[test]
+fn each_tls_server_is_verified_as_its_own_name() {
+    let pki = crate::pki::Pki::new();
+    let (a, b) = (Node::start("a"), Node::start("b"));
+    let front_a = crate::tls_front::TlsFront::start(pki.leaf(&["a.test"]).server_config(), a.addr);
+    let front_b = crate::tls_front::TlsFront::start(pki.leaf(&["b.test"]).server_config(), b.addr);
+    let dir = tempfile::tempdir().unwrap();
+    let ca = pki.write_ca(dir.path(), "ca.pem");
+    let hosts = dir.path().join("hosts");
+    std::fs::write(
+        &hosts,
+        format!(
+            "{} a.test\n{} b.test\n",
+            front_a.addr.ip(),
+            front_b.addr.ip()
+        ),
+    )
+    .unwrap();
+    let config = groups_config(
+        &format!(
+            "{{ address = \"a.test:{}\" }}, {{ address = \"b.test:{}\" }}",
+            front_a.addr.port(),
+            front_b.addr.port()
+        ),
+        &format!("tls = true\nca_file = \"{}\"", ca.display()),
+    );
+    let server = start(&config, &[("ZEROCOPY_HOSTS_FILE", hosts.to_str().unwrap())]);
+    let (counts, failures) = tally(&server, 4, "");
+    assert!(failures.is_empty(), "{failures:?}");
+    assert_eq!((counts["a"], counts["b"]), (2, 2));
 }

@@ -36,6 +36,8 @@ struct Shared {
     name: String,
     mode: AtomicU8,
     healthy: AtomicBool,
+    /// Health answers start with a `103 Early Hints` in the same write.
+    health_interim: AtomicBool,
     /// Delay before each traffic answer, in milliseconds.
     delay_ms: AtomicU64,
     stop: AtomicBool,
@@ -71,6 +73,7 @@ impl Node {
             name: name.to_string(),
             mode: AtomicU8::new(Mode::Ok as u8),
             healthy: AtomicBool::new(true),
+            health_interim: AtomicBool::new(false),
             delay_ms: AtomicU64::new(0),
             stop: AtomicBool::new(false),
             open: Mutex::new(HashMap::new()),
@@ -110,6 +113,10 @@ impl Node {
 
     pub fn set_healthy(&self, healthy: bool) {
         self.shared.healthy.store(healthy, SeqCst);
+    }
+
+    pub fn set_health_interim(&self, on: bool) {
+        self.shared.health_interim.store(on, SeqCst);
     }
 
     pub fn set_delay(&self, delay: Duration) {

@@ -112,3 +112,38 @@ fn a_post_is_retried_when_nothing_was_sent() {
     }
     assert_eq!(b.methods(), ["POST"; 4]);
 }
+
+#[test]
+fn a_status_with_no_server_left_reaches_the_client_as_sent() {
+    let a = Node::start("a");
+    a.set(Mode::Unavailable);
+    let server = daemon(
+        &[&a],
+        "[upstreams.g.outlier]\nconsecutive_failures = 0\n[upstreams.g.retry]\non = [\"503\"]",
+    );
+    let mut conn = Conn::new(server.addr);
+    // The only server answered 503: no other to try, so its own answer goes out.
+    assert_eq!(conn.get("/").unwrap(), (503, "busy".to_string()));
+    assert_eq!(a.traffic(), 1);
+    let g = &server.proxyctl_json(&["upstreams", "g"])[0];
+    assert_eq!(g["retries"]["503"], 0);
+    assert_eq!(g["no_server"], 0);
+}
+
+#[test]
+fn a_retry_may_go_to_a_backup() {
+    let (a, backup) = (Node::start("a"), Node::start("backup"));
+    a.set(Mode::Close);
+    let config = groups_config(
+        &format!(
+            "{{ address = \"{}\" }}, {{ address = \"{}\", backup = true }}",
+            a.addr, backup.addr
+        ),
+        "[upstreams.g.outlier]\nconsecutive_failures = 0",
+    );
+    let server = start(&config, &[]);
+    let (counts, failures) = tally(&server, 3, "");
+    assert!(failures.is_empty(), "{failures:?}");
+    assert_eq!(counts["backup"], 3);
+    assert_eq!(a.traffic(), 3, "the primary first, each time");
+}
