@@ -318,6 +318,7 @@ fn checks_speak_tls_and_tcp_checks_only_connect() {
             ca.display()
         ),
     );
+    a.set_health_interim(true);
     let server = start(&config, &[]);
     assert!(
         wait_for(Duration::from_secs(3), || a.checks() >= 2),

@@ -195,8 +195,14 @@ fn serve(mut stream: TcpStream, s: &Shared) {
             } else {
                 "503 Service Unavailable"
             };
-            let _ = stream
-                .write_all(format!("HTTP/1.1 {status}\r\nContent-Length: 0\r\n\r\n").as_bytes());
+            let interim = if s.health_interim.load(SeqCst) {
+                "HTTP/1.1 103 Early Hints\r\nLink: </a.css>; rel=preload\r\n\r\n"
+            } else {
+                ""
+            };
+            let _ = stream.write_all(
+                format!("{interim}HTTP/1.1 {status}\r\nContent-Length: 0\r\n\r\n").as_bytes(),
+            );
             continue;
         }
         s.traffic.fetch_add(1, SeqCst);
