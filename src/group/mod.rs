@@ -16,7 +16,7 @@ pub mod dns;
 pub mod health;
 pub mod state;
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::sync::Arc;
 
@@ -102,21 +102,22 @@ pub struct Group {
 #[repr(align(64))]
 struct Cursor(AtomicUsize);
 
-/// The servers already tried for one request.
+/// The servers already tried for one request, by index into its [`Members`] (which stay
+/// the same for the whole request).
 #[derive(Default)]
 pub struct Tried {
     n: usize,
-    addrs: [Option<SocketAddr>; 12],
+    indices: [u32; 12],
 }
 
 impl Tried {
-    pub fn contains(&self, addr: SocketAddr) -> bool {
-        self.addrs[..self.n].contains(&Some(addr))
+    pub fn contains(&self, index: usize) -> bool {
+        self.indices[..self.n].contains(&(index as u32))
     }
 
-    pub fn add(&mut self, addr: SocketAddr) {
-        if self.n < self.addrs.len() {
-            self.addrs[self.n] = Some(addr);
+    pub fn add(&mut self, index: usize) {
+        if self.n < self.indices.len() {
+            self.indices[self.n] = index as u32;
             self.n += 1;
         }
     }
@@ -192,18 +193,19 @@ impl Group {
     ) -> Result<usize, NoServer> {
         let c = &self.config;
         let primaries = members.primaries();
-        let usable = primaries.iter().filter(|m| m.state.usable(now)).count();
-        let panic = c.panic_threshold_percent > 0
-            && usable > 0
-            && usable * 100 < usize::from(c.panic_threshold_percent) * primaries.len();
-        let backups = &members.list[members.primaries..];
-        let untried = |m: &Member| m.state.usable(now) && !tried.contains(m.state.addr);
+        let usable_at = |i: usize| members.list[i].state.usable(now);
+        let untried = |i: usize| usable_at(i) && !tried.contains(i);
+        let panic = c.panic_threshold_percent > 0 && {
+            let usable = (0..members.primaries).filter(|&i| usable_at(i)).count();
+            usable > 0 && usable * 100 < usize::from(c.panic_threshold_percent) * primaries.len()
+        };
+        let backups = members.primaries..members.list.len();
         // (tier, ignore health)
-        let (tier, ignore_health) = if !panic && primaries.iter().any(untried) {
+        let (tier, ignore_health) = if !panic && (0..members.primaries).any(untried) {
             (0, false)
-        } else if backups.iter().any(untried) {
+        } else if backups.clone().any(untried) {
             (1, false)
-        } else if !panic && (usable > 0 || backups.iter().any(|m| m.state.usable(now))) {
+        } else if !panic && (0..members.list.len()).any(usable_at) {
             return Err(NoServer::AllTried);
         } else if (panic || c.on_all_unhealthy == AllUnhealthy::TryAll)
             && primaries.iter().any(|m| m.state.enabled())
@@ -233,7 +235,7 @@ impl Group {
             } else {
                 m.state.usable(now)
             };
-            fit && !tried.contains(m.state.addr)
+            fit && !tried.contains(i)
                 && (!ramp || slow == 0 || fastrand::f64() < m.state.ramp(now, slow))
         };
         let found = match &c.balance {
@@ -322,9 +324,14 @@ impl Group {
     /// its kind. Counts it, and ejects the server after `outlier.consecutive_failures` in a
     /// row of the kinds `outlier.count` names — unless `max_ejection_percent` of the group is
     /// ejected already (one server may always be).
-    pub fn report(&self, members: &Members, member: &Member, failure: Option<FailureKind>) {
+    pub fn report(
+        &self,
+        members: &Members,
+        member: &Member,
+        failure: Option<FailureKind>,
+        now: u64,
+    ) {
         let o = &self.config.outlier;
-        let now = now_ms();
         let s = &member.state;
         let Some(kind) = failure else {
             s.succeeded(now, o.max_ejection.as_millis() as u64);
@@ -525,10 +532,10 @@ mod tests {
         };
         let mut tried = Tried::default();
         let first = g.select(&m, 0, &input, &tried, now_ms(), false).unwrap();
-        tried.add(m.list[first].state.addr);
+        tried.add(first);
         let second = g.select(&m, 0, &input, &tried, now_ms(), false).unwrap();
         assert_ne!(first, second);
-        tried.add(m.list[second].state.addr);
+        tried.add(second);
         assert_eq!(
             g.select(&m, 0, &input, &tried, now_ms(), false),
             Err(NoServer::AllTried)
@@ -575,7 +582,7 @@ mod tests {
         let m = g.members.load();
         for member in m.list.iter() {
             for _ in 0..5 {
-                g.report(&m, member, Some(FailureKind::Connect));
+                g.report(&m, member, Some(FailureKind::Connect), now_ms());
             }
         }
         let now = now_ms();
@@ -589,14 +596,14 @@ mod tests {
         let g = group(Balance::RoundRobin, &[(1, false), (1, false)]);
         let m = g.members.load();
         for _ in 0..4 {
-            g.report(&m, &m.list[0], Some(FailureKind::Status(503)));
+            g.report(&m, &m.list[0], Some(FailureKind::Status(503)), now_ms());
         }
-        g.report(&m, &m.list[0], None);
-        g.report(&m, &m.list[0], Some(FailureKind::Status(503)));
+        g.report(&m, &m.list[0], None, now_ms());
+        g.report(&m, &m.list[0], Some(FailureKind::Status(503)), now_ms());
         assert!(m.list[0].state.usable(now_ms()));
         // 500 does not count by default.
         for _ in 0..10 {
-            g.report(&m, &m.list[1], Some(FailureKind::Status(500)));
+            g.report(&m, &m.list[1], Some(FailureKind::Status(500)), now_ms());
         }
         assert!(m.list[1].state.usable(now_ms()));
     }

@@ -37,16 +37,17 @@
 //!   and, once any byte of the request was sent, only for idempotent methods (or with
 //!   `non_idempotent = true`).
 
+mod failover;
 pub mod pool;
 mod request;
 
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
-use crate::config::{FailureKind, ProxyBackend, RouteSecurity};
+use crate::config::{ProxyBackend, RouteSecurity};
 use crate::error::{Error, ErrorKind, Side};
 use crate::exchange::{Body, Downstream};
-use crate::group::{now_ms, Group, HashInput, Member, Tried};
+use crate::group::Group;
 use crate::http::h1::body::{transcode, BodyReader, BodyWriter, Framing};
 use crate::http::h1::response::{self as h1_response, Head as UpstreamHead};
 use crate::http::request::{BodyKind, RequestHead};
@@ -56,8 +57,7 @@ use crate::metrics::UpstreamEvent;
 use crate::net::io::RecvError;
 use crate::net::upstream::{Stop, UpstreamConn};
 use crate::net::{splice, tunnel};
-use pool::PoolKey;
-use request::{request_head, upgrade_token};
+use request::upgrade_token;
 
 /// Largest upstream response head accepted.
 const MAX_RESPONSE_HEAD: usize = 64 * 1024;
@@ -127,136 +127,14 @@ async fn forward_inner<D: Downstream>(
     let upgrade = upgrade_token(x.req, &x.security.allowed_upgrades);
     let g = x.group;
     let members = g.members.load();
-    g.state.request(x.worker, now_ms());
-    let idempotent = matches!(
-        x.req.method,
-        Method::Get | Method::Head | Method::Options | Method::Trace | Method::Put | Method::Delete
-    );
-    let retry = &g.config.retry;
-    let total_deadline = retry.total_timeout.map(|t| Instant::now() + t);
-    let req = x.req;
-    let headers = |name: &str| {
-        req.headers
-            .iter()
-            .find(|h| h.name.eq_ignore_ascii_case(name))
-            .map(|h| h.value.as_slice())
-    };
-    let input = HashInput {
-        client: x.client,
-        header: &headers,
-    };
-    let mut tried = Tried::default();
-    let mut retries = 0;
-    let mut _in_flight = None;
-    // The server of the next attempt, when a retry has chosen it already.
-    let mut next = None;
-    let (member, mut upstream, early, resp_buf, resp) = loop {
-        let index = match next.take() {
-            Some(i) => i,
-            None => match g.select(&members, x.worker, &input, &tried, now_ms(), false) {
-                Ok(i) => i,
-                Err(_) => {
-                    return Err(Error::upstream(
-                        ErrorKind::ServiceUnavailable,
-                        format!(
-                            "no usable server in upstream group {:?} (on_all_unhealthy = \
-                             \"fail\", or every server drained or disabled)",
-                            g.config.name
-                        ),
-                    ))
-                }
-            },
-        };
-        let member = &members.list[index];
-        tried.add(member.state.addr);
-        _in_flight = Some(member.state.begin());
-        let head = request_head(&x, upgrade.as_deref(), &member.authority);
-        let left = total_deadline.map(|d| d.saturating_duration_since(Instant::now()));
-        let result = match left {
-            None => attempt(&mut x, member, &head, trace).await,
-            Some(left) => {
-                match monoio::time::timeout(left, attempt(&mut x, member, &head, trace)).await {
-                    Ok(r) => r,
-                    Err(_) => Err(Failed {
-                        error: Error::upstream(
-                            ErrorKind::GatewayTimeout,
-                            "the upstream group's total_timeout_secs ran out",
-                        ),
-                        kind: None,
-                        sent: true,
-                        touched: true,
-                    }),
-                }
-            }
-        };
-        let (failed, answer) = match result {
-            Ok(a) => {
-                let kind = matches!(a.resp.status, 500 | 502 | 503 | 504)
-                    .then_some(FailureKind::Status(a.resp.status));
-                g.report(&members, member, kind);
-                match kind {
-                    // A status worth another server: only while nothing went to the client.
-                    Some(k) if retry.on(k) && !a.interim && !a.early && !a.touched => {
-                        let e = Error::upstream(
-                            ErrorKind::BadGateway,
-                            format!("the upstream answered {}", a.resp.status),
-                        );
-                        (
-                            Failed {
-                                error: e,
-                                kind,
-                                sent: true,
-                                touched: false,
-                            },
-                            Some(a),
-                        )
-                    }
-                    _ => break (member, a.conn, a.early, a.buf, a.resp),
-                }
-            }
-            Err(f) => {
-                if let Some(k) = f.kind {
-                    g.report(&members, member, Some(k));
-                }
-                (f, None)
-            }
-        };
-        let Some(kind) = failed.kind else {
-            return Err(failed.error);
-        };
-        let allowed = retries < retry.attempts
-            && retry.on(kind)
-            && !failed.touched
-            && (!failed.sent || idempotent || retry.non_idempotent)
-            && total_deadline.is_none_or(|d| Instant::now() < d);
-        // Another server to try (chosen before the budget is spent on it)?
-        let another = allowed
-            .then(|| {
-                g.select(&members, x.worker, &input, &tried, now_ms(), true)
-                    .ok()
-            })
-            .flatten()
-            .filter(|_| {
-                g.state
-                    .take_retry(now_ms(), retry.budget_percent, retry.min_retries_per_sec)
-            });
-        let Some(i) = another else {
-            // A status that is not retried after all goes to the client as it is.
-            if let Some(a) = answer {
-                break (member, a.conn, a.early, a.buf, a.resp);
-            }
-            return Err(failed.error);
-        };
-        next = Some(i);
-        retries += 1;
-        g.state.retried(kind);
-        log::debug!(
-            "upstream group {:?}: {} failed ({}); trying another server",
-            g.config.name,
-            member.state.addr,
-            kind.name()
-        );
-    };
+    let (member, _in_flight, answer) = failover::answer(&mut x, &members, trace, &upgrade).await?;
+    let failover::Answer {
+        conn: mut upstream,
+        buf: resp_buf,
+        resp,
+        early,
+        ..
+    } = answer;
     if resp.status == 101 {
         // Only to a protocol that was offered (RFC 9110 §7.8): a 101 to anything else would
         // hand the connection to the upstream for a protocol the route does not allow.
@@ -292,7 +170,7 @@ async fn forward_inner<D: Downstream>(
     }
     if resp.keep_alive && framing != Framing::Close && !early {
         x.pool.put(
-            &pool_key(g, member),
+            &failover::pool_key(g, member),
             &member.state,
             upstream,
             g.config
@@ -304,137 +182,6 @@ async fn forward_inner<D: Downstream>(
         );
     }
     Ok(())
-}
-
-/// The pool's key for connections to `member`.
-fn pool_key(g: &Group, member: &Member) -> PoolKey {
-    PoolKey {
-        addr: member.state.addr,
-        tls_name: member.tls_name.clone(),
-        ca_file: g.ca_file.clone(),
-    }
-}
-
-/// A response head from one attempt.
-struct Answer {
-    conn: UpstreamConn,
-    buf: Vec<u8>,
-    resp: UpstreamHead,
-    /// The upstream answered before it took the whole body.
-    early: bool,
-    /// Interim responses went to the client.
-    interim: bool,
-    /// Bytes of the client's body were taken.
-    touched: bool,
-}
-
-/// A failed attempt.
-struct Failed {
-    error: Error,
-    /// What it says about the server; `None` when it was not the server's doing (the client
-    /// went away, or a local fault).
-    kind: Option<FailureKind>,
-    /// Bytes of the request may have reached the server.
-    sent: bool,
-    /// Bytes of the client's body were taken, or a response went to the client.
-    touched: bool,
-}
-
-/// One attempt on `member`: a pooled connection or a new one, the request, the response head.
-/// A pooled connection that turns out stale before any response byte is replaced by a fresh
-/// one once (free: not a retry of the group's), for an idempotent request without a body.
-async fn attempt<D: Downstream>(
-    x: &mut Exchange<'_, D>,
-    member: &Member,
-    head: &[u8],
-    trace: &mut UpstreamTrace,
-) -> Result<Answer, Failed> {
-    let g = x.group;
-    let has_body = !matches!(x.req.body, BodyKind::None | BodyKind::Length(0));
-    let replayable = !has_body
-        && matches!(
-            x.req.method,
-            Method::Get
-                | Method::Head
-                | Method::Options
-                | Method::Trace
-                | Method::Put
-                | Method::Delete
-        );
-    let key = pool_key(g, member);
-    let mut pooled = x.pool.take(&key);
-    loop {
-        let reused = pooled.is_some();
-        let mut conn = match pooled.take() {
-            Some(c) => c,
-            None => {
-                let addrs = [member.state.addr];
-                let timeout = x.security.backend_connect_timeout;
-                match UpstreamConn::connect(&addrs, member.tls.as_ref(), timeout).await {
-                    Ok(c) => c,
-                    Err(error) => {
-                        let kind = (error.side == Side::Upstream).then_some(FailureKind::Connect);
-                        return Err(Failed {
-                            error,
-                            kind,
-                            sent: false,
-                            touched: false,
-                        });
-                    }
-                }
-            }
-        };
-        g.metrics.count(
-            x.worker,
-            if reused {
-                UpstreamEvent::Reuse
-            } else {
-                UpstreamEvent::Connect
-            },
-        );
-        trace.addr = Some(conn.addr);
-        let mut interim = Interim::default();
-        let failure = match exchange_head(x, &mut conn, head, &mut interim).await {
-            Ok((buf, resp, early)) => {
-                return Ok(Answer {
-                    conn,
-                    buf,
-                    resp,
-                    early,
-                    interim: interim.count > 0,
-                    touched: has_body,
-                })
-            }
-            Err(f) => f,
-        };
-        let (error, before_response) = match failure {
-            Failure::BeforeResponse(e) => (e, true),
-            Failure::Other(e) => (e, false),
-        };
-        if before_response && reused && replayable {
-            g.metrics.count(x.worker, UpstreamEvent::Retry);
-            log::debug!(
-                "upstream {}: retrying on a fresh connection: {error}",
-                member.state.addr
-            );
-            continue;
-        }
-        let kind = match (error.side, &error.kind) {
-            (Side::Upstream, ErrorKind::GatewayTimeout) => Some(FailureKind::Timeout),
-            // A pooled connection the server had closed is not the server's failure (nor
-            // safe to send again: the request is not replayable).
-            (Side::Upstream, _) if before_response && reused => None,
-            (Side::Upstream, _) if before_response => Some(FailureKind::Reset),
-            (Side::Upstream, _) => Some(FailureKind::Garbage),
-            _ => None,
-        };
-        return Err(Failed {
-            error,
-            kind,
-            sent: true,
-            touched: has_body || interim.count > 0,
-        });
-    }
 }
 
 /// A failure while sending the request or waiting for the response head.
