@@ -257,11 +257,22 @@ impl Group {
                 }
                 pick.map(|(i, _)| i)
             }
-            Balance::Random => weighted(members, range, &ok, now, slow),
+            Balance::Random => match Candidates::new(members, range.clone(), &ok, now, slow) {
+                Some(c) => c.pick(None),
+                None => weighted(members, range, &ok, now, slow, None),
+            },
             Balance::LeastRequest => {
                 // Two different servers when there are two, the less loaded of them.
-                let a = weighted(members, range.clone(), &ok, now, slow);
-                let b = weighted(members, range, &|i, r| Some(i) != a && ok(i, r), now, slow);
+                let (a, b) = match Candidates::new(members, range.clone(), &ok, now, slow) {
+                    Some(c) => {
+                        let a = c.pick(None);
+                        (a, c.pick(a))
+                    }
+                    None => {
+                        let a = weighted(members, range.clone(), &ok, now, slow, None);
+                        (a, weighted(members, range, &ok, now, slow, a))
+                    }
+                };
                 match (a, b) {
                     (Some(a), Some(b)) => {
                         let load = |i: usize| {
@@ -287,7 +298,10 @@ impl Group {
                 };
                 match h {
                     // No key: any server.
-                    None => weighted(members, range, &ok, now, slow),
+                    None => match Candidates::new(members, range.clone(), &ok, now, slow) {
+                        Some(c) => c.pick(None),
+                        None => weighted(members, range, &ok, now, slow, None),
+                    },
                     Some(h) => {
                         let start = balance::ring_start(ring, h);
                         walk(ring.len(), start, |k| {
@@ -387,25 +401,96 @@ fn walk<T>(len: usize, start: usize, mut f: impl FnMut(usize) -> Option<T>) -> O
     (0..len).find_map(|step| f((start + step) % len))
 }
 
-/// A member of `range` that passes `ok`, at random by weight (scaled by slow start).
+/// The members of one tier that may take a request, with their weights (scaled by slow
+/// start), gathered in one pass, for picks at random by weight. `None` for a tier larger than
+/// [`MAX_CANDIDATES`].
+struct Candidates {
+    n: usize,
+    total: u64,
+    list: [(u32, u64); MAX_CANDIDATES],
+}
+
+/// Candidates gathered on the stack; a larger tier is walked twice per pick instead
+/// ([`weighted`]).
+const MAX_CANDIDATES: usize = 32;
+
+impl Candidates {
+    fn new(
+        members: &Members,
+        range: std::ops::Range<usize>,
+        ok: &dyn Fn(usize, bool) -> bool,
+        now: u64,
+        slow: u64,
+    ) -> Option<Self> {
+        if range.len() > MAX_CANDIDATES {
+            return None;
+        }
+        let mut c = Candidates {
+            n: 0,
+            total: 0,
+            list: [(0, 0); MAX_CANDIDATES],
+        };
+        for i in range {
+            if !ok(i, false) {
+                continue;
+            }
+            let m = &members.list[i];
+            let mut w = u64::from(m.weight) * 1000;
+            if slow > 0 {
+                w = ((w as f64 * m.state.ramp(now, slow)) as u64).max(1);
+            }
+            c.list[c.n] = (i as u32, w);
+            c.n += 1;
+            c.total += w;
+        }
+        Some(c)
+    }
+
+    /// One at random by weight, other than `not`.
+    fn pick(&self, not: Option<usize>) -> Option<usize> {
+        let skip = |i: u32| not == Some(i as usize);
+        let total = self.total
+            - self.list[..self.n]
+                .iter()
+                .filter(|(i, _)| skip(*i))
+                .map(|(_, w)| w)
+                .sum::<u64>();
+        if total == 0 {
+            return None;
+        }
+        let mut x = fastrand::u64(..total);
+        for &(i, w) in self.list[..self.n].iter().filter(|(i, _)| !skip(*i)) {
+            if x < w {
+                return Some(i as usize);
+            }
+            x -= w;
+        }
+        None
+    }
+}
+
+/// A member of `range` that passes `ok`, other than `not`, at random by weight (scaled by
+/// slow start): two walks over the range, for tiers too large for [`Candidates`].
 fn weighted(
     members: &Members,
     range: std::ops::Range<usize>,
     ok: &dyn Fn(usize, bool) -> bool,
     now: u64,
     slow: u64,
+    not: Option<usize>,
 ) -> Option<usize> {
+    let fit = |i: &usize| Some(*i) != not && ok(*i, false);
     let weight = |i: usize| {
         let m = &members.list[i];
         f64::from(m.weight) * m.state.ramp(now, slow)
     };
-    let total: f64 = range.clone().filter(|&i| ok(i, false)).map(weight).sum();
+    let total: f64 = range.clone().filter(fit).map(weight).sum();
     if total <= 0.0 {
         return None;
     }
     let mut x = fastrand::f64() * total;
     let mut last = None;
-    for i in range.filter(|&i| ok(i, false)) {
+    for i in range.filter(fit) {
         last = Some(i);
         x -= weight(i);
         if x < 0.0 {
@@ -561,6 +646,19 @@ mod tests {
         let counts = picks(&g, 1000);
         assert!(counts[1] > 700, "{counts:?}");
         drop(busy);
+    }
+
+    #[test]
+    fn random_and_least_request_cover_large_tiers() {
+        let weights: Vec<(u32, bool)> = (0..40).map(|_| (1, false)).collect();
+        for balance in [Balance::Random, Balance::LeastRequest] {
+            let g = group(balance, &weights);
+            let counts = picks(&g, 4000);
+            assert!(counts.iter().all(|&c| c > 40), "{counts:?}");
+        }
+        let g = group(Balance::Random, &[(1, false), (3, false)]);
+        let counts = picks(&g, 4000);
+        assert!((800..1200).contains(&counts[0]), "{counts:?}");
     }
 
     #[test]
