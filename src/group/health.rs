@@ -15,7 +15,7 @@
 //! down).
 
 use std::cell::{Cell, RefCell};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::atomic::Ordering::Relaxed;
@@ -67,7 +67,7 @@ async fn run(groups: impl Fn() -> Vec<Arc<Group>>) {
     let mut tasks: HashMap<(String, SocketAddr), Task> = HashMap::new();
     loop {
         let now = now_ms();
-        let mut seen = Vec::new();
+        let mut seen = HashSet::new();
         for g in groups() {
             let members = g.members.load();
             for m in &members.list {
@@ -84,7 +84,7 @@ async fn run(groups: impl Fn() -> Vec<Arc<Group>>) {
                     continue;
                 };
                 let key = (g.config.name.clone(), m.state.addr);
-                seen.push(key.clone());
+                seen.insert(key.clone());
                 if let Some(t) = tasks.get(&key) {
                     let mut target = t.target.borrow_mut();
                     if Arc::ptr_eq(&target.0, &g) {

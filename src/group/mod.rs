@@ -17,7 +17,7 @@ pub mod health;
 pub mod state;
 
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+use std::sync::atomic::{AtomicUsize, Ordering, Ordering::Relaxed};
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
@@ -149,11 +149,13 @@ impl Group {
         metrics: Arc<UpstreamMetrics>,
         workers: usize,
     ) -> Self {
-        let cursors: Box<[Cursor]> = (0..workers.max(1)).map(|_| Cursor::default()).collect();
+        // Two per worker: the primaries' cycle and the backups'.
+        let workers = workers.max(1);
+        let cursors: Box<[Cursor]> = (0..2 * workers).map(|_| Cursor::default()).collect();
         // Workers start at different places of the cycle, so they do not move in lock-step.
-        let len = members.schedule[0].len().max(1);
         for (i, c) in cursors.iter().enumerate() {
-            c.0.store(i * len / cursors.len(), Relaxed);
+            let len = members.schedule[i % 2].len().max(1);
+            c.0.store((i / 2) * len / workers, Relaxed);
         }
         let ca_file = config
             .ca_file
@@ -173,15 +175,15 @@ impl Group {
 
     /// Chooses a member (index into `members.list`) for worker `worker`, skipping `tried`:
     ///
-    /// 1. an untried usable primary, unless usable primaries are below
-    ///    `panic_threshold_percent` of them;
-    /// 2. else an untried usable backup;
-    /// 3. else, if some server is usable (and not below the threshold), none is left:
-    ///    [`NoServer::AllTried`];
-    /// 4. else (none usable, or below the threshold) fail open over the enabled primaries,
-    ///    ignoring health — below the threshold always, with none usable when
-    ///    `on_all_unhealthy = "try_all"`; with `"fail"`, [`NoServer::NoneUsable`] (counted as
-    ///    a 503 unless `retry`: a retry that finds no server answers what the last try got).
+    /// 1. while some but fewer than `panic_threshold_percent` of the enabled primaries are
+    ///    usable: any enabled primary, ignoring health (failing open);
+    /// 2. an untried usable primary;
+    /// 3. else an untried usable backup;
+    /// 4. else, if some server is usable, none is left: [`NoServer::AllTried`];
+    /// 5. else (none usable) with `on_all_unhealthy = "try_all"` fail open over the enabled
+    ///    primaries (the enabled backups when every primary is drained or disabled); with
+    ///    `"fail"`, or nothing enabled, [`NoServer::NoneUsable`] (counted as a 503 unless
+    ///    `retry`: a retry that finds no server answers what the last try got).
     pub fn select(
         &self,
         members: &Members,
@@ -197,20 +199,26 @@ impl Group {
         let untried = |i: usize| usable_at(i) && !tried.contains(i);
         let panic = c.panic_threshold_percent > 0 && {
             let usable = (0..members.primaries).filter(|&i| usable_at(i)).count();
-            usable > 0 && usable * 100 < usize::from(c.panic_threshold_percent) * primaries.len()
+            let enabled = primaries.iter().filter(|m| m.state.enabled()).count();
+            usable > 0 && usable * 100 < usize::from(c.panic_threshold_percent) * enabled
         };
         let backups = members.primaries..members.list.len();
         // (tier, ignore health)
-        let (tier, ignore_health) = if !panic && (0..members.primaries).any(untried) {
+        let enabled = |m: &Member| m.state.enabled();
+        let (tier, ignore_health) = if panic {
+            (0, true)
+        } else if (0..members.primaries).any(untried) {
             (0, false)
         } else if backups.clone().any(untried) {
             (1, false)
-        } else if !panic && (0..members.list.len()).any(usable_at) {
+        } else if (0..members.list.len()).any(usable_at) {
             return Err(NoServer::AllTried);
-        } else if (panic || c.on_all_unhealthy == AllUnhealthy::TryAll)
-            && primaries.iter().any(|m| m.state.enabled())
-        {
+        } else if c.on_all_unhealthy == AllUnhealthy::TryAll && primaries.iter().any(enabled) {
             (0, true)
+        } else if c.on_all_unhealthy == AllUnhealthy::TryAll
+            && members.list[members.primaries..].iter().any(enabled)
+        {
+            (1, true)
         } else {
             self.failing_open(false);
             if !retry {
@@ -241,7 +249,7 @@ impl Group {
         let found = match &c.balance {
             Balance::RoundRobin => {
                 let sched = &members.schedule[tier];
-                let cursor = &self.cursors[worker % self.cursors.len()].0;
+                let cursor = &self.cursors[(2 * worker + tier) % self.cursors.len()].0;
                 let start = cursor.load(Relaxed);
                 let pick = walk(sched.len(), start, |k| {
                     let i = sched[k] as usize;
@@ -357,11 +365,11 @@ impl Group {
         }
         // One ejection decision at a time per group (a worker that finds another deciding
         // leaves it: the next failure asks again), so two cannot pass the cap together.
-        if self.state.ejecting.swap(true, Relaxed) {
+        if self.state.ejecting.swap(true, Ordering::Acquire) {
             return;
         }
         self.eject(members, member, kind, run, now);
-        self.state.ejecting.store(false, Relaxed);
+        self.state.ejecting.store(false, Ordering::Release);
     }
 
     fn eject(&self, members: &Members, member: &Member, kind: FailureKind, run: u32, now: u64) {
@@ -597,6 +605,44 @@ mod tests {
         g.config.on_all_unhealthy = AllUnhealthy::Fail;
         let m = g.members.load();
         m.list[0].state.set_healthy(false);
+        let input = HashInput {
+            client: "10.0.0.1".parse().unwrap(),
+            header: &no_header,
+        };
+        assert_eq!(
+            g.select(&m, 0, &input, &Tried::default(), now_ms(), false),
+            Err(NoServer::NoneUsable)
+        );
+    }
+
+    #[test]
+    fn below_the_panic_threshold_health_is_ignored() {
+        let mut g = group(Balance::RoundRobin, &[(1, false); 4]);
+        g.config.panic_threshold_percent = 50;
+        let m = g.members.load();
+        for member in &m.list[1..] {
+            member.state.set_healthy(false);
+        }
+        assert_eq!(
+            picks(&g, 40),
+            vec![10, 10, 10, 10],
+            "1 of 4 usable: below 50 %"
+        );
+        assert!(g.state.failing_open());
+        // Drained servers are not in the share: 1 usable of 2 enabled is 50 %.
+        m.list[2].state.set_admin(Admin::Draining);
+        m.list[3].state.set_admin(Admin::Draining);
+        assert_eq!(picks(&g, 10), vec![10, 0, 0, 0]);
+    }
+
+    #[test]
+    fn try_all_falls_back_to_enabled_backups() {
+        let g = group(Balance::RoundRobin, &[(1, false), (1, true)]);
+        let m = g.members.load();
+        m.list[0].state.set_admin(Admin::Draining);
+        m.list[1].state.set_healthy(false);
+        assert_eq!(picks(&g, 5), vec![0, 5]);
+        m.list[1].state.set_admin(Admin::Disabled);
         let input = HashInput {
             client: "10.0.0.1".parse().unwrap(),
             header: &no_header,

@@ -12,7 +12,7 @@ use super::{exchange_head, Exchange, Failure, Interim, UpstreamTrace};
 use crate::config::FailureKind;
 use crate::error::{Error, ErrorKind, Side};
 use crate::exchange::Downstream;
-use crate::group::{now_ms, Group, HashInput, InFlight, Member, Members, Tried};
+use crate::group::{now_ms, Group, HashInput, InFlight, Member, Members, NoServer, Tried};
 use crate::http::h1::response::Head as UpstreamHead;
 use crate::http::request::BodyKind;
 use crate::http::Method;
@@ -55,7 +55,7 @@ pub(super) async fn answer<'m, D: Downstream>(
     loop {
         let index = match next.take() {
             Some(i) => i,
-            None => match g.select(members, x.worker, &input, &tried, now, false) {
+            None => match first_choice(g, members, x.worker, &input, &tried, now) {
                 Ok(i) => i,
                 Err(_) => {
                     return Err(Error::upstream(
@@ -73,24 +73,7 @@ pub(super) async fn answer<'m, D: Downstream>(
         tried.add(index);
         in_flight = member.state.begin();
         let head = request_head(x, upgrade.as_deref(), &member.authority);
-        let left = total_deadline.map(|d| d.saturating_duration_since(Instant::now()));
-        let result = match left {
-            None => attempt(x, member, &head, trace).await,
-            Some(left) => {
-                match monoio::time::timeout(left, attempt(x, member, &head, trace)).await {
-                    Ok(r) => r,
-                    Err(_) => Err(Failed {
-                        error: Error::upstream(
-                            ErrorKind::GatewayTimeout,
-                            "the upstream group's total_timeout_secs ran out",
-                        ),
-                        kind: None,
-                        sent: true,
-                        touched: true,
-                    }),
-                }
-            }
-        };
+        let result = attempt(x, member, &head, trace, total_deadline).await;
         let (failed, answer) = match result {
             Ok(a) => {
                 let kind = matches!(a.resp.status, 500 | 502 | 503 | 504)
@@ -107,6 +90,7 @@ pub(super) async fn answer<'m, D: Downstream>(
                             Failed {
                                 error: e,
                                 kind,
+                                blame: true,
                                 sent: true,
                                 touched: false,
                             },
@@ -117,8 +101,8 @@ pub(super) async fn answer<'m, D: Downstream>(
                 }
             }
             Err(f) => {
-                if let Some(k) = f.kind {
-                    g.report(members, member, Some(k), now_ms());
+                if f.blame && f.kind.is_some() {
+                    g.report(members, member, f.kind, now_ms());
                 }
                 (f, None)
             }
@@ -161,6 +145,22 @@ pub(super) async fn answer<'m, D: Downstream>(
     }
 }
 
+/// The first choice of a server; a server whose state changed under the first look may
+/// leave nothing to try: one more look then.
+fn first_choice(
+    g: &Group,
+    members: &Members,
+    worker: usize,
+    input: &HashInput<'_>,
+    tried: &Tried,
+    now: u64,
+) -> Result<usize, NoServer> {
+    match g.select(members, worker, input, tried, now, false) {
+        Err(NoServer::AllTried) => g.select(members, worker, input, tried, now, false),
+        r => r,
+    }
+}
+
 /// The pool's key for connections to `member`.
 pub(super) fn pool_key(g: &Group, member: &Member) -> PoolKey {
     PoolKey {
@@ -189,6 +189,8 @@ struct Failed {
     /// What it says about the server; `None` when it was not the server's doing (the client
     /// went away, or a local fault).
     kind: Option<FailureKind>,
+    /// Whether it counts against the server (passive ejection).
+    blame: bool,
     /// Bytes of the request may have reached the server.
     sent: bool,
     /// Bytes of the client's body were taken, or a response went to the client.
@@ -203,7 +205,14 @@ async fn attempt<D: Downstream>(
     member: &Member,
     head: &[u8],
     trace: &mut UpstreamTrace,
+    total_deadline: Option<Instant>,
 ) -> Result<Answer, Failed> {
+    // `total_timeout_secs` bounds the connect and the wait for the response head (never the
+    // client's side: its body upload, or interim heads on their way to it).
+    let cap = |t: std::time::Duration| match total_deadline {
+        Some(d) => t.min(d.saturating_duration_since(Instant::now())),
+        None => t,
+    };
     let g = x.group;
     let has_body = !matches!(x.req.body, BodyKind::None | BodyKind::Length(0));
     let replayable = !has_body
@@ -224,7 +233,7 @@ async fn attempt<D: Downstream>(
             Some(c) => c,
             None => {
                 let addrs = [member.state.addr];
-                let timeout = x.security.backend_connect_timeout;
+                let timeout = cap(x.security.backend_connect_timeout);
                 match UpstreamConn::connect(&addrs, member.tls.as_ref(), timeout).await {
                     Ok(c) => c,
                     Err(error) => {
@@ -232,6 +241,7 @@ async fn attempt<D: Downstream>(
                         return Err(Failed {
                             error,
                             kind,
+                            blame: true,
                             sent: false,
                             touched: false,
                         });
@@ -249,7 +259,9 @@ async fn attempt<D: Downstream>(
         );
         trace.addr = Some(conn.addr);
         let mut interim = Interim::default();
-        let failure = match exchange_head(x, &mut conn, head, &mut interim).await {
+        let response_timeout = cap(x.security.backend_response_timeout);
+        let failure = match exchange_head(x, &mut conn, head, &mut interim, response_timeout).await
+        {
             Ok((buf, resp, early)) => {
                 return Ok(Answer {
                     conn,
@@ -276,9 +288,6 @@ async fn attempt<D: Downstream>(
         }
         let kind = match (error.side, &error.kind) {
             (Side::Upstream, ErrorKind::GatewayTimeout) => Some(FailureKind::Timeout),
-            // A pooled connection the server had closed is not the server's failure (nor
-            // safe to send again: the request is not replayable).
-            (Side::Upstream, _) if before_response && reused => None,
             (Side::Upstream, _) if before_response => Some(FailureKind::Reset),
             (Side::Upstream, _) => Some(FailureKind::Garbage),
             _ => None,
@@ -286,6 +295,8 @@ async fn attempt<D: Downstream>(
         return Err(Failed {
             error,
             kind,
+            // A pooled connection the server had closed is not the server's failure.
+            blame: !(before_response && reused),
             sent: true,
             touched: has_body || interim.count > 0,
         });

@@ -216,6 +216,7 @@ async fn exchange_head<D: Downstream>(
     conn: &mut UpstreamConn,
     head: &[u8],
     interim: &mut Interim,
+    response_timeout: Duration,
 ) -> Result<(Vec<u8>, UpstreamHead, bool), Failure> {
     let has_body = !matches!(x.req.body, BodyKind::None | BodyKind::Length(0));
     conn.send(head, has_body).await.map_err(|_| {
@@ -229,12 +230,11 @@ async fn exchange_head<D: Downstream>(
     if early {
         x.ds.abandon_body();
     }
-    let deadline = Instant::now() + x.security.backend_response_timeout;
+    let deadline = Instant::now() + response_timeout;
     if buf.is_empty() {
         // The answer takes the upstream a moment: wait for it, then read (a timeout shows
         // below).
-        conn.wait_readable(x.security.backend_response_timeout)
-            .await;
+        conn.wait_readable(response_timeout).await;
     }
     loop {
         // Every complete head already received, before reading more: an upstream may send a
