@@ -568,12 +568,17 @@ mod tests {
         None
     }
 
-    fn picks(g: &Group, n: usize) -> Vec<usize> {
-        let members = g.members.load();
-        let input = HashInput {
+    /// A request from 10.0.0.1 without headers.
+    fn client_input() -> HashInput<'static> {
+        HashInput {
             client: "10.0.0.1".parse().unwrap(),
             header: &no_header,
-        };
+        }
+    }
+
+    fn picks(g: &Group, n: usize) -> Vec<usize> {
+        let members = g.members.load();
+        let input = client_input();
         let mut counts = vec![0; members.list.len()];
         for _ in 0..n {
             let i = g
@@ -605,10 +610,7 @@ mod tests {
         g.config.on_all_unhealthy = AllUnhealthy::Fail;
         let m = g.members.load();
         m.list[0].state.set_healthy(false);
-        let input = HashInput {
-            client: "10.0.0.1".parse().unwrap(),
-            header: &no_header,
-        };
+        let input = client_input();
         assert_eq!(
             g.select(&m, 0, &input, &Tried::default(), now_ms(), false),
             Err(NoServer::NoneUsable)
@@ -643,10 +645,7 @@ mod tests {
         m.list[1].state.set_healthy(false);
         assert_eq!(picks(&g, 5), vec![0, 5]);
         m.list[1].state.set_admin(Admin::Disabled);
-        let input = HashInput {
-            client: "10.0.0.1".parse().unwrap(),
-            header: &no_header,
-        };
+        let input = client_input();
         assert_eq!(
             g.select(&m, 0, &input, &Tried::default(), now_ms(), false),
             Err(NoServer::NoneUsable)
@@ -657,10 +656,7 @@ mod tests {
     fn tried_servers_are_skipped() {
         let g = group(Balance::Random, &[(1, false), (1, false)]);
         let m = g.members.load();
-        let input = HashInput {
-            client: "10.0.0.1".parse().unwrap(),
-            header: &no_header,
-        };
+        let input = client_input();
         let mut tried = Tried::default();
         let first = g.select(&m, 0, &input, &tried, now_ms(), false).unwrap();
         tried.add(first);
