@@ -189,10 +189,7 @@ fn push_addr(s: &mut String, a: SocketAddr) {
 }
 
 fn version(v: Version) -> &'static str {
-    match v {
-        Version::Http10 => "HTTP/1.0",
-        Version::Http11 => "HTTP/1.1",
-    }
+    v.as_str()
 }
 
 fn quoted_header(s: &mut String, req: Option<&RequestHead>, name: &str) {

@@ -5,12 +5,33 @@
 //! are the protocol's ([`crate::server::h1`] for HTTP/1; an in-memory one in the tests).
 
 use std::os::fd::RawFd;
+use std::time::Duration;
 
 use monoio::net::TcpStream;
 
 use crate::error::Error;
 use crate::http::response::ResponseHead;
 use crate::net::client::ClientStream;
+
+/// The route's limits on a request body.
+#[derive(Clone, Copy, Debug)]
+pub struct BodyLimits {
+    /// Most bytes of a body of unknown length (chunked, or an HTTP/2 stream without
+    /// `content-length`; a declared length is checked against its own limit before the
+    /// exchange begins).
+    pub max_chunked: u64,
+    /// Longest wait for the next piece.
+    pub timeout: Duration,
+}
+
+impl Default for BodyLimits {
+    fn default() -> Self {
+        Self {
+            max_chunked: u64::MAX,
+            timeout: Duration::from_secs(60),
+        }
+    }
+}
 
 /// The body that follows a response head.
 #[derive(Clone, Copy, Debug)]
@@ -34,6 +55,18 @@ pub enum Body<'a> {
 /// backend may race [`Downstream::more_body`] against its upstream.
 #[allow(async_fn_in_trait)]
 pub trait Downstream {
+    /// The route is known: its body limits apply.
+    fn set_limits(&mut self, limits: BodyLimits);
+
+    /// Reads the rest of the request body and drops it (a File route has no use for one).
+    async fn discard_body(&mut self) -> Result<(), Error> {
+        self.continue_body().await?;
+        while !self.take_body(&mut |_| {})? {
+            self.more_body().await?;
+        }
+        Ok(())
+    }
+
     /// Takes the request body that has arrived: each piece of data goes to `each`, in order.
     /// `true` once the whole body has been taken. A body over the route's limits, or
     /// malformed, is an error for the client.

@@ -129,7 +129,7 @@ impl Snapshot {
         let mut session_cache = None;
         let tls = match &config.tls {
             None => None,
-            Some(t) => match crate::tls::server::config(t, sessions) {
+            Some(t) => match crate::tls::server::config(t, config.http2.enabled, sessions) {
                 Ok((c, cache)) => {
                     session_cache = cache;
                     Some(c)

@@ -13,7 +13,7 @@ use std::path::Path;
 use monoio::net::TcpStream;
 use zerocopy_server::config::Backend;
 use zerocopy_server::error::Error;
-use zerocopy_server::exchange::{Body, Downstream};
+use zerocopy_server::exchange::{Body, BodyLimits, Downstream};
 use zerocopy_server::http::h1::request::parse;
 use zerocopy_server::http::request::RequestHead;
 use zerocopy_server::http::response::ResponseHead;
@@ -41,6 +41,8 @@ struct Memory {
 }
 
 impl Downstream for Memory {
+    fn set_limits(&mut self, _: BodyLimits) {}
+
     fn take_body(&mut self, each: &mut dyn FnMut(&[u8])) -> Result<bool, Error> {
         if !self.arrived.is_empty() {
             each(&std::mem::take(&mut self.arrived));

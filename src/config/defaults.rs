@@ -50,6 +50,25 @@ pub const ALLOWED_UPGRADES: &[&str] = &["websocket"];
 /// `security.rate_limit_ipv6_prefix` (extension): IPv6 clients are counted per /64.
 pub const RATE_LIMIT_IPV6_PREFIX: u8 = 64;
 
+/// `[http2] enabled`: h2 offered by ALPN on TLS listeners.
+pub const HTTP2_ENABLED: bool = true;
+/// `[http2] h2c`: HTTP/2 prior knowledge on plain listeners.
+pub const HTTP2_H2C: bool = false;
+/// `[http2] max_concurrent_streams`.
+pub const HTTP2_MAX_CONCURRENT_STREAMS: u32 = 128;
+/// `[http2] initial_stream_window`: bytes.
+pub const HTTP2_INITIAL_STREAM_WINDOW: u32 = 262_144;
+/// `[http2] initial_connection_window`: bytes.
+pub const HTTP2_INITIAL_CONNECTION_WINDOW: u32 = 1_048_576;
+/// `[http2] max_frame_size`: bytes.
+pub const HTTP2_MAX_FRAME_SIZE: u32 = 16_384;
+/// `[http2] max_requests_per_connection`: then GOAWAY.
+pub const HTTP2_MAX_REQUESTS_PER_CONNECTION: u64 = 10_000;
+/// `[http2] idle_timeout_secs`: no stream open this long: GOAWAY, close.
+pub const HTTP2_IDLE_TIMEOUT: Duration = Duration::from_secs(300);
+/// `[http2] keepalive_interval_secs`: PING when idle; 0 = off.
+pub const HTTP2_KEEPALIVE_INTERVAL: Duration = Duration::ZERO;
+
 /// Route `mode`.
 pub const FILE_MODE: &str = "sendfile";
 /// Route `index`.

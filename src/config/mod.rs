@@ -38,6 +38,8 @@ pub struct Config {
     /// `[tls]`; `None` serves plain HTTP.
     pub tls: Option<Tls>,
     pub admin: Admin,
+    /// `[http2]`.
+    pub http2: Http2,
     /// `[host_routes."host"]`: a whole host to one backend. Checked before path routes.
     pub host_routes: Vec<HostRoute>,
     /// `[path_routes."host"."/prefix"]`, longest prefix wins within a host.
@@ -401,6 +403,47 @@ pub struct TlsCertificate {
     pub server_names: Vec<String>,
     /// Where the entry is, e.g. `tls.certificates[1]`.
     pub origin: Origin,
+}
+
+/// `[http2]`: HTTP/2 towards clients. Its header list limit is `[security]
+/// max_request_header_size`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Http2 {
+    /// `enabled`: offer `h2` by ALPN on TLS listeners (before `http/1.1`).
+    pub enabled: bool,
+    /// `h2c`: accept HTTP/2 prior knowledge on plain listeners.
+    pub h2c: bool,
+    /// `max_concurrent_streams`: streams a client may have open (and handlers in flight).
+    pub max_concurrent_streams: u32,
+    /// `initial_stream_window`: bytes a client may send on one stream before the daemon
+    /// takes them.
+    pub initial_stream_window: u32,
+    /// `initial_connection_window`: bytes over all of a connection's streams.
+    pub initial_connection_window: u32,
+    /// `max_frame_size`: the largest frame the daemon receives.
+    pub max_frame_size: u32,
+    /// `max_requests_per_connection`: then GOAWAY.
+    pub max_requests_per_connection: u64,
+    /// `idle_timeout_secs`: a connection without an open stream this long gets GOAWAY.
+    pub idle_timeout: Duration,
+    /// `keepalive_interval_secs`: a PING after this long idle; zero = never.
+    pub keepalive_interval: Duration,
+}
+
+impl Default for Http2 {
+    fn default() -> Self {
+        Self {
+            enabled: defaults::HTTP2_ENABLED,
+            h2c: defaults::HTTP2_H2C,
+            max_concurrent_streams: defaults::HTTP2_MAX_CONCURRENT_STREAMS,
+            initial_stream_window: defaults::HTTP2_INITIAL_STREAM_WINDOW,
+            initial_connection_window: defaults::HTTP2_INITIAL_CONNECTION_WINDOW,
+            max_frame_size: defaults::HTTP2_MAX_FRAME_SIZE,
+            max_requests_per_connection: defaults::HTTP2_MAX_REQUESTS_PER_CONNECTION,
+            idle_timeout: defaults::HTTP2_IDLE_TIMEOUT,
+            keepalive_interval: defaults::HTTP2_KEEPALIVE_INTERVAL,
+        }
+    }
 }
 
 /// `[admin]` (an extension of the spec).

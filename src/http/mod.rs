@@ -38,6 +38,7 @@ pub fn hex_digit(b: u8) -> Option<u8> {
 pub enum Version {
     Http10,
     Http11,
+    Http2,
 }
 
 impl Version {
@@ -45,11 +46,13 @@ impl Version {
         match self {
             Self::Http10 => "HTTP/1.0",
             Self::Http11 => "HTTP/1.1",
+            Self::Http2 => "HTTP/2.0",
         }
     }
 }
 
 pub mod h1;
+pub mod h2;
 pub mod path;
 pub mod request;
 pub mod response;

@@ -33,6 +33,22 @@ pub struct WorkerStats {
     /// Files and bytes in this worker's file cache.
     pub file_cache_files: AtomicU64,
     pub file_cache_bytes: AtomicU64,
+    /// Open HTTP/2 client connections, and those since start.
+    pub h2_connections: AtomicU64,
+    pub h2_accepted: AtomicU64,
+    /// HTTP/2 streams (requests) since start, and those with a handler now.
+    pub h2_streams: AtomicU64,
+    pub h2_streams_open: AtomicU64,
+    /// Streams refused (`REFUSED_STREAM`) because the connection had
+    /// `max_concurrent_streams` handlers in flight.
+    pub h2_refused: AtomicU64,
+    /// Streams the client reset while their handler ran (the handler was cancelled).
+    pub h2_resets_received: AtomicU64,
+    /// Streams the daemon reset (a response cut off).
+    pub h2_resets_sent: AtomicU64,
+    /// GOAWAYs the daemon sent: graceful (drain, idle, request cap) and for errors.
+    pub h2_goaway_graceful: AtomicU64,
+    pub h2_goaway_error: AtomicU64,
 }
 
 impl WorkerStats {

@@ -277,6 +277,30 @@ impl ClientStream {
         unsafe { libc::shutdown(self.tcp.as_raw_fd(), libc::SHUT_WR) };
     }
 
+    /// Whether the client chose HTTP/2 by ALPN.
+    pub fn alpn_h2(&self) -> bool {
+        match &self.layer {
+            Layer::Rustls(s) => s.alpn_protocol() == Some(b"h2"),
+            _ => false,
+        }
+    }
+
+    /// Hands the connection to HTTP/2 ([`super::h2io`]), `replay` (bytes already read) first.
+    pub fn into_poll(
+        self,
+        replay: Vec<u8>,
+    ) -> std::io::Result<super::h2io::PollStream<ServerConnection>> {
+        match self.layer {
+            Layer::Plain => super::h2io::PollStream::new(self.tcp, None, replay),
+            Layer::Rustls(s) => super::h2io::PollStream::new(self.tcp, Some(s), replay),
+            #[cfg(feature = "ktls")]
+            Layer::Kernel { mut early } => {
+                early.extend_from_slice(&replay);
+                super::h2io::PollStream::new(self.tcp, None, early)
+            }
+        }
+    }
+
     /// The socket and the userspace TLS session, for a tunnel that drives both directions at
     /// once. On kernel TLS the socket carries plaintext and there is no session.
     pub fn parts(&mut self) -> (&TcpStream, Option<&mut ServerConnection>) {

@@ -8,12 +8,15 @@
 //! - [`splice`]: upstream → pipe → client without copying; [`tunnel`]: the two-way byte copy
 //!   after a `101`.
 //! - [`buffers`]: each worker's pool of read buffers.
+//! - [`h2io`]: a connection as the `h2` crate reads and writes it (poll-io, rustls driven
+//!   here, bytes read before the hand-over replayed).
 //!
 //! Nothing here knows HTTP: the codec ([`crate::http`]) and the backends use these types, never
 //! the reverse.
 
 pub mod buffers;
 pub mod client;
+pub mod h2io;
 pub mod io;
 pub mod splice;
 pub mod sys;

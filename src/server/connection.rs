@@ -65,8 +65,13 @@ pub async fn serve(
             ))
             .await
             {
+                // HTTP/2, chosen by ALPN.
+                Some((client, true)) => {
+                    drop(shared);
+                    return http2(client, Vec::new(), peer, admitted, registry.ctx.clone()).await;
+                }
                 // The first request head gets a header timeout of its own.
-                Some(client) => (client, Instant::now() + limits.header_timeout),
+                Some((client, false)) => (client, Instant::now() + limits.header_timeout),
                 None => return,
             }
         }
@@ -134,6 +139,7 @@ async fn connection(
         ctx: open.registry.ctx.clone(),
         aborted: false,
         readable: false,
+        h2c: false,
     };
     let mut state = State::start(deadline, first, resumed);
     loop {
@@ -160,11 +166,36 @@ async fn connection(
         conn.idle.set_parkable(false);
         state = State::start(until, is_first, false);
     }
+    if conn.h2c {
+        // Boxed: an HTTP/2 connection's state is its own.
+        if let Some(admitted) = open.admitted.take() {
+            let ctx = conn.ctx.clone();
+            drop(open);
+            Box::pin(http2(conn.client, conn.buf, conn.peer, admitted, ctx)).await;
+        }
+        return;
+    }
     // A TLS connection ends with close_notify, so that the client can tell the end from a
     // truncation (sent if the socket takes it now; a plain socket just closes). Not after a
     // response that was cut off: that must look cut off.
     if conn.client.is_tls() && !conn.aborted {
         conn.client.shutdown_write();
+    }
+}
+
+/// Serves the rest of a connection as HTTP/2 ([`super::h2`]), `replay` (bytes it sent
+/// already) first.
+async fn http2(
+    client: ClientStream,
+    replay: Vec<u8>,
+    peer: SocketAddr,
+    admitted: Admitted,
+    ctx: Rc<WorkerCtx>,
+) {
+    let tls = client.is_tls();
+    match client.into_poll(replay) {
+        Ok(io) => super::h2::serve(io, peer, admitted, ctx, tls).await,
+        Err(e) => log::warn!("{peer}: cannot serve HTTP/2 on this socket: {e}"),
     }
 }
 
@@ -229,6 +260,9 @@ pub(super) struct Conn {
     /// The socket just woke readable: the next read of a plain connection takes the bytes
     /// with one `recv(2)` at once, without a ring round trip or a timer.
     pub(super) readable: bool,
+    /// The client began with HTTP/2's preface (h2c prior knowledge): the connection moves to
+    /// HTTP/2 with the bytes in `buf`.
+    pub(super) h2c: bool,
 }
 
 /// What reading more bytes gave.

@@ -10,11 +10,10 @@
 //!   read from (never otherwise, RFC 9110 §10.1.1); other `1xx` to HTTP/1.1 clients only.
 //! - **The request body**, read with the codec's one [`BodyReader`] within the route's limits.
 
-use std::time::Duration;
-
 use monoio::net::TcpStream;
 
 use crate::error::{Error, ErrorKind};
+pub use crate::exchange::BodyLimits;
 use crate::exchange::{Body, Downstream};
 use crate::http::h1::body::{BodyReader, BodyWriter, Framing};
 use crate::http::request::RequestHead;
@@ -29,25 +28,6 @@ const CHUNK: usize = 64 * 1024;
 const ONE_SEND: usize = 16 * 1024;
 /// What a client that waits for it is told before its body is read.
 const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
-
-/// The route's limits on a request body.
-#[derive(Clone, Copy, Debug)]
-pub struct BodyLimits {
-    /// Most bytes of a chunked body (a `Content-Length` one is checked against its own limit
-    /// before the exchange begins).
-    pub max_chunked: u64,
-    /// Longest wait for the next piece.
-    pub timeout: Duration,
-}
-
-impl Default for BodyLimits {
-    fn default() -> Self {
-        Self {
-            max_chunked: u64::MAX,
-            timeout: Duration::from_secs(60),
-        }
-    }
-}
 
 /// One request's exchange on an HTTP/1 connection.
 pub struct H1Downstream<'a> {
@@ -118,11 +98,6 @@ impl<'a> H1Downstream<'a> {
         }
     }
 
-    /// The route is known: its body limits apply.
-    pub fn set_limits(&mut self, limits: BodyLimits) {
-        self.limits = limits;
-    }
-
     /// Whether the request body has been read whole (or there was none), and not given up.
     pub fn body_done(&self) -> bool {
         self.reader.is_done() && !self.abandoned
@@ -136,15 +111,6 @@ impl<'a> H1Downstream<'a> {
     /// The connection ends after this response, whatever else says.
     pub fn close(&mut self) {
         self.closing = true;
-    }
-
-    /// Reads the rest of the request body and drops it, so that the next request parses.
-    pub async fn discard_body(&mut self) -> Result<(), Error> {
-        self.continue_body().await?;
-        while !self.take_body(&mut |_| {})? {
-            self.more_body().await?;
-        }
-        Ok(())
     }
 
     /// The head as bytes: the framing lines for `body` and `Connection`, then the blank line.
@@ -196,6 +162,10 @@ impl<'a> H1Downstream<'a> {
 }
 
 impl Downstream for H1Downstream<'_> {
+    fn set_limits(&mut self, limits: BodyLimits) {
+        self.limits = limits;
+    }
+
     fn take_body(&mut self, each: &mut dyn FnMut(&[u8])) -> Result<bool, Error> {
         if self.reader.is_done() {
             return Ok(true);

@@ -15,12 +15,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use super::connection::{Conn, Read};
-use super::h1::{BodyLimits, H1Downstream};
+use super::h1::H1Downstream;
 use super::WorkerCtx;
 use crate::access_log;
 use crate::config::{Backend, RouteSecurity};
 use crate::error::{Error, ErrorKind, Side};
-use crate::exchange::{Body, Downstream};
+use crate::exchange::{Body, BodyLimits, Downstream};
 use crate::http::h1::request as head;
 use crate::http::request::{BodyKind, RequestHead};
 use crate::http::response::{reason, ResponseHead};
@@ -39,11 +39,16 @@ impl Conn {
     pub(super) async fn request(&mut self, deadline: Option<Instant>) -> bool {
         // 1. The head. The request's clock starts at its first byte (or when a pipelined one
         // is next).
-        let limits = self.shared.snapshot.load().head_limits();
+        let (limits, h2c) = {
+            let snapshot = self.shared.snapshot.load();
+            // HTTP/2 prior knowledge begins a connection, never follows a request.
+            let h2c = deadline.is_some() && !self.client.is_tls() && snapshot.config.http2.h2c;
+            (snapshot.head_limits(), h2c)
+        };
         let started = Instant::now();
         self.client.meter = Meter::default();
         let deadline = deadline.unwrap_or(started + limits.header_timeout);
-        let Some((req, sizes)) = self.read_head(deadline, limits, started).await else {
+        let Some((req, sizes)) = self.read_head(deadline, limits, started, h2c).await else {
             return false;
         };
         // 2. Admitted: in flight until its response is done, on the snapshot of this moment.
@@ -103,12 +108,19 @@ impl Conn {
         deadline: Instant,
         limits: HeadLimits,
         started: Instant,
+        h2c: bool,
     ) -> Option<(RequestHead, HeadSizes)> {
         // Parse when a line may have ended (or the limits may be crossed), not on every byte a
         // slow client trickles in.
         let mut scanned = 0;
         let failure = loop {
             let fresh = self.buf.get(scanned..).unwrap_or_default();
+            if fresh.contains(&b'\n') && h2c && self.buf.starts_with(H2_PREFACE_LINE) {
+                // HTTP/2 with prior knowledge: the connection changes hands, with what it
+                // sent so far (the `h2` crate checks the whole preface).
+                self.h2c = true;
+                return None;
+            }
             if fresh.contains(&b'\n') || self.buf.len() > limits.max_header_size {
                 match head::parse(&self.buf, limits.max_header_size) {
                     Ok(Some((req, consumed))) => {
@@ -150,8 +162,35 @@ impl Conn {
         trace: &Trace,
         started: Instant,
     ) {
+        let at = Finished {
+            shared: &self.shared,
+            worker: self.worker,
+            peer: self.peer,
+            meter: self.client.meter,
+        };
+        at.record(req, snapshot, trace, started);
+    }
+}
+
+/// Where a finished request is counted and logged: its connection, and what its response sent.
+pub(super) struct Finished<'a> {
+    pub(super) shared: &'a Shared,
+    pub(super) worker: usize,
+    pub(super) peer: SocketAddr,
+    pub(super) meter: Meter,
+}
+
+impl Finished<'_> {
+    /// Counts a finished request on its route (or as unrouted) and writes its access log line.
+    pub(super) fn record(
+        &self,
+        req: Option<&RequestHead>,
+        snapshot: Option<&Snapshot>,
+        trace: &Trace,
+        started: Instant,
+    ) {
         let elapsed = started.elapsed();
-        let meter = self.client.meter;
+        let meter = self.meter;
         let entry = snapshot
             .zip(trace.route)
             .and_then(|(s, i)| s.router.entries().get(i));
@@ -179,18 +218,22 @@ impl Conn {
     }
 }
 
+/// The first line of HTTP/2's connection preface (RFC 9113 §3.4): as HTTP/1 it would be a
+/// request line, which is how h2c with prior knowledge is told apart.
+const H2_PREFACE_LINE: &[u8] = b"PRI * HTTP/2.0\r\n";
+
 /// What a request's answer needs to know about its connection.
-struct Ctx<'a> {
-    peer: SocketAddr,
-    worker: &'a WorkerCtx,
-    shared: &'a Shared,
+pub(super) struct Ctx<'a> {
+    pub(super) peer: SocketAddr,
+    pub(super) worker: &'a WorkerCtx,
+    pub(super) shared: &'a Shared,
     /// The client came over TLS.
-    tls: bool,
+    pub(super) tls: bool,
 }
 
 /// Routes one request, applies its route's policy and answers it from the route's backend.
-async fn answer(
-    ds: &mut H1Downstream<'_>,
+pub(super) async fn answer<D: Downstream>(
+    ds: &mut D,
     ctx: &Ctx<'_>,
     req: &RequestHead,
     snapshot: &Snapshot,
@@ -341,8 +384,8 @@ fn body_within_limit(req: &RequestHead, security: &RouteSecurity) -> Result<(), 
 /// Sends the response for an error, if anyone is left to receive it, and logs it: `None` when
 /// nothing can be answered any more (the response began, or the client is gone); else whether
 /// it was sent.
-async fn answer_error(
-    ds: &mut H1Downstream<'_>,
+pub(super) async fn answer_error<D: Downstream>(
+    ds: &mut D,
     e: Error,
     req: Option<&RequestHead>,
     peer: SocketAddr,
@@ -375,10 +418,10 @@ async fn answer_error(
 }
 
 /// Counts a request in flight from its parsed head to the end of its response.
-struct InFlight<'a>(&'a AtomicU64);
+pub(super) struct InFlight<'a>(&'a AtomicU64);
 
 impl<'a> InFlight<'a> {
-    fn new(counter: &'a AtomicU64) -> Self {
+    pub(super) fn new(counter: &'a AtomicU64) -> Self {
         counter.fetch_add(1, Ordering::Relaxed);
         Self(counter)
     }
@@ -392,11 +435,11 @@ impl Drop for InFlight<'_> {
 
 /// The sizes of a parsed head, measured as the limits count them.
 #[derive(Clone, Copy, Debug)]
-struct HeadSizes {
+pub(super) struct HeadSizes {
     /// The request line, without leading empty lines or its CRLF.
-    request_line: usize,
+    pub(super) request_line: usize,
     /// The header fields and the blank line after them.
-    header_section: usize,
+    pub(super) header_section: usize,
 }
 
 impl HeadSizes {

@@ -30,7 +30,7 @@ pub(super) async fn accept_tls(
     deadline: Instant,
     shared: &Shared,
     worker: usize,
-) -> Option<ClientStream> {
+) -> Option<(ClientStream, bool)> {
     let stats = &shared.workers[worker];
     if let RecordLayer::Refuse(_) = shared.record_layer {
         // Kernel TLS is unavailable and the operator asked for no userspace fallback (the
@@ -85,7 +85,8 @@ pub(super) async fn accept_tls(
         return None;
     }
     WorkerStats::bump(&stats.tls_handshakes);
-    match &shared.record_layer {
+    let h2 = session.alpn_protocol() == Some(b"h2");
+    let client = match &shared.record_layer {
         #[cfg(feature = "ktls")]
         RecordLayer::Kernel { support, fallback } => {
             use crate::tls::ktls::{offload, Offload};
@@ -111,5 +112,6 @@ pub(super) async fn accept_tls(
             Some(ClientStream::tls(stream, session))
         }
         _ => Some(ClientStream::tls(stream, session)),
-    }
+    };
+    client.map(|c| (c, h2))
 }

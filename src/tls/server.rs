@@ -3,7 +3,8 @@
 //! Certificates and keys are read on the control thread (never on a worker) and checked: a
 //! chain with no certificate, a file with no private key, and a key that does not belong to its
 //! certificate are refused with the file named, so a reload with a bad pair keeps the old
-//! certificates serving. TLS 1.2 and 1.3, ALPN `http/1.1`; session tickets and the session
+//! certificates serving. TLS 1.2 and 1.3, ALPN `h2` (unless `[http2] enabled = false`) and
+//! `http/1.1`; session tickets and the session
 //! cache from [`super::sessions`], kept across reloads.
 //!
 //! The certificate for a handshake is chosen by SNI ([`SniResolver`]): the `server_names` of a
@@ -34,7 +35,8 @@ pub type Built = (Arc<ServerConfig>, Option<Arc<ServerSessionMemoryCache>>);
 
 /// Builds the server configuration for `tls`, or every reason it cannot be built. Resumption
 /// state comes from `sessions`, which outlives every configuration (see [`super::sessions`]).
-pub fn config(tls: &Tls, sessions: &Sessions) -> Result<Built, Vec<LoadError>> {
+/// With `http2`, ALPN offers `h2` before `http/1.1`.
+pub fn config(tls: &Tls, http2: bool, sessions: &Sessions) -> Result<Built, Vec<LoadError>> {
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let mut errors = Vec::new();
     let default = load(&provider, &tls.origin, &tls.cert_path, &tls.key_path)
@@ -74,7 +76,11 @@ pub fn config(tls: &Tls, sessions: &Sessions) -> Result<Built, Vec<LoadError>> {
         .map_err(|e| vec![(tls.origin.clone(), format!("TLS configuration: {e}"))])?
         .with_no_client_auth()
         .with_cert_resolver(Arc::new(resolver));
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    config.alpn_protocols = if http2 {
+        vec![b"h2".to_vec(), b"http/1.1".to_vec()]
+    } else {
+        vec![b"http/1.1".to_vec()]
+    };
     // One ticketer for every configuration: whether it makes tickets, and with which keys, is
     // set when the snapshot is published (`Sessions::use_key`).
     config.ticketer = sessions.ticketer();

@@ -36,6 +36,7 @@ use crate::http::method::is_tchar;
 use crate::http::{Method, MethodSet};
 use crate::security::{parse_net, IpSet};
 
+mod http2;
 mod routes;
 mod upstreams;
 mod values;
@@ -95,8 +96,8 @@ pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigErrors> {
 
 #[rustfmt::skip]
 const TOP_KEYS: &[&str] =
-    &["server", "logging", "security", "performance", "tls", "admin", "upstreams", "host_routes",
-      "path_routes"];
+    &["server", "logging", "security", "performance", "tls", "admin", "http2", "upstreams",
+      "host_routes", "path_routes"];
 /// The longest duration any `*_secs` key accepts: one day.
 const MAX_SECS: u64 = 86_400;
 
@@ -243,6 +244,7 @@ impl Walker<'_> {
         let performance = self.performance(root);
         let tls = self.tls(root);
         let admin = self.admin(root);
+        let http2 = self.http2(root);
         let upstreams = self.upstreams(root);
         let host_routes = self.host_routes(root, &security.route_defaults);
         let path_routes = self.path_routes(root, &security.route_defaults);
@@ -254,6 +256,7 @@ impl Walker<'_> {
             performance,
             tls,
             admin,
+            http2,
             host_routes,
             path_routes,
             upstreams,

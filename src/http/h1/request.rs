@@ -178,6 +178,7 @@ pub fn parse(buf: &[u8], max_size: usize) -> Result<Option<(RequestHead, usize)>
     let keep_alive = match version {
         Version::Http11 => !fields.conn_close,
         Version::Http10 => fields.conn_keep_alive && !fields.conn_close,
+        Version::Http2 => true,
     };
 
     Ok(Some((
@@ -210,6 +211,16 @@ pub fn route_of(host: &str, target: &str) -> Result<(String, String, Option<Stri
             .ok_or(err(400, "invalid Host header"))?,
     };
     Ok((host, t.path, t.query))
+}
+
+/// The path and query of an origin-form target (`/path?query`, or `*` for `OPTIONS`), by the
+/// rules of an HTTP/1 request line; for HTTP/2's `:path`, which has no absolute form.
+pub fn origin_target(target: &str, method: &Method) -> Result<(String, Option<String>), HeadError> {
+    if !target.starts_with('/') && target != "*" {
+        return Err(err(400, "the request path must start with \"/\""));
+    }
+    let t = parse_target(target, method)?;
+    Ok((t.path, t.query))
 }
 
 const BARE_LF: HeadError = err(400, "bare LF in request head");

@@ -1,0 +1,215 @@
+//! The byte stream an HTTP/2 connection runs on: the `h2` crate reads and writes through
+//! tokio's `AsyncRead`/`AsyncWrite`, which monoio offers as *poll-io* (the socket's readiness
+//! through the ring, then plain `recv`/`send`). [`PollStream`] is that stream for a client or
+//! an upstream: plain, kernel TLS (the kernel's records are plaintext to us), or rustls driven
+//! here, with bytes already read replayed first (the h2c preface a connection sent before it
+//! was known to speak HTTP/2, or what rustls decrypted before kTLS took over).
+
+use std::io::{self, Read, Write};
+use std::ops::DerefMut;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use monoio::net::tcp::stream_poll::TcpStreamPoll;
+use monoio::net::TcpStream;
+use rustls::{ConnectionCommon, SideData};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+/// A connection as HTTP/2 reads and writes it.
+pub struct PollStream<C> {
+    tcp: TcpStreamPoll,
+    /// The rustls session, when TLS runs in userspace.
+    tls: Option<Box<C>>,
+    /// Bytes received before the hand-over, returned first.
+    replay: Vec<u8>,
+    replayed: usize,
+}
+
+impl<C, S> PollStream<C>
+where
+    C: DerefMut<Target = ConnectionCommon<S>>,
+    S: SideData,
+{
+    /// Takes over a socket (and its rustls session, if any), replaying `replay` first. Fails
+    /// (giving nothing back) when the runtime cannot watch the socket's readiness.
+    pub fn new(tcp: TcpStream, tls: Option<Box<C>>, replay: Vec<u8>) -> io::Result<Self> {
+        let tcp = tcp.try_into_poll_io().map_err(|(e, _)| e)?;
+        Ok(Self {
+            tcp,
+            tls,
+            replay,
+            replayed: 0,
+        })
+    }
+
+    /// Sends what rustls has queued, as far as the socket takes it now.
+    fn flush_tls(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let Some(session) = self.tls.as_mut() else {
+            return Poll::Ready(Ok(()));
+        };
+        while session.wants_write() {
+            let mut out = Sync {
+                tcp: &mut self.tcp,
+                cx,
+            };
+            match session.write_tls(&mut out) {
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Poll::Pending,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Poll::Ready(Err(e)),
+            }
+        }
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl<C, S> AsyncRead for PollStream<C>
+where
+    C: DerefMut<Target = ConnectionCommon<S>> + Unpin,
+    S: SideData,
+{
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        if this.replayed < this.replay.len() {
+            let rest = &this.replay[this.replayed..];
+            let n = rest.len().min(buf.remaining());
+            buf.put_slice(&rest[..n]);
+            this.replayed += n;
+            if this.replayed == this.replay.len() {
+                this.replay = Vec::new();
+                this.replayed = 0;
+            }
+            return Poll::Ready(Ok(()));
+        }
+        if this.tls.is_none() {
+            return Pin::new(&mut this.tcp).poll_read(cx, buf);
+        }
+        loop {
+            // Replies rustls owes the peer (a key update, an alert) go out first, as far as
+            // the socket takes them.
+            if let Poll::Ready(Err(e)) = this.flush_tls(cx) {
+                return Poll::Ready(Err(e));
+            }
+            let Some(session) = this.tls.as_mut() else {
+                return Poll::Ready(Ok(()));
+            };
+            match session.reader().read(buf.initialize_unfilled()) {
+                Ok(n) => {
+                    // 0: the peer's close_notify, the end of the stream.
+                    buf.advance(n);
+                    return Poll::Ready(Ok(()));
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                // The connection ended without close_notify: the end, for HTTP/2's framing
+                // to judge.
+                Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
+                    return Poll::Ready(Ok(()));
+                }
+                Err(e) => return Poll::Ready(Err(e)),
+            }
+            let mut input = Sync {
+                tcp: &mut this.tcp,
+                cx,
+            };
+            match session.read_tls(&mut input) {
+                Ok(0) => return Poll::Ready(Ok(())),
+                Ok(_) => {
+                    if let Err(e) = session.process_new_packets() {
+                        // The alert, best effort.
+                        let _ = this.flush_tls(cx);
+                        return Poll::Ready(Err(io::Error::new(io::ErrorKind::InvalidData, e)));
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Poll::Pending,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Poll::Ready(Err(e)),
+            }
+        }
+    }
+}
+
+impl<C, S> AsyncWrite for PollStream<C>
+where
+    C: DerefMut<Target = ConnectionCommon<S>> + Unpin,
+    S: SideData,
+{
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        let Some(session) = this.tls.as_mut() else {
+            return Pin::new(&mut this.tcp).poll_write(cx, data);
+        };
+        // rustls takes what fits its outgoing buffer (bounded by its buffer limit); those
+        // bytes are written, whatever the socket does next.
+        let taken = session.writer().write(data)?;
+        match this.flush_tls(cx) {
+            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+            Poll::Pending if taken == 0 => Poll::Pending,
+            _ if taken == 0 && !data.is_empty() => {
+                // Flushed, yet nothing taken: try once more now that there is room.
+                match this.tls.as_mut().map(|s| s.writer().write(data)) {
+                    Some(Ok(0)) | None => Poll::Pending,
+                    Some(r) => Poll::Ready(r),
+                }
+            }
+            _ => Poll::Ready(Ok(taken)),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        if this.tls.is_none() {
+            return Pin::new(&mut this.tcp).poll_flush(cx);
+        }
+        this.flush_tls(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        if let Some(session) = this.tls.as_mut() {
+            session.send_close_notify();
+            if let Poll::Ready(Err(e)) = this.flush_tls(cx) {
+                return Poll::Ready(Err(e));
+            }
+        }
+        Pin::new(&mut this.tcp).poll_shutdown(cx)
+    }
+}
+
+/// The socket as `std::io` for rustls, within one poll: not ready is `WouldBlock` (and the
+/// task is woken when it is).
+struct Sync<'a, 'b> {
+    tcp: &'a mut TcpStreamPoll,
+    cx: &'a mut Context<'b>,
+}
+
+impl Read for Sync<'_, '_> {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        let mut buf = ReadBuf::new(out);
+        match Pin::new(&mut *self.tcp).poll_read(self.cx, &mut buf) {
+            Poll::Ready(Ok(())) => Ok(buf.filled().len()),
+            Poll::Ready(Err(e)) => Err(e),
+            Poll::Pending => Err(io::ErrorKind::WouldBlock.into()),
+        }
+    }
+}
+
+impl Write for Sync<'_, '_> {
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        match Pin::new(&mut *self.tcp).poll_write(self.cx, data) {
+            Poll::Ready(r) => r,
+            Poll::Pending => Err(io::ErrorKind::WouldBlock.into()),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}

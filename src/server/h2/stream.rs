@@ -1,0 +1,469 @@
+//! One HTTP/2 stream: its request mapped to the exchange, answered by the same phases as an
+//! HTTP/1 request ([`super::super::request::answer`]), through [`H2Downstream`].
+//!
+//! Flow control both ways is the backpressure: request DATA is released to the client's
+//! window only as the backend takes it, and response bytes are handed to `h2` only as the
+//! client's window grants capacity, so a stream never holds more than its window in either
+//! direction. A client's `RST_STREAM` cancels the handler at once (its upstream request
+//! with it): the handler runs raced against the stream's reset.
+
+use std::cell::RefCell;
+use std::future::poll_fn;
+use std::os::fd::RawFd;
+use std::rc::Rc;
+use std::sync::atomic::Ordering;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use h2::server::SendResponse;
+use h2::{Reason, RecvStream, SendStream};
+use monoio::net::TcpStream;
+
+use super::Connection;
+use crate::error::{Error, ErrorKind};
+use crate::exchange::{Body, BodyLimits, Downstream};
+use crate::http::h2 as codec;
+use crate::http::response::ResponseHead;
+use crate::metrics::WorkerStats;
+use crate::net::client::{ClientStream, Meter};
+use crate::server::request::{answer, answer_error, Ctx, Finished, HeadSizes, InFlight, Trace};
+
+/// The most response bytes handed to `h2` at once (and read from a file per piece).
+const PIECE: usize = 64 * 1024;
+/// How long a response waits for the client to open its window before it is given up (a
+/// client that stopped reading).
+const SEND_STALL: Duration = Duration::from_secs(60);
+
+/// Serves one stream to its end (or its reset). The connection counted its handler in
+/// flight; this ends the count.
+pub(super) async fn run(
+    request: http::Request<RecvStream>,
+    respond: SendResponse<Bytes>,
+    conn: Rc<Connection>,
+) {
+    let started = Instant::now();
+    let shared = conn.shared.clone();
+    let stats = &shared.workers[conn.worker];
+    stats.h2_streams_open.fetch_add(1, Ordering::Relaxed);
+    let (parts, rx) = request.into_parts();
+    let tx = Rc::new(RefCell::new(Tx::Head(respond)));
+    let mut ds = H2Downstream::new(tx.clone(), rx, parts.method == http::Method::HEAD);
+    let parsed = codec::request_head(&parts, ds.rx.is_end_stream());
+    drop(parts);
+    let snapshot = shared.snapshot.load_full();
+    let mut trace = Trace::default();
+    let mut req = None;
+    {
+        let handler = async {
+            let (head, sizes) = match parsed {
+                Ok(parsed) => parsed,
+                Err(e) => {
+                    let _ = answer_error(&mut ds, Error::from(e), None, conn.peer).await;
+                    return;
+                }
+            };
+            ds.expects_continue = head
+                .header("expect")
+                .is_some_and(|v| v.trim_ascii().eq_ignore_ascii_case(b"100-continue"));
+            let head = &*req.insert(head);
+            let _in_flight = InFlight::new(&stats.in_flight);
+            let ctx = Ctx {
+                peer: conn.peer,
+                worker: &conn.ctx,
+                shared: &shared,
+                tls: conn.tls,
+            };
+            let sizes = HeadSizes {
+                request_line: sizes.request_line,
+                header_section: sizes.header_section,
+            };
+            let result = answer(&mut ds, &ctx, head, &snapshot, sizes, &mut trace).await;
+            if let Err(e) = result {
+                if answer_error(&mut ds, e, Some(head), conn.peer)
+                    .await
+                    .is_none()
+                {
+                    ds.cut = true;
+                }
+            }
+        };
+        let reset = poll_fn(|cx| tx.borrow_mut().poll_reset(cx));
+        let reset = monoio::select! {
+            () = handler => None,
+            reason = reset => Some(reason),
+        };
+        if let Some(reason) = reset {
+            WorkerStats::bump(&stats.h2_resets_received);
+            log::debug!("{}: the client reset its stream: {reason:?}", conn.peer);
+            ds.gone = true;
+        }
+    }
+    // A response that did not end properly must not look complete.
+    let mut tx = tx.borrow_mut();
+    if !matches!(*tx, Tx::Done) && !ds.gone {
+        WorkerStats::bump(&stats.h2_resets_sent);
+        tx.send_reset(if ds.cut {
+            Reason::INTERNAL_ERROR
+        } else {
+            Reason::CANCEL
+        });
+    }
+    *tx = Tx::Done;
+    drop(tx);
+    let finished = Finished {
+        shared: &shared,
+        worker: conn.worker,
+        peer: conn.peer,
+        meter: ds.meter,
+    };
+    finished.record(req.as_ref(), Some(&snapshot), &trace, started);
+    stats.h2_streams_open.fetch_sub(1, Ordering::Relaxed);
+    conn.in_flight.set(conn.in_flight.get().saturating_sub(1));
+}
+
+/// The sending half of a stream, shared by the handler and the watch for the client's reset.
+/// Never borrowed across an await.
+enum Tx {
+    /// No response head yet.
+    Head(SendResponse<Bytes>),
+    /// The head went; the body is under way.
+    Body(SendStream<Bytes>),
+    /// The stream has ended (or was reset).
+    Done,
+}
+
+impl Tx {
+    fn poll_reset(&mut self, cx: &mut Context<'_>) -> Poll<Result<Reason, h2::Error>> {
+        match self {
+            Self::Head(r) => r.poll_reset(cx),
+            Self::Body(s) => s.poll_reset(cx),
+            Self::Done => Poll::Pending,
+        }
+    }
+
+    fn send_reset(&mut self, reason: Reason) {
+        match self {
+            Self::Head(r) => r.send_reset(reason),
+            Self::Body(s) => s.send_reset(reason),
+            Self::Done => {}
+        }
+    }
+}
+
+/// One stream's exchange.
+pub struct H2Downstream {
+    tx: Rc<RefCell<Tx>>,
+    rx: RecvStream,
+    /// Request DATA received and not yet taken by the backend (nor released to the window).
+    pending: Vec<Bytes>,
+    /// The request body has ended (its trailers, if any, are in `trailers`).
+    body_end: bool,
+    trailers: Vec<u8>,
+    /// Request body bytes taken so far.
+    taken: u64,
+    limits: BodyLimits,
+    head_request: bool,
+    expects_continue: bool,
+    meter: Meter,
+    /// The response was cut off by a failure: reset with `INTERNAL_ERROR`.
+    cut: bool,
+    /// The client reset the stream.
+    gone: bool,
+}
+
+impl H2Downstream {
+    fn new(tx: Rc<RefCell<Tx>>, rx: RecvStream, head_request: bool) -> Self {
+        let body_end = rx.is_end_stream();
+        Self {
+            tx,
+            rx,
+            pending: Vec::new(),
+            body_end,
+            trailers: Vec::new(),
+            taken: 0,
+            limits: BodyLimits::default(),
+            head_request,
+            expects_continue: false,
+            meter: Meter::default(),
+            cut: false,
+            gone: false,
+        }
+    }
+
+    /// Waits until the client's window lets `want` (at most [`PIECE`]) bytes go: how many may.
+    async fn capacity(&mut self, want: usize) -> Result<usize, Error> {
+        let want = want.clamp(1, PIECE);
+        {
+            let mut tx = self.tx.borrow_mut();
+            let Tx::Body(s) = &mut *tx else {
+                return Err(gone("the stream has ended"));
+            };
+            let now = s.capacity();
+            if now > 0 {
+                return Ok(now.min(want));
+            }
+            s.reserve_capacity(want);
+        }
+        let granted = poll_fn(|cx| match &mut *self.tx.borrow_mut() {
+            Tx::Body(s) => match s.poll_capacity(cx) {
+                Poll::Ready(Some(Ok(0))) => {
+                    // Assigned and taken back: wait again.
+                    cx.waker().wake_by_ref();
+                    Poll::Pending
+                }
+                other => other,
+            },
+            _ => Poll::Ready(None),
+        });
+        match monoio::time::timeout(SEND_STALL, granted).await {
+            Ok(Some(Ok(n))) => Ok(n.min(want)),
+            Ok(Some(Err(e))) => Err(gone(format!("the stream failed: {e}"))),
+            Ok(None) => Err(gone("the stream has ended")),
+            Err(_) => Err(Error::client(
+                ErrorKind::ClientGone,
+                "the client kept its window shut",
+            )),
+        }
+    }
+
+    /// Sends `piece` (within the capacity just granted); `end` ends the stream with it.
+    fn push(&mut self, piece: Bytes, end: bool) -> Result<(), Error> {
+        let n = piece.len() as u64;
+        let mut tx = self.tx.borrow_mut();
+        let Tx::Body(s) = &mut *tx else {
+            return Err(gone("the stream has ended"));
+        };
+        s.send_data(piece, end)
+            .map_err(|e| gone(format!("sending DATA: {e}")))?;
+        self.meter.sent += n;
+        if end {
+            *tx = Tx::Done;
+        }
+        Ok(())
+    }
+
+    /// Sends all of `data`, as the window allows; `end` ends the stream with its last piece.
+    async fn send_all(&mut self, mut data: &[u8], end: bool) -> Result<(), Error> {
+        while !data.is_empty() {
+            let n = self.capacity(data.len()).await?.min(data.len());
+            let (piece, rest) = data.split_at(n);
+            self.push(codec::bytes(piece), end && rest.is_empty())?;
+            data = rest;
+        }
+        Ok(())
+    }
+
+    /// Sends `len` bytes of the file `fd` from `offset`, read piece by piece as the window
+    /// allows (sendfile cannot write HTTP/2 frames), and ends the stream.
+    async fn send_file(&mut self, fd: RawFd, offset: u64, len: u64) -> Result<(), Error> {
+        let (mut at, end) = (offset, offset.saturating_add(len));
+        while at < end {
+            let want = usize::try_from(end - at).unwrap_or(usize::MAX);
+            let n = self.capacity(want).await?;
+            let mut buf = BytesMut::zeroed(n);
+            // SAFETY: pread writes at most `n` bytes into the live buffer of `n` bytes.
+            let got = unsafe { libc::pread(fd, buf.as_mut_ptr().cast(), n, at as libc::off_t) };
+            if got < 0 {
+                let e = std::io::Error::last_os_error();
+                if e.kind() == std::io::ErrorKind::Interrupted {
+                    continue;
+                }
+                return Err(Error::internal(format!("reading the file: {e}")));
+            }
+            if got == 0 {
+                return Err(Error::internal("the file shrank while it was being sent"));
+            }
+            buf.truncate(got as usize);
+            at += got as u64;
+            self.push(buf.freeze(), at >= end)?;
+        }
+        Ok(())
+    }
+}
+
+fn gone(detail: impl Into<std::borrow::Cow<'static, str>>) -> Error {
+    Error::client(ErrorKind::ClientGone, detail)
+}
+
+impl Downstream for H2Downstream {
+    fn set_limits(&mut self, limits: BodyLimits) {
+        self.limits = limits;
+    }
+
+    fn take_body(&mut self, each: &mut dyn FnMut(&[u8])) -> Result<bool, Error> {
+        let mut released = 0;
+        for piece in self.pending.drain(..) {
+            each(&piece);
+            released += piece.len();
+        }
+        if released > 0 {
+            self.taken += released as u64;
+            // The client may send as much again: the backend has taken these.
+            let _ = self.rx.flow_control().release_capacity(released);
+            if self.taken > self.limits.max_chunked {
+                return Err(Error::client(
+                    ErrorKind::BodyTooLarge,
+                    "request body too large",
+                ));
+            }
+        }
+        Ok(self.body_end)
+    }
+
+    async fn continue_body(&mut self) -> Result<(), Error> {
+        if std::mem::take(&mut self.expects_continue) {
+            if let Tx::Head(r) = &mut *self.tx.borrow_mut() {
+                let mut interim = http::Response::new(());
+                *interim.status_mut() = http::StatusCode::CONTINUE;
+                let _ = r.send_informational(interim);
+            }
+        }
+        Ok(())
+    }
+
+    async fn more_body(&mut self) -> Result<(), Error> {
+        if self.body_end {
+            return Ok(());
+        }
+        let timeout = self.limits.timeout;
+        let data = poll_fn(|cx| self.rx.poll_data(cx));
+        match monoio::time::timeout(timeout, data).await {
+            Err(_) => Err(Error::client(
+                ErrorKind::ClientTimeout,
+                "request body too slow",
+            )),
+            Ok(Some(Ok(piece))) => {
+                self.pending.push(piece);
+                Ok(())
+            }
+            Ok(Some(Err(e))) => Err(Error::client(
+                ErrorKind::ClientGone,
+                format!("the request body failed: {e}"),
+            )),
+            Ok(None) => {
+                let trailers = poll_fn(|cx| self.rx.poll_trailers(cx));
+                match monoio::time::timeout(timeout, trailers).await {
+                    Err(_) => Err(Error::client(
+                        ErrorKind::ClientTimeout,
+                        "request trailers too slow",
+                    )),
+                    Ok(Err(e)) => Err(Error::client(
+                        ErrorKind::ClientGone,
+                        format!("the request trailers failed: {e}"),
+                    )),
+                    Ok(Ok(map)) => {
+                        if let Some(map) = map {
+                            self.trailers = codec::trailer_lines(&map);
+                        }
+                        self.body_end = true;
+                        Ok(())
+                    }
+                }
+            }
+        }
+    }
+
+    fn body_trailers(&self) -> &[u8] {
+        &self.trailers
+    }
+
+    fn abandon_body(&mut self) {
+        // Nothing to do: the stream's receiving half is dropped with the exchange, and the
+        // connection goes on (HTTP/2 framing is never in doubt).
+    }
+
+    async fn send_interim(&mut self, head: ResponseHead) -> Result<(), Error> {
+        if head.status() == 100 {
+            return Ok(());
+        }
+        let (resp, _) = codec::response(&head, None);
+        if let Tx::Head(r) = &mut *self.tx.borrow_mut() {
+            let _ = r.send_informational(resp);
+        }
+        Ok(())
+    }
+
+    async fn respond(&mut self, head: ResponseHead, body: Body<'_>) -> Result<(), Error> {
+        let status = head.status();
+        let length = match body {
+            Body::Empty { length } => length,
+            Body::Bytes(b) => Some(b.len() as u64),
+            Body::File { len, .. } => Some(len),
+            Body::Stream { length, .. } => length,
+        };
+        let empty = self.head_request || matches!(body, Body::Empty { .. }) || length == Some(0);
+        let (resp, dropped) =
+            codec::response(&head, length.filter(|_| status != 304 && status != 204));
+        if dropped > 0 {
+            log::debug!("{dropped} response field(s) HTTP/2 cannot carry were dropped");
+        }
+        let head_len = head
+            .fields()
+            .map(|(n, v)| n.len() + v.len() + 4)
+            .sum::<usize>()
+            + 13;
+        self.meter.note_head(status, head_len as u64);
+        self.meter.sent += head_len as u64;
+        {
+            let mut tx = self.tx.borrow_mut();
+            let Tx::Head(r) = std::mem::replace(&mut *tx, Tx::Done) else {
+                return Err(Error::internal("a second response head on one stream"));
+            };
+            let mut r = r;
+            match r.send_response(resp, empty) {
+                Ok(stream) if !empty => *tx = Tx::Body(stream),
+                Ok(_) => {}
+                Err(e) => return Err(gone(format!("sending the response head: {e}"))),
+            }
+        }
+        if empty {
+            return Ok(());
+        }
+        match body {
+            Body::Bytes(b) => self.send_all(b, true).await,
+            Body::File { fd, offset, len } => self.send_file(fd, offset, len).await,
+            Body::Empty { .. } | Body::Stream { .. } => Ok(()),
+        }
+    }
+
+    async fn send_data(&mut self, data: &[u8]) -> Result<(), Error> {
+        if self.head_request || data.is_empty() {
+            return Ok(());
+        }
+        self.send_all(data, false).await
+    }
+
+    async fn end_body(&mut self, trailers: &[u8]) -> Result<(), Error> {
+        let mut tx = self.tx.borrow_mut();
+        let Tx::Body(s) = &mut *tx else {
+            // A HEAD answer (or an empty body) ended with its head.
+            return Ok(());
+        };
+        let map = codec::trailer_map(trailers);
+        let sent = if map.is_empty() {
+            s.send_data(Bytes::new(), true)
+        } else {
+            s.send_trailers(map)
+        };
+        sent.map_err(|e| gone(format!("ending the response: {e}")))?;
+        *tx = Tx::Done;
+        Ok(())
+    }
+
+    fn reset(&mut self) {
+        self.cut = true;
+    }
+
+    fn plain_socket(&mut self) -> Option<(&TcpStream, &mut u64)> {
+        None
+    }
+
+    async fn switch_protocols(
+        &mut self,
+        _head: ResponseHead,
+    ) -> Result<Option<(&mut ClientStream, Vec<u8>)>, Error> {
+        // HTTP/2 has no 101 (and `h2` refuses `upgrade` fields, so none is offered upstream).
+        Ok(None)
+    }
+}
