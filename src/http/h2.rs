@@ -287,7 +287,10 @@ mod tests {
         let mut p = parts("https://a.test/", &[]);
         p.uri = "https://a.test/../x".parse().unwrap();
         let (r, _) = request_head(&p, true).unwrap();
-        assert_eq!(r.path, "/../x", "normalised (and refused) by routing, as for HTTP/1");
+        assert_eq!(
+            r.path, "/../x",
+            "normalised (and refused) by routing, as for HTTP/1"
+        );
         p.uri = "https://a.test".parse().unwrap();
         assert_eq!(request_head(&p, true).unwrap().0.path, "/");
     }

@@ -9,6 +9,7 @@ mod control;
 mod files;
 mod forwarding;
 mod groups;
+mod h2;
 mod interim;
 mod ktls;
 mod observability;

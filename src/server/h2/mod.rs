@@ -142,6 +142,7 @@ async fn run(
     // When the connection last had a stream in flight (or began).
     let mut idle_since = started;
     let mut ping_sent: Option<Instant> = None;
+    let mut last_pong = started;
     loop {
         let busy = conn.in_flight.get() > 0 || h2.has_streams();
         let now = Instant::now();
@@ -187,14 +188,14 @@ async fn run(
                     h2.abrupt_shutdown(Reason::NO_ERROR);
                 }
                 Some(at) => wake = wake.min(at + keepalive),
-                None if now >= idle_since + keepalive => {
+                None if now >= idle_since.max(last_pong) + keepalive => {
                     if let Some(p) = ping.as_mut() {
                         if p.send_ping(h2::Ping::opaque()).is_ok() {
                             ping_sent = Some(now);
                         }
                     }
                 }
-                None => wake = wake.min(idle_since + keepalive),
+                None => wake = wake.min(idle_since.max(last_pong) + keepalive),
             }
         }
         let pong = async {
@@ -213,9 +214,10 @@ async fn run(
         };
         match event {
             Event::Tick => {}
+            // An answered PING keeps the connection, not its streams: it stays idle.
             Event::Pong(true) => {
                 ping_sent = None;
-                idle_since = Instant::now();
+                last_pong = Instant::now();
             }
             Event::Pong(false) => ping_sent = None,
             // The connection ended: closed by the client, gracefully, or for an error

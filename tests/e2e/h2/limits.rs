@@ -1,0 +1,141 @@
+//! An HTTP/2 connection's limits and lifecycle: a client's reset cancels the upstream request
+//! at once; `max_concurrent_streams`, `max_requests_per_connection` (GOAWAY), the first
+//! request's and the idle timeout (GOAWAY), keep-alive PINGs, and a drain's graceful GOAWAY
+//! with the streams in flight finished.
+
+use std::io::Read;
+use std::net::TcpListener;
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use super::{attack, h2c, PEER};
+use crate::both_drivers;
+use crate::common::Driver;
+use crate::upstream::Upstream;
+
+fn a_client_reset_cancels_the_upstream_request(d: Driver) {
+    // An upstream that reads a request, never answers, and reports when the daemon hangs up.
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let (mut c, _) = listener.accept().unwrap();
+        let mut buf = [0u8; 4096];
+        let mut head = Vec::new();
+        while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+            match c.read(&mut buf) {
+                Ok(0) | Err(_) => return,
+                Ok(n) => head.extend_from_slice(&buf[..n]),
+            }
+        }
+        let asked = Instant::now();
+        while !matches!(c.read(&mut buf), Ok(0) | Err(_)) {}
+        let _ = tx.send(asked.elapsed());
+    });
+    let (s, _site) = h2c(d, "", Some(addr), "");
+    // The client resets its stream half a second after sending it.
+    let r = attack(&s, "reset-after", "/app/hang");
+    assert_eq!(r["closed"], false, "the connection goes on: {r}");
+    let held = rx
+        .recv_timeout(Duration::from_secs(5))
+        .expect("the upstream connection is closed");
+    assert!(
+        held < Duration::from_millis(1500),
+        "the upstream request ended {held:?} after it began (the reset came at 0.5 s)"
+    );
+}
+
+fn max_concurrent_streams_refuses_the_extra(d: Driver) {
+    let up = Upstream::start();
+    let (s, _site) = h2c(d, "max_concurrent_streams = 2", Some(up.addr), "");
+    let r = attack(&s, "together", "/app/slow/700");
+    let statuses = r["statuses"].as_array().unwrap();
+    assert_eq!(statuses.len(), 2, "two answered: {r}");
+    assert!(r["rst"].as_u64().unwrap() >= 1, "the third refused: {r}");
+}
+
+fn max_requests_per_connection_ends_with_goaway(d: Driver) {
+    let (s, _site) = h2c(d, "max_requests_per_connection = 3", None, "");
+    let r = attack(&s, "sequential", "/");
+    assert_eq!(r["statuses"], serde_json::json!([200, 200, 200]), "{r}");
+    assert_eq!(r["goaway"], 0, "a graceful GOAWAY (NO_ERROR): {r}");
+}
+
+fn idle_and_first_request_timeouts_end_with_goaway(d: Driver) {
+    let (s, _site) = h2c(
+        d,
+        "idle_timeout_secs = 1",
+        None,
+        "[security]\nclient_header_timeout_secs = 1\n",
+    );
+    let started = Instant::now();
+    let r = attack(&s, "one-then-wait", "/");
+    assert_eq!(r["statuses"], serde_json::json!([200]), "{r}");
+    assert_eq!(
+        (r["goaway"].clone(), r["closed"].clone()),
+        (0.into(), true.into()),
+        "{r}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(5));
+    // No request at all: closed after the header timeout.
+    let started = Instant::now();
+    let r = attack(&s, "silent", "/");
+    assert_eq!(
+        (r["goaway"].clone(), r["closed"].clone()),
+        (0.into(), true.into()),
+        "{r}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+fn keepalive_pings_an_idle_connection(d: Driver) {
+    let (s, _site) = h2c(
+        d,
+        "keepalive_interval_secs = 1\nidle_timeout_secs = 4",
+        None,
+        "",
+    );
+    let r = attack(&s, "one-then-wait", "/");
+    assert_eq!(r["statuses"], serde_json::json!([200]), "{r}");
+    assert!(r["pings"].as_u64().unwrap() >= 2, "PINGs while idle: {r}");
+    assert_eq!(r["goaway"], 0, "then the idle timeout: {r}");
+}
+
+fn a_drain_finishes_streams_in_flight_after_goaway(d: Driver) {
+    let up = Upstream::start();
+    let (s, _site) = h2c(d, "", Some(up.addr), "");
+    let client = Command::new("python3")
+        .args([PEER, "one-then-wait", &s.addr.ip().to_string()])
+        .arg(s.addr.port().to_string())
+        .args(["h2.test", "/app/slow/1500"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    s.signal(libc::SIGTERM);
+    let out = client.wait_with_output().unwrap();
+    let r: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        r["statuses"],
+        serde_json::json!([200]),
+        "the stream in flight finished: {r}"
+    );
+    assert_eq!(r["goaway"], 0, "{r}");
+    assert_eq!(r["closed"], true, "{r}");
+}
+
+both_drivers!(
+    a_client_reset_cancels_the_upstream_request,
+    max_concurrent_streams_refuses_the_extra,
+    max_requests_per_connection_ends_with_goaway,
+    idle_and_first_request_timeouts_end_with_goaway,
+    keepalive_pings_an_idle_connection,
+    a_drain_finishes_streams_in_flight_after_goaway,
+);

