@@ -37,6 +37,9 @@ pub enum ErrorKind {
     NotImplemented,
     /// No route, or no file (404).
     NotFound,
+    /// An HTTP/2 request for a name the connection's certificate does not cover (421): the
+    /// client is to open a connection of its own for it.
+    Misdirected,
     /// Refused by policy, or a path that leaves the route's root (403).
     Forbidden,
     /// The method is not served here (405); carries the `Allow` value.
@@ -105,6 +108,7 @@ impl Error {
         Some(match self.kind {
             ErrorKind::BadRequest => 400,
             ErrorKind::Forbidden => 403,
+            ErrorKind::Misdirected => 421,
             ErrorKind::NotFound => 404,
             ErrorKind::MethodNotAllowed(_) => 405,
             ErrorKind::ClientTimeout => 408,

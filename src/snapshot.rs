@@ -33,6 +33,9 @@ pub struct Snapshot {
     /// The TLS server configuration (certificates by SNI) when `[tls]` is set: new handshakes
     /// use the snapshot current when the connection is accepted.
     pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// How `tls` chooses a certificate by SNI: which certificate a connection got, for
+    /// HTTP/2's connection coalescing (a `421` for a name it does not cover).
+    pub certificates: Option<Arc<crate::tls::server::SniResolver>>,
     /// The content of `[tls] session_ticket_key_file`, read when the snapshot was built; put in
     /// force when it is published ([`Snapshot::publish_sessions`]).
     pub ticket_key: Option<Box<[u8; crate::tls::sessions::KEY_FILE_LEN]>>,
@@ -127,11 +130,13 @@ impl Snapshot {
             });
         }
         let mut session_cache = None;
+        let mut certificates = None;
         let tls = match &config.tls {
             None => None,
             Some(t) => match crate::tls::server::config(t, config.http2.enabled, sessions) {
-                Ok((c, cache)) => {
+                Ok((c, cache, resolver)) => {
                     session_cache = cache;
+                    certificates = Some(resolver);
                     Some(c)
                 }
                 Err(e) => {
@@ -174,6 +179,7 @@ impl Snapshot {
             router,
             groups,
             tls,
+            certificates,
             ticket_key,
             session_cache,
         })

@@ -65,13 +65,24 @@ pub async fn serve(
             ))
             .await
             {
-                // HTTP/2, chosen by ALPN.
-                Some((client, true)) => {
+                // HTTP/2, chosen by ALPN: its streams may be for any name the connection's
+                // certificate covers.
+                Some(h) if h.h2 => {
+                    let names = h.sni.and_then(|sni| {
+                        let cert = shared
+                            .snapshot
+                            .load()
+                            .certificates
+                            .as_ref()?
+                            .choose(Some(&sni))?;
+                        Some(super::h2::Names::new(sni, cert))
+                    });
                     drop(shared);
-                    return http2(client, Vec::new(), peer, admitted, registry.ctx.clone()).await;
+                    let ctx = registry.ctx.clone();
+                    return http2(h.client, Vec::new(), peer, admitted, ctx, names).await;
                 }
                 // The first request head gets a header timeout of its own.
-                Some((client, false)) => (client, Instant::now() + limits.header_timeout),
+                Some(h) => (h.client, Instant::now() + limits.header_timeout),
                 None => return,
             }
         }
@@ -171,7 +182,7 @@ async fn connection(
         if let Some(admitted) = open.admitted.take() {
             let ctx = conn.ctx.clone();
             drop(open);
-            Box::pin(http2(conn.client, conn.buf, conn.peer, admitted, ctx)).await;
+            Box::pin(http2(conn.client, conn.buf, conn.peer, admitted, ctx, None)).await;
         }
         return;
     }
@@ -191,10 +202,11 @@ async fn http2(
     peer: SocketAddr,
     admitted: Admitted,
     ctx: Rc<WorkerCtx>,
+    names: Option<super::h2::Names>,
 ) {
     let tls = client.is_tls();
     match client.into_poll(replay) {
-        Ok(io) => super::h2::serve(io, peer, admitted, ctx, tls).await,
+        Ok(io) => super::h2::serve(io, peer, admitted, ctx, tls, names).await,
         Err(e) => log::warn!("{peer}: cannot serve HTTP/2 on this socket: {e}"),
     }
 }

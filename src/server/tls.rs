@@ -30,7 +30,7 @@ pub(super) async fn accept_tls(
     deadline: Instant,
     shared: &Shared,
     worker: usize,
-) -> Option<(ClientStream, bool)> {
+) -> Option<Handshake> {
     let stats = &shared.workers[worker];
     if let RecordLayer::Refuse(_) = shared.record_layer {
         // Kernel TLS is unavailable and the operator asked for no userspace fallback (the
@@ -86,6 +86,7 @@ pub(super) async fn accept_tls(
     }
     WorkerStats::bump(&stats.tls_handshakes);
     let h2 = session.alpn_protocol() == Some(b"h2");
+    let sni = session.server_name().map(str::to_ascii_lowercase);
     let client = match &shared.record_layer {
         #[cfg(feature = "ktls")]
         RecordLayer::Kernel { support, fallback } => {
@@ -113,5 +114,14 @@ pub(super) async fn accept_tls(
         }
         _ => Some(ClientStream::tls(stream, session)),
     };
-    client.map(|c| (c, h2))
+    client.map(|client| Handshake { client, h2, sni })
+}
+
+/// A connection past its TLS handshake.
+pub(super) struct Handshake {
+    pub(super) client: ClientStream,
+    /// The client chose HTTP/2 by ALPN.
+    pub(super) h2: bool,
+    /// The name the client asked for (SNI), lower-case.
+    pub(super) sni: Option<String>,
 }

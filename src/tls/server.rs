@@ -29,9 +29,14 @@ use crate::config::{Origin, Tls};
 /// A load failure: where in the config (`tls.cert_path`, `tls.certificates[1].key_path`) and why.
 pub type LoadError = (Origin, String);
 
-/// A server configuration, and the session cache it uses (to be kept for the next builds once
-/// it is published: [`Sessions::use_cache`]).
-pub type Built = (Arc<ServerConfig>, Option<Arc<ServerSessionMemoryCache>>);
+/// A server configuration, the session cache it uses (to be kept for the next builds once
+/// it is published: [`Sessions::use_cache`]), and its certificate chooser (which HTTP/2's
+/// connection coalescing asks which certificate a connection got).
+pub type Built = (
+    Arc<ServerConfig>,
+    Option<Arc<ServerSessionMemoryCache>>,
+    Arc<SniResolver>,
+);
 
 /// Builds the server configuration for `tls`, or every reason it cannot be built. Resumption
 /// state comes from `sessions`, which outlives every configuration (see [`super::sessions`]).
@@ -71,11 +76,12 @@ pub fn config(tls: &Tls, http2: bool, sessions: &Sessions) -> Result<Built, Vec<
         return Err(errors);
     };
     resolver.default = Some(default);
+    let resolver = Arc::new(resolver);
     let mut config = ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(|e| vec![(tls.origin.clone(), format!("TLS configuration: {e}"))])?
         .with_no_client_auth()
-        .with_cert_resolver(Arc::new(resolver));
+        .with_cert_resolver(resolver.clone());
     config.alpn_protocols = if http2 {
         vec![b"h2".to_vec(), b"http/1.1".to_vec()]
     } else {
@@ -93,7 +99,7 @@ pub fn config(tls: &Tls, http2: bool, sessions: &Sessions) -> Result<Built, Vec<
     // kTLS build, not from `ktls_enabled`: that key takes effect at start-up only, and a reload
     // that changes it must not leave the running kernel-TLS listener unable to extract keys.
     config.enable_secret_extraction = cfg!(feature = "ktls");
-    Ok((Arc::new(config), cache))
+    Ok((Arc::new(config), cache, resolver))
 }
 
 /// Chooses a certificate by SNI (see the module documentation).
@@ -139,6 +145,13 @@ impl ResolvesServerCert for SniResolver {
         let sni = hello.server_name().map(str::to_ascii_lowercase);
         self.choose(sni.as_deref())
     }
+}
+
+/// Whether `key`'s leaf certificate is valid for `host` (a DNS name, or an IP address; IPv6 in
+/// brackets or not).
+pub fn covers(key: &CertifiedKey, host: &str) -> bool {
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    ServerName::try_from(host).is_ok_and(|name| valid_for(key, &name))
 }
 
 /// Whether `key`'s leaf certificate is valid for `name`.

@@ -134,7 +134,7 @@ fn der(leaf: &Leaf) -> Vec<u8> {
         .to_vec()
 }
 
-fn write_pair(dir: &Path, name: &str, leaf: &Leaf) {
+pub fn write_pair(dir: &Path, name: &str, leaf: &Leaf) {
     std::fs::write(dir.join(format!("{name}.pem")), &leaf.cert_pem).unwrap();
     std::fs::write(dir.join(format!("{name}.key")), &leaf.key_pem).unwrap();
 }

@@ -18,7 +18,7 @@
 
 mod stream;
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
@@ -27,6 +27,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use h2::Reason;
+use rustls::sign::CertifiedKey;
 use rustls::ServerConnection;
 
 use super::WorkerCtx;
@@ -59,10 +60,52 @@ pub(super) struct Connection {
     pub(super) ctx: Rc<WorkerCtx>,
     /// The client came over TLS.
     pub(super) tls: bool,
+    /// The name the client asked for by SNI, and the certificate it got.
+    pub(super) names: Option<Names>,
     /// Stream handlers running.
     pub(super) in_flight: Cell<u32>,
     /// The connection stays counted open until its last stream is done.
     _open: Admitted,
+}
+
+/// Connection coalescing (RFC 9113 §9.1.1): a client may send requests for every name the
+/// connection's certificate covers; a request for another name gets `421 Misdirected
+/// Request`, and the client opens a connection of its own for it. Connections without SNI
+/// (by address) are not checked.
+pub struct Names {
+    sni: String,
+    cert: Arc<CertifiedKey>,
+    /// Names asked about already, and the answer (a connection sees few).
+    seen: RefCell<Vec<(String, bool)>>,
+}
+
+/// Most names remembered per connection.
+const NAMES_SEEN: usize = 8;
+
+impl Names {
+    pub fn new(sni: String, cert: Arc<CertifiedKey>) -> Self {
+        Self {
+            sni,
+            cert,
+            seen: RefCell::new(Vec::new()),
+        }
+    }
+
+    /// Whether a request for `host` (lower-case, no port) may come on this connection.
+    pub(super) fn cover(&self, host: &str) -> bool {
+        if host == self.sni {
+            return true;
+        }
+        let mut seen = self.seen.borrow_mut();
+        if let Some((_, ok)) = seen.iter().find(|(h, _)| h == host) {
+            return *ok;
+        }
+        let ok = crate::tls::server::covers(&self.cert, host);
+        if seen.len() < NAMES_SEEN {
+            seen.push((host.to_owned(), ok));
+        }
+        ok
+    }
 }
 
 /// Serves an HTTP/2 connection until it closes. `io` is past any TLS handshake; the client's
@@ -73,6 +116,7 @@ pub async fn serve(
     admitted: Admitted,
     ctx: Rc<WorkerCtx>,
     tls: bool,
+    names: Option<Names>,
 ) {
     let (settings, limits) = {
         let snapshot = admitted.shared.snapshot.load();
@@ -84,6 +128,7 @@ pub async fn serve(
         shared: admitted.shared.clone(),
         ctx,
         tls,
+        names,
         in_flight: Cell::new(0),
         _open: admitted,
     });

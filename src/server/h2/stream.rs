@@ -78,7 +78,19 @@ pub(super) async fn run(
                 request_line: sizes.request_line,
                 header_section: sizes.header_section,
             };
-            let result = answer(&mut ds, &ctx, head, &snapshot, sizes, &mut trace).await;
+            let misdirected = conn
+                .names
+                .as_ref()
+                .zip(head.host.as_deref())
+                .is_some_and(|(names, host)| !names.cover(host));
+            let result = if misdirected {
+                Err(Error::client(
+                    ErrorKind::Misdirected,
+                    "this connection's certificate does not cover the requested name",
+                ))
+            } else {
+                answer(&mut ds, &ctx, head, &snapshot, sizes, &mut trace).await
+            };
             if let Err(e) = result {
                 if answer_error(&mut ds, e, Some(head), conn.peer)
                     .await

@@ -212,6 +212,45 @@ fn upgrade_h2c_is_ignored_when_h2c_is_on(d: Driver) {
     assert_eq!(body, b"hello over h2\n");
 }
 
+/// Connection coalescing: over a connection whose certificate covers `a.test` and `b.test`,
+/// both are served; `c.test` (another certificate's name) gets `421 Misdirected Request`.
+fn coalescing_stays_within_the_certificate(d: Driver) {
+    let h = crate::tls::start(d, "", "");
+    let both = h.pki.leaf(&["a.test", "b.test"]);
+    let other = h.pki.leaf(&["c.test"]);
+    crate::tls::write_pair(h.site.path(), "both", &both);
+    crate::tls::write_pair(h.site.path(), "other", &other);
+    let dir = h.site.path().display().to_string();
+    let text = std::fs::read_to_string(&h.s.config_path).unwrap().replace(
+        "[path_routes",
+        &format!(
+            "[[tls.certificates]]\ncert_path = \"{dir}/both.pem\"\nkey_path = \"{dir}/both.key\"\n\
+             server_names = [\"a.test\", \"b.test\"]\n\n\
+             [[tls.certificates]]\ncert_path = \"{dir}/other.pem\"\nkey_path = \"{dir}/other.key\"\n\
+             server_names = [\"c.test\"]\n\n\
+             [host_routes.\"a.test\"]\npath = \"{dir}/www\"\n\
+             [host_routes.\"b.test\"]\npath = \"{dir}/www\"\n\
+             [host_routes.\"c.test\"]\npath = \"{dir}/www\"\n\n\
+             [path_routes",
+        ),
+    );
+    std::fs::write(&h.s.config_path, text).unwrap();
+    assert_eq!(h.s.wait_generation(2), 2, "{}", h.s.log());
+    let ca = h.pki.write_ca(h.site.path(), "ca.pem");
+    let (ip, port) = (h.s.addr.ip().to_string(), h.s.addr.port().to_string());
+    let ca = ca.to_str().unwrap();
+    let r = peer(&[
+        "coalesce", &ip, &port, ca, "a.test", "a.test", "b.test", "c.test",
+    ]);
+    assert_eq!(
+        r,
+        serde_json::json!({"a.test": 200, "b.test": 200, "c.test": 421})
+    );
+    // The same over a connection for c.test: a.test is the misdirected one.
+    let r = peer(&["coalesce", &ip, &port, ca, "c.test", "c.test", "a.test"]);
+    assert_eq!(r, serde_json::json!({"c.test": 200, "a.test": 421}));
+}
+
 both_drivers!(
     curl_with_prior_knowledge_gets_files_ranges_and_validators,
     nghttp_and_httpx_multiplex_on_one_connection,
@@ -219,4 +258,5 @@ both_drivers!(
     enabled_false_keeps_tls_on_http1,
     h2c_is_off_unless_configured,
     upgrade_h2c_is_ignored_when_h2c_is_on,
+    coalescing_stays_within_the_certificate,
 );

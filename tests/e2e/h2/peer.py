@@ -4,6 +4,7 @@ write raw frames (HPACK from the `hpack` package that comes with `h2`), each pri
 object with what it saw.
 
     peer.py fetch URL [--prior-knowledge] [--cacert CA] [--count N] [--post BYTES] [--host H]
+    peer.py coalesce HOST PORT CA SNI AUTHORITY...
     peer.py ATTACK HOST PORT AUTHORITY [PATH]
 
 ATTACK is one of: rapid-reset, continuation-flood, hpack-bomb, ping-flood, settings-flood,
@@ -339,6 +340,46 @@ def silent(p):
     p.report()
 
 
+def coalesce(args):
+    """Over one TLS connection to SNI name `sni`, one request per authority (the Python `h2`
+    library as the client): prints each authority's status."""
+    import ssl
+
+    import h2.config
+    import h2.connection
+    import h2.events
+
+    host, port, ca, sni = args[0], int(args[1]), args[2], args[3]
+    authorities = args[4:]
+    ctx = ssl.create_default_context(cafile=ca)
+    ctx.set_alpn_protocols(["h2"])
+    sock = ctx.wrap_socket(socket.create_connection((host, port), timeout=5), server_hostname=sni)
+    assert sock.selected_alpn_protocol() == "h2", sock.selected_alpn_protocol()
+    conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
+    conn.initiate_connection()
+    by_stream = {}
+    for i, authority in enumerate(authorities):
+        sid = 1 + 2 * i
+        by_stream[sid] = authority
+        conn.send_headers(sid, [(":method", "GET"), (":path", "/"), (":scheme", "https"),
+                                (":authority", authority)], end_stream=True)
+    sock.sendall(conn.data_to_send())
+    statuses, ended = {}, 0
+    while ended < len(authorities):
+        data = sock.recv(65536)
+        if not data:
+            break
+        for event in conn.receive_data(data):
+            if isinstance(event, h2.events.ResponseReceived):
+                statuses[by_stream[event.stream_id]] = int(dict(event.headers)[b":status"])
+            elif isinstance(event, h2.events.DataReceived):
+                conn.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
+            elif isinstance(event, (h2.events.StreamEnded, h2.events.StreamReset)):
+                ended += 1
+        sock.sendall(conn.data_to_send())
+    print(json.dumps(statuses))
+
+
 def fetch(args):
     import httpx
 
@@ -373,6 +414,8 @@ ATTACKS = {
 if __name__ == "__main__":
     if sys.argv[1] == "fetch":
         fetch(sys.argv[2:])
+    elif sys.argv[1] == "coalesce":
+        coalesce(sys.argv[2:])
     else:
         name, host, port, authority = sys.argv[1:5]
         path = sys.argv[5] if len(sys.argv) > 5 else "/"
