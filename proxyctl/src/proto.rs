@@ -253,6 +253,11 @@ pub struct Status {
     pub idle_parked: u64,
     /// Requests being answered right now.
     pub in_flight: u64,
+    /// Of the open connections, those speaking HTTP/2, and their streams with a handler now.
+    #[serde(default)]
+    pub http2_connections: u64,
+    #[serde(default)]
+    pub http2_streams_open: u64,
     /// The last reload attempt, if any.
     pub last_reload: Option<ReloadReport>,
     /// The TLS listener's figures; absent when the daemon serves plain HTTP.
@@ -456,6 +461,30 @@ pub struct Stats {
     /// The workers' file caches together.
     #[serde(default)]
     pub file_cache: FileCacheStats,
+    /// HTTP/2 client connections and streams.
+    #[serde(default)]
+    pub http2: Http2Stats,
+}
+
+/// HTTP/2 towards clients, all workers.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Http2Stats {
+    /// Connections open now, and since start.
+    pub connections_open: u64,
+    pub connections_total: u64,
+    /// Streams (requests) since start, and those with a handler now.
+    pub streams_total: u64,
+    pub streams_open: u64,
+    /// Streams refused (`REFUSED_STREAM`): `max_concurrent_streams` handlers were in flight.
+    pub streams_refused: u64,
+    /// Streams the client reset while their handler ran, and streams the daemon reset (a
+    /// response cut off).
+    pub resets_received: u64,
+    pub resets_sent: u64,
+    /// GOAWAYs sent: graceful (drain, idle, `max_requests_per_connection`) and for a
+    /// client's protocol error or abuse.
+    pub goaway_graceful: u64,
+    pub goaway_error: u64,
 }
 
 /// The file caches of `sendfile`-mode routes (`[performance] file_cache_*`), all workers.

@@ -44,9 +44,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use proxyctl::proto::{
-    self, CheckReport, ConnectionStats, DrainProgress, Explain, FileCacheStats, Lifecycle, Policy,
-    ReloadReport, ReloadStats, Request, Response, RouteChanges, RouteInfo, Stats, Status,
-    TlsStatus,
+    self, CheckReport, ConnectionStats, DrainProgress, Explain, FileCacheStats, Http2Stats,
+    Lifecycle, Policy, ReloadReport, ReloadStats, Request, Response, RouteChanges, RouteInfo,
+    Stats, Status, TlsStatus,
 };
 
 use crate::config::{Backend, ProxyTarget, RouteSecurity, Scheme};

@@ -19,6 +19,8 @@ impl Control {
             connections_over_cap: self.shared.sum(|w| &w.over_cap),
             idle_parked: self.shared.sum(|w| &w.parked),
             in_flight: self.shared.in_flight(),
+            http2_connections: self.shared.sum(|w| &w.h2_connections),
+            http2_streams_open: self.shared.sum(|w| &w.h2_streams_open),
             last_reload: self.last_reload.clone(),
             tls: snapshot.tls.as_ref().map(|_| TlsStatus {
                 record_layer: self.shared.record_layer.describe(),
@@ -68,6 +70,17 @@ impl Control {
                 bytes: self.shared.sum(|w| &w.file_cache_bytes),
                 hits: self.shared.sum(|w| &w.file_cache_hits),
                 misses: self.shared.sum(|w| &w.file_cache_misses),
+            },
+            http2: Http2Stats {
+                connections_open: self.shared.sum(|w| &w.h2_connections),
+                connections_total: self.shared.sum(|w| &w.h2_accepted),
+                streams_total: self.shared.sum(|w| &w.h2_streams),
+                streams_open: self.shared.sum(|w| &w.h2_streams_open),
+                streams_refused: self.shared.sum(|w| &w.h2_refused),
+                resets_received: self.shared.sum(|w| &w.h2_resets_received),
+                resets_sent: self.shared.sum(|w| &w.h2_resets_sent),
+                goaway_graceful: self.shared.sum(|w| &w.h2_goaway_graceful),
+                goaway_error: self.shared.sum(|w| &w.h2_goaway_error),
             },
         }
     }

@@ -31,6 +31,64 @@ struct StatsCollector(Stats);
 type Labels = Vec<(&'static str, String)>;
 
 impl StatsCollector {
+    /// HTTP/2 towards clients.
+    fn http2(e: &mut DescriptorEncoder, h: &proxyctl::proto::Http2Stats) -> std::fmt::Result {
+        let none = Labels::new;
+        let by = |key: &'static str, rows: [(&str, u64); 2]| -> Vec<(Labels, u64)> {
+            rows.iter()
+                .map(|(v, n)| (vec![(key, v.to_string())], *n))
+                .collect()
+        };
+        Self::gauge(
+            e,
+            "http2_connections_open",
+            "HTTP/2 client connections open now.",
+            &[(none(), h.connections_open)],
+        )?;
+        Self::counter(
+            e,
+            "http2_connections",
+            "HTTP/2 client connections since start.",
+            &[(none(), h.connections_total)],
+        )?;
+        Self::gauge(
+            e,
+            "http2_streams_open",
+            "HTTP/2 streams with a handler now.",
+            &[(none(), h.streams_open)],
+        )?;
+        Self::counter(
+            e,
+            "http2_streams",
+            "HTTP/2 streams (requests) since start.",
+            &[(none(), h.streams_total)],
+        )?;
+        Self::counter(
+            e,
+            "http2_streams_refused",
+            "HTTP/2 streams refused because max_concurrent_streams handlers were in flight.",
+            &[(none(), h.streams_refused)],
+        )?;
+        Self::counter(
+            e,
+            "http2_resets",
+            "HTTP/2 streams reset while their handler ran, by who reset them.",
+            &by(
+                "by",
+                [("client", h.resets_received), ("daemon", h.resets_sent)],
+            ),
+        )?;
+        Self::counter(
+            e,
+            "http2_goaway",
+            "GOAWAY frames sent: graceful (drain, idle, request cap) or for a client's error.",
+            &by(
+                "kind",
+                [("graceful", h.goaway_graceful), ("error", h.goaway_error)],
+            ),
+        )
+    }
+
     /// One family of counters or gauges (`kind`), a sample per row.
     fn family(
         e: &mut DescriptorEncoder,
@@ -286,6 +344,7 @@ impl Collector for StatsCollector {
             "Requests of sendfile-mode routes whose file was opened on disk while the cache was on.",
             &[(none(), cache.misses)],
         )?;
+        Self::http2(&mut e, &s.http2)?;
         let route = |r: &proxyctl::proto::RouteStats| -> Labels {
             vec![("route", r.name()), ("backend", r.backend.clone())]
         };

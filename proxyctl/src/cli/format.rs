@@ -28,6 +28,18 @@ pub fn status(s: &Status) -> String {
         ("in flight", s.in_flight.to_string()),
         ("last reload", last_reload(s.last_reload.as_ref())),
     ];
+    if s.http2_connections > 0 {
+        rows.insert(
+            7,
+            (
+                "http/2",
+                format!(
+                    "{} connections, {} streams open",
+                    s.http2_connections, s.http2_streams_open
+                ),
+            ),
+        );
+    }
     if let Some(tls) = &s.tls {
         rows.push(("tls", tls.record_layer.clone()));
         rows.push(("handshakes", tls.handshakes.to_string()));
@@ -294,6 +306,22 @@ pub fn stats(now: &Stats, earlier: Option<&Stats>) -> String {
             bytes(fc.bytes),
             fc.hits,
             fc.misses
+        ));
+    }
+    let h2 = &now.http2;
+    if h2.connections_total > 0 {
+        out.push_str(&format!(
+            "http/2: {} connections open ({} since start), {} streams ({} open, {} refused); \
+             resets {} received, {} sent; GOAWAY {} graceful, {} for errors\n",
+            h2.connections_open,
+            h2.connections_total,
+            h2.streams_total,
+            h2.streams_open,
+            h2.streams_refused,
+            h2.resets_received,
+            h2.resets_sent,
+            h2.goaway_graceful,
+            h2.goaway_error
         ));
     }
     if let Some(tls) = &now.tls {
@@ -650,6 +678,8 @@ mod tests {
             connections: 12,
             connections_over_cap: 0,
             idle_parked: 0,
+            http2_connections: 0,
+            http2_streams_open: 0,
             in_flight: 3,
             last_reload,
             tls: None,

@@ -131,7 +131,60 @@ fn a_drain_finishes_streams_in_flight_after_goaway(d: Driver) {
     assert_eq!(r["closed"], true, "{r}");
 }
 
+/// `proxyctl status` shows HTTP/2 connections and streams open; `stats` and Prometheus count
+/// streams, resets and GOAWAYs.
+fn status_stats_and_metrics_count_http2(d: Driver) {
+    let up = Upstream::start();
+    let metrics = crate::common::free_addr();
+    let (s, _site) = super::h2c_admin(
+        d,
+        "idle_timeout_secs = 1",
+        Some(up.addr),
+        &format!("metrics_listen = \"{metrics}\""),
+        "",
+    );
+    let client = Command::new("python3")
+        .args([PEER, "one-then-wait", &s.addr.ip().to_string()])
+        .arg(s.addr.port().to_string())
+        .args(["h2.test", "/app/slow/1500"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(700));
+    let status = s.proxyctl(&["status"]);
+    let text = String::from_utf8_lossy(&status.stdout);
+    let line = text.lines().find(|l| l.starts_with("http/2 ")).unwrap_or_default();
+    assert!(line.ends_with(" 1 connections, 1 streams open"), "{text}");
+    let out = client.wait_with_output().unwrap();
+    let r: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(r["statuses"], serde_json::json!([200]), "{r}");
+    attack(&s, "reset-after", "/app/slow/3000");
+    let stats = s.proxyctl_json(&["stats"]);
+    let h2 = &stats["http2"];
+    assert_eq!(h2["connections_total"], 2, "{h2}");
+    assert_eq!(h2["streams_total"], 2, "{h2}");
+    assert_eq!(h2["resets_received"], 1, "{h2}");
+    assert!(
+        h2["goaway_graceful"].as_u64().unwrap() >= 1,
+        "the idle timeout's: {h2}"
+    );
+    let mut c = std::net::TcpStream::connect(metrics).unwrap();
+    std::io::Write::write_all(
+        &mut c,
+        b"GET /metrics HTTP/1.1\r\nHost: m\r\nConnection: close\r\n\r\n",
+    )
+    .unwrap();
+    let mut body = String::new();
+    c.read_to_string(&mut body).unwrap();
+    assert!(body.contains("zerocopy_http2_streams_total 2"), "{body}");
+    assert!(
+        body.contains("zerocopy_http2_resets_total{by=\"client\"} 1"),
+        "{body}"
+    );
+}
+
 both_drivers!(
+    status_stats_and_metrics_count_http2,
     a_client_reset_cancels_the_upstream_request,
     max_concurrent_streams_refuses_the_extra,
     max_requests_per_connection_ends_with_goaway,

@@ -23,6 +23,17 @@ pub const PEER: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/e2e/h2/peer.p
 /// 1 MiB + 7) and proxies `/app/` to `upstream` when there is one; `http2` is extra
 /// `[http2]` keys, `rest` more TOML.
 pub fn h2c(d: Driver, http2: &str, upstream: Option<SocketAddr>, rest: &str) -> (Server, Site) {
+    h2c_admin(d, http2, upstream, "", rest)
+}
+
+/// [`h2c`], with extra `[admin]` keys.
+pub fn h2c_admin(
+    d: Driver,
+    http2: &str,
+    upstream: Option<SocketAddr>,
+    admin: &str,
+    rest: &str,
+) -> (Server, Site) {
     let site = Site::new();
     site.file("www/index.html", "hello over h2\n");
     site.file("www/big.bin", pattern(1024 * 1024 + 7));
@@ -33,7 +44,7 @@ pub fn h2c(d: Driver, http2: &str, upstream: Option<SocketAddr>, rest: &str) -> 
     let toml = format!(
         "[server]\nlisten = \"{addr}\"\nthreads = 1\n\n[logging]\nlevel = \"debug\"\n\
          access_log = \"{{dir}}/access.log\"\naccess_log_format = \"json\"\n\n\
-         [admin]\nsocket = \"{{dir}}/admin.sock\"\n\n[http2]\nh2c = true\n{http2}\n\n\
+         [admin]\nsocket = \"{{dir}}/admin.sock\"\n{admin}\n\n[http2]\nh2c = true\n{http2}\n\n\
          [path_routes.\"h2.test\"]\n\"/\" = {{ path = \"{}/www\" }}\n{proxy}\n{rest}",
         site.path().display()
     );
