@@ -225,6 +225,7 @@ mod tests {
             preserve_host: true,
             ca_file: None,
             tls_server_name: None,
+            protocol: Default::default(),
         })
     }
 

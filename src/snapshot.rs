@@ -110,6 +110,7 @@ impl Snapshot {
                                 && g.config.tls_server_name
                                     == p.tls_server_name.clone().filter(|_| g.config.tls)
                                 && g.config.ca_file == p.ca_file.clone().filter(|_| g.config.tls)
+                                && g.config.protocol == p.protocol
                         }
                     })
                     .cloned(),

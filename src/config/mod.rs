@@ -550,6 +550,9 @@ pub struct ProxyBackend {
     /// `tls_server_name` (extension, `url` routes): the SNI and verification name of an
     /// `https` upstream when it differs from the URL's host; default none.
     pub tls_server_name: Option<String>,
+    /// `upstream_protocol` (`url` routes): `"h2"` speaks HTTP/2 to the upstream; a group's
+    /// is its `protocol`.
+    pub protocol: UpstreamProtocol,
 }
 
 /// Where a Proxy route sends its requests.

@@ -21,6 +21,8 @@ pub struct UpstreamGroup {
     pub tls: bool,
     pub tls_server_name: Option<String>,
     pub ca_file: Option<PathBuf>,
+    /// `protocol`: HTTP/1.1, or HTTP/2 (ALPN `h2` over TLS, prior knowledge without).
+    pub protocol: UpstreamProtocol,
     /// `dns_refresh_secs`; zero = at load and reload only.
     pub dns_refresh: Duration,
     /// `initial_state = "unhealthy"`: servers new to the group wait for their checks.
@@ -67,6 +69,15 @@ impl ServerSpec {
     pub fn is_name(&self) -> bool {
         self.host.parse::<std::net::IpAddr>().is_err()
     }
+}
+
+/// What a group's servers speak.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum UpstreamProtocol {
+    #[default]
+    Http1,
+    /// HTTP/2: a few multiplexed connections per server and worker; what gRPC needs.
+    H2,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -292,6 +303,7 @@ impl UpstreamGroup {
             tls,
             tls_server_name: tls_server_name.filter(|_| tls),
             ca_file: ca_file.filter(|_| tls),
+            protocol: UpstreamProtocol::Http1,
             dns_refresh: defaults::DNS_REFRESH,
             initial_unhealthy: false,
             on_all_unhealthy: AllUnhealthy::TryAll,

@@ -136,12 +136,13 @@ const ADMIN_KEYS: &[&str] = &["socket", "metrics_listen"];
 #[rustfmt::skip]
 const ROUTE_KEYS: &[&str] = &[
     "type", "path", "mode", "index", "url", "upstream", "upstream_path", "preserve_host",
-    "ca_file", "tls_server_name", "security",
+    "ca_file", "tls_server_name", "upstream_protocol", "security",
 ];
 /// Route keys that only a Proxy route takes.
 #[rustfmt::skip]
 const PROXY_ONLY_KEYS: &[&str] =
-    &["url", "upstream", "upstream_path", "preserve_host", "ca_file", "tls_server_name"];
+    &["url", "upstream", "upstream_path", "preserve_host", "ca_file", "tls_server_name",
+      "upstream_protocol"];
 
 #[rustfmt::skip]
 const ROUTE_TYPES: &[(&str, RouteType)] =
@@ -881,7 +882,7 @@ allowed_method = ["GET"]
         let e = find(&errors, "host_routes.\"a.com\".pth");
         assert_eq!(
             e.reason,
-            "unknown key \"pth\"; expected one of: type, path, mode, index, url, upstream, upstream_path, preserve_host, ca_file, tls_server_name, security"
+            "unknown key \"pth\"; expected one of: type, path, mode, index, url, upstream, upstream_path, preserve_host, ca_file, tls_server_name, upstream_protocol, security"
         );
         assert_eq!((e.line, e.column), (6, 1));
         assert!(find(&errors, "security.max_body")

@@ -273,12 +273,25 @@ impl Walker<'_> {
                 }
             }
         };
+        let protocol = match (&target, node.field("upstream_protocol")) {
+            (_, None) => Some(crate::config::UpstreamProtocol::Http1),
+            (ProxyTarget::Group(_), Some(f)) => {
+                self.reject(
+                    &f,
+                    "`upstream_protocol` is for `url` routes; a group's is its `protocol` in \
+                     [upstreams.NAME]",
+                );
+                return None;
+            }
+            (ProxyTarget::Url(_), Some(f)) => self.upstream_protocol(&f),
+        };
         Some(Backend::Proxy(ProxyBackend {
             target,
             base_path,
             preserve_host: preserve_host?,
             ca_file: ca_file?,
             tls_server_name: tls_server_name?,
+            protocol: protocol?,
         }))
     }
 

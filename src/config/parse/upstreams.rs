@@ -4,7 +4,7 @@
 use super::*;
 use crate::config::{
     AllUnhealthy, Balance, CheckKind, HashKey, HealthCheck, Outlier, ProxyTarget, Retry,
-    ServerSpec, StatusMatch, UpstreamGroup,
+    ServerSpec, StatusMatch, UpstreamGroup, UpstreamProtocol,
 };
 
 #[rustfmt::skip]
@@ -104,6 +104,7 @@ impl Walker<'_> {
             tls: false,
             tls_server_name: None,
             ca_file: None,
+            protocol: UpstreamProtocol::Http1,
             dns_refresh: defaults::DNS_REFRESH,
             initial_unhealthy: false,
             on_all_unhealthy: AllUnhealthy::TryAll,
@@ -144,21 +145,7 @@ impl Walker<'_> {
                 }
             }
         }
-        if let Some(f) = n.field("protocol") {
-            match self.str(&f) {
-                Some("http1") => {}
-                Some("h2") => self.reject(
-                    &f,
-                    "protocol = \"h2\" is not supported by this version yet; use \"http1\"",
-                ),
-                Some(other) => {
-                    let reason =
-                        format!("unknown protocol {other:?}; expected \"http1\" or \"h2\"");
-                    self.reject(&f, reason)
-                }
-                None => {}
-            }
-        }
+        self.set(n, "protocol", &mut g.protocol, Self::upstream_protocol);
         self.set(n, "dns_refresh_secs", &mut g.dns_refresh, |w, f| {
             w.uint(f, 0, MAX_SECS).map(Duration::from_secs)
         });
@@ -520,6 +507,19 @@ impl Walker<'_> {
         }
     }
 
+    /// `protocol` / `upstream_protocol`: `"http1"` or `"h2"`.
+    pub(super) fn upstream_protocol(&mut self, f: &Field) -> Option<UpstreamProtocol> {
+        match self.str(f)? {
+            "http1" => Some(UpstreamProtocol::Http1),
+            "h2" => Some(UpstreamProtocol::H2),
+            other => {
+                let reason = format!("unknown protocol {other:?}; expected \"http1\" or \"h2\"");
+                self.reject(f, reason);
+                None
+            }
+        }
+    }
+
     /// The implicit groups of `url` routes, one per `scheme://host:port` and TLS settings,
     /// after the named ones; and an error for every `upstream` that names no group.
     pub(super) fn route_groups(&mut self, config: &mut Config) {
@@ -532,16 +532,18 @@ impl Walker<'_> {
             };
             match &p.target {
                 ProxyTarget::Url(url) => {
-                    let g = UpstreamGroup::from_url(
+                    let mut g = UpstreamGroup::from_url(
                         url,
                         p.tls_server_name.clone(),
                         p.ca_file.clone(),
                         r.origin.clone(),
                     );
+                    g.protocol = p.protocol;
                     let same = |o: &UpstreamGroup| {
                         o.name == g.name
                             && o.tls_server_name == g.tls_server_name
                             && o.ca_file == g.ca_file
+                            && o.protocol == g.protocol
                     };
                     if !implicit.iter().any(same) {
                         implicit.push(g);
@@ -819,6 +821,65 @@ url = "http://127.0.0.1:1"
             find(&errors_of(&text), "upstreams.a.servers[0].weight").reason,
             "must be at most 1000"
         );
+    }
+
+    #[test]
+    fn protocols_of_groups_and_url_routes() {
+        let c = ok(&format!(
+            r#"{SERVER}
+[upstreams.grpc]
+servers = [{{ address = "127.0.0.1:50051" }}]
+protocol = "h2"
+
+[path_routes."x.com"."/a/"]
+type = "Proxy"
+upstream = "grpc"
+
+[path_routes."x.com"."/b/"]
+type = "Proxy"
+url = "http://127.0.0.1:9000"
+upstream_protocol = "h2"
+
+[path_routes."x.com"."/c/"]
+type = "Proxy"
+url = "http://127.0.0.1:9000"
+"#
+        ));
+        let protocols: Vec<(&str, UpstreamProtocol)> = c
+            .upstreams
+            .iter()
+            .map(|g| (g.name.as_str(), g.protocol))
+            .collect();
+        assert_eq!(
+            protocols,
+            [
+                ("grpc", UpstreamProtocol::H2),
+                ("http://127.0.0.1:9000", UpstreamProtocol::H2),
+                ("http://127.0.0.1:9000", UpstreamProtocol::Http1),
+            ],
+            "one implicit group per protocol"
+        );
+        let errors = errors_of(&format!(
+            r#"{SERVER}
+[upstreams.g]
+servers = [{{ address = "127.0.0.1:1" }}]
+
+[path_routes."x.com"."/a/"]
+type = "Proxy"
+upstream = "g"
+upstream_protocol = "h2"
+
+[path_routes."x.com"."/b/"]
+type = "Proxy"
+url = "http://127.0.0.1:9000"
+upstream_protocol = "spdy"
+"#
+        ));
+        let reason = |key: &str| find(&errors, key).reason.clone();
+        assert!(reason("path_routes.\"x.com\".\"/a/\".upstream_protocol")
+            .contains("a group's is its `protocol`"));
+        assert!(reason("path_routes.\"x.com\".\"/b/\".upstream_protocol")
+            .contains("unknown protocol \"spdy\""));
     }
 
     #[test]
