@@ -103,6 +103,27 @@ impl Error {
         Self::client(ErrorKind::NotFound, "not found")
     }
 
+    /// The gRPC status code for this error, for a gRPC call (whose errors travel as
+    /// `grpc-status`, in an HTTP 200): 14 UNAVAILABLE when no upstream could take it, 4
+    /// DEADLINE_EXCEEDED for timeouts, 8 RESOURCE_EXHAUSTED for rate limits and size limits,
+    /// 12 UNIMPLEMENTED for no route, 7 PERMISSION_DENIED for policy, 3 INVALID_ARGUMENT
+    /// for a malformed request, 13 INTERNAL for the rest.
+    pub fn grpc_status(&self) -> u8 {
+        match self.kind {
+            ErrorKind::BadGateway | ErrorKind::ServiceUnavailable | ErrorKind::Misdirected => 14,
+            ErrorKind::GatewayTimeout | ErrorKind::ClientTimeout => 4,
+            ErrorKind::TooManyRequests(_)
+            | ErrorKind::BodyTooLarge
+            | ErrorKind::HeaderTooLarge
+            | ErrorKind::UriTooLong => 8,
+            ErrorKind::NotFound | ErrorKind::MethodNotAllowed(_) => 12,
+            ErrorKind::Forbidden => 7,
+            ErrorKind::BadRequest | ErrorKind::RangeNotSatisfiable(_) => 3,
+            ErrorKind::VersionNotSupported | ErrorKind::NotImplemented => 12,
+            ErrorKind::Internal | ErrorKind::ClientGone | ErrorKind::Aborted => 13,
+        }
+    }
+
     /// The status sent for this error; `None` when nobody is left to answer.
     pub fn status(&self) -> Option<u16> {
         Some(match self.kind {

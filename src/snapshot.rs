@@ -14,6 +14,7 @@ use proxyctl::proto::{RouteKey, RouteStats, UpstreamStats};
 
 use crate::config::{
     Backend, Config, ConfigError, ConfigErrors, Mode, ProxyTarget, Route, UpstreamGroup,
+    UpstreamProtocol,
 };
 use crate::group::{Fleet, Group};
 use crate::metrics::Registry;
@@ -282,7 +283,10 @@ fn build_group(
     };
     let tls = match g.tls {
         false => None,
-        true => Some(crate::tls::client::config(g.ca_file.as_deref()).map_err(|e| ("ca_file", e))?),
+        true => Some(
+            crate::tls::client::config(g.ca_file.as_deref(), g.protocol == UpstreamProtocol::H2)
+                .map_err(|e| ("ca_file", e))?,
+        ),
     };
     let members = crate::group::dns::members(g, tls.as_ref(), fleet, at_start)
         .map_err(|e| (key("servers", "url"), e))?;

@@ -302,6 +302,7 @@ async fn forward(s: &Snapshot, sink: &mut Memory, raw: &str) {
         path: &path,
         worker: 0,
         pool: &worker.upstreams,
+        h2pool: &worker.h2upstreams,
         pipes: &worker.pipes,
     };
     let mut trace = Default::default();

@@ -21,12 +21,12 @@ use crate::net::upstream::UpstreamConn;
 
 /// Sends the request to a server of the group until one gives a response head to relay (or
 /// the rules say stop): that server, its in-flight count, and the answer.
-pub(super) async fn answer<'m, D: Downstream>(
+pub(super) async fn answer<'m, D: Downstream, T: Attempt<D>>(
     x: &mut Exchange<'_, D>,
     members: &'m Members,
     trace: &mut UpstreamTrace,
-    upgrade: &Option<Vec<u8>>,
-) -> Result<(&'m Member, InFlight<'m>, Answer), Error> {
+    how: &mut T,
+) -> Result<(&'m Member, InFlight<'m>, T::Answer), Error> {
     let g = x.group;
     let now = now_ms();
     g.state.request(x.worker, now);
@@ -72,19 +72,19 @@ pub(super) async fn answer<'m, D: Downstream>(
         let member = &members.list[index];
         tried.add(index);
         in_flight = member.state.begin();
-        let head = request_head(x, upgrade.as_deref(), &member.authority);
-        let result = attempt(x, member, &head, trace, total_deadline).await;
+        let result = how.attempt(x, member, trace, total_deadline).await;
         let (failed, answer) = match result {
             Ok(a) => {
-                let kind = matches!(a.resp.status, 500 | 502 | 503 | 504)
-                    .then_some(FailureKind::Status(a.resp.status));
+                let status = a.status();
+                let kind =
+                    matches!(status, 500 | 502 | 503 | 504).then_some(FailureKind::Status(status));
                 g.report(members, member, kind, now_ms());
                 match kind {
                     // A status worth another server: only while nothing went to the client.
-                    Some(k) if retry.on(k) && !a.interim && !a.early && !a.touched => {
+                    Some(k) if retry.on(k) && a.untouched() => {
                         let e = Error::upstream(
                             ErrorKind::BadGateway,
-                            format!("the upstream answered {}", a.resp.status),
+                            format!("the upstream answered {status}"),
                         );
                         (
                             Failed {
@@ -170,6 +170,58 @@ pub(super) fn pool_key(g: &Group, member: &Member) -> PoolKey {
     }
 }
 
+/// How one attempt on a server is made (over HTTP/1.1, or HTTP/2), and what it gives.
+pub(super) trait Attempt<D: Downstream> {
+    type Answer: Attempted;
+
+    /// One attempt on `member`, within `total_deadline` (the group's `total_timeout_secs`).
+    async fn attempt(
+        &mut self,
+        x: &mut Exchange<'_, D>,
+        member: &Member,
+        trace: &mut UpstreamTrace,
+        total_deadline: Option<Instant>,
+    ) -> Result<Self::Answer, Failed>;
+}
+
+/// What the retry rules need to know of an answer.
+pub(super) trait Attempted {
+    fn status(&self) -> u16;
+    /// Nothing of it went to the client, and nothing of the client's body was taken: another
+    /// server may still be tried.
+    fn untouched(&self) -> bool;
+}
+
+/// Attempts over HTTP/1.1, with the `Upgrade` to offer.
+pub(super) struct Http1 {
+    pub(super) upgrade: Option<Vec<u8>>,
+}
+
+impl<D: Downstream> Attempt<D> for Http1 {
+    type Answer = Answer;
+
+    async fn attempt(
+        &mut self,
+        x: &mut Exchange<'_, D>,
+        member: &Member,
+        trace: &mut UpstreamTrace,
+        total_deadline: Option<Instant>,
+    ) -> Result<Answer, Failed> {
+        let head = request_head(x, self.upgrade.as_deref(), &member.authority);
+        attempt(x, member, &head, trace, total_deadline).await
+    }
+}
+
+impl Attempted for Answer {
+    fn status(&self) -> u16 {
+        self.resp.status
+    }
+
+    fn untouched(&self) -> bool {
+        !self.interim && !self.early && !self.touched
+    }
+}
+
 /// A response head from one attempt.
 pub(super) struct Answer {
     pub(super) conn: UpstreamConn,
@@ -184,17 +236,17 @@ pub(super) struct Answer {
 }
 
 /// A failed attempt.
-struct Failed {
-    error: Error,
+pub(super) struct Failed {
+    pub(super) error: Error,
     /// What it says about the server; `None` when it was not the server's doing (the client
     /// went away, or a local fault).
-    kind: Option<FailureKind>,
+    pub(super) kind: Option<FailureKind>,
     /// Whether it counts against the server (passive ejection).
-    blame: bool,
+    pub(super) blame: bool,
     /// Bytes of the request may have reached the server.
-    sent: bool,
+    pub(super) sent: bool,
     /// Bytes of the client's body were taken, or a response went to the client.
-    touched: bool,
+    pub(super) touched: bool,
 }
 
 /// One attempt on `member`: a pooled connection or a new one, the request, the response head.

@@ -38,13 +38,15 @@
 //!   `non_idempotent = true`).
 
 mod failover;
+mod h2;
+pub mod h2pool;
 pub mod pool;
 mod request;
 
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
-use crate::config::{ProxyBackend, RouteSecurity};
+use crate::config::{ProxyBackend, RouteSecurity, UpstreamProtocol};
 use crate::error::{Error, ErrorKind, Side};
 use crate::exchange::{Body, Downstream};
 use crate::group::Group;
@@ -88,6 +90,8 @@ pub struct Exchange<'a, D> {
     pub worker: usize,
     /// The worker's idle upstream connections.
     pub pool: &'a pool::Pool,
+    /// The worker's HTTP/2 upstream connections.
+    pub h2pool: &'a h2pool::H2Pool,
     /// The worker's pipes, for spliced bodies.
     pub pipes: &'a splice::Pipes,
 }
@@ -110,7 +114,10 @@ pub async fn forward<D: Downstream>(
 ) -> Result<(), Error> {
     let started = Instant::now();
     let (group, worker) = (x.group, x.worker);
-    let result = forward_inner(x, trace).await;
+    let result = match group.config.protocol {
+        UpstreamProtocol::Http1 => forward_inner(x, trace).await,
+        UpstreamProtocol::H2 => h2::forward(x, trace).await,
+    };
     trace.time = Some(started.elapsed());
     if let Err(e) = &result {
         if e.side == Side::Upstream {
@@ -127,7 +134,9 @@ async fn forward_inner<D: Downstream>(
     let upgrade = upgrade_token(x.req, &x.security.allowed_upgrades);
     let g = x.group;
     let members = g.members.load();
-    let (member, _in_flight, answer) = failover::answer(&mut x, &members, trace, &upgrade).await?;
+    let mut http1 = failover::Http1 { upgrade };
+    let (member, _in_flight, answer) =
+        failover::answer(&mut x, &members, trace, &mut http1).await?;
     let failover::Answer {
         conn: mut upstream,
         buf: resp_buf,
@@ -139,7 +148,7 @@ async fn forward_inner<D: Downstream>(
         // Only to a protocol that was offered (RFC 9110 §7.8): a 101 to anything else would
         // hand the connection to the upstream for a protocol the route does not allow.
         let offered = |chosen: &[u8]| {
-            upgrade.as_deref().is_some_and(|offered| {
+            http1.upgrade.as_deref().is_some_and(|offered| {
                 offered
                     .split(|&b| b == b',')
                     .any(|p| p.trim_ascii().eq_ignore_ascii_case(chosen.trim_ascii()))

@@ -3,6 +3,8 @@
 //! daemon's `X-Forwarded-*` and `Forwarded` statements, the body's framing and an allowed
 //! `Upgrade` (see the module documentation of [`super`]).
 
+use std::io::Write as _;
+
 use super::Exchange;
 use crate::http::h1::response::{connection_tokens, is_hop_by_hop};
 use crate::http::request::{BodyKind, RequestHead};
@@ -50,20 +52,14 @@ pub(super) fn upgrade_token(req: &RequestHead, allowed: &[String]) -> Option<Vec
     (!out.is_empty()).then_some(out)
 }
 
-/// The request head for the upstream.
-/// The request head for the upstream; `server` is the chosen server's `host:port`, the `Host`
-/// when the route does not preserve the client's.
+/// The request head for the upstream over HTTP/1.1; `server` is the chosen server's
+/// `host:port`, the `Host` when the route does not preserve the client's.
 pub(super) fn request_head<D>(
     x: &Exchange<'_, D>,
     upgrade: Option<&[u8]>,
     server: &str,
 ) -> Vec<u8> {
     let req = x.req;
-    let named = connection_tokens(
-        req.headers
-            .iter()
-            .map(|h| (h.name.as_str(), h.value.as_slice())),
-    );
     let mut h = Vec::with_capacity(512);
     h.extend_from_slice(req.method.as_str().as_bytes());
     h.push(b' ');
@@ -73,102 +69,16 @@ pub(super) fn request_head<D>(
         h.extend_from_slice(q.as_bytes());
     }
     h.extend_from_slice(b" HTTP/1.1\r\nHost: ");
-    // The authority the request was routed and authorised by: an absolute-form target's wins
-    // over the Host header (RFC 9112 §3.2.2), so the upstream cannot be told another host.
-    let authority = req.authority.as_deref().unwrap_or_default().as_bytes();
-    if x.backend.preserve_host && !authority.is_empty() {
-        h.extend_from_slice(authority);
-    } else {
-        h.extend_from_slice(server.as_bytes());
-    }
+    h.extend_from_slice(&authority(x, server));
     h.extend_from_slice(b"\r\n");
-    let underscores = x.security.allow_underscores_in_headers;
-    let mut xff: Option<Vec<u8>> = None;
-    let mut forwarded: Option<Vec<u8>> = None;
-    for hd in &req.headers {
-        let name = hd.name.as_str();
-        let is = |n: &str| name.eq_ignore_ascii_case(n);
-        if is_hop_by_hop(name)
-            || named.iter().any(|t| is(t))
-            || is("host")
-            || is("expect")
-            || is("x-forwarded-proto")
-            || is("x-forwarded-host")
-            // `X_Forwarded_For` is `HTTP_X_FORWARDED_FOR` to a CGI-style framework, as the
-            // real one is (nginx's `underscores_in_headers off`).
-            || (!underscores && name.contains('_'))
-            // A malformed one could swallow the daemon's own element after it.
-            || (is("forwarded") && !crate::security::well_formed_forwarded(&hd.value))
-        {
-            continue;
-        }
-        // The chains are passed on as one line each, with the daemon's hop appended.
-        let chain = if is("x-forwarded-for") {
-            Some(&mut xff)
-        } else if is("forwarded") {
-            Some(&mut forwarded)
-        } else {
-            None
-        };
-        if let Some(chain) = chain {
-            let v = chain.get_or_insert_with(Vec::new);
-            if !v.is_empty() {
-                v.extend_from_slice(b", ");
-            }
-            v.extend_from_slice(hd.value.trim_ascii());
-            continue;
-        }
+    fields(x, |name, value| {
         h.extend_from_slice(name.as_bytes());
         h.extend_from_slice(b": ");
-        h.extend_from_slice(&hd.value);
-        h.extend_from_slice(b"\r\n");
-    }
-    let peer = crate::security::canonical(x.peer.ip());
-    let proto: &[u8] = if x.tls { b"https" } else { b"http" };
-    h.extend_from_slice(b"X-Forwarded-For: ");
-    if let Some(v) = xff {
-        h.extend_from_slice(&v);
-        h.extend_from_slice(b", ");
-    }
-    {
-        use std::io::Write;
-        let _ = write!(h, "{peer}");
-    }
-    h.extend_from_slice(b"\r\nX-Forwarded-Proto: ");
-    h.extend_from_slice(proto);
-    h.extend_from_slice(b"\r\n");
-    if !authority.is_empty() {
-        h.extend_from_slice(b"X-Forwarded-Host: ");
-        h.extend_from_slice(authority);
-        h.extend_from_slice(b"\r\n");
-    }
-    // RFC 7239: `for` quoted and bracketed for IPv6; `host` quoted unless it is a token.
-    h.extend_from_slice(b"Forwarded: ");
-    if let Some(v) = forwarded {
-        h.extend_from_slice(&v);
-        h.extend_from_slice(b", ");
-    }
-    {
-        use std::io::Write;
-        let _ = match peer {
-            std::net::IpAddr::V4(v4) => write!(h, "for={v4}"),
-            std::net::IpAddr::V6(v6) => write!(h, "for=\"[{v6}]\""),
-        };
-    }
-    h.extend_from_slice(b";proto=");
-    h.extend_from_slice(proto);
-    if !authority.is_empty() {
-        h.extend_from_slice(b";host=");
-        if authority.iter().all(|&b| crate::http::method::is_tchar(b)) {
-            h.extend_from_slice(authority);
-        } else {
-            // A validated authority holds neither `"` nor `\`.
-            h.push(b'"');
-            h.extend_from_slice(authority);
-            h.push(b'"');
+        for piece in value {
+            h.extend_from_slice(piece);
         }
-    }
-    h.extend_from_slice(b"\r\n");
+        h.extend_from_slice(b"\r\n");
+    });
     match req.body {
         BodyKind::None => {}
         BodyKind::Length(n) => {
@@ -185,6 +95,129 @@ pub(super) fn request_head<D>(
     }
     h.extend_from_slice(b"\r\n");
     h
+}
+
+/// The authority the upstream is asked for (`Host`, or `:authority` over HTTP/2): the
+/// client's, as routed, unless the route does not preserve it; then the server's.
+pub(super) fn authority<'a, D>(
+    x: &'a Exchange<'_, D>,
+    server: &'a str,
+) -> std::borrow::Cow<'a, [u8]> {
+    let client = x.req.authority.as_deref().unwrap_or_default().as_bytes();
+    if x.backend.preserve_host && !client.is_empty() {
+        client.into()
+    } else {
+        server.as_bytes().into()
+    }
+}
+
+/// The path and query the upstream is asked for, re-encoded.
+pub(super) fn path_and_query<D>(x: &Exchange<'_, D>) -> Vec<u8> {
+    let mut out = Vec::with_capacity(x.path.len() + 16);
+    encode_path(x.path, &mut out);
+    if let Some(q) = &x.req.query {
+        out.push(b'?');
+        out.extend_from_slice(q.as_bytes());
+    }
+    out
+}
+
+/// Each end-to-end field the upstream gets, in order, as a name and the pieces of its value:
+/// the client's fields without hop-by-hop ones (and those the daemon states itself), then
+/// `X-Forwarded-For` (the client's chain and the peer), `X-Forwarded-Proto`,
+/// `X-Forwarded-Host` and `Forwarded`. Neither `Host` nor the body's framing: the protocol
+/// writing the request adds those.
+pub(super) fn fields<D>(x: &Exchange<'_, D>, mut field: impl FnMut(&str, &[&[u8]])) {
+    let req = x.req;
+    let named = connection_tokens(
+        req.headers
+            .iter()
+            .map(|h| (h.name.as_str(), h.value.as_slice())),
+    );
+    let underscores = x.security.allow_underscores_in_headers;
+    let mut xff: Option<Vec<u8>> = None;
+    let mut forwarded: Option<Vec<u8>> = None;
+    for hd in &req.headers {
+        let name = hd.name.as_str();
+        let is = |n: &str| name.eq_ignore_ascii_case(n);
+        if is_hop_by_hop(name)
+            || named.iter().any(|t| is(t))
+            || is("host")
+            || is("expect")
+            || is("x-forwarded-proto")
+            || is("x-forwarded-host")
+            || (!underscores && name.contains('_'))
+            || (is("forwarded") && !crate::security::well_formed_forwarded(&hd.value))
+        {
+            continue;
+        }
+        let chain = if is("x-forwarded-for") {
+            Some(&mut xff)
+        } else if is("forwarded") {
+            Some(&mut forwarded)
+        } else {
+            None
+        };
+        if let Some(chain) = chain {
+            let v = chain.get_or_insert_with(Vec::new);
+            if !v.is_empty() {
+                v.extend_from_slice(b", ");
+            }
+            v.extend_from_slice(hd.value.trim_ascii());
+            continue;
+        }
+        field(name, &[&hd.value]);
+    }
+    let peer = crate::security::canonical(x.peer.ip());
+    let mut peer_buf = [0u8; 64];
+    let peer_text = written(&mut peer_buf, |w| write!(w, "{peer}"));
+    let proto: &[u8] = if x.tls { b"https" } else { b"http" };
+    let (chain, sep): (&[u8], &[u8]) = match &xff {
+        Some(v) => (v, b", "),
+        None => (b"", b""),
+    };
+    field("X-Forwarded-For", &[chain, sep, peer_text]);
+    field("X-Forwarded-Proto", &[proto]);
+    let authority = req.authority.as_deref().unwrap_or_default().as_bytes();
+    if !authority.is_empty() {
+        field("X-Forwarded-Host", &[authority]);
+    }
+    let mut for_buf = [0u8; 72];
+    let for_text = written(&mut for_buf, |w| match peer {
+        std::net::IpAddr::V4(v4) => write!(w, "for={v4}"),
+        std::net::IpAddr::V6(v6) => write!(w, "for=\"[{v6}]\""),
+    });
+    let (chain, sep): (&[u8], &[u8]) = match &forwarded {
+        Some(v) => (v, b", "),
+        None => (b"", b""),
+    };
+    if authority.is_empty() {
+        field("Forwarded", &[chain, sep, for_text, b";proto=", proto]);
+    } else {
+        // A validated authority holds neither `"` nor `\`.
+        let quote: &[u8] = if authority.iter().all(|&b| crate::http::method::is_tchar(b)) {
+            b""
+        } else {
+            b"\""
+        };
+        field(
+            "Forwarded",
+            &[
+                chain, sep, for_text, b";proto=", proto, b";host=", quote, authority, quote,
+            ],
+        );
+    }
+}
+
+/// What `write` wrote into `buf` (an address: it always fits).
+fn written(
+    buf: &mut [u8],
+    write: impl FnOnce(&mut std::io::Cursor<&mut [u8]>) -> std::io::Result<()>,
+) -> &[u8] {
+    let mut cursor = std::io::Cursor::new(&mut buf[..]);
+    let _ = write(&mut cursor);
+    let n = cursor.position() as usize;
+    &buf[..n]
 }
 
 /// Percent-encodes a decoded path for a request line: unreserved characters, sub-delims, `:`,

@@ -311,6 +311,7 @@ pub(super) async fn answer<D: Downstream>(
                 path: &upstream_path,
                 worker: ctx.worker.id,
                 pool: &ctx.worker.upstreams,
+                h2pool: &ctx.worker.h2upstreams,
                 pipes: &ctx.worker.pipes,
             };
             proxy::forward(exchange, &mut trace.upstream).await
@@ -399,6 +400,23 @@ pub(super) async fn answer_error<D: Downstream>(
         Side::Client => log::debug!("{peer}: {status}: {what}{e}"),
         Side::Upstream | Side::Internal => log::warn!("{peer}: {status}: {what}{e}"),
     }
+    if req.is_some_and(is_grpc) {
+        // Trailers-only: the status in the head, which ends the stream.
+        let mut h = ResponseHead::new(200);
+        h.header("Content-Type", "application/grpc");
+        h.header_with("grpc-status", |b| {
+            crate::http::response::push_decimal(b, u64::from(e.grpc_status()))
+        });
+        h.header_with("grpc-message", |b| {
+            // The status, not the detail: that stays in the daemon's log (it may name
+            // upstream addresses).
+            let message = format!("{status} {}", reason(status));
+            b.extend(
+                percent_encoding::utf8_percent_encode(&message, GRPC_MESSAGE).flat_map(str::bytes),
+            );
+        });
+        return Some(ds.respond(h, Body::Empty { length: None }).await.is_ok());
+    }
     let body = format!("{status} {}\n", reason(status));
     let mut h = ResponseHead::new(status);
     h.header("Content-Type", "text/plain; charset=utf-8");
@@ -416,6 +434,20 @@ pub(super) async fn answer_error<D: Downstream>(
     }
     Some(ds.respond(h, Body::Bytes(body.as_bytes())).await.is_ok())
 }
+
+/// Whether a request is a gRPC call (`content-type: application/grpc[+proto|…]`) over
+/// HTTP/2, whose errors must be gRPC statuses for its client to understand them.
+fn is_grpc(req: &RequestHead) -> bool {
+    req.version == crate::http::Version::Http2
+        && req.header("content-type").is_some_and(|v| {
+            v.get(..16)
+                .is_some_and(|p| p.eq_ignore_ascii_case(b"application/grpc"))
+        })
+}
+
+/// What `grpc-message` percent-encodes (the gRPC spec: everything outside printable ASCII,
+/// and `%`).
+const GRPC_MESSAGE: &percent_encoding::AsciiSet = &percent_encoding::CONTROLS.add(b'%');
 
 /// Counts a request in flight from its parsed head to the end of its response.
 pub(super) struct InFlight<'a>(&'a AtomicU64);

@@ -297,6 +297,7 @@ async fn worker_main(
             loop {
                 monoio::time::sleep(Duration::from_secs(1)).await;
                 ctx.upstreams.sweep();
+                ctx.h2upstreams.sweep();
                 ctx.files.sweep(Instant::now(), &shared.workers[id]);
             }
         });

@@ -153,7 +153,10 @@ fn status_stats_and_metrics_count_http2(d: Driver) {
     std::thread::sleep(Duration::from_millis(700));
     let status = s.proxyctl(&["status"]);
     let text = String::from_utf8_lossy(&status.stdout);
-    let line = text.lines().find(|l| l.starts_with("http/2 ")).unwrap_or_default();
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("http/2 "))
+        .unwrap_or_default();
     assert!(line.ends_with(" 1 connections, 1 streams open"), "{text}");
     let out = client.wait_with_output().unwrap();
     let r: Value = serde_json::from_slice(&out.stdout).unwrap();
