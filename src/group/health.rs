@@ -23,7 +23,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::{now_ms, Admin, Group, Member};
-use crate::config::{CheckKind, HealthCheck};
+use crate::config::{CheckKind, HealthCheck, UpstreamProtocol};
+use crate::net::h2io::{client_handshake, ClientSettings, UPSTREAM_MAX_HEADER_LIST};
 use crate::net::upstream::UpstreamConn;
 
 /// How often the thread looks for new, changed and gone servers.
@@ -139,7 +140,7 @@ async fn check_loop(
         let s = &m.state;
         if s.admin() != Admin::Disabled {
             let started = Instant::now();
-            let result = probe(&m, &check).await;
+            let result = probe(&g, &m, &check).await;
             let took = started.elapsed();
             if !alive.get() {
                 return;
@@ -192,7 +193,7 @@ fn verdict(g: &Group, m: &Member, check: &HealthCheck, result: Result<(), String
 }
 
 /// One check of `m`, within the check's timeout.
-async fn probe(m: &Member, check: &HealthCheck) -> Result<(), String> {
+async fn probe(g: &Group, m: &Member, check: &HealthCheck) -> Result<(), String> {
     let addr = match check.port {
         Some(p) => SocketAddr::new(m.state.addr.ip(), p),
         None => m.state.addr,
@@ -202,6 +203,9 @@ async fn probe(m: &Member, check: &HealthCheck) -> Result<(), String> {
         let mut conn = UpstreamConn::connect(&[addr], m.tls.as_ref(), check.timeout)
             .await
             .map_err(|e| e.detail.to_string())?;
+        if g.config.protocol == UpstreamProtocol::H2 {
+            return probe_h2(g, m, conn, &check.kind, deadline).await;
+        }
         let CheckKind::Http {
             path,
             head,
@@ -252,5 +256,70 @@ async fn probe(m: &Member, check: &HealthCheck) -> Result<(), String> {
     match monoio::time::timeout(check.timeout, attempt).await {
         Ok(r) => r,
         Err(_) => Err(format!("timed out after {} ms", check.timeout.as_millis())),
+    }
+}
+
+/// A check over HTTP/2 (`protocol = "h2"`): the connection's preface and settings exchange
+/// (all a `tcp` check asks of an HTTP/2 server), then for an HTTP check one stream and its
+/// response head's status.
+async fn probe_h2(
+    g: &Group,
+    m: &Member,
+    conn: UpstreamConn,
+    kind: &CheckKind,
+    deadline: Instant,
+) -> Result<(), String> {
+    let settings = ClientSettings {
+        stream_window: 65_535,
+        connection_window: 65_535,
+        max_header_list: UPSTREAM_MAX_HEADER_LIST,
+    };
+    let (send, connection) = client_handshake(conn, &settings, deadline)
+        .await
+        .map_err(|e| e.detail.to_string())?;
+    let CheckKind::Http {
+        path,
+        head,
+        host,
+        expect,
+    } = kind
+    else {
+        return Ok(());
+    };
+    let scheme = if g.config.tls { "https" } else { "http" };
+    let host = host.as_deref().unwrap_or(&m.authority);
+    let mut req = http::Request::new(());
+    *req.uri_mut() = format!("{scheme}://{host}{path}")
+        .parse()
+        .map_err(|e| format!("the check's request: {e}"))?;
+    *req.method_mut() = if *head {
+        http::Method::HEAD
+    } else {
+        http::Method::GET
+    };
+    req.headers_mut().insert(
+        http::header::USER_AGENT,
+        http::HeaderValue::from_static("zerocopy-server health check"),
+    );
+    let exchange = async {
+        let mut send = send.ready().await.map_err(|e| e.to_string())?;
+        let (response, _) = send.send_request(req, true).map_err(|e| e.to_string())?;
+        response.await.map_err(|e| e.to_string())
+    };
+    // The connection is driven while the stream waits for its answer.
+    let connection = std::pin::pin!(connection);
+    let status = monoio::select! {
+        r = exchange => r?.status().as_u16(),
+        ended = connection => {
+            return Err(match ended {
+                Ok(()) => "closed without a response".into(),
+                Err(e) => format!("connection failed: {e}"),
+            })
+        }
+    };
+    if expect.iter().any(|e| e.matches(status)) {
+        Ok(())
+    } else {
+        Err(format!("status {status}"))
     }
 }

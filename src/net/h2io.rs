@@ -1,4 +1,5 @@
-//! The byte stream an HTTP/2 connection runs on: the `h2` crate reads and writes through
+//! The byte stream an HTTP/2 connection runs on (and, for upstreams, HTTP/2's connection
+//! preface and settings exchange over it, [`client_handshake`]): the `h2` crate reads and writes through
 //! tokio's `AsyncRead`/`AsyncWrite`, which monoio offers as *poll-io* (the socket's readiness
 //! through the ring, then plain `recv`/`send`). [`PollStream`] is that stream for a client or
 //! an upstream: plain, kernel TLS (the kernel's records are plaintext to us), or rustls driven
@@ -10,10 +11,71 @@ use std::ops::DerefMut;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
+use std::time::Instant;
+
+use bytes::Bytes;
 use monoio::net::tcp::stream_poll::TcpStreamPoll;
 use monoio::net::TcpStream;
-use rustls::{ConnectionCommon, SideData};
+use rustls::{ClientConnection, ConnectionCommon, SideData};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+use super::upstream::UpstreamConn;
+use crate::error::{Error, ErrorKind};
+
+/// An HTTP/2 client connection to an upstream, to be polled (driven) by its owner.
+pub type ClientConnectionH2 = h2::client::Connection<PollStream<ClientConnection>, Bytes>;
+
+/// The largest response header list taken from an upstream.
+pub const UPSTREAM_MAX_HEADER_LIST: u32 = 64 * 1024;
+
+/// What the daemon asks of an HTTP/2 upstream connection.
+pub struct ClientSettings {
+    pub stream_window: u32,
+    pub connection_window: u32,
+    pub max_header_list: u32,
+}
+
+/// HTTP/2 over a connected upstream (its TLS, if any, done and `h2` chosen by ALPN), by
+/// `deadline`: the handle streams are opened with, and the connection to drive.
+pub async fn client_handshake(
+    conn: UpstreamConn,
+    settings: &ClientSettings,
+    deadline: Instant,
+) -> Result<(h2::client::SendRequest<Bytes>, ClientConnectionH2), Error> {
+    let addr = conn.addr;
+    let (tcp, session) = conn.into_parts();
+    if let Some(s) = &session {
+        if s.alpn_protocol() != Some(b"h2") {
+            return Err(Error::upstream(
+                ErrorKind::BadGateway,
+                format!(
+                    "{addr}: the upstream did not agree to HTTP/2 (ALPN h2); set protocol = \
+                     \"http1\" if it speaks HTTP/1.1 only"
+                ),
+            ));
+        }
+    }
+    let io = PollStream::new(tcp, session, Vec::new())
+        .map_err(|e| Error::internal(format!("upstream socket: {e}")))?;
+    let handshake = h2::client::Builder::new()
+        .initial_window_size(settings.stream_window)
+        .initial_connection_window_size(settings.connection_window)
+        .max_header_list_size(settings.max_header_list)
+        .enable_push(false)
+        .handshake::<_, Bytes>(io);
+    let left = deadline.saturating_duration_since(Instant::now());
+    match monoio::time::timeout(left, handshake).await {
+        Ok(Ok(pair)) => Ok(pair),
+        Ok(Err(e)) => Err(Error::upstream(
+            ErrorKind::BadGateway,
+            format!("{addr}: HTTP/2 handshake: {e}"),
+        )),
+        Err(_) => Err(Error::upstream(
+            ErrorKind::GatewayTimeout,
+            format!("{addr}: HTTP/2 handshake timed out"),
+        )),
+    }
+}
 
 /// A connection as HTTP/2 reads and writes it.
 pub struct PollStream<C> {

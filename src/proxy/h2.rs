@@ -41,6 +41,7 @@ pub(super) async fn forward<D: Downstream>(
     let members = x.group.members.load();
     let mut how = Http2 {
         deadline: grpc_timeout(&x).map(|t| Instant::now() + t),
+        replay: None,
     };
     let (_member, _in_flight, flow) = failover::answer(&mut x, &members, trace, &mut how).await?;
     match relay(&mut x, flow, how.deadline).await {
@@ -58,6 +59,9 @@ pub(super) async fn forward<D: Downstream>(
 /// Attempts over HTTP/2, within a gRPC call's deadline.
 struct Http2 {
     deadline: Option<Instant>,
+    /// The body a refused stream had taken (all of it kept), and whether it was complete:
+    /// the next attempt sends it first.
+    replay: Option<(Vec<u8>, bool)>,
 }
 
 /// A stream with its response head: what the retry rules judge, then what is relayed.
@@ -75,7 +79,7 @@ impl Attempted for Flow {
     }
 
     fn untouched(&self) -> bool {
-        !self.up.touched
+        self.up.replayable()
     }
 }
 
@@ -89,6 +93,19 @@ struct Upload {
     client_done: bool,
     /// Bytes of the client's body were taken.
     touched: bool,
+    /// Everything taken from the client so far, while it is at most [`REPLAY_MAX`]: a stream
+    /// the upstream refused can then go to another server with its body.
+    copy: Option<Vec<u8>>,
+}
+
+/// The most request body kept for a refused stream's retry.
+const REPLAY_MAX: usize = 64 * 1024;
+
+impl Upload {
+    /// Whether the body taken so far can be sent again (none taken, or all of it kept).
+    fn replayable(&self) -> bool {
+        !self.touched || self.copy.is_some()
+    }
 }
 
 impl Upload {
@@ -131,8 +148,17 @@ impl Upload {
             self.send = None;
             return ended.map_err(gone);
         }
-        let pending = &mut self.pending;
-        let done = ds.take_body(&mut |d| pending.extend_from_slice(d))?;
+        let (pending, copy) = (&mut self.pending, &mut self.copy);
+        let done = ds.take_body(&mut |d| {
+            pending.extend_from_slice(d);
+            if let Some(c) = copy {
+                if c.len() + d.len() <= REPLAY_MAX {
+                    c.extend_from_slice(d);
+                } else {
+                    *copy = None;
+                }
+            }
+        })?;
         self.touched |= !self.pending.is_empty();
         self.client_done = done;
         if self.pending.is_empty() && !done {
@@ -214,11 +240,13 @@ impl<D: Downstream> Attempt<D> for Http2 {
                 return Err(failed(e, Some(FailureKind::Reset), false));
             }
         };
+        let replay = self.replay.take();
         let mut upload = Upload {
             send: (!no_body).then_some(up),
-            pending: Vec::new(),
-            client_done: no_body,
-            touched: false,
+            pending: replay.as_ref().map(|r| r.0.clone()).unwrap_or_default(),
+            client_done: no_body || replay.as_ref().is_some_and(|r| r.1),
+            touched: replay.as_ref().is_some_and(|r| !r.0.is_empty()),
+            copy: Some(replay.map(|r| r.0).unwrap_or_default()),
         };
         if !no_body {
             if let Err(e) = x.ds.continue_body().await {
@@ -243,7 +271,13 @@ impl<D: Downstream> Attempt<D> for Http2 {
                 Ok(got) => break Ok(got),
             }
         };
-        let touched = upload.touched;
+        let touched = !upload.replayable();
+        if !matches!(outcome, Ok(Ok(Ok(_)))) {
+            // Should another server be tried, it gets the body taken so far.
+            if let Some(copy) = upload.copy.take() {
+                self.replay = Some((copy, upload.client_done));
+            }
+        }
         let response = match outcome {
             // The body's way up failed: the client's fault (its body), or the stream's.
             Err(e) => {

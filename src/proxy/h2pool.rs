@@ -8,7 +8,9 @@
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
+use std::future::poll_fn;
 use std::rc::Rc;
+use std::task::{Poll, Waker};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -16,7 +18,7 @@ use h2::client::SendRequest;
 
 use super::pool::PoolKey;
 use crate::error::{Error, ErrorKind};
-use crate::net::h2io::PollStream;
+use crate::net::h2io::{client_handshake, ClientSettings, UPSTREAM_MAX_HEADER_LIST};
 use crate::net::upstream::{UpstreamConn, UpstreamTls};
 
 /// Most connections per server and worker.
@@ -24,8 +26,6 @@ pub const MAX_CONNS: usize = 4;
 /// The flow-control windows the daemon opens to an upstream: per stream and per connection.
 const STREAM_WINDOW: u32 = 1 << 20;
 const CONNECTION_WINDOW: u32 = 4 << 20;
-/// The largest response header list taken from an upstream.
-const MAX_HEADER_LIST: u32 = 64 * 1024;
 
 /// One HTTP/2 connection to a server.
 pub struct H2Conn {
@@ -80,11 +80,23 @@ impl Drop for Lease {
 
 /// One worker's HTTP/2 upstream connections, by server.
 #[derive(Default)]
-pub struct H2Pool(RefCell<HashMap<PoolKey, Vec<Rc<H2Conn>>>>);
+pub struct H2Pool(RefCell<HashMap<PoolKey, Server>>);
+
+/// A server's connections, and the ones being opened.
+#[derive(Default)]
+struct Server {
+    conns: Vec<Rc<H2Conn>>,
+    /// Connects under way: streams that find every connection full wait for them rather
+    /// than open more.
+    connecting: usize,
+    /// Tasks waiting for a connect to end.
+    waiting: Vec<Waker>,
+}
 
 impl H2Pool {
     /// A connection to `key` for one stream: an open one with room, else a new one (connected
-    /// within `timeout`), else the least busy.
+    /// within `timeout`; kept `keep` without streams), else the least busy. `true` with a
+    /// connection that was open already.
     pub async fn lease(
         &self,
         key: &PoolKey,
@@ -92,57 +104,119 @@ impl H2Pool {
         timeout: Duration,
         keep: Duration,
     ) -> Result<(Lease, bool), Error> {
-        if let Some(conn) = self.pick(key, false) {
-            return Ok((lease(conn), true));
-        }
-        match connect(key, tls, timeout, keep).await {
-            Ok(conn) => {
-                let conn = Rc::new(conn);
-                self.0
-                    .borrow_mut()
-                    .entry(key.clone())
-                    .or_default()
-                    .push(conn.clone());
-                Ok((lease(conn), false))
+        let deadline = Instant::now() + timeout;
+        loop {
+            match self.pick(key) {
+                Pick::Use(conn) => return Ok((lease(conn), true)),
+                Pick::Connect => break,
+                Pick::Wait => {
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    if monoio::time::timeout(left, self.connect_ended(key))
+                        .await
+                        .is_err()
+                    {
+                        return Err(Error::upstream(
+                            ErrorKind::GatewayTimeout,
+                            format!("{}: no HTTP/2 connection in time", key.addr),
+                        ));
+                    }
+                }
             }
-            // At the cap after all (another stream connected meanwhile), or the connect
-            // failed while others are open: share the least busy.
-            Err(e) => match self.pick(key, true) {
-                Some(conn) => Ok((lease(conn), true)),
-                None => Err(e),
-            },
         }
+        // Counted as under way until it ends, however it ends (a cancelled stream too).
+        let guard = Connecting { pool: self, key };
+        let left = deadline.saturating_duration_since(Instant::now());
+        let result = connect(key, tls, left, keep).await;
+        drop(guard);
+        let conn = Rc::new(result?);
+        let mut map = self.0.borrow_mut();
+        map.entry(key.clone()).or_default().conns.push(conn.clone());
+        Ok((lease(conn), false))
     }
 
-    /// The least busy usable connection: with room (or, with `full`, any); `None` when a new
-    /// one should be opened.
-    fn pick(&self, key: &PoolKey, full: bool) -> Option<Rc<H2Conn>> {
+    /// Waits until a connect to `key` under way ends.
+    async fn connect_ended(&self, key: &PoolKey) {
+        let mut registered = false;
+        poll_fn(|cx| {
+            if registered {
+                return Poll::Ready(());
+            }
+            registered = true;
+            if let Some(server) = self.0.borrow_mut().get_mut(key) {
+                server.waiting.push(cx.waker().clone());
+            }
+            Poll::Pending
+        })
+        .await;
+    }
+
+    /// What a stream for `key` does: use the least busy connection with room; else open
+    /// one, while fewer than [`MAX_CONNS`] are open or being opened; else share the least
+    /// busy (where `h2` queues it), or wait for a connect under way.
+    fn pick(&self, key: &PoolKey) -> Pick {
         let mut map = self.0.borrow_mut();
-        let list = map.get_mut(key)?;
-        list.retain(|c| c.usable() || c.streams.get() > 0);
-        let usable = list.iter().filter(|c| c.usable());
-        let best = usable.min_by_key(|c| c.streams.get())?;
-        let at_cap = list.iter().filter(|c| c.usable()).count() >= MAX_CONNS;
-        (best.has_room() || full || at_cap).then(|| best.clone())
+        let server = map.entry(key.clone()).or_default();
+        server.conns.retain(|c| c.usable() || c.streams.get() > 0);
+        let best = server
+            .conns
+            .iter()
+            .filter(|c| c.usable())
+            .min_by_key(|c| c.streams.get());
+        let open = server.conns.iter().filter(|c| c.usable()).count();
+        match best {
+            Some(c) if c.has_room() => Pick::Use(c.clone()),
+            _ if open + server.connecting < MAX_CONNS => {
+                server.connecting += 1;
+                Pick::Connect
+            }
+            Some(c) => Pick::Use(c.clone()),
+            None => Pick::Wait,
+        }
     }
 
     /// Closes connections without streams for their group's idle timeout, and forgets ended
     /// ones. Each worker runs it every second.
     pub fn sweep(&self) {
         let now = Instant::now();
-        self.0.borrow_mut().retain(|_, list| {
-            list.retain(|c| {
+        self.0.borrow_mut().retain(|_, server| {
+            server.conns.retain(|c| {
                 c.streams.get() > 0
                     || (c.usable() && now.duration_since(c.idle_since.get()) < c.keep)
             });
-            !list.is_empty()
+            !server.conns.is_empty() || server.connecting > 0
         });
     }
 
     /// Open connections to `key` (for tests and stats).
     pub fn count(&self, key: &PoolKey) -> usize {
-        self.0.borrow().get(key).map_or(0, Vec::len)
+        self.0.borrow().get(key).map_or(0, |s| s.conns.len())
     }
+}
+
+/// A connect under way: when it ends, the count drops and its waiters wake.
+struct Connecting<'a> {
+    pool: &'a H2Pool,
+    key: &'a PoolKey,
+}
+
+impl Drop for Connecting<'_> {
+    fn drop(&mut self) {
+        if let Some(server) = self.pool.0.borrow_mut().get_mut(self.key) {
+            server.connecting = server.connecting.saturating_sub(1);
+            for w in server.waiting.drain(..) {
+                w.wake();
+            }
+        }
+    }
+}
+
+/// What [`H2Pool::pick`] decided.
+enum Pick {
+    Use(Rc<H2Conn>),
+    /// Open a connection (counted as under way).
+    Connect,
+    /// Every connection is being opened: wait for one.
+    Wait,
 }
 
 fn lease(conn: Rc<H2Conn>) -> Lease {
@@ -160,43 +234,12 @@ async fn connect(
 ) -> Result<H2Conn, Error> {
     let deadline = Instant::now() + timeout;
     let conn = UpstreamConn::connect(&[key.addr], tls, timeout).await?;
-    let (tcp, session) = conn.into_parts();
-    if let Some(s) = &session {
-        if s.alpn_protocol() != Some(b"h2") {
-            return Err(Error::upstream(
-                ErrorKind::BadGateway,
-                format!(
-                    "{}: the upstream did not agree to HTTP/2 (ALPN h2); set protocol = \"http1\" \
-                     if it speaks HTTP/1.1 only",
-                    key.addr
-                ),
-            ));
-        }
-    }
-    let io = PollStream::new(tcp, session, Vec::new())
-        .map_err(|e| Error::internal(format!("upstream socket: {e}")))?;
-    let handshake = h2::client::Builder::new()
-        .initial_window_size(STREAM_WINDOW)
-        .initial_connection_window_size(CONNECTION_WINDOW)
-        .max_header_list_size(MAX_HEADER_LIST)
-        .enable_push(false)
-        .handshake::<_, Bytes>(io);
-    let left = deadline.saturating_duration_since(Instant::now());
-    let (send, connection) = match monoio::time::timeout(left, handshake).await {
-        Ok(Ok(pair)) => pair,
-        Ok(Err(e)) => {
-            return Err(Error::upstream(
-                ErrorKind::BadGateway,
-                format!("{}: HTTP/2 handshake: {e}", key.addr),
-            ))
-        }
-        Err(_) => {
-            return Err(Error::upstream(
-                ErrorKind::GatewayTimeout,
-                format!("{}: HTTP/2 handshake timed out", key.addr),
-            ))
-        }
+    let settings = ClientSettings {
+        stream_window: STREAM_WINDOW,
+        connection_window: CONNECTION_WINDOW,
+        max_header_list: UPSTREAM_MAX_HEADER_LIST,
     };
+    let (send, connection) = client_handshake(conn, &settings, deadline).await?;
     let closed = Rc::new(Cell::new(false));
     let ended = closed.clone();
     let addr = key.addr;

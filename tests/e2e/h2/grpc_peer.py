@@ -5,8 +5,8 @@ messages: no generated code).
     grpc_peer.py serve EVENTS_FILE [--tls CERT KEY]
         Listens on 127.0.0.1 (a free port), prints the port, serves until stdin closes.
         Writes one line per notable event to EVENTS_FILE ("cancelled", "deadline-seen ...").
-    grpc_peer.py call TARGET [--tls CA AUTHORITY]
-        Runs every case against TARGET and prints one JSON object with the results.
+    grpc_peer.py call TARGET [--tls CA AUTHORITY | --authority AUTHORITY] [--case unary|slow]
+        Runs every case (or one) against TARGET and prints one JSON object with the results.
 """
 
 import json
@@ -97,6 +97,17 @@ def call(args):
 
     def code(e):
         return e.code().value[0]
+
+    if "--case" in args:
+        # One call, for the daemon's own errors: its status code and details.
+        name = args[args.index("--case") + 1]
+        method, request = {"unary": ("Unary", b"hi"), "slow": ("Slow", b"x")}[name]
+        try:
+            out[name] = m(method, "unary_unary")(request, timeout=10).decode()
+        except grpc.RpcError as e:
+            out[name] = {"code": code(e), "details": e.details()}
+        print(json.dumps(out))
+        return
 
     try:
         reply, info = m("Unary", "unary_unary").with_call(b"hi", timeout=10)

@@ -5,8 +5,10 @@
 
 mod attacks;
 mod clients;
+mod grpc;
 mod limits;
 mod proxy;
+mod upstreams;
 
 use std::net::SocketAddr;
 use std::process::{Command, Output};

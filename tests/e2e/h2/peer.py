@@ -5,6 +5,7 @@ object with what it saw.
 
     peer.py fetch URL [--prior-knowledge] [--cacert CA] [--count N] [--post BYTES] [--host H]
     peer.py coalesce HOST PORT CA SNI AUTHORITY...
+    peer.py h2-server refuse|NAME
     peer.py ATTACK HOST PORT AUTHORITY [PATH]
 
 ATTACK is one of: rapid-reset, continuation-flood, hpack-bomb, ping-flood, settings-flood,
@@ -380,6 +381,56 @@ def coalesce(args):
     print(json.dumps(statuses))
 
 
+def h2_server(args):
+    """An HTTP/2 server (prior knowledge) with the Python `h2` library: `refuse` resets every
+    stream with REFUSED_STREAM; `ok` answers 200 with its name. Prints its port, serves until
+    stdin closes."""
+    import threading
+
+    import h2.config
+    import h2.connection
+    import h2.errors
+    import h2.events
+
+    mode = args[0]
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(64)
+    print(listener.getsockname()[1], flush=True)
+
+    def serve(sock):
+        conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=False))
+        conn.initiate_connection()
+        sock.sendall(conn.data_to_send())
+        while True:
+            try:
+                data = sock.recv(65536)
+            except OSError:
+                return
+            if not data:
+                return
+            for event in conn.receive_data(data):
+                if isinstance(event, h2.events.RequestReceived):
+                    if mode == "refuse":
+                        conn.reset_stream(event.stream_id, h2.errors.ErrorCodes.REFUSED_STREAM)
+                    else:
+                        body = b"served by " + mode.encode()
+                        conn.send_headers(event.stream_id, [(":status", "200"),
+                                                            ("content-length", str(len(body)))])
+                        conn.send_data(event.stream_id, body, end_stream=True)
+                elif isinstance(event, h2.events.DataReceived):
+                    conn.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
+            sock.sendall(conn.data_to_send())
+
+    def accept():
+        while True:
+            sock, _ = listener.accept()
+            threading.Thread(target=serve, args=(sock,), daemon=True).start()
+
+    threading.Thread(target=accept, daemon=True).start()
+    sys.stdin.read()
+
+
 def fetch(args):
     import httpx
 
@@ -416,6 +467,8 @@ if __name__ == "__main__":
         fetch(sys.argv[2:])
     elif sys.argv[1] == "coalesce":
         coalesce(sys.argv[2:])
+    elif sys.argv[1] == "h2-server":
+        h2_server(sys.argv[2:])
     else:
         name, host, port, authority = sys.argv[1:5]
         path = sys.argv[5] if len(sys.argv) > 5 else "/"
