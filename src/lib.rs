@@ -11,12 +11,12 @@
 //! | room | holds | uses |
 //! |---|---|---|
 //! | [`worker`] | the worker threads: runtimes, listeners, accept loops, the drain | `server` |
-//! | [`server`] | one connection's lifecycle, one request's phases, the HTTP/1 side of an exchange, the worker's state ([`server::WorkerCtx`]) and idle registry | backends, `exchange`, `http`, `net` |
+//! | [`server`] | one connection's lifecycle, one request's phases, the HTTP/1 and HTTP/2 sides of an exchange ([`server::h1`], [`server::h2`]), the worker's state ([`server::WorkerCtx`]) and idle registry | backends, `exchange`, `http`, `net` |
 //! | [`exchange`] | [`exchange::Downstream`]: what a backend sees of the client, whatever the protocol | `http`, `net` |
 //! | [`files`], [`proxy`] | the backends | `exchange`, `http`, `net`, `group` |
 //! | [`group`] | upstream groups at run time: members, balancing, server state shared by all workers, passive ejection, the health-check and DNS threads | `config`, `http`, `net` |
-//! | [`http`] | protocol-neutral heads, methods, paths, and the HTTP/1 codec ([`http::h1`]) | — |
-//! | [`net`] | the transport: client and upstream streams, I/O, rustls driving, splice, tunnel, raw syscalls ([`net::sys`]) | `tls` |
+//! | [`http`] | protocol-neutral heads, methods, paths, the HTTP/1 codec ([`http::h1`]) and HTTP/2 messages as heads ([`http::h2`]) | — |
+//! | [`net`] | the transport: client and upstream streams, I/O, rustls driving, splice, tunnel, raw syscalls ([`net::sys`]), the stream HTTP/2 runs on ([`net::h2io`]) | `tls` |
 //! | [`route`], [`snapshot`], [`preload`] | the routing table and what a snapshot holds | backends' types |
 //! | [`control`] | the control loop: reload, drain, admin answers, signals, watcher | `snapshot`, `worker` |
 //! | [`config`] | the configuration's types and its parser, every error with file, line, key path | — |
@@ -27,7 +27,9 @@
 //! ## One request's path
 //!
 //! 1. [`worker`] (`worker_main`) accepts a connection and spawns
-//!    [`server::connection::serve`]; a TLS listener's handshake is `server/tls.rs`.
+//!    [`server::connection::serve`]; a TLS listener's handshake is `server/tls.rs`. A client
+//!    that chose HTTP/2 (ALPN `h2`, or h2c's preface) goes to [`server::h2`] instead, whose
+//!    streams each run steps 3–7 with an `H2Downstream` (`server/h2/stream.rs`).
 //! 2. The connection's [`server::connection`] state machine waits idle (or parks:
 //!    `server/park.rs`) until bytes arrive, then runs one request (`server/request.rs`,
 //!    `Conn::request`):
@@ -39,7 +41,8 @@
 //! 6. the backend answers through an [`server::h1::H1Downstream`] — [`files::serve`] (a file
 //!    from the cache, memory or `sendfile`) or [`proxy::forward`] (a server of the route's
 //!    group chosen by [`group::Group::select`], retried on another one by the group's rules,
-//!    an upstream connection from the worker's pool, bodies through [`http::h1::body`]); a
+//!    an upstream connection from the worker's pool, bodies through [`http::h1::body`]; or a
+//!    stream on a multiplexed connection for an HTTP/2 group, `proxy/h2.rs`); a
 //!    failure becomes a status in `answer_error` ([`error::Error::status`]);
 //! 7. the request is counted on its route ([`metrics`]) and logged ([`access_log`]).
 //!

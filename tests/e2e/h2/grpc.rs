@@ -7,7 +7,7 @@
 
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -31,7 +31,7 @@ impl GrpcServer {
     fn start(tls: Option<(&std::path::Path, &std::path::Path)>) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let events = dir.path().join("events.txt");
-        let mut cmd = Command::new("python3");
+        let mut cmd = super::python();
         cmd.args([GRPC_PEER, "serve"]).arg(&events);
         if let Some((cert, key)) = tls {
             cmd.arg("--tls").arg(cert).arg(key);
@@ -79,7 +79,7 @@ impl Drop for GrpcServer {
 
 /// `grpc_peer.py call` against `s` with `args`.
 fn call(s: &Server, args: &[&str]) -> Value {
-    let out = Command::new("python3")
+    let out = super::python()
         .args([GRPC_PEER, "call", &s.addr.to_string()])
         .args(args)
         .output()

@@ -5,7 +5,7 @@
 
 use std::io::Read;
 use std::net::TcpListener;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
@@ -111,7 +111,7 @@ fn keepalive_pings_an_idle_connection(d: Driver) {
 fn a_drain_finishes_streams_in_flight_after_goaway(d: Driver) {
     let up = Upstream::start();
     let (s, _site) = h2c(d, "", Some(up.addr), "");
-    let client = Command::new("python3")
+    let client = super::python()
         .args([PEER, "one-then-wait", &s.addr.ip().to_string()])
         .arg(s.addr.port().to_string())
         .args(["h2.test", "/app/slow/1500"])
@@ -143,7 +143,7 @@ fn status_stats_and_metrics_count_http2(d: Driver) {
         &format!("metrics_listen = \"{metrics}\""),
         "",
     );
-    let client = Command::new("python3")
+    let client = super::python()
         .args([PEER, "one-then-wait", &s.addr.ip().to_string()])
         .arg(s.addr.port().to_string())
         .args(["h2.test", "/app/slow/1500"])

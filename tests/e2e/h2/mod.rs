@@ -89,9 +89,64 @@ pub fn split(out: &Output) -> (String, Vec<u8>) {
     )
 }
 
+/// `python3` able to import the Python peers' packages (`h2`, `httpx`, `grpcio`): the system's,
+/// or one with them installed from PyPI (once per test run) into `target/python-h2`.
+pub fn python() -> Command {
+    static PATH: std::sync::OnceLock<Option<std::path::PathBuf>> = std::sync::OnceLock::new();
+    const IMPORTS: &str = "import h2, hpack, httpx, grpc";
+    let extra = PATH.get_or_init(|| {
+        let has = |path: Option<&std::path::Path>| {
+            let mut c = Command::new("python3");
+            if let Some(p) = path {
+                c.env("PYTHONPATH", p);
+            }
+            c.args(["-c", IMPORTS])
+                .stderr(std::process::Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success())
+        };
+        if has(None) {
+            return None;
+        }
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/python-h2");
+        if !has(Some(&dir)) {
+            let status = Command::new("python3")
+                .args(["-m", "pip", "install", "--quiet", "--target"])
+                .arg(&dir)
+                .args(["h2", "httpx[http2]", "grpcio"])
+                .status()
+                .expect("python3 -m pip (apt-get install python3-pip)");
+            assert!(
+                status.success(),
+                "pip install h2 httpx grpcio into {dir:?} failed"
+            );
+        }
+        Some(dir)
+    });
+    let mut c = Command::new("python3");
+    if let Some(dir) = extra {
+        c.env("PYTHONPATH", dir);
+    }
+    c
+}
+
+/// Whether the command-line tool `name` is installed (`nghttp`, `h2load`: Debian's
+/// `nghttp2-client`). CI must have it; elsewhere a test without it says so and is skipped.
+pub fn have(name: &str) -> bool {
+    let found = Command::new(name)
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !found {
+        assert!(std::env::var_os("CI").is_none(), "CI must have {name}");
+        eprintln!("skipped: no {name} (apt-get install nghttp2-client)");
+    }
+    found
+}
+
 /// Runs `peer.py` with `args` and parses the JSON it prints.
 pub fn peer(args: &[&str]) -> Value {
-    let out = Command::new("python3")
+    let out = python()
         .arg(PEER)
         .args(args)
         .output()
