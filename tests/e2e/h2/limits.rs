@@ -131,6 +131,62 @@ fn a_drain_finishes_streams_in_flight_after_goaway(d: Driver) {
     assert_eq!(r["closed"], true, "{r}");
 }
 
+/// A reload applies to the next stream of an open connection: a route added between two
+/// requests on one connection serves the second.
+fn a_reload_applies_to_the_next_stream(d: Driver) {
+    let (s, site) = h2c(d, "", None, "");
+    let client = super::python()
+        .args([PEER, "two-apart", &s.addr.ip().to_string()])
+        .arg(s.addr.port().to_string())
+        .args(["h2.test", "/v/index.html"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(400));
+    let text = std::fs::read_to_string(&s.config_path).unwrap().replace(
+        "[path_routes.\"h2.test\"]\n",
+        &format!(
+            "[path_routes.\"h2.test\"]\n\"/v/\" = {{ path = \"{}/www\" }}\n",
+            site.path().display()
+        ),
+    );
+    std::fs::write(&s.config_path, text).unwrap();
+    assert_eq!(s.wait_generation(2), 2, "{}", s.log());
+    let out = client.wait_with_output().unwrap();
+    let r: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(r["statuses"], serde_json::json!([404, 200]), "{r}");
+}
+
+/// A fast uploader to an upstream that reads nothing gets only as far as the windows and
+/// the sockets' buffers allow: the daemon holds no more of the body than its stream window.
+fn a_fast_upload_to_a_stalled_upstream_is_held_back(d: Driver) {
+    // An upstream that takes the connection and the head, then reads nothing for a while.
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        if let Ok((c, _)) = listener.accept() {
+            std::thread::sleep(Duration::from_secs(6));
+            drop(c);
+        }
+    });
+    let (s, _site) = h2c(d, "", Some(addr), "");
+    let before = super::rss_kib(&s);
+    let out = super::python()
+        .args([PEER, "upload", &s.addr.ip().to_string()])
+        .arg(s.addr.port().to_string())
+        .args(["h2.test", "/app/upload", "2"])
+        .output()
+        .unwrap();
+    let r: Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)));
+    let sent = r["sent"].as_u64().unwrap();
+    let grown = super::rss_kib(&s).saturating_sub(before);
+    // The stream window (256 KiB) and the sockets' buffers on loopback, not the ~GiB two
+    // seconds of loopback would carry.
+    assert!(sent < 16 << 20, "the client got {sent} bytes out");
+    assert!(grown < 16 * 1024, "RSS grew by {grown} KiB");
+}
+
 /// `proxyctl status` shows HTTP/2 connections and streams open; `stats` and Prometheus count
 /// streams, resets and GOAWAYs.
 fn status_stats_and_metrics_count_http2(d: Driver) {
@@ -187,6 +243,8 @@ fn status_stats_and_metrics_count_http2(d: Driver) {
 }
 
 both_drivers!(
+    a_reload_applies_to_the_next_stream,
+    a_fast_upload_to_a_stalled_upstream_is_held_back,
     status_stats_and_metrics_count_http2,
     a_client_reset_cancels_the_upstream_request,
     max_concurrent_streams_refuses_the_extra,

@@ -6,12 +6,13 @@ object with what it saw.
     peer.py fetch URL [--prior-knowledge] [--cacert CA] [--count N] [--post BYTES] [--host H]
     peer.py coalesce HOST PORT CA SNI AUTHORITY...
     peer.py h2-server refuse|NAME
+    peer.py upload HOST PORT AUTHORITY PATH SECONDS
     peer.py ATTACK HOST PORT AUTHORITY [PATH]
 
 ATTACK is one of: rapid-reset, continuation-flood, hpack-bomb, ping-flood, settings-flood,
 zero-window, empty-data, stream-id-regression, stream-id-exhaustion, made-you-reset; or a
 plain exchange for the limits tests: reset-after, sequential, together, one-then-wait,
-silent.
+silent, two-apart.
 """
 
 import json
@@ -335,6 +336,50 @@ def one_then_wait(p):
     p.report()
 
 
+def two_apart(p):
+    """Two requests on one connection, 1.5 s apart (a reload can happen in between)."""
+    p.send(frame(HEADERS, END_STREAM | END_HEADERS, 1, p.block()))
+    p.read(1.5)
+    p.send(frame(HEADERS, END_STREAM | END_HEADERS, 3, p.block()))
+    p.read(1)
+    p.report()
+
+
+def upload(args):
+    """A POST whose body goes as fast as HTTP/2 flow control lets it (the Python `h2`
+    library keeps the windows), for SECONDS: prints how many bytes went."""
+    import h2.config
+    import h2.connection
+    import h2.events
+
+    host, port, authority, path, seconds = args[0], int(args[1]), args[2], args[3], float(args[4])
+    sock = socket.create_connection((host, port), timeout=5)
+    conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
+    conn.initiate_connection()
+    conn.send_headers(1, [(":method", "POST"), (":path", path), (":scheme", "http"),
+                          (":authority", authority)])
+    sock.sendall(conn.data_to_send())
+    chunk = b"u" * 16384
+    sent, end = 0, time.time() + seconds
+    while time.time() < end:
+        window = min(conn.local_flow_control_window(1), conn.max_outbound_frame_size)
+        if window > 0:
+            conn.send_data(1, chunk[:window])
+            sent += window
+            sock.sendall(conn.data_to_send())
+            continue
+        sock.settimeout(0.1)
+        try:
+            data = sock.recv(65536)
+        except socket.timeout:
+            continue
+        if not data:
+            break
+        conn.receive_data(data)
+        sock.sendall(conn.data_to_send())
+    print(json.dumps({"sent": sent}))
+
+
 def silent(p):
     """The preface and SETTINGS, then nothing: no request."""
     p.read(6, until_closed=True)
@@ -459,7 +504,7 @@ ATTACKS = {
     "stream-id-regression": stream_id_regression,
     "stream-id-exhaustion": stream_id_exhaustion, "made-you-reset": made_you_reset,
     "reset-after": reset_after, "sequential": sequential, "together": together,
-    "one-then-wait": one_then_wait, "silent": silent,
+    "one-then-wait": one_then_wait, "silent": silent, "two-apart": two_apart,
 }
 
 if __name__ == "__main__":
@@ -467,6 +512,8 @@ if __name__ == "__main__":
         fetch(sys.argv[2:])
     elif sys.argv[1] == "coalesce":
         coalesce(sys.argv[2:])
+    elif sys.argv[1] == "upload":
+        upload(sys.argv[2:])
     elif sys.argv[1] == "h2-server":
         h2_server(sys.argv[2:])
     else:
