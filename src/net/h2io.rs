@@ -205,24 +205,26 @@ where
         data: &[u8],
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
-        let Some(session) = this.tls.as_mut() else {
+        if this.tls.is_none() {
             return Pin::new(&mut this.tcp).poll_write(cx, data);
-        };
-        // rustls takes what fits its outgoing buffer (bounded by its buffer limit); those
-        // bytes are written, whatever the socket does next.
-        let taken = session.writer().write(data)?;
-        match this.flush_tls(cx) {
-            Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
-            Poll::Pending if taken == 0 => Poll::Pending,
-            _ if taken == 0 && !data.is_empty() => {
-                // Flushed, yet nothing taken: try once more now that there is room.
-                match this.tls.as_mut().map(|s| s.writer().write(data)) {
-                    Some(Ok(0)) | None => Poll::Pending,
-                    Some(r) => Poll::Ready(r),
-                }
-            }
-            _ => Poll::Ready(Ok(taken)),
         }
+        this.poll_stage(cx, &[io::IoSlice::new(data)])
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        data: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        if this.tls.is_none() {
+            return Pin::new(&mut this.tcp).poll_write_vectored(cx, data);
+        }
+        this.poll_stage(cx, data)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        true
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -242,6 +244,45 @@ where
             }
         }
         Pin::new(&mut this.tcp).poll_shutdown(cx)
+    }
+}
+
+impl<C, S> PollStream<C>
+where
+    C: DerefMut<Target = ConnectionCommon<S>> + Unpin,
+    S: SideData,
+{
+    /// Hands `data` to rustls — all slices of a vectored write in one go, so that HTTP/2's
+    /// frame heads and payloads share records — and leaves the records for `poll_flush` (HTTP/2
+    /// flushes after each batch of frames: one `send` per batch, not per write). Only when
+    /// rustls's buffer is full are records sent here, to make room.
+    fn poll_stage(
+        &mut self,
+        cx: &mut Context<'_>,
+        data: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let Some(session) = self.tls.as_mut() else {
+            return Poll::Ready(Ok(0));
+        };
+        let took = session.writer().write_vectored(data)?;
+        let total: usize = data.iter().map(|d| d.len()).sum();
+        if took > 0 || total == 0 {
+            return Poll::Ready(Ok(took));
+        }
+        // Full: send what is buffered, then try again.
+        if self.flush_tls(cx)?.is_pending() {
+            return Poll::Pending;
+        }
+        let Some(session) = self.tls.as_mut() else {
+            return Poll::Ready(Ok(0));
+        };
+        match session.writer().write_vectored(data)? {
+            0 => {
+                cx.waker().wake_by_ref();
+                Poll::Pending
+            }
+            n => Poll::Ready(Ok(n)),
+        }
     }
 }
 
