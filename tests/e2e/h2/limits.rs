@@ -16,6 +16,17 @@ use crate::both_drivers;
 use crate::common::Driver;
 use crate::upstream::Upstream;
 
+/// `peer.py MODE` against `s` at `path`, in the background (its JSON on its stdout).
+fn background(s: &crate::common::Server, mode: &str, path: &str) -> std::process::Child {
+    super::python()
+        .args([PEER, mode, &s.addr.ip().to_string()])
+        .arg(s.addr.port().to_string())
+        .args(["h2.test", path])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
 fn a_client_reset_cancels_the_upstream_request(d: Driver) {
     // An upstream that reads a request, never answers, and reports when the daemon hangs up.
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
@@ -111,13 +122,7 @@ fn keepalive_pings_an_idle_connection(d: Driver) {
 fn a_drain_finishes_streams_in_flight_after_goaway(d: Driver) {
     let up = Upstream::start();
     let (s, _site) = h2c(d, "", Some(up.addr), "");
-    let client = super::python()
-        .args([PEER, "one-then-wait", &s.addr.ip().to_string()])
-        .arg(s.addr.port().to_string())
-        .args(["h2.test", "/app/slow/1500"])
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let client = background(&s, "one-then-wait", "/app/slow/1500");
     std::thread::sleep(Duration::from_millis(500));
     s.signal(libc::SIGTERM);
     let out = client.wait_with_output().unwrap();
@@ -135,13 +140,7 @@ fn a_drain_finishes_streams_in_flight_after_goaway(d: Driver) {
 /// requests on one connection serves the second.
 fn a_reload_applies_to_the_next_stream(d: Driver) {
     let (s, site) = h2c(d, "", None, "");
-    let client = super::python()
-        .args([PEER, "two-apart", &s.addr.ip().to_string()])
-        .arg(s.addr.port().to_string())
-        .args(["h2.test", "/v/index.html"])
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let client = background(&s, "two-apart", "/v/index.html");
     std::thread::sleep(Duration::from_millis(400));
     let text = std::fs::read_to_string(&s.config_path).unwrap().replace(
         "[path_routes.\"h2.test\"]\n",
@@ -199,13 +198,7 @@ fn status_stats_and_metrics_count_http2(d: Driver) {
         &format!("metrics_listen = \"{metrics}\""),
         "",
     );
-    let client = super::python()
-        .args([PEER, "one-then-wait", &s.addr.ip().to_string()])
-        .arg(s.addr.port().to_string())
-        .args(["h2.test", "/app/slow/1500"])
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let client = background(&s, "one-then-wait", "/app/slow/1500");
     std::thread::sleep(Duration::from_millis(700));
     let status = s.proxyctl(&["status"]);
     let text = String::from_utf8_lossy(&status.stdout);
