@@ -116,7 +116,8 @@ pub async fn forward<D: Downstream>(
     let (group, worker) = (x.group, x.worker);
     let result = match group.config.protocol {
         UpstreamProtocol::Http1 => forward_inner(x, trace).await,
-        UpstreamProtocol::H2 => h2::forward(x, trace).await,
+        // Boxed: an HTTP/1.1 exchange's future does not carry HTTP/2's state.
+        UpstreamProtocol::H2 => Box::pin(h2::forward(x, trace)).await,
     };
     trace.time = Some(started.elapsed());
     if let Err(e) = &result {
