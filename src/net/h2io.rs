@@ -85,6 +85,8 @@ pub struct PollStream<C> {
     /// Bytes received before the hand-over, returned first.
     replay: Vec<u8>,
     replayed: usize,
+    /// `close_notify` is queued (once).
+    close_notified: bool,
 }
 
 impl<C, S> PollStream<C>
@@ -101,6 +103,7 @@ where
             tls,
             replay,
             replayed: 0,
+            close_notified: false,
         })
     }
 
@@ -238,9 +241,13 @@ where
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
         if let Some(session) = this.tls.as_mut() {
-            session.send_close_notify();
-            if let Poll::Ready(Err(e)) = this.flush_tls(cx) {
-                return Poll::Ready(Err(e));
+            if !this.close_notified {
+                session.send_close_notify();
+                this.close_notified = true;
+            }
+            // Every record, close_notify last, before the FIN.
+            if this.flush_tls(cx)?.is_pending() {
+                return Poll::Pending;
             }
         }
         Pin::new(&mut this.tcp).poll_shutdown(cx)

@@ -79,7 +79,9 @@ impl Attempted for Flow {
     }
 
     fn untouched(&self) -> bool {
-        self.up.replayable()
+        // (A status is retried only without a body: the replay copy is for streams the
+        // server never saw.)
+        !self.up.touched
     }
 }
 
@@ -96,6 +98,8 @@ struct Upload {
     /// Everything taken from the client so far, while it is at most [`REPLAY_MAX`]: a stream
     /// the upstream refused can then go to another server with its body.
     copy: Option<Vec<u8>>,
+    /// The upstream stopped taking the body before all of it went.
+    stopped: bool,
 }
 
 /// The most request body kept for a refused stream's retry.
@@ -116,8 +120,13 @@ impl Upload {
         let Some(send) = self.send.as_mut() else {
             return std::future::pending().await;
         };
-        let gone = |e: h2::Error| {
-            Error::upstream(ErrorKind::Aborted, format!("sending the request body: {e}"))
+        // The upstream stopped taking the body (it answered early and reset its receiving
+        // side, or the stream failed): the upload ends here, and the response side — its
+        // answer, or the stream's reset reason — decides what happened.
+        let stopped = |up: &mut Self, e: h2::Error| {
+            log::debug!("the upstream took no more of the request body: {e}");
+            up.send = None;
+            up.stopped = true;
         };
         if !self.pending.is_empty() {
             send.reserve_capacity(self.pending.len());
@@ -131,12 +140,21 @@ impl Upload {
             .await;
             let n = match granted {
                 Some(Ok(n)) => n.min(self.pending.len()),
-                Some(Err(e)) => return Err(gone(e)),
-                None => return Err(gone(h2::Error::from(Reason::STREAM_CLOSED))),
+                Some(Err(e)) => {
+                    stopped(self, e);
+                    return Ok(());
+                }
+                None => {
+                    stopped(self, h2::Error::from(Reason::STREAM_CLOSED));
+                    return Ok(());
+                }
             };
             let piece = Bytes::copy_from_slice(&self.pending[..n]);
             self.pending.drain(..n);
-            return send.send_data(piece, false).map_err(gone);
+            if let Err(e) = send.send_data(piece, false) {
+                stopped(self, e);
+            }
+            return Ok(());
         }
         if self.client_done {
             let trailers = codec::trailer_map(ds.body_trailers());
@@ -146,7 +164,10 @@ impl Upload {
                 send.send_trailers(trailers)
             };
             self.send = None;
-            return ended.map_err(gone);
+            if let Err(e) = ended {
+                stopped(self, e);
+            }
+            return Ok(());
         }
         let (pending, copy) = (&mut self.pending, &mut self.copy);
         let done = ds.take_body(&mut |d| {
@@ -247,28 +268,39 @@ impl<D: Downstream> Attempt<D> for Http2 {
             client_done: no_body || replay.as_ref().is_some_and(|r| r.1),
             touched: replay.as_ref().is_some_and(|r| !r.0.is_empty()),
             copy: Some(replay.map(|r| r.0).unwrap_or_default()),
+            stopped: false,
         };
         if !no_body {
             if let Err(e) = x.ds.continue_body().await {
                 return Err(failed(e, None, true));
             }
         }
-        let timeout = cap(x.security.backend_response_timeout);
-        let head = async {
-            monoio::time::timeout(timeout, response)
-                .await
-                .map_err(|_| Error::upstream(ErrorKind::GatewayTimeout, "no response head in time"))
-        };
-        let mut head = std::pin::pin!(head);
+        // The wait for the head counts from the last progress of the body on its way up (as
+        // over HTTP/1.1, where it starts once the body is sent): a long upload, or a
+        // client-streaming call, is not timed out while it moves.
+        let wait = x.security.backend_response_timeout;
+        let mut response = response;
+        let mut until = Instant::now() + cap(wait);
         let outcome = loop {
+            let left = until.saturating_duration_since(Instant::now());
             let event = monoio::select! {
                 fed = upload.step(x.ds) => Err(fed),
-                got = &mut head => Ok(got),
+                got = &mut response => Ok(Ok(got)),
+                () = monoio::time::sleep(left) => Ok(Err(())),
             };
             match event {
-                Err(Ok(())) => continue,
+                Err(Ok(())) => {
+                    until = Instant::now() + cap(wait);
+                    continue;
+                }
                 Err(Err(e)) => break Err(e),
-                Ok(got) => break Ok(got),
+                Ok(Ok(got)) => break Ok(Ok(got)),
+                Ok(Err(())) => {
+                    break Ok(Err(Error::upstream(
+                        ErrorKind::GatewayTimeout,
+                        "no response head in time",
+                    )))
+                }
             }
         };
         let touched = !upload.replayable();
@@ -408,7 +440,9 @@ async fn relay<D: Downstream>(
         lines.extend_from_slice(b"\r\n");
     }
     let head = ResponseHead::relayed(status, reason(status), &lines);
-    let ended = recv.is_end_stream();
+    // A 204 or 304 has no body, whatever the framing says (HEADERS, then an empty DATA
+    // that ends the stream).
+    let ended = recv.is_end_stream() || status == 204 || status == 304;
     let body = if ended || head_request {
         Body::Empty {
             length: length.filter(|_| head_request),
@@ -482,8 +516,9 @@ async fn relay<D: Downstream>(
             .unwrap_or_default();
         x.ds.end_body(&lines).await?;
     }
-    if up.send.is_some() {
-        // The response is complete before the request body: the rest is not sent.
+    if up.send.is_some() || up.stopped {
+        // The response is complete before the request body (or the upstream stopped taking
+        // it): the rest is not sent.
         x.ds.abandon_body();
     }
     Ok(())

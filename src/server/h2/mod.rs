@@ -169,7 +169,13 @@ enum Closing {
     No,
     /// A graceful GOAWAY went out at this instant: the streams in flight finish.
     Graceful(Instant),
+    /// Closed at this instant without waiting for anything; if `h2` cannot even write its
+    /// GOAWAY (a client that stopped reading), the socket is dropped after [`ABRUPT_GRACE`].
+    Abrupt(Instant),
 }
+
+/// How long an abrupt close waits for its GOAWAY to be written before the socket is dropped.
+const ABRUPT_GRACE: Duration = Duration::from_secs(1);
 
 /// Accepts streams and drives the connection until it ends.
 async fn run(
@@ -216,13 +222,20 @@ async fn run(
                 wake = wake.min(idle_deadline);
             }
         }
-        if let Closing::Graceful(at) = closing {
-            // A peer that never lets a graceful close finish (no PING answer, streams held
-            // open without traffic) is cut off once its streams are done or a drain's
-            // worth of time has passed.
-            if !busy && now >= at + header_timeout {
+        match closing {
+            // A peer that never lets a graceful close finish (no PING answer, an unread
+            // socket) is cut off once its streams are done and a header timeout has passed.
+            Closing::Graceful(at) if !busy && now >= at + header_timeout => {
                 h2.abrupt_shutdown(Reason::NO_ERROR);
+                closing = Closing::Abrupt(now);
             }
+            Closing::Graceful(at) => wake = wake.min(at + header_timeout),
+            Closing::Abrupt(at) if now >= at + ABRUPT_GRACE => {
+                log::debug!("{peer}: HTTP/2 connection dropped: its GOAWAY could not be sent");
+                break;
+            }
+            Closing::Abrupt(at) => wake = wake.min(at + ABRUPT_GRACE),
+            Closing::No => {}
         }
         let keepalive = settings.keepalive_interval;
         if !keepalive.is_zero() && !busy && closing == Closing::No {
@@ -231,6 +244,8 @@ async fn run(
                     log::debug!("{peer}: HTTP/2 PING unanswered; closing");
                     WorkerStats::bump(&stats.h2_goaway_error);
                     h2.abrupt_shutdown(Reason::NO_ERROR);
+                    closing = Closing::Abrupt(now);
+                    continue;
                 }
                 Some(at) => wake = wake.min(at + keepalive),
                 None if now >= idle_since.max(last_pong) + keepalive => {
@@ -279,6 +294,20 @@ async fn run(
                 let (request, mut respond) = *accepted;
                 requests += 1;
                 WorkerStats::bump(&stats.h2_streams);
+                if closing != Closing::No && requests > settings.max_requests_per_connection {
+                    // Past the cap, during a graceful close the client has not let finish (the
+                    // first GOAWAY still allows every stream id): refused, and a client that
+                    // keeps opening streams anyway is cut off.
+                    WorkerStats::bump(&stats.h2_refused);
+                    respond.send_reset(Reason::REFUSED_STREAM);
+                    let over = requests - settings.max_requests_per_connection;
+                    if over > u64::from(settings.max_concurrent_streams) {
+                        WorkerStats::bump(&stats.h2_goaway_error);
+                        h2.abrupt_shutdown(Reason::ENHANCE_YOUR_CALM);
+                        closing = Closing::Abrupt(Instant::now());
+                    }
+                    continue;
+                }
                 if conn.in_flight.get() >= settings.max_concurrent_streams {
                     WorkerStats::bump(&stats.h2_refused);
                     respond.send_reset(Reason::REFUSED_STREAM);

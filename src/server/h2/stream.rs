@@ -18,6 +18,8 @@ use std::time::{Duration, Instant};
 use bytes::{Bytes, BytesMut};
 use h2::server::SendResponse;
 use h2::{Reason, RecvStream, SendStream};
+
+use crate::http::request::BodyKind;
 use monoio::net::TcpStream;
 
 use super::Connection;
@@ -47,9 +49,11 @@ pub(super) async fn run(
     let stats = &shared.workers[conn.worker];
     stats.h2_streams_open.fetch_add(1, Ordering::Relaxed);
     let (parts, rx) = request.into_parts();
+    let end_stream = rx.is_end_stream();
     let tx = Rc::new(RefCell::new(Tx::Head(respond)));
-    let mut ds = H2Downstream::new(tx.clone(), rx, parts.method == http::Method::HEAD);
-    let parsed = codec::request_head(&parts, ds.rx.is_end_stream());
+    let rx = Rc::new(RefCell::new(Rx::new(rx)));
+    let mut ds = H2Downstream::new(tx.clone(), rx.clone(), parts.method == http::Method::HEAD);
+    let parsed = codec::request_head(&parts, end_stream);
     drop(parts);
     let snapshot = shared.snapshot.load_full();
     let mut trace = Trace::default();
@@ -63,6 +67,7 @@ pub(super) async fn run(
                     return;
                 }
             };
+            ds.unknown_length = head.body == BodyKind::Chunked;
             ds.expects_continue = head
                 .header("expect")
                 .is_some_and(|v| v.trim_ascii().eq_ignore_ascii_case(b"100-continue"));
@@ -101,9 +106,18 @@ pub(super) async fn run(
             }
         };
         let reset = poll_fn(|cx| tx.borrow_mut().poll_reset(cx));
+        // The request body's frames are taken as they come (and held, coalesced, until the
+        // backend wants them), whether the handler reads now or not: `h2` keeps each frame
+        // received and not taken, so a client's tiny frames would cost far more than their
+        // bytes. The window still bounds what is held.
+        let pump = poll_fn(|cx| {
+            let _ = rx.borrow_mut().poll_fill(cx);
+            Poll::<()>::Pending
+        });
         let reset = monoio::select! {
             () = handler => None,
             reason = reset => Some(reason),
+            () = pump => None,
         };
         if let Some(reason) = reset {
             WorkerStats::bump(&stats.h2_resets_received);
@@ -163,17 +177,80 @@ impl Tx {
     }
 }
 
+/// A stream's request body as it arrives: DATA coalesced into one buffer (bounded by the
+/// stream's window, which opens only as the backend takes bytes), then the trailers.
+pub(super) struct Rx {
+    stream: RecvStream,
+    buf: BytesMut,
+    /// The body has ended (`trailers` then holds them, if the client sent any).
+    ended: bool,
+    trailers: Option<Vec<u8>>,
+    /// The stream failed (a reset, a connection error): for the next take.
+    failed: Option<Error>,
+}
+
+impl Rx {
+    fn new(stream: RecvStream) -> Self {
+        Self {
+            ended: stream.is_end_stream(),
+            stream,
+            buf: BytesMut::new(),
+            trailers: None,
+            failed: None,
+        }
+    }
+
+    /// Takes every frame that has arrived: ready when there is something for the backend
+    /// (bytes, the end, a failure); pending (woken by the next frame) otherwise.
+    fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        let mut progress = !self.buf.is_empty() || self.failed.is_some();
+        while !self.ended && self.failed.is_none() {
+            match self.stream.poll_data(cx) {
+                Poll::Ready(Some(Ok(piece))) => {
+                    progress |= !piece.is_empty();
+                    self.buf.extend_from_slice(&piece);
+                }
+                Poll::Ready(Some(Err(e))) => {
+                    self.failed = Some(Error::client(
+                        ErrorKind::ClientGone,
+                        format!("the request body failed: {e}"),
+                    ));
+                }
+                Poll::Ready(None) => match self.stream.poll_trailers(cx) {
+                    Poll::Ready(Ok(map)) => {
+                        self.trailers = map.as_ref().map(codec::trailer_lines);
+                        self.ended = true;
+                    }
+                    Poll::Ready(Err(e)) => {
+                        self.failed = Some(Error::client(
+                            ErrorKind::ClientGone,
+                            format!("the request trailers failed: {e}"),
+                        ));
+                    }
+                    Poll::Pending => break,
+                },
+                Poll::Pending => break,
+            }
+        }
+        if progress || self.ended || self.failed.is_some() {
+            Poll::Ready(())
+        } else {
+            Poll::Pending
+        }
+    }
+}
+
 /// One stream's exchange.
 pub struct H2Downstream {
     tx: Rc<RefCell<Tx>>,
-    rx: RecvStream,
-    /// Request DATA received and not yet taken by the backend (nor released to the window).
-    pending: Vec<Bytes>,
-    /// The request body has ended (its trailers, if any, are in `trailers`).
-    body_end: bool,
+    rx: Rc<RefCell<Rx>>,
+    /// The request's trailers, once its body has ended.
     trailers: Vec<u8>,
     /// Request body bytes taken so far.
     taken: u64,
+    /// The body's length was not declared: `max_chunked_body_size` applies (a declared one was
+    /// checked against `max_request_body_size`, and `h2` holds the DATA to it).
+    unknown_length: bool,
     limits: BodyLimits,
     head_request: bool,
     expects_continue: bool,
@@ -185,15 +262,13 @@ pub struct H2Downstream {
 }
 
 impl H2Downstream {
-    fn new(tx: Rc<RefCell<Tx>>, rx: RecvStream, head_request: bool) -> Self {
-        let body_end = rx.is_end_stream();
+    fn new(tx: Rc<RefCell<Tx>>, rx: Rc<RefCell<Rx>>, head_request: bool) -> Self {
         Self {
             tx,
             rx,
-            pending: Vec::new(),
-            body_end,
             trailers: Vec::new(),
             taken: 0,
+            unknown_length: false,
             limits: BodyLimits::default(),
             head_request,
             expects_continue: false,
@@ -304,23 +379,29 @@ impl Downstream for H2Downstream {
     }
 
     fn take_body(&mut self, each: &mut dyn FnMut(&[u8])) -> Result<bool, Error> {
-        let mut released = 0;
-        for piece in self.pending.drain(..) {
+        let mut rx = self.rx.borrow_mut();
+        if !rx.buf.is_empty() {
+            let piece = rx.buf.split();
             each(&piece);
-            released += piece.len();
-        }
-        if released > 0 {
-            self.taken += released as u64;
+            self.taken += piece.len() as u64;
             // The client may send as much again: the backend has taken these.
-            let _ = self.rx.flow_control().release_capacity(released);
-            if self.taken > self.limits.max_chunked {
+            let _ = rx.stream.flow_control().release_capacity(piece.len());
+            if self.unknown_length && self.taken > self.limits.max_chunked {
                 return Err(Error::client(
                     ErrorKind::BodyTooLarge,
                     "request body too large",
                 ));
             }
         }
-        Ok(self.body_end)
+        if let Some(e) = rx.failed.take() {
+            return Err(e);
+        }
+        if rx.ended {
+            if let Some(trailers) = rx.trailers.take() {
+                self.trailers = trailers;
+            }
+        }
+        Ok(rx.ended && rx.buf.is_empty())
     }
 
     async fn continue_body(&mut self) -> Result<(), Error> {
@@ -335,44 +416,14 @@ impl Downstream for H2Downstream {
     }
 
     async fn more_body(&mut self) -> Result<(), Error> {
-        if self.body_end {
-            return Ok(());
-        }
         let timeout = self.limits.timeout;
-        let data = poll_fn(|cx| self.rx.poll_data(cx));
-        match monoio::time::timeout(timeout, data).await {
+        let more = poll_fn(|cx| self.rx.borrow_mut().poll_fill(cx));
+        match monoio::time::timeout(timeout, more).await {
+            Ok(()) => Ok(()),
             Err(_) => Err(Error::client(
                 ErrorKind::ClientTimeout,
                 "request body too slow",
             )),
-            Ok(Some(Ok(piece))) => {
-                self.pending.push(piece);
-                Ok(())
-            }
-            Ok(Some(Err(e))) => Err(Error::client(
-                ErrorKind::ClientGone,
-                format!("the request body failed: {e}"),
-            )),
-            Ok(None) => {
-                let trailers = poll_fn(|cx| self.rx.poll_trailers(cx));
-                match monoio::time::timeout(timeout, trailers).await {
-                    Err(_) => Err(Error::client(
-                        ErrorKind::ClientTimeout,
-                        "request trailers too slow",
-                    )),
-                    Ok(Err(e)) => Err(Error::client(
-                        ErrorKind::ClientGone,
-                        format!("the request trailers failed: {e}"),
-                    )),
-                    Ok(Ok(map)) => {
-                        if let Some(map) = map {
-                            self.trailers = codec::trailer_lines(&map);
-                        }
-                        self.body_end = true;
-                        Ok(())
-                    }
-                }
-            }
         }
     }
 

@@ -18,6 +18,67 @@ const NO_ERROR: u64 = 0;
 const PROTOCOL_ERROR: u64 = 1;
 const ENHANCE_YOUR_CALM: u64 = 11;
 
+/// A listener that never accepts, its one-slot backlog taken: a connect to it hangs (its SYN is
+/// dropped) until the connecter gives up.
+fn black_hole() -> (std::net::SocketAddr, std::net::TcpStream, i32) {
+    // SAFETY: plain socket calls on a descriptor owned here.
+    unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM, 0);
+        let mut addr: libc::sockaddr_in = std::mem::zeroed();
+        addr.sin_family = libc::AF_INET as u16;
+        addr.sin_addr.s_addr = u32::from_ne_bytes([127, 0, 0, 1]);
+        assert_eq!(
+            libc::bind(fd, (&addr as *const libc::sockaddr_in).cast(), 16),
+            0
+        );
+        assert_eq!(libc::listen(fd, 0), 0);
+        let mut len: libc::socklen_t = 16;
+        libc::getsockname(fd, (&mut addr as *mut libc::sockaddr_in).cast(), &mut len);
+        let port = u16::from_be(addr.sin_port);
+        let at = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+        let filler = std::net::TcpStream::connect(at).unwrap();
+        (at, filler, fd)
+    }
+}
+
+/// Past `max_requests_per_connection` without letting the graceful GOAWAY finish (its PING
+/// unanswered, a slow stream held open): the extra streams are refused, then the connection is
+/// cut off.
+#[test]
+fn the_request_cap_holds_when_goaway_is_ignored() {
+    let up = Upstream::start();
+    let (s, _site) = h2c(
+        Driver::Uring,
+        "max_requests_per_connection = 3",
+        Some(up.addr),
+        "",
+    );
+    let r = run(&s, "cap-bypass", "/");
+    assert!(r["rst"].as_u64().unwrap() >= 100, "refused: {r}");
+    assert!(
+        r["opened"].as_u64().unwrap() < 350,
+        "cut off before all 400: {r}"
+    );
+    ended(&r, &[ENHANCE_YOUR_CALM]);
+}
+
+/// Tiny DATA frames on streams whose handler is still connecting upstream: `h2`'s budget for
+/// small frames ends the connection, and what came is held coalesced — not a slot per frame.
+#[test]
+fn tiny_data_frames_cost_their_bytes_not_their_count() {
+    let (hole, _filler, fd) = black_hole();
+    let (s, _site) = h2c(
+        Driver::Uring,
+        "",
+        Some(hole),
+        "[security]\nbackend_connect_timeout_secs = 20\n",
+    );
+    let r = run(&s, "tiny-data", "/app/x");
+    ended(&r, &[ENHANCE_YOUR_CALM]);
+    // SAFETY: the listener's own descriptor.
+    unsafe { libc::close(fd) };
+}
+
 /// Runs `name` against `s` at `path`, checks the memory bound and that a victim is served.
 fn run(s: &Server, name: &str, path: &str) -> Value {
     let before = rss_kib(s);
@@ -46,7 +107,12 @@ fn ended(r: &Value, codes: &[u64]) {
 #[test]
 fn http2_attacks_cost_bounded_memory_and_spare_other_clients() {
     let up = Upstream::start();
-    let (s, _site) = h2c(Driver::Uring, "", Some(up.addr), "");
+    let (s, _site) = h2c(
+        Driver::Uring,
+        "max_requests_per_connection = 1000",
+        Some(up.addr),
+        "",
+    );
 
     // Rapid reset (CVE-2023-44487): streams reset as soon as they are sent, to a slow
     // upstream: h2's pending-accept reset limit, then GOAWAY.

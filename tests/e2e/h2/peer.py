@@ -5,12 +5,13 @@ object with what it saw.
 
     peer.py fetch URL [--prior-knowledge] [--cacert CA] [--count N] [--post BYTES] [--host H]
     peer.py coalesce HOST PORT CA SNI AUTHORITY...
-    peer.py h2-server refuse|NAME
+    peer.py h2-server refuse|304|NAME
     peer.py upload HOST PORT AUTHORITY PATH SECONDS
     peer.py ATTACK HOST PORT AUTHORITY [PATH]
 
 ATTACK is one of: rapid-reset, continuation-flood, hpack-bomb, ping-flood, settings-flood,
-zero-window, empty-data, stream-id-regression, stream-id-exhaustion, made-you-reset; or a
+zero-window, empty-data, stream-id-regression, stream-id-exhaustion, made-you-reset,
+cap-bypass, tiny-data; or a
 plain exchange for the limits tests: reset-after, sequential, together, one-then-wait,
 silent, two-apart.
 """
@@ -54,6 +55,7 @@ class Peer:
         self.data = 0
         self.statuses = []
         self.pings = 0
+        self.ack_pings = True
         ours = [] if initial_window is None else [(0x4, initial_window)]
         self.send(PREFACE + frame(SETTINGS, 0, 0, settings(ours)))
 
@@ -109,7 +111,8 @@ class Peer:
                 self.send(frame(SETTINGS, ACK, 0))
             elif ftype == PING and not flags & ACK:
                 self.pings += 1
-                self.send(frame(PING, ACK, 0, payload))
+                if self.ack_pings:
+                    self.send(frame(PING, ACK, 0, payload))
             elif ftype == GOAWAY:
                 self.goaway = int.from_bytes(payload[4:8], "big")
             elif ftype == RST_STREAM:
@@ -380,6 +383,44 @@ def upload(args):
     print(json.dumps({"sent": sent}))
 
 
+def cap_bypass(p):
+    """Past max_requests_per_connection, never answering the graceful GOAWAY's PING, with one
+    slow stream open: keeps opening streams."""
+    p.ack_pings = False
+    p.send(frame(HEADERS, END_STREAM | END_HEADERS, 1, p.block(path="/app/slow/3000")))
+    sid = 3
+    for _ in range(3):
+        p.send(frame(HEADERS, END_STREAM | END_HEADERS, sid, p.block(path="/")))
+        sid += 2
+    p.read(0.5)
+    for _ in range(400):
+        if not p.send(frame(HEADERS, END_STREAM | END_HEADERS, sid, p.block(path="/"))):
+            break
+        sid += 2
+        p.read(0.002)
+        if p.closed:
+            break
+    p.read(2, until_closed=True)
+    p.report(opened=(sid - 1) // 2)
+
+
+def tiny_data(p, streams=4, frames=200000):
+    """Request bodies of 1-byte DATA frames, as many as the windows allow, on streams whose
+    handler is not reading yet."""
+    for i in range(streams):
+        p.send(frame(HEADERS, END_HEADERS, 1 + 2 * i, p.block(method="POST")))
+    batch = b"".join(frame(DATA, 0, 1 + 2 * i, b"x") for i in range(streams)) * 1000
+    sent = 0
+    for _ in range(frames // 1000):
+        if not p.send(batch, timeout=2):
+            break
+        sent += 1000 * streams
+        p.read(0.001)
+        if p.closed:
+            break
+    p.report(frames=sent)
+
+
 def silent(p):
     """The preface and SETTINGS, then nothing: no request."""
     p.read(6, until_closed=True)
@@ -428,7 +469,8 @@ def coalesce(args):
 
 def h2_server(args):
     """An HTTP/2 server (prior knowledge) with the Python `h2` library: `refuse` resets every
-    stream with REFUSED_STREAM; `ok` answers 200 with its name. Prints its port, serves until
+    stream with REFUSED_STREAM; `304` answers 304 with its end in an empty DATA frame; any
+    other NAME answers 200 with its name. Prints its port, serves until
     stdin closes."""
     import threading
 
@@ -458,6 +500,10 @@ def h2_server(args):
                 if isinstance(event, h2.events.RequestReceived):
                     if mode == "refuse":
                         conn.reset_stream(event.stream_id, h2.errors.ErrorCodes.REFUSED_STREAM)
+                    elif mode == "304":
+                        # The head, then an empty DATA frame that ends the stream.
+                        conn.send_headers(event.stream_id, [(":status", "304"), ("etag", '"x"')])
+                        conn.send_data(event.stream_id, b"", end_stream=True)
                     else:
                         body = b"served by " + mode.encode()
                         conn.send_headers(event.stream_id, [(":status", "200"),
@@ -505,6 +551,7 @@ ATTACKS = {
     "stream-id-exhaustion": stream_id_exhaustion, "made-you-reset": made_you_reset,
     "reset-after": reset_after, "sequential": sequential, "together": together,
     "one-then-wait": one_then_wait, "silent": silent, "two-apart": two_apart,
+    "cap-bypass": cap_bypass, "tiny-data": tiny_data,
 }
 
 if __name__ == "__main__":

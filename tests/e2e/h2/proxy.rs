@@ -136,7 +136,31 @@ fn upstream_failures_are_statuses_or_resets(d: Driver) {
     assert_eq!(r[0]["status"], 200);
 }
 
+/// A declared length is held to `max_request_body_size`, not to `max_chunked_body_size`.
+fn a_declared_length_is_not_a_chunked_body(d: Driver) {
+    let up = Upstream::start();
+    let (s, _site) = h2c(
+        d,
+        "",
+        Some(up.addr),
+        "[security]\nmax_chunked_body_size = 1000\n",
+    );
+    let url = format!("http://{}/app/echo", s.addr);
+    let r = peer(&[
+        "fetch",
+        &url,
+        "--prior-knowledge",
+        "--host",
+        "h2.test",
+        "--post",
+        "300000",
+    ]);
+    assert_eq!(r[0]["status"], 200, "{r}");
+    assert_eq!(r[0]["length"], 300000);
+}
+
 both_drivers!(
+    a_declared_length_is_not_a_chunked_body,
     a_request_is_reframed_for_http1,
     bodies_stream_both_ways,
     upstream_failures_are_statuses_or_resets,

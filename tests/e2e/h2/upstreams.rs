@@ -180,7 +180,22 @@ fn health_checks_speak_h2(d: Driver) {
     );
 }
 
+/// A 304 whose end comes in an empty DATA frame has no body for an HTTP/1.1 client either: the
+/// keep-alive connection carries the next request.
+fn a_304_from_an_h2_upstream_has_no_body(d: Driver) {
+    let up = PyH2::start("304");
+    let (s, _fs) = front(d, &[up.1], "");
+    let url = format!("http://{}/a", s.addr);
+    let out = super::curl(&["--http1.1", "-H", "Host: h2.test", &url, &url]);
+    let text = String::from_utf8_lossy(&out.stdout).to_lowercase();
+    assert_eq!(text.matches("http/1.1 304").count(), 2, "{text}");
+    assert!(!text.contains("transfer-encoding"), "{text}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+}
+
 both_drivers!(
+    a_304_from_an_h2_upstream_has_no_body,
     http1_clients_reach_an_h2_upstream,
     streams_share_a_few_connections,
     an_upstream_goaway_fails_no_request,
