@@ -296,7 +296,7 @@ impl ClientStream {
             #[cfg(feature = "ktls")]
             Layer::Kernel { mut early } => {
                 early.extend_from_slice(&replay);
-                super::h2io::PollStream::new(self.tcp, None, early)
+                super::h2io::PollStream::kernel_tls(self.tcp, early)
             }
         }
     }

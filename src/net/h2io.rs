@@ -6,6 +6,7 @@
 //! here, with bytes already read replayed first (the h2c preface a connection sent before it
 //! was known to speak HTTP/2, or what rustls decrypted before kTLS took over).
 
+use std::future::Future;
 use std::io::{self, Read, Write};
 use std::ops::DerefMut;
 use std::pin::Pin;
@@ -87,6 +88,14 @@ pub struct PollStream<C> {
     replayed: usize,
     /// `close_notify` is queued (once).
     close_notified: bool,
+    /// The peer's `close_notify` ended the stream (not a bare FIN).
+    close_notify_received: bool,
+    /// The kernel runs the TLS records (kTLS): the socket carries plaintext, and a record
+    /// that is not application data is read with its type.
+    #[cfg(feature = "ktls")]
+    kernel_tls: bool,
+    /// Our direction is shut: reading until the peer's end (see [`Linger`]).
+    linger: Option<Linger>,
 }
 
 impl<C, S> PollStream<C>
@@ -104,7 +113,26 @@ where
             replay,
             replayed: 0,
             close_notified: false,
+            close_notify_received: false,
+            #[cfg(feature = "ktls")]
+            kernel_tls: false,
+            linger: None,
         })
+    }
+
+    /// Takes over a socket whose TLS records the kernel runs, replaying `early` (what rustls
+    /// decrypted before the hand-over, and bytes read since) first.
+    #[cfg(feature = "ktls")]
+    pub fn kernel_tls(tcp: TcpStream, early: Vec<u8>) -> io::Result<Self> {
+        let mut stream = Self::new(tcp, None, early)?;
+        stream.kernel_tls = true;
+        Ok(stream)
+    }
+
+    /// Whether the peer ended the stream with TLS's `close_notify` (a clean close; a bare FIN
+    /// reads as the end too, for HTTP/2's framing to judge).
+    pub fn close_notify_received(&self) -> bool {
+        self.close_notify_received
     }
 
     /// Sends what rustls has queued, as far as the socket takes it now.
@@ -150,6 +178,10 @@ where
             }
             return Poll::Ready(Ok(()));
         }
+        #[cfg(feature = "ktls")]
+        if this.kernel_tls {
+            return this.poll_read_kernel(cx, buf);
+        }
         if this.tls.is_none() {
             return Pin::new(&mut this.tcp).poll_read(cx, buf);
         }
@@ -165,6 +197,7 @@ where
             match session.reader().read(buf.initialize_unfilled()) {
                 Ok(n) => {
                     // 0: the peer's close_notify, the end of the stream.
+                    this.close_notify_received |= n == 0;
                     buf.advance(n);
                     return Poll::Ready(Ok(()));
                 }
@@ -240,18 +273,51 @@ where
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
-        if let Some(session) = this.tls.as_mut() {
-            if !this.close_notified {
-                session.send_close_notify();
-                this.close_notified = true;
-            }
-            // Every record, close_notify last, before the FIN.
-            if this.flush_tls(cx)?.is_pending() {
-                return Poll::Pending;
+        #[cfg(feature = "ktls")]
+        if this.kernel_tls && !this.close_notified {
+            this.close_notified = true;
+            // Best effort, as for HTTP/1.1: HTTP/2 flushed its frames first, so the socket
+            // has room for the alert's record.
+            use std::os::fd::AsRawFd;
+            if let Err(e) = crate::tls::ktls::send_close_notify(this.tcp.as_raw_fd()) {
+                log::debug!("close_notify on kernel TLS: {e}");
             }
         }
-        Pin::new(&mut this.tcp).poll_shutdown(cx)
+        if this.linger.is_none() {
+            if let Some(session) = this.tls.as_mut() {
+                if !this.close_notified {
+                    session.send_close_notify();
+                    this.close_notified = true;
+                }
+                // Every record, close_notify last, before the FIN.
+                if this.flush_tls(cx)?.is_pending() {
+                    return Poll::Pending;
+                }
+            }
+            if Pin::new(&mut this.tcp).poll_shutdown(cx)?.is_pending() {
+                return Poll::Pending;
+            }
+            this.linger = Some(Linger {
+                timer: Box::pin(monoio::time::sleep(LINGER_TIME)),
+                read: 0,
+            });
+        }
+        this.poll_linger(cx).map(Ok)
     }
+}
+
+/// How long a closed connection keeps reading what the peer still sends, at most.
+const LINGER_TIME: std::time::Duration = std::time::Duration::from_secs(2);
+/// How much it reads (and drops), at most.
+const LINGER_BYTES: usize = 256 * 1024;
+
+/// A lingering close: after our FIN the socket stays open for reading a little longer, so
+/// that frames the peer sent before it saw our GOAWAY (a WINDOW_UPDATE, a PING's answer) do
+/// not meet a closed socket, whose reset can destroy our last frames in the peer's receive
+/// buffer before it reads them (nginx's `lingering_close` for the same reason).
+struct Linger {
+    timer: Pin<Box<monoio::time::Sleep>>,
+    read: usize,
 }
 
 impl<C, S> PollStream<C>
@@ -259,6 +325,103 @@ where
     C: DerefMut<Target = ConnectionCommon<S>> + Unpin,
     S: SideData,
 {
+    /// Reads and drops what the peer sends until its end, an error, or the linger's bounds.
+    fn poll_linger(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        let mut scratch = [0u8; 4096];
+        loop {
+            let Some(linger) = self.linger.as_mut() else {
+                return Poll::Ready(());
+            };
+            if linger.read >= LINGER_BYTES || linger.timer.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(());
+            }
+            let n = if let Some(session) = self.tls.as_mut() {
+                let mut input = Sync {
+                    tcp: &mut self.tcp,
+                    cx,
+                };
+                match session.read_tls(&mut input) {
+                    Ok(0) => return Poll::Ready(()),
+                    Ok(n) => {
+                        if session.process_new_packets().is_err() {
+                            return Poll::Ready(());
+                        }
+                        loop {
+                            match session.reader().read(&mut scratch) {
+                                // The peer's close_notify.
+                                Ok(0) => {
+                                    self.close_notify_received = true;
+                                    return Poll::Ready(());
+                                }
+                                Ok(_) => {}
+                                Err(_) => break,
+                            }
+                        }
+                        n
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Poll::Pending,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => 0,
+                    Err(_) => return Poll::Ready(()),
+                }
+            } else {
+                let mut buf = ReadBuf::new(&mut scratch);
+                #[cfg(feature = "ktls")]
+                let read = if self.kernel_tls {
+                    self.poll_read_kernel(cx, &mut buf)
+                } else {
+                    Pin::new(&mut self.tcp).poll_read(cx, &mut buf)
+                };
+                #[cfg(not(feature = "ktls"))]
+                let read = Pin::new(&mut self.tcp).poll_read(cx, &mut buf);
+                match read {
+                    Poll::Pending => return Poll::Pending,
+                    Poll::Ready(Ok(())) if !buf.filled().is_empty() => buf.filled().len(),
+                    Poll::Ready(_) => return Poll::Ready(()),
+                }
+            };
+            if let Some(linger) = self.linger.as_mut() {
+                linger.read += n;
+            }
+        }
+    }
+
+    /// Reads plaintext from a kTLS socket. A plain `recv` fails with `EIO` when the next
+    /// record is not application data (the kernel leaves it queued): that record is then
+    /// read with its type — the peer's `close_notify` is the end of the stream, another
+    /// alert or a post-handshake message (a TLS 1.3 key update) ends the connection.
+    #[cfg(feature = "ktls")]
+    fn poll_read_kernel(
+        &mut self,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match Pin::new(&mut self.tcp).poll_read(cx, buf) {
+            Poll::Ready(Err(e)) if e.raw_os_error() == Some(libc::EIO) => {}
+            other => return other,
+        }
+        use std::os::fd::AsRawFd;
+        // SAFETY: `recv` writes only initialised bytes, and reports how many.
+        let unfilled = unsafe { buf.unfilled_mut() };
+        match crate::tls::ktls::recv(self.tcp.as_raw_fd(), unfilled) {
+            Ok(0) => {
+                self.close_notify_received = true;
+                Poll::Ready(Ok(()))
+            }
+            Ok(n) => {
+                // SAFETY: recvmsg initialised the first n bytes of the unfilled part.
+                unsafe { buf.assume_init(n) };
+                buf.advance(n);
+                Poll::Ready(Ok(()))
+            }
+            // Raced with nothing to read after all: look again.
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                cx.waker().wake_by_ref();
+                Poll::Pending
+            }
+            Err(e) => Poll::Ready(Err(e)),
+        }
+    }
+
     /// Hands `data` to rustls — all slices of a vectored write in one go, so that HTTP/2's
     /// frame heads and payloads share records — and leaves the records for `poll_flush` (HTTP/2
     /// flushes after each batch of frames: one `send` per batch, not per write). Only when

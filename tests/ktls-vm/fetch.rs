@@ -8,6 +8,11 @@
 //!                                        keep-alive connection GETs every PATH and compares the body with ROOT/PATH,
 //!                                        then asks for `Connection: close` and expects the
 //!                                        daemon's close_notify
+//! ktls-vm-fetch h2 ADDR CA ROOT PATH…    the same ciphers over HTTP/2 (ALPN h2): one
+//!                                        connection GETs every PATH as a stream, then waits
+//!                                        for the daemon's GOAWAY (its
+//!                                        `max_requests_per_connection` is the number of
+//!                                        PATHs) and its close_notify
 //! ```
 //!
 //! Prints one line per connection; exits 1 on the first difference.
@@ -28,8 +33,9 @@ fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let result = match args.first().map(String::as_str) {
         Some("gen") if args.len() == 2 => gen(Path::new(&args[1])),
-        Some("get") if args.len() >= 5 => get(&args[1], &args[2], &args[3], &args[4..]),
-        _ => Err("usage: ktls-vm-fetch gen DIR | get ADDR CA ROOT PATH...".into()),
+        Some("get") if args.len() >= 5 => get(&args[1], &args[2], &args[3], &args[4..], false),
+        Some("h2") if args.len() >= 5 => get(&args[1], &args[2], &args[3], &args[4..], true),
+        _ => Err("usage: ktls-vm-fetch gen DIR | get|h2 ADDR CA ROOT PATH...".into()),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -60,7 +66,7 @@ fn gen(dir: &Path) -> Result<(), String> {
     write("site.key", key.serialize_pem())
 }
 
-fn get(addr: &str, ca: &str, root: &str, paths: &[String]) -> Result<(), String> {
+fn get(addr: &str, ca: &str, root: &str, paths: &[String], h2: bool) -> Result<(), String> {
     let ca = CertificateDer::from_pem_file(ca).map_err(|e| format!("{ca}: {e}"))?;
     let mut roots = RootCertStore::empty();
     roots.add(ca).map_err(|e| e.to_string())?;
@@ -81,14 +87,36 @@ fn get(addr: &str, ca: &str, root: &str, paths: &[String]) -> Result<(), String>
             cipher_suites: vec![suite],
             ..default_provider()
         };
-        let config = ClientConfig::builder_with_provider(Arc::new(provider))
+        let mut config = ClientConfig::builder_with_provider(Arc::new(provider))
             .with_protocol_versions(&[version])
             .map_err(|e| e.to_string())?
             .with_root_certificates(roots.clone())
             .with_no_client_auth();
+        if h2 {
+            config.alpn_protocols = vec![b"h2".to_vec()];
+        }
         let name = ServerName::try_from("site.test").map_err(|e| e.to_string())?;
-        let conn = ClientConnection::new(Arc::new(config), name).map_err(|e| e.to_string())?;
+        let config = Arc::new(config);
+        let conn =
+            ClientConnection::new(config.clone(), name.clone()).map_err(|e| e.to_string())?;
         let tcp = TcpStream::connect(addr).map_err(|e| format!("connect {addr}: {e}"))?;
+        if h2 {
+            let failed = |e| format!("{version:?} {:?} over HTTP/2: {e}", suite.suite());
+            let bytes = http2::session(tcp, conn, root, paths, true).map_err(failed)?;
+            println!(
+                "ok {version:?} {:?} over HTTP/2: {} streams on one connection, {bytes} body \
+                 bytes identical, GOAWAY and close_notify received",
+                suite.suite(),
+                paths.len()
+            );
+            // The client closes this one (GOAWAY, close_notify): the daemon reads the alert
+            // as the end of the stream (the script checks its log for an I/O error).
+            let conn = ClientConnection::new(config, name).map_err(|e| e.to_string())?;
+            let tcp = TcpStream::connect(addr).map_err(|e| format!("connect {addr}: {e}"))?;
+            http2::session(tcp, conn, root, &paths[..1], false).map_err(failed)?;
+            println!("ok {version:?} over HTTP/2: one stream, closed by the client");
+            continue;
+        }
         let mut tls = StreamOwned::new(conn, tcp);
         let mut bytes = 0;
         for path in paths {
@@ -154,4 +182,168 @@ fn request(tls: &mut Tls, path: &str, close: bool) -> Result<Vec<u8>, String> {
     tls.read_exact(&mut body)
         .map_err(|e| format!("{path}: reading {len} body bytes: {e}"))?;
     Ok(body)
+}
+
+/// The HTTP/2 client: the daemon's own [`PollStream`] (rustls in userspace here) under the
+/// `h2` crate, on a monoio runtime.
+mod http2 {
+    use std::cell::RefCell;
+    use std::io;
+    use std::net::TcpStream;
+    use std::path::Path;
+    use std::pin::Pin;
+    use std::rc::Rc;
+    use std::task::{Context, Poll};
+    use std::time::Duration;
+
+    use bytes::Bytes;
+    use rustls::ClientConnection;
+    use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+    use zerocopy_server::net::h2io::PollStream;
+
+    type Stream = PollStream<ClientConnection>;
+
+    /// The GETs of `paths` as streams on one connection; the body bytes compared.
+    pub fn session(
+        mut tcp: TcpStream,
+        mut conn: ClientConnection,
+        root: &str,
+        paths: &[String],
+        daemon_closes: bool,
+    ) -> Result<usize, String> {
+        while conn.is_handshaking() {
+            conn.complete_io(&mut tcp)
+                .map_err(|e| format!("TLS handshake: {e}"))?;
+        }
+        if conn.alpn_protocol() != Some(b"h2") {
+            return Err("the daemon did not choose h2 by ALPN".into());
+        }
+        tcp.set_nonblocking(true).map_err(|e| e.to_string())?;
+        let mut runtime = monoio::RuntimeBuilder::<monoio::LegacyDriver>::new()
+            .enable_timer()
+            .build()
+            .map_err(|e| format!("runtime: {e}"))?;
+        runtime.block_on(async move {
+            let tcp = monoio::net::TcpStream::from_std(tcp).map_err(|e| e.to_string())?;
+            let io =
+                Stream::new(tcp, Some(Box::new(conn)), Vec::new()).map_err(|e| e.to_string())?;
+            let io = Rc::new(RefCell::new(io));
+            let (mut send, connection) = h2::client::handshake(Shared(io.clone()))
+                .await
+                .map_err(|e| format!("HTTP/2 handshake: {e}"))?;
+            let driver = monoio::spawn(connection);
+            let mut bytes = 0;
+            for path in paths {
+                let want = std::fs::read(Path::new(root).join(path.trim_start_matches('/')))
+                    .map_err(|e| format!("{root}{path}: {e}"))?;
+                let body = get(&mut send, path).await?;
+                if body != want {
+                    return Err(format!(
+                        "{path}: {} bytes received, {} expected, first difference at {}",
+                        body.len(),
+                        want.len(),
+                        body.iter().zip(&want).take_while(|(a, b)| a == b).count()
+                    ));
+                }
+                bytes += body.len();
+            }
+            if !daemon_closes {
+                drop(send);
+                return match monoio::time::timeout(Duration::from_secs(10), driver).await {
+                    Ok(Ok(())) => Ok(bytes),
+                    Ok(Err(e)) => Err(format!("closing: {e}")),
+                    Err(_) => Err("closing took more than 10 s".into()),
+                };
+            }
+            // The daemon closes after the last stream: GOAWAY, then close_notify. (`h2` may
+            // still fail a last write of its own, such as its GOAWAY, on the closed socket.)
+            let ended = monoio::time::timeout(Duration::from_secs(10), driver).await;
+            if ended.is_err() {
+                return Err("the daemon did not close the connection".into());
+            }
+            if io.borrow().close_notify_received() {
+                return Ok(bytes);
+            }
+            let clean = monoio::time::timeout(Duration::from_secs(10), until_end(&io)).await;
+            match clean {
+                Ok(Ok(())) if io.borrow().close_notify_received() => Ok(bytes),
+                Ok(Ok(())) => Err(format!(
+                    "the connection ended without close_notify ({ended:?})"
+                )),
+                Ok(Err(e)) => Err(format!("reading to the end: {e} ({ended:?})")),
+                Err(_) => Err("the connection did not end".into()),
+            }
+        })
+    }
+
+    async fn get(send: &mut h2::client::SendRequest<Bytes>, path: &str) -> Result<Vec<u8>, String> {
+        let err = |e: h2::Error| format!("{path}: {e}");
+        let ready = send.clone().ready().await.map_err(err)?;
+        *send = ready;
+        let request = http::Request::get(format!("https://site.test{path}"))
+            .body(())
+            .map_err(|e| e.to_string())?;
+        let (response, _) = send.send_request(request, true).map_err(err)?;
+        let response = response.await.map_err(err)?;
+        if response.status() != 200 {
+            return Err(format!("{path}: status {}", response.status()));
+        }
+        let mut body = response.into_body();
+        let mut out = Vec::new();
+        while let Some(chunk) = body.data().await {
+            let chunk = chunk.map_err(err)?;
+            let _ = body.flow_control().release_capacity(chunk.len());
+            out.extend_from_slice(&chunk);
+        }
+        Ok(out)
+    }
+
+    /// Reads (and drops) what is left until the end of the stream.
+    async fn until_end(io: &Rc<RefCell<Stream>>) -> io::Result<()> {
+        let mut scratch = [0u8; 4096];
+        loop {
+            let n = std::future::poll_fn(|cx| {
+                let mut buf = ReadBuf::new(&mut scratch);
+                let mut io = io.borrow_mut();
+                Pin::new(&mut *io)
+                    .poll_read(cx, &mut buf)
+                    .map_ok(|()| buf.filled().len())
+            })
+            .await?;
+            if n == 0 {
+                return Ok(());
+            }
+        }
+    }
+
+    /// The stream, shared with `h2` so that it can be read after the connection is done.
+    struct Shared(Rc<RefCell<Stream>>);
+
+    impl AsyncRead for Shared {
+        fn poll_read(
+            self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+            buf: &mut ReadBuf<'_>,
+        ) -> Poll<io::Result<()>> {
+            Pin::new(&mut *self.0.borrow_mut()).poll_read(cx, buf)
+        }
+    }
+
+    impl AsyncWrite for Shared {
+        fn poll_write(
+            self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+            data: &[u8],
+        ) -> Poll<io::Result<usize>> {
+            Pin::new(&mut *self.0.borrow_mut()).poll_write(cx, data)
+        }
+
+        fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Pin::new(&mut *self.0.borrow_mut()).poll_flush(cx)
+        }
+
+        fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Pin::new(&mut *self.0.borrow_mut()).poll_shutdown(cx)
+        }
+    }
 }

@@ -75,6 +75,21 @@ fn max_requests_per_connection_ends_with_goaway(d: Driver) {
     assert_eq!(r["goaway"], 0, "a graceful GOAWAY (NO_ERROR): {r}");
 }
 
+fn the_close_lingers_for_frames_already_sent(d: Driver) {
+    let (s, _site) = h2c(d, "max_requests_per_connection = 1", None, "");
+    let r = attack(&s, "linger", "/");
+    assert_eq!(r["statuses"], serde_json::json!([200]), "{r}");
+    assert_eq!(
+        (r["goaway"].clone(), r["closed"].clone()),
+        (0.into(), true.into()),
+        "GOAWAY, then the daemon's FIN: {r}"
+    );
+    assert_eq!(
+        r["reset"], false,
+        "frames sent after the daemon's FIN are read, not answered with a reset: {r}"
+    );
+}
+
 fn idle_and_first_request_timeouts_end_with_goaway(d: Driver) {
     let (s, _site) = h2c(
         d,
@@ -242,6 +257,7 @@ both_drivers!(
     a_client_reset_cancels_the_upstream_request,
     max_concurrent_streams_refuses_the_extra,
     max_requests_per_connection_ends_with_goaway,
+    the_close_lingers_for_frames_already_sent,
     idle_and_first_request_timeouts_end_with_goaway,
     keepalive_pings_an_idle_connection,
     a_drain_finishes_streams_in_flight_after_goaway,

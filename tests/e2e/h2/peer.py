@@ -334,6 +334,28 @@ def one_then_wait(p):
     p.report()
 
 
+def linger(p):
+    """One request, read until the daemon's FIN; then frames of our own, as a client sends
+    them before it has read the GOAWAY: a lingering close reads them, a socket already
+    closed answers with a reset (which can destroy the last frames unread in a client's
+    receive buffer)."""
+    p.send(frame(HEADERS, END_STREAM | END_HEADERS, 1, p.block()))
+    p.read(6, until_closed=True)
+    reset = False
+    try:
+        for _ in range(3):
+            p.sock.sendall(frame(PING, 0, 0, bytes(8)))
+            time.sleep(0.2)
+        p.sock.settimeout(0.3)
+        try:
+            p.sock.recv(1 << 16)
+        except socket.timeout:
+            pass
+    except (ConnectionResetError, BrokenPipeError):
+        reset = True
+    p.report(reset=reset)
+
+
 def two_apart(p):
     """Two requests on one connection, 1.5 s apart (a reload can happen in between)."""
     p.send(frame(HEADERS, END_STREAM | END_HEADERS, 1, p.block()))
@@ -546,7 +568,7 @@ ATTACKS = {
     "stream-id-exhaustion": stream_id_exhaustion, "made-you-reset": made_you_reset,
     "reset-after": reset_after, "sequential": sequential, "together": together,
     "one-then-wait": one_then_wait, "silent": silent, "two-apart": two_apart,
-    "cap-bypass": cap_bypass, "tiny-data": tiny_data,
+    "cap-bypass": cap_bypass, "tiny-data": tiny_data, "linger": linger,
 }
 
 if __name__ == "__main__":
