@@ -130,6 +130,7 @@ pub fn response(head: &ResponseHead, length: Option<u64>) -> (http::Response<()>
     *resp.status_mut() =
         http::StatusCode::from_u16(head.status()).unwrap_or(http::StatusCode::BAD_GATEWAY);
     let headers = resp.headers_mut();
+    headers.reserve(16);
     for (name, value) in head.fields() {
         if is_connection_specific(name) || name.eq_ignore_ascii_case(b"content-length") {
             continue;
@@ -189,6 +190,13 @@ pub fn bytes(data: &[u8]) -> Bytes {
 
 /// Fields that only mean something to one HTTP/1 connection, never sent over HTTP/2.
 fn is_connection_specific(name: &[u8]) -> bool {
+    // Most fields are none of these: their first letter says so at once.
+    if !matches!(
+        name.first().map(u8::to_ascii_lowercase),
+        Some(b'c' | b'k' | b'p' | b't' | b'u' | b'h')
+    ) {
+        return false;
+    }
     [
         &b"connection"[..],
         b"keep-alive",
@@ -316,6 +324,32 @@ mod tests {
         assert!(hd.get("transfer-encoding").is_none());
         assert!(hd.contains_key("server") && hd.contains_key("date"));
         assert_eq!(dropped, 1);
+    }
+
+    #[test]
+    fn connection_specific_names_any_case() {
+        for name in [
+            "Connection",
+            "KEEP-ALIVE",
+            "proxy-connection",
+            "Transfer-Encoding",
+            "upgrade",
+            "TE",
+            "Trailer",
+            "HTTP2-Settings",
+        ] {
+            assert!(is_connection_specific(name.as_bytes()), "{name}");
+        }
+        for name in [
+            "Content-Type",
+            "cache-control",
+            "Tex",
+            "Server",
+            "",
+            "x-upgrade",
+        ] {
+            assert!(!is_connection_specific(name.as_bytes()), "{name}");
+        }
     }
 
     #[test]

@@ -134,16 +134,34 @@ impl ResponseHead {
 
     /// The header fields, in order, as name and value.
     pub fn fields(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
-        let start = self
-            .buf
-            .windows(2)
-            .position(|w| w == b"\r\n")
-            .map_or(self.buf.len(), |at| at + 2);
-        self.buf[start..].split(|&b| b == b'\n').filter_map(|line| {
-            let line = line.strip_suffix(b"\r")?;
-            let colon = line.iter().position(|&b| b == b':')?;
-            Some((&line[..colon], line[colon + 1..].trim_ascii_start()))
+        let mut rest = &self.buf[self.fields_start()..];
+        std::iter::from_fn(move || loop {
+            if rest.is_empty() {
+                return None;
+            }
+            let (line, next) = match memchr::memchr(b'\n', rest) {
+                Some(at) => (&rest[..at], &rest[at + 1..]),
+                None => (rest, &rest[rest.len()..]),
+            };
+            rest = next;
+            let Some(line) = line.strip_suffix(b"\r") else {
+                continue;
+            };
+            let Some(colon) = memchr::memchr(b':', line) else {
+                continue;
+            };
+            return Some((&line[..colon], line[colon + 1..].trim_ascii_start()));
         })
+    }
+
+    /// The size of the header fields as HTTP/1 writes them (`Name: value\r\n` each).
+    pub fn fields_len(&self) -> usize {
+        self.buf.len() - self.fields_start()
+    }
+
+    /// Where the fields begin: past the status line.
+    fn fields_start(&self) -> usize {
+        memchr::memchr(b'\n', &self.buf).map_or(self.buf.len(), |at| at + 1)
     }
 
     pub fn header(&mut self, name: &str, value: &str) -> &mut Self {
@@ -258,6 +276,30 @@ mod tests {
             .next()
             .unwrap();
         assert!(httpdate::parse_http_date(date).is_ok(), "{date}");
+    }
+
+    #[test]
+    fn fields_read_back_in_order() {
+        let mut h = ResponseHead::new(200);
+        h.header("X-A", "1")
+            .header("X-Empty", "")
+            .header("X-B", "two words");
+        let fields: Vec<_> = h.fields().collect();
+        // Server and Date come first (the head's own), then the ones set.
+        assert_eq!(fields.len(), 5, "{fields:?}");
+        assert_eq!(fields[0].0, b"Server");
+        assert_eq!(fields[1].0, b"Date");
+        assert_eq!(
+            &fields[2..],
+            &[
+                (&b"X-A"[..], &b"1"[..]),
+                (b"X-Empty", b""),
+                (b"X-B", b"two words")
+            ]
+        );
+        let written: usize = fields.iter().map(|(n, v)| n.len() + v.len() + 4).sum();
+        assert_eq!(h.fields_len(), written);
+        assert_eq!(ResponseHead::new(204).fields().count(), 2);
     }
 
     #[test]

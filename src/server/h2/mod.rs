@@ -314,7 +314,9 @@ async fn run(
                     continue;
                 }
                 conn.in_flight.set(conn.in_flight.get() + 1);
-                monoio::spawn(stream::run(request, respond, conn.clone()));
+                // Boxed first: the stream's future is large (a proxy exchange's state), and
+                // spawning moves it by value twice.
+                monoio::spawn(Box::pin(stream::run(request, respond, conn.clone())));
             }
         }
     }

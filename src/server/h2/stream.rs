@@ -259,6 +259,22 @@ pub struct H2Downstream {
     cut: bool,
     /// The client reset the stream.
     gone: bool,
+    /// Body bytes still to come of a response whose length was declared.
+    remaining: Option<u64>,
+    /// The last piece of such a body, held for `end_body` to send with the stream's end (or
+    /// before its trailers): one DATA frame fewer than an empty one carrying END_STREAM.
+    held: Option<Bytes>,
+}
+
+/// How [`H2Downstream::send_all`] ends.
+#[derive(Clone, Copy, PartialEq)]
+enum Last {
+    /// The stream goes on.
+    Open,
+    /// The last piece ends the stream.
+    End,
+    /// The last piece is held for `end_body`.
+    Hold,
 }
 
 impl H2Downstream {
@@ -275,6 +291,8 @@ impl H2Downstream {
             meter: Meter::default(),
             cut: false,
             gone: false,
+            remaining: None,
+            held: None,
         }
     }
 
@@ -330,12 +348,16 @@ impl H2Downstream {
         Ok(())
     }
 
-    /// Sends all of `data`, as the window allows; `end` ends the stream with its last piece.
-    async fn send_all(&mut self, mut data: &[u8], end: bool) -> Result<(), Error> {
+    /// Sends all of `data`, as the window allows; `last` says what becomes of its last piece.
+    async fn send_all(&mut self, mut data: &[u8], last: Last) -> Result<(), Error> {
         while !data.is_empty() {
             let n = self.capacity(data.len()).await?.min(data.len());
             let (piece, rest) = data.split_at(n);
-            self.push(codec::bytes(piece), end && rest.is_empty())?;
+            let piece = codec::bytes(piece);
+            match last {
+                Last::Hold if rest.is_empty() => self.held = Some(piece),
+                _ => self.push(piece, last == Last::End && rest.is_empty())?,
+            }
             data = rest;
         }
         Ok(())
@@ -348,9 +370,12 @@ impl H2Downstream {
         while at < end {
             let want = usize::try_from(end - at).unwrap_or(usize::MAX);
             let n = self.capacity(want).await?;
-            let mut buf = BytesMut::zeroed(n);
-            // SAFETY: pread writes at most `n` bytes into the live buffer of `n` bytes.
-            let got = unsafe { libc::pread(fd, buf.as_mut_ptr().cast(), n, at as libc::off_t) };
+            // Not zeroed first: pread fills what it reports, and only that becomes the piece.
+            let mut buf = BytesMut::with_capacity(n);
+            let spare = buf.spare_capacity_mut();
+            // SAFETY: pread writes at most `n` bytes into the buffer's spare capacity of at
+            // least `n` bytes.
+            let got = unsafe { libc::pread(fd, spare.as_mut_ptr().cast(), n, at as libc::off_t) };
             if got < 0 {
                 let e = std::io::Error::last_os_error();
                 if e.kind() == std::io::ErrorKind::Interrupted {
@@ -361,7 +386,8 @@ impl H2Downstream {
             if got == 0 {
                 return Err(Error::internal("the file shrank while it was being sent"));
             }
-            buf.truncate(got as usize);
+            // SAFETY: pread initialised the first `got` bytes (0 < got <= n).
+            unsafe { buf.set_len(got as usize) };
             at += got as u64;
             self.push(buf.freeze(), at >= end)?;
         }
@@ -461,11 +487,7 @@ impl Downstream for H2Downstream {
         if dropped > 0 {
             log::debug!("{dropped} response field(s) HTTP/2 cannot carry were dropped");
         }
-        let head_len = head
-            .fields()
-            .map(|(n, v)| n.len() + v.len() + 4)
-            .sum::<usize>()
-            + 13;
+        let head_len = head.fields_len() + 13;
         self.meter.note_head(status, head_len as u64);
         self.meter.sent += head_len as u64;
         {
@@ -483,8 +505,12 @@ impl Downstream for H2Downstream {
         if empty {
             return Ok(());
         }
+        self.remaining = match body {
+            Body::Stream { length, .. } => length,
+            _ => None,
+        };
         match body {
-            Body::Bytes(b) => self.send_all(b, true).await,
+            Body::Bytes(b) => self.send_all(b, Last::End).await,
             Body::File { fd, offset, len } => self.send_file(fd, offset, len).await,
             Body::Empty { .. } | Body::Stream { .. } => Ok(()),
         }
@@ -494,16 +520,33 @@ impl Downstream for H2Downstream {
         if self.head_request || data.is_empty() {
             return Ok(());
         }
-        self.send_all(data, false).await
+        if let Some(piece) = self.held.take() {
+            // More than the declared length (the relay fails it): in order, at least.
+            self.push(piece, false)?;
+        }
+        let len = data.len() as u64;
+        let last = if self.remaining == Some(len) {
+            Last::Hold
+        } else {
+            Last::Open
+        };
+        self.remaining = self.remaining.map(|r| r.saturating_sub(len));
+        self.send_all(data, last).await
     }
 
     async fn end_body(&mut self, trailers: &[u8]) -> Result<(), Error> {
+        let map = codec::trailer_map(trailers);
+        if let Some(piece) = self.held.take() {
+            self.push(piece, map.is_empty())?;
+            if map.is_empty() {
+                return Ok(());
+            }
+        }
         let mut tx = self.tx.borrow_mut();
         let Tx::Body(s) = &mut *tx else {
             // A HEAD answer (or an empty body) ended with its head.
             return Ok(());
         };
-        let map = codec::trailer_map(trailers);
         let sent = if map.is_empty() {
             s.send_data(Bytes::new(), true)
         } else {

@@ -56,6 +56,9 @@ class Peer:
         self.statuses = []
         self.pings = 0
         self.ack_pings = True
+        # Stream 1's frames as (type, flags, length), and whether it has ended.
+        self.frames = []
+        self.ended = False
         ours = [] if initial_window is None else [(0x4, initial_window)]
         self.send(PREFACE + frame(SETTINGS, 0, 0, settings(ours)))
 
@@ -107,6 +110,10 @@ class Peer:
             sid = int.from_bytes(self.inbuf[5:9], "big") & 0x7FFFFFFF
             payload = self.inbuf[9:9 + length]
             self.inbuf = self.inbuf[9 + length:]
+            if sid == 1:
+                self.frames.append((ftype, flags, length))
+                if ftype in (DATA, HEADERS) and flags & END_STREAM or ftype == RST_STREAM:
+                    self.ended = True
             if ftype == SETTINGS and not flags & ACK:
                 self.send(frame(SETTINGS, ACK, 0))
             elif ftype == PING and not flags & ACK:
@@ -356,6 +363,17 @@ def linger(p):
     p.report(reset=reset)
 
 
+def frames(p):
+    """One request; stream 1's frames as the daemon sent them (the windows opened wide)."""
+    p.send(frame(HEADERS, END_STREAM | END_HEADERS, 1, p.block()))
+    wide = struct.pack(">I", 1 << 30)
+    p.send(frame(WINDOW_UPDATE, 0, 0, wide) + frame(WINDOW_UPDATE, 0, 1, wide))
+    end = time.time() + 5
+    while not p.ended and not p.closed and time.time() < end:
+        p.read(0.2)
+    p.report(frames=p.frames, ended=p.ended)
+
+
 def two_apart(p):
     """Two requests on one connection, 1.5 s apart (a reload can happen in between)."""
     p.send(frame(HEADERS, END_STREAM | END_HEADERS, 1, p.block()))
@@ -569,6 +587,7 @@ ATTACKS = {
     "reset-after": reset_after, "sequential": sequential, "together": together,
     "one-then-wait": one_then_wait, "silent": silent, "two-apart": two_apart,
     "cap-bypass": cap_bypass, "tiny-data": tiny_data, "linger": linger,
+    "frames": frames,
 }
 
 if __name__ == "__main__":

@@ -159,7 +159,31 @@ fn a_declared_length_is_not_a_chunked_body(d: Driver) {
     assert_eq!(r[0]["length"], 300000);
 }
 
+fn a_declared_length_ends_with_its_last_data_frame(d: Driver) {
+    let up = Upstream::start();
+    let (s, _site) = h2c(d, "", Some(up.addr), "");
+    for n in [1000u64, 200_000] {
+        let r = super::attack(&s, "frames", &format!("/app/bytes/{n}"));
+        assert_eq!(r["ended"], true, "{r}");
+        let data: Vec<(u64, u64)> = r["frames"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|f| f[0] == 0)
+            .map(|f| (f[1].as_u64().unwrap(), f[2].as_u64().unwrap()))
+            .collect();
+        assert_eq!(data.iter().map(|(_, len)| len).sum::<u64>(), n, "{r}");
+        assert!(
+            data.iter().all(|&(_, len)| len > 0),
+            "no empty DATA frame just to end the stream: {r}"
+        );
+        let (flags, _) = data.last().copied().unwrap();
+        assert_eq!(flags & 1, 1, "the last DATA frame carries END_STREAM: {r}");
+    }
+}
+
 both_drivers!(
+    a_declared_length_ends_with_its_last_data_frame,
     a_declared_length_is_not_a_chunked_body,
     a_request_is_reframed_for_http1,
     bodies_stream_both_ways,
