@@ -17,6 +17,8 @@ connections kept by both) shares core 0 with the server under test. Cases:
 Each case runs three times per server, alternating; the table reports the median requests/s
 (min-max), the ratio of the medians, and core 0's busy time per request (the server's CPU cost,
 with the upstream's in the proxy case). Results go to stdout and bench/RESULTS-h2.md.
+Both servers run with the glibc tunable the systemd unit sets (`rep movsb` off below 4 MiB:
+slow on AMD Zen with glibc before 2.39; see the README's "Running as a service").
 `H2_BENCH_ONLY=proxy` (any part of a case's name) runs only the matching cases (printed, not
 written to the results file).
 """
@@ -36,6 +38,8 @@ from run import cpu_jiffies, free_port, machine, wait_port  # noqa: E402
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BIN = os.path.join(ROOT, "target", "release", "zerocopy-server")
 SERVER_CORE, CLIENT_CORE = "0", "1"
+# What systemd/zerocopy-server.service sets, for both servers.
+TUNABLES = "glibc.cpu.x86_rep_movsb_threshold=4194304"
 
 # (name, path, h2load args, requests)
 CASES = [
@@ -184,11 +188,12 @@ def main():
         f.write(NGINX_CONF.format(tmp=tmp, www=www, port=theirs, upstream=upstream))
     with open(os.path.join(tmp, "zcs.toml"), "w") as f:
         f.write(DAEMON_CONF.format(tmp=tmp, www=www, port=ours, upstream=upstream))
+    env = {**os.environ, "GLIBC_TUNABLES": TUNABLES}
     procs = [
-        subprocess.Popen(["taskset", "-c", SERVER_CORE, nginx, "-c", os.path.join(tmp, "up.conf")]),
-        subprocess.Popen(["taskset", "-c", SERVER_CORE, nginx, "-c", os.path.join(tmp, "nginx.conf")]),
+        subprocess.Popen(["taskset", "-c", SERVER_CORE, nginx, "-c", os.path.join(tmp, "up.conf")], env=env),
+        subprocess.Popen(["taskset", "-c", SERVER_CORE, nginx, "-c", os.path.join(tmp, "nginx.conf")], env=env),
         subprocess.Popen(["taskset", "-c", SERVER_CORE, BIN, "--config", os.path.join(tmp, "zcs.toml")],
-                         stderr=subprocess.DEVNULL),
+                         stderr=subprocess.DEVNULL, env=env),
     ]
     try:
         for p in (upstream, theirs, ours):
@@ -222,7 +227,8 @@ def main():
         machine(),
         "",
         "One worker each on core 0 (the proxy case's nginx upstream there too), h2load on core 1, TLS "
-        "with the same ECDSA P-256 certificate (zerocopy-server: rustls in userspace; nginx: OpenSSL). "
+        "with the same ECDSA P-256 certificate (zerocopy-server: rustls in userspace; nginx: OpenSSL), "
+        f"both with `GLIBC_TUNABLES={TUNABLES}` as the systemd unit sets it. "
         "Medians of 3 alternating runs; CPU is core 0's busy time per request.",
         "",
         "| case | zerocopy-server req/s (min-max) | nginx req/s (min-max) | ratio | CPU/request ours | nginx |",

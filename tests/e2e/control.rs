@@ -910,6 +910,7 @@ fn systemd_unit_verifies() {
         "AmbientCapabilities=CAP_NET_BIND_SERVICE",
         "ProtectSystem=strict",
         "NoNewPrivileges=yes",
+        "Environment=GLIBC_TUNABLES=glibc.cpu.x86_rep_movsb_threshold=",
     ] {
         assert!(unit.contains(key), "the unit lacks {key}");
     }
