@@ -291,12 +291,16 @@ impl ClientStream {
         replay: Vec<u8>,
     ) -> std::io::Result<super::h2io::PollStream<ServerConnection>> {
         match self.layer {
-            Layer::Plain => super::h2io::PollStream::new(self.tcp, None, replay),
-            Layer::Rustls(s) => super::h2io::PollStream::new(self.tcp, Some(s), replay),
+            Layer::Plain => {
+                super::h2io::PollStream::new(self.tcp, None, replay).map(|s| s.lingering())
+            }
+            Layer::Rustls(s) => {
+                super::h2io::PollStream::new(self.tcp, Some(s), replay).map(|s| s.lingering())
+            }
             #[cfg(feature = "ktls")]
             Layer::Kernel { mut early } => {
                 early.extend_from_slice(&replay);
-                super::h2io::PollStream::kernel_tls(self.tcp, early)
+                super::h2io::PollStream::kernel_tls(self.tcp, early).map(|s| s.lingering())
             }
         }
     }

@@ -96,6 +96,8 @@ pub struct PollStream<C> {
     kernel_tls: bool,
     /// Our direction is shut: reading until the peer's end (see [`Linger`]).
     linger: Option<Linger>,
+    /// Whether a close lingers (a client's connection); an upstream's does not need to.
+    lingers: bool,
 }
 
 impl<C, S> PollStream<C>
@@ -117,6 +119,7 @@ where
             #[cfg(feature = "ktls")]
             kernel_tls: false,
             linger: None,
+            lingers: false,
         })
     }
 
@@ -127,6 +130,12 @@ where
         let mut stream = Self::new(tcp, None, early)?;
         stream.kernel_tls = true;
         Ok(stream)
+    }
+
+    /// Makes a close linger (see [`Linger`]): for a client's connection.
+    pub fn lingering(mut self) -> Self {
+        self.lingers = true;
+        self
     }
 
     /// Whether the peer ended the stream with TLS's `close_notify` (a clean close; a bare FIN
@@ -276,8 +285,8 @@ where
         #[cfg(feature = "ktls")]
         if this.kernel_tls && !this.close_notified {
             this.close_notified = true;
-            // Best effort, as for HTTP/1.1: HTTP/2 flushed its frames first, so the socket
-            // has room for the alert's record.
+            // Best effort, as for HTTP/1.1: HTTP/2 flushed its frames first, so the alert
+            // usually fits; when the socket's buffer is full it is not sent (debug log).
             use std::os::fd::AsRawFd;
             if let Err(e) = crate::tls::ktls::send_close_notify(this.tcp.as_raw_fd()) {
                 log::debug!("close_notify on kernel TLS: {e}");
@@ -296,6 +305,9 @@ where
             }
             if Pin::new(&mut this.tcp).poll_shutdown(cx)?.is_pending() {
                 return Poll::Pending;
+            }
+            if !this.lingers {
+                return Poll::Ready(Ok(()));
             }
             this.linger = Some(Linger {
                 timer: Box::pin(monoio::time::sleep(LINGER_TIME)),
@@ -335,7 +347,21 @@ where
             if linger.read >= LINGER_BYTES || linger.timer.as_mut().poll(cx).is_ready() {
                 return Poll::Ready(());
             }
+            if self.close_notify_received {
+                return Poll::Ready(());
+            }
             let n = if let Some(session) = self.tls.as_mut() {
+                // Plaintext rustls holds already goes first (a full buffer fails read_tls).
+                loop {
+                    match session.reader().read(&mut scratch) {
+                        Ok(0) => {
+                            self.close_notify_received = true;
+                            return Poll::Ready(());
+                        }
+                        Ok(_) => {}
+                        Err(_) => break,
+                    }
+                }
                 let mut input = Sync {
                     tcp: &mut self.tcp,
                     cx,
@@ -400,24 +426,30 @@ where
             other => return other,
         }
         use std::os::fd::AsRawFd;
-        // SAFETY: `recv` writes only initialised bytes, and reports how many.
-        let unfilled = unsafe { buf.unfilled_mut() };
-        match crate::tls::ktls::recv(self.tcp.as_raw_fd(), unfilled) {
+        // Into a buffer of our own: the caller's room may be a byte or two, and an alert
+        // read in halves would lose its type.
+        let mut record = [std::mem::MaybeUninit::<u8>::uninit(); 256];
+        match crate::tls::ktls::recv(self.tcp.as_raw_fd(), &mut record) {
             Ok(0) => {
                 self.close_notify_received = true;
                 Poll::Ready(Ok(()))
             }
             Ok(n) => {
-                // SAFETY: recvmsg initialised the first n bytes of the unfilled part.
-                unsafe { buf.assume_init(n) };
-                buf.advance(n);
+                // Application data after all (the record before was read by now): what does
+                // not fit is replayed first by the next read.
+                // SAFETY: recvmsg initialised the first n bytes of `record`.
+                let got: &[u8] = unsafe { std::slice::from_raw_parts(record.as_ptr().cast(), n) };
+                let fits = got.len().min(buf.remaining());
+                buf.put_slice(&got[..fits]);
+                self.replay = got[fits..].to_vec();
+                self.replayed = 0;
                 Poll::Ready(Ok(()))
             }
-            // Raced with nothing to read after all: look again.
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                cx.waker().wake_by_ref();
-                Poll::Pending
-            }
+            // EIO from recv, then nothing from recvmsg: not a state to wait in.
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "kernel TLS: a record recv could not read, and recvmsg found none",
+            ))),
             Err(e) => Poll::Ready(Err(e)),
         }
     }

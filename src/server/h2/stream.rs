@@ -263,6 +263,8 @@ pub struct H2Downstream {
     remaining: Option<u64>,
     /// The last piece of such a body, held for `end_body` to send with the stream's end (or
     /// before its trailers): one DATA frame fewer than an empty one carrying END_STREAM.
+    /// (From an HTTP/2 upstream that stalls after its last byte, the client gets that piece
+    /// only with the stream's end, or not before the reset.)
     held: Option<Bytes>,
 }
 
