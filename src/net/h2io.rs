@@ -303,8 +303,13 @@ where
                     return Poll::Pending;
                 }
             }
-            if Pin::new(&mut this.tcp).poll_shutdown(cx)?.is_pending() {
-                return Poll::Pending;
+            match Pin::new(&mut this.tcp).poll_shutdown(cx) {
+                Poll::Pending => return Poll::Pending,
+                // The peer reset the connection already: nothing is left to shut, or to read.
+                Poll::Ready(Err(e)) if e.raw_os_error() == Some(libc::ENOTCONN) => {
+                    return Poll::Ready(Ok(()));
+                }
+                Poll::Ready(r) => r?,
             }
             if !this.lingers {
                 return Poll::Ready(Ok(()));
