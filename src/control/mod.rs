@@ -384,6 +384,13 @@ impl Control {
     fn exit(&mut self, code: i32) -> ! {
         // Dropping the guard flushes the log.
         drop(self.log.take());
-        std::process::exit(code)
+        use std::io::Write;
+        let _ = std::io::stdout().flush();
+        let _ = std::io::stderr().flush();
+        // Not exit(3): its atexit handlers (the allocator's among them) would run while the
+        // worker threads still live, and one holding a lock they need hangs the exit (a CI run
+        // saw a daemon log "stopped" and not exit within 10 s). Everything is flushed.
+        // SAFETY: _exit ends the process at once; nothing after it runs.
+        unsafe { libc::_exit(code) }
     }
 }

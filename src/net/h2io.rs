@@ -356,7 +356,8 @@ where
                 return Poll::Ready(());
             }
             let n = if let Some(session) = self.tls.as_mut() {
-                // Plaintext rustls holds already goes first (a full buffer fails read_tls).
+                // Plaintext rustls holds goes first (a full buffer fails read_tls); an end
+                // of it is the peer's close_notify.
                 loop {
                     match session.reader().read(&mut scratch) {
                         Ok(0) => {
@@ -374,19 +375,9 @@ where
                 match session.read_tls(&mut input) {
                     Ok(0) => return Poll::Ready(()),
                     Ok(n) => {
+                        // Its plaintext is dropped at the top of the next round.
                         if session.process_new_packets().is_err() {
                             return Poll::Ready(());
-                        }
-                        loop {
-                            match session.reader().read(&mut scratch) {
-                                // The peer's close_notify.
-                                Ok(0) => {
-                                    self.close_notify_received = true;
-                                    return Poll::Ready(());
-                                }
-                                Ok(_) => {}
-                                Err(_) => break,
-                            }
                         }
                         n
                     }
