@@ -18,7 +18,8 @@
 //! | [`http`] | protocol-neutral heads, methods, paths, the HTTP/1 codec ([`http::h1`]) and HTTP/2 messages as heads ([`http::h2`]) | — |
 //! | [`net`] | the transport: client and upstream streams, I/O, rustls driving, splice, tunnel, raw syscalls ([`net::sys`]), the stream HTTP/2 runs on ([`net::h2io`]) | `tls` |
 //! | [`route`], [`snapshot`], [`preload`] | the routing table and what a snapshot holds | backends' types |
-//! | [`control`] | the control loop: reload, drain, admin answers, signals, watcher | `snapshot`, `worker` |
+//! | [`control`] | the control loop: reload, drain, binary upgrade, admin answers, signals, watcher | `snapshot`, `worker`, `handover` |
+//! | [`handover`] | a binary upgrade's channel between two processes: messages, sockets passed with `SCM_RIGHTS` | `worker` (its socket groups) |
 //! | [`config`] | the configuration's types and its parser, every error with file, line, key path | — |
 //! | [`shared`], [`metrics`], [`limiter`], [`security`], [`tls`], [`logging`], [`access_log`] | what both planes share, counters, policy, certificates, logs | |
 //!
@@ -60,6 +61,18 @@
 //!    ([`control::build::commit`]) or keeps the running one, and reports to the waiting
 //!    clients, the log and systemd. Workers see the new snapshot at their next request.
 //!
+//! ## One binary upgrade's path
+//!
+//! 1. `proxyctl upgrade` or `SIGUSR2` reaches the loop; `control/upgrade.rs` starts the new
+//!    binary on a helper thread with one end of a [`handover::Channel`].
+//! 2. The new process (`main.rs`, `--upgrade-fd`) loads its config, says hello, receives every
+//!    listening socket ([`worker::sockets`]: the same sockets, one per worker and listener),
+//!    the admin socket and the metrics listener, starts its workers and says ready.
+//! 3. Back on the old loop ([`control::Event::Upgraded`]): it stops its admin and metrics
+//!    threads, tells systemd the new main pid, and drains; the workers cancel their accepts and
+//!    close their copies of the sockets. Any failure before "ready" kills the new process, and
+//!    the old one, which never stopped accepting, reports it.
+//!
 //! Beside the two planes, two threads serve the upstream groups, off the workers and the
 //! control loop: `zcs-health` runs every active check ([`group::health`]) and `zcs-dns`
 //! re-resolves server names ([`group::dns`]); both publish through the servers' atomics and
@@ -75,6 +88,7 @@ pub mod exchange;
 pub mod files;
 pub mod fsread;
 pub mod group;
+pub mod handover;
 pub mod http;
 pub mod limiter;
 pub mod logging;

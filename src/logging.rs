@@ -45,6 +45,9 @@ static DROPPED: AtomicU64 = AtomicU64::new(0);
 static REOPEN: AtomicU64 = AtomicU64::new(0);
 /// Set while [`LogGuard`] flushes for the exit: buffers are written whatever the interval.
 static FORCE_FLUSH: AtomicBool = AtomicBool::new(false);
+/// Set once this process handed over to a new one (a binary upgrade): both append to the same
+/// files, and only the new one rotates them.
+static NO_ROTATION: AtomicBool = AtomicBool::new(false);
 /// The access logger, when `[logging] access_log` is set.
 static ACCESS: OnceLock<AccessLog> = OnceLock::new();
 /// A batch of access lines is handed to the logger once it is this large.
@@ -109,6 +112,12 @@ pub fn init(cfg: &Logging) -> Result<LogGuard, String> {
 /// Applies `[logging] level` (at start-up, and live at a reload).
 pub fn set_level(cfg: &Logging) {
     log::set_max_level(cfg.level.filter());
+}
+
+/// This process no longer rotates its log files by size (a binary upgrade's old process: the
+/// new one, writing the same files, rotates them).
+pub fn stop_rotating() {
+    NO_ROTATION.store(true, Ordering::Relaxed);
 }
 
 /// Asks both log files to be reopened (`SIGUSR1`).
@@ -404,7 +413,9 @@ impl Writer {
     fn write_lines(&mut self, text: &[u8]) {
         for line in text.split_inclusive(|&b| b == b'\n') {
             if let Dest::File(f) = &self.dest {
-                if f.would_pass_max(self.buf.len(), line.len()) {
+                if f.would_pass_max(self.buf.len(), line.len())
+                    && !NO_ROTATION.load(Ordering::Relaxed)
+                {
                     self.write_out();
                     if let Dest::File(f) = &mut self.dest {
                         f.rotate();

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use crate::limiter::Limiter;
 use crate::metrics::Registry as Metrics;
 use crate::metrics::WorkerStats;
-use crate::snapshot::SnapshotCell;
+use crate::snapshot::{Snapshot, SnapshotCell};
 use crate::tls::RecordLayer;
 
 /// State shared by every worker and the control thread.
@@ -31,6 +31,28 @@ pub struct Shared {
     pub sessions: Arc<crate::tls::sessions::Sessions>,
     /// Upstream servers' and groups' state (health, ejections, drain), kept across reloads.
     pub fleet: Arc<crate::group::Fleet>,
+    /// The listeners bound at start-up, in config order: every worker has one socket each.
+    pub listeners: Box<[ListenerSlot]>,
+}
+
+/// A listener bound at start-up: its settings then (the serving snapshot's win while it has
+/// the address) and its counters.
+pub struct ListenerSlot {
+    pub config: crate::config::Listener,
+    /// Open client connections that came through it.
+    pub connections: AtomicU64,
+    /// Connections accepted through it since start.
+    pub accepted: AtomicU64,
+    /// Connections closed unserved for their PROXY header: from outside
+    /// `proxy_protocol_from`, none, a malformed one, or none in time.
+    pub proxy_refused: AtomicU64,
+}
+
+impl ListenerSlot {
+    /// Counts a connection refused for its PROXY header.
+    pub fn refuse(&self) {
+        self.proxy_refused.fetch_add(1, Ordering::Relaxed);
+    }
 }
 
 impl Shared {
@@ -42,8 +64,18 @@ impl Shared {
         metrics: Arc<Metrics>,
         sessions: Arc<crate::tls::sessions::Sessions>,
         fleet: Arc<crate::group::Fleet>,
+        listeners: &[crate::config::Listener],
     ) -> Self {
         Self {
+            listeners: listeners
+                .iter()
+                .map(|l| ListenerSlot {
+                    config: l.clone(),
+                    connections: AtomicU64::new(0),
+                    accepted: AtomicU64::new(0),
+                    proxy_refused: AtomicU64::new(0),
+                })
+                .collect(),
             metrics,
             sessions,
             fleet,
@@ -56,9 +88,10 @@ impl Shared {
         }
     }
 
-    /// Counts a connection accepted by `worker` against `max_concurrent_connections` (`cap`,
-    /// 0 = unlimited): `None`, and nothing counted, when `cap` connections are open already.
-    pub fn admit(self: &Arc<Self>, worker: usize, cap: usize) -> Option<Admitted> {
+    /// Counts a connection accepted by `worker` on `listener` against
+    /// `max_concurrent_connections` (`cap`, 0 = unlimited): `None`, and nothing counted, when
+    /// `cap` connections are open already.
+    pub fn admit(self: &Arc<Self>, worker: usize, listener: usize, cap: usize) -> Option<Admitted> {
         let mut open = self.open.load(Ordering::Acquire);
         loop {
             if cap > 0 && open >= cap as u64 {
@@ -77,10 +110,30 @@ impl Shared {
         self.workers[worker]
             .connections
             .fetch_add(1, Ordering::Relaxed);
+        if let Some(l) = self.listeners.get(listener) {
+            l.connections.fetch_add(1, Ordering::Relaxed);
+            l.accepted.fetch_add(1, Ordering::Relaxed);
+        }
         Some(Admitted {
             shared: self.clone(),
             worker,
+            listener,
         })
+    }
+
+    /// The settings of listener `index` as `snapshot` has them; the start-up ones when a
+    /// reload removed its address (it stays bound until a restart or an upgrade).
+    pub fn listener_in<'s>(
+        &'s self,
+        index: usize,
+        snapshot: &'s Snapshot,
+    ) -> Option<&'s crate::config::Listener> {
+        let slot = self.listeners.get(index)?;
+        Some(
+            snapshot
+                .listener(slot.config.address)
+                .unwrap_or(&slot.config),
+        )
     }
 
     /// A counter summed over the workers.
@@ -117,6 +170,8 @@ impl Shared {
 pub struct Admitted {
     pub shared: Arc<Shared>,
     pub worker: usize,
+    /// The listener it came through (an index into [`Shared::listeners`]).
+    pub listener: usize,
 }
 
 impl Admitted {
@@ -132,5 +187,8 @@ impl Drop for Admitted {
         self.shared.workers[self.worker]
             .connections
             .fetch_sub(1, Ordering::Relaxed);
+        if let Some(l) = self.shared.listeners.get(self.listener) {
+            l.connections.fetch_sub(1, Ordering::Relaxed);
+        }
     }
 }

@@ -34,6 +34,8 @@ pub struct Snapshot {
     /// The TLS server configuration (certificates by SNI) when `[tls]` is set: new handshakes
     /// use the snapshot current when the connection is accepted.
     pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// `tls` offering only `http/1.1` by ALPN, for TLS listeners with `http2 = false`.
+    pub tls_h1: Option<Arc<rustls::ServerConfig>>,
     /// How `tls` chooses a certificate by SNI: which certificate a connection got, for
     /// HTTP/2's connection coalescing (a `421` for a name it does not cover).
     pub certificates: Option<Arc<crate::tls::server::SniResolver>>,
@@ -135,7 +137,7 @@ impl Snapshot {
         let mut certificates = None;
         let tls = match &config.tls {
             None => None,
-            Some(t) => match crate::tls::server::config(t, config.http2.enabled, sessions) {
+            Some(t) => match crate::tls::server::config(t, true, sessions) {
                 Ok((c, cache, resolver)) => {
                     session_cache = cache;
                     certificates = Some(resolver);
@@ -175,16 +177,37 @@ impl Snapshot {
         }
         let router =
             Router::new(entries).map_err(|reason| ConfigErrors::file(&config.source, reason))?;
+        let tls_h1 = tls.as_ref().map(|c: &Arc<rustls::ServerConfig>| {
+            let mut h1 = rustls::ServerConfig::clone(c);
+            h1.alpn_protocols = vec![b"http/1.1".to_vec()];
+            Arc::new(h1)
+        });
         Ok(Self {
             generation,
             config: Arc::new(config),
             router,
             groups,
             tls,
+            tls_h1,
             certificates,
             ticket_key,
             session_cache,
         })
+    }
+
+    /// The settings of the listener bound to `address`, as this snapshot has them (`None`
+    /// after a reload removed it; it is bound until a restart or upgrade).
+    pub fn listener(&self, address: std::net::SocketAddr) -> Option<&crate::config::Listener> {
+        self.config.listeners.iter().find(|l| l.address == address)
+    }
+
+    /// The TLS configuration for a TLS listener: with `h2` in ALPN when `http2`.
+    pub fn tls_for(&self, http2: bool) -> Option<&Arc<rustls::ServerConfig>> {
+        if http2 {
+            self.tls.as_ref()
+        } else {
+            self.tls_h1.as_ref()
+        }
     }
 
     /// Puts this snapshot's session settings in force — its ticket key, its session cache

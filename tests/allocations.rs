@@ -58,6 +58,14 @@ fn serve(dir: &std::path::Path, driver: IoDriver) -> (SocketAddr, Workers) {
     let metrics = Arc::new(Registry::new(1));
     let sessions = Arc::new(zerocopy_server::tls::sessions::Sessions::new());
     let fleet = Arc::new(zerocopy_server::group::Fleet::default());
+    let listeners = config.listeners.clone();
+    let sockets = zerocopy_server::worker::sockets::prepare(
+        &listeners,
+        1,
+        &mut Default::default(),
+        config.performance.reuseport_balancing,
+    )
+    .expect("sockets");
     let snapshot = Snapshot::build(config, 1, &metrics, &fleet, &sessions).expect("snapshot");
     let shared = Arc::new(Shared::new(
         ArcSwap::from_pointee(snapshot),
@@ -66,8 +74,9 @@ fn serve(dir: &std::path::Path, driver: IoDriver) -> (SocketAddr, Workers) {
         metrics,
         sessions,
         fleet,
+        &listeners,
     ));
-    let workers = Workers::start(addr, 1, driver, shared).expect("workers");
+    let workers = Workers::start(sockets, driver, shared).expect("workers");
     workers.go();
     (addr, workers)
 }

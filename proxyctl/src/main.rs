@@ -20,6 +20,7 @@ use cli::client::{self, Failure, Payload, DEFAULT_TIMEOUT, DRAIN_GRACE, EXIT_FAI
 use cli::format;
 use proxyctl::proto::{
     self, CheckReport, DrainProgress, Explain, ReloadReport, Request, RouteInfo, Stats,
+    UpgradeProgress, UpgradeReport,
 };
 
 /// How often `proxyctl stats --watch` refreshes.
@@ -53,6 +54,14 @@ enum Command {
     Status,
     /// Re-read the config file and swap it in now; exit 1 if the daemon refuses it.
     Reload,
+    /// Replace the daemon's binary without refusing a connection: start BINARY (default: the
+    /// daemon's own path), hand it the listening sockets, and drain once it serves. Exit 1 when
+    /// the new binary fails (it is killed; the running daemon serves on).
+    Upgrade {
+        /// The new binary (default: the path the daemon was started from).
+        #[arg(long, value_name = "PATH")]
+        binary: Option<PathBuf>,
+    },
     /// Stop the daemon gracefully: wait for open connections to finish, then exit.
     Drain {
         /// Give up on open connections after this many seconds (default: the daemon's
@@ -161,6 +170,30 @@ fn run(args: &Args, out: &mut dyn Write, err: &mut dyn Write) -> Result<u8, Fail
                 emit(err, &format::reload_failure(&report));
             }
             Ok(if report.ok { EXIT_OK } else { EXIT_FAILED })
+        }
+        Command::Upgrade { binary } => {
+            // The daemon runs elsewhere: a relative path is the caller's.
+            let binary = binary
+                .as_ref()
+                .map(|b| std::path::absolute(b).unwrap_or_else(|_| b.clone()));
+            let request = Request::Upgrade {
+                binary: binary.map(|b| b.display().to_string()),
+            };
+            let json = args.json;
+            let mut shown = None;
+            let data = client::request(socket, &request, DEFAULT_TIMEOUT, |data: &Payload| {
+                let progress: UpgradeProgress = data.decode()?;
+                if json {
+                    emit(out, &json_text(data));
+                } else if shown.as_ref() != Some(&(progress.new_pid, progress.phase.clone())) {
+                    emit(out, &format::upgrade_progress(&progress));
+                    shown = Some((progress.new_pid, progress.phase.clone()));
+                }
+                Ok(())
+            })?;
+            let report: UpgradeReport = data.decode()?;
+            show(out, json, &data, || format::upgrade(&report));
+            Ok(EXIT_OK)
         }
         Command::Drain { timeout } => {
             let request = Request::Drain {

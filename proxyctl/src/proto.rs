@@ -87,6 +87,14 @@ pub enum Request {
         address: String,
         state: ServerAdmin,
     },
+    /// Replaces the daemon's binary without refusing a connection: starts `binary` (default:
+    /// the daemon's own path), hands it the listening sockets, and drains once it is ready.
+    /// `processing` lines of [`UpgradeProgress`], then the [`UpgradeReport`]; an error (and
+    /// the old process serving on) when the new one fails.
+    Upgrade {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        binary: Option<String>,
+    },
 }
 
 /// What an operator can make of a server.
@@ -214,6 +222,8 @@ pub enum Lifecycle {
     Starting,
     Running,
     Reloading,
+    /// A binary upgrade is under way; the process serves on meanwhile.
+    Upgrading,
     Draining,
     Stopped,
 }
@@ -224,6 +234,7 @@ impl Lifecycle {
             Self::Starting => "starting",
             Self::Running => "running",
             Self::Reloading => "reloading",
+            Self::Upgrading => "upgrading",
             Self::Draining => "draining",
             Self::Stopped => "stopped",
         }
@@ -263,6 +274,71 @@ pub struct Status {
     /// The TLS listener's figures; absent when the daemon serves plain HTTP.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls: Option<TlsStatus>,
+    /// The daemon's version.
+    #[serde(default)]
+    pub version: String,
+    /// When this process started, in milliseconds since the Unix epoch.
+    #[serde(default)]
+    pub started_at_unix_ms: u64,
+    /// Every listener, in config order.
+    #[serde(default)]
+    pub listeners: Vec<ListenerStatus>,
+    /// The last binary upgrade: the one that started this process, or the last one it tried.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_upgrade: Option<UpgradeReport>,
+}
+
+/// One listener in [`Status`].
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ListenerStatus {
+    pub address: String,
+    pub tls: bool,
+    pub http2: bool,
+    /// `off`, `v1`, `v2` or `any`.
+    pub proxy_protocol: String,
+    /// The HTTPS port it redirects to, when it has `redirect_to_https`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redirect_to_https: Option<u16>,
+    /// Where its sockets came from: `bound`, `inherited` (a binary upgrade) or `systemd`.
+    pub sockets: String,
+    /// Open connections that came through it.
+    pub connections: u64,
+    /// Connections accepted since start.
+    pub accepted: u64,
+    /// Connections closed unserved for their PROXY header (from outside
+    /// `proxy_protocol_from`, none, malformed, or not in time).
+    pub proxy_refused: u64,
+}
+
+/// A binary upgrade's outcome: the answer to [`Request::Upgrade`], and `last_upgrade` in
+/// [`Status`].
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UpgradeReport {
+    /// The new process serves and the old one drains.
+    pub ok: bool,
+    pub at_unix_ms: u64,
+    /// The process that handed over its sockets.
+    pub old_pid: u32,
+    /// The process started from the new binary (it may be gone after a failure).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub new_pid: Option<u32>,
+    /// The binary started.
+    pub binary: String,
+    /// The new binary's version, once it reported it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub new_version: Option<String>,
+    /// Why the upgrade failed; the old process serves on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// What a binary upgrade is doing: the `processing` lines of [`Request::Upgrade`].
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UpgradeProgress {
+    pub new_pid: u32,
+    /// `starting` (loading its config) or `ready`.
+    pub phase: String,
+    pub seconds_left: u64,
 }
 
 /// TLS on the listener: handshakes and where the record layer runs.

@@ -9,6 +9,10 @@ use std::time::Duration;
 pub const THREADS: usize = 0;
 /// `[server] shutdown_timeout_secs`: how long a drain waits for connections before exiting.
 pub const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(30);
+/// `[server] upgrade_timeout_secs`: how long a new binary has to become ready in an upgrade.
+pub const UPGRADE_TIMEOUT: Duration = Duration::from_secs(30);
+/// `[[listeners]] https_port` when no listener has TLS.
+pub const HTTPS_PORT: u16 = 443;
 
 /// `[logging] level`.
 pub const LOG_LEVEL: &str = "info";

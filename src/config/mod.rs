@@ -11,6 +11,7 @@
 //! accepted in `[security]` as defaults for every route (a route's own key wins).
 
 pub mod defaults;
+mod listeners;
 mod parse;
 mod upstreams;
 
@@ -22,6 +23,7 @@ use std::time::Duration;
 use crate::http::MethodSet;
 use crate::security::IpSet;
 
+pub use listeners::*;
 pub use parse::{load, parse};
 pub use upstreams::*;
 
@@ -32,6 +34,9 @@ pub struct Config {
     /// directory.
     pub source: PathBuf,
     pub server: Server,
+    /// `[[listeners]]`, or the one `[server] listen` stands for; at least one, addresses
+    /// distinct.
+    pub listeners: Vec<Listener>,
     pub logging: Logging,
     pub security: GlobalSecurity,
     pub performance: Performance,
@@ -141,12 +146,13 @@ impl Config {
 /// `[server]`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Server {
-    /// `listen`: required, `"ip:port"` (`"[::]:443"` for IPv6).
-    pub listen: SocketAddr,
     /// `threads`: worker count; default 0 = one per CPU core.
     pub threads: usize,
     /// `shutdown_timeout_secs`: default 30.
     pub shutdown_timeout: Duration,
+    /// `upgrade_timeout_secs`: how long a new binary has to report ready during a binary
+    /// upgrade before it is killed and the running one serves on; default 30.
+    pub upgrade_timeout: Duration,
 }
 
 /// `[logging]`.

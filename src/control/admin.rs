@@ -11,10 +11,11 @@
 //! [`ANSWER_TIMEOUT`] for the control loop's answer.
 
 use std::io::{Read, Write};
+use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::Path;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError, Sender};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -95,14 +96,22 @@ pub fn bind(path: &Path) -> Result<UnixListener, String> {
     Ok(listener)
 }
 
-/// Accepts admin connections on a thread of their own, forever.
-pub fn serve(listener: UnixListener, events: Sender<Event>) -> std::io::Result<()> {
-    std::thread::Builder::new()
+/// Accepts admin connections on a thread of their own, until [`Served::stop`].
+pub fn serve(listener: UnixListener, events: Sender<Event>) -> std::io::Result<Served> {
+    listener.set_nonblocking(true)?;
+    let fd = listener.as_raw_fd();
+    let stop = Arc::new(AtomicBool::new(false));
+    let stopped = stop.clone();
+    let thread = std::thread::Builder::new()
         .name("zcs-admin".into())
         .spawn(move || {
             let open = Arc::new(AtomicUsize::new(0));
-            for stream in listener.incoming() {
-                let Ok(mut stream) = stream else { continue };
+            while wait_acceptable(fd, &stopped) {
+                let Ok((mut stream, _)) = listener.accept() else {
+                    continue;
+                };
+                // Accepted sockets do not inherit O_NONBLOCK; the reads use timeouts.
+                let _ = stream.set_nonblocking(false);
                 if open.load(Ordering::Relaxed) >= MAX_CONNECTIONS {
                     // Answered without waiting: a client that does not read cannot stall the
                     // accept loop.
@@ -129,7 +138,61 @@ pub fn serve(listener: UnixListener, events: Sender<Event>) -> std::io::Result<(
                     });
             }
         })?;
-    Ok(())
+    Ok(Served::new(fd, stop, thread))
+}
+
+/// A listener served by a thread of the control plane (the admin socket, the metrics
+/// listener), which a binary upgrade hands to the new process and then stops serving here.
+pub struct Served {
+    /// The listener's descriptor, open until [`Served::stop`] returns.
+    pub fd: RawFd,
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Served {
+    pub(crate) fn new(
+        fd: RawFd,
+        stop: Arc<AtomicBool>,
+        thread: std::thread::JoinHandle<()>,
+    ) -> Self {
+        Self {
+            fd,
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    /// Stops accepting (within [`ACCEPT_POLL`]) and closes this process's copy of the
+    /// listener; connections already accepted are answered to the end.
+    pub fn stop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// How often an accept thread looks at its stop flag.
+pub const ACCEPT_POLL: Duration = Duration::from_millis(100);
+
+/// Waits until the listener `fd` has a connection to accept: `false` once `stop` is set.
+pub(crate) fn wait_acceptable(fd: RawFd, stop: &AtomicBool) -> bool {
+    loop {
+        if stop.load(Ordering::SeqCst) {
+            return false;
+        }
+        let mut poll = libc::pollfd {
+            fd,
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: poll reads and writes the one live pollfd.
+        let n = unsafe { libc::poll(&mut poll, 1, ACCEPT_POLL.as_millis() as libc::c_int) };
+        if n > 0 {
+            return true;
+        }
+    }
 }
 
 fn connection(stream: UnixStream, events: Sender<Event>) {

@@ -130,7 +130,18 @@ pub fn restart_required(old: &Config, new: &Config) -> Vec<String> {
             keys.push(name.to_string());
         }
     };
-    check("server.listen", old.server.listen != new.server.listen);
+    let bindings = |c: &Config| c.listeners.iter().map(|l| l.binding()).collect::<Vec<_>>();
+    let shorthand = |c: &Config| {
+        c.listeners
+            .iter()
+            .any(|l| l.origin.key_path == "server.listen")
+    };
+    let name = if shorthand(old) && shorthand(new) {
+        "server.listen"
+    } else {
+        "listeners (addresses and ipv6_only; `proxyctl upgrade` applies them without a restart)"
+    };
+    check(name, bindings(old) != bindings(new));
     check("server.threads", old.server.threads != new.server.threads);
     // The level changes live; the rest of [logging] is fixed at start-up.
     let fixed = |l: &config::Logging| config::Logging {

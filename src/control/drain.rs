@@ -20,7 +20,12 @@ impl Control {
             .unwrap_or(self.shared.snapshot.load().config.server.shutdown_timeout)
             .min(MAX_DRAIN);
         self.set_state(Lifecycle::Draining);
-        notify_systemd("STOPPING=1");
+        if self.upgraded {
+            // Not the main process any more: the new one serves; this one only finishes.
+            crate::logging::stop_rotating();
+        } else {
+            notify_systemd("STOPPING=1");
+        }
         log::info!(
             "draining: {} connections open, {} requests in flight; exiting by {}s at the latest",
             self.shared.connections(),

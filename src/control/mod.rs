@@ -28,6 +28,7 @@ mod query;
 mod reload;
 pub mod scrape;
 mod system;
+mod upgrade;
 mod upstreams;
 pub mod watch;
 
@@ -35,6 +36,8 @@ use drain::Drain;
 pub use query::policy;
 use reload::{BuildSlot, Building, Queued};
 use system::{monotonic_usec, notify_systemd, now_ms, spawn_signal_thread};
+use upgrade::Upgrading;
+pub use upgrade::{Launch, UpgradeNews};
 use watch::{start_watcher, watched_files};
 
 use std::path::PathBuf;
@@ -45,8 +48,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use proxyctl::proto::{
     self, CheckReport, ConnectionStats, DrainProgress, Explain, FileCacheStats, Http2Stats,
-    Lifecycle, Policy, ReloadReport, ReloadStats, Request, Response, RouteChanges, RouteInfo,
-    Stats, Status, TlsStatus,
+    Lifecycle, ListenerStatus, Policy, ReloadReport, ReloadStats, Request, Response, RouteChanges,
+    RouteInfo, Stats, Status, TlsStatus, UpgradeReport,
 };
 
 use crate::config::{Backend, ProxyTarget, RouteSecurity, Scheme};
@@ -99,6 +102,8 @@ pub enum Event {
     },
     /// A Prometheus scrape: the text goes to `reply`.
     Metrics { reply: Sender<String> },
+    /// News from a binary upgrade's helper thread.
+    Upgraded(UpgradeNews),
     /// A reload's build finished on its helper thread.
     Built {
         id: u64,
@@ -148,6 +153,10 @@ pub struct Control {
     config_path: PathBuf,
     state: Lifecycle,
     started: Instant,
+    /// When the process started, for `status`.
+    started_at_ms: u64,
+    /// The last binary upgrade: the one that started this process, or the last one tried.
+    last_upgrade: Option<UpgradeReport>,
     /// The inputs of the serving snapshot — the config's bytes, then each `[tls]` file's — so
     /// that a file event that changed none of them is a no-op ([`inputs`]).
     serving_bytes: Vec<u8>,
@@ -177,12 +186,32 @@ pub struct Control {
     builds: Arc<AtomicUsize>,
     /// The id of the last build started.
     last_build: u64,
+    /// How this process was started: what an upgrade starts by default.
+    launch: Launch,
+    /// The binary upgrade under way.
+    upgrading: Option<Upgrading>,
+    /// A binary upgrade handed everything to a new process: this one only drains.
+    upgraded: bool,
+    /// The admin socket's and the metrics listener's accept threads.
+    servers: Servers,
+}
+
+/// The control plane's own listeners, served by threads that an upgrade stops.
+#[derive(Default)]
+pub struct Servers {
+    pub admin: Option<admin::Served>,
+    pub metrics: Option<admin::Served>,
 }
 
 impl Control {
     /// Lets the workers accept connections (once start-up is complete).
     pub fn let_workers_serve(&self) {
         self.workers.go();
+    }
+
+    /// The admin socket's and the metrics listener's accept threads, once they run.
+    pub fn set_servers(&mut self, servers: Servers) {
+        self.servers = servers;
     }
 
     /// Sets up the control plane for running `workers`: the event channel, the config watcher
@@ -194,6 +223,7 @@ impl Control {
         config_path: PathBuf,
         serving_bytes: Vec<u8>,
         log: LogGuard,
+        upgraded_from: Option<UpgradeReport>,
     ) -> std::io::Result<Self> {
         let Channel { sender, events } = channel;
         let watched = watched_files(&config_path, &shared.snapshot.load().config);
@@ -206,6 +236,8 @@ impl Control {
             config_path,
             state: Lifecycle::Starting,
             started: Instant::now(),
+            started_at_ms: now_ms(),
+            last_upgrade: upgraded_from,
             serving_bytes,
             // The boot load counts as the first (successful) load, so `status` always has one.
             reloads: ReloadStats::default(),
@@ -232,6 +264,10 @@ impl Control {
             queued: None,
             builds: Arc::new(AtomicUsize::new(0)),
             last_build: 0,
+            launch: Launch::current(),
+            upgrading: None,
+            upgraded: false,
+            servers: Servers::default(),
         })
     }
 
@@ -243,7 +279,11 @@ impl Control {
     /// Runs the control loop: never returns; the process ends from here.
     pub fn run(mut self) -> ! {
         self.set_state(Lifecycle::Running);
-        notify_systemd("READY=1");
+        // After an upgrade the old process tells systemd (MAINPID=, READY=1): it is the main
+        // process until then.
+        if !self.last_upgrade.as_ref().is_some_and(|u| u.ok) {
+            notify_systemd("READY=1");
+        }
         loop {
             let wait = self.next_wait();
             match self.events.recv_timeout(wait) {
@@ -278,6 +318,11 @@ impl Control {
             Event::Signal(libc::SIGHUP) => {
                 self.reload(Trigger::Signal, true, Vec::new());
             }
+            Event::Signal(libc::SIGUSR2) => {
+                log::info!("SIGUSR2: binary upgrade");
+                self.start_upgrade(None, None);
+            }
+            Event::Upgraded(news) => self.on_upgrade_news(news),
             Event::Signal(libc::SIGUSR1) => {
                 crate::logging::reopen();
                 log::info!("SIGUSR1: log files reopened");
@@ -322,6 +367,7 @@ impl Control {
         ) {
             log::info!("tls: session ticket key rotated (the previous one still opens tickets)");
         }
+        self.tick_upgrade();
         if self.drain.is_some() {
             self.tick_drain();
         } else if self.workers.any_finished() {
@@ -366,6 +412,10 @@ impl Control {
                 method,
                 client,
             } => proto::ok(&self.explain(&host, &path, method.as_deref(), client.as_deref())),
+            Request::Upgrade { binary } => {
+                self.start_upgrade(binary.map(PathBuf::from), Some((reply, written)));
+                return;
+            }
             Request::Check { file, text } => {
                 self.check(file.map(PathBuf::from), text.map(String::into_bytes), reply);
                 return;

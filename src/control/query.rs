@@ -29,7 +29,44 @@ impl Control {
                 ktls_fallback: self.shared.sum(|w| &w.ktls_fallback),
                 ktls_refused: self.shared.sum(|w| &w.ktls_refused),
             }),
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            started_at_unix_ms: self.started_at_ms,
+            listeners: self.listeners(&snapshot),
+            last_upgrade: self.last_upgrade.clone(),
         }
+    }
+
+    /// Each listener bound at start-up, with its settings as the serving snapshot has them.
+    fn listeners(&self, snapshot: &crate::snapshot::Snapshot) -> Vec<ListenerStatus> {
+        self.shared
+            .listeners
+            .iter()
+            .enumerate()
+            .filter_map(|(i, slot)| {
+                let l = self.shared.listener_in(i, snapshot)?;
+                let sockets = self
+                    .workers
+                    .sockets
+                    .iter()
+                    .find(|s| s.address == slot.config.address)
+                    .map_or("bound", |s| s.source.as_str());
+                Some(ListenerStatus {
+                    address: l.address.to_string(),
+                    tls: l.tls,
+                    http2: l.http2,
+                    proxy_protocol: l
+                        .proxy_protocol
+                        .as_ref()
+                        .map_or("off", |p| p.versions.as_str())
+                        .to_string(),
+                    redirect_to_https: l.redirect.as_ref().map(|r| r.https_port),
+                    sockets: sockets.to_string(),
+                    connections: slot.connections.load(Ordering::Relaxed),
+                    accepted: slot.accepted.load(Ordering::Relaxed),
+                    proxy_refused: slot.proxy_refused.load(Ordering::Relaxed),
+                })
+            })
+            .collect()
     }
 
     /// Every counter, summed over the workers now.

@@ -7,8 +7,10 @@ use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::mpsc::{self, Sender};
 use std::time::Duration;
 
+use super::admin::Served;
 use super::Event;
 use crate::metrics::prometheus;
+use std::os::fd::AsRawFd;
 
 /// Most scrapes served at once; past it a scraper is answered 503 at once.
 const MAX_SCRAPERS: usize = 64;
@@ -24,13 +26,20 @@ pub fn bind(addr: SocketAddr) -> Result<TcpListener, String> {
 
 /// Serves `GET /metrics` on a thread of its own: the text is rendered by the control loop
 /// (an [`Event::Metrics`]), never on a worker. Anything else gets a 404 (or 405).
-pub fn serve(listener: TcpListener, events: Sender<Event>) -> std::io::Result<()> {
+pub fn serve(listener: TcpListener, events: Sender<Event>) -> std::io::Result<Served> {
+    listener.set_nonblocking(true)?;
+    let fd = listener.as_raw_fd();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let stopped = stop.clone();
     let open = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    std::thread::Builder::new()
+    let thread = std::thread::Builder::new()
         .name("zcs-metrics".into())
         .spawn(move || {
-            for stream in listener.incoming() {
-                let Ok(mut stream) = stream else { continue };
+            while super::admin::wait_acceptable(fd, &stopped) {
+                let Ok((mut stream, _)) = listener.accept() else {
+                    continue;
+                };
+                let _ = stream.set_nonblocking(false);
                 if open.load(std::sync::atomic::Ordering::Relaxed) >= MAX_SCRAPERS {
                     // Answered without waiting: a client that does not read cannot stall the
                     // accept loop.
@@ -51,7 +60,7 @@ pub fn serve(listener: TcpListener, events: Sender<Event>) -> std::io::Result<()
                     });
             }
         })?;
-    Ok(())
+    Ok(Served::new(fd, stop, thread))
 }
 
 /// Answers one HTTP/1.x request and closes.

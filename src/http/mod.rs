@@ -54,5 +54,6 @@ impl Version {
 pub mod h1;
 pub mod h2;
 pub mod path;
+pub mod redirect;
 pub mod request;
 pub mod response;

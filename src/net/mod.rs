@@ -7,7 +7,8 @@
 //!   blocks); [`tls`]: a rustls session driven the same way.
 //! - [`splice`]: upstream → pipe → client without copying; [`tunnel`]: the two-way byte copy
 //!   after a `101`.
-//! - [`buffers`]: each worker's pool of read buffers.
+//! - [`buffers`]: each worker's pool of read buffers; [`proxy_header`]: the PROXY protocol
+//!   header a load balancer sends first.
 //! - [`h2io`]: a connection as the `h2` crate reads and writes it (poll-io, rustls driven
 //!   here, bytes read before the hand-over replayed).
 //!
@@ -18,6 +19,7 @@ pub mod buffers;
 pub mod client;
 pub mod h2io;
 pub mod io;
+pub mod proxy_header;
 pub mod splice;
 pub mod sys;
 pub mod tls;

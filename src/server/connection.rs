@@ -49,12 +49,39 @@ pub async fn serve(
     if !registry.nodelay_inherited.get() {
         let _ = stream.set_nodelay(true);
     }
-    let (tls, limits) = {
+    let (tls, limits, proxy) = {
         let snapshot = shared.snapshot.load();
-        (snapshot.tls.clone(), snapshot.head_limits())
+        let listener = shared.listener_in(admitted.listener, &snapshot);
+        let tls = listener
+            .filter(|l| l.tls)
+            .and_then(|l| snapshot.tls_for(l.http2).cloned());
+        let proxy = listener
+            .and_then(|l| l.proxy_protocol.as_ref())
+            .map(|p| (p.versions, p.from.contains(peer.ip())));
+        (tls, snapshot.head_limits(), proxy)
     };
-    // The handshake, like the first request head, must be done within the header timeout.
+    // The PROXY header, the handshake and the first request head must all be done within the
+    // header timeout.
     let deadline = Instant::now() + limits.header_timeout;
+    // Behind a load balancer, the client is the address its PROXY header names.
+    let peer = match proxy {
+        None => peer,
+        Some((_, false)) => {
+            log::debug!("{peer}: not in proxy_protocol_from, on a listener that requires a PROXY header; closed");
+            shared.listeners[admitted.listener].refuse();
+            return;
+        }
+        Some((versions, true)) => {
+            match crate::net::proxy_header::read(&stream, versions, deadline).await {
+                Ok(source) => source.unwrap_or(peer),
+                Err(why) => {
+                    log::debug!("{peer}: {why}; closed");
+                    shared.listeners[admitted.listener].refuse();
+                    return;
+                }
+            }
+        }
+    };
     let (client, deadline) = match tls {
         None => (ClientStream::plain(stream), deadline),
         // Boxed, like the request below: a handshake's state is not kept for the connection's
@@ -132,7 +159,7 @@ async fn connection(
     first: bool,
     resumed: bool,
 ) {
-    let (shared, worker) = (admitted.shared.clone(), admitted.worker);
+    let (shared, worker, listener) = (admitted.shared.clone(), admitted.worker, admitted.listener);
     let (id, idle) = registry.add(client.tcp().as_raw_fd());
     idle.set_parkable(!client.is_tls());
     let mut open = OpenGuard {
@@ -144,6 +171,7 @@ async fn connection(
         client,
         peer,
         worker,
+        listener,
         shared,
         idle,
         buf: Vec::new(),
@@ -259,6 +287,8 @@ pub(super) struct Conn {
     pub(super) client: ClientStream,
     pub(super) peer: SocketAddr,
     pub(super) worker: usize,
+    /// The listener it came through (an index into [`Shared::listeners`]).
+    pub(super) listener: usize,
     pub(super) shared: Arc<Shared>,
     /// The deadline while waiting for the next request, for the worker's idle sweep (and so
     /// that a drain can wake this connection).
@@ -378,9 +408,8 @@ impl Conn {
 
     /// Waits idle for the next request until `deadline` (see [`State::Idle`]).
     async fn idle(&mut self, deadline: Instant, first: Option<Instant>) -> State {
-        if self.shared.is_draining() {
-            return State::Closing;
-        }
+        // In a drain, too: a request may be on its way; the worker ends idle waits after a
+        // short grace (`worker::DRAIN_IDLE_GRACE`).
         self.ctx.buffers.give(std::mem::take(&mut self.buf));
         self.idle.begin(deadline);
         let woke = self.idle.wait(self.client.wait_readable()).await;

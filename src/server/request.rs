@@ -42,7 +42,13 @@ impl Conn {
         let (limits, h2c) = {
             let snapshot = self.shared.snapshot.load();
             // HTTP/2 prior knowledge begins a connection, never follows a request.
-            let h2c = deadline.is_some() && !self.client.is_tls() && snapshot.config.http2.h2c;
+            let h2c = deadline.is_some()
+                && !self.client.is_tls()
+                && snapshot.config.http2.h2c
+                && self
+                    .shared
+                    .listener_in(self.listener, &snapshot)
+                    .is_some_and(|l| l.http2);
             (snapshot.head_limits(), h2c)
         };
         let started = Instant::now();
@@ -62,6 +68,7 @@ impl Conn {
             worker: &worker,
             shared: &shared,
             tls: self.client.is_tls(),
+            listener: self.listener,
         };
         let mut ds = H1Downstream::new(
             &mut self.client,
@@ -72,7 +79,10 @@ impl Conn {
         );
         // 3–5. Routed, checked and answered.
         let result = answer(&mut ds, &ctx, &req, &snapshot, sizes, &mut trace).await;
-        let keep_alive = ds.keeps_alive() && !shared.is_draining();
+        // What the response promised: one that said keep-alive (its request came before a
+        // drain began) waits for the next request, which a drain answers with `Connection:
+        // close` — closing now could meet that request on its way.
+        let keep_alive = ds.keeps_alive();
         // A response that went out while the client may still be sending its body (an
         // upstream that answered early) closes with a lingering close, so that the client
         // reads it instead of a reset.
@@ -229,6 +239,8 @@ pub(super) struct Ctx<'a> {
     pub(super) shared: &'a Shared,
     /// The client came over TLS.
     pub(super) tls: bool,
+    /// The listener it came through (an index into [`Shared::listeners`]).
+    pub(super) listener: usize,
 }
 
 /// Routes one request, applies its route's policy and answers it from the route's backend.
@@ -246,9 +258,17 @@ pub(super) async fn answer<D: Downstream>(
         h.header("Allow", "GET, HEAD, OPTIONS");
         return ds.respond(h, Body::Bytes(&[])).await;
     }
-    // 3. The route.
+    // 3. The route — unless the listener redirects everything to HTTPS.
     let path =
         path::normalize(&req.path).map_err(|e| Error::client(ErrorKind::BadRequest, e.reason))?;
+    if let Some(r) = ctx
+        .shared
+        .listener_in(ctx.listener, snapshot)
+        .and_then(|l| l.redirect.as_ref())
+        .filter(|r| !r.exempts(&path))
+    {
+        return redirect_to_https(ds, req, r.https_port).await;
+    }
     let host = req.host.as_deref().unwrap_or("");
     let m = snapshot
         .router
@@ -317,6 +337,28 @@ pub(super) async fn answer<D: Downstream>(
             proxy::forward(exchange, &mut trace.upstream).await
         }
     }
+}
+
+/// A listener's `redirect_to_https`: `308` to the same host, path and query over HTTPS.
+async fn redirect_to_https<D: Downstream>(
+    ds: &mut D,
+    req: &RequestHead,
+    https_port: u16,
+) -> Result<(), Error> {
+    let host = req.host.as_deref().unwrap_or("");
+    let Some(location) =
+        crate::http::redirect::https_location(host, https_port, &req.path, req.query.as_deref())
+    else {
+        return Err(Error::client(
+            ErrorKind::BadRequest,
+            "redirect_to_https needs the request's host name (Host header)",
+        ));
+    };
+    let mut h = ResponseHead::new(308);
+    h.header("Location", &location);
+    h.header("Content-Type", "text/plain; charset=utf-8");
+    let body = b"308 Permanent Redirect\n";
+    ds.respond(h, Body::Bytes(body)).await
 }
 
 /// The route's access policy, before anything of the body is read: addresses (deny first),

@@ -1,5 +1,6 @@
-//! Worker threads: one monoio runtime per thread, pinned to a core, each with its own
-//! `SO_REUSEPORT` listener and accept loop.
+//! Worker threads: one monoio runtime per thread, pinned to a core, each with its own socket
+//! of every listener (one `SO_REUSEPORT` group per address, made by [`sockets`]) and an
+//! accept loop per listener.
 //!
 //! The runtime is io_uring when the kernel offers it and epoll (monoio's legacy driver)
 //! otherwise; [`IoDriver`] can force either, so both paths are tested. Workers share nothing
@@ -7,14 +8,16 @@
 //! counters that only their worker writes.
 //!
 //! **Drain.** When the control thread sets [`Shared::draining`], each worker closes its
-//! listener (new connections are refused), shuts the read side of its idle keep-alive
+//! listeners (new connections are refused, or — in a binary upgrade — go to the new process),
+//! after a short grace shuts the read side of its idle keep-alive
 //! connections (their tasks wake and end), and lets busy connections finish their response with
 //! `Connection: close`. The control thread ends the process when no connection is left.
 
 pub mod balance;
+pub mod sockets;
 
 use std::net::SocketAddr;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, RawFd};
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
 use std::sync::mpsc;
@@ -22,9 +25,8 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use monoio::net::{ListenerOpts, TcpListener};
+use monoio::net::TcpListener;
 
-use crate::config::ReuseportBalancing;
 use crate::metrics::WorkerStats;
 use crate::server::park;
 use crate::server::registry::Registry;
@@ -33,6 +35,8 @@ pub use crate::shared::{Admitted, Shared};
 
 /// How often an accept loop looks at the drain flag.
 const DRAIN_POLL: Duration = Duration::from_millis(50);
+/// How long a drain leaves idle keep-alive connections open for a request already on its way.
+const DRAIN_IDLE_GRACE: Duration = Duration::from_millis(500);
 
 /// The number of workers `[server] threads` asks for (0 = one per core).
 pub fn worker_count(threads: usize) -> usize {
@@ -69,23 +73,56 @@ pub struct Workers {
     go: Arc<std::sync::Barrier>,
     /// The io driver they run on (`io_uring` or `epoll`).
     pub driver: String,
+    /// Each listener's sockets (one per worker, in worker order) as the workers hold them
+    /// until they drain: what a binary upgrade passes on.
+    pub sockets: Vec<ListenerFds>,
+}
+
+/// The descriptors of one listener's sockets, held by the workers.
+#[derive(Clone, Debug)]
+pub struct ListenerFds {
+    pub address: SocketAddr,
+    pub fds: Vec<RawFd>,
+    pub source: sockets::Source,
 }
 
 impl Workers {
-    /// Starts `threads` workers (0 = one per core), each bound to `listen` with
-    /// `SO_REUSEPORT`. Returns once every worker has bound its listener, or the first error.
+    /// Starts one worker per socket of each group (every group has one socket per worker).
+    /// Returns once every worker has its listeners, or the first error.
     pub fn start(
-        listen: SocketAddr,
-        threads: usize,
+        groups: Vec<sockets::Group>,
         driver: IoDriver,
         shared: Arc<Shared>,
     ) -> std::io::Result<Self> {
         let cores = core_affinity::get_core_ids().unwrap_or_default();
-        let threads = worker_count(threads).min(shared.workers.len());
+        let threads = groups.first().map_or(0, |g| g.sockets.len());
+        if threads == 0 || groups.iter().any(|g| g.sockets.len() != threads) {
+            return Err(std::io::Error::other("no listening socket for some worker"));
+        }
+        let threads = threads.min(shared.workers.len());
+        let nodelay = groups.iter().all(|g| g.nodelay);
+        let addresses: Vec<String> = groups.iter().map(|g| g.address.to_string()).collect();
+        let fds = groups
+            .iter()
+            .map(|g| ListenerFds {
+                address: g.address,
+                fds: g.sockets.iter().map(|s| s.as_raw_fd()).collect(),
+                source: g.source,
+            })
+            .collect();
+        // Worker by worker: each takes its socket of every group.
+        let mut per_worker: Vec<Vec<std::net::TcpListener>> = (0..threads)
+            .map(|_| Vec::with_capacity(groups.len()))
+            .collect();
+        for g in groups {
+            for (w, s) in g.sockets.into_iter().enumerate().take(threads) {
+                per_worker[w].push(std::net::TcpListener::from(s));
+            }
+        }
         let (tx, rx) = mpsc::channel();
         let go = Arc::new(std::sync::Barrier::new(threads + 1));
         let mut handles = Vec::with_capacity(threads);
-        for id in 0..threads {
+        for (id, listeners) in per_worker.into_iter().enumerate() {
             let core = (!cores.is_empty()).then(|| cores[id % cores.len()]);
             let shared = shared.clone();
             let tx = tx.clone();
@@ -98,7 +135,15 @@ impl Workers {
                             log::warn!("worker {id}: could not pin to core {}", core.id);
                         }
                     }
-                    run(id, listen, driver, shared, tx, go);
+                    let start = Start {
+                        id,
+                        listeners,
+                        nodelay,
+                        shared,
+                        ready: tx,
+                        go,
+                    };
+                    run(start, driver);
                 })?;
             handles.push(handle);
         }
@@ -114,11 +159,15 @@ impl Workers {
         drivers.sort_unstable();
         drivers.dedup();
         let driver = drivers.join(", ");
-        log::info!("{threads} workers listening on {listen} ({driver})");
+        log::info!(
+            "{threads} workers listening on {} ({driver})",
+            addresses.join(", ")
+        );
         Ok(Self {
             handles,
             go,
             driver,
+            sockets: fds,
         })
     }
 
@@ -136,7 +185,7 @@ impl Workers {
         self.handles.iter().any(|h| h.is_finished())
     }
 
-    /// Whether every worker has ended: in a drain, each ends once its listener is closed and
+    /// Whether every worker has ended: in a drain, each ends once its listeners are closed and
     /// its last connection is done.
     pub fn all_finished(&self) -> bool {
         self.handles.iter().all(|h| h.is_finished())
@@ -152,14 +201,21 @@ impl Workers {
 /// A worker's start-up report: the io driver it runs on, or why it could not start.
 type Ready = mpsc::Sender<std::io::Result<&'static str>>;
 
-fn run(
+/// What a worker thread starts with.
+struct Start {
     id: usize,
-    listen: SocketAddr,
-    driver: IoDriver,
+    /// Its socket of each listener, in config order.
+    listeners: Vec<std::net::TcpListener>,
+    /// `TCP_NODELAY` is set on every listener.
+    nodelay: bool,
     shared: Arc<Shared>,
     ready: Ready,
     go: Arc<std::sync::Barrier>,
-) {
+}
+
+fn run(start: Start, driver: IoDriver) {
+    let id = start.id;
+    let ready = start.ready.clone();
     let fail = |what: &str, e: std::io::Error| {
         let _ = ready.send(Err(std::io::Error::new(
             e.kind(),
@@ -171,14 +227,7 @@ fn run(
     if try_uring {
         match uring_runtime() {
             Ok(mut rt) => {
-                rt.block_on(worker_main(
-                    id,
-                    listen,
-                    "io_uring",
-                    shared,
-                    ready.clone(),
-                    go,
-                ));
+                rt.block_on(worker_main(start, "io_uring"));
                 return;
             }
             // `auto` falls back when the ring cannot be built (a memlock limit, seccomp).
@@ -189,7 +238,7 @@ fn run(
         }
     }
     match epoll_runtime() {
-        Ok(mut rt) => rt.block_on(worker_main(id, listen, "epoll", shared, ready.clone(), go)),
+        Ok(mut rt) => rt.block_on(worker_main(start, "epoll")),
         Err(e) => fail("epoll", e),
     }
 }
@@ -221,57 +270,25 @@ fn uring_runtime(
     build(true).or_else(|_| build(false))
 }
 
-async fn worker_main(
-    id: usize,
-    listen: SocketAddr,
-    driver: &'static str,
-    shared: Arc<Shared>,
-    ready: Ready,
-    go: Arc<std::sync::Barrier>,
-) {
-    let opts = ListenerOpts::new()
-        .reuse_port(true)
-        .reuse_addr(true)
-        .backlog(4096);
-    let listener = match TcpListener::bind_with_config(listen, &opts) {
-        Ok(l) => l,
-        Err(e) => {
-            let _ = ready.send(Err(std::io::Error::new(
-                e.kind(),
-                format!("cannot listen on {listen}: {e}"),
-            )));
-            return;
-        }
-    };
-    // Accepted connections inherit it; where the listener refuses, each connection sets it.
-    let nodelay_inherited = match crate::net::io::set_listener_nodelay(listener.as_raw_fd()) {
-        Ok(()) => true,
-        Err(e) => {
-            log::debug!("worker {id}: TCP_NODELAY on the listener: {e}; set per connection");
-            false
-        }
-    };
-    let balancing = shared
-        .snapshot
-        .load()
-        .config
-        .performance
-        .reuseport_balancing;
-    if balancing == ReuseportBalancing::Cbpf {
-        let workers = u32::try_from(shared.workers.len()).unwrap_or(u32::MAX);
-        match balance::attach(listener.as_raw_fd(), workers) {
-            Ok(()) if id == 0 => log::info!(
-                "reuseport_balancing = \"cbpf\": connections go to workers by client address"
-            ),
-            Ok(()) => {}
+async fn worker_main(start: Start, driver: &'static str) {
+    let Start {
+        id,
+        listeners,
+        nodelay,
+        shared,
+        ready,
+        go,
+    } = start;
+    let mut bound = Vec::with_capacity(listeners.len());
+    for l in listeners {
+        match TcpListener::from_std(l) {
+            Ok(l) => bound.push(l),
             Err(e) => {
-                static ONCE: std::sync::Once = std::sync::Once::new();
-                ONCE.call_once(|| {
-                    log::warn!(
-                        "reuseport_balancing = \"cbpf\": cannot attach the program ({e}); the \
-                         kernel's hash balances connections instead"
-                    )
-                });
+                let _ = ready.send(Err(std::io::Error::new(
+                    e.kind(),
+                    format!("worker {id}: cannot use a listening socket: {e}"),
+                )));
+                return;
             }
         }
     }
@@ -280,7 +297,7 @@ async fn worker_main(
     // Blocks this thread (it serves nothing yet) until start-up is complete.
     go.wait();
     let registry = Rc::new(Registry::new(id));
-    registry.nodelay_inherited.set(nodelay_inherited);
+    registry.nodelay_inherited.set(nodelay);
     let stats = &shared.workers[id];
     if let Some(every) = crate::logging::access_flush_every() {
         // This worker's access lines reach the logger at least this often.
@@ -317,46 +334,99 @@ async fn worker_main(
             }
         });
     }
+    let loops: Vec<_> = bound
+        .into_iter()
+        .enumerate()
+        .map(|(index, listener)| {
+            monoio::spawn(accept_loop(
+                id,
+                index,
+                listener,
+                shared.clone(),
+                registry.clone(),
+            ))
+        })
+        .collect();
+    for l in loops {
+        l.await;
+    }
+    // Draining: the listeners are closed. For a moment idle keep-alive connections are left
+    // alone — a client sending its next request on one gets its answer (with `Connection:
+    // close`) instead of a closed connection — then they are woken and close; busy ones
+    // finish.
+    let grace_end = Instant::now() + DRAIN_IDLE_GRACE;
+    while stats.connections.load(Ordering::Relaxed) > 0 {
+        if Instant::now() >= grace_end {
+            registry.wake_idle();
+        }
+        monoio::time::sleep(DRAIN_POLL).await;
+    }
+    crate::logging::flush_access();
+    log::debug!("worker {id}: drained");
+}
+
+/// Accepts connections on one listener until the drain begins, then closes it.
+async fn accept_loop(
+    id: usize,
+    index: usize,
+    listener: TcpListener,
+    shared: Arc<Shared>,
+    registry: Rc<Registry>,
+) {
+    let stats = &shared.workers[id];
+    let serve = |accepted: std::io::Result<(monoio::net::TcpStream, SocketAddr)>| match accepted {
+        Ok((stream, peer)) => {
+            let cap = shared
+                .snapshot
+                .load()
+                .config
+                .security
+                .max_concurrent_connections;
+            if let Some(admitted) = shared.admit(id, index, cap) {
+                WorkerStats::bump(&stats.accepted);
+                monoio::spawn(crate::server::connection::serve(
+                    stream,
+                    peer,
+                    admitted,
+                    registry.clone(),
+                ));
+            } else {
+                // Closed at once, unanswered: answering would mean reading the request, the
+                // work the cap exists to refuse.
+                log::debug!("worker {id}: {peer}: over max_concurrent_connections ({cap}); closed");
+                WorkerStats::bump(&stats.over_cap);
+                drop(stream);
+            }
+            true
+        }
+        Err(e) => {
+            log::warn!("worker {id}: accept failed: {e}");
+            false
+        }
+    };
+    // One accept stays pending across the drain checks, and is cancelled (not dropped) at the
+    // end: a dropped accept that had completed would close its connection unanswered — with a
+    // binary upgrade, a connection the next process would have served.
     {
-        // One accept stays pending across the drain checks: cancelling an accept that may have
-        // completed could lose the connection.
-        let mut accept = std::pin::pin!(listener.accept());
+        let canceller = monoio::io::Canceller::new();
+        let mut accept = std::pin::pin!(listener.cancelable_accept(canceller.handle()));
         while !shared.is_draining() {
             monoio::select! {
                 accepted = &mut accept => {
-                    accept.set(listener.accept());
-                    match accepted {
-                        Ok((stream, peer)) => {
-                            let cap = shared.snapshot.load().config.security.max_concurrent_connections;
-                            if let Some(admitted) = shared.admit(id, cap) {
-                                WorkerStats::bump(&stats.accepted);
-                                monoio::spawn(crate::server::connection::serve(stream, peer, admitted, registry.clone()));
-                            } else {
-                                // Closed at once, unanswered: answering would mean reading the
-                                // request, the work the cap exists to refuse.
-                                log::debug!("worker {id}: {peer}: over max_concurrent_connections ({cap}); closed");
-                                WorkerStats::bump(&stats.over_cap);
-                                drop(stream);
-                            }
-                        }
-                        Err(e) => {
-                            // EMFILE and friends: back off instead of spinning.
-                            log::warn!("worker {id}: accept failed: {e}");
-                            monoio::time::sleep(Duration::from_millis(10)).await;
-                        }
+                    accept.set(listener.cancelable_accept(canceller.handle()));
+                    if !serve(accepted) {
+                        // EMFILE and friends: back off instead of spinning.
+                        monoio::time::sleep(Duration::from_millis(10)).await;
                     }
                 }
                 _ = monoio::time::sleep(DRAIN_POLL) => {}
             }
         }
+        let _ = canceller.cancel();
+        if let Ok(accepted) = accept.await {
+            serve(Ok(accepted));
+        }
     }
-    // Draining: refuse new connections, wake the idle ones, wait for the busy ones.
+    // Closes this worker's socket; in a binary upgrade, the next process holds its own.
     drop(listener);
-    registry.wake_idle();
-    while stats.connections.load(Ordering::Relaxed) > 0 {
-        monoio::time::sleep(DRAIN_POLL).await;
-        registry.wake_idle();
-    }
-    crate::logging::flush_access();
-    log::debug!("worker {id}: drained");
 }

@@ -85,6 +85,21 @@ pub fn tls_connect(
     trust: Trust,
     version: Option<&'static rustls::SupportedProtocolVersion>,
 ) -> Result<Tls, rustls::Error> {
+    tls_on(connect_tcp(addr), sni, trust, version)
+}
+
+/// A completed TLS handshake over `sock` (bytes may have gone before it, e.g. a PROXY
+/// header), trusting `pki`.
+pub fn tls_over(sock: TcpStream, sni: &str, pki: &Pki) -> Tls {
+    tls_on(sock, sni, Trust::Ca(pki), None).expect("TLS handshake")
+}
+
+fn tls_on(
+    sock: TcpStream,
+    sni: &str,
+    trust: Trust,
+    version: Option<&'static rustls::SupportedProtocolVersion>,
+) -> Result<Tls, rustls::Error> {
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let versions: Vec<&'static rustls::SupportedProtocolVersion> = match version {
         Some(v) => vec![v],
@@ -108,7 +123,7 @@ pub fn tls_connect(
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     let name = ServerName::try_from(sni.to_string()).unwrap();
     let conn = ClientConnection::new(Arc::new(config), name).unwrap();
-    let mut tls = StreamOwned::new(conn, connect_tcp(addr));
+    let mut tls = StreamOwned::new(conn, sock);
     while tls.conn.is_handshaking() {
         tls.conn
             .complete_io(&mut tls.sock)

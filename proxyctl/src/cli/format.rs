@@ -4,8 +4,8 @@
 //! ends with a newline. `--json` output does not pass through here.
 
 use proxyctl::proto::{
-    CheckReport, DrainProgress, Explain, Histogram, Policy, ReloadReport, RouteChanges, RouteInfo,
-    RouteStats, Stats, Status,
+    CheckReport, DrainProgress, Explain, Histogram, ListenerStatus, Policy, ReloadReport,
+    RouteChanges, RouteInfo, RouteStats, Stats, Status, UpgradeProgress, UpgradeReport,
 };
 
 /// The daemon's default `security.max_request_body_size`; the route summary omits it.
@@ -40,6 +40,16 @@ pub fn status(s: &Status) -> String {
             ),
         );
     }
+    if !s.version.is_empty() {
+        rows.insert(2, ("version", s.version.clone()));
+        rows.insert(4, ("started", utc_time(s.started_at_unix_ms)));
+    }
+    for (i, l) in s.listeners.iter().enumerate() {
+        rows.push((if i == 0 { "listeners" } else { "" }, listener(l)));
+    }
+    if let Some(u) = &s.last_upgrade {
+        rows.push(("last upgrade", last_upgrade(u)));
+    }
     if let Some(tls) = &s.tls {
         rows.push(("tls", tls.record_layer.clone()));
         rows.push(("handshakes", tls.handshakes.to_string()));
@@ -52,6 +62,72 @@ pub fn status(s: &Status) -> String {
         ));
     }
     two_columns(&rows)
+}
+
+fn listener(l: &ListenerStatus) -> String {
+    let mut out = format!("{} {}", l.address, if l.tls { "https" } else { "http" });
+    if l.http2 {
+        out += "+h2";
+    }
+    if let Some(port) = l.redirect_to_https {
+        out += &format!(", redirects to https port {port}");
+    }
+    if l.proxy_protocol != "off" {
+        out += &format!(
+            ", PROXY protocol {} ({} refused)",
+            l.proxy_protocol, l.proxy_refused
+        );
+    }
+    out += &format!(
+        ", {} open, {} accepted, sockets {}",
+        l.connections, l.accepted, l.sockets
+    );
+    out
+}
+
+fn last_upgrade(u: &UpgradeReport) -> String {
+    let new = u.new_pid.map_or("?".to_string(), |p| p.to_string());
+    match &u.error {
+        None => format!(
+            "ok at {}: pid {} -> pid {new} ({})",
+            utc_time(u.at_unix_ms),
+            u.old_pid,
+            u.binary
+        ),
+        Some(e) => format!(
+            "FAILED at {}: {} (pid {new}): {e}; pid {} served on",
+            utc_time(u.at_unix_ms),
+            u.binary,
+            u.old_pid
+        ),
+    }
+}
+
+/// `proxyctl upgrade` while the new process starts.
+pub fn upgrade_progress(p: &UpgradeProgress) -> String {
+    if p.new_pid == 0 {
+        return format!(
+            "upgrade: starting the new binary ({}s left)\n",
+            p.seconds_left
+        );
+    }
+    format!(
+        "upgrade: new pid {} {} ({}s left)\n",
+        p.new_pid, p.phase, p.seconds_left
+    )
+}
+
+/// `proxyctl upgrade` when the new process serves.
+pub fn upgrade(u: &UpgradeReport) -> String {
+    format!(
+        "upgraded: pid {} serves ({}{}); pid {} drains\n",
+        u.new_pid.map_or("?".to_string(), |p| p.to_string()),
+        u.binary,
+        u.new_version
+            .as_ref()
+            .map_or(String::new(), |v| format!(", version {v}")),
+        u.old_pid
+    )
 }
 
 fn connections(s: &Status) -> String {
@@ -683,7 +759,81 @@ mod tests {
             in_flight: 3,
             last_reload,
             tls: None,
+            version: String::new(),
+            started_at_unix_ms: 0,
+            listeners: Vec::new(),
+            last_upgrade: None,
         }
+    }
+
+    #[test]
+    fn status_shows_listeners_version_and_the_last_upgrade() {
+        let mut s = status_with(None);
+        s.version = "1.2.3".into();
+        s.started_at_unix_ms = 1_714_564_800_000;
+        s.listeners = vec![
+            ListenerStatus {
+                address: "0.0.0.0:80".into(),
+                tls: false,
+                http2: true,
+                proxy_protocol: "off".into(),
+                redirect_to_https: Some(443),
+                sockets: "inherited".into(),
+                connections: 3,
+                accepted: 10,
+                proxy_refused: 0,
+            },
+            ListenerStatus {
+                address: "[::]:443".into(),
+                tls: true,
+                http2: false,
+                proxy_protocol: "v2".into(),
+                redirect_to_https: None,
+                sockets: "systemd".into(),
+                connections: 1,
+                accepted: 2,
+                proxy_refused: 4,
+            },
+        ];
+        s.last_upgrade = Some(UpgradeReport {
+            ok: false,
+            at_unix_ms: 1_714_564_800_000,
+            old_pid: 10,
+            new_pid: Some(11),
+            binary: "/usr/bin/zerocopy-server".into(),
+            new_version: None,
+            error: Some("the new process exited".into()),
+        });
+        let out = status(&s);
+        assert!(out.contains("version       1.2.3\n"), "{out}");
+        assert!(
+            out.contains("started       2024-05-01T12:00:00Z\n"),
+            "{out}"
+        );
+        assert!(
+            out.contains("listeners     0.0.0.0:80 http+h2, redirects to https port 443, 3 open, 10 accepted, sockets inherited\n"),
+            "{out}"
+        );
+        assert!(
+            out.contains("              [::]:443 https, PROXY protocol v2 (4 refused), 1 open, 2 accepted, sockets systemd\n"),
+            "{out}"
+        );
+        assert!(
+            out.contains("last upgrade  FAILED at 2024-05-01T12:00:00Z: /usr/bin/zerocopy-server (pid 11): the new process exited; pid 10 served on"),
+            "{out}"
+        );
+        let up = upgrade(&UpgradeReport {
+            ok: true,
+            new_pid: Some(11),
+            old_pid: 10,
+            binary: "/b".into(),
+            new_version: Some("2".into()),
+            ..Default::default()
+        });
+        assert_eq!(
+            up,
+            "upgraded: pid 11 serves (/b, version 2); pid 10 drains\n"
+        );
     }
 
     #[test]

@@ -37,6 +37,7 @@ use crate::http::{Method, MethodSet};
 use crate::security::{parse_net, IpSet};
 
 mod http2;
+mod listeners;
 mod routes;
 mod upstreams;
 mod values;
@@ -96,12 +97,17 @@ pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigErrors> {
 
 #[rustfmt::skip]
 const TOP_KEYS: &[&str] =
-    &["server", "logging", "security", "performance", "tls", "admin", "http2", "upstreams",
+    &["server", "listeners", "logging", "security", "performance", "tls", "admin", "http2", "upstreams",
       "host_routes", "path_routes"];
 /// The longest duration any `*_secs` key accepts: one day.
 const MAX_SECS: u64 = 86_400;
 
-const SERVER_KEYS: &[&str] = &["listen", "threads", "shutdown_timeout_secs"];
+const SERVER_KEYS: &[&str] = &[
+    "listen",
+    "threads",
+    "shutdown_timeout_secs",
+    "upgrade_timeout_secs",
+];
 #[rustfmt::skip]
 const LOGGING_KEYS: &[&str] = &[
     "level", "channel_size", "flush_interval_ms", "max_log_size", "file_path", "access_log",
@@ -239,19 +245,22 @@ impl Walker<'_> {
 
     fn config(&mut self, root: &Node, source: PathBuf) -> Config {
         self.check_keys(root, &[TOP_KEYS]);
-        let server = self.server(root);
+        let (server, shorthand) = self.server(root);
         let logging = self.logging(root);
         let security = self.security(root);
         let performance = self.performance(root);
         let tls = self.tls(root);
         let admin = self.admin(root);
         let http2 = self.http2(root);
+        let server_at = root.field("server").map(|f| f.at());
+        let listeners = self.listeners(root, shorthand, server_at, tls.is_some(), http2.enabled);
         let upstreams = self.upstreams(root);
         let host_routes = self.host_routes(root, &security.route_defaults);
         let path_routes = self.path_routes(root, &security.route_defaults);
         let mut config = Config {
             source,
             server,
+            listeners,
             logging,
             security,
             performance,
@@ -266,29 +275,22 @@ impl Walker<'_> {
         config
     }
 
-    fn server(&mut self, root: &Node) -> Server {
+    /// `[server]`, and its `listen` shorthand if present (a missing `[server]` or `listen` is
+    /// reported by [`Self::listeners`], since `[[listeners]]` can stand instead).
+    fn server(&mut self, root: &Node) -> (Server, Option<listeners::Shorthand>) {
         let mut server = Server {
-            listen: SocketAddr::from(([0, 0, 0, 0], 0)),
             threads: defaults::THREADS,
             shutdown_timeout: defaults::SHUTDOWN_TIMEOUT,
+            upgrade_timeout: defaults::UPGRADE_TIMEOUT,
         };
-        if root.table.get("server").is_none() {
-            let reason = "the [server] table is missing; add it with listen = \"0.0.0.0:80\"";
-            self.push(0, "server", reason);
-            return server;
-        }
         let Some(n) = self.section(root, "server") else {
-            return server;
+            return (server, None);
         };
         self.check_keys(&n, &[SERVER_KEYS]);
-        match n.field("listen") {
-            None => self.missing(&n, "listen", "add e.g. listen = \"0.0.0.0:80\""),
-            Some(f) => {
-                if let Some(addr) = self.socket_addr(&f) {
-                    server.listen = addr;
-                }
-            }
-        }
+        let shorthand = n.field("listen").map(|f| listeners::Shorthand {
+            address: self.socket_addr(&f),
+            at: f.at(),
+        });
         self.set(&n, "threads", &mut server.threads, Self::count);
         self.set(
             &n,
@@ -296,7 +298,13 @@ impl Walker<'_> {
             &mut server.shutdown_timeout,
             Self::secs,
         );
-        server
+        self.set(
+            &n,
+            "upgrade_timeout_secs",
+            &mut server.upgrade_timeout,
+            Self::secs,
+        );
+        (server, shorthand)
     }
 
     fn logging(&mut self, root: &Node) -> Logging {
@@ -680,7 +688,7 @@ path = "{www}/index.html"
         let c = load(&config_path).unwrap_or_else(|e| panic!("{e}"));
 
         assert_eq!(c.source, config_path);
-        assert_eq!(c.server.listen, "0.0.0.0:443".parse().unwrap());
+        assert_eq!(c.listeners[0].address, "0.0.0.0:443".parse().unwrap());
         assert_eq!(c.server.threads, 4);
         assert_eq!(c.server.shutdown_timeout, defaults::SHUTDOWN_TIMEOUT);
         assert_eq!(c.logging.level, LogLevel::Info);
@@ -873,12 +881,13 @@ allowed_method = ["GET"]
         let e = find(&errors, "server.listne");
         assert_eq!(
             e.reason,
-            "unknown key \"listne\"; expected one of: listen, threads, shutdown_timeout_secs"
+            "unknown key \"listne\"; expected one of: listen, threads, shutdown_timeout_secs, \
+             upgrade_timeout_secs"
         );
         assert_eq!((e.line, e.column), (2, 1));
         assert!(find(&errors, "sever")
             .reason
-            .starts_with("unknown key \"sever\"; expected one of: server, logging"));
+            .starts_with("unknown key \"sever\"; expected one of: server, listeners, logging"));
         let e = find(&errors, "host_routes.\"a.com\".pth");
         assert_eq!(
             e.reason,
@@ -1293,7 +1302,7 @@ path = "{www}"
     fn shipped_quickstart_config_parses() {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/quickstart.toml");
         let c = load(&path).unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(c.server.listen, "127.0.0.1:8080".parse().unwrap());
+        assert_eq!(c.listeners[0].address, "127.0.0.1:8080".parse().unwrap());
         let hosts: Vec<&str> = c.host_routes.iter().map(|r| r.host.as_str()).collect();
         assert_eq!(hosts, ["127.0.0.1", "localhost"]);
         for r in &c.host_routes {

@@ -56,6 +56,8 @@ const HEADER_TABLE_SIZE: u32 = 4096;
 pub(super) struct Connection {
     pub(super) peer: SocketAddr,
     pub(super) worker: usize,
+    /// The listener it came through.
+    pub(super) listener: usize,
     pub(super) shared: Arc<Shared>,
     pub(super) ctx: Rc<WorkerCtx>,
     /// The client came over TLS.
@@ -125,6 +127,7 @@ pub async fn serve(
     let conn = Rc::new(Connection {
         peer,
         worker: admitted.worker,
+        listener: admitted.listener,
         shared: admitted.shared.clone(),
         ctx,
         tls,

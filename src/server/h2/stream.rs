@@ -78,6 +78,7 @@ pub(super) async fn run(
                 worker: &conn.ctx,
                 shared: &shared,
                 tls: conn.tls,
+                listener: conn.listener,
             };
             let sizes = HeadSizes {
                 request_line: sizes.request_line,
