@@ -115,6 +115,13 @@ impl Channel {
         Ok(Self { fd })
     }
 
+    /// Keeps this end open across an `exec` of this process (the restart with huge pages,
+    /// which passes `--upgrade-fd` on).
+    pub fn keep_across_exec(&self) {
+        // SAFETY: fcntl on a descriptor this channel owns.
+        unsafe { libc::fcntl(self.fd.as_raw_fd(), libc::F_SETFD, 0) };
+    }
+
     /// Sends `message`, and `fds` with it.
     pub fn send(&self, message: &Message, fds: &[RawFd]) -> io::Result<()> {
         let bytes = serde_json::to_vec(message).map_err(io::Error::other)?;
@@ -123,7 +130,28 @@ impl Channel {
 
     /// Sends the sockets: the [`Message::Sockets`] description, then the descriptors in
     /// packets of at most 200.
-    pub fn send_sockets(&self, description: &Message, fds: &[RawFd]) -> io::Result<()> {
+    pub fn send_sockets(
+        &self,
+        description: &Message,
+        fds: &[RawFd],
+        deadline: Instant,
+    ) -> io::Result<()> {
+        // A peer that stops reading cannot hold this past the deadline.
+        let left = deadline.saturating_duration_since(Instant::now());
+        let tv = libc::timeval {
+            tv_sec: left.as_secs().max(1) as libc::time_t,
+            tv_usec: 0,
+        };
+        // SAFETY: setsockopt reads the live timeval.
+        unsafe {
+            libc::setsockopt(
+                self.fd.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_SNDTIMEO,
+                (&tv as *const libc::timeval).cast(),
+                std::mem::size_of::<libc::timeval>() as libc::socklen_t,
+            );
+        }
         self.send(description, &[])?;
         for chunk in fds.chunks(FDS_PER_PACKET) {
             self.send(&Message::Fds, chunk)?;
@@ -395,7 +423,7 @@ mod tests {
             metrics: false,
             fds: raw.len(),
         };
-        old.send_sockets(&description, &raw).unwrap();
+        old.send_sockets(&description, &raw, deadline).unwrap();
         let (m, _) = new.recv(deadline).unwrap().unwrap();
         assert_eq!(m, description);
         let got = new.recv_fds(450, deadline).unwrap();

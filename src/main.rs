@@ -42,8 +42,6 @@ struct Args {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    // Before any thread starts: the environment is changed.
-    let activated = zerocopy_server::worker::sockets::from_systemd();
     // A binary upgrade's new process reports each failure to the running daemon, which then
     // serves on.
     let handover = match args.upgrade_fd.filter(|_| !args.check) {
@@ -111,8 +109,15 @@ fn main() -> ExitCode {
     }
     if cfg.performance.huge_pages_enabled {
         // Returns only when there is nothing to do or the restart failed (then: normal pages).
+        // The hand-over socket (and systemd's sockets, not taken yet) must survive the exec.
+        if let Some(c) = &handover {
+            c.keep_across_exec();
+        }
         zerocopy_server::memory::restart_with_huge_pages();
     }
+    // Before any thread starts (the environment is changed), after the restart with huge
+    // pages (which must find LISTEN_FDS and the sockets as systemd passed them).
+    let activated = zerocopy_server::worker::sockets::from_systemd();
     let start = Start {
         args,
         path,

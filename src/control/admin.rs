@@ -224,6 +224,16 @@ fn connection(stream: UnixStream, events: Sender<Event>) {
                 continue;
             }
         };
+        if let Some(error) = refused(&request, &stream) {
+            if !write_by(
+                &mut stream,
+                &encode_error(error),
+                Instant::now() + CLIENT_TIMEOUT,
+            ) {
+                return;
+            }
+            continue;
+        }
         let (reply_tx, reply_rx) = mpsc::channel();
         // The control loop waits on this before it ends the process after a drain, so that
         // the final answer reaches the client.
@@ -276,6 +286,45 @@ fn connection(stream: UnixStream, events: Sender<Event>) {
             }
         }
     }
+}
+
+/// Why a request is refused to this client, if it is: `upgrade --binary` runs a program of the
+/// client's choosing as the daemon's user, so only root or that user may ask (everyone the
+/// socket's mode lets in may upgrade to the daemon's own binary).
+fn refused(request: &proto::Request, stream: &UnixStream) -> Option<String> {
+    if !matches!(request, proto::Request::Upgrade { binary: Some(_) }) {
+        return None;
+    }
+    // SAFETY: geteuid has no preconditions.
+    let daemon = unsafe { libc::geteuid() };
+    match peer_uid(stream) {
+        Some(uid) if uid == 0 || uid == daemon => None,
+        _ => Some(format!(
+            "upgrade --binary runs that program as the daemon's user: only root or uid {daemon} \
+             may ask; `proxyctl upgrade` without --binary starts the daemon's own binary"
+        )),
+    }
+}
+
+/// The uid of the process at the other end of `stream` (`SO_PEERCRED`).
+fn peer_uid(stream: &UnixStream) -> Option<u32> {
+    let mut cred = libc::ucred {
+        pid: 0,
+        uid: 0,
+        gid: 0,
+    };
+    let mut len = std::mem::size_of::<libc::ucred>() as libc::socklen_t;
+    // SAFETY: getsockopt writes a ucred into the live local.
+    let rc = unsafe {
+        libc::getsockopt(
+            stream.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_PEERCRED,
+            (&mut cred as *mut libc::ucred).cast(),
+            &mut len,
+        )
+    };
+    (rc == 0).then_some(cred.uid)
 }
 
 fn encode_error(error: String) -> Vec<u8> {

@@ -130,7 +130,11 @@ pub fn restart_required(old: &Config, new: &Config) -> Vec<String> {
             keys.push(name.to_string());
         }
     };
-    let bindings = |c: &Config| c.listeners.iter().map(|l| l.binding()).collect::<Vec<_>>();
+    let bindings = |c: &Config| {
+        let mut b: Vec<_> = c.listeners.iter().map(|l| l.binding()).collect();
+        b.sort_unstable();
+        b
+    };
     let shorthand = |c: &Config| {
         c.listeners
             .iter()
@@ -139,7 +143,7 @@ pub fn restart_required(old: &Config, new: &Config) -> Vec<String> {
     let name = if shorthand(old) && shorthand(new) {
         "server.listen"
     } else {
-        "listeners (addresses and ipv6_only; `proxyctl upgrade` applies them without a restart)"
+        "listeners (addresses: `proxyctl upgrade` applies them without a restart; ipv6_only)"
     };
     check(name, bindings(old) != bindings(new));
     check("server.threads", old.server.threads != new.server.threads);

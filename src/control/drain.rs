@@ -16,6 +16,9 @@ impl Control {
         if self.drain.is_some() {
             return;
         }
+        // A stop wins over an upgrade under way: the new process is killed (it is not the
+        // main process, and would not get the service manager's SIGTERM).
+        self.cancel_upgrade("the daemon began draining");
         let timeout = timeout
             .unwrap_or(self.shared.snapshot.load().config.server.shutdown_timeout)
             .min(MAX_DRAIN);

@@ -194,6 +194,8 @@ pub struct Control {
     upgraded: bool,
     /// The admin socket's and the metrics listener's accept threads.
     servers: Servers,
+    /// The process a finished upgrade started, reaped once it exits.
+    successor: Option<std::process::Child>,
 }
 
 /// The control plane's own listeners, served by threads that an upgrade stops.
@@ -268,6 +270,7 @@ impl Control {
             upgrading: None,
             upgraded: false,
             servers: Servers::default(),
+            successor: None,
         })
     }
 

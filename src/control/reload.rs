@@ -283,7 +283,11 @@ impl Control {
     /// The end of a reload attempt: `running` again (unless draining), and the next reload if
     /// one was asked for meanwhile.
     pub(super) fn back_to_running(&mut self) {
-        if self.drain.is_none() {
+        if self.drain.is_some() {
+        } else if self.upgrading.is_some() {
+            // The upgrade's end says READY=1.
+            self.set_state(Lifecycle::Upgrading);
+        } else {
             self.set_state(Lifecycle::Running);
             notify_systemd("READY=1");
         }

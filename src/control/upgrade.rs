@@ -31,17 +31,22 @@ pub struct Launch {
 }
 
 impl Launch {
-    /// This process's binary and arguments.
+    /// This process's binary and arguments. The binary is the path it was started by
+    /// (`argv[0]`, found in `PATH` when it has no slash), not where that path led then — so
+    /// that a symlink switched to a new release (`/opt/zcs/current`) starts the new release.
     pub fn current() -> Self {
-        let binary = std::env::current_exe()
-            .ok()
-            .map(|p| {
-                // A binary replaced on disk since start reads as "path (deleted)".
-                let s = p.as_os_str().to_string_lossy();
-                match s.strip_suffix(" (deleted)") {
-                    Some(path) => PathBuf::from(path),
-                    None => p,
-                }
+        let binary = std::env::args_os()
+            .next()
+            .and_then(|arg0| started_as(&PathBuf::from(arg0)))
+            .or_else(|| {
+                std::env::current_exe().ok().map(|p| {
+                    // A binary replaced on disk since start reads as "path (deleted)".
+                    let s = p.as_os_str().to_string_lossy();
+                    match s.strip_suffix(" (deleted)") {
+                        Some(path) => PathBuf::from(path),
+                        None => p,
+                    }
+                })
             })
             .unwrap_or_else(|| PathBuf::from("zerocopy-server"));
         let mut args = Vec::new();
@@ -65,6 +70,24 @@ impl Launch {
     }
 }
 
+/// The absolute path `arg0` named at start: relative to the working directory when it has a
+/// slash, else the first executable of that name in `PATH`.
+fn started_as(arg0: &std::path::Path) -> Option<PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    if arg0.as_os_str().is_empty() {
+        return None;
+    }
+    if arg0.components().count() > 1 || arg0.is_absolute() {
+        return std::path::absolute(arg0).ok();
+    }
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|dir| dir.join(arg0))
+        .find(|p| {
+            std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        })
+}
+
 /// An upgrade under way.
 pub(super) struct Upgrading {
     pub(super) binary: String,
@@ -74,14 +97,27 @@ pub(super) struct Upgrading {
     pub(super) last_progress: Instant,
     /// `proxyctl upgrade` clients waiting for the outcome.
     pub(super) waiting: Vec<(Sender<Response>, Receiver<()>)>,
+    /// Set to make the helper thread give up (and kill the new process): a drain began, or
+    /// the helper overran its deadline.
+    pub(super) cancel: Arc<std::sync::atomic::AtomicBool>,
 }
+
+/// How long past its deadline the loop waits for the helper thread before it gives up on the
+/// upgrade itself.
+const HELPER_GRACE: Duration = Duration::from_secs(5);
 
 /// What the helper thread reports.
 pub enum UpgradeNews {
-    /// The new process runs (`phase`: `starting`, then `ready` to be handed the sockets).
+    /// The new process runs and loads its config.
     Started { pid: u32 },
-    /// It serves: this process stops accepting and drains.
-    Ready { pid: u32, version: String },
+    /// It has the sockets and starts serving.
+    Passed,
+    /// It serves: this process stops accepting and drains. `child` is kept to be reaped.
+    Ready {
+        pid: u32,
+        version: String,
+        child: Child,
+    },
     /// It failed; killed if it still ran. This process serves on.
     Failed { pid: Option<u32>, reason: String },
 }
@@ -131,10 +167,12 @@ impl Control {
             args: self.launch.args.clone(),
         };
         let deadline = Instant::now() + timeout;
+        let cancel = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let cancelled = cancel.clone();
         let spawned = std::thread::Builder::new()
             .name("zcs-upgrade".into())
             .spawn(move || {
-                let news = hand_over(&launch, sockets, deadline, &events);
+                let news = hand_over(&launch, sockets, deadline, &cancelled, &events);
                 let _ = events.send(Event::Upgraded(news));
             });
         if let Err(e) = spawned {
@@ -149,7 +187,37 @@ impl Control {
             deadline,
             last_progress: Instant::now(),
             waiting: reply.into_iter().collect(),
+            cancel,
         });
+    }
+
+    /// Ends an upgrade under way because of `why` (a drain began, the helper overran): the
+    /// helper kills the new process; the waiting clients are told.
+    pub(super) fn cancel_upgrade(&mut self, why: &str) {
+        let Some(u) = self.upgrading.take() else {
+            return;
+        };
+        u.cancel.store(true, Ordering::SeqCst);
+        if let Some(pid) = u.new_pid {
+            // SAFETY: kill with the pid of the child this process started (not reaped yet:
+            // the helper thread reaps it).
+            unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+        }
+        log::warn!("upgrade cancelled: {why}");
+        self.last_upgrade = Some(UpgradeReport {
+            ok: false,
+            at_unix_ms: now_ms(),
+            old_pid: std::process::id(),
+            new_pid: u.new_pid,
+            binary: u.binary,
+            new_version: None,
+            error: Some(format!("cancelled: {why}")),
+        });
+        for (reply, _) in u.waiting {
+            let _ = reply.send(Response::Error {
+                error: format!("upgrade cancelled: {why}"),
+            });
+        }
     }
 
     /// Copies of every socket a new process takes over, and their description.
@@ -193,10 +261,43 @@ impl Control {
             UpgradeNews::Started { pid } => {
                 if let Some(u) = &mut self.upgrading {
                     u.new_pid = Some(pid);
+                    u.phase = "loading its config";
                     log::info!("upgrade: new process {pid} started");
+                } else {
+                    // Cancelled before its pid was known.
+                    // SAFETY: kill with the pid of a child this process started.
+                    unsafe { libc::kill(pid as i32, libc::SIGKILL) };
                 }
             }
-            UpgradeNews::Ready { pid, version } => self.finish_upgrade(pid, version),
+            UpgradeNews::Passed => {
+                if let Some(u) = &mut self.upgrading {
+                    u.phase = "has the sockets, starting";
+                }
+            }
+            UpgradeNews::Ready {
+                pid,
+                version,
+                mut child,
+            } => {
+                // It may have died since it said so: then it is a failure like any other.
+                let exited = child.try_wait().ok().flatten();
+                if self.upgrading.is_none() || exited.is_some() {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    let reason = match exited {
+                        Some(status) => {
+                            format!("the new process exited after it was ready ({status})")
+                        }
+                        None => "cancelled".into(),
+                    };
+                    return self.on_upgrade_news(UpgradeNews::Failed {
+                        pid: Some(pid),
+                        reason,
+                    });
+                }
+                self.successor = Some(child);
+                self.finish_upgrade(pid, version)
+            }
             UpgradeNews::Failed { pid, reason } => {
                 let Some(u) = self.upgrading.take() else {
                     return;
@@ -261,8 +362,24 @@ impl Control {
         self.start_drain(None);
     }
 
-    /// Progress lines to the waiting clients, once a second.
+    /// Progress lines to the waiting clients, once a second; the new process reaped once it
+    /// has exited; an upgrade whose helper overran its deadline given up.
     pub(super) fn tick_upgrade(&mut self) {
+        if let Some(child) = &mut self.successor {
+            if let Ok(Some(status)) = child.try_wait() {
+                log::warn!("the process this one was upgraded to exited ({status})");
+                self.successor = None;
+            }
+        }
+        if self
+            .upgrading
+            .as_ref()
+            .is_some_and(|u| Instant::now() > u.deadline + HELPER_GRACE)
+        {
+            self.cancel_upgrade("the hand-over did not end within upgrade_timeout_secs");
+            self.set_state(Lifecycle::Running);
+            notify_systemd("READY=1\nSTATUS=upgrade failed: the hand-over did not end in time");
+        }
         let Some(u) = &mut self.upgrading else {
             return;
         };
@@ -289,6 +406,7 @@ fn hand_over(
     launch: &Launch,
     sockets: (Message, Vec<OwnedFd>),
     deadline: Instant,
+    cancel: &std::sync::atomic::AtomicBool,
     events: &Sender<Event>,
 ) -> UpgradeNews {
     let (channel, theirs) = match Channel::pair() {
@@ -311,8 +429,25 @@ fn hand_over(
     };
     let pid = child.id();
     let _ = events.send(Event::Upgraded(UpgradeNews::Started { pid }));
-    match converse(&channel, &mut child, sockets, deadline) {
-        Ok(version) => UpgradeNews::Ready { pid, version },
+    let watch = Watch {
+        deadline,
+        cancel,
+        events,
+    };
+    match converse(&channel, &mut child, sockets, &watch) {
+        Ok(version) if !cancel.load(Ordering::SeqCst) => UpgradeNews::Ready {
+            pid,
+            version,
+            child,
+        },
+        Ok(_) => {
+            let _ = child.kill();
+            let _ = child.wait();
+            UpgradeNews::Failed {
+                pid: Some(pid),
+                reason: "cancelled".into(),
+            }
+        }
         Err(reason) => {
             let _ = child.kill();
             let _ = child.wait();
@@ -378,60 +513,70 @@ fn close_on_exec_from(first: u32) {
     }
 }
 
+/// What the helper watches while it waits.
+struct Watch<'a> {
+    deadline: Instant,
+    cancel: &'a std::sync::atomic::AtomicBool,
+    events: &'a Sender<Event>,
+}
+
 /// Waits for `Hello`, passes the sockets, waits for `Ready`: the new version, or why not.
 fn converse(
     channel: &Channel,
     child: &mut Child,
     (description, fds): (Message, Vec<OwnedFd>),
-    deadline: Instant,
+    watch: &Watch,
 ) -> Result<String, String> {
-    let version = match next(channel, child, deadline)? {
+    let version = match next(channel, child, watch)? {
         Message::Hello { version, .. } => version,
         other => return Err(format!("the new process said {other:?} instead of hello")),
     };
     let raw: Vec<RawFd> = fds.iter().map(|f| f.as_raw_fd()).collect();
     channel
-        .send_sockets(&description, &raw)
+        .send_sockets(&description, &raw, watch.deadline)
         .map_err(|e| format!("cannot pass the sockets: {e}"))?;
     drop(fds);
-    match next(channel, child, deadline)? {
+    let _ = watch.events.send(Event::Upgraded(UpgradeNews::Passed));
+    match next(channel, child, watch)? {
         Message::Ready => Ok(version),
         other => Err(format!("the new process said {other:?} instead of ready")),
     }
 }
 
-/// The next message, watching the child: its failure message, its exit, or the deadline
-/// end the wait with an error.
-fn next(channel: &Channel, child: &mut Child, deadline: Instant) -> Result<Message, String> {
+/// The next message, watching the child: its failure message, its exit, a cancellation or
+/// the deadline end the wait with an error. Never blocks past the deadline.
+fn next(channel: &Channel, child: &mut Child, watch: &Watch) -> Result<Message, String> {
+    let exited = |status: Option<std::process::ExitStatus>| {
+        let status = status.map_or("it closed the hand-over".to_string(), |s| s.to_string());
+        format!("the new process exited before it was ready ({status}); see its errors in the log")
+    };
     loop {
-        if Instant::now() >= deadline {
+        if watch.cancel.load(Ordering::SeqCst) {
+            return Err("cancelled".into());
+        }
+        // Past the deadline, a message already queued still counts.
+        let past = Instant::now() >= watch.deadline;
+        let step = if past {
+            Instant::now() + Duration::from_millis(1)
+        } else {
+            (Instant::now() + CHILD_POLL).min(watch.deadline)
+        };
+        match channel.recv(step) {
+            Ok(Some((Message::Failed { reason }, _))) => return Err(reason),
+            Ok(Some((m, _))) => return Ok(m),
+            Ok(None) => return Err(exited(child.try_wait().ok().flatten())),
+            Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {
+                if let Ok(Some(status)) = child.try_wait() {
+                    return Err(exited(Some(status)));
+                }
+            }
+            Err(e) => return Err(format!("the hand-over failed: {e}")),
+        }
+        if past {
             return Err(format!(
                 "the new process was not ready within upgrade_timeout_secs (pid {}); killed",
                 child.id()
             ));
-        }
-        let step = (Instant::now() + CHILD_POLL).min(deadline);
-        match channel.recv(step) {
-            Ok(Some((Message::Failed { reason }, _))) => return Err(reason),
-            Ok(Some((m, _))) => return Ok(m),
-            Ok(None) => {
-                let status = child
-                    .wait()
-                    .map_or_else(|e| e.to_string(), |s| s.to_string());
-                return Err(format!(
-                    "the new process exited before it was ready ({status}); see its errors in \
-                     the log"
-                ));
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {
-                if let Ok(Some(status)) = child.try_wait() {
-                    return Err(format!(
-                        "the new process exited before it was ready ({status}); see its errors \
-                         in the log"
-                    ));
-                }
-            }
-            Err(e) => return Err(format!("the hand-over failed: {e}")),
         }
     }
 }

@@ -109,6 +109,8 @@ fn v2(buf: &[u8]) -> Parsed {
             len,
             source: match (h.command, h.addresses) {
                 (ppp::v2::Command::Local, _) => None,
+                // A TCP listener: another transport's addresses are not this client's.
+                _ if h.protocol != ppp::v2::Protocol::Stream => None,
                 (_, ppp::v2::Addresses::IPv4(a)) => {
                     Some(SocketAddr::from((a.source_address, a.source_port)))
                 }

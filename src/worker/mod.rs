@@ -96,10 +96,14 @@ impl Workers {
     ) -> std::io::Result<Self> {
         let cores = core_affinity::get_core_ids().unwrap_or_default();
         let threads = groups.first().map_or(0, |g| g.sockets.len());
-        if threads == 0 || groups.iter().any(|g| g.sockets.len() != threads) {
-            return Err(std::io::Error::other("no listening socket for some worker"));
+        if threads == 0
+            || threads != shared.workers.len()
+            || groups.iter().any(|g| g.sockets.len() != threads)
+        {
+            return Err(std::io::Error::other(
+                "the listening sockets do not match the workers (one per worker and listener)",
+            ));
         }
-        let threads = threads.min(shared.workers.len());
         let nodelay = groups.iter().all(|g| g.nodelay);
         let addresses: Vec<String> = groups.iter().map(|g| g.address.to_string()).collect();
         let fds = groups
@@ -115,7 +119,7 @@ impl Workers {
             .map(|_| Vec::with_capacity(groups.len()))
             .collect();
         for g in groups {
-            for (w, s) in g.sockets.into_iter().enumerate().take(threads) {
+            for (w, s) in g.sockets.into_iter().enumerate() {
                 per_worker[w].push(std::net::TcpListener::from(s));
             }
         }

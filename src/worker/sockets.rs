@@ -73,7 +73,7 @@ pub fn prepare(
     let mut out = Vec::with_capacity(listeners.len());
     for l in listeners {
         let group = match inherited.take(l.address) {
-            Some(g) => adopt(g, workers)?,
+            Some(g) => adopt(g, l, workers)?,
             None => bind(l, workers)?,
         };
         if group.source == Source::Bound && balancing == ReuseportBalancing::Cbpf {
@@ -102,7 +102,21 @@ pub fn prepare(
 }
 
 /// An inherited group, as one socket per worker.
-fn adopt(mut g: Group, workers: usize) -> Result<Group, String> {
+fn adopt(mut g: Group, l: &Listener, workers: usize) -> Result<Group, String> {
+    if let Some(first) = g.sockets.first() {
+        let socket = socket2::SockRef::from(first);
+        let v6_only = l
+            .address
+            .is_ipv6()
+            .then(|| socket.only_v6().unwrap_or(false));
+        if v6_only.is_some_and(|on| on != l.ipv6_only) {
+            return Err(format!(
+                "{}.ipv6_only: the socket passed in for {} has ipv6_only = {}; a socket keeps \
+                 it, so changing it needs a restart",
+                l.origin.key_path, l.address, !l.ipv6_only
+            ));
+        }
+    }
     match g.source {
         Source::Systemd => {
             let Some(first) = g.sockets.first() else {

@@ -295,7 +295,8 @@ fn v2_header(source: SocketAddr, dest: SocketAddr) -> Vec<u8> {
     h
 }
 
-/// Sends `parts` with a pause between them; the whole answer until the daemon closes.
+/// Sends `parts` with a pause between them; the whole answer until the daemon closes (empty
+/// when it closed or reset the connection unanswered).
 fn exchange(addr: SocketAddr, parts: &[&[u8]], pause: Duration) -> Vec<u8> {
     let mut c = TcpStream::connect(addr).unwrap();
     c.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
@@ -303,7 +304,10 @@ fn exchange(addr: SocketAddr, parts: &[&[u8]], pause: Duration) -> Vec<u8> {
         if i > 0 {
             std::thread::sleep(pause);
         }
-        c.write_all(p).unwrap();
+        // A refused connection may be reset before the rest is written.
+        if c.write_all(p).is_err() {
+            break;
+        }
     }
     let mut out = Vec::new();
     let _ = c.read_to_end(&mut out);

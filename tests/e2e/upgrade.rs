@@ -57,11 +57,27 @@ impl Daemon {
 
 impl Drop for Daemon {
     fn drop(&mut self) {
+        // Also whoever serves now (a test that failed half-way may not have noted it).
+        if let Some(pid) = serving_pid(&self.s.admin_socket) {
+            self.pids.push(pid);
+        }
         for &pid in &self.pids {
             // SAFETY: kill with a pid this test started (directly or through an upgrade).
             unsafe { libc::kill(pid, libc::SIGKILL) };
         }
     }
+}
+
+/// The pid `status` reports, asked within 2 s; `None` on any failure.
+fn serving_pid(admin: &std::path::Path) -> Option<i32> {
+    let mut s = std::os::unix::net::UnixStream::connect(admin).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    s.write_all(b"{\"version\":1,\"command\":\"status\"}\n")
+        .ok()?;
+    let mut line = String::new();
+    BufReader::new(s).read_line(&mut line).ok()?;
+    let v: Value = serde_json::from_str(&line).ok()?;
+    v["data"]["pid"].as_i64().map(|p| p as i32)
 }
 
 fn alive(pid: i32) -> bool {
@@ -388,10 +404,186 @@ fn failed_upgrades_roll_back(d: Driver) {
     assert!(err.contains("refused the config"), "{err}");
     serves(&daemon);
 
+    // A config the new process takes, but with other threads: it fails once it has the
+    // sockets (one per worker), and is rolled back.
+    std::fs::write(
+        &daemon.s.config_path,
+        good.replace("threads = 2", "threads = 1"),
+    )
+    .unwrap();
+    let (code, _, err) = daemon.upgrade(&[]);
+    assert_eq!(code, 1);
+    assert!(err.contains("[server] threads cannot change"), "{err}");
+    serves(&daemon);
+
+    // --binary runs a program as the daemon's user: not for anyone the socket lets in.
+    let dir = daemon.s.admin_socket.parent().unwrap().to_path_buf();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(
+        &daemon.s.admin_socket,
+        std::fs::Permissions::from_mode(0o666),
+    )
+    .unwrap();
+    let as_nobody = |args: &[&str]| {
+        Command::new("setpriv")
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+            .arg(proxyctl_bin())
+            .arg("--socket")
+            .arg(&daemon.s.admin_socket)
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    if std::env::var("USER").as_deref() == Ok("root") || unsafe { libc::geteuid() } == 0 {
+        let out = as_nobody(&["upgrade", "--binary", "/bin/true"]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{err}");
+        assert!(err.contains("only root or uid"), "{err}");
+        assert!(as_nobody(&["status"]).status.success());
+        serves(&daemon);
+    }
+
     std::fs::write(&daemon.s.config_path, good).unwrap();
     let (code, out, err) = daemon.upgrade(&[]);
     assert_eq!(code, 0, "{out}{err}");
     assert_ne!(daemon.pid(), pid);
+    assert_eq!(daemon.s.get("h", "/f.bin").status, 200);
+}
+
+/// A drain that begins during an upgrade wins: the new process is killed, `proxyctl upgrade`
+/// says why, and the daemon drains and exits 0.
+fn a_drain_cancels_an_upgrade(d: Driver) {
+    let site = Site::new();
+    let mut daemon = Daemon::start(
+        d,
+        &site,
+        "upgrade_timeout_secs = 20\n",
+        "[path_routes.h]\n\"/\" = { path = \"{site}/www\" }\n",
+    );
+    let hangs = site.file("hangs.sh", "#!/bin/sh\nexec sleep 60\n");
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&hangs, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let upgrade = {
+        let (sock, hangs) = (daemon.s.admin_socket.clone(), hangs.clone());
+        std::thread::spawn(move || {
+            Command::new(proxyctl_bin())
+                .arg("--socket")
+                .arg(sock)
+                .args(["upgrade", "--binary"])
+                .arg(hangs)
+                .output()
+                .unwrap()
+        })
+    };
+    std::thread::sleep(Duration::from_millis(500));
+    let new = daemon.status()["last_upgrade"].clone();
+    assert!(new.is_null(), "{new}");
+    daemon.s.signal(libc::SIGTERM);
+    let out = upgrade.join().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("upgrade cancelled: the daemon began draining"),
+        "{err}"
+    );
+    assert_eq!(
+        daemon.s.wait_exit(Duration::from_secs(30)),
+        Some(0),
+        "{}",
+        daemon.s.log()
+    );
+    let log = daemon.s.log();
+    assert!(!log.contains("serves; this process drains"), "{log}");
+    // The hung binary is gone (killed, not left behind).
+    let left = Command::new("pgrep")
+        .arg("-f")
+        .arg(hangs.to_str().unwrap())
+        .output()
+        .unwrap();
+    assert!(
+        left.stdout.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&left.stdout)
+    );
+}
+
+/// An upgrade adds and removes listeners without a restart: the new process takes over the
+/// sockets it still has and binds the new ones; a removed one closes with the old process.
+fn an_upgrade_changes_the_listeners(d: Driver) {
+    let site = Site::new();
+    let mut daemon = Daemon::start(
+        d,
+        &site,
+        "",
+        "[path_routes.h]\n\"/\" = { path = \"{site}/www\" }\n",
+    );
+    let a = daemon.s.addr;
+    let b = TcpListener::bind((a.ip(), 0))
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let original = std::fs::read_to_string(&daemon.s.config_path).unwrap();
+    let both = original
+        .replace(&format!("listen = \"{a}\"\n"), "")
+        .replacen(
+            "[server]\n",
+            &format!(
+                "[[listeners]]\naddress = \"{a}\"\n[[listeners]]\naddress = \"{b}\"\n[server]\n"
+            ),
+            1,
+        );
+    std::fs::write(&daemon.s.config_path, &both).unwrap();
+    // A reload cannot bind: the change is reported as needing a restart (or an upgrade).
+    let r = daemon.s.proxyctl_json(&["reload"]);
+    let restart = r["restart_required"].to_string();
+    assert!(restart.contains("proxyctl upgrade"), "{r}");
+    assert!(TcpStream::connect(b).is_err());
+    let (code, out, err) = daemon.upgrade(&[]);
+    assert_eq!(code, 0, "{out}{err}");
+    let st = daemon.status();
+    assert_eq!(st["listeners"][0]["address"], a.to_string());
+    assert_eq!(st["listeners"][0]["sockets"], "inherited");
+    assert_eq!(st["listeners"][1]["address"], b.to_string());
+    assert_eq!(st["listeners"][1]["sockets"], "bound");
+    let get = |addr: SocketAddr| {
+        let mut c = TcpStream::connect(addr).ok()?;
+        c.write_all(b"GET /f.bin HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n")
+            .ok()?;
+        let mut out = Vec::new();
+        c.read_to_end(&mut out).ok()?;
+        Some(out.starts_with(b"HTTP/1.1 200"))
+    };
+    assert_eq!((get(a), get(b)), (Some(true), Some(true)));
+    // Now without `a`: once the process that had it is gone, it refuses.
+    let only_b = both.replacen(&format!("[[listeners]]\naddress = \"{a}\"\n"), "", 1);
+    std::fs::write(&daemon.s.config_path, &only_b).unwrap();
+    let previous = daemon.pid();
+    let (code, out, err) = daemon.upgrade(&[]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(wait_gone(previous, Duration::from_secs(10)));
+    assert_eq!(get(a), None, "the removed listener closed");
+    assert_eq!(get(b), Some(true));
+}
+
+/// A new config that turns on huge pages restarts the new process on itself (to set up the
+/// allocator) — the hand-over socket survives that.
+fn an_upgrade_into_huge_pages(d: Driver) {
+    let site = Site::new();
+    let mut daemon = Daemon::start(
+        d,
+        &site,
+        "",
+        "[path_routes.h]\n\"/\" = { path = \"{site}/www\" }\n",
+    );
+    let text = std::fs::read_to_string(&daemon.s.config_path).unwrap();
+    std::fs::write(
+        &daemon.s.config_path,
+        format!("{text}\n[performance]\nhuge_pages_enabled = true\n"),
+    )
+    .unwrap();
+    let (code, out, err) = daemon.upgrade(&[]);
+    assert_eq!(code, 0, "{out}{err}\n{}", daemon.s.log());
     assert_eq!(daemon.s.get("h", "/f.bin").status, 200);
 }
 
@@ -407,9 +599,10 @@ fn sigusr2_and_systemd_main_pid(d: Driver) {
     let site = Site::new();
     site.file("www/f.bin", pattern(4096));
     let addr = free_addr();
+    let metrics = free_addr();
     let toml = format!(
         "[server]\nlisten = \"{addr}\"\nthreads = 1\n[admin]\nsocket = \"{{dir}}/admin.sock\"\n\
-         [path_routes.h]\n\"/\" = {{ path = \"{}/www\" }}\n",
+         metrics_listen = \"{metrics}\"\n[path_routes.h]\n\"/\" = {{ path = \"{}/www\" }}\n",
         site.path().display()
     );
     let s = Server::start_with_env(
@@ -462,6 +655,12 @@ fn sigusr2_and_systemd_main_pid(d: Driver) {
         );
     }
     assert_eq!(daemon.s.get("h", "/f.bin").status, 200);
+    // The metrics listener moved too: the old process is gone, and scrapes are answered.
+    let mut scrape = crate::upstream::Wire::connect(metrics);
+    scrape.send(b"GET /metrics HTTP/1.1\r\nHost: m\r\nConnection: close\r\n\r\n");
+    let r = scrape.response(false);
+    assert_eq!(r.status, 200);
+    assert!(r.text().contains("zerocopy_uptime_seconds"), "{}", r.text());
 }
 
 /// Socket activation: a socket systemd passed (`LISTEN_FDS`) serves the listener with its
@@ -526,7 +725,8 @@ fn socket_activation(d: Driver) {
         });
     }
     let child = command.spawn().unwrap();
-    let mut pids = vec![child.id() as i32];
+    // Killed however the test ends.
+    let mut pids = Pids(vec![child.id() as i32], child);
     drop(activated);
 
     let mut answer = Vec::new();
@@ -569,20 +769,30 @@ fn socket_activation(d: Driver) {
         String::from_utf8_lossy(&out.stderr)
     );
     let status: Value = serde_json::from_slice(&proxyctl(&["status", "--json"]).stdout).unwrap();
-    pids.push(status["pid"].as_i64().unwrap() as i32);
+    pids.0.push(status["pid"].as_i64().unwrap() as i32);
     assert_eq!(status["listeners"][0]["sockets"], "inherited");
     assert!(get(addr) && get(bound));
-    for pid in pids {
-        // SAFETY: kill with pids this test started.
-        unsafe { libc::kill(pid, libc::SIGKILL) };
+}
+
+/// Processes a test started, killed (and the first one reaped) when it ends.
+struct Pids(Vec<i32>, std::process::Child);
+
+impl Drop for Pids {
+    fn drop(&mut self) {
+        for &pid in &self.0 {
+            // SAFETY: kill with pids this test started.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+        }
+        let _ = self.1.wait();
     }
-    let mut child = child;
-    let _ = child.wait();
 }
 
 crate::both_drivers!(
     websocket_lives_until_the_drain_deadline,
     failed_upgrades_roll_back,
+    a_drain_cancels_an_upgrade,
+    an_upgrade_changes_the_listeners,
+    an_upgrade_into_huge_pages,
     sigusr2_and_systemd_main_pid,
     socket_activation,
 );

@@ -230,7 +230,18 @@ impl Walker<'_> {
                 w.choice(f, "proxy_protocol", PROXY_PROTOCOLS, false)
             })
             .flatten();
-        let from = self.opt(n, "proxy_protocol_from", Self::ip_set);
+        let from = self.opt(n, "proxy_protocol_from", |w, f| {
+            let set = w.ip_set(f)?;
+            if set.is_empty() {
+                w.reject(
+                    f,
+                    "an empty list refuses every connection; name the load balancers, e.g. \
+                     [\"10.0.0.0/8\"]",
+                );
+                return None;
+            }
+            Some(set)
+        });
         match (versions, from) {
             (Some(versions), Some(from)) => Some(ProxyProtocol { versions, from }),
             (Some(_), None) => {
