@@ -65,6 +65,15 @@ key_path = "{dir}/site.key"
     Server::start_with_config(d, first, &toml)
 }
 
+/// A site whose certificate (`site.pem`/`site.key`, from `pki`) serves `site.test` and
+/// `localhost`, and an upstream for its `/app/` route.
+fn fixture() -> (Site, Pki, Upstream) {
+    let site = Site::new();
+    let pki = Pki::new();
+    write_pair(site.path(), "site", &pki.leaf(&["site.test", "localhost"]));
+    (site, pki, Upstream::start())
+}
+
 fn curl(args: &[&str]) -> (String, String) {
     let out = Command::new("curl")
         .args(["-s", "-S", "--max-time", "5"])
@@ -84,10 +93,7 @@ fn status_json(s: &Server) -> Value {
 /// Plain and TLS listeners on IPv4 and IPv6 in one daemon; `http2 = false` on one TLS
 /// listener keeps ALPN to HTTP/1.1 there; `proxyctl status` lists them all.
 fn plain_and_tls_on_v4_and_v6(d: Driver) {
-    let site = Site::new();
-    let pki = Pki::new();
-    write_pair(site.path(), "site", &pki.leaf(&["site.test", "localhost"]));
-    let up = Upstream::start();
+    let (site, _pki, up) = fixture();
     let plain4 = free_addr();
     let tls4 = free_on(plain4);
     let (plain6, tls6) = (free_v6(), free_v6());
@@ -190,10 +196,7 @@ http2 = false
 /// HTTPS (the port of the first TLS listener, or `https_port`), escaped; exempt paths are
 /// served as usual.
 fn redirect_to_https(d: Driver) {
-    let site = Site::new();
-    let pki = Pki::new();
-    write_pair(site.path(), "site", &pki.leaf(&["site.test"]));
-    let up = Upstream::start();
+    let (site, _pki, up) = fixture();
     let plain = free_addr();
     let tls = free_on(plain);
     let fixed = free_on(plain);
@@ -334,10 +337,7 @@ fn access_log(s: &Server, n: usize) -> Vec<Value> {
 /// `X-Forwarded-For` and the access log; `UNKNOWN`/`LOCAL` keep the TCP peer; headers split
 /// across writes are read whole.
 fn proxy_protocol_names_the_client(d: Driver) {
-    let site = Site::new();
-    let pki = Pki::new();
-    write_pair(site.path(), "site", &pki.leaf(&["site.test"]));
-    let up = Upstream::start();
+    let (site, pki, up) = fixture();
     let any = free_addr();
     let v1 = free_on(any);
     let tls = free_on(any);
@@ -454,10 +454,7 @@ proxy_protocol_from = ["127.0.0.0/8"]
 /// with garbage, with the wrong version, from a peer outside `proxy_protocol_from`, or whose
 /// header never completes (within `client_header_timeout_secs`).
 fn proxy_protocol_refusals(d: Driver) {
-    let site = Site::new();
-    let pki = Pki::new();
-    write_pair(site.path(), "site", &pki.leaf(&["site.test"]));
-    let up = Upstream::start();
+    let (site, _pki, up) = fixture();
     let v2 = free_addr();
     let elsewhere = free_on(v2);
     let listeners = format!(

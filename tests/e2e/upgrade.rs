@@ -316,6 +316,31 @@ fn websocket_lives_until_the_drain_deadline(d: Driver) {
     assert!(wait_gone(old, Duration::from_secs(5)));
 }
 
+/// An executable shell script `name` in `site` running `body`.
+fn script(site: &Site, name: &str, body: &str) -> std::path::PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let path = site.file(name, format!("#!/bin/sh\n{body}\n"));
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    path
+}
+
+/// `proxyctl upgrade --binary BINARY` on a thread of its own: what it printed, once it ends.
+fn upgrade_in_background(
+    daemon: &Daemon,
+    binary: &std::path::Path,
+) -> std::thread::JoinHandle<std::process::Output> {
+    let (socket, binary) = (daemon.s.admin_socket.clone(), binary.to_path_buf());
+    std::thread::spawn(move || {
+        Command::new(proxyctl_bin())
+            .arg("--socket")
+            .arg(socket)
+            .args(["upgrade", "--binary"])
+            .arg(binary)
+            .output()
+            .unwrap()
+    })
+}
+
 /// A new binary that exits, one that never becomes ready, and one that refuses the config are
 /// each rolled back: `proxyctl upgrade` exits 1 with the reason, the running daemon serves on
 /// and says so in `status`; one upgrade at a time; a good upgrade then works.
@@ -328,12 +353,8 @@ fn failed_upgrades_roll_back(d: Driver) {
         "[path_routes.h]\n\"/\" = { path = \"{site}/www\" }\n",
     );
     let pid = daemon.pid();
-    let exits = site.file("exits.sh", "#!/bin/sh\necho 'broken build' >&2\nexit 1\n");
-    let hangs = site.file("hangs.sh", "#!/bin/sh\nexec sleep 60\n");
-    for f in [&exits, &hangs] {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(f, std::fs::Permissions::from_mode(0o755)).unwrap();
-    }
+    let exits = script(&site, "exits.sh", "echo 'broken build' >&2\nexit 1");
+    let hangs = script(&site, "hangs.sh", "exec sleep 60");
     let serves = |daemon: &Daemon| {
         assert_eq!(daemon.s.get("h", "/f.bin").status, 200);
         let st = daemon.status();
@@ -357,18 +378,7 @@ fn failed_upgrades_roll_back(d: Driver) {
 
     // Never ready: killed at upgrade_timeout_secs. Meanwhile a second upgrade is refused.
     let started = Instant::now();
-    let hang = {
-        let (sock, hangs) = (daemon.s.admin_socket.clone(), hangs.clone());
-        std::thread::spawn(move || {
-            Command::new(proxyctl_bin())
-                .arg("--socket")
-                .arg(sock)
-                .args(["upgrade", "--binary"])
-                .arg(hangs)
-                .output()
-                .unwrap()
-        })
-    };
+    let hang = upgrade_in_background(&daemon, &hangs);
     std::thread::sleep(Duration::from_millis(500));
     assert_eq!(daemon.status()["state"], "upgrading");
     let (code, _, err) = daemon.upgrade(&[]);
@@ -461,21 +471,8 @@ fn a_drain_cancels_an_upgrade(d: Driver) {
         "upgrade_timeout_secs = 20\n",
         "[path_routes.h]\n\"/\" = { path = \"{site}/www\" }\n",
     );
-    let hangs = site.file("hangs.sh", "#!/bin/sh\nexec sleep 60\n");
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(&hangs, std::fs::Permissions::from_mode(0o755)).unwrap();
-    let upgrade = {
-        let (sock, hangs) = (daemon.s.admin_socket.clone(), hangs.clone());
-        std::thread::spawn(move || {
-            Command::new(proxyctl_bin())
-                .arg("--socket")
-                .arg(sock)
-                .args(["upgrade", "--binary"])
-                .arg(hangs)
-                .output()
-                .unwrap()
-        })
-    };
+    let hangs = script(&site, "hangs.sh", "exec sleep 60");
+    let upgrade = upgrade_in_background(&daemon, &hangs);
     std::thread::sleep(Duration::from_millis(500));
     let new = daemon.status()["last_upgrade"].clone();
     assert!(new.is_null(), "{new}");
