@@ -563,6 +563,47 @@ fn an_upgrade_changes_the_listeners(d: Driver) {
     assert_eq!(get(b), Some(true));
 }
 
+/// An HTTP/2 stream in flight when the upgrade happens finishes on the old process, whose
+/// connection then ends with GOAWAY; new HTTP/2 connections go to the new process.
+fn http2_streams_finish_across_an_upgrade(d: Driver) {
+    let up = Upstream::start();
+    let (s, _site) = crate::h2::h2c(d, "", Some(up.addr), "");
+    let mut daemon = Daemon {
+        pids: vec![s.child.id() as i32],
+        s,
+    };
+    let old = daemon.pid();
+    let client = crate::h2::python()
+        .args([
+            crate::h2::PEER,
+            "one-then-wait",
+            &daemon.s.addr.ip().to_string(),
+        ])
+        .arg(daemon.s.addr.port().to_string())
+        .args(["h2.test", "/app/slow/1500"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    let (code, out, err) = daemon.upgrade(&[]);
+    assert_eq!(code, 0, "{out}{err}");
+    let out = client.wait_with_output().unwrap();
+    let r: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        r["statuses"],
+        serde_json::json!([200]),
+        "the stream finished: {r}"
+    );
+    assert_eq!(r["goaway"], 0, "a graceful GOAWAY: {r}");
+    assert_eq!(r["closed"], true, "{r}");
+    assert!(wait_gone(old, Duration::from_secs(10)));
+    let (head, _) = crate::h2::split(&crate::h2::curl_h2c(&daemon.s, "/index.html", &[]));
+    assert!(
+        head.to_ascii_lowercase().starts_with("http/2 200"),
+        "{head}"
+    );
+}
+
 /// A new config that turns on huge pages restarts the new process on itself (to set up the
 /// allocator) — the hand-over socket survives that.
 fn an_upgrade_into_huge_pages(d: Driver) {
@@ -790,6 +831,7 @@ crate::both_drivers!(
     a_drain_cancels_an_upgrade,
     an_upgrade_changes_the_listeners,
     an_upgrade_into_huge_pages,
+    http2_streams_finish_across_an_upgrade,
     sigusr2_and_systemd_main_pid,
     socket_activation,
 );
