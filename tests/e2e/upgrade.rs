@@ -17,6 +17,9 @@ use serde_json::Value;
 use crate::common::{free_addr, proxyctl_bin, Driver, Server, Site, BIN};
 use crate::upstream::{pattern, Upstream};
 
+/// Routes of most tests here: `h` serves `{site}/www` (where `f.bin` is).
+const FILES: &str = "[path_routes.h]\n\"/\" = { path = \"{site}/www\" }\n";
+
 /// The daemon and every process an upgrade started: all killed at the end.
 struct Daemon {
     s: Server,
@@ -186,12 +189,7 @@ fn read_response(c: &mut BufReader<TcpStream>) -> Option<(Vec<u8>, bool)> {
 /// answered in full, no connection is refused, and each old process exits once drained.
 fn ten_upgrades_under_load(d: Driver, upgrades: usize) {
     let site = Site::new();
-    let mut daemon = Daemon::start(
-        d,
-        &site,
-        "",
-        "[path_routes.h]\n\"/\" = { path = \"{site}/www\" }\n",
-    );
+    let mut daemon = Daemon::start(d, &site, "", FILES);
     let addr = daemon.s.addr;
     let stop = Arc::new(AtomicBool::new(false));
     let load = Arc::new(Load::default());
@@ -346,12 +344,7 @@ fn upgrade_in_background(
 /// and says so in `status`; one upgrade at a time; a good upgrade then works.
 fn failed_upgrades_roll_back(d: Driver) {
     let site = Site::new();
-    let mut daemon = Daemon::start(
-        d,
-        &site,
-        "upgrade_timeout_secs = 2\n",
-        "[path_routes.h]\n\"/\" = { path = \"{site}/www\" }\n",
-    );
+    let mut daemon = Daemon::start(d, &site, "upgrade_timeout_secs = 2\n", FILES);
     let pid = daemon.pid();
     let exits = script(&site, "exits.sh", "echo 'broken build' >&2\nexit 1");
     let hangs = script(&site, "hangs.sh", "exec sleep 60");
@@ -465,12 +458,7 @@ fn failed_upgrades_roll_back(d: Driver) {
 /// says why, and the daemon drains and exits 0.
 fn a_drain_cancels_an_upgrade(d: Driver) {
     let site = Site::new();
-    let mut daemon = Daemon::start(
-        d,
-        &site,
-        "upgrade_timeout_secs = 20\n",
-        "[path_routes.h]\n\"/\" = { path = \"{site}/www\" }\n",
-    );
+    let mut daemon = Daemon::start(d, &site, "upgrade_timeout_secs = 20\n", FILES);
     let hangs = script(&site, "hangs.sh", "exec sleep 60");
     let upgrade = upgrade_in_background(&daemon, &hangs);
     std::thread::sleep(Duration::from_millis(500));
@@ -509,12 +497,7 @@ fn a_drain_cancels_an_upgrade(d: Driver) {
 /// sockets it still has and binds the new ones; a removed one closes with the old process.
 fn an_upgrade_changes_the_listeners(d: Driver) {
     let site = Site::new();
-    let mut daemon = Daemon::start(
-        d,
-        &site,
-        "",
-        "[path_routes.h]\n\"/\" = { path = \"{site}/www\" }\n",
-    );
+    let mut daemon = Daemon::start(d, &site, "", FILES);
     let a = daemon.s.addr;
     let b = TcpListener::bind((a.ip(), 0))
         .unwrap()
@@ -608,12 +591,7 @@ fn http2_streams_finish_across_an_upgrade(d: Driver) {
 /// allocator) — the hand-over socket survives that.
 fn an_upgrade_into_huge_pages(d: Driver) {
     let site = Site::new();
-    let mut daemon = Daemon::start(
-        d,
-        &site,
-        "",
-        "[path_routes.h]\n\"/\" = { path = \"{site}/www\" }\n",
-    );
+    let mut daemon = Daemon::start(d, &site, "", FILES);
     let text = std::fs::read_to_string(&daemon.s.config_path).unwrap();
     std::fs::write(
         &daemon.s.config_path,
