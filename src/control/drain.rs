@@ -36,6 +36,15 @@ impl Control {
             timeout.as_secs()
         );
         self.shared.draining.store(true, Ordering::SeqCst);
+        // A drain reloads nothing: the watcher goes now, on a thread of its own. Closing an
+        // inotify instance waits for the kernel (an SRCU grace period, seconds on a loaded
+        // machine); left to the exit, that wait came before the client sockets closed, so a
+        // tunnel cut at the deadline stayed open for seconds more.
+        if let Some(watcher) = self.watcher.take() {
+            let _ = std::thread::Builder::new()
+                .name("zcs-unwatch".into())
+                .spawn(move || drop(watcher));
+        }
         self.drain = Some(Drain {
             deadline: Instant::now() + timeout,
             last_progress: Instant::now(),
