@@ -427,6 +427,15 @@ impl Control {
         let _ = reply.send(response);
     }
 
+    /// The state once an upgrade has ended: `reloading` while a build is still under way.
+    fn after_upgrade(&self) -> Lifecycle {
+        if self.building.is_some() {
+            Lifecycle::Reloading
+        } else {
+            Lifecycle::Running
+        }
+    }
+
     fn set_state(&mut self, state: Lifecycle) {
         if self.state != state {
             log::info!("state: {} -> {}", self.state.as_str(), state.as_str());

@@ -134,7 +134,10 @@ impl Control {
             answer(waiting, &report);
             return;
         };
-        self.set_state(Lifecycle::Reloading);
+        if self.upgrading.is_none() {
+            // An upgrade under way stays the state shown; its end says which comes next.
+            self.set_state(Lifecycle::Reloading);
+        }
         notify_systemd(&format!("RELOADING=1\nMONOTONIC_USEC={}", monotonic_usec()));
         self.last_build += 1;
         let id = self.last_build;

@@ -304,7 +304,7 @@ impl Control {
                 };
                 log::error!("upgrade failed, serving on: {reason}");
                 notify_systemd(&format!("READY=1\nSTATUS=upgrade failed: {reason}"));
-                self.set_state(Lifecycle::Running);
+                self.set_state(self.after_upgrade());
                 let report = UpgradeReport {
                     ok: false,
                     at_unix_ms: now_ms(),
@@ -377,7 +377,7 @@ impl Control {
             .is_some_and(|u| Instant::now() > u.deadline + HELPER_GRACE)
         {
             self.cancel_upgrade("the hand-over did not end within upgrade_timeout_secs");
-            self.set_state(Lifecycle::Running);
+            self.set_state(self.after_upgrade());
             notify_systemd("READY=1\nSTATUS=upgrade failed: the hand-over did not end in time");
         }
         let Some(u) = &mut self.upgrading else {

@@ -38,6 +38,19 @@ impl Daemon {
         self.s.proxyctl_json(&["status"])
     }
 
+    /// `status` once a reload the config watcher started (the tests rewrite the config) is
+    /// over: within 10 s.
+    fn settled_status(&self) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let st = self.status();
+            if st["state"] != "reloading" || Instant::now() > deadline {
+                return st;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     fn pid(&self) -> i32 {
         self.status()["pid"].as_i64().unwrap() as i32
     }
@@ -350,7 +363,7 @@ fn failed_upgrades_roll_back(d: Driver) {
     let hangs = script(&site, "hangs.sh", "exec sleep 60");
     let serves = |daemon: &Daemon| {
         assert_eq!(daemon.s.get("h", "/f.bin").status, 200);
-        let st = daemon.status();
+        let st = daemon.settled_status();
         assert_eq!(st["pid"].as_i64(), Some(i64::from(pid)));
         assert_eq!(st["state"], "running");
         st
