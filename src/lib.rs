@@ -102,6 +102,7 @@ pub mod route;
 pub mod security;
 pub mod server;
 pub mod shared;
+pub mod site;
 pub mod snapshot;
 pub mod tls;
 pub mod worker;

@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, UNIX_EPOCH};
 
 use crate::config::{FileBackend, FileKind};
+use crate::http::encoding::Encoding;
 /// What a response needs to know about a file, whichever way its bytes travel.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct FileMeta {
@@ -19,6 +20,9 @@ pub struct FileMeta {
     /// Modification time, whole seconds since the epoch.
     pub mtime: u64,
     pub content_type: &'static str,
+    /// The coding of a precompressed variant (`x.css.br`), which is served as the original
+    /// (`x.css`) with `Content-Encoding`.
+    pub encoding: Option<Encoding>,
 }
 
 impl FileMeta {
@@ -27,6 +31,17 @@ impl FileMeta {
             len,
             mtime,
             content_type: content_type(name),
+            encoding: None,
+        }
+    }
+
+    /// The metadata of `variant` (a precompressed file) served as the file `self` describes.
+    pub fn variant(&self, variant: &FileMeta, encoding: Encoding) -> Self {
+        Self {
+            len: variant.len,
+            mtime: variant.mtime,
+            content_type: self.content_type,
+            encoding: Some(encoding),
         }
     }
 
@@ -37,10 +52,14 @@ impl FileMeta {
         String::from_utf8(v).unwrap_or_default()
     }
 
-    /// Writes the ETag (`"mtime-len"` in hex) without allocating.
+    /// Writes the ETag (`"mtime-len"` in hex, and `-br` etc. for a precompressed variant)
+    /// without allocating.
     pub fn write_etag(&self, out: &mut Vec<u8>) {
         use std::io::Write;
-        let _ = write!(out, "\"{:x}-{:x}\"", self.mtime, self.len);
+        let _ = match self.encoding {
+            None => write!(out, "\"{:x}-{:x}\"", self.mtime, self.len),
+            Some(e) => write!(out, "\"{:x}-{:x}-{}\"", self.mtime, self.len, e.token()),
+        };
     }
 
     pub fn last_modified(&self) -> String {
@@ -94,6 +113,14 @@ pub enum MemoryFiles {
 }
 
 impl MemoryFiles {
+    /// The precompressed variant of the file at `key` (`key.br`…), if the tree holds one.
+    pub fn variant(&self, key: &str, e: Encoding) -> Option<&MemFile> {
+        match self {
+            Self::Single(_) => None,
+            Self::Tree { files, .. } => files.get(format!("{key}{}", e.suffix()).as_str()),
+        }
+    }
+
     /// Total bytes held.
     pub fn size(&self) -> u64 {
         match self {

@@ -38,6 +38,8 @@ pub struct RouteEntry {
     pub group: Option<Arc<crate::group::Group>>,
     /// The route's counters (the same ones across reloads while the route exists).
     pub metrics: Arc<RouteMetrics>,
+    /// Its response rules (headers, error pages, compression), over its host's defaults.
+    pub site: crate::site::Site,
 }
 
 /// Hosts to routes. Immutable once built; lives in the [`crate::snapshot::Snapshot`].
@@ -181,6 +183,8 @@ impl<'a> Matched<'a> {
                 let base = p.base_path.trim_end_matches('/');
                 Target::Upstream(format!("{base}/{}", self.relative))
             }
+            // They answer every request themselves.
+            Backend::Redirect(_) | Backend::Respond(_) => Target::NotFound,
         }
     }
 }
@@ -210,6 +214,7 @@ mod tests {
             kind,
             mode: Mode::Sendfile,
             index: index.into(),
+            site: Default::default(),
         })
     }
 
@@ -236,6 +241,7 @@ mod tests {
             written: prefix.map(Into::into),
             route: Route {
                 backend,
+                site: Default::default(),
                 security: RouteSecurity::default(),
                 origin: Origin {
                     key_path: String::new(),
@@ -249,6 +255,7 @@ mod tests {
                 host: host.into(),
                 prefix: prefix.map(Into::into),
             }),
+            site: Default::default(),
         }
     }
 

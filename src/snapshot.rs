@@ -20,6 +20,7 @@ use crate::group::{Fleet, Group};
 use crate::metrics::Registry;
 use crate::preload::MemoryFiles;
 use crate::route::{RouteEntry, Router};
+use crate::site::Site;
 use crate::tls::sessions::Sessions;
 
 /// One published generation of the configuration.
@@ -44,6 +45,8 @@ pub struct Snapshot {
     pub ticket_key: Option<Box<[u8; crate::tls::sessions::KEY_FILE_LEN]>>,
     /// The TLS session cache `tls` uses, kept for later builds once this is published.
     session_cache: Option<Arc<rustls::server::ServerSessionMemoryCache>>,
+    /// `[host_defaults]` by host, for a host's requests that no route takes.
+    host_sites: std::collections::HashMap<String, Site>,
 }
 
 /// The snapshot cell shared by the control thread and every worker.
@@ -117,8 +120,9 @@ impl Snapshot {
                         }
                     })
                     .cloned(),
-                Backend::File(_) => None,
+                Backend::File(_) | Backend::Redirect(_) | Backend::Respond(_) => None,
             };
+            let host_site = config.host_defaults.iter().find(|d| &d.host == host);
             let key = RouteKey {
                 host: host.clone(),
                 prefix: prefix.clone(),
@@ -131,6 +135,7 @@ impl Snapshot {
                 route: route.clone(),
                 memory,
                 group,
+                site: Site::build(route, host_site),
             });
         }
         let mut session_cache = None;
@@ -182,6 +187,11 @@ impl Snapshot {
             h1.alpn_protocols = vec![b"http/1.1".to_vec()];
             Arc::new(h1)
         });
+        let host_sites = config
+            .host_defaults
+            .iter()
+            .map(|d| (d.host.clone(), Site::for_host(d)))
+            .collect();
         Ok(Self {
             generation,
             config: Arc::new(config),
@@ -192,7 +202,17 @@ impl Snapshot {
             certificates,
             ticket_key,
             session_cache,
+            host_sites,
         })
+    }
+
+    /// The response rules for a daemon-made answer: its route's (`route`: an index into the
+    /// router's entries), else its host's defaults.
+    pub fn site_for(&self, route: Option<usize>, host: Option<&str>) -> Option<&Site> {
+        match route.and_then(|i| self.router.entries().get(i)) {
+            Some(e) => Some(&e.site),
+            None => self.host_sites.get(host?),
+        }
     }
 
     /// The settings of the listener bound to `address`, as this snapshot has them (`None`
@@ -245,10 +265,7 @@ impl Snapshot {
             let mut row = e.metrics.sum();
             row.host = e.host.clone();
             row.prefix = e.prefix.clone();
-            row.backend = match &e.route.backend {
-                Backend::File(_) => "File".into(),
-                Backend::Proxy(_) => "Proxy".into(),
-            };
+            row.backend = e.route.backend.type_name().into();
             routes.push(row);
             if let Some(g) = &e.group {
                 if !upstreams.iter().any(|r| r.upstream == g.config.name) {

@@ -411,9 +411,10 @@ pub struct RouteInfo {
     pub host: String,
     /// As written in the config (`"/a/"` stays `"/a/"`); `None` for a host route.
     pub prefix: Option<String>,
-    /// `File` or `Proxy`.
+    /// `File`, `Proxy`, `Redirect` or `Respond`.
     pub backend: String,
-    /// The file or directory path, or the upstream URL.
+    /// The file or directory path, the upstream URL, a redirect's status and url, or a fixed
+    /// response's status.
     pub target: String,
     /// File routes: `sendfile` or `memory`.
     pub mode: Option<String>,
@@ -481,6 +482,16 @@ pub struct Explain {
     /// A Proxy route's upstream group and its servers usable now.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub upstream: Option<ExplainUpstream>,
+    /// The route's response header rules: `-name` for a field removed (or replaced),
+    /// `+Name: value` for one added.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub headers: Vec<String>,
+    /// How the route encodes its responses (compression, precompressed variants).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub encoding: Option<String>,
+    /// A File route's fallback file and its status, for paths that do not exist.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fallback: Option<String>,
 }
 
 impl Explain {

@@ -145,3 +145,25 @@ pub const RETRY_ATTEMPTS: u32 = 1;
 pub const RETRY_BUDGET_PERCENT: u32 = 20;
 /// `retry.min_retries_per_sec`.
 pub const RETRY_MIN_PER_SEC: u32 = 10;
+
+/// `compress_min_size`: bodies known to be shorter are not compressed.
+pub const COMPRESS_MIN_SIZE: u64 = 1024;
+/// `compress_types`: what nginx users list in `gzip_types`, and wasm.
+pub const COMPRESS_TYPES: &[&str] = &[
+    "text/*",
+    "application/json",
+    "application/javascript",
+    "image/svg+xml",
+    "application/xml",
+    "application/wasm",
+];
+/// The largest error page file (`error_pages`): pages are held in memory by the snapshot.
+pub const ERROR_PAGE_CAP: u64 = 1024 * 1024;
+/// `fallback_status`.
+pub const FALLBACK_STATUS: u16 = 200;
+/// A Redirect route's `status`.
+pub const REDIRECT_STATUS: u16 = 308;
+/// A Respond route's `content_type` when it has a body.
+pub const RESPOND_CONTENT_TYPE: &str = "text/plain; charset=utf-8";
+/// The most entries a directory listing (`autoindex`) shows.
+pub const AUTOINDEX_MAX_ENTRIES: usize = 10_000;

@@ -13,6 +13,7 @@
 pub mod defaults;
 mod listeners;
 mod parse;
+mod site;
 mod upstreams;
 
 use std::fmt;
@@ -25,6 +26,7 @@ use crate::security::IpSet;
 
 pub use listeners::*;
 pub use parse::{load, parse};
+pub use site::*;
 pub use upstreams::*;
 
 /// A whole, checked configuration.
@@ -49,6 +51,8 @@ pub struct Config {
     pub host_routes: Vec<HostRoute>,
     /// `[path_routes."host"."/prefix"]`, longest prefix wins within a host.
     pub path_routes: Vec<PathRoute>,
+    /// `[host_defaults."host"]`: headers and error pages for every route of a host.
+    pub host_defaults: Vec<HostDefaults>,
     /// `[upstreams.NAME]` by name, then the implicit groups of `url` routes (one per
     /// `scheme://host:port` and TLS settings).
     pub upstreams: Vec<UpstreamGroup>,
@@ -120,7 +124,7 @@ impl Config {
                 Backend::File(f) if f.mode == Mode::Memory => {
                     files.push((format!("{}.path", r.origin.key_path), &f.path));
                 }
-                Backend::File(_) => {}
+                Backend::File(_) | Backend::Redirect(_) | Backend::Respond(_) => {}
             }
         }
         for g in self.upstreams.iter().filter(|g| !g.implicit) {
@@ -487,6 +491,9 @@ pub struct PathRoute {
 #[derive(Clone, Debug)]
 pub struct Route {
     pub backend: Backend,
+    /// Headers, error pages and compression, as written on the route (a host's defaults
+    /// are merged in when the snapshot is built).
+    pub site: RouteSite,
     /// The route's `security` table over `[security]` over the spec's defaults.
     pub security: RouteSecurity,
     /// Where the route is written, for errors found after parsing (memory-mode loading).
@@ -510,6 +517,22 @@ pub enum Backend {
     File(FileBackend),
     /// `type = "Proxy"`.
     Proxy(ProxyBackend),
+    /// `type = "Redirect"`: every request answered with a redirect.
+    Redirect(RedirectBackend),
+    /// `type = "Respond"`: every request answered with a fixed response.
+    Respond(RespondBackend),
+}
+
+impl Backend {
+    /// The `type` as the config writes it.
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            Self::File(_) => "File",
+            Self::Proxy(_) => "Proxy",
+            Self::Redirect(_) => "Redirect",
+            Self::Respond(_) => "Respond",
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -523,6 +546,8 @@ pub struct FileBackend {
     pub mode: Mode,
     /// `index`: default `index.html`; a single file name (no `/`).
     pub index: String,
+    /// `fallback`, `precompressed`, `autoindex`.
+    pub site: FileSite,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

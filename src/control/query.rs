@@ -140,6 +140,13 @@ impl Control {
                         Some(f.index.clone()),
                     ),
                     Backend::Proxy(p) => ("Proxy", proxy_target(p), None, None),
+                    Backend::Redirect(r) => (
+                        "Redirect",
+                        format!("{} {}", r.status, r.url.as_str()),
+                        None,
+                        None,
+                    ),
+                    Backend::Respond(r) => ("Respond", format!("{}", r.status), None, None),
                 };
                 RouteInfo {
                     host: e.host.clone(),
@@ -175,6 +182,9 @@ impl Control {
             reason: None,
             status: None,
             upstream: None,
+            headers: Vec::new(),
+            encoding: None,
+            fallback: None,
         };
         let refuse = |answer: &mut Explain, e: crate::error::Error| {
             answer.status = e.status();
@@ -212,13 +222,8 @@ impl Control {
         answer.prefix = m.entry.written.clone();
         let security = &m.entry.route.security;
         answer.policy = Some(policy(security));
-        answer.backend = Some(
-            match m.entry.route.backend {
-                Backend::File(_) => "File",
-                Backend::Proxy(_) => "Proxy",
-            }
-            .into(),
-        );
+        answer.backend = Some(m.entry.route.backend.type_name().into());
+        answer.headers = m.entry.site.describe_headers();
         // Policy first, in the data path's order: addresses, then methods.
         if let Some(client) = client {
             match client.parse::<std::net::IpAddr>() {
@@ -293,6 +298,38 @@ impl Control {
                 answer.upstream = m.entry.group.as_deref().map(super::upstreams::explain);
             }
             (Backend::Proxy(_), _) => {}
+            (Backend::Redirect(r), _) => {
+                let from = crate::http::redirect::RedirectFrom {
+                    https: false,
+                    host: &host,
+                    path: &path,
+                    rest: m.relative,
+                    query: query.as_deref(),
+                };
+                answer.status = Some(r.status);
+                answer.resolved = r.url.render(&from);
+                if answer.resolved.is_none() {
+                    answer.status = Some(400);
+                    answer.reason = Some("the redirect needs a valid host name".into());
+                }
+            }
+            (Backend::Respond(r), _) => {
+                answer.status = Some(r.status);
+                answer.resolved = Some(format!("{} bytes of {}", r.body.len(), r.content_type));
+            }
+        }
+        if let Some(c) = &m.entry.site.compress {
+            let names: Vec<&str> = c.encodings.iter().map(|e| e.token()).collect();
+            answer.encoding = Some(format!("compressed on the fly: {}", names.join(", ")));
+        }
+        if let Backend::File(f) = &m.entry.route.backend {
+            if !f.site.precompressed.is_empty() {
+                let names: Vec<&str> = f.site.precompressed.iter().map(|e| e.token()).collect();
+                answer.encoding = Some(format!("precompressed variants: {}", names.join(", ")));
+            }
+            if let Some(fallback) = &f.site.fallback {
+                answer.fallback = Some(format!("{fallback} ({})", f.site.fallback_status));
+            }
         }
         answer
     }

@@ -29,6 +29,7 @@ use std::time::{Duration, Instant, SystemTime};
 use crate::config::{FileBackend, FileCache};
 use crate::error::{Error, ErrorKind};
 use crate::exchange::{Body, Downstream};
+use crate::http::encoding::{negotiate, Choice, Encoding};
 use crate::http::request::RequestHead;
 use crate::http::response::ResponseHead;
 use crate::http::Method;
@@ -110,8 +111,9 @@ pub fn plan(req: &RequestHead, meta: &FileMeta) -> Result<Plan, Error> {
     }
 }
 
-/// Serves a matched File route: finds the file (on disk or in memory), plans the response and
-/// sends it through `ds`.
+/// Serves a matched File route: finds the file (on disk or in memory) — or its
+/// precompressed variant, or the route's fallback — plans the response and sends it through
+/// `ds`.
 pub async fn serve(
     ds: &mut impl Downstream,
     req: &RequestHead,
@@ -125,29 +127,142 @@ pub async fn serve(
     if target == Target::NotFound {
         return Err(Error::not_found());
     }
-    if let Some(mem) = &m.entry.memory {
-        let f = find_memory(mem, &target, &backend.index).ok_or_else(Error::not_found)?;
-        return send_memory(ds, req, f).await;
+    let site = &backend.site;
+    let coding = match negotiate(req.header("accept-encoding"), &site.precompressed) {
+        Choice::Coded(e) => Some(e),
+        Choice::Identity | Choice::None => None,
+    };
+    let mut s = Serving {
+        req,
+        m,
+        backend,
+        coding,
+        status: None,
+        file_cache,
+        state,
+        stats,
+    };
+    let first = s.send(ds, &target).await;
+    let (Some(fallback), Target::InDir { root, .. }) = (&site.fallback, &target) else {
+        return first;
+    };
+    match first {
+        Err(e) if e.kind == ErrorKind::NotFound && e.detail != NO_INDEX && !s.names_a_dir() => {
+            let fallback = Target::InDir {
+                root,
+                relative: fallback.clone(),
+            };
+            s.status = (site.fallback_status != 200).then_some(site.fallback_status);
+            s.send(ds, &fallback).await
+        }
+        r => r,
     }
-    let cache = file_cache
-        .enabled()
-        .then(|| (cache::Key::of(&target), Instant::now()));
-    if let Some((Some(key), now)) = &cache {
-        if let Some(hit) = cache::lookup(state, key, file_cache, *now, stats) {
-            return send_memory(ds, req, &hit.file).await;
+}
+
+/// One File request being served.
+struct Serving<'a> {
+    req: &'a RequestHead,
+    m: &'a Matched<'a>,
+    backend: &'a FileBackend,
+    /// The precompressed variant the client takes, if the route has any.
+    coding: Option<Encoding>,
+    /// The fallback's status when it is not 200: sent as it is, without conditionals or
+    /// ranges.
+    status: Option<u16>,
+    file_cache: &'a FileCache,
+    state: &'a FilesState,
+    stats: &'a WorkerStats,
+}
+
+impl Serving<'_> {
+    async fn send(&self, ds: &mut impl Downstream, target: &Target<'_>) -> Result<(), Error> {
+        let (req, index) = (self.req, &self.backend.index);
+        if let Some(mem) = &self.m.entry.memory {
+            let (key, f) = find_memory(mem, target, index)?;
+            if let Some((e, v)) = self.coding.and_then(|e| Some((e, mem.variant(&key, e)?))) {
+                let meta = f.meta.variant(&v.meta, e);
+                return send_bytes(ds, req, &meta, None, &v.body, self.status).await;
+            }
+            return send_bytes(ds, req, &f.meta, Some(&f.validators), &f.body, self.status).await;
+        }
+        let cache = (self.file_cache.enabled() && self.coding.is_none())
+            .then(|| (cache::Key::of(target), Instant::now()));
+        if let Some((Some(key), now)) = &cache {
+            if let Some(hit) = cache::lookup(self.state, key, self.file_cache, *now, self.stats) {
+                let f = &hit.file;
+                return send_bytes(ds, req, &f.meta, Some(&f.validators), &f.body, self.status)
+                    .await;
+            }
+        }
+        let opened = open(self.state, target, index)?;
+        if let Some(e) = self.coding {
+            if let Some(v) = open_variant(self.state, target, &opened, e) {
+                let meta = opened.meta.variant(&v.meta, e);
+                return send_file(ds, req, &v.fd, &meta, self.status).await;
+            }
+        }
+        if let Some((Some(key), now)) = cache {
+            let filled = cache::fill(self.state, key, &opened, self.file_cache, now, self.stats);
+            if let Some(fill) = filled {
+                let f = &fill.file;
+                return send_bytes(ds, req, &f.meta, Some(&f.validators), &f.body, self.status)
+                    .await;
+            }
+        }
+        send_file(ds, req, &opened.fd, &opened.meta, self.status).await
+    }
+
+    /// Whether the request named a directory (`/app/`) that exists: a fallback is not for it.
+    fn names_a_dir(&self) -> bool {
+        let rel = self.m.relative;
+        if !(rel.is_empty() || rel.ends_with('/')) {
+            return false;
+        }
+        let dir = rel.trim_end_matches('/');
+        match (&self.m.entry.memory, &self.m.target()) {
+            (Some(mem), _) => {
+                matches!(&**mem, MemoryFiles::Tree { dirs, .. } if dirs.contains(dir))
+            }
+            (None, Target::InDir { root, .. }) => {
+                let dir = if dir.is_empty() { "." } else { dir };
+                self.state
+                    .root_dir(root)
+                    .and_then(|root| open_contained(&root, dir))
+                    .and_then(|fd| stat(&fd))
+                    .is_ok_and(|st| st.st_mode & libc::S_IFMT == libc::S_IFDIR)
+            }
+            (None, _) => false,
         }
     }
-    let opened = open(state, &target, &backend.index)?;
-    if let Some((Some(key), now)) = cache {
-        if let Some(fill) = cache::fill(state, key, &opened, file_cache, now, stats) {
-            return send_memory(ds, req, &fill.file).await;
-        }
+}
+
+/// The plan for a response: `plan`'s, or with a fixed `status` (a fallback's that is not
+/// 200) the whole file with that status.
+fn plan_with(req: &RequestHead, meta: &FileMeta, status: Option<u16>) -> Result<Plan, Error> {
+    match status {
+        None => plan(req, meta),
+        Some(status) => Ok(Plan {
+            status,
+            offset: 0,
+            len: meta.len,
+            body: req.method != Method::Head,
+        }),
     }
-    let p = plan(req, &opened.meta)?;
-    let head = response_head(&p, &opened.meta, None);
+}
+
+/// Sends an open file by its descriptor.
+async fn send_file(
+    ds: &mut impl Downstream,
+    req: &RequestHead,
+    fd: &OwnedFd,
+    meta: &FileMeta,
+    status: Option<u16>,
+) -> Result<(), Error> {
+    let p = plan_with(req, meta, status)?;
+    let head = response_head(&p, meta, None);
     let body = if p.body {
         Body::File {
-            fd: opened.fd.as_raw_fd(),
+            fd: fd.as_raw_fd(),
             offset: p.offset,
             len: p.len,
         }
@@ -164,7 +279,7 @@ pub fn probe(m: &Matched<'_>, backend: &FileBackend) -> Result<PathBuf, Error> {
     let target = m.target();
     let shown = target.display().ok_or_else(Error::not_found)?;
     if let Some(mem) = &m.entry.memory {
-        find_memory(mem, &target, &backend.index).ok_or_else(Error::not_found)?;
+        find_memory(mem, &target, &backend.index)?;
         return Ok(shown);
     }
     let opened = open(&FilesState::default(), &target, &backend.index)?;
@@ -175,17 +290,21 @@ pub fn probe(m: &Matched<'_>, backend: &FileBackend) -> Result<PathBuf, Error> {
     })
 }
 
-/// Sends a file held in memory (memory mode, or the cache).
-async fn send_memory(
+/// Sends a file held in memory (memory mode, or the cache); `validators` are its formatted
+/// `Last-Modified` and `ETag` lines, when they are at hand.
+async fn send_bytes(
     ds: &mut impl Downstream,
     req: &RequestHead,
-    f: &MemFile,
+    meta: &FileMeta,
+    validators: Option<&[u8]>,
+    bytes: &[u8],
+    status: Option<u16>,
 ) -> Result<(), Error> {
-    let p = plan(req, &f.meta)?;
-    let head = response_head(&p, &f.meta, Some(&f.validators));
+    let p = plan_with(req, meta, status)?;
+    let head = response_head(&p, meta, validators);
     let body = if p.body {
         Body::Bytes(
-            f.body
+            bytes
                 .get(p.offset as usize..(p.offset + p.len) as usize)
                 .unwrap_or_default(),
         )
@@ -216,6 +335,9 @@ fn response_head(p: &Plan, meta: &FileMeta, validators: Option<&[u8]>) -> Respon
                 .header_with("ETag", |b| meta.write_etag(b));
         }
     }
+    if let Some(e) = meta.encoding {
+        h.header("Content-Encoding", e.token());
+    }
     if p.status != 304 {
         h.header("Content-Type", meta.content_type)
             .header("Accept-Ranges", "bytes");
@@ -230,13 +352,20 @@ fn response_head(p: &Plan, meta: &FileMeta, validators: Option<&[u8]>) -> Respon
     h
 }
 
-/// The file for a resolved target, following a directory to its index.
-fn find_memory<'a>(mem: &'a MemoryFiles, target: &Target<'_>, index: &str) -> Option<&'a MemFile> {
+/// The detail of the 404 for a directory without its index file (no fallback for it).
+const NO_INDEX: &str = "a directory without an index file";
+
+/// The file for a resolved target, following a directory to its index, and its key.
+fn find_memory<'a>(
+    mem: &'a MemoryFiles,
+    target: &Target<'_>,
+    index: &str,
+) -> Result<(String, &'a MemFile), Error> {
     match (mem, target) {
-        (MemoryFiles::Single(f), Target::File(_)) => Some(f),
+        (MemoryFiles::Single(f), Target::File(_)) => Ok((String::new(), f)),
         (MemoryFiles::Tree { files, dirs }, Target::InDir { relative, .. }) => {
             if let Some(f) = files.get(relative.as_str()) {
-                return Some(f);
+                return Ok((relative.clone(), f));
             }
             let dir = relative.trim_end_matches('/');
             if dirs.contains(dir) {
@@ -245,12 +374,45 @@ fn find_memory<'a>(mem: &'a MemoryFiles, target: &Target<'_>, index: &str) -> Op
                 } else {
                     format!("{dir}/{index}")
                 };
-                return files.get(&key);
+                return match files.get(&key) {
+                    Some(f) => Ok((key, f)),
+                    None => Err(Error::client(ErrorKind::NotFound, NO_INDEX)),
+                };
             }
-            None
+            Err(Error::not_found())
         }
-        _ => None,
+        _ => Err(Error::not_found()),
     }
+}
+
+/// The precompressed variant of an opened file (`name.br` beside `name`), if there is one.
+fn open_variant(
+    state: &FilesState,
+    target: &Target<'_>,
+    original: &Opened,
+    e: Encoding,
+) -> Option<Opened> {
+    let fd = match target {
+        Target::File(path) => {
+            let mut name = path.as_os_str().as_bytes().to_vec();
+            name.extend_from_slice(e.suffix().as_bytes());
+            open_at(None, &name, false).ok()?
+        }
+        Target::InDir { root, .. } => {
+            let root = state.root_dir(root).ok()?;
+            open_contained(&root, &format!("{}{}", original.name, e.suffix())).ok()?
+        }
+        Target::Upstream(_) | Target::NotFound => return None,
+    };
+    let st = stat(&fd).ok()?;
+    let meta = regular_meta(&st, Path::new(&original.name)).ok()?;
+    Some(Opened {
+        fd,
+        st,
+        meta,
+        via_index: original.via_index,
+        name: original.name.clone(),
+    })
 }
 
 /// A regular file opened for a request.
@@ -261,6 +423,8 @@ struct Opened {
     meta: FileMeta,
     /// A directory was named (without its trailing slash) and its index opened instead.
     via_index: bool,
+    /// The path opened: relative to the route's root, or the exact-file route's.
+    name: String,
 }
 
 /// Opens the file of a target for sendfile mode, following a directory to its index.
@@ -275,6 +439,7 @@ fn open(state: &FilesState, target: &Target<'_>, index: &str) -> Result<Opened, 
                 st,
                 meta,
                 via_index: false,
+                name: path.to_string_lossy().into_owned(),
             })
         }
         Target::InDir { root, relative } => {
@@ -289,7 +454,10 @@ fn open(state: &FilesState, target: &Target<'_>, index: &str) -> Result<Opened, 
             if st.st_mode & libc::S_IFMT == libc::S_IFDIR {
                 // A directory named without a trailing slash: serve its index directly.
                 let with_index = format!("{}/{index}", rel.trim_end_matches('/'));
-                let fd = open_contained(&root_fd, &with_index)?;
+                let fd = open_contained(&root_fd, &with_index).map_err(|e| match e.kind {
+                    ErrorKind::NotFound => Error::client(ErrorKind::NotFound, NO_INDEX),
+                    _ => e,
+                })?;
                 let st = stat(&fd)?;
                 let meta = regular_meta(&st, Path::new(&with_index))?;
                 return Ok(Opened {
@@ -297,6 +465,7 @@ fn open(state: &FilesState, target: &Target<'_>, index: &str) -> Result<Opened, 
                     st,
                     meta,
                     via_index: true,
+                    name: with_index,
                 });
             }
             let meta = regular_meta(&st, Path::new(rel))?;
@@ -305,6 +474,7 @@ fn open(state: &FilesState, target: &Target<'_>, index: &str) -> Result<Opened, 
                 st,
                 meta,
                 via_index: false,
+                name: rel.to_string(),
             })
         }
         Target::Upstream(_) | Target::NotFound => Err(Error::not_found()),

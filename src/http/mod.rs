@@ -51,6 +51,7 @@ impl Version {
     }
 }
 
+pub mod encoding;
 pub mod h1;
 pub mod h2;
 pub mod path;

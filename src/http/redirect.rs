@@ -1,5 +1,7 @@
-//! Redirect targets: the `Location` of a listener's `redirect_to_https`, built from the
-//! request's own host, path and query, escaped so that it is always one valid URI.
+//! Redirect targets, escaped so that each is always one valid URI: the `Location` of a
+//! listener's `redirect_to_https` ([`https_location`]), and the `url` template of a
+//! `type = "Redirect"` route ([`UrlTemplate`], with `{scheme}`, `{host}`, `{path}`, `{rest}`
+//! and `{query}`).
 
 use percent_encoding::{utf8_percent_encode, AsciiSet, CONTROLS};
 
@@ -52,6 +54,137 @@ fn valid_host(host: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_'))
 }
 
+/// What a decoded path may not hold as it is in a `Location`: [`NOT_IN_URI`], `%` (a decoded
+/// path has no escapes of its own) and `?` (it would begin a query).
+const NOT_IN_PATH: &AsciiSet = &NOT_IN_URI.add(b'%').add(b'?');
+
+/// A `type = "Redirect"` route's `url`: text with placeholders, parsed once at load.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UrlTemplate {
+    parts: Vec<Part>,
+    /// As written, for the operator.
+    written: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Part {
+    Text(String),
+    /// `{scheme}`: `https` or `http`, as the request came.
+    Scheme,
+    /// `{host}`: the request's host (lower-case, no port).
+    Host,
+    /// `{path}`: the whole request path, decoded and escaped again.
+    Path,
+    /// `{rest}`: the path below the route's prefix, without a leading `/`.
+    Rest,
+    /// `{query}`: `?` and the query, or nothing.
+    Query,
+}
+
+/// The request a redirect is rendered for.
+#[derive(Clone, Copy, Debug)]
+pub struct RedirectFrom<'a> {
+    pub https: bool,
+    /// Routing form: lower-case, no port; `""` when the request named none.
+    pub host: &'a str,
+    /// The normalised (decoded) path.
+    pub path: &'a str,
+    /// The normalised path below the route's prefix, no leading `/`.
+    pub rest: &'a str,
+    /// The raw query, without `?`.
+    pub query: Option<&'a str>,
+}
+
+impl UrlTemplate {
+    /// Parses a template. The error says what is wrong, for the operator.
+    pub fn parse(s: &str) -> Result<Self, String> {
+        if s.is_empty() {
+            return Err("an empty url; e.g. \"https://{host}/new/{rest}{query}\"".into());
+        }
+        if let Some(c) = s.chars().find(|c| c.is_whitespace() || c.is_control()) {
+            return Err(format!(
+                "a url must not contain {c:?}; percent-encode it (e.g. %20 for a space)"
+            ));
+        }
+        let absolute = s.split_once("://").is_some_and(|(scheme, _)| {
+            scheme == "{scheme}"
+                || (!scheme.is_empty()
+                    && scheme
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b"+-.".contains(&b)))
+        });
+        if !absolute && !s.starts_with('/') {
+            return Err(
+                "a redirect url is absolute (\"https://{host}/new/\") or starts with \"/\"".into(),
+            );
+        }
+        let mut parts = Vec::new();
+        let mut text = String::new();
+        let mut rest = s;
+        while let Some(open) = rest.find(['{', '}']) {
+            text.push_str(&rest[..open]);
+            let after = &rest[open..];
+            let Some(close) = after.find('}').filter(|_| after.starts_with('{')) else {
+                return Err("a lone \"}\"; placeholders are written {host}".into());
+            };
+            let part = match &after[1..close] {
+                "scheme" => Part::Scheme,
+                "host" => Part::Host,
+                "path" => Part::Path,
+                "rest" => Part::Rest,
+                "query" => Part::Query,
+                other => {
+                    return Err(format!(
+                        "unknown placeholder {{{other}}}; expected {{scheme}}, {{host}}, \
+                         {{path}}, {{rest}} or {{query}}"
+                    ))
+                }
+            };
+            if !text.is_empty() {
+                parts.push(Part::Text(std::mem::take(&mut text)));
+            }
+            parts.push(part);
+            rest = &after[close + 1..];
+        }
+        text.push_str(rest);
+        if !text.is_empty() {
+            parts.push(Part::Text(text));
+        }
+        Ok(Self {
+            parts,
+            written: s.to_string(),
+        })
+    }
+
+    /// The template as written.
+    pub fn as_str(&self) -> &str {
+        &self.written
+    }
+
+    /// The `Location` for a request; `None` when the template needs the host and the request's
+    /// is not a plain name or address.
+    pub fn render(&self, from: &RedirectFrom<'_>) -> Option<String> {
+        let mut out = String::with_capacity(self.written.len() + from.path.len() + 16);
+        for part in &self.parts {
+            match part {
+                Part::Text(t) => out.push_str(t),
+                Part::Scheme => out.push_str(if from.https { "https" } else { "http" }),
+                Part::Host if valid_host(from.host) => out.push_str(from.host),
+                Part::Host => return None,
+                Part::Path => out.extend(utf8_percent_encode(from.path, NOT_IN_PATH)),
+                Part::Rest => out.extend(utf8_percent_encode(from.rest, NOT_IN_PATH)),
+                Part::Query => {
+                    if let Some(q) = from.query {
+                        out.push('?');
+                        out.extend(utf8_percent_encode(q, NOT_IN_URI));
+                    }
+                }
+            }
+        }
+        Some(out)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -84,6 +217,69 @@ mod tests {
     fn a_host_that_would_change_the_uri_is_refused() {
         for bad in ["evil.com@good", "a/b", "a:80", "", "[zz]", "a b", "a\r\nb"] {
             assert_eq!(https_location(bad, 443, "/", None), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn templates_render_with_escapes() {
+        let t = UrlTemplate::parse("https://{host}/new/{rest}{query}").unwrap();
+        let from = RedirectFrom {
+            https: false,
+            host: "example.com",
+            path: "/old/a b/100%/x?y",
+            rest: "a b/100%/x?y",
+            query: Some("q=1&r=<2>"),
+        };
+        assert_eq!(
+            t.render(&from).as_deref(),
+            Some("https://example.com/new/a%20b/100%25/x%3Fy?q=1&r=%3C2%3E")
+        );
+        let no_query = RedirectFrom {
+            query: None,
+            ..from
+        };
+        assert_eq!(
+            t.render(&no_query).as_deref(),
+            Some("https://example.com/new/a%20b/100%25/x%3Fy")
+        );
+        let t = UrlTemplate::parse("{scheme}://{host}:8443{path}").unwrap();
+        assert_eq!(
+            t.render(&from).as_deref(),
+            Some("http://example.com:8443/old/a%20b/100%25/x%3Fy")
+        );
+        let evil = RedirectFrom {
+            host: "evil.com@good",
+            ..from
+        };
+        assert_eq!(t.render(&evil), None);
+        let relative = UrlTemplate::parse("/docs/{rest}").unwrap();
+        assert_eq!(
+            relative.render(&evil).as_deref(),
+            Some("/docs/a%20b/100%25/x%3Fy")
+        );
+        let crlf = RedirectFrom {
+            rest: "a\r\nSet-Cookie: x",
+            ..from
+        };
+        assert_eq!(
+            relative.render(&crlf).as_deref(),
+            Some("/docs/a%0D%0ASet-Cookie:%20x")
+        );
+    }
+
+    #[test]
+    fn bad_templates_say_why() {
+        for (bad, why) in [
+            ("", "empty"),
+            ("new/{rest}", "absolute"),
+            ("https://{host}/{nope}", "unknown placeholder {nope}"),
+            ("https://{host/x", "lone"),
+            ("https://x/}", "lone"),
+            ("https://x/a b", "percent-encode"),
+            ("https://x/\r\n", "percent-encode"),
+        ] {
+            let e = UrlTemplate::parse(bad).unwrap_err();
+            assert!(e.contains(why), "{bad:?}: {e}");
         }
     }
 }

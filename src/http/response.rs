@@ -154,6 +154,30 @@ impl ResponseHead {
         })
     }
 
+    /// The value of the first field named `name` (case-insensitive).
+    pub fn field(&self, name: &str) -> Option<&[u8]> {
+        self.fields()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name.as_bytes()))
+            .map(|(_, v)| v)
+    }
+
+    /// Removes, in place, every field whose name `drop` is true for.
+    pub fn remove_fields(&mut self, mut drop: impl FnMut(&[u8]) -> bool) {
+        let (mut read, len) = (self.fields_start(), self.buf.len());
+        let mut write = read;
+        while read < len {
+            let end = memchr::memchr(b'\n', &self.buf[read..]).map_or(len, |at| read + at + 1);
+            let line = &self.buf[read..end];
+            let dropped = memchr::memchr(b':', line).is_some_and(|colon| drop(&line[..colon]));
+            if !dropped {
+                self.buf.copy_within(read..end, write);
+                write += end - read;
+            }
+            read = end;
+        }
+        self.buf.truncate(write);
+    }
+
     /// The size of the header fields as HTTP/1 writes them (`Name: value\r\n` each).
     pub fn fields_len(&self) -> usize {
         self.buf.len() - self.fields_start()
@@ -303,6 +327,25 @@ mod tests {
         let written: usize = fields.iter().map(|(n, v)| n.len() + v.len() + 4).sum();
         assert_eq!(h.fields_len(), written);
         assert_eq!(ResponseHead::new(204).fields().count(), 2);
+    }
+
+    #[test]
+    fn fields_are_found_and_removed_in_place() {
+        let mut h = ResponseHead::relayed(
+            200,
+            "OK",
+            b"Server: up\r\nX-A: 1\r\nx-a: 2\r\nVary: Origin\r\nETag: \"e\"\r\n",
+        );
+        assert_eq!(h.field("x-A"), Some(&b"1"[..]));
+        assert_eq!(h.field("etag"), Some(&b"\"e\""[..]));
+        assert_eq!(h.field("nope"), None);
+        h.remove_fields(|n| n.eq_ignore_ascii_case(b"x-a") || n.eq_ignore_ascii_case(b"server"));
+        h.header("X-B", "3");
+        let s = String::from_utf8(h.finish().into_vec()).unwrap();
+        assert_eq!(
+            s,
+            "HTTP/1.1 200 OK\r\nVary: Origin\r\nETag: \"e\"\r\nX-B: 3\r\n\r\n"
+        );
     }
 
     #[test]

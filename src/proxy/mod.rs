@@ -84,6 +84,8 @@ pub struct Exchange<'a, D> {
     pub backend: &'a ProxyBackend,
     pub group: &'a Group,
     pub security: &'a RouteSecurity,
+    /// The route's `request_headers` rules.
+    pub request_headers: &'a crate::config::HeaderRules,
     /// The upstream path, decoded (from the router): re-encoded here.
     pub path: &'a str,
     /// The worker's index, for the upstream's counters.

@@ -128,6 +128,28 @@ pub(super) fn path_and_query<D>(x: &Exchange<'_, D>) -> Vec<u8> {
 /// `X-Forwarded-Host` and `Forwarded`. Neither `Host` nor the body's framing: the protocol
 /// writing the request adds those.
 pub(super) fn fields<D>(x: &Exchange<'_, D>, mut field: impl FnMut(&str, &[&[u8]])) {
+    let rules = x.request_headers;
+    if rules.is_empty() {
+        return client_and_forwarding_fields(x, field);
+    }
+    // The route's `request_headers`: a name they set or remove is dropped wherever it comes
+    // from (the client or the daemon's forwarding fields); then `set` and `add` follow.
+    let dropped = |name: &str| {
+        rules.set.iter().any(|(n, _)| n.eq_ignore_ascii_case(name))
+            || rules.remove.iter().any(|n| n.eq_ignore_ascii_case(name))
+    };
+    client_and_forwarding_fields(x, |name, value| {
+        if !dropped(name) {
+            field(name, value);
+        }
+    });
+    for (name, value) in rules.set.iter().chain(&rules.add) {
+        field(name, &[value.as_bytes()]);
+    }
+}
+
+/// [`fields`] before the route's `request_headers` rules.
+fn client_and_forwarding_fields<D>(x: &Exchange<'_, D>, mut field: impl FnMut(&str, &[&[u8]])) {
     let req = x.req;
     let named = connection_tokens(
         req.headers

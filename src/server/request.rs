@@ -22,6 +22,7 @@ use crate::config::{Backend, RouteSecurity};
 use crate::error::{Error, ErrorKind, Side};
 use crate::exchange::{Body, BodyLimits, Downstream};
 use crate::http::h1::request as head;
+use crate::http::redirect::RedirectFrom;
 use crate::http::request::{BodyKind, RequestHead};
 use crate::http::response::{reason, ResponseHead};
 use crate::http::{path, Method};
@@ -29,8 +30,9 @@ use crate::limiter::Verdict;
 use crate::metrics::WorkerStats;
 use crate::net::client::Meter;
 use crate::proxy;
-use crate::route::Target;
+use crate::route::{Matched, Target};
 use crate::shared::Shared;
+use crate::site::{Shaped, Site};
 use crate::snapshot::{HeadLimits, Snapshot};
 
 impl Conn {
@@ -93,7 +95,8 @@ impl Conn {
                 if close {
                     ds.close();
                 }
-                match answer_error(&mut ds, e, Some(&req), ctx.peer).await {
+                let site = snapshot.site_for(trace.route, req.host.as_deref());
+                match answer_error(&mut ds, e, Some(&req), ctx.peer, site).await {
                     Some(sent) => (!close, sent && close),
                     None => {
                         self.aborted = true;
@@ -156,7 +159,7 @@ impl Conn {
             }
         };
         let mut ds = H1Downstream::without_request(&mut self.client, &mut self.buf);
-        let linger = answer_error(&mut ds, failure, None, self.peer).await;
+        let linger = answer_error(&mut ds, failure, None, self.peer, None).await;
         self.finish(None, None, &Trace::default(), started);
         if linger == Some(true) {
             self.linger().await;
@@ -292,7 +295,51 @@ pub(super) async fn answer<D: Downstream>(
         client,
         sizes,
     )?;
-    // 5. Its backend.
+    // 5. Its backend, through the route's response rules when it has any.
+    let site = &m.entry.site;
+    let b = BackendCall {
+        ctx,
+        req,
+        snapshot,
+        m: &m,
+        path: &path,
+        client,
+    };
+    if site.shapes() {
+        let mut shaped = Shaped::new(ds, site, req);
+        backend(&mut shaped, b, trace).await
+    } else {
+        backend(ds, b, trace).await
+    }
+}
+
+/// What a matched request's backend is called with.
+struct BackendCall<'a, 'c> {
+    ctx: &'a Ctx<'c>,
+    req: &'a RequestHead,
+    snapshot: &'a Snapshot,
+    m: &'a Matched<'a>,
+    /// The normalised request path.
+    path: &'a str,
+    /// The client address policy applied to.
+    client: IpAddr,
+}
+
+/// Answers a routed, admitted request from its route's backend.
+async fn backend<D: Downstream>(
+    ds: &mut D,
+    b: BackendCall<'_, '_>,
+    trace: &mut Trace,
+) -> Result<(), Error> {
+    let BackendCall {
+        ctx,
+        req,
+        snapshot,
+        m,
+        path,
+        client,
+    } = b;
+    let security = &m.entry.route.security;
     match &m.entry.route.backend {
         Backend::File(f) => {
             if !matches!(req.method, Method::Get | Method::Head) {
@@ -309,7 +356,7 @@ pub(super) async fn answer<D: Downstream>(
             }
             let stats = &ctx.shared.workers[ctx.worker.id];
             let cache = &snapshot.config.performance.file_cache;
-            crate::files::serve(ds, req, &m, f, cache, &ctx.worker.files, stats).await
+            crate::files::serve(ds, req, m, f, cache, &ctx.worker.files, stats).await
         }
         Backend::Proxy(p) => {
             let Some(group) = &m.entry.group else {
@@ -328,6 +375,7 @@ pub(super) async fn answer<D: Downstream>(
                 backend: p,
                 group,
                 security,
+                request_headers: &m.entry.site.request_headers,
                 path: &upstream_path,
                 worker: ctx.worker.id,
                 pool: &ctx.worker.upstreams,
@@ -336,7 +384,55 @@ pub(super) async fn answer<D: Downstream>(
             };
             proxy::forward(exchange, &mut trace.upstream).await
         }
+        Backend::Redirect(r) => {
+            let from = RedirectFrom {
+                https: ctx.tls,
+                host: req.host.as_deref().unwrap_or(""),
+                path,
+                rest: m.relative,
+                query: req.query.as_deref(),
+            };
+            let Some(location) = r.url.render(&from) else {
+                return Err(Error::client(
+                    ErrorKind::BadRequest,
+                    "the redirect needs the request's host name (Host header)",
+                ));
+            };
+            finish_body(ds, req, security).await?;
+            let mut h = ResponseHead::new(r.status);
+            h.header("Location", &location);
+            h.header("Content-Type", "text/plain; charset=utf-8");
+            let body = format!("{} {}\n", r.status, reason(r.status));
+            ds.respond(h, Body::Bytes(body.as_bytes())).await
+        }
+        Backend::Respond(r) => {
+            finish_body(ds, req, security).await?;
+            let mut h = ResponseHead::new(r.status);
+            if !matches!(r.status, 204 | 304) {
+                h.header("Content-Type", &r.content_type);
+            }
+            let body = if matches!(r.status, 204 | 304) {
+                Body::Empty { length: None }
+            } else {
+                Body::Bytes(r.body.as_bytes())
+            };
+            ds.respond(h, body).await
+        }
     }
+}
+
+/// Reads and drops a request body a route answers without (within the route's limits); a
+/// client that waits for `100 Continue` is answered at once instead (its connection closes).
+async fn finish_body<D: Downstream>(
+    ds: &mut D,
+    req: &RequestHead,
+    security: &RouteSecurity,
+) -> Result<(), Error> {
+    if !req.expects_continue() {
+        body_within_limit(req, security)?;
+        ds.discard_body().await?;
+    }
+    Ok(())
 }
 
 /// A listener's `redirect_to_https`: `308` to the same host, path and query over HTTPS.
@@ -432,6 +528,7 @@ pub(super) async fn answer_error<D: Downstream>(
     e: Error,
     req: Option<&RequestHead>,
     peer: SocketAddr,
+    site: Option<&Site>,
 ) -> Option<bool> {
     let Some(status) = e.status() else {
         log::debug!("{peer}: {e}");
@@ -459,10 +556,8 @@ pub(super) async fn answer_error<D: Downstream>(
         });
         return Some(ds.respond(h, Body::Empty { length: None }).await.is_ok());
     }
-    let body = format!("{status} {}\n", reason(status));
-    let mut h = ResponseHead::new(status);
-    h.header("Content-Type", "text/plain; charset=utf-8");
-    match &e.kind {
+    let text = format!("{status} {}\n", reason(status));
+    let (h, page) = Site::error_head(site, status, |h| match &e.kind {
         ErrorKind::MethodNotAllowed(allow) => {
             h.header("Allow", allow);
         }
@@ -473,8 +568,9 @@ pub(super) async fn answer_error<D: Downstream>(
             h.header("Retry-After", &secs.to_string());
         }
         _ => {}
-    }
-    Some(ds.respond(h, Body::Bytes(body.as_bytes())).await.is_ok())
+    });
+    let body = page.map_or(text.as_bytes(), |p| &p.body);
+    Some(ds.respond(h, Body::Bytes(body)).await.is_ok())
 }
 
 /// Whether a request is a gRPC call (`content-type: application/grpc[+proto|…]`) over
@@ -538,7 +634,7 @@ impl HeadSizes {
 #[derive(Debug, Default)]
 pub(super) struct Trace {
     /// The matched route's place in the snapshot's router.
-    route: Option<usize>,
+    pub(super) route: Option<usize>,
     /// The client address the route's policy applied to (see
     /// [`crate::security::client_address`]); the TCP peer until a route is known.
     client: Option<IpAddr>,

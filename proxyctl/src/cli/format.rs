@@ -314,6 +314,15 @@ pub fn explain(e: &Explain) -> String {
     if let Some(u) = &e.upstream {
         out.push_str(&super::upstreams::explain(u));
     }
+    for h in &e.headers {
+        out.push_str(&format!("header: {h}\n"));
+    }
+    if let Some(enc) = &e.encoding {
+        out.push_str(&format!("encoding: {enc}\n"));
+    }
+    if let Some(f) = &e.fallback {
+        out.push_str(&format!("fallback: {f}\n"));
+    }
     if let Some(policy) = &e.policy {
         out.push_str("policy:\n");
         out.push_str(&policy_lines(policy));
@@ -1065,11 +1074,16 @@ example.com  /api    Proxy    http://127.0.0.1:9000  methods=GET,POST ips=10.0.0
             reason: None,
             status: None,
             upstream: None,
+            headers: vec!["-server".into(), "+X-Frame-Options: DENY".into()],
+            encoding: None,
+            fallback: None,
         };
         assert_eq!(
             explain(&e),
             "\
 example.com /api/x -> Proxy route /api: http://127.0.0.1:9000/x
+header: -server
+header: +X-Frame-Options: DENY
 policy:
   methods            GET
   allowed ips        any
@@ -1102,6 +1116,9 @@ policy:
             reason: Some("a file route target is a file; nothing lies below it".into()),
             status: Some(404),
             upstream: None,
+            headers: Vec::new(),
+            encoding: None,
+            fallback: None,
         };
         assert_eq!(
             explain(&e),

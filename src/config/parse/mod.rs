@@ -39,6 +39,7 @@ use crate::security::{parse_net, IpSet};
 mod http2;
 mod listeners;
 mod routes;
+mod site;
 mod upstreams;
 mod values;
 
@@ -98,7 +99,7 @@ pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigErrors> {
 #[rustfmt::skip]
 const TOP_KEYS: &[&str] =
     &["server", "listeners", "logging", "security", "performance", "tls", "admin", "http2", "upstreams",
-      "host_routes", "path_routes"];
+      "host_routes", "path_routes", "host_defaults"];
 /// The longest duration any `*_secs` key accepts: one day.
 const MAX_SECS: u64 = 86_400;
 
@@ -142,17 +143,16 @@ const ADMIN_KEYS: &[&str] = &["socket", "metrics_listen"];
 #[rustfmt::skip]
 const ROUTE_KEYS: &[&str] = &[
     "type", "path", "mode", "index", "url", "upstream", "upstream_path", "preserve_host",
-    "ca_file", "tls_server_name", "upstream_protocol", "security",
+    "ca_file", "tls_server_name", "upstream_protocol", "security", "request_headers",
+    "intercept_errors", "fallback", "fallback_status", "precompressed", "autoindex",
+    "autoindex_hidden", "status", "body", "content_type",
 ];
-/// Route keys that only a Proxy route takes.
-#[rustfmt::skip]
-const PROXY_ONLY_KEYS: &[&str] =
-    &["url", "upstream", "upstream_path", "preserve_host", "ca_file", "tls_server_name",
-      "upstream_protocol"];
 
 #[rustfmt::skip]
-const ROUTE_TYPES: &[(&str, RouteType)] =
-    &[("File", RouteType::File), ("Proxy", RouteType::Proxy)];
+const ROUTE_TYPES: &[(&str, RouteType)] = &[
+    ("File", RouteType::File), ("Proxy", RouteType::Proxy),
+    ("Redirect", RouteType::Redirect), ("Respond", RouteType::Respond),
+];
 const MODES: &[(&str, Mode)] = &[("sendfile", Mode::Sendfile), ("memory", Mode::Memory)];
 #[rustfmt::skip]
 const LEVELS: &[(&str, LogLevel)] = &[
@@ -228,6 +228,8 @@ impl Field<'_, '_> {
 enum RouteType {
     File,
     Proxy,
+    Redirect,
+    Respond,
 }
 
 /// Walks the tree, collecting every error.
@@ -257,6 +259,7 @@ impl Walker<'_> {
         let upstreams = self.upstreams(root);
         let host_routes = self.host_routes(root, &security.route_defaults);
         let path_routes = self.path_routes(root, &security.route_defaults);
+        let host_defaults = self.host_defaults(root);
         let mut config = Config {
             source,
             server,
@@ -269,6 +272,7 @@ impl Walker<'_> {
             http2,
             host_routes,
             path_routes,
+            host_defaults,
             upstreams,
         };
         self.route_groups(&mut config);

@@ -141,7 +141,7 @@ impl Walker<'_> {
         origin: Origin,
         base: &RouteSecurity,
     ) -> Option<Route> {
-        self.check_keys(node, &[ROUTE_KEYS]);
+        self.check_keys(node, &[ROUTE_KEYS, site::SITE_KEYS]);
         let security = match node.field("security").and_then(|f| self.node(&f)) {
             Some(table) => {
                 self.check_keys(&table, &[ROUTE_SECURITY_KEYS]);
@@ -153,25 +153,33 @@ impl Walker<'_> {
             None => Some(RouteType::File),
             Some(f) => self.choice(&f, "type", ROUTE_TYPES, false),
         };
-        let backend = match kind? {
-            RouteType::File => self.file_backend(node),
-            RouteType::Proxy => self.proxy_backend(node),
+        let (backend, site) = match kind? {
+            RouteType::File => {
+                self.foreign_keys(node, "File");
+                (self.file_backend(node), self.route_site(node, false))
+            }
+            RouteType::Proxy => {
+                self.foreign_keys(node, "Proxy");
+                (self.proxy_backend(node), self.route_site(node, true))
+            }
+            RouteType::Redirect => {
+                self.foreign_keys(node, "Redirect");
+                (self.redirect_backend(node), self.route_site(node, false))
+            }
+            RouteType::Respond => {
+                self.foreign_keys(node, "Respond");
+                (self.respond_backend(node), self.route_site(node, false))
+            }
         };
         Some(Route {
             backend: backend?,
+            site: site?,
             security,
             origin,
         })
     }
 
     pub(super) fn file_backend(&mut self, node: &Node) -> Option<Backend> {
-        for key in PROXY_ONLY_KEYS {
-            if let Some(f) = node.field(key) {
-                let reason =
-                    format!("`{key}` belongs to Proxy routes; remove it, or set type = \"Proxy\"");
-                self.reject(&f, reason);
-            }
-        }
         let mode = match node.field("mode") {
             None => named(MODES, defaults::FILE_MODE),
             Some(f) => self.choice(&f, "mode", MODES, false),
@@ -189,22 +197,17 @@ impl Walker<'_> {
             Some(f) => self.existing(&f),
         };
         let (path, kind) = target?;
+        let site = self.file_site(node, kind == FileKind::Dir)?;
         Some(Backend::File(FileBackend {
             path,
             kind,
             mode: mode?,
             index: index?,
+            site,
         }))
     }
 
     pub(super) fn proxy_backend(&mut self, node: &Node) -> Option<Backend> {
-        for key in ["path", "mode", "index"] {
-            if let Some(f) = node.field(key) {
-                let reason =
-                    format!("`{key}` belongs to File routes; remove it, or set type = \"File\"");
-                self.reject(&f, reason);
-            }
-        }
         let (url, group) = (node.field("url"), node.field("upstream"));
         let target = match (&url, &group) {
             (None, None) => {

@@ -63,7 +63,7 @@ pub(super) async fn run(
             let (head, sizes) = match parsed {
                 Ok(parsed) => parsed,
                 Err(e) => {
-                    let _ = answer_error(&mut ds, Error::from(e), None, conn.peer).await;
+                    let _ = answer_error(&mut ds, Error::from(e), None, conn.peer, None).await;
                     return;
                 }
             };
@@ -98,7 +98,8 @@ pub(super) async fn run(
                 answer(&mut ds, &ctx, head, &snapshot, sizes, &mut trace).await
             };
             if let Err(e) = result {
-                if answer_error(&mut ds, e, Some(head), conn.peer)
+                let site = snapshot.site_for(trace.route, head.host.as_deref());
+                if answer_error(&mut ds, e, Some(head), conn.peer, site)
                     .await
                     .is_none()
                 {
