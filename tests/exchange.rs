@@ -299,6 +299,7 @@ async fn forward(s: &Snapshot, sink: &mut Memory, raw: &str) {
         backend: p,
         group: m.entry.group.as_ref().unwrap(),
         security: &m.entry.route.security,
+        request_headers: &m.entry.site.request_headers,
         path: &path,
         worker: 0,
         pool: &worker.upstreams,

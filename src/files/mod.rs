@@ -29,7 +29,7 @@ use std::time::{Duration, Instant, SystemTime};
 use crate::config::{FileBackend, FileCache};
 use crate::error::{Error, ErrorKind};
 use crate::exchange::{Body, Downstream};
-use crate::http::encoding::{negotiate, Choice, Encoding};
+use crate::http::encoding::{ranked, Encoding};
 use crate::http::request::RequestHead;
 use crate::http::response::ResponseHead;
 use crate::http::Method;
@@ -128,15 +128,16 @@ pub async fn serve(
         return Err(Error::not_found());
     }
     let site = &backend.site;
-    let coding = match negotiate(req.header("accept-encoding"), &site.precompressed) {
-        Choice::Coded(e) => Some(e),
-        Choice::Identity | Choice::None => None,
+    let codings = if site.precompressed.is_empty() {
+        [None; 3]
+    } else {
+        ranked(req.header("accept-encoding"), &site.precompressed)
     };
     let mut s = Serving {
         req,
         m,
         backend,
-        coding,
+        codings,
         status: None,
         file_cache,
         state,
@@ -164,8 +165,9 @@ struct Serving<'a> {
     req: &'a RequestHead,
     m: &'a Matched<'a>,
     backend: &'a FileBackend,
-    /// The precompressed variant the client takes, if the route has any.
-    coding: Option<Encoding>,
+    /// The precompressed variants the client takes, best first (none when the route has
+    /// none).
+    codings: [Option<Encoding>; 3],
     /// The fallback's status when it is not 200: sent as it is, without conditionals or
     /// ranges.
     status: Option<u16>,
@@ -179,13 +181,18 @@ impl Serving<'_> {
         let (req, index) = (self.req, &self.backend.index);
         if let Some(mem) = &self.m.entry.memory {
             let (key, f) = find_memory(mem, target, index)?;
-            if let Some((e, v)) = self.coding.and_then(|e| Some((e, mem.variant(&key, e)?))) {
+            let variant = self
+                .codings
+                .iter()
+                .flatten()
+                .find_map(|&e| Some((e, mem.variant(&key, e)?)));
+            if let Some((e, v)) = variant {
                 let meta = f.meta.variant(&v.meta, e);
                 return send_bytes(ds, req, &meta, None, &v.body, self.status).await;
             }
             return send_bytes(ds, req, &f.meta, Some(&f.validators), &f.body, self.status).await;
         }
-        let cache = (self.file_cache.enabled() && self.coding.is_none())
+        let cache = (self.file_cache.enabled() && self.codings[0].is_none())
             .then(|| (cache::Key::of(target), Instant::now()));
         if let Some((Some(key), now)) = &cache {
             if let Some(hit) = cache::lookup(self.state, key, self.file_cache, *now, self.stats) {
@@ -195,7 +202,7 @@ impl Serving<'_> {
             }
         }
         let opened = open(self.state, target, index)?;
-        if let Some(e) = self.coding {
+        for &e in self.codings.iter().flatten() {
             if let Some(v) = open_variant(self.state, target, &opened, e) {
                 let meta = opened.meta.variant(&v.meta, e);
                 return send_file(ds, req, &v.fd, &meta, self.status).await;

@@ -57,60 +57,104 @@ pub fn negotiate(accept: Option<&[u8]>, offered: &[Encoding]) -> Choice {
     let Some(accept) = accept else {
         return Choice::Identity;
     };
-    let mut star: Option<u16> = None;
-    let mut identity: Option<u16> = None;
-    let mut named: [Option<u16>; 3] = [None; 3];
-    for item in accept.split(|&b| b == b',') {
-        let mut parts = item.split(|&b| b == b';');
-        let token = parts.next().unwrap_or_default().trim_ascii();
-        if token.is_empty() {
-            continue;
+    let prefs = Prefs::parse(accept);
+    match prefs.ranked(offered)[0] {
+        Some(e) => Choice::Coded(e),
+        None if prefs.identity_q() == 0 => Choice::None,
+        None => Choice::Identity,
+    }
+}
+
+/// Every coding of `offered` the client takes, best first (as [`negotiate`] ranks them): for
+/// precompressed files, where the best one may have no file.
+pub fn ranked(accept: Option<&[u8]>, offered: &[Encoding]) -> [Option<Encoding>; 3] {
+    match accept {
+        None => [None; 3],
+        Some(a) => Prefs::parse(a).ranked(offered),
+    }
+}
+
+/// The q-values (in thousandths) of one `Accept-Encoding`.
+struct Prefs {
+    star: Option<u16>,
+    identity: Option<u16>,
+    named: [Option<u16>; 3],
+}
+
+impl Prefs {
+    fn parse(accept: &[u8]) -> Self {
+        let mut p = Self {
+            star: None,
+            identity: None,
+            named: [None; 3],
+        };
+        for item in accept.split(|&b| b == b',') {
+            let mut parts = item.split(|&b| b == b';');
+            let token = parts.next().unwrap_or_default().trim_ascii();
+            if token.is_empty() {
+                continue;
+            }
+            let mut q = 1000;
+            for part in parts {
+                let part = part.trim_ascii();
+                if let Some(v) = part
+                    .strip_prefix(b"q=")
+                    .or_else(|| part.strip_prefix(b"Q="))
+                {
+                    q = qvalue(v).unwrap_or(0);
+                }
+            }
+            let slot = if token == b"*" {
+                &mut p.star
+            } else if token.eq_ignore_ascii_case(b"identity") {
+                &mut p.identity
+            } else if let Some(i) = Encoding::ALL
+                .iter()
+                .position(|(name, _)| token.eq_ignore_ascii_case(name.as_bytes()))
+            {
+                &mut p.named[i]
+            } else if token.eq_ignore_ascii_case(b"x-gzip") {
+                &mut p.named[2]
+            } else {
+                continue;
+            };
+            // A coding listed twice keeps its best q-value.
+            *slot = Some(slot.map_or(q, |old| old.max(q)));
         }
-        let mut q = 1000;
-        for p in parts {
-            let p = p.trim_ascii();
-            if let Some(v) = p.strip_prefix(b"q=").or_else(|| p.strip_prefix(b"Q=")) {
-                q = qvalue(v).unwrap_or(0);
+        p
+    }
+
+    fn q(&self, e: Encoding) -> u16 {
+        let i = Encoding::ALL.iter().position(|(_, x)| *x == e).unwrap_or(0);
+        self.named[i].or(self.star).unwrap_or(0)
+    }
+
+    /// Identity is acceptable unless refused by name, or by `*;q=0` without naming it.
+    fn identity_q(&self) -> u16 {
+        self.identity.unwrap_or(match self.star {
+            Some(0) => 0,
+            _ => 1,
+        })
+    }
+
+    /// The codings of `offered` with q > 0 and not below identity's own q-value (when the
+    /// client names it), best first, ties in `offered`'s order.
+    fn ranked(&self, offered: &[Encoding]) -> [Option<Encoding>; 3] {
+        let mut out: [Option<(Encoding, u16)>; 3] = [None; 3];
+        let mut n = 0;
+        for &e in offered.iter().take(3) {
+            let q = self.q(e);
+            if q > 0
+                && self.identity.is_none_or(|iq| q >= iq)
+                && !out.iter().flatten().any(|(x, _)| *x == e)
+            {
+                out[n] = Some((e, q));
+                n += 1;
             }
         }
-        let slot = if token == b"*" {
-            &mut star
-        } else if token.eq_ignore_ascii_case(b"identity") {
-            &mut identity
-        } else if let Some(i) = Encoding::ALL
-            .iter()
-            .position(|(name, _)| token.eq_ignore_ascii_case(name.as_bytes()))
-        {
-            &mut named[i]
-        } else if token.eq_ignore_ascii_case(b"x-gzip") {
-            &mut named[2]
-        } else {
-            continue;
-        };
-        // A coding listed twice keeps its best q-value.
-        *slot = Some(slot.map_or(q, |old| old.max(q)));
-    }
-    let q_of = |e: Encoding| {
-        let i = Encoding::ALL.iter().position(|(_, x)| *x == e).unwrap_or(0);
-        named[i].or(star).unwrap_or(0)
-    };
-    let mut best: Option<(Encoding, u16)> = None;
-    for &e in offered {
-        let q = q_of(e);
-        if q > 0 && best.is_none_or(|(_, b)| q > b) {
-            best = Some((e, q));
-        }
-    }
-    // Identity is acceptable unless refused by name or by `*;q=0` without naming it.
-    let identity_q = identity.unwrap_or(match star {
-        Some(0) => 0,
-        _ => 1,
-    });
-    match best {
-        Some((e, q)) if identity.is_none_or(|iq| q >= iq) => Choice::Coded(e),
-        Some(_) => Choice::Identity,
-        None if identity_q == 0 => Choice::None,
-        None => Choice::Identity,
+        // Stable: equal q-values keep the server's order.
+        out[..n].sort_by_key(|x| std::cmp::Reverse(x.map_or(0, |(_, q)| q)));
+        out.map(|x| x.map(|(e, _)| e))
     }
 }
 
@@ -184,6 +228,19 @@ mod tests {
         assert_eq!(pick("identity;q=0", &[Gzip]), Choice::None);
         assert_eq!(pick("identity;q=0, gzip", &[Gzip]), Choice::Coded(Gzip));
         assert_eq!(pick("br, *;q=0", &[Gzip]), Choice::None);
+    }
+
+    #[test]
+    fn every_acceptable_coding_in_order() {
+        let r = |a: &str, offered: &[Encoding]| ranked(Some(a.as_bytes()), offered);
+        assert_eq!(r("zstd, gzip", ALL), [Some(Zstd), Some(Gzip), None]);
+        assert_eq!(
+            r("gzip;q=0.9, br;q=0.5, zstd", ALL),
+            [Some(Zstd), Some(Gzip), Some(Br)]
+        );
+        assert_eq!(r("identity", ALL), [None; 3]);
+        assert_eq!(r("*", &[Gzip, Br]), [Some(Gzip), Some(Br), None]);
+        assert_eq!(ranked(None, ALL), [None; 3]);
     }
 
     #[test]

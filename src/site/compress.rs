@@ -127,7 +127,7 @@ mod tests {
             let mut e = Encoder::new(encoding, &Levels::default()).unwrap();
             let mut out = Vec::new();
             for (i, piece) in text.chunks(10_000).enumerate() {
-                e.write(piece, true).unwrap();
+                e.write(piece, i % 2 == 0).unwrap();
                 out.append(e.output());
                 if i == 0 {
                     // After a flush the client can decode what it has.

@@ -21,6 +21,7 @@ mod protocol;
 mod proxy;
 mod proxy_tls;
 mod routing;
+mod site;
 mod smuggling;
 mod tls;
 mod tls_front;

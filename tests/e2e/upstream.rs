@@ -8,6 +8,9 @@
 //! | path | answer |
 //! |---|---|
 //! | `/bytes/N` | 200, `Content-Length: N`, N [`pattern`] bytes |
+//! | `/status/N` | status N, `text/plain` body `upstream N`, `Retry-After: 7`, `X-Up: 1` |
+//! | `/text/N` | 200, `text/plain`, N bytes of [`text`] |
+//! | `/chunked-text/N` | 200, `application/json`, chunked: N bytes of [`text`] |
 //! | `/chunked/N` | 200, chunked: N pattern bytes in 4096-byte chunks, trailer `X-Trailer: yes` |
 //! | `/close/N` | 200, no length, `Connection: close`, N pattern bytes, then close |
 //! | `/echo` | 200, the request body |
@@ -46,6 +49,18 @@ use crate::common::Response;
 /// The body bytes every upstream path sends: byte `i` is `i * 31 % 251`.
 pub fn pattern(n: usize) -> Vec<u8> {
     (0..n).map(|i| (i * 31 % 251) as u8).collect()
+}
+
+/// Compressible text: N bytes of numbered lines.
+pub fn text(n: usize) -> Vec<u8> {
+    let mut out: Vec<u8> = (0..)
+        .flat_map(|i| {
+            format!("line {i}: the quick brown fox jumps over the lazy dog\n").into_bytes()
+        })
+        .take(n)
+        .collect();
+    out.truncate(n);
+    out
 }
 
 /// Parses the JSON report an upstream answers on its default paths.
@@ -388,6 +403,37 @@ fn answer(
     let s = &mut w.stream;
     if let Some(n) = num("/bytes/") {
         simple(s, "200 OK", "", &pattern(n), head_only, close)?;
+    } else if let Some(n) = num("/status/") {
+        let status = format!("{n} Upstream");
+        let extra = "Content-Type: text/plain\r\nRetry-After: 7\r\nX-Up: 1\r\n";
+        simple(
+            s,
+            &status,
+            extra,
+            format!("upstream {n}\n").as_bytes(),
+            head_only,
+            close,
+        )?;
+    } else if let Some(n) = num("/text/") {
+        let extra = "Content-Type: text/plain; charset=utf-8\r\n";
+        simple(s, "200 OK", extra, &text(n), head_only, close)?;
+    } else if let Some(n) = num("/chunked-text/") {
+        s.write_all(
+            format!(
+                "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n{conn}\r\n"
+            )
+            .as_bytes(),
+        )?;
+        if !head_only {
+            let mut out = Vec::new();
+            for c in text(n).chunks(4096) {
+                out.extend_from_slice(format!("{:x}\r\n", c.len()).as_bytes());
+                out.extend_from_slice(c);
+                out.extend_from_slice(b"\r\n");
+            }
+            out.extend_from_slice(b"0\r\n\r\n");
+            s.write_all(&out)?;
+        }
     } else if let Some(n) = num("/chunked/") {
         s.write_all(
             format!(

@@ -89,11 +89,12 @@ pub fn split(out: &Output) -> (String, Vec<u8>) {
     )
 }
 
-/// `python3` able to import the Python peers' packages (`h2`, `httpx`, `grpcio`): the system's,
+/// `python3` able to import the Python peers' packages (`h2`, `httpx`, `grpcio`, and httpx's
+/// `brotli` and `zstandard` decoders): the system's,
 /// or one with them installed from PyPI (once per test run) into `target/python-h2`.
 pub fn python() -> Command {
     static PATH: std::sync::OnceLock<Option<std::path::PathBuf>> = std::sync::OnceLock::new();
-    const IMPORTS: &str = "import h2, hpack, httpx, grpc";
+    const IMPORTS: &str = "import h2, hpack, httpx, grpc, brotli, zstandard";
     let extra = PATH.get_or_init(|| {
         let has = |path: Option<&std::path::Path>| {
             let mut c = Command::new("python3");
@@ -113,7 +114,7 @@ pub fn python() -> Command {
             let status = Command::new("python3")
                 .args(["-m", "pip", "install", "--quiet", "--target"])
                 .arg(&dir)
-                .args(["h2", "httpx[http2]", "grpcio"])
+                .args(["h2", "httpx[http2]", "grpcio", "brotli", "zstandard"])
                 .status()
                 .expect("python3 -m pip (apt-get install python3-pip)");
             assert!(
