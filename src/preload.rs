@@ -11,7 +11,7 @@ use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, UNIX_EPOCH};
 
-use crate::config::{FileBackend, FileKind};
+use crate::config::{Compress, FileBackend, FileKind, Levels};
 use crate::http::encoding::Encoding;
 /// What a response needs to know about a file, whichever way its bytes travel.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -81,6 +81,9 @@ pub struct MemFile {
     pub body: Vec<u8>,
     /// The `Last-Modified` and `ETag` header lines, formatted once.
     pub validators: Vec<u8>,
+    /// Compressed copies made when the route was loaded (its `compress` codings), for the
+    /// codings that made it smaller.
+    pub compressed: Vec<(Encoding, MemFile)>,
 }
 
 impl MemFile {
@@ -95,6 +98,7 @@ impl MemFile {
             meta,
             body,
             validators: h,
+            compressed: Vec::new(),
         }
     }
 }
@@ -138,10 +142,74 @@ pub fn content_type(name: &Path) -> &'static str {
         .unwrap_or("application/octet-stream")
 }
 
+/// Compression levels for memory-mode files, compressed once when they load: higher than
+/// on the fly, within a reload's time.
+const LOAD_LEVELS: Levels = Levels {
+    gzip: 9,
+    br: 9,
+    zstd: 15,
+};
+
+impl MemFile {
+    /// The copy compressed with `e` at load, if there is one.
+    pub fn compressed(&self, e: Encoding) -> Option<&MemFile> {
+        self.compressed.iter().find(|(c, _)| *c == e).map(|(_, f)| f)
+    }
+
+    /// Compresses the body with each coding of `compress` when its type and size qualify,
+    /// keeping the copies that are smaller; counted against `budget`.
+    fn compress(&mut self, compress: &Compress, budget: &mut u64) -> Result<(), String> {
+        if self.meta.len < compress.min_size
+            || !compress.type_matches(self.meta.content_type.as_bytes())
+        {
+            return Ok(());
+        }
+        for &e in &compress.encodings {
+            let body = crate::site::compress_all(e, &LOAD_LEVELS, &self.body)
+                .map_err(|err| format!("compressing with {}: {err}", e.token()))?;
+            if body.len() as u64 >= self.meta.len {
+                continue;
+            }
+            *budget = budget
+                .checked_sub(body.len() as u64)
+                .ok_or("memory-mode files and their compressed copies exceed the total cap")?;
+            let meta = self.meta.variant(
+                &FileMeta {
+                    len: body.len() as u64,
+                    ..self.meta.clone()
+                },
+                e,
+            );
+            self.compressed.push((e, MemFile::new(meta, body)));
+        }
+        Ok(())
+    }
+}
+
 impl MemoryFiles {
-    /// Reads a memory-mode route's file or tree. `budget` is what is left of the total cap; it
-    /// is reduced by what is read. Runs on the control thread.
-    pub fn load(backend: &FileBackend, budget: &mut u64) -> Result<Self, String> {
+    /// Reads a memory-mode route's file or tree, and compresses what `compress` asks for.
+    /// `budget` is what is left of the total cap; it is reduced by what is read and made.
+    /// Runs on the control thread.
+    pub fn load(
+        backend: &FileBackend,
+        compress: Option<&Compress>,
+        budget: &mut u64,
+    ) -> Result<Self, String> {
+        let mut loaded = Self::read(backend, budget)?;
+        if let Some(c) = compress.filter(|c| !c.encodings.is_empty()) {
+            match &mut loaded {
+                Self::Single(f) => f.compress(c, budget)?,
+                Self::Tree { files, .. } => {
+                    for f in files.values_mut() {
+                        f.compress(c, budget)?;
+                    }
+                }
+            }
+        }
+        Ok(loaded)
+    }
+
+    fn read(backend: &FileBackend, budget: &mut u64) -> Result<Self, String> {
         match backend.kind {
             FileKind::File => {
                 let f = read_mem_file(&backend.path, budget)?;

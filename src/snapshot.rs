@@ -298,7 +298,8 @@ pub struct HeadLimits {
 fn load_memory(route: &Route, budget: &mut u64) -> Result<Option<Arc<MemoryFiles>>, String> {
     match &route.backend {
         Backend::File(f) if f.mode == Mode::Memory => {
-            Ok(Some(Arc::new(MemoryFiles::load(f, budget)?)))
+            let compress = Some(&route.site.compress);
+            Ok(Some(Arc::new(MemoryFiles::load(f, compress, budget)?)))
         }
         _ => Ok(None),
     }

@@ -190,6 +190,18 @@ impl Serving<'_> {
                 let meta = f.meta.variant(&v.meta, e);
                 return send_bytes(ds, req, &meta, None, &v.body, self.status).await;
             }
+            // Copies compressed at load, as compression on the fly would make them (a range
+            // is of the original bytes).
+            let compress = &self.m.entry.route.site.compress.encodings;
+            let http10 = req.version == crate::http::Version::Http10;
+            if !f.compressed.is_empty() && req.header("range").is_none() && !http10 {
+                let accept = req.header("accept-encoding");
+                let copy = ranked(accept, compress).into_iter().flatten().find_map(|e| f.compressed(e));
+                if let Some(c) = copy {
+                    let (meta, v) = (&c.meta, &c.validators);
+                    return send_bytes(ds, req, meta, Some(v), &c.body, self.status).await;
+                }
+            }
             return send_bytes(ds, req, &f.meta, Some(&f.validators), &f.body, self.status).await;
         }
         let cache = (self.file_cache.enabled() && self.codings[0].is_none())

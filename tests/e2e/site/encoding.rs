@@ -166,8 +166,24 @@ compress_level = {{ gzip = 1, zstd = 5 }}
         assert!(r.body.len() < big.len() / 4);
         assert_eq!(decode(&r), big, "{accept}");
     }
-    let r = ae(&s, "/mem/big.txt", "gzip");
+    // Memory mode: compressed once at load, served with the copy's own (strong) ETag and
+    // length; a range is of the original.
+    let r = ae(&s, "/mem/big.txt", "br, gzip");
+    assert_eq!(r.header("content-encoding"), Some("gzip"));
+    assert!(r.header("etag").unwrap().ends_with("-gzip\""), "{r:?}");
+    assert_eq!(
+        r.header("content-length"),
+        Some(r.body.len().to_string().as_str())
+    );
     assert_eq!(decode(&r), big);
+    let r = get_with(
+        &s,
+        "site.test",
+        "/mem/big.txt",
+        &[("Accept-Encoding", "gzip"), ("Range", "bytes=0-4")],
+    );
+    assert_eq!((r.status, r.header("content-encoding")), (206, None));
+    assert_eq!(r.body, big[..5]);
     let r = ae(&s, "/api/text/100000", "br, gzip");
     assert_eq!(r.header("content-encoding"), Some("gzip"));
     assert_eq!(decode(&r), text(100_000));
