@@ -15,6 +15,7 @@
 //! **Sendfile mode** serves small files from each worker's [`cache`] while they stay unchanged
 //! on disk, and everything else by `sendfile(2)` from a descriptor opened per request.
 
+mod autoindex;
 mod cache;
 
 use std::cell::RefCell;
@@ -144,6 +145,14 @@ pub async fn serve(
         stats,
     };
     let first = s.send(ds, &target).await;
+    // A directory without its index file: named without a trailing slash (the index was
+    // looked for below it), or with one (the index was the target).
+    let no_index = |e: &Error| {
+        e.kind == ErrorKind::NotFound && (e.detail == NO_INDEX || s.names_a_dir())
+    };
+    if site.autoindex && first.as_ref().is_err_and(no_index) {
+        return s.listing(ds).await;
+    }
     let (Some(fallback), Target::InDir { root, .. }) = (&site.fallback, &target) else {
         return first;
     };
@@ -229,6 +238,39 @@ impl Serving<'_> {
             }
         }
         send_file(ds, req, &opened.fd, &opened.meta, self.status).await
+    }
+
+    /// The listing of the directory the request named (`autoindex`); a path without its
+    /// trailing slash is redirected to it first, so that the listing's links resolve.
+    async fn listing(&self, ds: &mut impl Downstream) -> Result<(), Error> {
+        let req = self.req;
+        if !req.path.ends_with('/') {
+            let mut location = format!("{}/", req.path);
+            if let Some(q) = &req.query {
+                location.push('?');
+                location.push_str(q);
+            }
+            let mut h = ResponseHead::new(301);
+            h.header("Location", &location);
+            return ds.respond(h, Body::Empty { length: Some(0) }).await;
+        }
+        let dir = self.m.relative.trim_end_matches('/');
+        let hidden = self.backend.site.autoindex_hidden;
+        let entries = match (&self.m.entry.memory, self.m.target()) {
+            (Some(mem), _) => autoindex::read_memory(mem, dir, hidden),
+            (None, Target::InDir { root, .. }) => {
+                autoindex::read_disk(&*self.state.root_dir(root)?, dir, hidden)?
+            }
+            (None, _) => return Err(Error::not_found()),
+        };
+        let (body, content_type) = if autoindex::wants_json(req.header("accept")) {
+            (autoindex::json(&entries), "application/json")
+        } else {
+            (autoindex::html(&req.path, &entries), "text/html; charset=utf-8")
+        };
+        let mut h = ResponseHead::new(200);
+        h.header("Content-Type", content_type).header("Vary", "Accept");
+        ds.respond(h, Body::Bytes(body.as_bytes())).await
     }
 
     /// Whether the request named a directory (`/app/`) that exists: a fallback is not for it.

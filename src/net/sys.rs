@@ -83,6 +83,61 @@ pub fn stat_at(dir: Option<BorrowedFd<'_>>, path: &CStr) -> io::Result<libc::sta
     Ok(st)
 }
 
+/// `fstatat(2)` of `path` relative to `dir`, not following a final symlink.
+pub fn lstat_at(dir: BorrowedFd<'_>, path: &CStr) -> io::Result<libc::stat> {
+    // SAFETY: an all-zero `stat` is a valid value; fstatat fills it.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: `path` is NUL-terminated and `st` writable; both outlive the call.
+    let rc = unsafe {
+        libc::fstatat(
+            dir.as_raw_fd(),
+            path.as_ptr(),
+            &mut st,
+            libc::AT_SYMLINK_NOFOLLOW,
+        )
+    };
+    check(rc.into())?;
+    Ok(st)
+}
+
+/// The names in the directory `dir` (opened for reading), without `.` and `..`, at most
+/// `max` of them; `true` with them when there were more.
+pub fn dir_names(dir: OwnedFd, max: usize) -> io::Result<(Vec<Vec<u8>>, bool)> {
+    use std::os::fd::IntoRawFd;
+    let fd = dir.into_raw_fd();
+    // SAFETY: `fd` is an open directory descriptor that the stream takes over (and closes).
+    let stream = unsafe { libc::fdopendir(fd) };
+    if stream.is_null() {
+        let e = io::Error::last_os_error();
+        // SAFETY: fdopendir failed, so `fd` is still ours to close.
+        unsafe { libc::close(fd) };
+        return Err(e);
+    }
+    let mut names = Vec::new();
+    let mut more = false;
+    loop {
+        // SAFETY: `stream` is an open directory stream; the entry it returns stays valid until
+        // the next readdir or closedir, and its name is NUL-terminated.
+        let entry = unsafe { libc::readdir64(stream) };
+        if entry.is_null() {
+            break;
+        }
+        // SAFETY: as above.
+        let name = unsafe { CStr::from_ptr((*entry).d_name.as_ptr()) }.to_bytes();
+        if name == b"." || name == b".." {
+            continue;
+        }
+        if names.len() == max {
+            more = true;
+            break;
+        }
+        names.push(name.to_vec());
+    }
+    // SAFETY: `stream` is open and closed once; it closes `fd`.
+    unsafe { libc::closedir(stream) };
+    Ok((names, more))
+}
+
 /// `openat(2)` of `path` relative to `dir` (`None`: the working directory) with `flags`.
 pub fn open_at(
     dir: Option<BorrowedFd<'_>>,

@@ -177,4 +177,74 @@ fallback_status = 404
     assert_eq!((r.status, r.text().as_str()), (404, "<app>"), "no range");
 }
 
-crate::both_drivers!(error_pages_replace_the_daemons_answers, spa_fallback);
+
+/// `autoindex = true`: an HTML listing of a directory without an index (names escaped,
+/// sorted, directories first, no dotfiles unless asked), JSON for `Accept: application/json`,
+/// a redirect to the trailing slash; a directory with an index is served as before; memory
+/// mode too. Off by default.
+fn directory_listings(d: Driver) {
+    let site = Site::new();
+    site.file("pub/b.txt", "bb");
+    site.file("pub/a <&> b.txt", "a");
+    site.file("pub/.secret", "s");
+    site.file("pub/sub/x.txt", "x");
+    site.file("pub/withindex/index.html", "idx");
+    std::os::unix::fs::symlink("/etc", site.path().join("pub/escape")).unwrap();
+    let s = Server::start(
+        d,
+        &site,
+        r#"
+[path_routes."site.test"."/files/"]
+path = "{site}/pub"
+autoindex = true
+
+[path_routes."site.test"."/all/"]
+path = "{site}/pub"
+autoindex = true
+autoindex_hidden = true
+
+[path_routes."site.test"."/mem/"]
+path = "{site}/pub"
+mode = "memory"
+autoindex = true
+
+[path_routes."site.test"."/off/"]
+path = "{site}/pub"
+"#,
+    );
+    for prefix in ["/files", "/mem"] {
+        let r = s.get("site.test", &format!("{prefix}/"));
+        assert_eq!(r.status, 200, "{prefix}");
+        assert_eq!(r.header("content-type"), Some("text/html; charset=utf-8"));
+        let page = r.text();
+        assert!(page.contains(&format!("Index of {prefix}/")), "{page}");
+        assert!(page.contains("<a href=\"a%20%3C%26%3E%20b.txt\">a &lt;&amp;&gt; b.txt</a>"), "{page}");
+        let (sub, a, b) = (
+            page.find("sub/</a>").unwrap(),
+            page.find("a &lt;").unwrap(),
+            page.find(">b.txt</a>").unwrap(),
+        );
+        assert!(sub < a && a < b, "directories first, then by name: {page}");
+        assert!(!page.contains(".secret"), "{page}");
+        assert!(!page.contains("escape"), "a symlink out of the root: {page}");
+        let r = get_with(&s, "site.test", &format!("{prefix}/sub/"), &[("Accept", "application/json")]);
+        assert_eq!(r.header("content-type"), Some("application/json"));
+        let j: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+        assert_eq!(j[0]["name"], "x.txt");
+        assert_eq!(j[0]["type"], "file");
+        assert_eq!(j[0]["size"], 1);
+        let r = s.get("site.test", &format!("{prefix}/sub?x=1"));
+        assert_eq!(r.status, 301, "{prefix}");
+        assert_eq!(r.header("location"), Some(format!("{prefix}/sub/?x=1").as_str()));
+        assert_eq!(s.get("site.test", &format!("{prefix}/withindex/")).text(), "idx");
+    }
+    assert!(s.get("site.test", "/all/").text().contains(".secret"));
+    assert_eq!(s.get("site.test", "/off/").status, 404, "off by default");
+    assert_eq!(s.get("site.test", "/off/sub/").status, 404);
+}
+
+crate::both_drivers!(
+    error_pages_replace_the_daemons_answers,
+    spa_fallback,
+    directory_listings
+);
