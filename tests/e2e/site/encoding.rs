@@ -258,6 +258,64 @@ for coding in ("br", "zstd", "gzip"):
     }
 }
 
+/// The same rules over HTTP/2 (the exchange is protocol-neutral): header rules, an error
+/// page, a redirect, a compressed proxied body and a precompressed file, with curl.
+fn the_features_over_http2(d: Driver) {
+    let up = Upstream::start();
+    let site = Site::new();
+    let css = text(30_000);
+    site.file("w/x.css", &css);
+    site.file("w/x.css.gz", gzip_of(&css));
+    site.file("404.html", "custom 404");
+    let s = Server::start(
+        d,
+        &site,
+        &format!(
+            r#"
+[http2]
+h2c = true
+
+[path_routes."site.test"."/"]
+path = "{{site}}/w"
+precompressed = ["gzip"]
+error_pages = {{ "404" = "{{site}}/404.html" }}
+headers = {{ set = {{ "X-Frame-Options" = "DENY" }} }}
+
+[path_routes."site.test"."/api/"]
+type = "Proxy"
+url = "http://{up}/app/"
+compress = ["gzip"]
+
+[path_routes."site.test"."/old/"]
+type = "Redirect"
+url = "/new/{{rest}}"
+"#,
+            up = up.addr
+        ),
+    );
+    let h2 = |path: &str, extra: &[&str]| {
+        let url = format!("http://{}{path}", s.addr);
+        let mut args = vec!["--http2-prior-knowledge", "-H", "Host: site.test", &url];
+        args.extend_from_slice(extra);
+        crate::h2::split(&crate::h2::curl(&args))
+    };
+    let (head, body) = h2("/x.css", &["--compressed"]);
+    assert!(head.starts_with("http/2 200"), "{head}");
+    assert!(head.contains("content-encoding: gzip"), "{head}");
+    assert!(head.contains("x-frame-options: deny"), "{head}");
+    assert_eq!(body, css);
+    let (head, body) = h2("/nope", &[]);
+    assert!(head.starts_with("http/2 404"), "{head}");
+    assert!(head.contains("x-frame-options: deny"), "{head}");
+    assert_eq!(body, b"custom 404");
+    let (head, body) = h2("/api/chunked-text/100000", &["--compressed"]);
+    assert!(head.contains("content-encoding: gzip"), "{head}");
+    assert_eq!(body, text(100_000));
+    let (head, _) = h2("/old/a%20b", &[]);
+    assert!(head.starts_with("http/2 308"), "{head}");
+    assert!(head.contains("location: /new/a%20b"), "{head}");
+}
+
 fn sha256_hex(data: &[u8]) -> String {
     let out = Command::new("sha256sum")
         .stdin(std::process::Stdio::piped())
@@ -291,4 +349,8 @@ fn gzip_of(data: &[u8]) -> Vec<u8> {
     w.finish().unwrap()
 }
 
-crate::both_drivers!(precompressed_variants, compression_on_the_fly);
+crate::both_drivers!(
+    precompressed_variants,
+    compression_on_the_fly,
+    the_features_over_http2
+);
