@@ -153,7 +153,10 @@ const LOAD_LEVELS: Levels = Levels {
 impl MemFile {
     /// The copy compressed with `e` at load, if there is one.
     pub fn compressed(&self, e: Encoding) -> Option<&MemFile> {
-        self.compressed.iter().find(|(c, _)| *c == e).map(|(_, f)| f)
+        self.compressed
+            .iter()
+            .find(|(c, _)| *c == e)
+            .map(|(_, f)| f)
     }
 
     /// Compresses the body with each coding of `compress` when its type and size qualify,

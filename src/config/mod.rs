@@ -114,6 +114,21 @@ impl Config {
             }
         }
         let routes = self.host_routes.iter().map(|h| &h.route);
+        for r in routes
+            .clone()
+            .chain(self.path_routes.iter().map(|p| &p.route))
+        {
+            for page in &r.site.error_pages.0 {
+                let key = format!("{}.error_pages.{}", r.origin.key_path, page.key);
+                files.push((key, &page.path));
+            }
+        }
+        for d in &self.host_defaults {
+            for page in &d.error_pages.0 {
+                let key = format!("{}.error_pages.{}", d.origin.key_path, page.key);
+                files.push((key, &page.path));
+            }
+        }
         for r in routes.chain(self.path_routes.iter().map(|p| &p.route)) {
             match &r.backend {
                 Backend::Proxy(p) => {

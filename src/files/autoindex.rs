@@ -162,7 +162,11 @@ pub fn json(entries: &[Entry]) -> String {
 pub fn wants_json(accept: Option<&[u8]>) -> bool {
     accept.is_some_and(|a| {
         a.split(|&b| b == b',').any(|t| {
-            let t = t.split(|&b| b == b';').next().unwrap_or_default().trim_ascii();
+            let t = t
+                .split(|&b| b == b';')
+                .next()
+                .unwrap_or_default()
+                .trim_ascii();
             t.eq_ignore_ascii_case(b"application/json")
         })
     })

@@ -147,9 +147,8 @@ pub async fn serve(
     let first = s.send(ds, &target).await;
     // A directory without its index file: named without a trailing slash (the index was
     // looked for below it), or with one (the index was the target).
-    let no_index = |e: &Error| {
-        e.kind == ErrorKind::NotFound && (e.detail == NO_INDEX || s.names_a_dir())
-    };
+    let no_index =
+        |e: &Error| e.kind == ErrorKind::NotFound && (e.detail == NO_INDEX || s.names_a_dir());
     if site.autoindex && first.as_ref().is_err_and(no_index) {
         return s.listing(ds).await;
     }
@@ -205,7 +204,10 @@ impl Serving<'_> {
             let http10 = req.version == crate::http::Version::Http10;
             if !f.compressed.is_empty() && req.header("range").is_none() && !http10 {
                 let accept = req.header("accept-encoding");
-                let copy = ranked(accept, compress).into_iter().flatten().find_map(|e| f.compressed(e));
+                let copy = ranked(accept, compress)
+                    .into_iter()
+                    .flatten()
+                    .find_map(|e| f.compressed(e));
                 if let Some(c) = copy {
                     let (meta, v) = (&c.meta, &c.validators);
                     return send_bytes(ds, req, meta, Some(v), &c.body, self.status).await;
@@ -266,10 +268,14 @@ impl Serving<'_> {
         let (body, content_type) = if autoindex::wants_json(req.header("accept")) {
             (autoindex::json(&entries), "application/json")
         } else {
-            (autoindex::html(&req.path, &entries), "text/html; charset=utf-8")
+            (
+                autoindex::html(&req.path, &entries),
+                "text/html; charset=utf-8",
+            )
         };
         let mut h = ResponseHead::new(200);
-        h.header("Content-Type", content_type).header("Vary", "Accept");
+        h.header("Content-Type", content_type)
+            .header("Vary", "Accept");
         ds.respond(h, Body::Bytes(body.as_bytes())).await
     }
 

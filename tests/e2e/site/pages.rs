@@ -177,7 +177,6 @@ fallback_status = 404
     assert_eq!((r.status, r.text().as_str()), (404, "<app>"), "no range");
 }
 
-
 /// `autoindex = true`: an HTML listing of a directory without an index (names escaped,
 /// sorted, directories first, no dotfiles unless asked), JSON for `Accept: application/json`,
 /// a redirect to the trailing slash; a directory with an index is served as before; memory
@@ -218,7 +217,10 @@ path = "{site}/pub"
         assert_eq!(r.header("content-type"), Some("text/html; charset=utf-8"));
         let page = r.text();
         assert!(page.contains(&format!("Index of {prefix}/")), "{page}");
-        assert!(page.contains("<a href=\"a%20%3C%26%3E%20b.txt\">a &lt;&amp;&gt; b.txt</a>"), "{page}");
+        assert!(
+            page.contains("<a href=\"a%20%3C%26%3E%20b.txt\">a &lt;&amp;&gt; b.txt</a>"),
+            "{page}"
+        );
         let (sub, a, b) = (
             page.find("sub/</a>").unwrap(),
             page.find("a &lt;").unwrap(),
@@ -226,8 +228,16 @@ path = "{site}/pub"
         );
         assert!(sub < a && a < b, "directories first, then by name: {page}");
         assert!(!page.contains(".secret"), "{page}");
-        assert!(!page.contains("escape"), "a symlink out of the root: {page}");
-        let r = get_with(&s, "site.test", &format!("{prefix}/sub/"), &[("Accept", "application/json")]);
+        assert!(
+            !page.contains("escape"),
+            "a symlink out of the root: {page}"
+        );
+        let r = get_with(
+            &s,
+            "site.test",
+            &format!("{prefix}/sub/"),
+            &[("Accept", "application/json")],
+        );
         assert_eq!(r.header("content-type"), Some("application/json"));
         let j: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
         assert_eq!(j[0]["name"], "x.txt");
@@ -235,8 +245,14 @@ path = "{site}/pub"
         assert_eq!(j[0]["size"], 1);
         let r = s.get("site.test", &format!("{prefix}/sub?x=1"));
         assert_eq!(r.status, 301, "{prefix}");
-        assert_eq!(r.header("location"), Some(format!("{prefix}/sub/?x=1").as_str()));
-        assert_eq!(s.get("site.test", &format!("{prefix}/withindex/")).text(), "idx");
+        assert_eq!(
+            r.header("location"),
+            Some(format!("{prefix}/sub/?x=1").as_str())
+        );
+        assert_eq!(
+            s.get("site.test", &format!("{prefix}/withindex/")).text(),
+            "idx"
+        );
     }
     assert!(s.get("site.test", "/all/").text().contains(".secret"));
     assert_eq!(s.get("site.test", "/off/").status, 404, "off by default");
