@@ -124,6 +124,7 @@ def main():
     affinity = " ".join(format(1 << c, "b") for c in range(workers))
 
     tmp = tempfile.mkdtemp(prefix="zcs-site-")
+    os.chmod(tmp, 0o755)  # nginx's workers run as another user
     www = os.path.join(tmp, "www")
     os.makedirs(www)
     with open(os.path.join(www, "1k.bin"), "wb") as f:

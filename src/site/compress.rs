@@ -1,7 +1,14 @@
 //! Streaming compressors for the three codings, with bounded memory: the output of each
 //! piece is taken away as soon as it is made, so what is held is the coder's own window.
+//!
+//! gzip is raw deflate (zlib-rs through `flate2`) framed here, so that its state — a few
+//! hundred KiB that would be allocated and cleared per response — is reset and reused from a
+//! per-thread pool.
 
+use std::cell::RefCell;
 use std::io::Write;
+
+use flate2::{Compress, Crc, FlushCompress, Status};
 
 use crate::config::Levels;
 use crate::http::encoding::Encoding;
@@ -12,9 +19,105 @@ const BROTLI_WINDOW: u32 = 20;
 /// Brotli's internal buffer.
 const BROTLI_BUFFER: usize = 16 * 1024;
 
+/// Deflate states kept per thread (by level) for the next response.
+const POOL_KEEP: usize = 16;
+
+thread_local! {
+    static DEFLATE: RefCell<Vec<(u32, Compress)>> = const { RefCell::new(Vec::new()) };
+}
+
+/// The gzip header: magic, deflate, no flags, no time, no extra flags, OS unknown.
+const GZIP_HEADER: [u8; 10] = [0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 0xff];
+
+/// A gzip stream over a pooled raw deflate state.
+pub struct Gzip {
+    /// `None` once finished (and returned to the pool).
+    z: Option<Compress>,
+    level: u32,
+    crc: Crc,
+    out: Vec<u8>,
+}
+
+impl Gzip {
+    fn new(level: u32) -> Self {
+        let pooled = DEFLATE.with(|p| {
+            let mut p = p.borrow_mut();
+            let at = p.iter().position(|(l, _)| *l == level)?;
+            Some(p.swap_remove(at).1)
+        });
+        let z = pooled.unwrap_or_else(|| Compress::new(flate2::Compression::new(level), false));
+        Self {
+            z: Some(z),
+            level,
+            crc: Crc::new(),
+            out: GZIP_HEADER.to_vec(),
+        }
+    }
+
+    fn write(&mut self, data: &[u8], flush: bool) -> std::io::Result<()> {
+        self.crc.update(data);
+        let mode = if flush {
+            FlushCompress::Sync
+        } else {
+            FlushCompress::None
+        };
+        self.deflate(data, mode)
+    }
+
+    /// Runs deflate over `input` until it is taken (and, for a flush or the finish, until the
+    /// output stops filling).
+    fn deflate(&mut self, mut input: &[u8], mode: FlushCompress) -> std::io::Result<()> {
+        let Some(z) = &mut self.z else {
+            return Err(std::io::Error::other("the gzip stream has ended"));
+        };
+        loop {
+            self.out.reserve(input.len() / 2 + 512);
+            let before = z.total_in();
+            let status = z
+                .compress_vec(input, &mut self.out, mode)
+                .map_err(std::io::Error::other)?;
+            input = &input[(z.total_in() - before) as usize..];
+            let room = self.out.len() < self.out.capacity();
+            let done = match mode {
+                FlushCompress::Finish => status == Status::StreamEnd,
+                FlushCompress::None => input.is_empty(),
+                _ => input.is_empty() && room,
+            };
+            if done {
+                return Ok(());
+            }
+        }
+    }
+
+    fn finish(mut self) -> std::io::Result<Vec<u8>> {
+        self.deflate(&[], FlushCompress::Finish)?;
+        self.out.extend_from_slice(&self.crc.sum().to_le_bytes());
+        self.out.extend_from_slice(&self.crc.amount().to_le_bytes());
+        Ok(std::mem::take(&mut self.out))
+    }
+}
+
+impl Drop for Gzip {
+    fn drop(&mut self) {
+        let Some(mut z) = self.z.take() else {
+            return;
+        };
+        z.reset();
+        let level = self.level;
+        // `try_with`: at thread exit the state is just freed.
+        let _ = DEFLATE.try_with(|p| {
+            if let Ok(mut p) = p.try_borrow_mut() {
+                if p.len() < POOL_KEEP {
+                    p.push((level, z));
+                }
+            }
+        });
+    }
+}
+
 /// A compressor for one response body.
 pub enum Encoder {
-    Gzip(flate2::write::GzEncoder<Vec<u8>>),
+    Gzip(Gzip),
     Br(Box<brotli::CompressorWriter<Vec<u8>>>),
     Zstd(zstd::stream::write::Encoder<'static, Vec<u8>>),
 }
@@ -22,10 +125,7 @@ pub enum Encoder {
 impl Encoder {
     pub fn new(encoding: Encoding, levels: &Levels) -> std::io::Result<Self> {
         Ok(match encoding {
-            Encoding::Gzip => Self::Gzip(flate2::write::GzEncoder::new(
-                Vec::new(),
-                flate2::Compression::new(levels.gzip),
-            )),
+            Encoding::Gzip => Self::Gzip(Gzip::new(levels.gzip)),
             Encoding::Br => Self::Br(Box::new(brotli::CompressorWriter::new(
                 Vec::new(),
                 BROTLI_BUFFER,
@@ -43,12 +143,7 @@ impl Encoder {
     /// in [`Self::output`].
     pub fn write(&mut self, data: &[u8], flush: bool) -> std::io::Result<()> {
         match self {
-            Self::Gzip(e) => {
-                e.write_all(data)?;
-                if flush {
-                    e.flush()?;
-                }
-            }
+            Self::Gzip(e) => e.write(data, flush)?,
             Self::Br(e) => {
                 e.write_all(data)?;
                 if flush {
@@ -68,7 +163,7 @@ impl Encoder {
     /// The output made so far, not yet taken.
     pub fn output(&mut self) -> &mut Vec<u8> {
         match self {
-            Self::Gzip(e) => e.get_mut(),
+            Self::Gzip(e) => &mut e.out,
             Self::Br(e) => e.get_mut(),
             Self::Zstd(e) => e.get_mut(),
         }
@@ -140,5 +235,27 @@ mod tests {
             let all = compress_all(encoding, &Levels::default(), &text).unwrap();
             assert_eq!(decode(encoding, &all), text, "{encoding:?}");
         }
+    }
+
+    #[test]
+    fn pooled_gzip_states_start_clean() {
+        let levels = Levels::default();
+        let a = compress_all(Encoding::Gzip, &levels, b"first body, first body").unwrap();
+        // An abandoned stream goes back to the pool mid-way; the next one must not see it.
+        let mut half = Encoder::new(Encoding::Gzip, &levels).unwrap();
+        half.write(&[b'x'; 100_000], false).unwrap();
+        drop(half);
+        for _ in 0..3 {
+            let again = compress_all(Encoding::Gzip, &levels, b"first body, first body").unwrap();
+            assert_eq!(again, a);
+            assert_eq!(decode(Encoding::Gzip, &again), b"first body, first body");
+        }
+        assert_eq!(
+            decode(
+                Encoding::Gzip,
+                &compress_all(Encoding::Gzip, &levels, b"").unwrap()
+            ),
+            b""
+        );
     }
 }

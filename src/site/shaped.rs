@@ -193,7 +193,7 @@ impl<D: Downstream> Downstream for Shaped<'_, D> {
             head.header_bytes("ETag", w);
         }
         head.header("Content-Encoding", coding.token());
-        let e = Encoder::new(coding, &levels).map_err(compress_error)?;
+        let encoder = || Encoder::new(coding, &levels).map_err(compress_error);
         match body {
             Body::Empty { .. } => self.inner.respond(head, Body::Empty { length: None }).await,
             Body::Bytes(b) => {
@@ -205,11 +205,12 @@ impl<D: Downstream> Downstream for Shaped<'_, D> {
                     length: None,
                     follows: true,
                 };
+                let e = encoder()?;
                 self.inner.respond(head, stream).await?;
                 self.compress_file(e, fd, offset, len).await
             }
             Body::Stream { follows, .. } => {
-                self.state = State::Compress(Box::new(e));
+                self.state = State::Compress(Box::new(encoder()?));
                 let stream = Body::Stream {
                     length: None,
                     follows,
