@@ -215,31 +215,88 @@ impl Serving<'_> {
             }
             return send_bytes(ds, req, &f.meta, Some(&f.validators), &f.body, self.status).await;
         }
-        let cache = (self.file_cache.enabled() && self.codings[0].is_none())
+        // A precompressed variant, tried by name first (through the file cache like any
+        // file): the original is not opened when the variant serves.
+        for &e in self.codings.iter().flatten() {
+            let owned;
+            let variant = match target {
+                Target::InDir { root, relative } => Target::InDir {
+                    root,
+                    relative: format!("{relative}{}", e.suffix()),
+                },
+                Target::File(path) => {
+                    let mut name = path.as_os_str().to_owned();
+                    name.push(e.suffix());
+                    owned = PathBuf::from(name);
+                    Target::File(&owned)
+                }
+                Target::Upstream(_) | Target::NotFound => break,
+            };
+            let shown_as = match target {
+                Target::InDir { relative, .. } => Path::new(relative.as_str()),
+                Target::File(path) => path,
+                Target::Upstream(_) | Target::NotFound => Path::new(""),
+            };
+            match self.send_disk(ds, &variant, Some((e, shown_as))).await {
+                Err(err) if err.kind == ErrorKind::NotFound && err.detail != NO_INDEX => continue,
+                r => return r,
+            }
+        }
+        self.send_disk(ds, target, None).await
+    }
+
+    /// Sends a file from disk (or the worker's file cache); `variant`: it is the
+    /// precompressed variant in this coding of the file named (for its type) as given.
+    async fn send_disk(
+        &self,
+        ds: &mut impl Downstream,
+        target: &Target<'_>,
+        variant: Option<(Encoding, &Path)>,
+    ) -> Result<(), Error> {
+        let req = self.req;
+        let as_variant = |meta: &FileMeta| match variant {
+            Some((e, name)) => FileMeta {
+                content_type: content_type(name),
+                encoding: Some(e),
+                ..meta.clone()
+            },
+            None => meta.clone(),
+        };
+        let cache = self
+            .file_cache
+            .enabled()
             .then(|| (cache::Key::of(target), Instant::now()));
         if let Some((Some(key), now)) = &cache {
             if let Some(hit) = cache::lookup(self.state, key, self.file_cache, *now, self.stats) {
                 let f = &hit.file;
-                return send_bytes(ds, req, &f.meta, Some(&f.validators), &f.body, self.status)
-                    .await;
+                return match variant {
+                    None => {
+                        send_bytes(ds, req, &f.meta, Some(&f.validators), &f.body, self.status)
+                            .await
+                    }
+                    Some(_) => {
+                        let meta = as_variant(&f.meta);
+                        send_bytes(ds, req, &meta, None, &f.body, self.status).await
+                    }
+                };
             }
         }
-        let opened = open(self.state, target, index)?;
-        for &e in self.codings.iter().flatten() {
-            if let Some(v) = open_variant(self.state, target, &opened, e) {
-                let meta = opened.meta.variant(&v.meta, e);
-                return send_file(ds, req, &v.fd, &meta, self.status).await;
-            }
-        }
+        let opened = match open(self.state, target, &self.backend.index) {
+            // A variant is a file: a directory of that name is no variant.
+            Ok(o) if variant.is_some() && o.via_index => return Err(Error::not_found()),
+            r => r?,
+        };
         if let Some((Some(key), now)) = cache {
             let filled = cache::fill(self.state, key, &opened, self.file_cache, now, self.stats);
             if let Some(fill) = filled {
                 let f = &fill.file;
-                return send_bytes(ds, req, &f.meta, Some(&f.validators), &f.body, self.status)
-                    .await;
+                let meta = as_variant(&f.meta);
+                let validators = variant.is_none().then_some(&f.validators[..]);
+                return send_bytes(ds, req, &meta, validators, &f.body, self.status).await;
             }
         }
-        send_file(ds, req, &opened.fd, &opened.meta, self.status).await
+        let meta = as_variant(&opened.meta);
+        send_file(ds, req, &opened.fd, &meta, self.status).await
     }
 
     /// The listing of the directory the request named (`autoindex`); a path without its
@@ -452,36 +509,6 @@ fn find_memory<'a>(
     }
 }
 
-/// The precompressed variant of an opened file (`name.br` beside `name`), if there is one.
-fn open_variant(
-    state: &FilesState,
-    target: &Target<'_>,
-    original: &Opened,
-    e: Encoding,
-) -> Option<Opened> {
-    let fd = match target {
-        Target::File(path) => {
-            let mut name = path.as_os_str().as_bytes().to_vec();
-            name.extend_from_slice(e.suffix().as_bytes());
-            open_at(None, &name, false).ok()?
-        }
-        Target::InDir { root, .. } => {
-            let root = state.root_dir(root).ok()?;
-            open_contained(&root, &format!("{}{}", original.name, e.suffix())).ok()?
-        }
-        Target::Upstream(_) | Target::NotFound => return None,
-    };
-    let st = stat(&fd).ok()?;
-    let meta = regular_meta(&st, Path::new(&original.name)).ok()?;
-    Some(Opened {
-        fd,
-        st,
-        meta,
-        via_index: original.via_index,
-        name: original.name.clone(),
-    })
-}
-
 /// A regular file opened for a request.
 struct Opened {
     fd: OwnedFd,
@@ -490,8 +517,6 @@ struct Opened {
     meta: FileMeta,
     /// A directory was named (without its trailing slash) and its index opened instead.
     via_index: bool,
-    /// The path opened: relative to the route's root, or the exact-file route's.
-    name: String,
 }
 
 /// Opens the file of a target for sendfile mode, following a directory to its index.
@@ -506,7 +531,6 @@ fn open(state: &FilesState, target: &Target<'_>, index: &str) -> Result<Opened, 
                 st,
                 meta,
                 via_index: false,
-                name: path.to_string_lossy().into_owned(),
             })
         }
         Target::InDir { root, relative } => {
@@ -532,7 +556,6 @@ fn open(state: &FilesState, target: &Target<'_>, index: &str) -> Result<Opened, 
                     st,
                     meta,
                     via_index: true,
-                    name: with_index,
                 });
             }
             let meta = regular_meta(&st, Path::new(rel))?;
@@ -541,7 +564,6 @@ fn open(state: &FilesState, target: &Target<'_>, index: &str) -> Result<Opened, 
                 st,
                 meta,
                 via_index: false,
-                name: rel.to_string(),
             })
         }
         Target::Upstream(_) | Target::NotFound => Err(Error::not_found()),
