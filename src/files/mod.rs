@@ -452,7 +452,7 @@ fn response_head(p: &Plan, meta: &FileMeta, validators: Option<&[u8]>) -> Respon
     let mut h = ResponseHead::new(p.status);
     match validators {
         Some(lines) => {
-            h.lines(lines);
+            h.validator_lines(lines);
         }
         None => {
             h.header_with("Last-Modified", |b| meta.write_last_modified(b))

@@ -23,6 +23,8 @@ use crate::http::response::ResponseHead;
 pub struct Site {
     /// Lower-case names whose fields are dropped (those of `set` and `remove`).
     drop: Vec<String>,
+    /// Their bits in a head's name filter.
+    drop_mask: u64,
     /// `Name: value\r\n` lines appended: `set`'s, then `add`'s.
     lines: Vec<u8>,
     pub headers_on_errors: bool,
@@ -85,6 +87,9 @@ impl Site {
             .map(|n| n.to_ascii_lowercase())
             .collect();
         drop.dedup();
+        let drop_mask = drop
+            .iter()
+            .fold(0, |m, n| m | crate::http::response::name_bit(n.as_bytes()));
         let mut lines = Vec::new();
         for (n, v) in rules.set.iter().chain(&rules.add) {
             lines.extend_from_slice(n.as_bytes());
@@ -94,6 +99,7 @@ impl Site {
         }
         Self {
             drop,
+            drop_mask,
             lines,
             headers_on_errors: true,
             ..Self::default()
@@ -111,7 +117,7 @@ impl Site {
 
     /// Applies the `headers` rules to a response head.
     pub fn apply_headers(&self, head: &mut ResponseHead) {
-        if !self.drop.is_empty() {
+        if head.may_hold(self.drop_mask) {
             let drop = &self.drop;
             head.remove_fields(|name| drop.iter().any(|d| name.eq_ignore_ascii_case(d.as_bytes())));
         }
