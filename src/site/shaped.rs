@@ -85,7 +85,7 @@ impl<'a, D: Downstream> Shaped<'a, D> {
         let mut h = ResponseHead::new(head.status());
         for name in KEPT_ON_INTERCEPT {
             if let Some(v) = head.field(name) {
-                h.header_bytes(name, &v.to_vec());
+                h.header_bytes(name, v);
             }
         }
         h.header("Content-Type", page.content_type);

@@ -331,12 +331,10 @@ impl Walker<'_> {
             ))
         } else if request && lower == "host" {
             Some("\"Host\" is set by the route's preserve_host; remove this rule".into())
-        } else if let Some(first) = seen.get(&lower) {
-            Some(format!(
-                "{name:?} is named twice (as {first:?} too); one rule per header name"
-            ))
         } else {
-            None
+            seen.get(&lower).map(|first| {
+                format!("{name:?} is named twice (as {first:?} too); one rule per header name")
+            })
         };
         if let Some(reason) = problem {
             self.push(at, path, reason);
