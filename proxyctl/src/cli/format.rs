@@ -1141,6 +1141,9 @@ policy:
             reason: Some("no route for host nowhere.example".into()),
             status: None,
             upstream: None,
+            headers: Vec::new(),
+            encoding: None,
+            fallback: None,
         };
         assert_eq!(explain(&e), "no route: no route for host nowhere.example\n");
         e.status = Some(404);
