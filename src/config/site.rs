@@ -97,18 +97,6 @@ impl ErrorPages {
         let exact = self.0.iter().find(|p| p.key == StatusKey::Code(status));
         exact.or_else(|| self.0.iter().find(|p| p.key.matches(status)))
     }
-
-    /// These pages over a host's: the route's entry for a key wins.
-    pub fn over(&self, host: &ErrorPages) -> ErrorPages {
-        let mut out = self.0.clone();
-        out.extend(
-            host.0
-                .iter()
-                .filter(|h| !self.0.iter().any(|p| p.key == h.key))
-                .cloned(),
-        );
-        ErrorPages(out)
-    }
 }
 
 /// `compress`, `compress_min_size`, `compress_types` and `compress_level`.
@@ -186,8 +174,8 @@ pub struct RouteSite {
     /// `request_headers`: on the requests a Proxy route sends.
     pub request_headers: HeaderRules,
     /// `headers_on_errors`: `headers` also on the responses the daemon makes itself (404,
-    /// 502…). Default true.
-    pub headers_on_errors: bool,
+    /// 502…). Unset: the host's, else true.
+    pub headers_on_errors: Option<bool>,
     pub error_pages: ErrorPages,
     /// `intercept_errors`: a Proxy route's upstream error responses are replaced by the error
     /// page for their status. Default false.
@@ -200,7 +188,7 @@ impl Default for RouteSite {
         Self {
             headers: HeaderRules::default(),
             request_headers: HeaderRules::default(),
-            headers_on_errors: true,
+            headers_on_errors: None,
             error_pages: ErrorPages::default(),
             intercept_errors: false,
             compress: Compress::default(),
@@ -295,10 +283,6 @@ mod tests {
         assert_eq!(pages.for_status(503).unwrap().key, StatusKey::Code(503));
         assert_eq!(pages.for_status(502).unwrap().key, StatusKey::Class(5));
         assert!(pages.for_status(404).is_none());
-        let host = ErrorPages(vec![page(StatusKey::Code(404)), page(StatusKey::Code(503))]);
-        let merged = pages.over(&host);
-        assert_eq!(merged.0.len(), 3);
-        assert!(merged.for_status(404).is_some());
     }
 
     #[test]

@@ -318,15 +318,26 @@ impl Control {
                 answer.resolved = Some(format!("{} bytes of {}", r.body.len(), r.content_type));
             }
         }
-        if let Some(c) = &m.entry.site.compress {
-            let names: Vec<&str> = c.encodings.iter().map(|e| e.token()).collect();
-            answer.encoding = Some(format!("compressed on the fly: {}", names.join(", ")));
-        }
+        let names = |list: &[crate::http::encoding::Encoding]| {
+            list.iter()
+                .map(|e| e.token())
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let mut encoding = Vec::new();
         if let Backend::File(f) = &m.entry.route.backend {
             if !f.site.precompressed.is_empty() {
-                let names: Vec<&str> = f.site.precompressed.iter().map(|e| e.token()).collect();
-                answer.encoding = Some(format!("precompressed variants: {}", names.join(", ")));
+                let list = names(&f.site.precompressed);
+                encoding.push(format!("precompressed variants: {list}"));
             }
+        }
+        if let Some(c) = &m.entry.site.compress {
+            encoding.push(format!("compressed on the fly: {}", names(&c.encodings)));
+        }
+        if !encoding.is_empty() {
+            answer.encoding = Some(encoding.join("; "));
+        }
+        if let Backend::File(f) = &m.entry.route.backend {
             if let Some(fallback) = &f.site.fallback {
                 answer.fallback = Some(format!("{fallback} ({})", f.site.fallback_status));
             }

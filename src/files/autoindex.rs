@@ -23,12 +23,13 @@ pub struct Entry {
 }
 
 /// The entries of `rel` (a directory below `root`, opened for reading), symlinks followed
-/// only where they stay inside the root; at most [`AUTOINDEX_MAX_ENTRIES`].
-pub fn read_disk(root: &OwnedFd, rel: &str, hidden: bool) -> Result<Vec<Entry>, Error> {
+/// only where they stay inside the root; at most [`AUTOINDEX_MAX_ENTRIES`] (`true` with them
+/// when there were more).
+pub fn read_disk(root: &OwnedFd, rel: &str, hidden: bool) -> Result<(Vec<Entry>, bool), Error> {
     let dir_rel = if rel.is_empty() { "." } else { rel };
     let dir = open_contained(root, dir_rel)?;
     let probe = sys::dup_cloexec(dir.as_fd()).map_err(|e| Error::internal(e.to_string()))?;
-    let (names, _more) = sys::dir_names(dir, AUTOINDEX_MAX_ENTRIES)
+    let (names, more) = sys::dir_names(dir, AUTOINDEX_MAX_ENTRIES)
         .map_err(|e| Error::internal(format!("reading a directory: {e}")))?;
     let mut out = Vec::with_capacity(names.len());
     for raw in names {
@@ -64,13 +65,14 @@ pub fn read_disk(root: &OwnedFd, rel: &str, hidden: bool) -> Result<Vec<Entry>, 
         });
     }
     sort(&mut out);
-    Ok(out)
+    Ok((out, more))
 }
 
-/// The entries of the directory `dir` (relative, no trailing slash) of a memory-mode tree.
-pub fn read_memory(mem: &MemoryFiles, dir: &str, hidden: bool) -> Vec<Entry> {
+/// The entries of the directory `dir` (relative, no trailing slash) of a memory-mode tree,
+/// and whether there were more than [`AUTOINDEX_MAX_ENTRIES`].
+pub fn read_memory(mem: &MemoryFiles, dir: &str, hidden: bool) -> (Vec<Entry>, bool) {
     let MemoryFiles::Tree { files, dirs } = mem else {
-        return Vec::new();
+        return (Vec::new(), false);
     };
     let prefix = if dir.is_empty() {
         String::new()
@@ -99,10 +101,12 @@ pub fn read_memory(mem: &MemoryFiles, dir: &str, hidden: bool) -> Vec<Entry> {
             })
         }))
         .filter(|e| hidden || !e.name.starts_with('.'))
-        .take(AUTOINDEX_MAX_ENTRIES)
+        .take(AUTOINDEX_MAX_ENTRIES + 1)
         .collect();
+    let more = out.len() > AUTOINDEX_MAX_ENTRIES;
+    out.truncate(AUTOINDEX_MAX_ENTRIES);
     sort(&mut out);
-    out
+    (out, more)
 }
 
 /// Directories first, then by name.
@@ -110,8 +114,9 @@ fn sort(entries: &mut [Entry]) {
     entries.sort_by(|a, b| b.dir.cmp(&a.dir).then_with(|| a.name.cmp(&b.name)));
 }
 
-/// The HTML page for `path` (the request path, as shown in the title).
-pub fn html(path: &str, entries: &[Entry]) -> String {
+/// The HTML page for `path` (the directory's path, as shown in the title); `more`: entries
+/// were left out.
+pub fn html(path: &str, entries: &[Entry], more: bool) -> String {
     let title = escape(path);
     let mut out = format!(
         "<!DOCTYPE html>\n<html>\n<head><meta charset=\"utf-8\"><title>Index of {title}</title></head>\n\
@@ -135,7 +140,13 @@ pub fn html(path: &str, entries: &[Entry]) -> String {
             date(e.mtime),
         ));
     }
-    out.push_str("</table>\n</body>\n</html>\n");
+    out.push_str("</table>\n");
+    if more {
+        out.push_str(&format!(
+            "<p>Only the first {AUTOINDEX_MAX_ENTRIES} entries the directory gave are listed.</p>\n"
+        ));
+    }
+    out.push_str("</body>\n</html>\n");
     out
 }
 
@@ -222,7 +233,8 @@ mod tests {
         ];
         sort(&mut entries);
         assert_eq!(entries[0].name, "zdir");
-        let page = html("/files/<x>/", &entries);
+        let page = html("/files/<x>/", &entries, true);
+        assert!(page.contains("Only the first"));
         assert!(page.contains("<title>Index of /files/&lt;x&gt;/</title>"));
         assert!(page.contains("<a href=\"zdir/\">zdir/</a>"));
         assert!(page.contains("<a href=\"a%20b%26c\">a b&amp;c</a>"));
@@ -233,5 +245,6 @@ mod tests {
         assert_eq!(j[1]["size"], 12);
         assert!(wants_json(Some(b"text/html;q=0.9, application/json")));
         assert!(!wants_json(Some(b"text/html")));
+        assert!(!wants_json(Some(b"application/json;q=0, text/html")));
     }
 }

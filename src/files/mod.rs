@@ -303,19 +303,25 @@ impl Serving<'_> {
     /// trailing slash is redirected to it first, so that the listing's links resolve.
     async fn listing(&self, ds: &mut impl Downstream) -> Result<(), Error> {
         let req = self.req;
+        let dir = self.m.relative.trim_end_matches('/');
+        let hidden = self.backend.site.autoindex_hidden;
+        if !hidden && dir.split('/').any(|segment| segment.starts_with('.')) {
+            return Err(Error::not_found());
+        }
+        // The directory's path as routed (normalised), with its trailing slash.
+        let shown = match self.m.entry.prefix.as_deref().unwrap_or("/") {
+            "/" if dir.is_empty() => "/".to_string(),
+            "/" => format!("/{dir}/"),
+            prefix if dir.is_empty() => format!("{prefix}/"),
+            prefix => format!("{prefix}/{dir}/"),
+        };
         if !req.path.ends_with('/') {
-            let mut location = format!("{}/", req.path);
-            if let Some(q) = &req.query {
-                location.push('?');
-                location.push_str(q);
-            }
+            let location = crate::http::redirect::location(&shown, req.query.as_deref());
             let mut h = ResponseHead::new(301);
             h.header("Location", &location);
             return ds.respond(h, Body::Empty { length: Some(0) }).await;
         }
-        let dir = self.m.relative.trim_end_matches('/');
-        let hidden = self.backend.site.autoindex_hidden;
-        let entries = match (&self.m.entry.memory, self.m.target()) {
+        let (entries, more) = match (&self.m.entry.memory, self.m.target()) {
             (Some(mem), _) => autoindex::read_memory(mem, dir, hidden),
             (None, Target::InDir { root, .. }) => {
                 autoindex::read_disk(&*self.state.root_dir(root)?, dir, hidden)?
@@ -325,10 +331,8 @@ impl Serving<'_> {
         let (body, content_type) = if autoindex::wants_json(req.header("accept")) {
             (autoindex::json(&entries), "application/json")
         } else {
-            (
-                autoindex::html(&req.path, &entries),
-                "text/html; charset=utf-8",
-            )
+            let page = autoindex::html(&shown, &entries, more);
+            (page, "text/html; charset=utf-8")
         };
         let mut h = ResponseHead::new(200);
         h.header("Content-Type", content_type)

@@ -58,6 +58,16 @@ fn valid_host(host: &str) -> bool {
 /// path has no escapes of its own) and `?` (it would begin a query).
 const NOT_IN_PATH: &AsciiSet = &NOT_IN_URI.add(b'%').add(b'?');
 
+/// A `Location` for a decoded `path` and a raw `query`, each escaped where a URI needs it.
+pub fn location(path: &str, query: Option<&str>) -> String {
+    let mut out: String = utf8_percent_encode(path, NOT_IN_PATH).collect();
+    if let Some(q) = query {
+        out.push('?');
+        out.extend(utf8_percent_encode(q, NOT_IN_URI));
+    }
+    out
+}
+
 /// A `type = "Redirect"` route's `url`: text with placeholders, parsed once at load.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct UrlTemplate {
@@ -265,6 +275,12 @@ mod tests {
             relative.render(&crlf).as_deref(),
             Some("/docs/a%0D%0ASet-Cookie:%20x")
         );
+    }
+
+    #[test]
+    fn locations_are_escaped() {
+        assert_eq!(location("/a b/%/", Some("x=<1>")), "/a%20b/%25/?x=%3C1%3E");
+        assert_eq!(location("/sub/", None), "/sub/");
     }
 
     #[test]

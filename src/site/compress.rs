@@ -16,6 +16,8 @@ use crate::http::encoding::Encoding;
 /// Brotli's window for responses compressed on the fly: 1 MiB (`lgwin` 20) bounds the
 /// encoder's memory per response.
 const BROTLI_WINDOW: u32 = 20;
+/// zstd's window for responses compressed on the fly: 1 MiB.
+const ZSTD_WINDOW_LOG: u32 = 20;
 /// Brotli's internal buffer.
 const BROTLI_BUFFER: usize = 16 * 1024;
 
@@ -133,7 +135,10 @@ impl Encoder {
                 BROTLI_WINDOW,
             ))),
             Encoding::Zstd => {
-                Self::Zstd(zstd::stream::write::Encoder::new(Vec::new(), levels.zstd)?)
+                let mut e = zstd::stream::write::Encoder::new(Vec::new(), levels.zstd)?;
+                // The window (and so the encoder's memory) within 1 MiB, as brotli's.
+                e.window_log(ZSTD_WINDOW_LOG)?;
+                Self::Zstd(e)
             }
         })
     }

@@ -28,7 +28,10 @@ pub struct Site {
     /// `Name: value\r\n` lines appended: `set`'s, then `add`'s.
     lines: Vec<u8>,
     pub headers_on_errors: bool,
+    /// The route's own error pages, then its host's: a route's page for a status or class
+    /// wins over any of the host's.
     pub error_pages: ErrorPages,
+    host_pages: ErrorPages,
     pub intercept_errors: bool,
     /// `compress`, when it names a coding.
     pub compress: Option<Compress>,
@@ -43,16 +46,16 @@ impl Site {
     /// A route's rules, over its host's defaults.
     pub fn build(route: &Route, host: Option<&HostDefaults>) -> Self {
         let s = &route.site;
-        let (headers, pages, on_errors) = match host {
+        let (headers, host_pages, on_errors) = match host {
             Some(h) => (
                 s.headers.over(&h.headers),
-                s.error_pages.over(&h.error_pages),
-                s.headers_on_errors && h.headers_on_errors,
+                h.error_pages.clone(),
+                s.headers_on_errors.unwrap_or(h.headers_on_errors),
             ),
             None => (
                 s.headers.clone(),
-                s.error_pages.clone(),
-                s.headers_on_errors,
+                ErrorPages::default(),
+                s.headers_on_errors.unwrap_or(true),
             ),
         };
         let precompressed = match &route.backend {
@@ -62,7 +65,8 @@ impl Site {
         let compress = (!s.compress.encodings.is_empty()).then(|| s.compress.clone());
         let mut site = Self::with_headers(&headers);
         site.headers_on_errors = on_errors;
-        site.error_pages = pages;
+        site.error_pages = s.error_pages.clone();
+        site.host_pages = host_pages;
         site.intercept_errors = s.intercept_errors;
         site.varies = precompressed || compress.is_some();
         site.compress = compress;
@@ -106,9 +110,19 @@ impl Site {
         }
     }
 
+    /// The error page for `status`: the route's (exact, then class), else its host's.
+    pub fn page(&self, status: u16) -> Option<&ErrorPage> {
+        self.error_pages
+            .for_status(status)
+            .or_else(|| self.host_pages.for_status(status))
+    }
+
     /// Whether responses pass through [`Shaped`] at all.
     pub fn shapes(&self) -> bool {
-        self.rewrites() || self.varies || (self.intercept_errors && !self.error_pages.is_empty())
+        self.rewrites()
+            || self.varies
+            || (self.intercept_errors
+                && !(self.error_pages.is_empty() && self.host_pages.is_empty()))
     }
 
     fn rewrites(&self) -> bool {
@@ -135,7 +149,7 @@ impl Site {
         status: u16,
         extra: impl FnOnce(&mut ResponseHead),
     ) -> (ResponseHead, Option<&ErrorPage>) {
-        let page = site.and_then(|s| s.error_pages.for_status(status));
+        let page = site.and_then(|s| s.page(status));
         let mut h = ResponseHead::new(status);
         h.header(
             "Content-Type",

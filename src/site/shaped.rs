@@ -5,7 +5,7 @@ use std::os::fd::BorrowedFd;
 use monoio::net::TcpStream;
 
 use super::{Encoder, Site};
-use crate::error::Error;
+use crate::error::{Error, ErrorKind, Side};
 use crate::exchange::{Body, BodyLimits, Downstream};
 use crate::http::encoding::{negotiate, Choice, Encoding};
 use crate::http::request::RequestHead;
@@ -69,6 +69,15 @@ impl<'a, D: Downstream> Shaped<'a, D> {
         if length.is_some_and(|n| n < c.min_size) {
             return None;
         }
+        self.negotiated()
+    }
+
+    /// The coding the client takes of those the route compresses with (HTTP/1.0: none).
+    fn negotiated(&self) -> Option<Encoding> {
+        let c = self.site.compress.as_ref()?;
+        if self.req.version == Version::Http10 {
+            return None;
+        }
         match negotiate(self.req.header("accept-encoding"), &c.encodings) {
             Choice::Coded(e) => Some(e),
             Choice::Identity | Choice::None => None,
@@ -81,7 +90,7 @@ impl<'a, D: Downstream> Shaped<'a, D> {
         if !self.site.intercept_errors || head.status() < 400 {
             return None;
         }
-        let page = self.site.error_pages.for_status(head.status())?;
+        let page = self.site.page(head.status())?;
         let mut h = ResponseHead::new(head.status());
         for name in KEPT_ON_INTERCEPT {
             if let Some(v) = head.field(name) {
@@ -110,22 +119,33 @@ impl<'a, D: Downstream> Shaped<'a, D> {
             // SAFETY: `fd` is the open file of `Body::File`, which the backend keeps open
             // until `respond` returns.
             let file = unsafe { BorrowedFd::borrow_raw(fd) };
-            let n = crate::net::sys::pread_append(file, &mut buf, want, offset + done)
-                .map_err(|err| Error::internal(format!("reading a file to compress: {err}")))?;
-            if n == 0 {
-                self.inner.reset();
-                return Err(Error::internal("the file shrank while it was compressed"));
-            }
+            let read = crate::net::sys::pread_append(file, &mut buf, want, offset + done);
+            let n = match read {
+                Ok(n) if n > 0 => n,
+                Ok(_) => return Err(self.cut("the file shrank while it was compressed".into())),
+                Err(err) => return Err(self.cut(format!("reading a file to compress: {err}"))),
+            };
             done += n as u64;
-            e.write(&buf, false).map_err(compress_error)?;
+            if let Err(err) = e.write(&buf, false) {
+                return Err(self.cut(format!("compression failed: {err}")));
+            }
             let out = std::mem::take(e.output());
             if !out.is_empty() {
                 self.inner.send_data(&out).await?;
             }
         }
-        let rest = e.finish().map_err(compress_error)?;
+        let rest = match e.finish() {
+            Ok(rest) => rest,
+            Err(err) => return Err(self.cut(format!("compression failed: {err}"))),
+        };
         self.inner.send_data(&rest).await?;
         self.inner.end_body(&[]).await
+    }
+
+    /// The body cannot go on after its head: the client sees it cut off.
+    fn cut(&mut self, why: String) -> Error {
+        self.inner.reset();
+        aborted(why)
     }
 }
 
@@ -169,6 +189,10 @@ impl<D: Downstream> Downstream for Shaped<'_, D> {
                 .is_some_and(|v| contains_token(v, b"accept-encoding"));
         if varies {
             head.header("Vary", "Accept-Encoding");
+        }
+        if head.status() == 304 && self.negotiated().is_some() {
+            // The 200 this revalidates was compressed, with a weak validator: so is this.
+            weaken_etag(&mut head);
         }
         let Some(coding) = self.coding(&head, &body) else {
             return self.inner.respond(head, body).await;
@@ -229,7 +253,10 @@ impl<D: Downstream> Downstream for Shaped<'_, D> {
                     return Ok(());
                 }
                 // Flushed per piece: a streamed response reaches the client as it comes.
-                e.write(data, true).map_err(compress_error)?;
+                if let Err(err) = e.write(data, true) {
+                    self.inner.reset();
+                    return Err(aborted(format!("compression failed: {err}")));
+                }
                 let out = std::mem::take(e.output());
                 self.inner.send_data(&out).await
             }
@@ -241,7 +268,13 @@ impl<D: Downstream> Downstream for Shaped<'_, D> {
             State::Pass => self.inner.end_body(trailers).await,
             State::Swallow => Ok(()),
             State::Compress(e) => {
-                let rest = e.finish().map_err(compress_error)?;
+                let rest = match e.finish() {
+                    Ok(rest) => rest,
+                    Err(err) => {
+                        self.inner.reset();
+                        return Err(aborted(format!("compression failed: {err}")));
+                    }
+                };
                 self.inner.send_data(&rest).await?;
                 self.inner.end_body(trailers).await
             }
@@ -267,8 +300,28 @@ impl<D: Downstream> Downstream for Shaped<'_, D> {
     }
 }
 
+/// A compressor that fails before the head went out: a 500.
 fn compress_error(e: std::io::Error) -> Error {
     Error::internal(format!("compression failed: {e}"))
+}
+
+/// A failure once the head has gone out: the response cannot be answered any more, only cut
+/// off (no status: nothing else is written to the client).
+fn aborted(what: String) -> Error {
+    Error::new(ErrorKind::Aborted, Side::Internal, what)
+}
+
+/// Makes a strong `ETag` weak (`W/"…"`).
+fn weaken_etag(head: &mut ResponseHead) {
+    let Some(weak) = head
+        .field("etag")
+        .filter(|e| e.starts_with(b"\""))
+        .map(|e| [&b"W/"[..], e].concat())
+    else {
+        return;
+    };
+    head.remove_fields(|n| n.eq_ignore_ascii_case(b"etag"));
+    head.header_bytes("ETag", &weak);
 }
 
 /// Whether `Cache-Control` says `no-transform`.

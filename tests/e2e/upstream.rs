@@ -10,6 +10,9 @@
 //! | `/bytes/N` | 200, `Content-Length: N`, N [`pattern`] bytes |
 //! | `/status/N` | status N, `text/plain` body `upstream N`, `Retry-After: 7`, `X-Up: 1` |
 //! | `/text/N` | 200, `text/plain`, N bytes of [`text`] |
+//! | `/status-long/N` | status N, `text/plain`, 100,000 bytes of [`text`] |
+//! | `/text-no-transform/N` | like `/text/N`, with `Cache-Control: public, no-transform` |
+//! | `/text-encoded/N` | 200, `text/plain`, `Content-Encoding: gzip` (not really), N pattern bytes |
 //! | `/chunked-text/N` | 200, `application/json`, chunked: N bytes of [`text`] |
 //! | `/chunked/N` | 200, chunked: N pattern bytes in 4096-byte chunks, trailer `X-Trailer: yes` |
 //! | `/close/N` | 200, no length, `Connection: close`, N pattern bytes, then close |
@@ -414,6 +417,22 @@ fn answer(
             head_only,
             close,
         )?;
+    } else if let Some(n) = num("/status-long/") {
+        let status = format!("{n} Upstream");
+        simple(
+            s,
+            &status,
+            "Content-Type: text/plain\r\n",
+            &text(100_000),
+            head_only,
+            close,
+        )?;
+    } else if let Some(n) = num("/text-no-transform/") {
+        let extra = "Content-Type: text/plain\r\nCache-Control: public, no-transform\r\n";
+        simple(s, "200 OK", extra, &text(n), head_only, close)?;
+    } else if let Some(n) = num("/text-encoded/") {
+        let extra = "Content-Type: text/plain\r\nContent-Encoding: gzip\r\n";
+        simple(s, "200 OK", extra, &pattern(n), head_only, close)?;
     } else if let Some(n) = num("/text/") {
         let extra = "Content-Type: text/plain; charset=utf-8\r\n";
         simple(s, "200 OK", extra, &text(n), head_only, close)?;

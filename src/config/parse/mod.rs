@@ -895,7 +895,11 @@ allowed_method = ["GET"]
         let e = find(&errors, "host_routes.\"a.com\".pth");
         assert_eq!(
             e.reason,
-            "unknown key \"pth\"; expected one of: type, path, mode, index, url, upstream, upstream_path, preserve_host, ca_file, tls_server_name, upstream_protocol, security"
+            "unknown key \"pth\"; expected one of: type, path, mode, index, url, upstream, \
+             upstream_path, preserve_host, ca_file, tls_server_name, upstream_protocol, security, \
+             request_headers, intercept_errors, fallback, fallback_status, precompressed, \
+             autoindex, autoindex_hidden, status, body, content_type, headers, headers_on_errors, \
+             error_pages, compress, compress_min_size, compress_types, compress_level"
         );
         assert_eq!((e.line, e.column), (6, 1));
         assert!(find(&errors, "security.max_body")
@@ -1065,7 +1069,7 @@ rate_limit_requests_per_min = 5000000000
         assert_eq!(errors.len(), 3, "{errors:#?}");
         assert!(find(&errors, "host_routes.\"a.com\".url")
             .reason
-            .starts_with("`url` belongs to Proxy routes"));
+            .starts_with("`url` belongs to Proxy and Redirect routes"));
         assert_eq!(
             find(&errors, "host_routes.\"a.com\".mode").reason,
             "unknown mode \"mmap\"; expected \"sendfile\" or \"memory\""
@@ -1124,7 +1128,8 @@ rate_limit_requests_per_min = 5000000000
         assert!(reason("\"/nourl\".url").starts_with("required key is missing"));
         assert_eq!(
             reason("\"/case\".type"),
-            "unknown type \"proxy\"; expected \"File\" or \"Proxy\" (case matters: write \"Proxy\")"
+            "unknown type \"proxy\"; expected one of: \"File\", \"Proxy\", \"Redirect\", \"Respond\" \
+             (case matters: write \"Proxy\")"
         );
         let e = find(&errors, "path_routes.h.\"/ftp\".url");
         assert_eq!((e.line, e.column), (4, 34));

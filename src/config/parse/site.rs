@@ -83,12 +83,7 @@ impl Walker<'_> {
         if let (true, Some(f)) = (proxy, node.field("request_headers")) {
             ok &= set_some(&mut site.request_headers, self.header_rules(&f, true));
         }
-        self.set(
-            node,
-            "headers_on_errors",
-            &mut site.headers_on_errors,
-            Self::bool,
-        );
+        site.headers_on_errors = self.opt(node, "headers_on_errors", Self::bool);
         if let Some(f) = node.field("error_pages") {
             ok &= set_some(&mut site.error_pages, self.error_pages(&f));
         }
@@ -131,7 +126,15 @@ impl Walker<'_> {
         }
         if let Some(f) = node.field("fallback_status") {
             match self.uint(&f, 200, 599) {
-                Some(s) => site.fallback_status = s as u16,
+                Some(s) if s == 200 || s >= 400 => site.fallback_status = s as u16,
+                Some(s) => {
+                    let reason = format!(
+                        "{s}: the fallback file is sent with 200 or an error status (400-599), \
+                         e.g. 404 for a not-found page"
+                    );
+                    self.reject(&f, reason);
+                    ok = false;
+                }
                 None => ok = false,
             }
         }

@@ -51,6 +51,11 @@ body = "no"
 [path_routes."a.test"."/f/"]
 path = "{root}/www"
 fallback = "../etc/passwd"
+
+[path_routes."a.test"."/g/"]
+path = "{root}/www"
+fallback = "index.html"
+fallback_status = 204
 "#
         ),
     );
@@ -74,6 +79,7 @@ fallback = "../etc/passwd"
         (r#""/t/".path"#, "belongs to File routes"),
         (r#""/s/".body"#, "has no body"),
         (r#""/f/".fallback"#, "below the route's root"),
+        (r#""/g/".fallback_status"#, "200 or an error status"),
     ] {
         let line = err
             .lines()

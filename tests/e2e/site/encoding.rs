@@ -46,6 +46,8 @@ fn precompressed_variants(d: Driver) {
     let gz = gzip_of(&css);
     site.file("www/x.css.br", &br);
     site.file("www/x.css.gz", &gz);
+    let zst = zstd::stream::encode_all(&css[..], 19).unwrap();
+    site.file("www/x.css.zst", &zst);
     site.file("www/only.js", "plain();");
     let s = Server::start(
         d,
@@ -70,10 +72,14 @@ precompressed = ["gzip", "br"]
     assert_eq!(decode(&r), css);
     let br_etag = r.header("etag").unwrap().to_string();
     assert!(br_etag.ends_with("-br\""), "{br_etag}");
-    // No .zst: the next one the client takes.
     let r = ae(&s, "/x.css", "zstd, gzip");
+    assert_eq!(r.header("content-encoding"), Some("zstd"));
+    assert_eq!(r.body, zst);
+    // The best the client takes that exists: no .zst in the memory route's list.
+    let r = ae(&s, "/x.css", "*;q=0.5, br;q=0");
+    assert_eq!(r.header("content-encoding"), Some("zstd"), "* takes zstd");
+    let r = ae(&s, "/x.css", "identity;q=0, gzip");
     assert_eq!(r.header("content-encoding"), Some("gzip"));
-    assert_eq!(r.body, gz);
     let r = ae(&s, "/x.css", "br;q=0, gzip;q=0.5");
     assert_eq!(r.header("content-encoding"), Some("gzip"));
     // Identity: the original, still varying.
@@ -190,7 +196,14 @@ compress_level = {{ gzip = 1, zstd = 5 }}
     let r = ae(&s, "/api/chunked-text/300000", "zstd");
     assert_eq!(r.header("content-encoding"), Some("zstd"));
     assert_eq!(decode(&r), text(300_000));
-    // Not compressed: too small, not a listed type, a range, HTTP/1.0, no Accept-Encoding.
+    // Not compressed: already encoded, no-transform, too small, not a listed type, a range,
+    // HTTP/1.0, no Accept-Encoding.
+    let r = ae(&s, "/api/text-encoded/5000", "gzip");
+    assert_eq!(r.header("content-encoding"), Some("gzip"));
+    assert_eq!(r.body, crate::upstream::pattern(5000), "passed as it is");
+    let r = ae(&s, "/api/text-no-transform/5000", "gzip");
+    assert_eq!(r.header("content-encoding"), None);
+    assert_eq!(r.body, text(5000));
     assert_eq!(
         ae(&s, "/small.txt", "gzip").header("content-encoding"),
         None
@@ -221,6 +234,30 @@ compress_level = {{ gzip = 1, zstd = 5 }}
     assert_eq!(r.header("content-encoding"), Some("gzip"));
     assert!(r.body.is_empty());
     assert_eq!(all(&r, "vary"), vec!["Accept-Encoding"]);
+
+    // Revalidation: the weak validator of the compressed answer gets a 304 that says it too.
+    let etag = ae(&s, "/big.txt", "gzip")
+        .header("etag")
+        .unwrap()
+        .to_string();
+    let r = get_with(
+        &s,
+        "site.test",
+        "/big.txt",
+        &[("Accept-Encoding", "gzip"), ("If-None-Match", &etag)],
+    );
+    assert_eq!((r.status, r.header("etag")), (304, Some(etag.as_str())));
+    // Two compressed (chunked) answers on one connection: each ends where it should.
+    let mut w = crate::upstream::Wire::connect(s.addr);
+    for path in ["/big.txt", "/api/chunked-text/50000"] {
+        w.send(
+            format!("GET {path} HTTP/1.1\r\nHost: site.test\r\nAccept-Encoding: gzip\r\n\r\n")
+                .as_bytes(),
+        );
+        let r = w.response(false).to_response();
+        assert_eq!(r.header("transfer-encoding"), Some("chunked"));
+        assert!(decode(&r).starts_with(b"line 0: the quick"), "{path}");
+    }
 
     // Real clients decode it.
     let url = format!("http://{}/big.txt", s.addr);

@@ -158,14 +158,10 @@ path = "{site}/www/new"
     );
     let r = s.get("site.test", "/go");
     assert_eq!(r.header("location"), Some("https://example.org/go"));
-    // A decoded CR LF stays escaped.
+    // An encoded CR LF never reaches a Location: the path is refused before routing (the
+    // template's own escaping is unit-tested in http/redirect.rs).
     let r = s.get("site.test", "/old/%0D%0ASet-Cookie:%20x=1");
-    if r.status == 301 {
-        let loc = r.header("location").unwrap();
-        assert!(loc.ends_with("/new/%0D%0ASet-Cookie:%20x=1"), "{loc}");
-    } else {
-        assert_eq!(r.status, 400);
-    }
+    assert_eq!(r.status, 400);
     assert_eq!(r.header("set-cookie"), None);
     // A HEAD gets the redirect without a body; POST too (any method).
     let r = s.raw(b"HEAD /go/a HTTP/1.1\r\nHost: site.test\r\nConnection: close\r\n\r\n");
