@@ -167,7 +167,7 @@ impl Default for Levels {
 }
 
 /// The keys of a route that shape its responses, whatever its backend.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct RouteSite {
     /// `headers`: on the route's responses.
     pub headers: HeaderRules,
@@ -181,19 +181,6 @@ pub struct RouteSite {
     /// page for their status. Default false.
     pub intercept_errors: bool,
     pub compress: Compress,
-}
-
-impl Default for RouteSite {
-    fn default() -> Self {
-        Self {
-            headers: HeaderRules::default(),
-            request_headers: HeaderRules::default(),
-            headers_on_errors: None,
-            error_pages: ErrorPages::default(),
-            intercept_errors: false,
-            compress: Compress::default(),
-        }
-    }
 }
 
 /// `[host_defaults."host"]`: `headers` and `error_pages` for every route of a host (a route's
