@@ -169,16 +169,18 @@ pub fn json(entries: &[Entry]) -> String {
     serde_json::Value::Array(items).to_string()
 }
 
-/// Whether a request's `Accept` asks for JSON.
+/// Whether a request's `Accept` asks for JSON (with a q-value above 0).
 pub fn wants_json(accept: Option<&[u8]>) -> bool {
     accept.is_some_and(|a| {
-        a.split(|&b| b == b',').any(|t| {
-            let t = t
-                .split(|&b| b == b';')
-                .next()
-                .unwrap_or_default()
-                .trim_ascii();
-            t.eq_ignore_ascii_case(b"application/json")
+        a.split(|&b| b == b',').any(|item| {
+            let mut parts = item.split(|&b| b == b';');
+            let media = parts.next().unwrap_or_default().trim_ascii();
+            let refused = parts.any(|p| {
+                p.trim_ascii()
+                    .strip_prefix(b"q=")
+                    .is_some_and(|q| q.iter().all(|&b| b == b'0' || b == b'.'))
+            });
+            media.eq_ignore_ascii_case(b"application/json") && !refused
         })
     })
 }
