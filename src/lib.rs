@@ -13,7 +13,8 @@
 //! | [`worker`] | the worker threads: runtimes, listeners, accept loops, the drain | `server` |
 //! | [`server`] | one connection's lifecycle, one request's phases, the HTTP/1 and HTTP/2 sides of an exchange ([`server::h1`], [`server::h2`]), the worker's state ([`server::WorkerCtx`]) and idle registry | backends, `exchange`, `http`, `net` |
 //! | [`exchange`] | [`exchange::Downstream`]: what a backend sees of the client, whatever the protocol | `http`, `net` |
-//! | [`files`], [`proxy`] | the backends | `exchange`, `http`, `net`, `group` |
+//! | [`files`], [`proxy`] | the backends (and the answers without one: `Redirect`, `Respond`, in `server/request.rs`) | `exchange`, `http`, `net`, `group` |
+//! | [`site`] | a route's response rules: header rules, error pages, compression ([`site::Shaped`], a `Downstream` around the protocol's) | `exchange`, `http`, `config`, `net` |
 //! | [`group`] | upstream groups at run time: members, balancing, server state shared by all workers, passive ejection, the health-check and DNS threads | `config`, `http`, `net` |
 //! | [`http`] | protocol-neutral heads, methods, paths, the HTTP/1 codec ([`http::h1`]) and HTTP/2 messages as heads ([`http::h2`]) | — |
 //! | [`net`] | the transport: client and upstream streams, I/O, rustls driving, splice, tunnel, raw syscalls ([`net::sys`]), the stream HTTP/2 runs on ([`net::h2io`]) | `tls` |
@@ -39,12 +40,15 @@
 //! 4. it is routed by [`route::Router::lookup`] on the path [`http::path::normalize`]d;
 //! 5. the route's policy applies (addresses via [`security::client_address`], methods, the
 //!    [`limiter`], head sizes);
-//! 6. the backend answers through an [`server::h1::H1Downstream`] — [`files::serve`] (a file
+//! 6. the backend answers through an [`server::h1::H1Downstream`] — wrapped in
+//!    [`site::Shaped`] when the route has header rules, error pages to intercept or
+//!    compression — [`files::serve`] (a file
 //!    from the cache, memory or `sendfile`) or [`proxy::forward`] (a server of the route's
 //!    group chosen by [`group::Group::select`], retried on another one by the group's rules,
 //!    an upstream connection from the worker's pool, bodies through [`http::h1::body`]; or a
-//!    stream on a multiplexed connection for an HTTP/2 group, `proxy/h2.rs`); a
-//!    failure becomes a status in `answer_error` ([`error::Error::status`]);
+//!    stream on a multiplexed connection for an HTTP/2 group, `proxy/h2.rs`), or a Redirect or
+//!    Respond route's fixed answer; a failure becomes a status in `answer_error`
+//!    ([`error::Error::status`]), with the route's error page ([`site::Site::error_head`]);
 //! 7. the request is counted on its route ([`metrics`]) and logged ([`access_log`]).
 //!
 //! ## One reload's path
