@@ -85,6 +85,9 @@ enum Command {
         /// The client's address, checked against allowed_ips / denied_ips.
         #[arg(long, value_name = "IP")]
         from: Option<String>,
+        /// The request's Accept-Encoding (e.g. "gzip, br"): which coding it would get.
+        #[arg(long, value_name = "VALUE")]
+        accept_encoding: Option<String>,
     },
     /// Validate a config file without applying it, and show what a reload would change; exit 1
     /// if it is invalid.
@@ -230,6 +233,7 @@ fn run(args: &Args, out: &mut dyn Write, err: &mut dyn Write) -> Result<u8, Fail
             path,
             method,
             from,
+            accept_encoding,
         } => {
             let data = ask(&Request::Explain {
                 host: host.clone(),
@@ -237,6 +241,7 @@ fn run(args: &Args, out: &mut dyn Write, err: &mut dyn Write) -> Result<u8, Fail
                 // The default goes unsaid: older daemons know only GET.
                 method: (method != "GET").then(|| method.clone()),
                 client: from.clone(),
+                accept_encoding: accept_encoding.clone(),
             })?;
             let explain: Explain = data.decode()?;
             show(out, args.json, &data, || format::explain(&explain));

@@ -58,6 +58,9 @@ pub enum Request {
         /// The client address, for `allowed_ips` / `denied_ips` (default: not checked).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         client: Option<String>,
+        /// The request's `Accept-Encoding`: which coding it would get (default: none sent).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        accept_encoding: Option<String>,
     },
     /// Validate a file (default: the daemon's config path) without applying it, and show what
     /// a reload would change: answered with [`CheckReport`].
@@ -873,12 +876,14 @@ mod tests {
                 path: "/api/x".into(),
                 method: None,
                 client: None,
+                accept_encoding: None,
             },
             Request::Explain {
                 host: "example.com".into(),
                 path: "http://other.example/x".into(),
                 method: Some("POST".into()),
                 client: Some("192.0.2.1".into()),
+                accept_encoding: Some("gzip, br".into()),
             },
             Request::Check {
                 file: None,
@@ -897,6 +902,7 @@ mod tests {
                 path: "/p".into(),
                 method: None,
                 client: None,
+                accept_encoding: None,
             }),
             "{\"version\":1,\"command\":\"explain\",\"host\":\"h\",\"path\":\"/p\"}\n"
         );

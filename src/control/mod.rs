@@ -414,7 +414,15 @@ impl Control {
                 path,
                 method,
                 client,
-            } => proto::ok(&self.explain(&host, &path, method.as_deref(), client.as_deref())),
+                accept_encoding,
+            } => {
+                let request = query::ExplainRequest {
+                    method: method.as_deref(),
+                    client: client.as_deref(),
+                    accept_encoding: accept_encoding.as_deref(),
+                };
+                proto::ok(&self.explain(&host, &path, request))
+            }
             Request::Upgrade { binary } => {
                 self.start_upgrade(binary.map(PathBuf::from), Some((reply, written)));
                 return;

@@ -164,13 +164,12 @@ impl Control {
     /// What the daemon would answer to `method target` with `Host: host` from `client`, by the
     /// data path's own rules: the head parser's host and target handling, path normalisation,
     /// the router, the route's policy and the file lookup ([`crate::files::probe`]).
-    pub(super) fn explain(
-        &self,
-        host: &str,
-        target: &str,
-        method: Option<&str>,
-        client: Option<&str>,
-    ) -> Explain {
+    pub(super) fn explain(&self, host: &str, target: &str, request: ExplainRequest<'_>) -> Explain {
+        let ExplainRequest {
+            method,
+            client,
+            accept_encoding,
+        } = request;
         let mut answer = Explain {
             matched: false,
             host: host.to_string(),
@@ -325,14 +324,39 @@ impl Control {
                 .join(", ")
         };
         let mut encoding = Vec::new();
+        let accept = accept_encoding.map(str::as_bytes);
+        let ranked = |list| crate::http::encoding::ranked(accept, list);
         if let Backend::File(f) = &m.entry.route.backend {
             if !f.site.precompressed.is_empty() {
                 let list = names(&f.site.precompressed);
                 encoding.push(format!("precompressed variants: {list}"));
+                if accept.is_some() {
+                    let takes: Vec<_> = ranked(&f.site.precompressed)
+                        .into_iter()
+                        .flatten()
+                        .collect();
+                    encoding.push(match takes.as_slice() {
+                        [] => "this request: none of them".to_string(),
+                        list => format!(
+                            "this request: the first of {} whose file exists",
+                            names(list)
+                        ),
+                    });
+                }
             }
         }
         if let Some(c) = &m.entry.site.compress {
             encoding.push(format!("compressed on the fly: {}", names(&c.encodings)));
+            if accept.is_some() {
+                encoding.push(match ranked(&c.encodings)[0] {
+                    Some(e) => format!(
+                        "this request: {} (a 2xx of a listed type, {} bytes or more)",
+                        e.token(),
+                        c.min_size
+                    ),
+                    None => "this request: not compressed".to_string(),
+                });
+            }
         }
         if !encoding.is_empty() {
             answer.encoding = Some(encoding.join("; "));
@@ -451,4 +475,15 @@ fn proxy_target(p: &crate::config::ProxyBackend) -> String {
         ProxyTarget::Url(u) => u.to_string(),
         ProxyTarget::Group(name) => format!("upstream {name:?} {}", p.base_path),
     }
+}
+
+/// What an `explain` asks about the request besides its host and target.
+#[derive(Clone, Copy, Debug, Default)]
+pub(super) struct ExplainRequest<'a> {
+    /// Default `GET`.
+    pub(super) method: Option<&'a str>,
+    /// Checked against the route's addresses when given.
+    pub(super) client: Option<&'a str>,
+    /// Which coding the request would get, when given.
+    pub(super) accept_encoding: Option<&'a str>,
 }

@@ -137,6 +137,33 @@ compress = ["gzip"]
     assert!(headers.contains(&"-server".to_string()), "{headers:?}");
     let e = s.proxyctl_json(&["explain", "site.test", "/api/x"]);
     assert_eq!(e["encoding"], "compressed on the fly: gzip");
+    let e = s.proxyctl_json(&[
+        "explain",
+        "site.test",
+        "/api/x",
+        "--accept-encoding",
+        "br;q=1, gzip;q=0.5",
+    ]);
+    assert_eq!(
+        e["encoding"],
+        "compressed on the fly: gzip; this request: gzip (a 2xx of a listed type, 1024 bytes or more)"
+    );
+    let e = s.proxyctl_json(&["explain", "site.test", "/api/x", "--accept-encoding", "br"]);
+    assert!(e["encoding"]
+        .as_str()
+        .unwrap()
+        .ends_with("this request: not compressed"));
+    let e = s.proxyctl_json(&[
+        "explain",
+        "site.test",
+        "/x.css",
+        "--accept-encoding",
+        "gzip, br",
+    ]);
+    assert_eq!(
+        e["encoding"],
+        "precompressed variants: br; this request: the first of br whose file exists"
+    );
     let out = s.proxyctl(&["explain", "site.test", "/healthz"]);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("Respond route /healthz"), "{text}");
