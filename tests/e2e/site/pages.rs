@@ -269,7 +269,11 @@ path = "{site}/pub"
     assert_eq!(s.get("site.test", "/files/.git/").status, 404);
     let r = s.get("site.test", "//files//sub");
     assert_eq!(r.status, 301, "{r:?}");
-    assert_eq!(r.header("location"), Some("/files/sub/"), "never //…, another host");
+    assert_eq!(
+        r.header("location"),
+        Some("/files/sub/"),
+        "never //…, another host"
+    );
     assert_eq!(s.get("site.test", "/off/").status, 404, "off by default");
     assert_eq!(s.get("site.test", "/off/sub/").status, 404);
 }
