@@ -5,7 +5,7 @@
 //! the line:
 //!
 //! ```text
-//! 127.0.0.1 - - [30/Nov/2026:05:44:03 +0000] "GET /api/x?y=1 HTTP/1.1" 200 153 "-" "curl/8.5" host="example.com" route="example.com/api" request_time=0.002 upstream=127.0.0.1:9000 upstream_time=0.001
+//! 127.0.0.1 - - [30/Nov/2026:05:44:03 +0000] "GET /api/x?y=1 HTTP/1.1" 200 153 "-" "curl/8.5" host="example.com" route="example.com/api" request_time=0.002 upstream=127.0.0.1:9000 upstream_time=0.001 request_id=4bf92f3577b34da6a3ce929d0e0e4736
 //! ```
 //!
 //! `json` is one object per line with the same fields (`time` in RFC 3339, durations in
@@ -43,6 +43,8 @@ pub struct Entry<'a> {
     pub route: Option<String>,
     pub upstream: Option<SocketAddr>,
     pub upstream_time: Option<Duration>,
+    /// The request's id; `None` when request ids are off.
+    pub request_id: Option<crate::telemetry::RequestId>,
 }
 
 /// The line for `entry`, without a newline.
@@ -122,6 +124,12 @@ fn combined(e: &Entry, s: &mut String) {
     s.push_str(" upstream_time=");
     match e.upstream_time {
         Some(d) => push_secs(s, d, 3),
+        None => s.push('-'),
+    }
+    s.push_str(" request_id=");
+    match &e.request_id {
+        // Visible ASCII without quotes or backslashes (see `RequestId::parse`).
+        Some(id) => s.push_str(id.as_str()),
         None => s.push('-'),
     }
 }
@@ -331,6 +339,11 @@ fn json(e: &Entry, s: &mut String) {
     }
     json_field(s, "referer", r.and_then(|r| r.header("referer")));
     json_field(s, "user_agent", r.and_then(|r| r.header("user-agent")));
+    json_field(
+        s,
+        "request_id",
+        e.request_id.as_ref().map(|id| id.as_str().as_bytes()),
+    );
     s.push('}');
 }
 
@@ -357,6 +370,7 @@ mod tests {
             route: Some("example.com/api".into()),
             upstream: Some("127.0.0.1:9000".parse().unwrap()),
             upstream_time: Some(Duration::from_millis(1)),
+            request_id: Some(crate::telemetry::RequestId::from_bits(0xabc)),
         }
     }
 
@@ -368,17 +382,19 @@ mod tests {
             line(AccessLogFormat::Combined, &entry(Some(&r))),
             "10.0.0.7 - - [30/Nov/2026:05:44:03 +0000] \"GET /api/x?y=1 HTTP/1.1\" 502 153 \"-\" \
              \"t \\x22q\\x22\" host=\"example.com\" route=\"example.com/api\" request_time=0.002 \
-             upstream=127.0.0.1:9000 upstream_time=0.001"
+             upstream=127.0.0.1:9000 upstream_time=0.001 \
+             request_id=00000000000000000000000000000abc"
         );
         let mut e = entry(None);
         e.route = None;
         e.upstream = None;
         e.upstream_time = None;
         e.status = 400;
+        e.request_id = None;
         assert_eq!(
             line(AccessLogFormat::Combined, &e),
             "10.0.0.7 - - [30/Nov/2026:05:44:03 +0000] \"-\" 400 153 \"-\" \"-\" host=\"-\" \
-             route=\"-\" request_time=0.002 upstream=- upstream_time=-"
+             route=\"-\" request_time=0.002 upstream=- upstream_time=- request_id=-"
         );
     }
 
@@ -402,6 +418,7 @@ mod tests {
         assert_eq!(v["upstream_time"], 0.001);
         assert_eq!(v["referer"], "http://r/");
         assert_eq!(v["user_agent"], serde_json::Value::Null);
+        assert_eq!(v["request_id"], "00000000000000000000000000000abc");
     }
 
     #[test]

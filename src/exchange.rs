@@ -12,6 +12,7 @@ use monoio::net::TcpStream;
 use crate::error::Error;
 use crate::http::response::ResponseHead;
 use crate::net::client::ClientStream;
+use crate::telemetry::IdField;
 
 /// The route's limits on a request body.
 #[derive(Clone, Copy, Debug)]
@@ -57,6 +58,9 @@ pub enum Body<'a> {
 pub trait Downstream {
     /// The route is known: its body limits apply.
     fn set_limits(&mut self, limits: BodyLimits);
+
+    /// The request's id: every final response head carries it (replacing an upstream's).
+    fn set_request_id(&mut self, id: IdField);
 
     /// Reads the rest of the request body and drops it (a File route has no use for one).
     async fn discard_body(&mut self) -> Result<(), Error> {

@@ -22,6 +22,7 @@
 //! | [`control`] | the control loop: reload, drain, binary upgrade, admin answers, signals, watcher | `snapshot`, `worker`, `handover` |
 //! | [`handover`] | a binary upgrade's channel between two processes: messages, sockets passed with `SCM_RIGHTS` | `worker` (its socket groups) |
 //! | [`config`] | the configuration's types and its parser, every error with file, line, key path | — |
+//! | [`telemetry`] | request ids, W3C trace context, span export to an OTLP collector | `config`, `http`, `security` |
 //! | [`shared`], [`metrics`], [`limiter`], [`security`], [`tls`], [`logging`], [`access_log`] | what both planes share, counters, policy, certificates, logs | |
 //!
 //! No room imports one that imports it back.
@@ -108,5 +109,6 @@ pub mod server;
 pub mod shared;
 pub mod site;
 pub mod snapshot;
+pub mod telemetry;
 pub mod tls;
 pub mod worker;

@@ -201,6 +201,8 @@ fn run(
     };
     let sockets = sockets::prepare(&listeners, threads, &mut inherited, balancing)?;
     snapshot.publish_sessions(&sessions);
+    zerocopy_server::telemetry::export::configure(&snapshot.config.tracing)
+        .map_err(|e| format!("cannot start the span exporter thread: {e}"))?;
     let shared = Arc::new(Shared::new(
         ArcSwap::from_pointee(snapshot),
         threads,
@@ -256,7 +258,7 @@ fn run(
     };
     if let Some((addr, listener)) = metrics {
         servers.metrics = Some(
-            zerocopy_server::control::scrape::serve(listener, control.sender())
+            zerocopy_server::control::scrape::serve(listener, control.sender(), control.shared())
                 .map_err(|e| format!("cannot start the metrics server: {e}"))?,
         );
         log::info!("Prometheus metrics: http://{addr}/metrics");

@@ -33,6 +33,10 @@ pub struct Shared {
     pub fleet: Arc<crate::group::Fleet>,
     /// The listeners bound at start-up, in config order: every worker has one socket each.
     pub listeners: Box<[ListenerSlot]>,
+    /// The workers were let serve (start-up is complete).
+    pub serving: AtomicBool,
+    /// The clock of the workers' heartbeats.
+    pub started: std::time::Instant,
 }
 
 /// A listener bound at start-up: its settings then (the serving snapshot's win while it has
@@ -85,6 +89,46 @@ impl Shared {
             record_layer,
             limiter: Limiter::default(),
             open: AtomicU64::new(0),
+            serving: AtomicBool::new(false),
+            started: std::time::Instant::now(),
+        }
+    }
+
+    /// Notes that worker `worker`'s loop runs now.
+    pub fn beat(&self, worker: usize) {
+        let ms = self.started.elapsed().as_millis() as u64 + 1;
+        if let Some(w) = self.workers.get(worker) {
+            w.heartbeat.store(ms, Ordering::Relaxed);
+        }
+    }
+
+    /// The daemon's health for `/healthz` and `/readyz`: every worker's loop has run within
+    /// `stale` (or has finished), and whether it takes new work.
+    pub fn health(&self, stale: std::time::Duration) -> Health {
+        let now = self.started.elapsed().as_millis() as u64 + 1;
+        let stale = stale.as_millis() as u64;
+        for (i, w) in self.workers.iter().enumerate() {
+            let beat = w.heartbeat.load(Ordering::Relaxed);
+            if beat == crate::metrics::HEARTBEAT_DONE {
+                continue;
+            }
+            if beat == 0 {
+                return Health::Starting;
+            }
+            let late = now.saturating_sub(beat);
+            if late > stale {
+                return Health::Stuck {
+                    worker: i,
+                    late_ms: late,
+                };
+            }
+        }
+        if self.is_draining() {
+            Health::Draining
+        } else if !self.serving.load(Ordering::Relaxed) {
+            Health::Starting
+        } else {
+            Health::Ready
         }
     }
 
@@ -163,6 +207,19 @@ impl Shared {
             .map(|w| w.in_flight.load(Ordering::Relaxed))
             .sum()
     }
+}
+
+/// What `/healthz` and `/readyz` report.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Health {
+    /// Serving, taking new work.
+    Ready,
+    /// Alive, not taking new work: a drain (a stop, or the end of a binary upgrade).
+    Draining,
+    /// The workers do not serve yet.
+    Starting,
+    /// A worker's loop has not run for this long: it is blocked.
+    Stuck { worker: usize, late_ms: u64 },
 }
 
 /// An admitted connection's place in the open counts (all workers', and its worker's): taken

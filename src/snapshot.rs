@@ -47,6 +47,8 @@ pub struct Snapshot {
     session_cache: Option<Arc<rustls::server::ServerSessionMemoryCache>>,
     /// `[host_defaults]` by host, for a host's requests that no route takes.
     host_sites: std::collections::HashMap<String, Site>,
+    /// Request ids and trace context (`[server] request_id_header`, `[tracing]`).
+    pub telemetry: crate::telemetry::Telemetry,
 }
 
 /// The snapshot cell shared by the control thread and every worker.
@@ -192,8 +194,10 @@ impl Snapshot {
             .iter()
             .map(|d| (d.host.clone(), Site::for_host(d)))
             .collect();
+        let telemetry = crate::telemetry::Telemetry::new(&config);
         Ok(Self {
             generation,
+            telemetry,
             config: Arc::new(config),
             router,
             groups,

@@ -43,6 +43,8 @@ struct Memory {
 impl Downstream for Memory {
     fn set_limits(&mut self, _: BodyLimits) {}
 
+    fn set_request_id(&mut self, _: zerocopy_server::telemetry::IdField) {}
+
     fn take_body(&mut self, each: &mut dyn FnMut(&[u8])) -> Result<bool, Error> {
         if !self.arrived.is_empty() {
             each(&std::mem::take(&mut self.arrived));
@@ -300,6 +302,7 @@ async fn forward(s: &Snapshot, sink: &mut Memory, raw: &str) {
         group: m.entry.group.as_ref().unwrap(),
         security: &m.entry.route.security,
         request_headers: &m.entry.site.request_headers,
+        ids: None,
         path: &path,
         worker: 0,
         pool: &worker.upstreams,

@@ -554,6 +554,22 @@ pub struct Stats {
     /// HTTP/2 client connections and streams.
     #[serde(default)]
     pub http2: Http2Stats,
+    /// Span export (`[tracing] otlp_endpoint`).
+    #[serde(default)]
+    pub tracing: TracingStats,
+}
+
+/// Span export, since start.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TracingStats {
+    /// Spans the collector accepted.
+    pub spans_exported: u64,
+    /// Spans dropped because the export queue was full (`export_queue_size`).
+    pub spans_dropped_queue_full: u64,
+    /// Spans lost with a batch the collector did not take.
+    pub spans_dropped_export_failed: u64,
+    /// Export requests that failed.
+    pub export_failures: u64,
 }
 
 /// HTTP/2 towards clients, all workers.

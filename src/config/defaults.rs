@@ -11,6 +11,8 @@ pub const THREADS: usize = 0;
 pub const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(30);
 /// `[server] upgrade_timeout_secs`: how long a new binary has to become ready in an upgrade.
 pub const UPGRADE_TIMEOUT: Duration = Duration::from_secs(30);
+/// `[server] request_id_header`: the field a request's id travels in ("" = no ids).
+pub const REQUEST_ID_HEADER: &str = "X-Request-Id";
 /// `[[listeners]] https_port` when no listener has TLS.
 pub const HTTPS_PORT: u16 = 443;
 
@@ -167,3 +169,17 @@ pub const REDIRECT_STATUS: u16 = 308;
 pub const RESPOND_CONTENT_TYPE: &str = "text/plain; charset=utf-8";
 /// The most entries a directory listing (`autoindex`) shows.
 pub const AUTOINDEX_MAX_ENTRIES: usize = 10_000;
+
+/// `[tracing] propagate`: `traceparent`/`tracestate` passed to upstreams (a new trace when
+/// absent, untrusted or malformed).
+pub const TRACING_PROPAGATE: bool = true;
+/// `[tracing] sample_ratio`: the share of new traces sampled for export (0 = never).
+pub const TRACING_SAMPLE_RATIO: f64 = 0.0;
+/// `[tracing] service_name`: the spans' `service.name`.
+pub const TRACING_SERVICE_NAME: &str = "zerocopy-server";
+/// `[tracing] export_batch_size`: spans per OTLP request at most.
+pub const TRACING_EXPORT_BATCH_SIZE: usize = 512;
+/// `[tracing] export_interval_ms`: the longest a finished span waits for its batch.
+pub const TRACING_EXPORT_INTERVAL: Duration = Duration::from_millis(5000);
+/// `[tracing] export_queue_size`: spans waiting for export; more are dropped and counted.
+pub const TRACING_EXPORT_QUEUE_SIZE: usize = 8192;

@@ -47,6 +47,8 @@ pub struct Config {
     pub admin: Admin,
     /// `[http2]`.
     pub http2: Http2,
+    /// `[tracing]`: trace context and span export.
+    pub tracing: Tracing,
     /// `[host_routes."host"]`: a whole host to one backend. Checked before path routes.
     pub host_routes: Vec<HostRoute>,
     /// `[path_routes."host"."/prefix"]`, longest prefix wins within a host.
@@ -172,6 +174,9 @@ pub struct Server {
     /// `upgrade_timeout_secs`: how long a new binary has to report ready during a binary
     /// upgrade before it is killed and the running one serves on; default 30.
     pub upgrade_timeout: Duration,
+    /// `request_id_header`: the field request ids travel in (kept from trusted peers, else
+    /// generated), default `X-Request-Id`; `None` (written `""`) = no request ids.
+    pub request_id_header: Option<String>,
 }
 
 /// `[logging]`.
@@ -469,6 +474,55 @@ impl Default for Http2 {
             keepalive_interval: defaults::HTTP2_KEEPALIVE_INTERVAL,
         }
     }
+}
+
+/// `[tracing]`: W3C trace context towards upstreams and the export of spans.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Tracing {
+    /// `propagate`: `traceparent`/`tracestate` go to upstreams (kept from trusted peers, else
+    /// a new trace); off, the daemon leaves both fields alone.
+    pub propagate: bool,
+    /// `sample_ratio`: the share of new traces sampled (0.0–1.0).
+    pub sample_ratio: f64,
+    /// `otlp_endpoint`: where sampled requests' spans go (OTLP/HTTP, protobuf); `None` = no
+    /// export.
+    pub otlp_endpoint: Option<OtlpEndpoint>,
+    /// `service_name`: the spans' `service.name`.
+    pub service_name: String,
+    /// `export_batch_size`: spans per OTLP request at most.
+    pub export_batch_size: usize,
+    /// `export_interval_ms`: the longest a span waits before its batch leaves.
+    pub export_interval: Duration,
+    /// `export_queue_size`: spans waiting for export; more are dropped and counted.
+    pub export_queue_size: usize,
+}
+
+impl Default for Tracing {
+    fn default() -> Self {
+        Self {
+            propagate: defaults::TRACING_PROPAGATE,
+            sample_ratio: defaults::TRACING_SAMPLE_RATIO,
+            otlp_endpoint: None,
+            service_name: defaults::TRACING_SERVICE_NAME.into(),
+            export_batch_size: defaults::TRACING_EXPORT_BATCH_SIZE,
+            export_interval: defaults::TRACING_EXPORT_INTERVAL,
+            export_queue_size: defaults::TRACING_EXPORT_QUEUE_SIZE,
+        }
+    }
+}
+
+/// An OTLP/HTTP traces endpoint: `http://host[:port]/path`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OtlpEndpoint {
+    /// As written.
+    pub url: String,
+    /// The host name or address, without brackets.
+    pub host: String,
+    pub port: u16,
+    /// The `Host` field: the authority as written.
+    pub authority: String,
+    /// The request target, `/v1/traces` when the URL has no path.
+    pub path: String,
 }
 
 /// `[admin]` (an extension of the spec).

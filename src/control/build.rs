@@ -217,6 +217,9 @@ pub fn commit(
 ) -> u64 {
     let generation = snapshot.generation;
     snapshot.publish_sessions(sessions);
+    if let Err(e) = crate::telemetry::export::configure(&snapshot.config.tracing) {
+        log::error!("tracing: cannot start the span exporter: {e}; spans are dropped");
+    }
     cell.store(Arc::new(snapshot));
     generation
 }

@@ -209,6 +209,7 @@ impl Control {
     /// Lets the workers accept connections (once start-up is complete).
     pub fn let_workers_serve(&self) {
         self.workers.go();
+        self.shared.serving.store(true, Ordering::SeqCst);
     }
 
     /// The admin socket's and the metrics listener's accept threads, once they run.
@@ -277,6 +278,11 @@ impl Control {
     /// A sender for events (the admin server uses one).
     pub fn sender(&self) -> Sender<Event> {
         self.sender.clone()
+    }
+
+    /// The state shared with the workers (for the probes' thread).
+    pub fn shared(&self) -> Arc<Shared> {
+        self.shared.clone()
     }
 
     /// Runs the control loop: never returns; the process ends from here.

@@ -119,6 +119,16 @@ impl Control {
                 goaway_graceful: self.shared.sum(|w| &w.h2_goaway_graceful),
                 goaway_error: self.shared.sum(|w| &w.h2_goaway_error),
             },
+            tracing: {
+                let c = crate::telemetry::export::counters();
+                let n = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
+                proxyctl::proto::TracingStats {
+                    spans_exported: n(&c.exported),
+                    spans_dropped_queue_full: n(&c.dropped_queue_full),
+                    spans_dropped_export_failed: n(&c.dropped_export_failed),
+                    export_failures: n(&c.failed_requests),
+                }
+            },
         }
     }
 

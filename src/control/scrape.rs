@@ -1,6 +1,13 @@
 //! The Prometheus scrape listener (`[admin] metrics_listen`): a thread of its own that answers
 //! `GET /metrics` with text the control loop renders ([`crate::metrics::prometheus::render`]),
-//! never a worker.
+//! never a worker — and the probes, from shared atomics alone (never the control loop, which
+//! may be busy with a reload):
+//!
+//! - `GET /healthz` (liveness): 200 while every worker's loop runs (draining included); 503
+//!   when one has not run for [`STUCK_AFTER`] (it is blocked), or before the workers serve.
+//! - `GET /readyz` (readiness): 200 while the daemon takes new work; 503 from the first moment
+//!   of a drain (a stop, or a binary upgrade's hand-over), so that a load balancer stops
+//!   sending before connections are refused.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -10,12 +17,17 @@ use std::time::Duration;
 use super::admin::Served;
 use super::Event;
 use crate::metrics::prometheus;
+use crate::shared::{Health, Shared};
 use std::os::fd::AsRawFd;
+use std::sync::Arc;
 
 /// Most scrapes served at once; past it a scraper is answered 503 at once.
 const MAX_SCRAPERS: usize = 64;
 /// How long a scraper may take to send its request or read the answer.
 const IO_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A worker whose loop has not run this long is reported stuck by `/healthz`.
+pub const STUCK_AFTER: Duration = Duration::from_secs(10);
 
 /// Binds `addr` for scrapes (an error names the address).
 pub fn bind(addr: SocketAddr) -> Result<TcpListener, String> {
@@ -26,7 +38,11 @@ pub fn bind(addr: SocketAddr) -> Result<TcpListener, String> {
 
 /// Serves `GET /metrics` on a thread of its own: the text is rendered by the control loop
 /// (an [`Event::Metrics`]), never on a worker. Anything else gets a 404 (or 405).
-pub fn serve(listener: TcpListener, events: Sender<Event>) -> std::io::Result<Served> {
+pub fn serve(
+    listener: TcpListener,
+    events: Sender<Event>,
+    shared: Arc<Shared>,
+) -> std::io::Result<Served> {
     listener.set_nonblocking(true)?;
     let fd = listener.as_raw_fd();
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -51,11 +67,11 @@ pub fn serve(listener: TcpListener, events: Sender<Event>) -> std::io::Result<Se
                     continue;
                 }
                 open.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                let (events, open) = (events.clone(), open.clone());
+                let (events, open, shared) = (events.clone(), open.clone(), shared.clone());
                 let _ = std::thread::Builder::new()
                     .name("zcs-metrics-conn".into())
                     .spawn(move || {
-                        scrape(stream, &events);
+                        scrape(stream, &events, &shared);
                         open.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
                     });
             }
@@ -63,8 +79,22 @@ pub fn serve(listener: TcpListener, events: Sender<Event>) -> std::io::Result<Se
     Ok(Served::new(fd, stop, thread))
 }
 
+/// A probe's answer: whether it passes, and its text.
+fn probe_answer(health: Health, readiness: bool) -> (bool, String) {
+    match health {
+        Health::Ready => (true, if readiness { "ready\n" } else { "ok\n" }.into()),
+        Health::Draining if readiness => (false, "draining\n".into()),
+        Health::Draining => (true, "ok (draining)\n".into()),
+        Health::Starting => (false, "starting\n".into()),
+        Health::Stuck { worker, late_ms } => (
+            false,
+            format!("worker {worker} has not run for {} ms\n", late_ms),
+        ),
+    }
+}
+
 /// Answers one HTTP/1.x request and closes.
-fn scrape(mut stream: TcpStream, events: &Sender<Event>) {
+fn scrape(mut stream: TcpStream, events: &Sender<Event>, shared: &Shared) {
     // One deadline for the whole request, however it trickles in.
     let deadline = std::time::Instant::now() + IO_TIMEOUT;
     let mut head = Vec::new();
@@ -97,15 +127,24 @@ fn scrape(mut stream: TcpStream, events: &Sender<Event>) {
                 Err(_) => return,
             }
         }
+        (b"GET" | b"HEAD", Some(probe @ (b"/healthz" | b"/readyz"))) => {
+            let (ok, text) = probe_answer(shared.health(STUCK_AFTER), probe == b"/readyz");
+            let status = if ok {
+                "200 OK"
+            } else {
+                "503 Service Unavailable"
+            };
+            (status, "text/plain; charset=utf-8", text)
+        }
         (b"GET" | b"HEAD", _) => (
             "404 Not Found",
             "text/plain; charset=utf-8",
-            "metrics are at /metrics\n".to_string(),
+            "metrics are at /metrics; probes at /healthz and /readyz\n".to_string(),
         ),
         _ => (
             "405 Method Not Allowed",
             "text/plain; charset=utf-8",
-            "GET /metrics\n".to_string(),
+            "GET /metrics, /healthz or /readyz\n".to_string(),
         ),
     };
     let mut out = format!(

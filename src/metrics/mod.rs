@@ -23,7 +23,7 @@ use proxyctl::proto::{
 };
 
 mod workers;
-pub use workers::WorkerStats;
+pub use workers::{WorkerStats, HEARTBEAT_DONE};
 
 /// Buckets of the latency histogram: one per bound, and the unbounded one.
 const BUCKETS: usize = LATENCY_BOUNDS_US.len() + 1;

@@ -345,6 +345,28 @@ impl Collector for StatsCollector {
             &[(none(), cache.misses)],
         )?;
         Self::http2(&mut e, &s.http2)?;
+        let t = &s.tracing;
+        Self::counter(
+            &mut e,
+            "tracing_spans_exported",
+            "Spans the OTLP collector accepted.",
+            &[(none(), t.spans_exported)],
+        )?;
+        Self::counter(
+            &mut e,
+            "tracing_spans_dropped",
+            "Spans not exported: the queue was full (export_queue_size), or the collector did not take their batch.",
+            &[
+                (vec![("reason", "queue_full".to_string())], t.spans_dropped_queue_full),
+                (vec![("reason", "export_failed".to_string())], t.spans_dropped_export_failed),
+            ],
+        )?;
+        Self::counter(
+            &mut e,
+            "tracing_export_failures",
+            "OTLP export requests that failed (unreachable, slow, or an error status).",
+            &[(none(), t.export_failures)],
+        )?;
         let route = |r: &proxyctl::proto::RouteStats| -> Labels {
             vec![("route", r.name()), ("backend", r.backend.clone())]
         };

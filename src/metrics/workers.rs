@@ -49,7 +49,13 @@ pub struct WorkerStats {
     /// GOAWAYs the daemon sent: graceful (drain, idle, request cap) and for errors.
     pub h2_goaway_graceful: AtomicU64,
     pub h2_goaway_error: AtomicU64,
+    /// When the worker's loop last ran (ms since [`crate::shared::Shared::started`], +1);
+    /// 0 before it serves, [`HEARTBEAT_DONE`] once it has finished (drained).
+    pub heartbeat: AtomicU64,
 }
+
+/// A worker's heartbeat once it has finished.
+pub const HEARTBEAT_DONE: u64 = u64::MAX;
 
 impl WorkerStats {
     /// Adds one to a counter of this worker's (only its own thread writes it).

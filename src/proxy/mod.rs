@@ -86,6 +86,8 @@ pub struct Exchange<'a, D> {
     pub security: &'a RouteSecurity,
     /// The route's `request_headers` rules.
     pub request_headers: &'a crate::config::HeaderRules,
+    /// The request's id and trace context, with the id's field name (`None`: ids are off).
+    pub ids: Option<(&'a crate::telemetry::Ids, Option<&'a str>)>,
     /// The upstream path, decoded (from the router): re-encoded here.
     pub path: &'a str,
     /// The worker's index, for the upstream's counters.

@@ -163,6 +163,8 @@ fn client_and_forwarding_fields<D>(x: &Exchange<'_, D>, mut field: impl FnMut(&s
         let name = hd.name.as_str();
         let is = |n: &str| name.eq_ignore_ascii_case(n);
         if is_hop_by_hop(name)
+            || x.ids
+                .is_some_and(|(ids, header)| ids.replaces(name, header))
             || named.iter().any(|t| is(t))
             || is("host")
             || is("expect")
@@ -189,6 +191,14 @@ fn client_and_forwarding_fields<D>(x: &Exchange<'_, D>, mut field: impl FnMut(&s
             continue;
         }
         field(name, &[&hd.value]);
+    }
+    if let Some((ids, header)) = x.ids {
+        if let (Some(name), Some(id)) = (header, &ids.request_id) {
+            field(name, &[id.as_str().as_bytes()]);
+        }
+        if let Some(tp) = ids.traceparent() {
+            field("traceparent", &[&tp]);
+        }
     }
     let peer = crate::security::canonical(x.peer.ip());
     let mut peer_buf = [0u8; 64];

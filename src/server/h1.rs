@@ -21,6 +21,7 @@ use crate::http::response::{HeadBuf, ResponseHead};
 use crate::http::{Method, Version};
 use crate::net::client::ClientStream;
 use crate::net::io::RecvError;
+use crate::telemetry::IdField;
 
 /// Read size for request bodies.
 const CHUNK: usize = 64 * 1024;
@@ -50,6 +51,8 @@ pub struct H1Downstream<'a> {
     stream: BodyWriter,
     /// Scratch for chunk framing.
     framed: Vec<u8>,
+    /// The request's id, for the response head.
+    id: Option<IdField>,
 }
 
 impl<'a> H1Downstream<'a> {
@@ -77,6 +80,7 @@ impl<'a> H1Downstream<'a> {
             closing: false,
             stream: BodyWriter::Identity,
             framed: Vec::new(),
+            id: None,
         }
     }
 
@@ -95,6 +99,7 @@ impl<'a> H1Downstream<'a> {
             closing: true,
             stream: BodyWriter::Identity,
             framed: Vec::new(),
+            id: None,
         }
     }
 
@@ -115,6 +120,9 @@ impl<'a> H1Downstream<'a> {
 
     /// The head as bytes: the framing lines for `body` and `Connection`, then the blank line.
     fn finish_head(&mut self, mut head: ResponseHead, body: &Body<'_>) -> HeadBuf {
+        if let Some(id) = &self.id {
+            id.apply(&mut head);
+        }
         let http10 = self.version == Version::Http10;
         let length = match *body {
             Body::Empty { length } => length,
@@ -164,6 +172,10 @@ impl<'a> H1Downstream<'a> {
 impl Downstream for H1Downstream<'_> {
     fn set_limits(&mut self, limits: BodyLimits) {
         self.limits = limits;
+    }
+
+    fn set_request_id(&mut self, id: IdField) {
+        self.id = Some(id);
     }
 
     fn take_body(&mut self, each: &mut dyn FnMut(&[u8])) -> Result<bool, Error> {

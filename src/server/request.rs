@@ -34,6 +34,7 @@ use crate::route::{Matched, Target};
 use crate::shared::Shared;
 use crate::site::{Shaped, Site};
 use crate::snapshot::{HeadLimits, Snapshot};
+use crate::telemetry::{self, IdField, Ids, RequestId, Telemetry};
 
 impl Conn {
     /// Reads one request head (complete by `deadline`, by default `header_timeout` from now)
@@ -96,7 +97,8 @@ impl Conn {
                     ds.close();
                 }
                 let site = snapshot.site_for(trace.route, req.host.as_deref());
-                match answer_error(&mut ds, e, Some(&req), ctx.peer, site).await {
+                let id = trace.request_id();
+                match answer_error(&mut ds, e, Some(&req), ctx.peer, site, id).await {
                     Some(sent) => (!close, sent && close),
                     None => {
                         self.aborted = true;
@@ -159,8 +161,11 @@ impl Conn {
             }
         };
         let mut ds = H1Downstream::without_request(&mut self.client, &mut self.buf);
-        let linger = answer_error(&mut ds, failure, None, self.peer, None).await;
-        self.finish(None, None, &Trace::default(), started);
+        let mut trace = Trace::default();
+        trace.unparsed(&mut ds, &self.shared.snapshot.load().telemetry);
+        let id = trace.request_id();
+        let linger = answer_error(&mut ds, failure, None, self.peer, None, id).await;
+        self.finish(None, None, &trace, started);
         if linger == Some(true) {
             self.linger().await;
         }
@@ -180,6 +185,7 @@ impl Conn {
             worker: self.worker,
             peer: self.peer,
             meter: self.client.meter,
+            tls: self.client.is_tls(),
         };
         at.record(req, snapshot, trace, started);
     }
@@ -191,6 +197,8 @@ pub(super) struct Finished<'a> {
     pub(super) worker: usize,
     pub(super) peer: SocketAddr,
     pub(super) meter: Meter,
+    /// The client came over TLS.
+    pub(super) tls: bool,
 }
 
 impl Finished<'_> {
@@ -225,9 +233,62 @@ impl Finished<'_> {
                 }),
                 upstream: trace.upstream.addr,
                 upstream_time: trace.upstream.time,
+                request_id: trace.request_id(),
             };
             crate::logging::access(|out| access_log::write(format, &entry, out));
         }
+        if let Some(ids) = trace.ids.filter(|i| i.export) {
+            self.export(req, entry, trace, &ids, elapsed);
+        }
+    }
+}
+
+impl Finished<'_> {
+    /// Queues the span of a sampled request for the exporter (never waits).
+    fn export(
+        &self,
+        req: Option<&RequestHead>,
+        entry: Option<&crate::route::RouteEntry>,
+        trace: &Trace,
+        ids: &Ids,
+        elapsed: std::time::Duration,
+    ) {
+        let end = telemetry::export::now_unix_nanos();
+        let start = end.saturating_sub(elapsed.as_nanos() as u64);
+        let meter = self.meter;
+        telemetry::export::submit(telemetry::export::SpanData {
+            trace_id: ids.context.trace_id,
+            span_id: ids.context.parent_id,
+            parent: ids.parent,
+            flags: ids.context.flags,
+            start,
+            end,
+            method: req.map_or_else(|| "_OTHER".into(), |r| r.method.as_str().to_string()),
+            route: entry.map(|e| e.prefix.clone().unwrap_or_else(|| "/".into())),
+            route_key: entry.map(|e| match &e.prefix {
+                Some(p) => format!("{}{p}", e.host),
+                None => e.host.clone(),
+            }),
+            path: req.map_or_else(String::new, |r| r.path.clone()),
+            query: req.and_then(|r| r.query.clone()),
+            scheme: if self.tls { "https" } else { "http" },
+            host: req.and_then(|r| r.host.clone()),
+            protocol_version: match req.map(|r| r.version) {
+                Some(crate::http::Version::Http10) => "1.0",
+                Some(crate::http::Version::Http2) => "2",
+                _ => "1.1",
+            },
+            status: meter.status,
+            client: trace.client.unwrap_or(self.peer.ip()),
+            peer: self.peer,
+            user_agent: req
+                .and_then(|r| r.header("user-agent"))
+                .map(|v| String::from_utf8_lossy(v).into_owned()),
+            body_bytes: meter.body(),
+            upstream: trace.upstream.addr,
+            upstream_time: trace.upstream.time,
+            request_id: trace.request_id(),
+        });
     }
 }
 
@@ -255,27 +316,34 @@ pub(super) async fn answer<D: Downstream>(
     sizes: HeadSizes,
     trace: &mut Trace,
 ) -> Result<(), Error> {
-    if req.path == "*" {
-        // `OPTIONS *`: a question about the server, not a resource.
-        let mut h = ResponseHead::new(200);
-        h.header("Allow", "GET, HEAD, OPTIONS");
-        return ds.respond(h, Body::Bytes(&[])).await;
-    }
-    // 3. The route — unless the listener redirects everything to HTTPS.
-    let path =
-        path::normalize(&req.path).map_err(|e| Error::client(ErrorKind::BadRequest, e.reason))?;
+    // 3. The route (unless the listener redirects everything to HTTPS, below); first of all,
+    // the request's ids, which its route's `trusted_proxies` may let it keep.
+    let normalized = (req.path != "*").then(|| path::normalize(&req.path));
+    let host = req.host.as_deref().unwrap_or("");
+    let routed = match &normalized {
+        Some(Ok(p)) => snapshot.router.lookup(host, p),
+        _ => None,
+    };
+    identify(ds, ctx, req, snapshot, routed.as_ref(), trace);
+    let path = match &normalized {
+        None => {
+            // `OPTIONS *`: a question about the server, not a resource.
+            let mut h = ResponseHead::new(200);
+            h.header("Allow", "GET, HEAD, OPTIONS");
+            return ds.respond(h, Body::Bytes(&[])).await;
+        }
+        Some(Err(e)) => return Err(Error::client(ErrorKind::BadRequest, e.reason)),
+        Some(Ok(p)) => p.as_str(),
+    };
     if let Some(r) = ctx
         .shared
         .listener_in(ctx.listener, snapshot)
         .and_then(|l| l.redirect.as_ref())
-        .filter(|r| !r.exempts(&path))
+        .filter(|r| !r.exempts(path))
     {
         return redirect_to_https(ds, req, r.https_port).await;
     }
-    let host = req.host.as_deref().unwrap_or("");
-    let m = snapshot
-        .router
-        .lookup(host, &path)
+    let m = routed
         .ok_or_else(|| Error::client(ErrorKind::NotFound, "no route for this host and path"))?;
     trace.route = Some(m.index);
     let security = &m.entry.route.security;
@@ -302,7 +370,7 @@ pub(super) async fn answer<D: Downstream>(
         req,
         snapshot,
         m: &m,
-        path: &path,
+        path,
         client,
     };
     if site.shapes() {
@@ -311,6 +379,35 @@ pub(super) async fn answer<D: Downstream>(
     } else {
         backend(ds, b, trace).await
     }
+}
+
+/// Decides the request's id and trace context ([`crate::telemetry::Ids::decide`]): a peer in
+/// the route's `trusted_proxies` (without a route, `[security]`'s) may state them. The id goes
+/// on every response head from here on.
+fn identify<D: Downstream>(
+    ds: &mut D,
+    ctx: &Ctx<'_>,
+    req: &RequestHead,
+    snapshot: &Snapshot,
+    routed: Option<&Matched<'_>>,
+    trace: &mut Trace,
+) {
+    let t = &snapshot.telemetry;
+    if !t.is_on() {
+        return;
+    }
+    let trusted = match routed {
+        Some(m) => &m.entry.route.security.trusted_proxies,
+        None => &snapshot.config.security.route_defaults.trusted_proxies,
+    };
+    let ids = Ids::decide(req, || telemetry::trusts(trusted, ctx.peer.ip()), t);
+    if let (Some(name), Some(id)) = (&t.header, ids.request_id) {
+        ds.set_request_id(IdField {
+            name: name.clone(),
+            id,
+        });
+    }
+    trace.ids = Some(ids);
 }
 
 /// What a matched request's backend is called with.
@@ -376,6 +473,10 @@ async fn backend<D: Downstream>(
                 group,
                 security,
                 request_headers: &m.entry.site.request_headers,
+                ids: trace
+                    .ids
+                    .as_ref()
+                    .map(|ids| (ids, snapshot.telemetry.header.as_deref())),
                 path: &upstream_path,
                 worker: ctx.worker.id,
                 pool: &ctx.worker.upstreams,
@@ -529,15 +630,18 @@ pub(super) async fn answer_error<D: Downstream>(
     req: Option<&RequestHead>,
     peer: SocketAddr,
     site: Option<&Site>,
+    id: Option<RequestId>,
 ) -> Option<bool> {
+    // The request's id ends each line about it, as the access log names it.
+    let id = id.map_or(String::new(), |id| format!(" request_id={id}"));
     let Some(status) = e.status() else {
-        log::debug!("{peer}: {e}");
+        log::debug!("{peer}: {e}{id}");
         return None;
     };
     let what = req.map_or(String::new(), |r| format!("{} {}: ", r.method, r.path));
     match e.side {
-        Side::Client => log::debug!("{peer}: {status}: {what}{e}"),
-        Side::Upstream | Side::Internal => log::warn!("{peer}: {status}: {what}{e}"),
+        Side::Client => log::debug!("{peer}: {status}: {what}{e}{id}"),
+        Side::Upstream | Side::Internal => log::warn!("{peer}: {status}: {what}{e}{id}"),
     }
     if req.is_some_and(is_grpc) {
         // Trailers-only: the status in the head, which ends the stream.
@@ -639,4 +743,28 @@ pub(super) struct Trace {
     /// [`crate::security::client_address`]); the TCP peer until a route is known.
     client: Option<IpAddr>,
     upstream: proxy::UpstreamTrace,
+    /// The request's id and trace context, once decided.
+    pub(super) ids: Option<Ids>,
+}
+
+impl Trace {
+    pub(super) fn request_id(&self) -> Option<RequestId> {
+        self.ids.and_then(|i| i.request_id)
+    }
+
+    /// A request answered without [`answer`] (unparsable, misdirected): a new id, on its
+    /// response.
+    pub(super) fn unparsed<D: Downstream>(&mut self, ds: &mut D, t: &Telemetry) {
+        if self.ids.is_some() {
+            return;
+        }
+        let ids = Ids::unparsed(t);
+        if let (Some(name), Some(id)) = (&t.header, ids.request_id) {
+            ds.set_request_id(IdField {
+                name: name.clone(),
+                id,
+            });
+        }
+        self.ids = Some(ids);
+    }
 }

@@ -154,6 +154,10 @@ impl<D: Downstream> Downstream for Shaped<'_, D> {
         self.inner.set_limits(limits);
     }
 
+    fn set_request_id(&mut self, id: crate::telemetry::IdField) {
+        self.inner.set_request_id(id);
+    }
+
     fn take_body(&mut self, each: &mut dyn FnMut(&[u8])) -> Result<bool, Error> {
         self.inner.take_body(each)
     }

@@ -300,6 +300,7 @@ async fn worker_main(start: Start, driver: &'static str) {
     drop(ready);
     // Blocks this thread (it serves nothing yet) until start-up is complete.
     go.wait();
+    shared.beat(id);
     let registry = Rc::new(Registry::new(id));
     registry.nodelay_inherited.set(nodelay);
     let stats = &shared.workers[id];
@@ -317,6 +318,7 @@ async fn worker_main(start: Start, driver: &'static str) {
         monoio::spawn(async move {
             loop {
                 monoio::time::sleep(Duration::from_secs(1)).await;
+                shared.beat(id);
                 ctx.upstreams.sweep();
                 ctx.h2upstreams.sweep();
                 ctx.files.sweep(Instant::now(), &shared.workers[id]);
@@ -366,6 +368,9 @@ async fn worker_main(start: Start, driver: &'static str) {
         monoio::time::sleep(DRAIN_POLL).await;
     }
     crate::logging::flush_access();
+    stats
+        .heartbeat
+        .store(crate::metrics::HEARTBEAT_DONE, Ordering::Relaxed);
     log::debug!("worker {id}: drained");
 }
 

@@ -14,6 +14,7 @@ mod interim;
 mod ktls;
 mod listeners;
 mod observability;
+mod operations;
 mod parking;
 mod pki;
 mod policy;

@@ -167,7 +167,16 @@ fn access_log_combined(d: Driver) {
         after.starts_with(&expected),
         "{after}\nexpected: {expected}"
     );
-    assert!(after.ends_with(" upstream=- upstream_time=-"), "{f}");
+    // The request id is the last field, as the response stated it.
+    let (rest, id) = after
+        .rsplit_once(" request_id=")
+        .expect("a request_id field");
+    assert!(rest.ends_with(" upstream=- upstream_time=-"), "{f}");
+    let head = String::from_utf8_lossy(&file);
+    assert!(
+        head.contains(&format!("\r\nX-Request-Id: {id}\r\n")),
+        "{id} not in {head}"
+    );
     let p = &lines[1];
     assert!(
         p.contains(&format!(

@@ -38,6 +38,7 @@ use crate::security::{parse_net, IpSet};
 
 mod http2;
 mod listeners;
+mod operations;
 mod routes;
 mod site;
 mod upstreams;
@@ -98,7 +99,7 @@ pub fn parse(text: &str, path: &Path) -> Result<Config, ConfigErrors> {
 
 #[rustfmt::skip]
 const TOP_KEYS: &[&str] =
-    &["server", "listeners", "logging", "security", "performance", "tls", "admin", "http2", "upstreams",
+    &["server", "listeners", "logging", "security", "performance", "tls", "admin", "http2", "tracing", "upstreams",
       "host_routes", "path_routes", "host_defaults"];
 /// The longest duration any `*_secs` key accepts: one day.
 const MAX_SECS: u64 = 86_400;
@@ -108,6 +109,7 @@ const SERVER_KEYS: &[&str] = &[
     "threads",
     "shutdown_timeout_secs",
     "upgrade_timeout_secs",
+    "request_id_header",
 ];
 #[rustfmt::skip]
 const LOGGING_KEYS: &[&str] = &[
@@ -254,6 +256,7 @@ impl Walker<'_> {
         let tls = self.tls(root);
         let admin = self.admin(root);
         let http2 = self.http2(root);
+        let tracing = self.tracing(root);
         let server_at = root.field("server").map(|f| f.at());
         let listeners = self.listeners(root, shorthand, server_at, tls.is_some(), http2.enabled);
         let upstreams = self.upstreams(root);
@@ -270,6 +273,7 @@ impl Walker<'_> {
             tls,
             admin,
             http2,
+            tracing,
             host_routes,
             path_routes,
             host_defaults,
@@ -286,6 +290,7 @@ impl Walker<'_> {
             threads: defaults::THREADS,
             shutdown_timeout: defaults::SHUTDOWN_TIMEOUT,
             upgrade_timeout: defaults::UPGRADE_TIMEOUT,
+            request_id_header: Some(defaults::REQUEST_ID_HEADER.into()),
         };
         let Some(n) = self.section(root, "server") else {
             return (server, None);
@@ -308,6 +313,11 @@ impl Walker<'_> {
             &mut server.upgrade_timeout,
             Self::secs,
         );
+        if let Some(f) = n.field("request_id_header") {
+            if let Some(name) = self.request_id_header(&f) {
+                server.request_id_header = name;
+            }
+        }
         (server, shorthand)
     }
 
@@ -886,7 +896,7 @@ allowed_method = ["GET"]
         assert_eq!(
             e.reason,
             "unknown key \"listne\"; expected one of: listen, threads, shutdown_timeout_secs, \
-             upgrade_timeout_secs"
+             upgrade_timeout_secs, request_id_header"
         );
         assert_eq!((e.line, e.column), (2, 1));
         assert!(find(&errors, "sever")

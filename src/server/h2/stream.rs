@@ -63,7 +63,9 @@ pub(super) async fn run(
             let (head, sizes) = match parsed {
                 Ok(parsed) => parsed,
                 Err(e) => {
-                    let _ = answer_error(&mut ds, Error::from(e), None, conn.peer, None).await;
+                    trace.unparsed(&mut ds, &snapshot.telemetry);
+                    let id = trace.request_id();
+                    let _ = answer_error(&mut ds, Error::from(e), None, conn.peer, None, id).await;
                     return;
                 }
             };
@@ -99,7 +101,9 @@ pub(super) async fn run(
             };
             if let Err(e) = result {
                 let site = snapshot.site_for(trace.route, head.host.as_deref());
-                if answer_error(&mut ds, e, Some(head), conn.peer, site)
+                trace.unparsed(&mut ds, &snapshot.telemetry);
+                let id = trace.request_id();
+                if answer_error(&mut ds, e, Some(head), conn.peer, site, id)
                     .await
                     .is_none()
                 {
@@ -144,6 +148,7 @@ pub(super) async fn run(
         worker: conn.worker,
         peer: conn.peer,
         meter: ds.meter,
+        tls: conn.tls,
     };
     finished.record(req.as_ref(), Some(&snapshot), &trace, started);
     stats.h2_streams_open.fetch_sub(1, Ordering::Relaxed);
@@ -268,6 +273,8 @@ pub struct H2Downstream {
     /// (From an HTTP/2 upstream that stalls after its last byte, the client gets that piece
     /// only with the stream's end, or not before the reset.)
     held: Option<Bytes>,
+    /// The request's id, for the response head.
+    id: Option<crate::telemetry::IdField>,
 }
 
 /// How [`H2Downstream::send_all`] ends.
@@ -297,6 +304,7 @@ impl H2Downstream {
             gone: false,
             remaining: None,
             held: None,
+            id: None,
         }
     }
 
@@ -408,6 +416,10 @@ impl Downstream for H2Downstream {
         self.limits = limits;
     }
 
+    fn set_request_id(&mut self, id: crate::telemetry::IdField) {
+        self.id = Some(id);
+    }
+
     fn take_body(&mut self, each: &mut dyn FnMut(&[u8])) -> Result<bool, Error> {
         let mut rx = self.rx.borrow_mut();
         if !rx.buf.is_empty() {
@@ -477,7 +489,10 @@ impl Downstream for H2Downstream {
         Ok(())
     }
 
-    async fn respond(&mut self, head: ResponseHead, body: Body<'_>) -> Result<(), Error> {
+    async fn respond(&mut self, mut head: ResponseHead, body: Body<'_>) -> Result<(), Error> {
+        if let Some(id) = &self.id {
+            id.apply(&mut head);
+        }
         let status = head.status();
         let length = match body {
             Body::Empty { length } => length,

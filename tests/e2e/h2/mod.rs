@@ -94,7 +94,8 @@ pub fn split(out: &Output) -> (String, Vec<u8>) {
 /// or one with them installed from PyPI (once per test run) into `target/python-h2`.
 pub fn python() -> Command {
     static PATH: std::sync::OnceLock<Option<std::path::PathBuf>> = std::sync::OnceLock::new();
-    const IMPORTS: &str = "import h2, hpack, httpx, grpc, brotli, zstandard";
+    const IMPORTS: &str =
+        "import h2, hpack, httpx, grpc, brotli, zstandard, opentelemetry.proto.collector.trace.v1";
     let extra = PATH.get_or_init(|| {
         let has = |path: Option<&std::path::Path>| {
             let mut c = Command::new("python3");
@@ -114,7 +115,14 @@ pub fn python() -> Command {
             let status = Command::new("python3")
                 .args(["-m", "pip", "install", "--quiet", "--target"])
                 .arg(&dir)
-                .args(["h2", "httpx[http2]", "grpcio", "brotli", "zstandard"])
+                .args([
+                    "h2",
+                    "httpx[http2]",
+                    "grpcio",
+                    "brotli",
+                    "zstandard",
+                    "opentelemetry-proto",
+                ])
                 .status()
                 .expect("python3 -m pip (apt-get install python3-pip)");
             assert!(

@@ -1,0 +1,532 @@
+//! Request ids and W3C Trace Context: what identifies one request in the daemon's logs, at its
+//! upstream and in a tracing backend — decided once per request ([`Ids::decide`]), before any
+//! answer goes out.
+//!
+//! - **Request id** (`[server] request_id_header`, default `X-Request-Id`): a trusted peer's
+//!   (`trusted_proxies`) is kept when it is a sane token; anyone else's is replaced. A new one
+//!   is the request's trace id when trace context is on — one id for logs and traces — else
+//!   128 random bits; 32 lower-case hex characters either way, from the worker's own generator
+//!   (no syscall).
+//! - **Trace context** (`[tracing] propagate`): a trusted peer's valid `traceparent` keeps its
+//!   trace. When spans are exported and the trace is sampled, the upstream's parent becomes
+//!   this request's span; otherwise both fields go on as they came (a proxy that reports no
+//!   span must not claim to be a parent). An untrusted, missing or malformed one starts a new
+//!   trace (sampled by `sample_ratio`), and `tracestate` is dropped with it.
+//!
+//! Spans of sampled requests go to [`export`], which sends them to an OTLP collector from a
+//! thread of its own.
+
+pub mod export;
+
+use std::sync::Arc;
+
+use crate::config::Config;
+use crate::http::request::RequestHead;
+use crate::http::response::{name_bit, ResponseHead};
+use crate::security::IpSet;
+
+/// The longest request id kept from a trusted peer.
+pub const MAX_ID_LEN: usize = 128;
+
+/// What a snapshot holds of `[server] request_id_header` and `[tracing]`.
+#[derive(Clone, Debug)]
+pub struct Telemetry {
+    /// The request id's field; `None` = no request ids.
+    pub header: Option<Arc<str>>,
+    /// `[tracing] propagate`.
+    pub propagate: bool,
+    /// `[tracing] sample_ratio`.
+    pub sample_ratio: f64,
+    /// Spans are exported (`otlp_endpoint` is set).
+    pub export: bool,
+}
+
+impl Telemetry {
+    pub fn new(config: &Config) -> Self {
+        Self {
+            header: config.server.request_id_header.as_deref().map(Arc::from),
+            propagate: config.tracing.propagate,
+            sample_ratio: config.tracing.sample_ratio,
+            export: config.tracing.otlp_endpoint.is_some(),
+        }
+    }
+
+    /// Whether any of it is on.
+    pub fn is_on(&self) -> bool {
+        self.header.is_some() || self.propagate
+    }
+}
+
+/// A request id: a generated one (32 hex characters) or a trusted peer's.
+#[derive(Clone, Copy)]
+pub struct RequestId {
+    len: u8,
+    bytes: [u8; MAX_ID_LEN],
+}
+
+impl RequestId {
+    /// 32 lower-case hex characters of `bits`.
+    pub fn from_bits(bits: u128) -> Self {
+        let mut id = Self {
+            len: 32,
+            bytes: [0; MAX_ID_LEN],
+        };
+        hex_into(&bits.to_be_bytes(), &mut id.bytes[..32]);
+        id
+    }
+
+    /// A new random one.
+    pub fn random() -> Self {
+        Self::from_bits(fastrand::u128(1..))
+    }
+
+    /// A peer's id, if it is one to keep: 1 to [`MAX_ID_LEN`] visible ASCII characters, no
+    /// quote or backslash (it goes into logs and heads as it is).
+    pub fn parse(value: &[u8]) -> Option<Self> {
+        let v = value.trim_ascii();
+        if v.is_empty()
+            || v.len() > MAX_ID_LEN
+            || !v
+                .iter()
+                .all(|&b| b.is_ascii_graphic() && b != b'"' && b != b'\\')
+        {
+            return None;
+        }
+        let mut id = Self {
+            len: v.len() as u8,
+            bytes: [0; MAX_ID_LEN],
+        };
+        id.bytes[..v.len()].copy_from_slice(v);
+        Some(id)
+    }
+
+    pub fn as_str(&self) -> &str {
+        // Only ASCII is ever stored.
+        std::str::from_utf8(&self.bytes[..usize::from(self.len)]).unwrap_or_default()
+    }
+}
+
+impl std::fmt::Debug for RequestId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::fmt::Display for RequestId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A request id with the field it travels in, as a response head carries it.
+#[derive(Clone, Debug)]
+pub struct IdField {
+    pub name: Arc<str>,
+    pub id: RequestId,
+}
+
+impl IdField {
+    /// Puts the id in `head`, in place of any field of the name (an upstream's echo).
+    pub fn apply(&self, head: &mut ResponseHead) {
+        let name = self.name.as_bytes();
+        if head.may_hold(name_bit(name)) {
+            head.remove_fields(|n| n.eq_ignore_ascii_case(name));
+        }
+        head.header(&self.name, self.id.as_str());
+    }
+}
+
+/// A parsed, valid `traceparent`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TraceParent {
+    pub trace_id: [u8; 16],
+    pub parent_id: [u8; 8],
+    pub flags: u8,
+}
+
+/// The sampled bit of the trace flags.
+pub const SAMPLED: u8 = 1;
+
+impl TraceParent {
+    /// Parses `version-traceid-parentid-flags` (W3C Trace Context §3.2): lower-case hex,
+    /// neither id all zeros, version `ff` invalid; a later version may carry more after a
+    /// `-`, which is ignored.
+    pub fn parse(v: &[u8]) -> Option<Self> {
+        let v = v.trim_ascii();
+        if v.len() < 55 {
+            return None;
+        }
+        let version = hex_byte(&v[0..2])?;
+        if version == 0xff || (version == 0 && v.len() != 55) {
+            return None;
+        }
+        if version > 0 && v.len() > 55 && v[55] != b'-' {
+            return None;
+        }
+        if v[2] != b'-' || v[35] != b'-' || v[52] != b'-' {
+            return None;
+        }
+        let mut trace_id = [0; 16];
+        let mut parent_id = [0; 8];
+        for (i, b) in trace_id.iter_mut().enumerate() {
+            *b = hex_byte(&v[3 + 2 * i..5 + 2 * i])?;
+        }
+        for (i, b) in parent_id.iter_mut().enumerate() {
+            *b = hex_byte(&v[36 + 2 * i..38 + 2 * i])?;
+        }
+        let flags = hex_byte(&v[53..55])?;
+        if trace_id == [0; 16] || parent_id == [0; 8] {
+            return None;
+        }
+        Some(Self {
+            trace_id,
+            parent_id,
+            flags,
+        })
+    }
+
+    /// `00-<trace>-<parent>-<flags>`.
+    pub fn write(&self, out: &mut [u8; 55]) {
+        out[..3].copy_from_slice(b"00-");
+        hex_into(&self.trace_id, &mut out[3..35]);
+        out[35] = b'-';
+        hex_into(&self.parent_id, &mut out[36..52]);
+        out[52] = b'-';
+        hex_into(&[self.flags], &mut out[53..55]);
+    }
+
+    pub fn sampled(&self) -> bool {
+        self.flags & SAMPLED != 0
+    }
+}
+
+/// How the request's trace context goes to its upstream.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Propagation {
+    /// `[tracing] propagate = false`: the client's fields go on like any other.
+    Off,
+    /// A trusted peer's trace, not exported here: its `traceparent` and `tracestate` go on
+    /// unchanged.
+    Unchanged,
+    /// A trusted peer's trace with this request's span: a new `traceparent` (same trace, this
+    /// span as parent), its `tracestate` kept.
+    Child,
+    /// A new trace: a new `traceparent`, and no `tracestate`.
+    New,
+}
+
+/// One request's ids, decided before its answer.
+#[derive(Clone, Copy, Debug)]
+pub struct Ids {
+    /// `None` when request ids are off.
+    pub request_id: Option<RequestId>,
+    pub propagation: Propagation,
+    /// The `traceparent` the upstream gets (with [`Propagation::Child`] and
+    /// [`Propagation::New`]): the trace, this request's span id, the flags.
+    pub context: TraceParent,
+    /// The span this request's came from (a trusted peer's parent id), for the exported span.
+    pub parent: Option<[u8; 8]>,
+    /// This request's span is exported.
+    pub export: bool,
+}
+
+impl Ids {
+    /// Decides `req`'s ids: `trusted` says whether its peer may state them.
+    pub fn decide(req: &RequestHead, trusted: impl FnOnce() -> bool, t: &Telemetry) -> Self {
+        // Asked only when the request carries one of the fields.
+        let mut trust = None;
+        let mut trusted = Some(trusted);
+        let mut is_trusted = || *trust.get_or_insert_with(|| trusted.take().is_some_and(|f| f()));
+        let mut ids = Ids {
+            request_id: None,
+            propagation: Propagation::Off,
+            context: TraceParent {
+                trace_id: [0; 16],
+                parent_id: [0; 8],
+                flags: 0,
+            },
+            parent: None,
+            export: false,
+        };
+        if t.propagate {
+            let kept = traceparent(req)
+                .filter(|_| is_trusted())
+                .and_then(TraceParent::parse);
+            match kept {
+                Some(tp) => {
+                    ids.export = t.export && tp.sampled();
+                    ids.context = tp;
+                    if ids.export {
+                        ids.parent = Some(tp.parent_id);
+                        ids.context.parent_id = span_id();
+                        ids.propagation = Propagation::Child;
+                    } else {
+                        ids.propagation = Propagation::Unchanged;
+                    }
+                }
+                None => {
+                    let sampled = t.sample_ratio > 0.0
+                        && (t.sample_ratio >= 1.0 || fastrand::f64() < t.sample_ratio);
+                    ids.context = TraceParent {
+                        trace_id: fastrand::u128(1..).to_be_bytes(),
+                        parent_id: span_id(),
+                        flags: if sampled { SAMPLED } else { 0 },
+                    };
+                    ids.export = t.export && sampled;
+                    ids.propagation = Propagation::New;
+                }
+            }
+        }
+        if let Some(name) = &t.header {
+            let kept = req
+                .header(name)
+                .filter(|_| is_trusted())
+                .and_then(RequestId::parse);
+            ids.request_id = Some(kept.unwrap_or_else(|| match ids.propagation {
+                Propagation::Off => RequestId::random(),
+                _ => RequestId::from_bits(u128::from_be_bytes(ids.context.trace_id)),
+            }));
+        }
+        ids
+    }
+
+    /// The ids of a request that could not be parsed: a new request id only.
+    pub fn unparsed(t: &Telemetry) -> Self {
+        Ids {
+            request_id: t.header.as_ref().map(|_| RequestId::random()),
+            propagation: Propagation::Off,
+            context: TraceParent {
+                trace_id: [0; 16],
+                parent_id: [0; 8],
+                flags: 0,
+            },
+            parent: None,
+            export: false,
+        }
+    }
+
+    /// Whether the client's field `name` stays out of the upstream request (the daemon writes
+    /// its own, or drops it).
+    pub fn replaces(&self, name: &str, header: Option<&str>) -> bool {
+        let replaced_trace = match self.propagation {
+            Propagation::Off | Propagation::Unchanged => false,
+            Propagation::Child => name.eq_ignore_ascii_case("traceparent"),
+            Propagation::New => {
+                name.eq_ignore_ascii_case("traceparent") || name.eq_ignore_ascii_case("tracestate")
+            }
+        };
+        replaced_trace
+            || (self.request_id.is_some() && header.is_some_and(|h| h.eq_ignore_ascii_case(name)))
+    }
+
+    /// The `traceparent` the daemon writes to the upstream, if it writes one.
+    pub fn traceparent(&self) -> Option<[u8; 55]> {
+        matches!(self.propagation, Propagation::Child | Propagation::New).then(|| {
+            let mut out = [0; 55];
+            self.context.write(&mut out);
+            out
+        })
+    }
+}
+
+/// The request's `traceparent`; `None` when there is none or more than one (invalid).
+fn traceparent(req: &RequestHead) -> Option<&[u8]> {
+    let mut found = req
+        .headers
+        .iter()
+        .filter(|h| h.name.eq_ignore_ascii_case("traceparent"));
+    let first = found.next()?;
+    found.next().is_none().then_some(first.value.as_slice())
+}
+
+/// A new span id (never all zeros).
+fn span_id() -> [u8; 8] {
+    fastrand::u64(1..).to_be_bytes()
+}
+
+/// Whether `trusted` holds `peer`: the question [`Ids::decide`] asks.
+pub fn trusts(trusted: &IpSet, peer: std::net::IpAddr) -> bool {
+    trusted.contains(crate::security::canonical(peer))
+}
+
+const HEX: &[u8; 16] = b"0123456789abcdef";
+
+/// Lower-case hex of `bytes` into `out` (twice as long).
+pub fn hex_into(bytes: &[u8], out: &mut [u8]) {
+    for (b, pair) in bytes.iter().zip(out.chunks_exact_mut(2)) {
+        pair[0] = HEX[usize::from(b >> 4)];
+        pair[1] = HEX[usize::from(b & 15)];
+    }
+}
+
+/// One byte from two lower-case hex digits.
+fn hex_byte(two: &[u8]) -> Option<u8> {
+    let digit = |c: u8| match c {
+        b'0'..=b'9' => Some(c - b'0'),
+        b'a'..=b'f' => Some(c - b'a' + 10),
+        _ => None,
+    };
+    Some(digit(*two.first()?)? << 4 | digit(*two.get(1)?)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::http::request::Header;
+
+    const TP: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+
+    fn req(fields: &[(&str, &str)]) -> RequestHead {
+        let mut r = crate::http::h1::request::parse(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n", 8192)
+            .unwrap()
+            .unwrap()
+            .0;
+        r.headers = fields
+            .iter()
+            .map(|(n, v)| Header {
+                name: n.to_string(),
+                value: v.as_bytes().to_vec(),
+            })
+            .collect();
+        r
+    }
+
+    fn telemetry(export: bool, ratio: f64) -> Telemetry {
+        Telemetry {
+            header: Some("X-Request-Id".into()),
+            propagate: true,
+            sample_ratio: ratio,
+            export,
+        }
+    }
+
+    fn written(ids: &Ids) -> String {
+        String::from_utf8(ids.traceparent().unwrap().to_vec()).unwrap()
+    }
+
+    #[test]
+    fn traceparent_parsing_follows_the_spec() {
+        let tp = TraceParent::parse(TP.as_bytes()).unwrap();
+        assert!(tp.sampled());
+        let mut out = [0; 55];
+        tp.write(&mut out);
+        assert_eq!(&out[..], TP.as_bytes());
+        // A later version may add fields after a dash.
+        let v1 = format!("01{}-abc", &TP[2..]);
+        assert!(TraceParent::parse(v1.as_bytes()).is_some());
+        for bad in [
+            "",
+            &TP[..54],
+            &format!("{TP}-x"),
+            &TP.to_uppercase(),
+            &format!("ff{}", &TP[2..]),
+            "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01",
+            "00_4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e473g-00f067aa0ba902b7-01",
+            &format!("01{}x", &TP[2..]),
+        ] {
+            assert!(TraceParent::parse(bad.as_bytes()).is_none(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn a_trusted_trace_goes_on_unchanged_unless_exported() {
+        let r = req(&[("traceparent", TP), ("tracestate", "a=1")]);
+        let ids = Ids::decide(&r, || true, &telemetry(false, 0.0));
+        assert_eq!(ids.propagation, Propagation::Unchanged);
+        assert!(ids.traceparent().is_none() && !ids.replaces("traceparent", None));
+        // The request id is the trace's id.
+        assert_eq!(
+            ids.request_id.unwrap().as_str(),
+            "4bf92f3577b34da6a3ce929d0e0e4736"
+        );
+        // Exported: same trace, this request's span as the parent, tracestate kept.
+        let ids = Ids::decide(&r, || true, &telemetry(true, 0.0));
+        assert_eq!(ids.propagation, Propagation::Child);
+        let w = written(&ids);
+        assert_eq!(&w[..36], &TP[..36]);
+        assert_ne!(&w[36..52], &TP[36..52]);
+        assert_eq!(
+            ids.parent,
+            Some(TraceParent::parse(TP.as_bytes()).unwrap().parent_id)
+        );
+        assert!(
+            ids.export && ids.replaces("traceparent", None) && !ids.replaces("tracestate", None)
+        );
+        // An unsampled trusted trace is not exported, so not re-parented.
+        let unsampled = req(&[("traceparent", &TP.replace("-01", "-00"))]);
+        let ids = Ids::decide(&unsampled, || true, &telemetry(true, 1.0));
+        assert_eq!(ids.propagation, Propagation::Unchanged);
+        assert!(!ids.export);
+    }
+
+    #[test]
+    fn untrusted_missing_or_malformed_start_a_new_trace() {
+        for (fields, trusted) in [
+            (vec![("traceparent", TP), ("tracestate", "a=1")], false),
+            (vec![("tracestate", "a=1")], true),
+            (
+                vec![("traceparent", "garbage"), ("tracestate", "a=1")],
+                true,
+            ),
+            (vec![("traceparent", TP), ("traceparent", TP)], true),
+        ] {
+            let r = req(&fields);
+            let ids = Ids::decide(&r, || trusted, &telemetry(false, 0.0));
+            assert_eq!(ids.propagation, Propagation::New);
+            let w = written(&ids);
+            assert!(TraceParent::parse(w.as_bytes()).is_some(), "{w}");
+            assert!(w.ends_with("-00"), "unsampled at ratio 0: {w}");
+            assert_ne!(&w[3..35], &TP[3..35]);
+            assert!(ids.replaces("traceparent", None) && ids.replaces("tracestate", None));
+            assert_eq!(ids.request_id.unwrap().as_str(), &w[3..35]);
+        }
+        let ids = Ids::decide(&req(&[]), || true, &telemetry(true, 1.0));
+        assert!(ids.export && written(&ids).ends_with("-01"));
+    }
+
+    #[test]
+    fn request_ids_are_kept_only_from_trusted_peers_and_only_when_sane() {
+        let t = telemetry(false, 0.0);
+        let r = req(&[("x-request-id", "abc-123")]);
+        let ids = Ids::decide(&r, || true, &t);
+        assert_eq!(ids.request_id.unwrap().as_str(), "abc-123");
+        assert!(ids.replaces("X-Request-Id", Some("x-request-id")));
+        let ids = Ids::decide(&r, || false, &t);
+        assert_ne!(ids.request_id.unwrap().as_str(), "abc-123");
+        assert_eq!(ids.request_id.unwrap().as_str().len(), 32);
+        let long = "a".repeat(MAX_ID_LEN + 1);
+        for bad in ["", "a b", "a\"b", "a\\b", "é", long.as_str()] {
+            assert!(RequestId::parse(bad.as_bytes()).is_none(), "{bad}");
+        }
+        // Off: no id, nothing replaced, trust never asked.
+        let off = Telemetry {
+            header: None,
+            propagate: false,
+            sample_ratio: 0.0,
+            export: false,
+        };
+        let ids = Ids::decide(&r, || panic!("asked"), &off);
+        assert!(ids.request_id.is_none() && !ids.replaces("x-request-id", None));
+        // Without trace context, a fresh id is random hex.
+        let t = Telemetry {
+            propagate: false,
+            ..telemetry(false, 0.0)
+        };
+        let a = Ids::decide(&req(&[]), || true, &t).request_id.unwrap();
+        let b = Ids::decide(&req(&[]), || true, &t).request_id.unwrap();
+        assert_ne!(a.as_str(), b.as_str());
+        assert!(a
+            .as_str()
+            .bytes()
+            .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase()));
+    }
+
+    #[test]
+    fn trust_is_asked_only_when_a_field_is_there() {
+        let t = telemetry(false, 0.0);
+        let ids = Ids::decide(&req(&[]), || panic!("asked"), &t);
+        assert_eq!(ids.propagation, Propagation::New);
+    }
+}
