@@ -23,6 +23,7 @@
 //! | [`handover`] | a binary upgrade's channel between two processes: messages, sockets passed with `SCM_RIGHTS` | `worker` (its socket groups) |
 //! | [`config`] | the configuration's types and its parser, every error with file, line, key path | — |
 //! | [`telemetry`] | request ids, W3C trace context, span export to an OTLP collector | `config`, `http`, `security` |
+//! | [`cli`] | the daemon's command line (its man page and completions are generated from it) | `worker` |
 //! | [`shared`], [`metrics`], [`limiter`], [`security`], [`tls`], [`logging`], [`access_log`] | what both planes share, counters, policy, certificates, logs | |
 //!
 //! No room imports one that imports it back.
@@ -86,6 +87,7 @@
 //! `../shared/DESIGN.md` of the project draws the whole picture.
 
 pub mod access_log;
+pub mod cli;
 pub mod config;
 pub mod control;
 pub mod error;

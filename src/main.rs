@@ -11,34 +11,17 @@ use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use clap::Parser;
+use zerocopy_server::cli::Args;
 use zerocopy_server::config;
 use zerocopy_server::control::{self, Control};
 use zerocopy_server::handover::{Channel, Message, Passed};
 use zerocopy_server::metrics::Registry as Metrics;
 use zerocopy_server::snapshot::Snapshot;
 use zerocopy_server::worker::sockets::{self, Inherited};
-use zerocopy_server::worker::{worker_count, IoDriver, Shared, Workers};
+use zerocopy_server::worker::{worker_count, Shared, Workers};
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
-/// A reverse proxy and static file server on io_uring.
-#[derive(Parser, Debug)]
-#[command(version, about)]
-struct Args {
-    /// The config file.
-    #[arg(long, short, default_value = "/etc/zerocopy-server/config.toml")]
-    config: PathBuf,
-    /// Validate the config and exit: prints `ok` (exit 0) or every error (exit 1).
-    #[arg(long)]
-    check: bool,
-    /// The workers' io driver.
-    #[arg(long, value_enum, default_value_t = IoDriver::Auto, env = "ZEROCOPY_IO_DRIVER")]
-    io_driver: IoDriver,
-    /// Internal: the hand-over socket of a binary upgrade, passed by the running daemon.
-    #[arg(long, hide = true, value_name = "FD")]
-    upgrade_fd: Option<i32>,
-}
 
 fn main() -> ExitCode {
     let args = Args::parse();

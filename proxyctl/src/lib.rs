@@ -3,4 +3,5 @@
 //! The control-plane issue defines the request and response types here, once, so that the daemon
 //! and the CLI cannot drift apart. This crate must not depend on the daemon.
 
+pub mod args;
 pub mod proto;

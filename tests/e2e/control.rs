@@ -930,7 +930,7 @@ fn systemd_unit_verifies() {
     std::fs::copy(
         concat!(
             env!("CARGO_MANIFEST_DIR"),
-            "/systemd/zerocopy-server.socket"
+            "/systemd/socket/zerocopy-server.socket"
         ),
         &socket,
     )
