@@ -129,7 +129,9 @@ fn combined(e: &Entry, s: &mut String) {
     s.push_str(" request_id=");
     match &e.request_id {
         // Visible ASCII without quotes or backslashes (see `RequestId::parse`).
-        Some(id) => s.push_str(id.as_str()),
+        Some(id) => {
+            let _ = write!(s, "{id}");
+        }
         None => s.push('-'),
     }
 }
@@ -342,7 +344,10 @@ fn json(e: &Entry, s: &mut String) {
     json_field(
         s,
         "request_id",
-        e.request_id.as_ref().map(|id| id.as_str().as_bytes()),
+        e.request_id
+            .as_ref()
+            .map(|id| id.to_string().into_bytes())
+            .as_deref(),
     );
     s.push('}');
 }

@@ -194,7 +194,8 @@ fn client_and_forwarding_fields<D>(x: &Exchange<'_, D>, mut field: impl FnMut(&s
     }
     if let Some((ids, header)) = x.ids {
         if let (Some(name), Some(id)) = (header, &ids.request_id) {
-            field(name, &[id.as_str().as_bytes()]);
+            let mut buf = [0; 32];
+            field(name, &[id.bytes(&mut buf)]);
         }
         if let Some(tp) = ids.traceparent() {
             field("traceparent", &[&tp]);

@@ -233,12 +233,12 @@ impl Finished<'_> {
                 }),
                 upstream: trace.upstream.addr,
                 upstream_time: trace.upstream.time,
-                request_id: trace.request_id(),
+                request_id: trace.request_id().cloned(),
             };
             crate::logging::access(|out| access_log::write(format, &entry, out));
         }
-        if let Some(ids) = trace.ids.filter(|i| i.export) {
-            self.export(req, entry, trace, &ids, elapsed);
+        if let Some(ids) = trace.ids.as_ref().filter(|i| i.export) {
+            self.export(req, entry, trace, ids, elapsed);
         }
     }
 }
@@ -287,7 +287,7 @@ impl Finished<'_> {
             body_bytes: meter.body(),
             upstream: trace.upstream.addr,
             upstream_time: trace.upstream.time,
-            request_id: trace.request_id(),
+            request_id: trace.request_id().cloned(),
         });
     }
 }
@@ -401,10 +401,10 @@ fn identify<D: Downstream>(
         None => &snapshot.config.security.route_defaults.trusted_proxies,
     };
     let ids = Ids::decide(req, || telemetry::trusts(trusted, ctx.peer.ip()), t);
-    if let (Some(name), Some(id)) = (&t.header, ids.request_id) {
+    if let (Some(name), Some(id)) = (&t.header, &ids.request_id) {
         ds.set_request_id(IdField {
             name: name.clone(),
-            id,
+            id: id.clone(),
         });
     }
     trace.ids = Some(ids);
@@ -630,7 +630,7 @@ pub(super) async fn answer_error<D: Downstream>(
     req: Option<&RequestHead>,
     peer: SocketAddr,
     site: Option<&Site>,
-    id: Option<RequestId>,
+    id: Option<&RequestId>,
 ) -> Option<bool> {
     // The request's id ends each line about it, as the access log names it.
     let id = id.map_or(String::new(), |id| format!(" request_id={id}"));
@@ -748,8 +748,8 @@ pub(super) struct Trace {
 }
 
 impl Trace {
-    pub(super) fn request_id(&self) -> Option<RequestId> {
-        self.ids.and_then(|i| i.request_id)
+    pub(super) fn request_id(&self) -> Option<&RequestId> {
+        self.ids.as_ref().and_then(|i| i.request_id.as_ref())
     }
 
     /// A request answered without [`answer`] (unparsable, misdirected): a new id, on its
@@ -759,10 +759,10 @@ impl Trace {
             return;
         }
         let ids = Ids::unparsed(t);
-        if let (Some(name), Some(id)) = (&t.header, ids.request_id) {
+        if let (Some(name), Some(id)) = (&t.header, &ids.request_id) {
             ds.set_request_id(IdField {
                 name: name.clone(),
-                id,
+                id: id.clone(),
             });
         }
         self.ids = Some(ids);

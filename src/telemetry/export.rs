@@ -145,8 +145,19 @@ pub fn now_unix_nanos() -> u64 {
         .map_or(0, |d| d.as_nanos() as u64)
 }
 
-/// The exporter thread: batches from the queue, one POST per batch.
+/// The exporter thread: batches from the queue, one POST per batch. It runs at the idle
+/// scheduling class: a worker sharing its core always goes first, and when the cores are
+/// busy the exporter falls behind and the queue drops spans — never the requests.
 fn run(rx: Receiver<SpanData>, settings: &Mutex<Tracing>) {
+    let param = libc::sched_param { sched_priority: 0 };
+    // SAFETY: sched_setscheduler on the calling thread (0) with a valid param; lowering the
+    // class needs no privilege.
+    if unsafe { libc::sched_setscheduler(0, libc::SCHED_IDLE, &param) } != 0 {
+        log::debug!(
+            "tracing: the exporter runs at the normal priority: {}",
+            std::io::Error::last_os_error()
+        );
+    }
     let mut batch: Vec<SpanData> = Vec::new();
     let mut oldest: Option<Instant> = None;
     let mut warn = Warnings::default();
@@ -354,7 +365,7 @@ fn span(d: SpanData) -> Span {
         a.push(kv("zerocopy.upstream.duration", double(t.as_secs_f64())));
     }
     if let Some(id) = &d.request_id {
-        a.push(kv("zerocopy.request_id", s(id.as_str())));
+        a.push(kv("zerocopy.request_id", s(&id.to_string())));
     }
     let name = match &d.route {
         Some(r) => format!("{} {r}", d.method),

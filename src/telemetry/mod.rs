@@ -57,27 +57,24 @@ impl Telemetry {
     }
 }
 
-/// A request id: a generated one (32 hex characters) or a trusted peer's.
-#[derive(Clone, Copy)]
-pub struct RequestId {
-    len: u8,
-    bytes: [u8; MAX_ID_LEN],
+/// A request id: a generated one (128 bits, written as 32 hex characters) or a trusted peer's.
+#[derive(Clone, PartialEq, Eq)]
+pub enum RequestId {
+    /// Made here: written in hex only where it goes out.
+    Generated(u128),
+    /// A trusted peer's, as it came (checked by [`RequestId::parse`]).
+    Kept(Box<str>),
 }
 
 impl RequestId {
-    /// 32 lower-case hex characters of `bits`.
+    /// The id of `bits`.
     pub fn from_bits(bits: u128) -> Self {
-        let mut id = Self {
-            len: 32,
-            bytes: [0; MAX_ID_LEN],
-        };
-        hex_into(&bits.to_be_bytes(), &mut id.bytes[..32]);
-        id
+        Self::Generated(bits)
     }
 
-    /// A new random one.
+    /// A new random one, from the worker's own generator.
     pub fn random() -> Self {
-        Self::from_bits(fastrand::u128(1..))
+        Self::Generated(fastrand::u128(..))
     }
 
     /// A peer's id, if it is one to keep: 1 to [`MAX_ID_LEN`] visible ASCII characters, no
@@ -92,29 +89,32 @@ impl RequestId {
         {
             return None;
         }
-        let mut id = Self {
-            len: v.len() as u8,
-            bytes: [0; MAX_ID_LEN],
-        };
-        id.bytes[..v.len()].copy_from_slice(v);
-        Some(id)
+        std::str::from_utf8(v).ok().map(|s| Self::Kept(s.into()))
     }
 
-    pub fn as_str(&self) -> &str {
-        // Only ASCII is ever stored.
-        std::str::from_utf8(&self.bytes[..usize::from(self.len)]).unwrap_or_default()
-    }
-}
-
-impl std::fmt::Debug for RequestId {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
+    /// The id's characters (visible ASCII), written into `buf` when it is a generated one.
+    pub fn bytes<'a>(&'a self, buf: &'a mut [u8; 32]) -> &'a [u8] {
+        match self {
+            Self::Generated(bits) => {
+                *buf = hex_u128(*bits);
+                buf
+            }
+            Self::Kept(s) => s.as_bytes(),
+        }
     }
 }
 
 impl std::fmt::Display for RequestId {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
+        let mut buf = [0; 32];
+        // Visible ASCII only.
+        f.write_str(std::str::from_utf8(self.bytes(&mut buf)).unwrap_or_default())
+    }
+}
+
+impl std::fmt::Debug for RequestId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Display::fmt(self, f)
     }
 }
 
@@ -132,7 +132,8 @@ impl IdField {
         if head.may_hold(name_bit(name)) {
             head.remove_fields(|n| n.eq_ignore_ascii_case(name));
         }
-        head.header(&self.name, self.id.as_str());
+        let mut buf = [0; 32];
+        head.header_bytes(&self.name, self.id.bytes(&mut buf));
     }
 }
 
@@ -188,9 +189,9 @@ impl TraceParent {
     /// `00-<trace>-<parent>-<flags>`.
     pub fn write(&self, out: &mut [u8; 55]) {
         out[..3].copy_from_slice(b"00-");
-        hex_into(&self.trace_id, &mut out[3..35]);
+        out[3..35].copy_from_slice(&hex_u128(u128::from_be_bytes(self.trace_id)));
         out[35] = b'-';
-        hex_into(&self.parent_id, &mut out[36..52]);
+        out[36..52].copy_from_slice(&hex_u64(u64::from_be_bytes(self.parent_id)));
         out[52] = b'-';
         hex_into(&[self.flags], &mut out[53..55]);
     }
@@ -216,7 +217,7 @@ pub enum Propagation {
 }
 
 /// One request's ids, decided before its answer.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct Ids {
     /// `None` when request ids are off.
     pub request_id: Option<RequestId>,
@@ -248,9 +249,24 @@ impl Ids {
             parent: None,
             export: false,
         };
+        // One pass over the fields for both.
+        let (mut traceparents, mut tp, mut stated) = (0, None, None);
+        let id_name = t.header.as_deref().unwrap_or_default();
+        for h in &req.headers {
+            if t.propagate && h.name.eq_ignore_ascii_case("traceparent") {
+                traceparents += 1;
+                tp = Some(h.value.as_slice());
+            } else if stated.is_none()
+                && !id_name.is_empty()
+                && h.name.eq_ignore_ascii_case(id_name)
+            {
+                stated = Some(h.value.as_slice());
+            }
+        }
         if t.propagate {
-            let kept = traceparent(req)
-                .filter(|_| is_trusted())
+            // Two of them: invalid (W3C Trace Context §3.2).
+            let kept = tp
+                .filter(|_| traceparents == 1 && is_trusted())
                 .and_then(TraceParent::parse);
             match kept {
                 Some(tp) => {
@@ -267,9 +283,12 @@ impl Ids {
                 None => {
                     let sampled = t.sample_ratio > 0.0
                         && (t.sample_ratio >= 1.0 || fastrand::f64() < t.sample_ratio);
+                    // One draw: the span id is mixed from the trace's bits (unique per trace,
+                    // and the root span is the only one this trace has here).
+                    let bits = fastrand::u128(..).max(1);
                     ids.context = TraceParent {
-                        trace_id: fastrand::u128(1..).to_be_bytes(),
-                        parent_id: span_id(),
+                        trace_id: bits.to_be_bytes(),
+                        parent_id: root_span_id(bits),
                         flags: if sampled { SAMPLED } else { 0 },
                     };
                     ids.export = t.export && sampled;
@@ -277,14 +296,11 @@ impl Ids {
                 }
             }
         }
-        if let Some(name) = &t.header {
-            let kept = req
-                .header(name)
-                .filter(|_| is_trusted())
-                .and_then(RequestId::parse);
+        if t.header.is_some() {
+            let kept = stated.filter(|_| is_trusted()).and_then(RequestId::parse);
             ids.request_id = Some(kept.unwrap_or_else(|| match ids.propagation {
                 Propagation::Off => RequestId::random(),
-                _ => RequestId::from_bits(u128::from_be_bytes(ids.context.trace_id)),
+                _ => RequestId::Generated(u128::from_be_bytes(ids.context.trace_id)),
             }));
         }
         ids
@@ -329,19 +345,17 @@ impl Ids {
     }
 }
 
-/// The request's `traceparent`; `None` when there is none or more than one (invalid).
-fn traceparent(req: &RequestHead) -> Option<&[u8]> {
-    let mut found = req
-        .headers
-        .iter()
-        .filter(|h| h.name.eq_ignore_ascii_case("traceparent"));
-    let first = found.next()?;
-    found.next().is_none().then_some(first.value.as_slice())
-}
-
 /// A new span id (never all zeros).
 fn span_id() -> [u8; 8] {
-    fastrand::u64(1..).to_be_bytes()
+    fastrand::u64(..).max(1).to_be_bytes()
+}
+
+/// The span id of a new trace's root, from its trace id's bits (never all zeros).
+fn root_span_id(trace: u128) -> [u8; 8] {
+    let mixed = ((trace >> 64) as u64 ^ trace as u64)
+        .wrapping_mul(0x9e37_79b9_7f4a_7c15)
+        .rotate_left(29);
+    mixed.max(1).to_be_bytes()
 }
 
 /// Whether `trusted` holds `peer`: the question [`Ids::decide`] asks.
@@ -349,13 +363,55 @@ pub fn trusts(trusted: &IpSet, peer: std::net::IpAddr) -> bool {
     trusted.contains(crate::security::canonical(peer))
 }
 
-const HEX: &[u8; 16] = b"0123456789abcdef";
+/// Each byte's two lower-case hex digits.
+const HEX_PAIRS: [[u8; 2]; 256] = {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut t = [[0; 2]; 256];
+    let mut i = 0;
+    while i < 256 {
+        t[i] = [HEX[i >> 4], HEX[i & 15]];
+        i += 1;
+    }
+    t
+};
+
+/// `x` in 16 lower-case hex digits, most significant first, four bytes at a time in a
+/// `u64`: each byte spread to a 16-bit lane, its nibbles to the lane's two bytes, and each
+/// nibble made its digit with one add (letters get 39 more) — no table, no loop per digit.
+pub fn hex_u64(x: u64) -> [u8; 16] {
+    let mut out = [0; 16];
+    out[..8].copy_from_slice(&hex_u32((x >> 32) as u32));
+    out[8..].copy_from_slice(&hex_u32(x as u32));
+    out
+}
+
+/// `x` in 8 lower-case hex digits (see [`hex_u64`]).
+fn hex_u32(x: u32) -> [u8; 8] {
+    const LO: u64 = 0x000f_000f_000f_000f;
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    // The most significant byte first in memory: lane i holds byte i.
+    let x = u64::from(x.swap_bytes());
+    let x = (x | (x << 16)) & 0x0000_ffff_0000_ffff;
+    let lanes = (x | (x << 8)) & 0x00ff_00ff_00ff_00ff;
+    // A lane's first byte (in memory) gets its high nibble, the second its low one.
+    let nibbles = ((lanes >> 4) & LO) | ((lanes & LO) << 8);
+    // 1 in each byte whose nibble is 10–15 (no carry crosses a byte: 15 + 6 < 256).
+    let letters = ((nibbles + ONES * 6) >> 4) & ONES;
+    (nibbles + ONES * u64::from(b'0') + letters * u64::from(b'a' - b'0' - 10)).to_le_bytes()
+}
+
+/// `x` in 32 lower-case hex digits.
+pub fn hex_u128(x: u128) -> [u8; 32] {
+    let mut out = [0; 32];
+    out[..16].copy_from_slice(&hex_u64((x >> 64) as u64));
+    out[16..].copy_from_slice(&hex_u64(x as u64));
+    out
+}
 
 /// Lower-case hex of `bytes` into `out` (twice as long).
 pub fn hex_into(bytes: &[u8], out: &mut [u8]) {
     for (b, pair) in bytes.iter().zip(out.chunks_exact_mut(2)) {
-        pair[0] = HEX[usize::from(b >> 4)];
-        pair[1] = HEX[usize::from(b & 15)];
+        pair.copy_from_slice(&HEX_PAIRS[usize::from(*b)]);
     }
 }
 
@@ -438,7 +494,7 @@ mod tests {
         assert!(ids.traceparent().is_none() && !ids.replaces("traceparent", None));
         // The request id is the trace's id.
         assert_eq!(
-            ids.request_id.unwrap().as_str(),
+            ids.request_id.clone().unwrap().to_string(),
             "4bf92f3577b34da6a3ce929d0e0e4736"
         );
         // Exported: same trace, this request's span as the parent, tracestate kept.
@@ -480,7 +536,7 @@ mod tests {
             assert!(w.ends_with("-00"), "unsampled at ratio 0: {w}");
             assert_ne!(&w[3..35], &TP[3..35]);
             assert!(ids.replaces("traceparent", None) && ids.replaces("tracestate", None));
-            assert_eq!(ids.request_id.unwrap().as_str(), &w[3..35]);
+            assert_eq!(ids.request_id.clone().unwrap().to_string(), &w[3..35]);
         }
         let ids = Ids::decide(&req(&[]), || true, &telemetry(true, 1.0));
         assert!(ids.export && written(&ids).ends_with("-01"));
@@ -491,11 +547,11 @@ mod tests {
         let t = telemetry(false, 0.0);
         let r = req(&[("x-request-id", "abc-123")]);
         let ids = Ids::decide(&r, || true, &t);
-        assert_eq!(ids.request_id.unwrap().as_str(), "abc-123");
+        assert_eq!(ids.request_id.clone().unwrap().to_string(), "abc-123");
         assert!(ids.replaces("X-Request-Id", Some("x-request-id")));
         let ids = Ids::decide(&r, || false, &t);
-        assert_ne!(ids.request_id.unwrap().as_str(), "abc-123");
-        assert_eq!(ids.request_id.unwrap().as_str().len(), 32);
+        assert_ne!(ids.request_id.clone().unwrap().to_string(), "abc-123");
+        assert_eq!(ids.request_id.clone().unwrap().to_string().len(), 32);
         let long = "a".repeat(MAX_ID_LEN + 1);
         for bad in ["", "a b", "a\"b", "a\\b", "é", long.as_str()] {
             assert!(RequestId::parse(bad.as_bytes()).is_none(), "{bad}");
@@ -514,13 +570,36 @@ mod tests {
             propagate: false,
             ..telemetry(false, 0.0)
         };
-        let a = Ids::decide(&req(&[]), || true, &t).request_id.unwrap();
-        let b = Ids::decide(&req(&[]), || true, &t).request_id.unwrap();
-        assert_ne!(a.as_str(), b.as_str());
+        let a = Ids::decide(&req(&[]), || true, &t)
+            .request_id
+            .unwrap()
+            .to_string();
+        let b = Ids::decide(&req(&[]), || true, &t)
+            .request_id
+            .unwrap()
+            .to_string();
+        assert_ne!(a, b);
+        assert_eq!(a.len(), 32);
         assert!(a
-            .as_str()
             .bytes()
             .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase()));
+    }
+
+    #[test]
+    fn hex_digits() {
+        assert_eq!(&hex_u64(0x0123_4567_89ab_cdef), b"0123456789abcdef");
+        assert_eq!(&hex_u64(u64::MAX), b"ffffffffffffffff");
+        for x in [
+            0u128,
+            1,
+            0xfedc_ba98_7654_3210_0f1e_2d3c_4b5a_6978,
+            u128::MAX,
+        ] {
+            let mut slow = [0; 32];
+            hex_into(&x.to_be_bytes(), &mut slow);
+            assert_eq!(hex_u128(x), slow, "{x:x}");
+            assert_eq!(std::str::from_utf8(&slow).unwrap(), format!("{x:032x}"));
+        }
     }
 
     #[test]

@@ -1,0 +1,231 @@
+#!/usr/bin/env python3
+"""What request ids and trace context cost, and whether a dead collector reaches the requests.
+
+One command:  python3 bench/operations.py   (after a release build; installs wrk and oha if missing)
+
+1. **Cost**: one 1 KiB file, keep-alive, wrk with 50 connections on the other core(s), in two
+   set-ups — request ids and trace context off (`request_id_header = ""`, `propagate = false`),
+   and the defaults (ids on, `traceparent` propagated, nothing exported). Five runs each,
+   alternating, a fresh daemon every run; medians and the ratio.
+2. **A dead collector**: every request sampled (`sample_ratio = 1.0`) and exported to a
+   collector that refuses connections, to one that accepts and never answers (each export
+   waits out its 5 s), and to a live one (answers 200 at once), against no export at all; an
+   open-loop load (oha, a fixed rate of a quarter of the cost case's median req/s) so that a
+   stall would show in p99. Three runs each, alternating; medians.
+
+The section "operations" of bench/RESULTS.md gets the tables.
+"""
+
+import argparse
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import results  # noqa: E402
+from run import BIN, ROOT, Server, ensure_tools, fmt_us, free_port, machine, run_fixed_rate, run_wrk, sh  # noqa: E402
+
+CONF = """
+[server]
+listen = "127.0.0.1:{port}"
+threads = {workers}
+{server}
+
+[logging]
+level = "warn"
+
+[admin]
+socket = "{tmp}/admin.sock"
+
+{tracing}
+
+[path_routes."127.0.0.1"]
+"/files/" = {{ path = "{www}" }}
+"""
+
+COST = {
+    "ids and trace context off": ('request_id_header = ""', "[tracing]\npropagate = false"),
+    "ids on, propagate only (defaults)": ("", ""),
+}
+
+EXPORT = "[tracing]\nsample_ratio = 1.0\notlp_endpoint = \"http://127.0.0.1:{cport}/v1/traces\"\nexport_interval_ms = 1000\n"
+COLLECTORS = ["no export", "collector refuses", "collector never answers", "live collector"]
+
+
+class Sink(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def do_POST(self):
+        self.rfile.read(int(self.headers["Content-Length"]))
+        self.send_response(200)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, *args):
+        pass
+
+
+def collector(kind):
+    """A port for `kind`, and what to stop afterwards."""
+    if kind == "collector refuses":
+        return free_port(18470), None
+    if kind == "collector never answers":
+        s = socket.socket()
+        s.bind(("127.0.0.1", 0))
+        s.listen(1024)  # accepted by the kernel, never read
+        return s.getsockname()[1], s.close
+    srv = ThreadingHTTPServer(("127.0.0.1", 0), Sink)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    return srv.server_address[1], srv.shutdown
+
+
+def tracing_stats(tmp):
+    out = subprocess.run(
+        [os.path.join(os.path.dirname(BIN), "proxyctl"), "--socket", f"{tmp}/admin.sock", "stats", "--json"],
+        capture_output=True, text=True, check=True).stdout
+    return json.loads(out)["tracing"]
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--duration", type=int, default=10, help="seconds per run (default 10)")
+    ap.add_argument("--runs", type=int, default=5, help="runs per cost set-up (default 5)")
+    ap.add_argument("--export-runs", type=int, default=3, help="runs per collector set-up (default 3)")
+    ap.add_argument("--no-build", action="store_true", help="use the existing release binary")
+    ap.add_argument("--export-only", action="store_true",
+                    help="only the dead-collector part, at --rate; the results file is not written")
+    ap.add_argument("--rate", type=int, default=0, help="with --export-only: the fixed rate")
+    ap.add_argument("--output", default=os.path.join(ROOT, "bench", "RESULTS.md"))
+    args = ap.parse_args()
+
+    ensure_tools()
+    if not args.no_build:
+        sh(["cargo", "build", "--release", "--locked", "--workspace"], cwd=ROOT)
+    ncpu = os.cpu_count() or 2
+    workers = max(1, ncpu // 2)
+    server_cores = ",".join(str(c) for c in range(workers))
+    wrk_cores = ",".join(str(c) for c in range(workers, ncpu))
+    wrk_threads = ncpu - workers
+
+    tmp = tempfile.mkdtemp(prefix="zcs-operations-")
+    www = os.path.join(tmp, "www")
+    os.makedirs(www)
+    with open(os.path.join(www, "1k.bin"), "wb") as f:
+        f.write(os.urandom(1024))
+    port = free_port(18450)
+    conf = os.path.join(tmp, "zcs.toml")
+
+    def daemon(server, tracing):
+        with open(conf, "w") as f:
+            f.write(CONF.format(port=port, workers=workers, www=www, tmp=tmp, server=server, tracing=tracing))
+        return Server("zerocopy-server", ["taskset", "-c", server_cores, BIN, "--config", conf], port)
+
+    # 1. Cost.
+    cost = {name: [] for name in COST}
+    for run in range(0 if args.export_only else args.runs):
+        order = list(COST) if run % 2 == 0 else list(reversed(COST))
+        for name in order:
+            with daemon(*COST[name]) as srv:
+                try:
+                    run_wrk(port, "/files/1k.bin", 50, [], 2, wrk_cores, wrk_threads)  # warm-up
+                    s = run_wrk(port, "/files/1k.bin", 50, [], args.duration, wrk_cores, wrk_threads,
+                                server_cores=server_cores)
+                except RuntimeError as e:
+                    sys.exit(f"{name}: {e}\nthe daemon's log:\n{srv.log_tail()}")
+            cost[name].append(s)
+            print(f"{name:36} run {run + 1}: {s[0]:>10.0f} req/s  p99 {fmt_us(s[2])}  "
+                  f"cpu/req {s[5]:.2f} µs", file=sys.stderr)
+    off, on = list(COST)
+    med = {n: statistics.median(x[0] for x in s) if s else args.rate * 4 for n, s in cost.items()}
+    cpu = {n: statistics.median(x[5] for x in s) if s else 0 for n, s in cost.items()}
+    cost_lines = [
+        "| set-up | req/s (median) | min–max | p99 | server CPU per request | req/s ratio |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for name, s in cost.items():
+        rps = [x[0] for x in s]
+        cost_lines.append(
+            f"| {name} | {med[name]:,.0f} | {min(rps):,.0f}–{max(rps):,.0f} | "
+            f"{fmt_us(statistics.median(x[2] for x in s))} | {cpu[name]:.2f} µs | "
+            f"{med[name] / med[off]:.3f}× |")
+    cost_table = "\n".join(cost_lines)
+    print(cost_table)
+
+    # 2. A dead collector, at a fixed rate.
+    rate = int(med[on] / 4)
+    fixed = {kind: [] for kind in COLLECTORS}
+    stats = {}
+    for run in range(args.export_runs):
+        order = COLLECTORS if run % 2 == 0 else list(reversed(COLLECTORS))
+        for kind in order:
+            cport, stop = (None, None) if kind == "no export" else collector(kind)
+            tracing = "" if kind == "no export" else EXPORT.format(cport=cport)
+            try:
+                with daemon("", tracing) as srv:
+                    try:
+                        run_wrk(port, "/files/1k.bin", 50, [], 2, wrk_cores, wrk_threads)  # warm-up
+                        r = run_fixed_rate(port, "/files/1k.bin", rate, args.duration, wrk_cores)
+                    except RuntimeError as e:
+                        sys.exit(f"{kind}: {e}\nthe daemon's log:\n{srv.log_tail()}")
+                    if kind != "no export":
+                        time.sleep(1.2)
+                        stats[kind] = tracing_stats(tmp)
+            finally:
+                if stop:
+                    stop()
+            fixed[kind].append(r)
+            print(f"{kind:26} run {run + 1}: p50 {fmt_us(r[0])}  p99 {fmt_us(r[1])}  "
+                  f"{r[2]:,.0f} req/s  non-2xx {r[3]}", file=sys.stderr)
+    base_p99 = statistics.median(x[1] for x in fixed["no export"])
+    fixed_lines = [
+        "| collector | p50 | p99 | p99 ratio | req/s | non-2xx | spans exported / dropped (queue full, export failed), last run |",
+        "|---|---:|---:|---:|---:|---:|---|",
+    ]
+    for kind, rs in fixed.items():
+        p99 = statistics.median(x[1] for x in rs)
+        t = stats.get(kind)
+        spans = "—" if not t else (f"{t['spans_exported']:,} / {t['spans_dropped_queue_full']:,}, "
+                                   f"{t['spans_dropped_export_failed']:,}")
+        fixed_lines.append(
+            f"| {kind} | {fmt_us(statistics.median(x[0] for x in rs))} | {fmt_us(p99)} | "
+            f"{p99 / base_p99:.2f}× | {statistics.median(x[2] for x in rs):,.0f} | "
+            f"{sum(x[3] for x in rs)} | {spans} |")
+    fixed_table = "\n".join(fixed_lines)
+    print(fixed_table)
+
+    report = f"""## Request ids, trace context and span export (`bench/operations.py`)
+
+Latest run: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}. Machine: {machine()}.
+
+One daemon ({workers} worker(s) pinned to core(s) {server_cores}) serving one 1 KiB file; the
+load on core(s) {wrk_cores}, 50 keep-alive connections, {args.duration} s runs after a 2 s
+warm-up, a fresh daemon each run; medians.
+
+**Cost** (wrk, closed loop, {args.runs} runs per set-up alternating). "Server CPU per request"
+is the server core's busy time over the requests served.
+
+{cost_table}
+
+**A dead collector** (oha, open loop at {rate:,} req/s — a quarter of the defaults' median —
+{args.export_runs} runs per set-up alternating): every request sampled and exported
+(`export_interval_ms = 1000`, `export_queue_size` 8192, batches of 512), to a collector that
+refuses connections, one that accepts and never answers (each export waits its 5 s deadline),
+and a live one.
+
+{fixed_table}
+"""
+    if args.export_only:
+        return
+    results.update_section("operations", report, args.output)
+    print(f"\nwritten to {os.path.relpath(args.output, ROOT)}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()
