@@ -260,10 +260,6 @@ fn post(endpoint: &crate::config::OtlpEndpoint, body: &[u8]) -> Result<(), Strin
         }
     }
     let mut s = stream.ok_or(last)?;
-    let left = deadline.saturating_duration_since(Instant::now());
-    let timeout = Some(left.max(Duration::from_millis(1)));
-    s.set_write_timeout(timeout).map_err(|e| e.to_string())?;
-    s.set_read_timeout(timeout).map_err(|e| e.to_string())?;
     let head = format!(
         "POST {} HTTP/1.1\r\nHost: {}\r\nContent-Type: application/x-protobuf\r\n\
          Content-Length: {}\r\nUser-Agent: {}\r\nConnection: close\r\n\r\n",
@@ -272,13 +268,14 @@ fn post(endpoint: &crate::config::OtlpEndpoint, body: &[u8]) -> Result<(), Strin
         body.len(),
         crate::http::response::SERVER
     );
-    s.write_all(head.as_bytes())
-        .and_then(|()| s.write_all(body))
-        .map_err(|e| format!("sending: {e}"))?;
+    write_by(&mut s, head.as_bytes(), deadline)?;
+    write_by(&mut s, body, deadline)?;
     // The status line is all that matters; the rest is not waited for.
     let mut answer = Vec::with_capacity(256);
     let mut buf = [0u8; 256];
     while !answer.contains(&b'\n') && answer.len() < 4096 {
+        s.set_read_timeout(Some(left_until(deadline)?))
+            .map_err(|e| e.to_string())?;
         match s.read(&mut buf) {
             Ok(0) => break,
             Ok(n) => answer.extend_from_slice(&buf[..n]),
@@ -298,6 +295,30 @@ fn post(endpoint: &crate::config::OtlpEndpoint, body: &[u8]) -> Result<(), Strin
             String::from_utf8_lossy(line)
         ))
     }
+}
+
+/// Time left until `deadline` (one export's whole budget), or the error that it has passed.
+fn left_until(deadline: Instant) -> Result<Duration, String> {
+    let left = deadline.saturating_duration_since(Instant::now());
+    if left < Duration::from_millis(1) {
+        return Err(format!("no answer within {} s", IO_TIMEOUT.as_secs()));
+    }
+    Ok(left)
+}
+
+/// Writes `bytes` by `deadline`, however slowly the collector reads.
+fn write_by(s: &mut TcpStream, mut bytes: &[u8], deadline: Instant) -> Result<(), String> {
+    while !bytes.is_empty() {
+        s.set_write_timeout(Some(left_until(deadline)?))
+            .map_err(|e| e.to_string())?;
+        match s.write(&bytes[..bytes.len().min(64 * 1024)]) {
+            Ok(0) => return Err("sending: the collector closed the connection".into()),
+            Ok(n) => bytes = &bytes[n..],
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(format!("sending: {e}")),
+        }
+    }
+    Ok(())
 }
 
 /// The OTLP request for a batch: one resource (the service), one scope (the daemon).

@@ -4,8 +4,8 @@
 //!
 //! - **Request id** (`[server] request_id_header`, default `X-Request-Id`): a trusted peer's
 //!   (`trusted_proxies`) is kept when it is a sane token; anyone else's is replaced. A new one
-//!   is the request's trace id when trace context is on — one id for logs and traces — else
-//!   128 random bits; 32 lower-case hex characters either way, from the worker's own generator
+//!   is the trace id of a trace the request starts — one id for logs and traces — else 128
+//!   random bits; 32 lower-case hex characters either way, from the worker's own generator
 //!   (no syscall).
 //! - **Trace context** (`[tracing] propagate`): a trusted peer's valid `traceparent` keeps its
 //!   trace. When spans are exported and the trace is sampled, the upstream's parent becomes
@@ -272,6 +272,8 @@ impl Ids {
                 Some(tp) => {
                     ids.export = t.export && tp.sampled();
                     ids.context = tp;
+                    // Only the flags version 00 defines go on (sampled, random).
+                    ids.context.flags &= 0x03;
                     if ids.export {
                         ids.parent = Some(tp.parent_id);
                         ids.context.parent_id = span_id();
@@ -298,9 +300,11 @@ impl Ids {
         }
         if t.header.is_some() {
             let kept = stated.filter(|_| is_trusted()).and_then(RequestId::parse);
+            // A new trace's id is the request's own; a kept trace spans many requests, each of
+            // which gets an id of its own.
             ids.request_id = Some(kept.unwrap_or_else(|| match ids.propagation {
-                Propagation::Off => RequestId::random(),
-                _ => RequestId::Generated(u128::from_be_bytes(ids.context.trace_id)),
+                Propagation::New => RequestId::Generated(u128::from_be_bytes(ids.context.trace_id)),
+                _ => RequestId::random(),
             }));
         }
         ids
@@ -492,11 +496,10 @@ mod tests {
         let ids = Ids::decide(&r, || true, &telemetry(false, 0.0));
         assert_eq!(ids.propagation, Propagation::Unchanged);
         assert!(ids.traceparent().is_none() && !ids.replaces("traceparent", None));
-        // The request id is the trace's id.
-        assert_eq!(
-            ids.request_id.clone().unwrap().to_string(),
-            "4bf92f3577b34da6a3ce929d0e0e4736"
-        );
+        // A kept trace spans many requests: the request's id is its own.
+        let id = ids.request_id.clone().unwrap().to_string();
+        assert_ne!(id, "4bf92f3577b34da6a3ce929d0e0e4736");
+        assert_eq!(id.len(), 32);
         // Exported: same trace, this request's span as the parent, tracestate kept.
         let ids = Ids::decide(&r, || true, &telemetry(true, 0.0));
         assert_eq!(ids.propagation, Propagation::Child);

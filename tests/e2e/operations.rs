@@ -156,8 +156,9 @@ fn trace_context_is_kept_from_trusted_peers_else_started(d: Driver) {
     let r = report(&get(&s, "/trusted/a", &fields));
     assert_eq!(header_values(&r, "traceparent"), vec![TP]);
     assert_eq!(header_values(&r, "tracestate"), vec!["vendor=1"]);
-    // The request id is the trace's id: one id for logs and traces.
-    assert_eq!(header_values(&r, "x-request-id"), vec![&TP[3..35]]);
+    // A kept trace spans many requests: this one's id is its own.
+    let id = header_values(&r, "x-request-id").remove(0);
+    assert!(is_id(&id) && id != TP[3..35], "{id}");
     // Untrusted: a new trace, and the untrusted tracestate is dropped.
     let r = report(&get(&s, "/api/b", &fields));
     let tp = header_values(&r, "traceparent");
@@ -310,7 +311,11 @@ fn sampled_spans_reach_an_otlp_collector(d: Driver) {
     assert_eq!(attrs["http.response.status_code"], 200);
     assert_eq!(attrs["user_agent.original"], "e2e");
     assert_eq!(attrs["zerocopy.upstream.address"], up.addr.to_string());
-    assert_eq!(attrs["zerocopy.request_id"], &new_tp[3..35]);
+    assert_eq!(
+        attrs["zerocopy.request_id"],
+        &new_tp[3..35],
+        "a new trace's id is the request's"
+    );
     assert!(a["end"].as_u64().unwrap() >= a["start"].as_u64().unwrap());
     let b = by_trace(&TP[3..35]);
     assert_eq!(
@@ -328,8 +333,8 @@ fn sampled_spans_reach_an_otlp_collector(d: Driver) {
 }
 
 fn a_dead_collector_drops_spans_and_requests_go_on(d: Driver) {
-    // A collector that answers 503 slowly, then one nobody listens on.
-    let receiver = Receiver::start(&["--status", "503", "--delay", "0.2"]);
+    // A collector that takes a second to answer each export, with a 503.
+    let receiver = Receiver::start(&["--status", "503", "--delay", "1"]);
     let up = Upstream::start();
     let tracing = format!(
         "[tracing]\nsample_ratio = 1.0\notlp_endpoint = \"http://127.0.0.1:{}/v1/traces\"\n\
@@ -337,13 +342,17 @@ fn a_dead_collector_drops_spans_and_requests_go_on(d: Driver) {
         receiver.port
     );
     let s = start(d, up.addr, "", &tracing);
-    let started = Instant::now();
+    // No request waits for the exporter (each export takes a second).
     for i in 0..40 {
+        let started = Instant::now();
         assert_eq!(get(&s, &format!("/api/{i}"), "").status, 200);
+        let took = started.elapsed();
+        assert!(
+            took < Duration::from_millis(500),
+            "request {i} took {took:?}"
+        );
     }
-    // The requests never waited for the exporter.
-    assert!(started.elapsed() < Duration::from_secs(10));
-    let deadline = Instant::now() + Duration::from_secs(10);
+    let deadline = Instant::now() + Duration::from_secs(20);
     let tracing = loop {
         let t = s.proxyctl_json(&["stats"])["tracing"].clone();
         let dropped = t["spans_dropped_queue_full"].as_u64().unwrap()

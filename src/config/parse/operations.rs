@@ -100,7 +100,15 @@ impl Walker<'_> {
                 );
             }
         }
-        if t.sample_ratio > 0.0 && t.otlp_endpoint.is_none() {
+        if t.sample_ratio > 0.0 && !t.propagate {
+            if let Some(f) = n.field("sample_ratio") {
+                self.reject(
+                    &f,
+                    "spans are exported for the traces the daemon propagates: with propagate = \
+                     false nothing would be sampled (set propagate = true, or sample_ratio = 0)",
+                );
+            }
+        } else if t.sample_ratio > 0.0 && t.otlp_endpoint.is_none() {
             if let Some(f) = n.field("sample_ratio") {
                 self.reject(
                     &f,
@@ -178,6 +186,9 @@ fn parse_otlp_endpoint(url: &str) -> Result<OtlpEndpoint, String> {
         (h, after.strip_prefix(':'))
     } else {
         match authority.rsplit_once(':') {
+            Some((h, _)) if h.contains(':') => {
+                return Err(bad("an IPv6 address goes in brackets, http://[::1]:4318/"));
+            }
             Some((h, p)) => (h, Some(p)),
             None => (authority, None),
         }
@@ -225,13 +236,20 @@ mod tests {
         assert!(c.tracing.otlp_endpoint.is_none());
         assert_eq!(c.tracing.export_batch_size, 512);
         let c = ok(&format!(
-            "{BASE}request_id_header = \"\"\n[tracing]\npropagate = false\nsample_ratio = 0.25\n\
+            "{BASE}request_id_header = \"\"\n[tracing]\npropagate = true\nsample_ratio = 0.25\n\
              otlp_endpoint = \"http://[::1]:4318\"\nservice_name = \"edge\"\n\
              export_batch_size = 10\nexport_interval_ms = 200\nexport_queue_size = 100\n"
         ));
         assert_eq!(c.server.request_id_header, None);
-        assert!(!c.tracing.propagate);
+        assert!(c.tracing.propagate);
         assert_eq!(c.tracing.sample_ratio, 0.25);
+        let errors = errors_of(&format!(
+            "{BASE}[tracing]\npropagate = false\nsample_ratio = 0.5\n\
+             otlp_endpoint = \"http://127.0.0.1:4318\"\n"
+        ));
+        assert!(find(&errors, "tracing.sample_ratio")
+            .reason
+            .contains("propagate = false"));
         let e = c.tracing.otlp_endpoint.unwrap();
         assert_eq!(
             (e.host.as_str(), e.port, e.path.as_str()),
@@ -285,6 +303,7 @@ mod tests {
             "http://u@h/",
             "http://h/a b",
             "http://[::1/",
+            "http://::1:4318/v1/traces",
         ] {
             assert!(parse_otlp_endpoint(bad).is_err(), "{bad}");
         }
