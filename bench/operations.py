@@ -102,6 +102,8 @@ def main():
     ap.add_argument("--export-only", action="store_true",
                     help="only the dead-collector part, at --rate; the results file is not written")
     ap.add_argument("--rate", type=int, default=0, help="with --export-only: the fixed rate")
+    ap.add_argument("--cost-only", action="store_true",
+                    help="only the cost part; the results file is not written")
     ap.add_argument("--output", default=os.path.join(ROOT, "bench", "RESULTS.md"))
     args = ap.parse_args()
 
@@ -158,6 +160,8 @@ def main():
     cost_table = "\n".join(cost_lines)
     print(cost_table)
 
+    if args.cost_only:
+        return
     # 2. A dead collector, at a fixed rate.
     rate = int(med[on] / 4)
     fixed = {kind: [] for kind in COLLECTORS}

@@ -238,17 +238,7 @@ impl Ids {
         let mut trust = None;
         let mut trusted = Some(trusted);
         let mut is_trusted = || *trust.get_or_insert_with(|| trusted.take().is_some_and(|f| f()));
-        let mut ids = Ids {
-            request_id: None,
-            propagation: Propagation::Off,
-            context: TraceParent {
-                trace_id: [0; 16],
-                parent_id: [0; 8],
-                flags: 0,
-            },
-            parent: None,
-            export: false,
-        };
+        let mut ids = Ids::none();
         // One pass over the fields for both.
         let (mut traceparents, mut tp, mut stated) = (0, None, None);
         let id_name = t.header.as_deref().unwrap_or_default();
@@ -314,6 +304,14 @@ impl Ids {
     pub fn unparsed(t: &Telemetry) -> Self {
         Ids {
             request_id: t.header.as_ref().map(|_| RequestId::random()),
+            ..Ids::none()
+        }
+    }
+
+    /// No id, no trace: what is then filled in.
+    fn none() -> Self {
+        Ids {
+            request_id: None,
             propagation: Propagation::Off,
             context: TraceParent {
                 trace_id: [0; 16],

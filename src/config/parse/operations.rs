@@ -9,17 +9,9 @@ const TRACING_KEYS: &[&str] = &[
     "export_interval_ms", "export_queue_size",
 ];
 
-/// Names a request id cannot travel in: the framing, the connection and the fields the
-/// daemon writes itself.
+/// Names a request id cannot travel in besides the framing and connection fields
+/// ([`super::site::UNTOUCHABLE`]): those with a meaning of their own, the daemon's.
 const NOT_FOR_IDS: &[&str] = &[
-    "content-length",
-    "transfer-encoding",
-    "connection",
-    "keep-alive",
-    "upgrade",
-    "te",
-    "trailer",
-    "proxy-connection",
     "host",
     "traceparent",
     "tracestate",
@@ -53,7 +45,10 @@ impl Walker<'_> {
             );
             return None;
         }
-        if NOT_FOR_IDS.contains(&lower.as_str()) || lower.starts_with(':') {
+        if super::site::UNTOUCHABLE.contains(&lower.as_str())
+            || NOT_FOR_IDS.contains(&lower.as_str())
+            || lower.starts_with(':')
+        {
             self.reject(
                 f,
                 format!("{name:?} has a meaning of its own; request ids need a field of their own, such as \"X-Request-Id\""),

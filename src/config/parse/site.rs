@@ -34,7 +34,7 @@ const LEVEL_KEYS: &[&str] = &["gzip", "br", "zstd"];
 const REDIRECT_STATUSES: &[u16] = &[301, 302, 303, 307, 308];
 
 /// Fields no rule may touch: the framing and the connection are the protocol's.
-const UNTOUCHABLE: &[&str] = &[
+pub(super) const UNTOUCHABLE: &[&str] = &[
     "content-length",
     "transfer-encoding",
     "connection",
