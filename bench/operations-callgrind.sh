@@ -6,6 +6,18 @@ set -uo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 W=$(mktemp -d)
 head -c 1024 /dev/urandom > "$W/1k.bin"
+# N keep-alive GETs of the file, each read whole before the next.
+cat > "$W/get.py" <<'P'
+import socket, sys
+port, n = int(sys.argv[1]), int(sys.argv[2])
+s = socket.create_connection(("127.0.0.1", port))
+req = b"GET /files/1k.bin HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+for _ in range(n):
+    s.sendall(req)
+    got = b""
+    while not (b"\r\n\r\n" in got and len(got.split(b"\r\n\r\n", 1)[1]) >= 1024):
+        got += s.recv(65536)
+P
 measure() {
 name=$1; server=$2; tracing=$3
 port=18611
@@ -25,29 +37,9 @@ T
 valgrind --tool=callgrind --callgrind-out-file=$W/callgrind.out.$name --dump-instr=no --collect-atstart=yes $ROOT/target/release/zerocopy-server --io-driver epoll --config $W/$name.toml >$W/$name.log 2>&1 &
 pid=$!
 for i in $(seq 100); do curl -s -o /dev/null http://127.0.0.1:$port/files/1k.bin && break; sleep 0.2; done
-python3 - $port 200 <<'P'
-import socket,sys
-port,n=int(sys.argv[1]),int(sys.argv[2])
-s=socket.create_connection(("127.0.0.1",port))
-req=b"GET /files/1k.bin HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
-for i in range(n):
-    s.sendall(req); got=b""
-    while not got.endswith(b"\r\n\r\n") or len(got) < 1024:
-        got+=s.recv(65536)
-        if b"\r\n\r\n" in got and len(got.split(b"\r\n\r\n",1)[1])>=1024: break
-P
+python3 "$W/get.py" $port 200
 callgrind_control -z $pid >/dev/null
-python3 - $port 3000 <<'P'
-import socket,sys
-port,n=int(sys.argv[1]),int(sys.argv[2])
-s=socket.create_connection(("127.0.0.1",port))
-req=b"GET /files/1k.bin HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
-for i in range(n):
-    s.sendall(req); got=b""
-    while True:
-        got+=s.recv(65536)
-        if b"\r\n\r\n" in got and len(got.split(b"\r\n\r\n",1)[1])>=1024: break
-P
+python3 "$W/get.py" $port 3000
 callgrind_control -d $pid >/dev/null
 sleep 1
 kill -TERM $pid; wait $pid 2>/dev/null
