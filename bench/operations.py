@@ -5,18 +5,21 @@ One command:  python3 bench/operations.py   (after a release build; installs wrk
 
 1. **Cost**: one 1 KiB file, keep-alive, wrk with 50 connections on the other core(s), in two
    set-ups — request ids and trace context off (`request_id_header = ""`, `propagate = false`),
-   and the defaults (ids on, `traceparent` propagated, nothing exported). Five runs each,
-   alternating, a fresh daemon every run; medians and the ratio.
+   and the defaults (ids on, `traceparent` propagated, nothing exported). Both daemons run at
+   once on the same core, each loaded by its own wrk (25 connections): the scheduler shares
+   the core equally, so their req/s ratio is their inverse CPU-cost ratio, measured at the same
+   moments. 15 rounds of 5 s; the median of the rounds' ratios.
 2. **A dead collector**: every request sampled (`sample_ratio = 1.0`) and exported to a
    collector that refuses connections, to one that accepts and never answers (each export
    waits out its 5 s), and to a live one (answers 200 at once), against no export at all; an
-   open-loop load (oha, a fixed rate of a quarter of the cost case's median req/s) so that a
+   open-loop load (oha, a fixed rate of a quarter of what the core served in the cost part) so that a
    stall would show in p99. Three runs each, alternating; medians.
 
 The section "operations" of bench/RESULTS.md gets the tables.
 """
 
 import argparse
+import contextlib
 import json
 import os
 import socket
@@ -42,7 +45,7 @@ threads = {workers}
 level = "warn"
 
 [admin]
-socket = "{tmp}/admin.sock"
+socket = "{admin}"
 
 {tracing}
 
@@ -96,7 +99,8 @@ def tracing_stats(tmp):
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--duration", type=int, default=10, help="seconds per run (default 10)")
-    ap.add_argument("--runs", type=int, default=5, help="runs per cost set-up (default 5)")
+    ap.add_argument("--runs", type=int, default=15, help="rounds of the cost part (default 15)")
+    ap.add_argument("--cost-duration", type=int, default=5, help="seconds per cost run (default 5)")
     ap.add_argument("--export-runs", type=int, default=3, help="runs per collector set-up (default 3)")
     ap.add_argument("--no-build", action="store_true", help="use the existing release binary")
     ap.add_argument("--export-only", action="store_true",
@@ -122,48 +126,79 @@ def main():
     with open(os.path.join(www, "1k.bin"), "wb") as f:
         f.write(os.urandom(1024))
     port = free_port(18450)
-    conf = os.path.join(tmp, "zcs.toml")
 
-    def daemon(server, tracing):
+    def daemon(server, tracing, port=port, admin="admin.sock"):
+        conf = os.path.join(tmp, f"zcs-{port}.toml")
         with open(conf, "w") as f:
-            f.write(CONF.format(port=port, workers=workers, www=www, tmp=tmp, server=server, tracing=tracing))
+            f.write(CONF.format(port=port, workers=workers, www=www, admin=os.path.join(tmp, admin), server=server,
+                                tracing=tracing))
         return Server("zerocopy-server", ["taskset", "-c", server_cores, BIN, "--config", conf], port)
 
-    # 1. Cost.
+    # 1. Cost: both daemons at once on the same core(s), each loaded by its own wrk (25
+    # connections) on the other core(s). The scheduler gives each daemon an equal share of
+    # the server core, so the ratio of their req/s is the inverse ratio of their CPU per
+    # request — measured at the same moments: this machine's speed drifts by tens of percent
+    # over minutes, which separate runs cannot tell from a cost of a few percent.
     cost = {name: [] for name in COST}
-    for run in range(0 if args.export_only else args.runs):
-        order = list(COST) if run % 2 == 0 else list(reversed(COST))
-        for name in order:
-            with daemon(*COST[name]) as srv:
-                try:
-                    run_wrk(port, "/files/1k.bin", 50, [], 2, wrk_cores, wrk_threads)  # warm-up
-                    s = run_wrk(port, "/files/1k.bin", 50, [], args.duration, wrk_cores, wrk_threads,
-                                server_cores=server_cores)
-                except RuntimeError as e:
-                    sys.exit(f"{name}: {e}\nthe daemon's log:\n{srv.log_tail()}")
-            cost[name].append(s)
-            print(f"{name:36} run {run + 1}: {s[0]:>10.0f} req/s  p99 {fmt_us(s[2])}  "
-                  f"cpu/req {s[5]:.2f} µs", file=sys.stderr)
+    ratios = []
     off, on = list(COST)
+    if not args.export_only:
+        ports = {off: port, on: free_port(port + 1)}
+        with contextlib.ExitStack() as up:
+            srvs = {name: up.enter_context(daemon(*COST[name], port=ports[name], admin=f"admin-{i}.sock"))
+                    for i, name in enumerate(COST)}
+
+            def both(duration):
+                got, failed = {}, []
+
+                def one(name):
+                    try:
+                        got[name] = run_wrk(ports[name], "/files/1k.bin", 25, [], duration, wrk_cores, wrk_threads)
+                    except RuntimeError as e:
+                        failed.append(f"{name}: {e}\nthe daemon's log:\n{srvs[name].log_tail()}")
+
+                threads = [threading.Thread(target=one, args=(name,)) for name in COST]
+                for t in threads:
+                    t.start()
+                for t in threads:
+                    t.join()
+                if failed:
+                    sys.exit(failed[0])
+                return got
+
+            both(2)  # warm-up
+            for run in range(args.runs):
+                got = both(args.cost_duration)
+                for name in COST:
+                    cost[name].append(got[name])
+                ratios.append(got[on][0] / got[off][0])
+                print(f"round {run + 1:2}: off {got[off][0]:>9.0f} req/s, on {got[on][0]:>9.0f} req/s, "
+                      f"ratio {ratios[-1]:.3f}", file=sys.stderr)
     med = {n: statistics.median(x[0] for x in s) if s else args.rate * 4 for n, s in cost.items()}
-    cpu = {n: statistics.median(x[5] for x in s) if s else 0 for n, s in cost.items()}
     cost_lines = [
-        "| set-up | req/s (median) | min–max | p99 | server CPU per request | req/s ratio |",
-        "|---|---:|---:|---:|---:|---:|",
+        "| set-up | req/s (median) | min–max | p99 | req/s, median of the rounds' ratios |",
+        "|---|---:|---:|---:|---:|",
     ]
     for name, s in cost.items():
+        if not s:
+            continue
         rps = [x[0] for x in s]
+        ratio = f"{statistics.median(ratios):.3f}×" if name == on else "1"
         cost_lines.append(
             f"| {name} | {med[name]:,.0f} | {min(rps):,.0f}–{max(rps):,.0f} | "
-            f"{fmt_us(statistics.median(x[2] for x in s))} | {cpu[name]:.2f} µs | "
-            f"{med[name] / med[off]:.3f}× |")
+            f"{fmt_us(statistics.median(x[2] for x in s))} | {ratio} |")
+    if ratios:
+        q = statistics.quantiles(ratios, n=4)
+        cost_lines.append(f"\nThe rounds' ratios: median {statistics.median(ratios):.3f}, quartiles "
+                          f"{q[0]:.3f}–{q[2]:.3f}, {len(ratios)} rounds.")
     cost_table = "\n".join(cost_lines)
     print(cost_table)
 
     if args.cost_only:
         return
     # 2. A dead collector, at a fixed rate.
-    rate = int(med[on] / 4)
+    # A quarter of what the core served in the cost part (both daemons together).
+    rate = int((med[on] + med[off]) / 4)
     fixed = {kind: [] for kind in COLLECTORS}
     stats = {}
     for run in range(args.export_runs):
@@ -208,17 +243,22 @@ def main():
 
 Latest run: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}. Machine: {machine()}.
 
-One daemon ({workers} worker(s) pinned to core(s) {server_cores}) serving one 1 KiB file; the
-load on core(s) {wrk_cores}, 50 keep-alive connections, {args.duration} s runs after a 2 s
-warm-up, a fresh daemon each run; medians.
+Daemons with {workers} worker(s) pinned to core(s) {server_cores} serving one 1 KiB file; the
+load on core(s) {wrk_cores}; medians.
 
-**Cost** (wrk, closed loop, {args.runs} runs per set-up alternating). "Server CPU per request"
-is the server core's busy time over the requests served.
+**Cost** (wrk, closed loop): both daemons at once on the same server core(s), each loaded by
+its own wrk (25 keep-alive connections) on the other core(s), {args.runs} rounds of
+{args.cost_duration} s after a 2 s warm-up. The scheduler gives each daemon an equal share of
+the server core, so the ratio of their req/s is the inverse ratio of their CPU per request,
+taken at the same moments (this machine's speed drifts by tens of percent over minutes, which
+runs one after the other cannot tell from a cost of a few percent: run one after the other,
+two identical daemons came out 4.5 % apart).
 
 {cost_table}
 
-**A dead collector** (oha, open loop at {rate:,} req/s — a quarter of the defaults' median —
-{args.export_runs} runs per set-up alternating): every request sampled and exported
+**A dead collector** (oha, open loop at {rate:,} req/s — a quarter of what the core served in the cost part —
+{args.export_runs} runs per set-up alternating, {args.duration} s each after a 2 s warm-up, a
+fresh daemon each run): every request sampled and exported
 (`export_interval_ms = 1000`, `export_queue_size` 8192, batches of 512), to a collector that
 refuses connections, one that accepts and never answers (each export waits its 5 s deadline),
 and a live one.

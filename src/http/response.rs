@@ -229,6 +229,16 @@ impl ResponseHead {
         self
     }
 
+    /// Appends a field line in two parts: `start` (the name and `: `) and `rest` (the value
+    /// and its CRLF); `bit` is the name's [`name_bit`].
+    pub fn line(&mut self, bit: u64, start: &[u8], rest: &[u8]) -> &mut Self {
+        self.names |= bit;
+        self.buf.reserve(start.len() + rest.len());
+        self.buf.extend_from_slice(start);
+        self.buf.extend_from_slice(rest);
+        self
+    }
+
     pub fn content_length(&mut self, len: u64) -> &mut Self {
         self.header_with("Content-Length", |b| push_decimal(b, len))
     }

@@ -403,7 +403,7 @@ fn identify<D: Downstream>(
     let ids = Ids::decide(req, || telemetry::trusts(trusted, ctx.peer.ip()), t);
     if let (Some(name), Some(id)) = (&t.header, &ids.request_id) {
         ds.set_request_id(IdField {
-            name: name.clone(),
+            name: *name,
             id: id.clone(),
         });
     }
@@ -476,7 +476,7 @@ async fn backend<D: Downstream>(
                 ids: trace
                     .ids
                     .as_ref()
-                    .map(|ids| (ids, snapshot.telemetry.header.as_deref())),
+                    .map(|ids| (ids, snapshot.telemetry.header.map(|n| n.as_str()))),
                 path: &upstream_path,
                 worker: ctx.worker.id,
                 pool: &ctx.worker.upstreams,
@@ -761,7 +761,7 @@ impl Trace {
         let ids = Ids::unparsed(t);
         if let (Some(name), Some(id)) = (&t.header, &ids.request_id) {
             ds.set_request_id(IdField {
-                name: name.clone(),
+                name: *name,
                 id: id.clone(),
             });
         }

@@ -18,7 +18,7 @@
 
 pub mod export;
 
-use std::sync::Arc;
+use std::sync::Mutex;
 
 use crate::config::Config;
 use crate::http::request::RequestHead;
@@ -32,7 +32,7 @@ pub const MAX_ID_LEN: usize = 128;
 #[derive(Clone, Debug)]
 pub struct Telemetry {
     /// The request id's field; `None` = no request ids.
-    pub header: Option<Arc<str>>,
+    pub header: Option<IdName>,
     /// `[tracing] propagate`.
     pub propagate: bool,
     /// `[tracing] sample_ratio`.
@@ -44,7 +44,7 @@ pub struct Telemetry {
 impl Telemetry {
     pub fn new(config: &Config) -> Self {
         Self {
-            header: config.server.request_id_header.as_deref().map(Arc::from),
+            header: config.server.request_id_header.as_deref().map(IdName::new),
             propagate: config.tracing.propagate,
             sample_ratio: config.tracing.sample_ratio,
             export: config.tracing.otlp_endpoint.is_some(),
@@ -118,22 +118,68 @@ impl std::fmt::Debug for RequestId {
     }
 }
 
+/// The field a request id travels in, ready for a head: `Name: ` and the name's bit in a head's
+/// set of names. Names are interned for the life of the process — a few bytes for each
+/// distinct name ever configured — so that every request can carry one by copy, without a
+/// reference count shared by the workers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct IdName {
+    /// `Name: `.
+    line: &'static str,
+    bit: u64,
+}
+
+impl IdName {
+    /// The interned field `name` (a configured one: this takes a lock, never on the data path).
+    pub fn new(name: &str) -> Self {
+        static NAMES: Mutex<Vec<&'static str>> = Mutex::new(Vec::new());
+        let line = format!("{name}: ");
+        let mut names = NAMES.lock().unwrap_or_else(|e| e.into_inner());
+        let line = match names.iter().find(|l| **l == line) {
+            Some(l) => *l,
+            None => {
+                let l: &'static str = Box::leak(line.into_boxed_str());
+                names.push(l);
+                l
+            }
+        };
+        Self {
+            line,
+            bit: name_bit(name.as_bytes()),
+        }
+    }
+
+    /// The field's name.
+    pub fn as_str(&self) -> &'static str {
+        &self.line[..self.line.len() - 2]
+    }
+}
+
 /// A request id with the field it travels in, as a response head carries it.
 #[derive(Clone, Debug)]
 pub struct IdField {
-    pub name: Arc<str>,
+    pub name: IdName,
     pub id: RequestId,
 }
 
 impl IdField {
     /// Puts the id in `head`, in place of any field of the name (an upstream's echo).
     pub fn apply(&self, head: &mut ResponseHead) {
-        let name = self.name.as_bytes();
-        if head.may_hold(name_bit(name)) {
+        if head.may_hold(self.name.bit) {
+            let name = self.name.as_str().as_bytes();
             head.remove_fields(|n| n.eq_ignore_ascii_case(name));
         }
-        let mut buf = [0; 32];
-        head.header_bytes(&self.name, self.id.bytes(&mut buf));
+        match &self.id {
+            RequestId::Generated(bits) => {
+                let mut value = [0; 34];
+                value[..32].copy_from_slice(&hex_u128(*bits));
+                value[32..].copy_from_slice(b"\r\n");
+                head.line(self.name.bit, self.name.line.as_bytes(), &value);
+            }
+            RequestId::Kept(id) => {
+                head.header_bytes(self.name.as_str(), id.as_bytes());
+            }
+        }
     }
 }
 
@@ -241,7 +287,7 @@ impl Ids {
         let mut ids = Ids::none();
         // One pass over the fields for both.
         let (mut traceparents, mut tp, mut stated) = (0, None, None);
-        let id_name = t.header.as_deref().unwrap_or_default();
+        let id_name = t.header.map_or("", |n| n.as_str());
         for h in &req.headers {
             if t.propagate && h.name.eq_ignore_ascii_case("traceparent") {
                 traceparents += 1;
@@ -451,7 +497,7 @@ mod tests {
 
     fn telemetry(export: bool, ratio: f64) -> Telemetry {
         Telemetry {
-            header: Some("X-Request-Id".into()),
+            header: Some(IdName::new("X-Request-Id")),
             propagate: true,
             sample_ratio: ratio,
             export,
@@ -584,6 +630,35 @@ mod tests {
         assert!(a
             .bytes()
             .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase()));
+    }
+
+    #[test]
+    fn an_id_field_replaces_an_echo_and_names_are_interned() {
+        let name = IdName::new("X-Request-Id");
+        assert_eq!(name.as_str(), "X-Request-Id");
+        // Interned: one copy of the name however many configs name it.
+        assert!(std::ptr::eq(name.line, IdName::new("X-Request-Id").line));
+        assert_ne!(IdName::new("X-Trace"), name);
+        let head = |id: RequestId| {
+            let mut head = ResponseHead::new(200);
+            head.header("x-request-id", "echo").header("Server", "up");
+            IdField { name, id }.apply(&mut head);
+            String::from_utf8(head.finish().to_vec()).unwrap()
+        };
+        let out = head(RequestId::from_bits(0xab << 120 | 0x0f));
+        assert!(
+            !out.contains("echo") && out.contains("Server: up\r\n"),
+            "{out}"
+        );
+        assert!(
+            out.contains("\r\nX-Request-Id: ab00000000000000000000000000000f\r\n"),
+            "{out}"
+        );
+        let out = head(RequestId::parse(b"peer-7").unwrap());
+        assert!(
+            !out.contains("echo") && out.contains("\r\nX-Request-Id: peer-7\r\n"),
+            "{out}"
+        );
     }
 
     #[test]
