@@ -747,6 +747,27 @@ pub struct UpstreamStats {
     pub failures: u64,
 }
 
+impl UpstreamStats {
+    /// Requests sent (over a new or a pooled connection).
+    pub fn requests(&self) -> u64 {
+        self.connects.saturating_add(self.reuses)
+    }
+
+    /// Connections opened per 1,000 requests sent since `earlier` (or the start): near 0 when
+    /// the pool keeps up with the load, near 1,000 when nearly every request needs a new
+    /// connection; `None` without requests.
+    pub fn opened_per_1000(&self, earlier: Option<&UpstreamStats>) -> Option<f64> {
+        let (connects, requests) = match earlier {
+            Some(e) => (
+                self.connects.saturating_sub(e.connects),
+                self.requests().saturating_sub(e.requests()),
+            ),
+            None => (self.connects, self.requests()),
+        };
+        (requests > 0).then(|| connects as f64 * 1000.0 / requests as f64)
+    }
+}
+
 /// One worker's load.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WorkerStats {

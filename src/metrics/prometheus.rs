@@ -442,6 +442,13 @@ impl Collector for StatsCollector {
                 |u| u.reuses,
             ),
             (
+                "upstream_requests",
+                "Requests sent to the upstream, over new or pooled connections \
+                 (1000 * rate(upstream_connects) / rate(upstream_requests): connections opened \
+                 per 1,000 requests).",
+                |u| u.requests(),
+            ),
+            (
                 "upstream_retries",
                 "Requests retried on a fresh connection after a pooled one failed.",
                 |u| u.retries,

@@ -629,15 +629,19 @@ fn metrics_parse_as_prometheus_text(d: Driver) {
             .any(|l| l.starts_with("gauge zerocopy_connections_parked{} ")),
         "{samples}"
     );
-    let upstream = format!(
-        "counter zerocopy_upstream_connects_total{{upstream=\"http://{}:{}\"}} 1.0",
-        up.addr.ip(),
-        up.addr.port()
-    );
-    assert!(
-        samples.lines().any(|l| l == upstream),
-        "{upstream}\nnot in:\n{samples}"
-    );
+    // One request, over a new connection (connections opened per 1,000 requests is
+    // 1000 * connects / requests).
+    for series in ["upstream_connects", "upstream_requests"] {
+        let upstream = format!(
+            "counter zerocopy_{series}_total{{upstream=\"http://{}:{}\"}} 1.0",
+            up.addr.ip(),
+            up.addr.port()
+        );
+        assert!(
+            samples.lines().any(|l| l == upstream),
+            "{upstream}\nnot in:\n{samples}"
+        );
+    }
     // Only /metrics is served.
     assert!(scrape(metrics, "/other").0.starts_with("HTTP/1.1 404"));
 }

@@ -590,9 +590,12 @@ fn idle_pool_is_bounded(d: Driver) {
         assert_eq!(w.response(false).body, b"slow");
     }
     assert_eq!(p.connections(), 3);
-    // Only one is kept idle, and it is the one reused.
+    // The two beyond the cap wait a grace of 2 s for more load (see the next test)...
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(p.up.open_connections(), 3, "the surplus closed at once");
+    // ...then only one is kept idle, and it is the one reused.
     assert!(
-        p.up.wait_until(Duration::from_millis(700), |u| u.open_connections() <= 1),
+        p.up.wait_until(Duration::from_secs(4), |u| u.open_connections() <= 1),
         "{} idle upstream connections kept, at most 1 allowed",
         p.up.open_connections()
     );
@@ -601,6 +604,45 @@ fn idle_pool_is_bounded(d: Driver) {
         assert!(r["connection_requests"].as_u64().unwrap() >= 2, "{r}");
     }
     assert_eq!(p.connections(), 3);
+}
+
+/// With the default cap (8 idle per upstream and worker), 20 clients whose requests are in
+/// flight together keep reusing their 20 upstream connections round after round: the ones
+/// beyond the cap are not closed as they come back, so the next round needs none new.
+fn bursts_beyond_the_idle_cap_reuse_connections(d: Driver) {
+    let p = start(d);
+    let mut clients: Vec<Wire> = (0..20).map(|_| p.connect()).collect();
+    for _ in 0..5 {
+        for w in &mut clients {
+            w.send(b"GET /api/slow/100 HTTP/1.1\r\nHost: h.test\r\n\r\n");
+        }
+        for w in &mut clients {
+            assert_eq!(w.response(false).body, b"slow");
+        }
+    }
+    assert_eq!(p.requests(), 100);
+    assert_eq!(
+        p.connections(),
+        20,
+        "upstream connections opened for 5 rounds of 20 requests at once"
+    );
+    // `proxyctl stats`: 20 opened for 100 requests = 200 per 1,000, and in the JSON.
+    let st = p.s.proxyctl_json(&["stats"]);
+    let up = &st["upstreams"][0];
+    assert_eq!(
+        (up["connects"].as_u64(), up["reuses"].as_u64()),
+        (Some(20), Some(80))
+    );
+    let out = p.s.proxyctl(&["stats"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    let row: Vec<&str> = text
+        .lines()
+        .find(|l| l.starts_with("http://"))
+        .unwrap_or_else(|| panic!("{text}"))
+        .split_whitespace()
+        .collect();
+    assert!(text.contains("OPENED/1K"), "{text}");
+    assert_eq!(row[2..5], ["20", "80", "200.0"], "{text}");
 }
 
 /// An idle upstream connection is closed after `idle_connection_timeout_secs`, whether or
@@ -910,6 +952,7 @@ crate::both_drivers!(
     upstream_connections_are_reused,
     stale_pooled_connection_is_not_an_error,
     idle_pool_is_bounded,
+    bursts_beyond_the_idle_cap_reuse_connections,
     idle_pool_connections_expire,
     upstream_down_is_502,
     slow_upstream_times_out_with_504,

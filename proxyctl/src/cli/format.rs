@@ -479,11 +479,17 @@ pub fn stats(now: &Stats, earlier: Option<&Stats>) -> String {
                 });
                 let elsewhere = g.map_or(0, |g| g.retries.values().sum::<u64>());
                 let open = g.map_or(0, |g| g.failed_open);
+                let before =
+                    earlier.and_then(|e| e.upstreams.iter().find(|b| b.upstream == u.upstream));
+                let opened = u
+                    .opened_per_1000(before)
+                    .map_or("-".to_string(), |n| format!("{n:.1}"));
                 vec![
                     u.upstream.clone(),
                     usable,
                     u.connects.to_string(),
                     u.reuses.to_string(),
+                    opened,
                     u.retries.to_string(),
                     elsewhere.to_string(),
                     open.to_string(),
@@ -498,6 +504,7 @@ pub fn stats(now: &Stats, earlier: Option<&Stats>) -> String {
                 "USABLE",
                 "CONNECTS",
                 "REUSES",
+                "OPENED/1K",
                 "RETRIES",
                 "ELSEWHERE",
                 "FAILED-OPEN",
@@ -707,7 +714,7 @@ fn civil_date(days: u64) -> (u64, u64, u64) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use proxyctl::proto::{Lifecycle, RouteKey};
+    use proxyctl::proto::{Lifecycle, RouteKey, UpstreamStats};
 
     fn default_policy() -> Policy {
         Policy {
@@ -1281,6 +1288,41 @@ policy:
             .unwrap();
         let cells: Vec<&str> = row.split_whitespace().collect();
         assert_eq!(&cells[2..7], ["150", "50.0", "75ms", "100ms", "5.0"]);
+    }
+
+    #[test]
+    fn stats_show_upstream_connections_opened_per_1000_requests() {
+        let up = |connects, reuses| UpstreamStats {
+            upstream: "http://10.0.0.1:80".into(),
+            connects,
+            reuses,
+            ..UpstreamStats::default()
+        };
+        let cells = |text: &str| -> Vec<String> {
+            let row = text
+                .lines()
+                .find(|l| l.starts_with("http://10.0.0.1:80"))
+                .unwrap_or_else(|| panic!("{text}"));
+            row.split_whitespace().map(str::to_string).collect()
+        };
+        let earlier = Stats {
+            uptime_ms: 10_000,
+            upstreams: vec![up(50, 950)],
+            ..Stats::default()
+        };
+        let text = stats(&earlier, None);
+        assert!(text.contains("OPENED/1K"), "{text}");
+        // Since the start: 50 opened for 1,000 requests.
+        assert_eq!(cells(&text)[2..5], ["50", "950", "50.0"]);
+        // Over the interval: 1 opened for 2,000 requests.
+        let now = Stats {
+            uptime_ms: 11_000,
+            upstreams: vec![up(51, 2949)],
+            ..Stats::default()
+        };
+        assert_eq!(cells(&stats(&now, Some(&earlier)))[4], "0.5");
+        // No requests in the interval: no figure.
+        assert_eq!(cells(&stats(&earlier, Some(&earlier)))[4], "-");
     }
 
     #[test]
