@@ -605,6 +605,10 @@ pub struct FileCacheStats {
     /// Requests whose file was opened on disk while the cache was on (first use, changed on
     /// disk, too large, or evicted).
     pub misses: u64,
+    /// Requests whose file open or cache read would have waited for the disk, and went to a
+    /// file I/O thread instead (`[performance] file_io_threads`).
+    #[serde(default)]
+    pub offloaded: u64,
 }
 
 /// Client connections.

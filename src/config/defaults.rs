@@ -92,6 +92,9 @@ pub const SESSION_CACHE_SIZE: usize = 4096;
 /// `session_ticket_key_file`); the previous key still opens tickets for as long again.
 pub const SESSION_TICKET_ROTATION: Duration = Duration::from_secs(12 * 3600);
 
+/// `[performance] file_io_threads`, and its most.
+pub const FILE_IO_THREADS: usize = 8;
+pub const FILE_IO_THREADS_MAX: u64 = 512;
 /// `[performance] huge_pages_enabled`.
 pub const HUGE_PAGES_ENABLED: bool = false;
 

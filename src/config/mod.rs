@@ -336,6 +336,9 @@ pub struct Performance {
     pub reuseport_balancing: ReuseportBalancing,
     /// `huge_pages_enabled`: default false.
     pub huge_pages_enabled: bool,
+    /// `file_io_threads` (extension): threads for file opens and reads that would wait for the
+    /// disk; default 8.
+    pub file_io_threads: usize,
     /// `file_cache_*`: small files of `sendfile`-mode routes held in each worker's memory.
     pub file_cache: FileCache,
 }

@@ -166,6 +166,10 @@ pub fn restart_required(old: &Config, new: &Config) -> Vec<String> {
         old.performance.huge_pages_enabled != new.performance.huge_pages_enabled,
     );
     check(
+        "performance.file_io_threads",
+        old.performance.file_io_threads != new.performance.file_io_threads,
+    );
+    check(
         "security.drop_privileges_user",
         old.security.drop_privileges_user != new.security.drop_privileges_user,
     );

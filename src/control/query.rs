@@ -107,6 +107,7 @@ impl Control {
                 bytes: self.shared.sum(|w| &w.file_cache_bytes),
                 hits: self.shared.sum(|w| &w.file_cache_hits),
                 misses: self.shared.sum(|w| &w.file_cache_misses),
+                offloaded: self.shared.sum(|w| &w.file_io_offloaded),
             },
             http2: Http2Stats {
                 connections_open: self.shared.sum(|w| &w.h2_connections),

@@ -7,7 +7,7 @@ use std::ffi::CString;
 use std::os::fd::{AsFd, OwnedFd};
 use std::time::{Duration, UNIX_EPOCH};
 
-use super::{open_contained, stat, MemoryFiles};
+use super::{open_contained, stat, MemoryFiles, Wait};
 use crate::config::defaults::AUTOINDEX_MAX_ENTRIES;
 use crate::error::Error;
 use crate::net::sys;
@@ -27,7 +27,7 @@ pub struct Entry {
 /// when there were more).
 pub fn read_disk(root: &OwnedFd, rel: &str, hidden: bool) -> Result<(Vec<Entry>, bool), Error> {
     let dir_rel = if rel.is_empty() { "." } else { rel };
-    let dir = open_contained(root, dir_rel)?;
+    let dir = open_contained(root, dir_rel, Wait::Allowed)?;
     let probe = sys::dup_cloexec(dir.as_fd()).map_err(|e| Error::internal(e.to_string()))?;
     let (names, more) = sys::dir_names(dir, AUTOINDEX_MAX_ENTRIES)
         .map_err(|e| Error::internal(format!("reading a directory: {e}")))?;
@@ -48,7 +48,7 @@ pub fn read_disk(root: &OwnedFd, rel: &str, hidden: bool) -> Result<(Vec<Entry>,
         if st.st_mode & libc::S_IFMT == libc::S_IFLNK {
             // A symlink counts only when it resolves inside the root.
             let inside = format!("{}/{name}", dir_rel.trim_end_matches('/'));
-            match open_contained(root, &inside).and_then(|fd| stat(&fd)) {
+            match open_contained(root, &inside, Wait::Allowed).and_then(|fd| stat(&fd)) {
                 Ok(target) => st = target,
                 Err(_) => continue,
             }

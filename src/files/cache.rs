@@ -34,7 +34,7 @@ use std::rc::Rc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use super::{MemFile, Opened};
+use super::{MemFile, Opened, Wait};
 use crate::config::FileCache;
 use crate::metrics::WorkerStats;
 use crate::net::sys;
@@ -145,38 +145,52 @@ pub fn lookup(
     Some(entry)
 }
 
-/// Reads a file just opened for `key` into the cache when it is small enough and unchanged by
-/// the time it is read; `None` leaves it to `sendfile`. A directory named without its trailing
-/// slash (served its index) is not cached: the index is the route's, not the key's.
+/// Whether a file just opened is one for the cache: small enough, and not the index served for
+/// a directory named without its trailing slash (the index is the route's, not the key's).
+pub fn wants(opened: &Opened, config: &FileCache) -> bool {
+    let len = opened.meta.len;
+    config.enabled() && len <= config.max_file_size && len <= config.size && !opened.via_index
+}
+
+/// A file read whole for the cache.
+pub struct Read {
+    pub body: Vec<u8>,
+    /// Taken before the read: a change in the same tick as any part of it counts as racy.
+    pub at: SystemTime,
+}
+
+/// Reads all of a file of `len` bytes for the cache. `Wait::Never` reads only what the page
+/// cache holds and answers `Err(true)` when the disk would be needed; `Err(false)`: an error or
+/// a short file (sent by `sendfile` instead).
+pub fn read(fd: &OwnedFd, len: u64, wait: Wait) -> Result<Read, bool> {
+    let at = SystemTime::now();
+    let body = read_whole(fd, len, wait)?;
+    Ok(Read { body, at })
+}
+
+/// Puts a file just opened for `key` and read whole into the cache, when it is unchanged by the
+/// time it was read; `None` leaves it to `sendfile`.
 pub fn fill(
     state: &super::FilesState,
     key: Key<'_>,
     opened: &Opened,
+    read: Read,
     config: &FileCache,
     now: Instant,
     stats: &WorkerStats,
 ) -> Option<Rc<Cached>> {
     let len = opened.meta.len;
-    if len > config.max_file_size || len > config.size {
-        return None;
-    }
-    if opened.via_index {
-        return None;
-    }
-    // Before the read: a change in the same tick as any part of it counts as racy.
-    let read_at = SystemTime::now();
-    let body = read_whole(&opened.fd, len)?;
     let identity = Identity::of(&opened.st);
-    if Identity::of(&super::stat(&opened.fd).ok()?) != identity {
+    if read.body.len() as u64 != len || Identity::of(&super::stat(&opened.fd).ok()?) != identity {
         return None;
     }
     let entry = Rc::new(Cached {
-        file: MemFile::new(opened.meta.clone(), body),
+        file: MemFile::new(opened.meta.clone(), read.body),
         identity,
         path: CString::new(key.path()).ok()?,
         checked: Cell::new(now),
         used: Cell::new(now),
-        expires: racy(&opened.st, read_at).then(|| now + RACY),
+        expires: racy(&opened.st, read.at).then(|| now + RACY),
     });
     let mut cache = state.cache.borrow_mut();
     cache.make_room(len, config.size, stats);
@@ -306,7 +320,9 @@ impl Identity {
 /// The identity of what `path` names now, under the route's root; `None` when it is gone.
 fn current_identity(state: &super::FilesState, key: &Key<'_>, path: &CString) -> Option<Identity> {
     let root = if key.in_dir {
-        Some(state.root_dir(key.root).ok()?)
+        // A root that is not in the dentry cache any more: the entry goes, and the request
+        // opens the file on a file I/O thread.
+        Some(state.root_dir(key.root, Wait::Never).ok()?)
     } else {
         None
     };
@@ -314,24 +330,39 @@ fn current_identity(state: &super::FilesState, key: &Key<'_>, path: &CString) ->
     Some(Identity::of(&st))
 }
 
-/// Reads all `len` bytes of a file from offset 0; `None` on an error or a short file.
-fn read_whole(fd: &OwnedFd, len: u64) -> Option<Vec<u8>> {
-    let len = usize::try_from(len).ok()?;
+/// Reads all `len` bytes of a file from offset 0; `Err(false)` on an error or a short file,
+/// `Err(true)` when `Wait::Never` and a byte is not in the page cache (or the file system cannot
+/// tell: `EOPNOTSUPP`, as tmpfs answers).
+fn read_whole(fd: &OwnedFd, len: u64, wait: Wait) -> Result<Vec<u8>, bool> {
+    let len = usize::try_from(len).map_err(|_| false)?;
     let mut body = Vec::with_capacity(len);
     while body.len() < len {
         let done = body.len();
-        match sys::pread_append(fd.as_fd(), &mut body, len - done, done as u64) {
+        let n = match wait {
+            Wait::Never => sys::pread_nowait_append(fd.as_fd(), &mut body, len - done, done as u64),
+            Wait::Allowed => sys::pread_append(fd.as_fd(), &mut body, len - done, done as u64),
+        };
+        match n {
             Ok(n) if n > 0 => {}
-            _ => return None,
+            Err(e)
+                if matches!(
+                    e.raw_os_error(),
+                    Some(libc::EAGAIN) | Some(libc::EOPNOTSUPP)
+                ) =>
+            {
+                return Err(wait == Wait::Never)
+            }
+            _ => return Err(false),
         }
     }
-    Some(body)
+    Ok(body)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::files::FileMeta;
+    use std::os::fd::AsRawFd;
 
     fn entry(len: usize, used: Instant) -> Rc<Cached> {
         Rc::new(Cached {
@@ -436,13 +467,52 @@ mod tests {
         let data: Vec<u8> = (0..70_000u32).map(|i| (i % 253) as u8).collect();
         std::fs::write(&path, &data).unwrap();
         let fd: OwnedFd = std::fs::File::open(&path).unwrap().into();
+        let len = data.len() as u64;
         assert_eq!(
-            read_whole(&fd, data.len() as u64).as_deref(),
-            Some(&data[..])
+            read_whole(&fd, len, Wait::Allowed).as_deref(),
+            Ok(&data[..])
         );
-        assert_eq!(read_whole(&fd, 0).as_deref(), Some(&[][..]));
+        assert_eq!(read_whole(&fd, 0, Wait::Allowed).as_deref(), Ok(&[][..]));
         // The file shrank since its fstat: not cached.
-        assert_eq!(read_whole(&fd, data.len() as u64 + 1), None);
+        assert_eq!(read_whole(&fd, len + 1, Wait::Allowed), Err(false));
+        assert_eq!(read_whole(&fd, len + 1, Wait::Never), Err(false));
+    }
+
+    #[test]
+    fn a_read_that_would_wait_for_the_disk_is_refused_on_a_worker() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        let data = vec![7u8; 64 * 1024];
+        let file = std::fs::File::create(&path).unwrap();
+        std::io::Write::write_all(&mut &file, &data).unwrap();
+        file.sync_all().unwrap();
+        let fd: OwnedFd = std::fs::File::open(&path).unwrap().into();
+        // SAFETY: fd is open; a zeroed statfs is valid for fstatfs to fill.
+        let mut fs: libc::statfs = unsafe { std::mem::zeroed() };
+        assert_eq!(unsafe { libc::fstatfs(fd.as_raw_fd(), &mut fs) }, 0);
+        let tmpfs = fs.f_type == libc::TMPFS_MAGIC;
+        // Out of the page cache (written back, then dropped): a worker must not wait for it.
+        let drop_pages = || {
+            // SAFETY: fd is open; the advice takes no pointers.
+            let rc =
+                unsafe { libc::posix_fadvise(fd.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
+            assert_eq!(rc, 0);
+        };
+        drop_pages();
+        assert_eq!(read_whole(&fd, data.len() as u64, Wait::Never), Err(true));
+        // A file I/O thread reads it; then it is in the page cache, and a worker may read it
+        // (tmpfs cannot tell, so there it always goes to the threads).
+        let len = data.len() as u64;
+        assert_eq!(
+            read_whole(&fd, len, Wait::Allowed).as_deref(),
+            Ok(&data[..])
+        );
+        let warm = read_whole(&fd, len, Wait::Never);
+        if tmpfs {
+            assert_eq!(warm, Err(true));
+        } else {
+            assert_eq!(warm.as_deref(), Ok(&data[..]));
+        }
     }
 
     #[test]
@@ -474,20 +544,34 @@ mod tests {
             root: dir.path(),
             relative: rel.to_string(),
         };
+        let open = |t: &Target<'_>| super::super::open(&state, t, "index.html", Wait::Allowed);
+        let fill_from = |t: &Target<'_>, opened: &Opened| {
+            let read = read(&opened.fd, opened.meta.len, Wait::Allowed).unwrap();
+            fill(
+                &state,
+                Key::of(t).unwrap(),
+                opened,
+                read,
+                &config,
+                now,
+                &stats,
+            )
+        };
         // A directory named without its slash is served its route's index: not cached.
         let t = target("sub");
-        let opened = super::super::open(&state, &t, "index.html").unwrap();
+        let opened = open(&t).unwrap();
         assert!(opened.via_index, "sub is served its index");
-        assert!(fill(&state, Key::of(&t).unwrap(), &opened, &config, now, &stats).is_none());
+        assert!(!wants(&opened, &config));
         let t = target("sub/index.html");
-        let opened = super::super::open(&state, &t, "index.html").unwrap();
-        assert!(fill(&state, Key::of(&t).unwrap(), &opened, &config, now, &stats).is_some());
+        let opened = open(&t).unwrap();
+        assert!(wants(&opened, &config));
+        assert!(fill_from(&t, &opened).is_some());
 
         // Just written: cached, but only until RACY has passed.
         let t = target("f.txt");
         let key = Key::of(&t).unwrap();
-        let opened = super::super::open(&state, &t, "index.html").unwrap();
-        let entry = fill(&state, Key::of(&t).unwrap(), &opened, &config, now, &stats).unwrap();
+        let opened = open(&t).unwrap();
+        let entry = fill_from(&t, &opened).unwrap();
         assert_eq!(entry.file.body, b"fresh");
         assert_eq!(entry.expires, Some(now + RACY));
         let hit = lookup(

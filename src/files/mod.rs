@@ -17,6 +17,7 @@
 
 mod autoindex;
 mod cache;
+pub mod offload;
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -24,7 +25,7 @@ use std::ffi::CString;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
-use std::rc::Rc;
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use crate::config::{FileBackend, FileCache};
@@ -281,13 +282,56 @@ impl Serving<'_> {
                 };
             }
         }
-        let opened = match open(self.state, target, &self.backend.index) {
-            // A variant is a file: a directory of that name is no variant.
-            Ok(o) if variant.is_some() && o.via_index => return Err(Error::not_found()),
-            r => r?,
+        // The open, and the read of a file for the cache, from the kernel's caches when they
+        // can; what would wait for the disk goes to a file I/O thread (see [`offload`]).
+        let index = &self.backend.index;
+        let cacheable =
+            |o: &Opened| matches!(cache, Some((Some(_), _))) && cache::wants(o, self.file_cache);
+        let (opened, read) = match open(self.state, target, index, Wait::Never) {
+            Ok(opened) => {
+                let len = opened.meta.len;
+                match cacheable(&opened).then(|| cache::read(&opened.fd, len, Wait::Never)) {
+                    Some(Err(true)) => {
+                        WorkerStats::bump(&self.stats.file_io_offloaded);
+                        offload::run(move || {
+                            let read = cache::read(&opened.fd, len, Wait::Allowed).ok();
+                            (opened, read)
+                        })
+                        .await?
+                    }
+                    read => (opened, read.and_then(Result::ok)),
+                }
+            }
+            Err(e) if would_block(&e) => {
+                let cold = Cold::of(self.state, target).ok_or_else(Error::not_found)?;
+                let (index, config) = (index.clone(), *self.file_cache);
+                let keyed = matches!(cache, Some((Some(_), _)));
+                WorkerStats::bump(&self.stats.file_io_offloaded);
+                offload::run(move || {
+                    let opened = cold.open(&index)?;
+                    let read = (keyed && cache::wants(&opened, &config))
+                        .then(|| cache::read(&opened.fd, opened.meta.len, Wait::Allowed).ok())
+                        .flatten();
+                    Ok::<_, Error>((opened, read))
+                })
+                .await??
+            }
+            Err(e) => return Err(e),
         };
-        if let Some((Some(key), now)) = cache {
-            let filled = cache::fill(self.state, key, &opened, self.file_cache, now, self.stats);
+        // A variant is a file: a directory of that name is no variant.
+        if variant.is_some() && opened.via_index {
+            return Err(Error::not_found());
+        }
+        if let (Some((Some(key), now)), Some(read)) = (cache, read) {
+            let filled = cache::fill(
+                self.state,
+                key,
+                &opened,
+                read,
+                self.file_cache,
+                now,
+                self.stats,
+            );
             if let Some(fill) = filled {
                 let f = &fill.file;
                 let meta = as_variant(&f.meta);
@@ -324,7 +368,23 @@ impl Serving<'_> {
         let (entries, more) = match (&self.m.entry.memory, self.m.target()) {
             (Some(mem), _) => autoindex::read_memory(mem, dir, hidden),
             (None, Target::InDir { root, .. }) => {
-                autoindex::read_disk(&*self.state.root_dir(root)?, dir, hidden)?
+                let root_path = root;
+                let root = self.state.root_dir(root, Wait::Never).ok();
+                let (dir, root_path) = (dir.to_string(), root_path.to_path_buf());
+                // A listing stats every entry: on a file I/O thread, never on the worker.
+                offload::run(move || {
+                    let root = match root {
+                        Some(fd) => fd,
+                        None => Arc::new(open_at(
+                            None,
+                            root_path.as_os_str().as_bytes(),
+                            true,
+                            Wait::Allowed,
+                        )?),
+                    };
+                    autoindex::read_disk(&root, &dir, hidden)
+                })
+                .await??
             }
             (None, _) => return Err(Error::not_found()),
         };
@@ -353,9 +413,10 @@ impl Serving<'_> {
             }
             (None, Target::InDir { root, .. }) => {
                 let dir = if dir.is_empty() { "." } else { dir };
+                // The open that found no index has just walked this path: it is cached.
                 self.state
-                    .root_dir(root)
-                    .and_then(|root| open_contained(&root, dir))
+                    .root_dir(root, Wait::Allowed)
+                    .and_then(|root| open_contained(&root, dir, Wait::Allowed))
                     .and_then(|fd| stat(&fd))
                     .is_ok_and(|st| st.st_mode & libc::S_IFMT == libc::S_IFDIR)
             }
@@ -410,7 +471,12 @@ pub fn probe(m: &Matched<'_>, backend: &FileBackend) -> Result<PathBuf, Error> {
         find_memory(mem, &target, &backend.index)?;
         return Ok(shown);
     }
-    let opened = open(&FilesState::default(), &target, &backend.index)?;
+    let opened = open(
+        &FilesState::default(),
+        &target,
+        &backend.index,
+        Wait::Allowed,
+    )?;
     Ok(if opened.via_index {
         shown.join(&backend.index)
     } else {
@@ -523,54 +589,120 @@ struct Opened {
     via_index: bool,
 }
 
+/// Whether a call may wait for the disk. On a worker it may not: a call that would is refused
+/// with [`WOULD_BLOCK`], and the request takes it to the file I/O threads ([`offload`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Wait {
+    Never,
+    Allowed,
+}
+
+/// The detail of the error when a call would have waited for the disk.
+const WOULD_BLOCK: &str = "would wait for the disk";
+
+fn would_block(e: &Error) -> bool {
+    e.detail == WOULD_BLOCK
+}
+
 /// Opens the file of a target for sendfile mode, following a directory to its index.
-fn open(state: &FilesState, target: &Target<'_>, index: &str) -> Result<Opened, Error> {
+fn open(state: &FilesState, target: &Target<'_>, index: &str, wait: Wait) -> Result<Opened, Error> {
     match target {
-        Target::File(path) => {
-            let fd = open_at(None, path.as_os_str().as_bytes(), false)?;
-            let st = stat(&fd)?;
-            let meta = regular_meta(&st, path)?;
-            Ok(Opened {
-                fd,
-                st,
-                meta,
-                via_index: false,
-            })
-        }
+        Target::File(path) => open_file(path, wait),
         Target::InDir { root, relative } => {
-            let root_fd = state.root_dir(root)?;
-            let rel = if relative.is_empty() {
-                "."
-            } else {
-                relative.as_str()
-            };
-            let fd = open_contained(&root_fd, rel)?;
-            let st = stat(&fd)?;
-            if st.st_mode & libc::S_IFMT == libc::S_IFDIR {
-                // A directory named without a trailing slash: serve its index directly.
-                let with_index = format!("{}/{index}", rel.trim_end_matches('/'));
-                let fd = open_contained(&root_fd, &with_index).map_err(|e| match e.kind {
-                    ErrorKind::NotFound => Error::client(ErrorKind::NotFound, NO_INDEX),
-                    _ => e,
-                })?;
-                let st = stat(&fd)?;
-                let meta = regular_meta(&st, Path::new(&with_index))?;
-                return Ok(Opened {
-                    fd,
-                    st,
-                    meta,
-                    via_index: true,
-                });
-            }
-            let meta = regular_meta(&st, Path::new(rel))?;
-            Ok(Opened {
-                fd,
-                st,
-                meta,
-                via_index: false,
-            })
+            open_in(&*state.root_dir(root, wait)?, relative, index, wait)
         }
         Target::Upstream(_) | Target::NotFound => Err(Error::not_found()),
+    }
+}
+
+/// A file route's file.
+fn open_file(path: &Path, wait: Wait) -> Result<Opened, Error> {
+    let fd = open_at(None, path.as_os_str().as_bytes(), false, wait)?;
+    let st = stat(&fd)?;
+    let meta = regular_meta(&st, path)?;
+    Ok(Opened {
+        fd,
+        st,
+        meta,
+        via_index: false,
+    })
+}
+
+/// `relative` below a directory route's root, or its index when it is a directory.
+fn open_in(root_fd: &OwnedFd, relative: &str, index: &str, wait: Wait) -> Result<Opened, Error> {
+    let rel = if relative.is_empty() { "." } else { relative };
+    let fd = open_contained(root_fd, rel, wait)?;
+    let st = stat(&fd)?;
+    if st.st_mode & libc::S_IFMT == libc::S_IFDIR {
+        // A directory named without a trailing slash: serve its index directly.
+        let with_index = format!("{}/{index}", rel.trim_end_matches('/'));
+        let fd = open_contained(root_fd, &with_index, wait).map_err(|e| match e.kind {
+            ErrorKind::NotFound => Error::client(ErrorKind::NotFound, NO_INDEX),
+            _ => e,
+        })?;
+        let st = stat(&fd)?;
+        let meta = regular_meta(&st, Path::new(&with_index))?;
+        return Ok(Opened {
+            fd,
+            st,
+            meta,
+            via_index: true,
+        });
+    }
+    let meta = regular_meta(&st, Path::new(rel))?;
+    Ok(Opened {
+        fd,
+        st,
+        meta,
+        via_index: false,
+    })
+}
+
+/// A target whose open would have waited for the disk, owned, for a file I/O thread.
+enum Cold {
+    File(PathBuf),
+    InDir {
+        root: PathBuf,
+        /// The root's descriptor, when the worker had it.
+        root_fd: Option<Arc<OwnedFd>>,
+        relative: String,
+    },
+}
+
+impl Cold {
+    fn of(state: &FilesState, target: &Target<'_>) -> Option<Self> {
+        match target {
+            Target::File(path) => Some(Self::File(path.to_path_buf())),
+            Target::InDir { root, relative } => Some(Self::InDir {
+                root: root.to_path_buf(),
+                root_fd: state.root_dir(root, Wait::Never).ok(),
+                relative: relative.clone(),
+            }),
+            Target::Upstream(_) | Target::NotFound => None,
+        }
+    }
+
+    /// [`open`], waiting for the disk as long as it takes (on a file I/O thread).
+    fn open(self, index: &str) -> Result<Opened, Error> {
+        match self {
+            Self::File(path) => open_file(&path, Wait::Allowed),
+            Self::InDir {
+                root,
+                root_fd,
+                relative,
+            } => {
+                let root_fd = match root_fd {
+                    Some(fd) => fd,
+                    None => Arc::new(open_at(
+                        None,
+                        root.as_os_str().as_bytes(),
+                        true,
+                        Wait::Allowed,
+                    )?),
+                };
+                open_in(&root_fd, &relative, index, Wait::Allowed)
+            }
+        }
     }
 }
 
@@ -595,12 +727,12 @@ const ROOT_FD_TTL: Duration = Duration::from_secs(1);
 #[derive(Default)]
 pub struct FilesState {
     cache: RefCell<cache::Cache>,
-    roots: RefCell<HashMap<PathBuf, (Rc<OwnedFd>, Instant)>>,
+    roots: RefCell<HashMap<PathBuf, (Arc<OwnedFd>, Instant)>>,
 }
 
 impl FilesState {
     /// The directory descriptor of a route's root, from the short-lived cache.
-    fn root_dir(&self, root: &Path) -> Result<Rc<OwnedFd>, Error> {
+    fn root_dir(&self, root: &Path, wait: Wait) -> Result<Arc<OwnedFd>, Error> {
         let now = Instant::now();
         let cached = self
             .roots
@@ -611,7 +743,7 @@ impl FilesState {
         if let Some(fd) = cached {
             return Ok(fd);
         }
-        let fd = Rc::new(open_at(None, root.as_os_str().as_bytes(), true)?);
+        let fd = Arc::new(open_at(None, root.as_os_str().as_bytes(), true, wait)?);
         let mut map = self.roots.borrow_mut();
         // Roots of routes that no longer exist expire here instead of piling up.
         map.retain(|_, (_, at)| now.duration_since(*at) < ROOT_FD_TTL);
@@ -629,7 +761,12 @@ fn stat(fd: &OwnedFd) -> Result<libc::stat, Error> {
     sys::fstat(fd.as_fd()).map_err(open_error)
 }
 
-fn open_at(dir: Option<BorrowedFd<'_>>, path: &[u8], directory: bool) -> Result<OwnedFd, Error> {
+fn open_at(
+    dir: Option<BorrowedFd<'_>>,
+    path: &[u8],
+    directory: bool,
+    wait: Wait,
+) -> Result<OwnedFd, Error> {
     let c = CString::new(path).map_err(|_| Error::not_found())?;
     let flags = if directory {
         libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC
@@ -638,16 +775,47 @@ fn open_at(dir: Option<BorrowedFd<'_>>, path: &[u8], directory: bool) -> Result<
         // harmless for regular files, and anything else is refused after fstat.
         libc::O_RDONLY | libc::O_CLOEXEC | libc::O_NOCTTY | libc::O_NONBLOCK
     };
-    sys::open_at(dir, &c, flags).map_err(open_error)
+    match wait {
+        Wait::Allowed => sys::open_at(dir, &c, flags).map_err(open_error),
+        Wait::Never => open_cached(dir, &c, flags, 0),
+    }
+}
+
+/// `openat2` with `RESOLVE_CACHED` added to `resolve`: the path resolved from the dentry cache
+/// alone, or [`WOULD_BLOCK`].
+fn open_cached(
+    dir: Option<BorrowedFd<'_>>,
+    path: &CString,
+    flags: libc::c_int,
+    resolve: u64,
+) -> Result<OwnedFd, Error> {
+    if !offload::cached_opens() {
+        return Err(Error::internal(WOULD_BLOCK));
+    }
+    match sys::open_beneath(dir, path, flags, resolve | libc::RESOLVE_CACHED) {
+        Ok(fd) => Ok(fd),
+        // A kernel before 5.12 (EINVAL: an unknown flag) or without openat2 (ENOSYS): every
+        // open goes to the threads from now on.
+        Err(e) if matches!(e.raw_os_error(), Some(libc::EINVAL) | Some(libc::ENOSYS)) => {
+            offload::no_cached_opens();
+            Err(Error::internal(WOULD_BLOCK))
+        }
+        Err(e) => Err(open_error(e)),
+    }
 }
 
 /// `openat2(root, rel, RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS)`: the kernel refuses any
 /// resolution that leaves `root`, through `..` or a symlink.
-fn open_beneath(root: &OwnedFd, rel: &str) -> Result<OwnedFd, Error> {
+fn open_beneath(root: &OwnedFd, rel: &str, wait: Wait) -> Result<OwnedFd, Error> {
     let c = CString::new(rel).map_err(|_| Error::not_found())?;
     let flags = libc::O_RDONLY | libc::O_CLOEXEC | libc::O_NOCTTY | libc::O_NONBLOCK;
     let resolve = libc::RESOLVE_BENEATH | libc::RESOLVE_NO_MAGICLINKS;
-    sys::open_beneath(root.as_fd(), &c, flags, resolve).map_err(open_error)
+    match wait {
+        Wait::Allowed => {
+            sys::open_beneath(Some(root.as_fd()), &c, flags, resolve).map_err(open_error)
+        }
+        Wait::Never => open_cached(Some(root.as_fd()), &c, flags, resolve),
+    }
 }
 
 /// Opens `rel` under `root` so that the file reached lies inside the root. The fast path is
@@ -655,10 +823,10 @@ fn open_beneath(root: &OwnedFd, rel: &str) -> Result<OwnedFd, Error> {
 /// ones that point back inside the root, so on that refusal the file is opened following
 /// symlinks and its real path (from `/proc/self/fd`) is checked against the root's. The check
 /// is on the descriptor actually opened, so a symlink swapped in between cannot slip through.
-fn open_contained(root: &OwnedFd, rel: &str) -> Result<OwnedFd, Error> {
-    match open_beneath(root, rel) {
+fn open_contained(root: &OwnedFd, rel: &str, wait: Wait) -> Result<OwnedFd, Error> {
+    match open_beneath(root, rel, wait) {
         Err(e) if e.kind == ErrorKind::Forbidden || e.detail == NO_OPENAT2 => {
-            let fd = open_at(Some(root.as_fd()), rel.as_bytes(), false)?;
+            let fd = open_at(Some(root.as_fd()), rel.as_bytes(), false, wait)?;
             let (Some(real), Some(root_real)) = (fd_path(&fd), fd_path(root)) else {
                 return Err(e);
             };
@@ -693,6 +861,7 @@ const NO_OPENAT2: &str = "openat2 is not available";
 fn open_error(e: std::io::Error) -> Error {
     match e.raw_os_error() {
         Some(libc::ENOSYS) => Error::internal(NO_OPENAT2),
+        Some(libc::EAGAIN) => Error::internal(WOULD_BLOCK),
         Some(libc::ENOENT) | Some(libc::ENOTDIR) | Some(libc::ENAMETOOLONG) => Error::not_found(),
         Some(libc::EXDEV) | Some(libc::ELOOP) => Error::client(
             ErrorKind::Forbidden,

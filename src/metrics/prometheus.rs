@@ -344,6 +344,12 @@ impl Collector for StatsCollector {
             "Requests of sendfile-mode routes whose file was opened on disk while the cache was on.",
             &[(none(), cache.misses)],
         )?;
+        Self::counter(
+            &mut e,
+            "file_io_offloaded",
+            "Requests whose file open or read would have waited for the disk, done on a file I/O thread.",
+            &[(none(), cache.offloaded)],
+        )?;
         Self::http2(&mut e, &s.http2)?;
         let t = &s.tracing;
         Self::counter(

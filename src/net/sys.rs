@@ -149,13 +149,15 @@ pub fn open_at(
     owned(unsafe { libc::openat(dir, path.as_ptr(), flags) }.into())
 }
 
-/// `openat2(2)` of `path` beneath `dir` with `flags` and `resolve` (`RESOLVE_*`).
+/// `openat2(2)` of `path` relative to `dir` (`None`: the working directory) with `flags` and
+/// `resolve` (`RESOLVE_*`).
 pub fn open_beneath(
-    dir: BorrowedFd<'_>,
+    dir: Option<BorrowedFd<'_>>,
     path: &CStr,
     flags: libc::c_int,
     resolve: u64,
 ) -> io::Result<OwnedFd> {
+    let dir = dir.map_or(libc::AT_FDCWD, |d| d.as_raw_fd());
     // SAFETY: open_how is plain data; all-zero is its documented "no options" value.
     let mut how: libc::open_how = unsafe { std::mem::zeroed() };
     how.flags = flags as u64;
@@ -164,7 +166,7 @@ pub fn open_beneath(
     owned(unsafe {
         libc::syscall(
             libc::SYS_openat2,
-            dir.as_raw_fd(),
+            dir,
             path.as_ptr(),
             &how as *const libc::open_how,
             std::mem::size_of::<libc::open_how>(),
@@ -203,6 +205,39 @@ pub fn pread_append(
     };
     let n = check(n as libc::c_long)? as usize;
     // SAFETY: pread initialised the first `n` (≤ `want`) bytes of the spare capacity.
+    unsafe { buf.set_len(filled + n) };
+    Ok(n)
+}
+
+/// [`pread_append`] with `RWF_NOWAIT`: only what the page cache holds already, `EAGAIN` when
+/// the first byte asked for would have to come from the disk (`EOPNOTSUPP` from a file system
+/// that cannot tell).
+pub fn pread_nowait_append(
+    fd: BorrowedFd<'_>,
+    buf: &mut Vec<u8>,
+    want: usize,
+    offset: u64,
+) -> io::Result<usize> {
+    buf.reserve(want);
+    let filled = buf.len();
+    let spare = &mut buf.spare_capacity_mut()[..want];
+    let iov = libc::iovec {
+        iov_base: spare.as_mut_ptr().cast(),
+        iov_len: want,
+    };
+    // SAFETY: `iov` describes writable memory of `want` bytes that the kernel fills; only what
+    // it reports written is then counted as initialised.
+    let n = unsafe {
+        libc::preadv2(
+            fd.as_raw_fd(),
+            &iov,
+            1,
+            offset as libc::off_t,
+            libc::RWF_NOWAIT,
+        )
+    };
+    let n = check(n as libc::c_long)? as usize;
+    // SAFETY: preadv2 initialised the first `n` (≤ `want`) bytes of the spare capacity.
     unsafe { buf.set_len(filled + n) };
     Ok(n)
 }

@@ -251,6 +251,7 @@ fn epoll_runtime(
 ) -> std::io::Result<monoio::Runtime<monoio::time::TimeDriver<monoio::LegacyDriver>>> {
     monoio::RuntimeBuilder::<monoio::LegacyDriver>::new()
         .enable_timer()
+        .attach_thread_pool(Box::new(file_io_threads()?))
         .build()
 }
 
@@ -269,9 +270,16 @@ fn uring_runtime(
             .enable_timer()
             .with_entries(1024)
             .uring_builder(ring)
+            .attach_thread_pool(Box::new(file_io_threads()?))
             .build()
     };
     build(true).or_else(|_| build(false))
+}
+
+/// The file I/O threads the daemon started (see [`crate::files::offload`]); the default
+/// number when nothing started them (a worker outside the daemon's start-up).
+fn file_io_threads() -> std::io::Result<crate::files::offload::Threads> {
+    crate::files::offload::start(crate::config::defaults::FILE_IO_THREADS)
 }
 
 async fn worker_main(start: Start, driver: &'static str) {

@@ -383,6 +383,8 @@ file_cache_valid_ms = 600000
 }
 
 crate::both_drivers!(
+    cached_a_slow_disk_does_not_stall_the_worker,
+    uncached_a_slow_disk_does_not_stall_the_worker,
     uncached_validators_and_conditionals,
     uncached_ranges,
     uncached_indexes,
@@ -400,3 +402,125 @@ crate::both_drivers!(
     memory_mode_holds_the_bytes,
     fifos_and_symlink_loops,
 );
+
+/// A slow disk (`slowfs.py`, a FUSE file system whose every lookup and read waits), mounted
+/// for one test and unmounted when dropped.
+struct SlowDisk {
+    dir: tempfile::TempDir,
+    child: std::process::Child,
+}
+
+impl SlowDisk {
+    fn mount(delay_secs: f64) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let script =
+            std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/e2e/slowfs.py");
+        let child = std::process::Command::new("python3")
+            .arg(script)
+            .arg(dir.path())
+            .arg(delay_secs.to_string())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("python3");
+        let mut disk = Self { dir, child };
+        let start = std::time::Instant::now();
+        // Mounted when the root is another file system than the directory's parent's.
+        let dev = |p: &std::path::Path| {
+            std::os::unix::fs::MetadataExt::dev(&std::fs::metadata(p).unwrap())
+        };
+        while dev(disk.dir.path()) == dev(disk.dir.path().parent().unwrap()) {
+            if let Ok(Some(status)) = disk.child.try_wait() {
+                let mut err = String::new();
+                std::io::Read::read_to_string(disk.child.stderr.as_mut().unwrap(), &mut err)
+                    .unwrap();
+                panic!(
+                    "slowfs.py exited with {status}: the tests need FUSE (/dev/fuse, root, \
+                     Debian's libfuse2 and `pip install fusepy`): {err}"
+                );
+            }
+            assert!(
+                start.elapsed() < std::time::Duration::from_secs(10),
+                "slowfs.py did not mount"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        disk
+    }
+
+    fn path(&self) -> &std::path::Path {
+        self.dir.path()
+    }
+}
+
+impl Drop for SlowDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("fusermount")
+            .arg("-u")
+            .arg(self.dir.path())
+            .status();
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A file on a slow disk does not stall the worker: its open (and read) wait on a file I/O
+/// thread while the one worker goes on answering other requests at once.
+fn a_slow_disk_does_not_stall_the_worker(d: Driver, mode: &str) {
+    use std::time::{Duration, Instant};
+    let disk = SlowDisk::mount(0.4);
+    let site = Site::new();
+    site.file("fast.txt", "fast\n");
+    let performance = match mode {
+        "uncached" => "[performance]\nfile_cache_max_file_size = 0\n\n",
+        _ => "",
+    };
+    let s = Server::start(
+        d,
+        &site,
+        &format!(
+            r#"{performance}[path_routes."h.test"."/"]
+path = "{{site}}"
+
+[path_routes."h.test"."/slow/"]
+path = "{slow}"
+"#,
+            slow = disk.path().display()
+        ),
+    );
+    let mut slow = s.connect();
+    let asked = Instant::now();
+    slow.send(b"GET /slow/slow7.txt HTTP/1.1\r\nHost: h.test\r\n\r\n");
+    std::thread::sleep(Duration::from_millis(100));
+    // Ten requests for a file on the fast disk, one after the other, while the slow one waits.
+    for _ in 0..10 {
+        let at = Instant::now();
+        let r = s.get("h.test", "/fast.txt");
+        assert_eq!((r.status, r.text().as_str()), (200, "fast\n"));
+        assert!(
+            at.elapsed() < Duration::from_millis(300),
+            "a request for a fast file waited {:?} behind a slow disk",
+            at.elapsed()
+        );
+    }
+    let fast_done = asked.elapsed();
+    let r = slow.response(false);
+    assert_eq!((r.status, r.text().as_str()), (200, "slow file 7\n"));
+    assert!(
+        asked.elapsed() > fast_done,
+        "the slow file came before the fast ones: the disk was not slow"
+    );
+    let st = s.proxyctl_json(&["stats"]);
+    assert!(
+        st["file_cache"]["offloaded"].as_u64() >= Some(1),
+        "{}",
+        st["file_cache"]
+    );
+}
+
+fn cached_a_slow_disk_does_not_stall_the_worker(d: Driver) {
+    a_slow_disk_does_not_stall_the_worker(d, "sendfile");
+}
+
+fn uncached_a_slow_disk_does_not_stall_the_worker(d: Driver) {
+    a_slow_disk_does_not_stall_the_worker(d, "uncached");
+}

@@ -131,6 +131,7 @@ const ROUTE_SECURITY_KEYS: &[&str] = &[
 const PERFORMANCE_KEYS: &[&str] = &[
     "reuseport_balancing",
     "huge_pages_enabled",
+    "file_io_threads",
     "file_cache_max_file_size",
     "file_cache_size",
     "file_cache_valid_ms",
@@ -414,6 +415,7 @@ impl Walker<'_> {
         let mut performance = Performance {
             reuseport_balancing: ReuseportBalancing::Kernel,
             huge_pages_enabled: defaults::HUGE_PAGES_ENABLED,
+            file_io_threads: defaults::FILE_IO_THREADS,
             file_cache: FileCache::default(),
         };
         if let Some(n) = self.section(root, "performance") {
@@ -424,6 +426,11 @@ impl Walker<'_> {
             });
             let huge_pages = &mut performance.huge_pages_enabled;
             self.set(&n, "huge_pages_enabled", huge_pages, Self::bool);
+            let io_threads = &mut performance.file_io_threads;
+            self.set(&n, "file_io_threads", io_threads, |w, f| {
+                w.uint(f, 1, defaults::FILE_IO_THREADS_MAX)
+                    .and_then(|v| usize::try_from(v).ok())
+            });
             let cache = &mut performance.file_cache;
             self.set(
                 &n,
@@ -853,6 +860,7 @@ security = {{ max_request_body_size = 200, rate_limit_requests_per_min = 60 }}
             ReuseportBalancing::Kernel
         );
         assert!(!c.performance.huge_pages_enabled);
+        assert_eq!(c.performance.file_io_threads, 8);
         assert_eq!(c.performance.file_cache, FileCache::default());
         assert!(c.performance.file_cache.enabled());
         assert!(c.tls.is_none());
@@ -863,8 +871,9 @@ security = {{ max_request_body_size = 200, rate_limit_requests_per_min = 60 }}
     fn file_cache_keys() {
         let c = ok(&format!(
             "{SERVER}\n[performance]\nfile_cache_max_file_size = 4096\nfile_cache_size = 1048576\n\
-             file_cache_valid_ms = 0\n"
+             file_cache_valid_ms = 0\nfile_io_threads = 32\n"
         ));
+        assert_eq!(c.performance.file_io_threads, 32);
         let cache = c.performance.file_cache;
         assert_eq!((cache.max_file_size, cache.size), (4096, 1 << 20));
         assert_eq!(cache.valid, Duration::ZERO);
@@ -972,6 +981,7 @@ max_log_size = "big"
 [performance]
 reuseport_balancing = "round-robin"
 huge_pages_enabled = "yes"
+file_io_threads = 0
 file_cache_max_file_size = 20000000
 file_cache_valid_ms = -1
 [security]
@@ -984,7 +994,7 @@ rate_limit_requests_per_min = 5000000000
         let mut sorted = places.clone();
         sorted.sort();
         assert_eq!(places, sorted);
-        assert_eq!(errors.len(), 13, "{errors:#?}");
+        assert_eq!(errors.len(), 14, "{errors:#?}");
         let reason = |k: &str| find(&errors, k).reason.clone();
         assert!(reason("server.listen").starts_with("\"nowhere\" is not an IP address with a port"));
         assert_eq!(reason("server.threads"), "must not be negative");
@@ -1006,6 +1016,7 @@ rate_limit_requests_per_min = 5000000000
             "unknown balancing \"round-robin\"; expected \"kernel\" or \"cbpf\""
         );
         assert!(reason("performance.huge_pages_enabled").ends_with("found a string"));
+        assert_eq!(reason("performance.file_io_threads"), "must be at least 1");
         assert_eq!(
             reason("performance.file_cache_max_file_size"),
             "must be at most 1048576"
