@@ -19,8 +19,9 @@
 //! inode at the path (a symlink swapped in, say) sends the request back to that open.
 //!
 //! **Memory.** Files up to `file_cache_max_file_size` bytes are cached, up to `file_cache_size`
-//! bytes per worker. When a new file does not fit, the least recently used entries go until a
-//! tenth of the space is free; entries unused for [`INACTIVE`] are dropped by the worker's
+//! bytes per worker. When a new file does not fit, the least recently used entries unused for
+//! [`ADMIT_AFTER_IDLE`] go until a tenth of the space is free (none used more recently: the new
+//! file is not cached); entries unused for [`INACTIVE`] are dropped by the worker's
 //! sweep. Each worker has its own cache (a thread-local, no lock), and what a request takes from
 //! it is an `Rc`, never a borrow held across an `.await`.
 
@@ -42,6 +43,16 @@ use crate::route::Target;
 
 /// How long an entry no request used stays cached.
 pub const INACTIVE: Duration = Duration::from_secs(60);
+
+/// How long a cached file must have gone unused before a new file may take its place in a full
+/// cache. While every entry was used more recently, new files are served from disk and not
+/// cached: a working set larger than the cache does not churn it (each miss reading a file,
+/// evicting another and reading that one again), and a hot set keeps its place against a
+/// stream of files asked for once.
+pub const ADMIT_AFTER_IDLE: Duration = Duration::from_secs(5);
+
+/// How long a full cache that found too little to evict admits nothing without looking again.
+const RECHECK: Duration = Duration::from_secs(1);
 
 /// A cached file.
 pub struct Cached {
@@ -145,11 +156,23 @@ pub fn lookup(
     Some(entry)
 }
 
-/// Whether a file just opened is one for the cache: small enough, and not the index served for
-/// a directory named without its trailing slash (the index is the route's, not the key's).
-pub fn wants(opened: &Opened, config: &FileCache) -> bool {
+/// Whether a file just opened is one for the cache: small enough, not the index served for a
+/// directory named without its trailing slash (the index is the route's, not the key's), and
+/// with room for it (see [`ADMIT_AFTER_IDLE`]).
+pub fn wants(state: &super::FilesState, opened: &Opened, config: &FileCache, now: Instant) -> bool {
     let len = opened.meta.len;
-    config.enabled() && len <= config.max_file_size && len <= config.size && !opened.via_index
+    config.enabled()
+        && len <= config.max_file_size
+        && len <= config.size
+        && !opened.via_index
+        && state.cache.borrow().admits(len, config.size, now)
+}
+
+/// [`wants`] before the file is open (its size unknown): whether the cache may take a file of
+/// the largest size it caches.
+pub fn may_want(state: &super::FilesState, config: &FileCache, now: Instant) -> bool {
+    let len = config.max_file_size.min(config.size);
+    config.enabled() && state.cache.borrow().admits(len, config.size, now)
 }
 
 /// A file read whole for the cache.
@@ -193,7 +216,9 @@ pub fn fill(
         expires: racy(&opened.st, read.at).then(|| now + RACY),
     });
     let mut cache = state.cache.borrow_mut();
-    cache.make_room(len, config.size, stats);
+    if !cache.make_room(len, config.size, now, stats) {
+        return None;
+    }
     cache.insert(key, entry.clone(), stats);
     Some(entry)
 }
@@ -216,9 +241,19 @@ pub struct Cache {
     roots: HashMap<PathBuf, HashMap<String, Rc<Cached>>>,
     files: u64,
     bytes: u64,
+    /// Set when the cache was full and too few entries had gone unused for
+    /// [`ADMIT_AFTER_IDLE`]: until then nothing is admitted, without looking (a look sorts every
+    /// entry; a miss must not pay that each time).
+    evictable_at: Option<Instant>,
 }
 
 impl Cache {
+    /// Whether a file of `len` bytes could be cached now: it fits, or entries may have gone
+    /// unused long enough to make room.
+    fn admits(&self, len: u64, size: u64, now: Instant) -> bool {
+        self.bytes + len <= size || self.evictable_at.is_none_or(|at| now >= at)
+    }
+
     fn insert(&mut self, key: Key<'_>, entry: Rc<Cached>, stats: &WorkerStats) {
         let len = entry.file.body.len() as u64;
         let files = self.roots.entry(key.root.to_path_buf()).or_default();
@@ -260,33 +295,45 @@ impl Cache {
         self.publish(stats);
     }
 
-    /// Frees room for `len` more bytes within `size`: when it would not fit, the least
-    /// recently used entries go until a tenth of `size` is free besides.
-    fn make_room(&mut self, len: u64, size: u64, stats: &WorkerStats) {
+    /// Makes room for `len` more bytes: the least recently used entries go until a tenth of
+    /// the space is free besides — but only entries unused for [`ADMIT_AFTER_IDLE`]. When those
+    /// cannot make room, nothing goes, `false` (the file is not cached), and nothing is admitted
+    /// for [`RECHECK`].
+    fn make_room(&mut self, len: u64, size: u64, now: Instant, stats: &WorkerStats) -> bool {
         if self.bytes + len <= size {
-            return;
+            return true;
         }
         let target = size.saturating_sub(size / 10).saturating_sub(len);
+        let idle_before = now.checked_sub(ADMIT_AFTER_IDLE);
         let mut uses: Vec<(Instant, u64)> = self
             .roots
             .values()
             .flat_map(|files| files.values())
             .map(|e| (e.used.get(), e.file.body.len() as u64))
             .collect();
+        let idle: u64 = uses
+            .iter()
+            .filter(|(used, _)| idle_before.is_some_and(|before| *used <= before))
+            .map(|(_, len)| len)
+            .sum();
+        let Some(idle_before) = idle_before.filter(|_| self.bytes + len - idle <= size) else {
+            self.evictable_at = Some(now + RECHECK);
+            return false;
+        };
         uses.sort_unstable_by_key(|(used, _)| std::cmp::Reverse(*used));
         // Keep the most recent entries while they fit under the target.
         let mut kept = 0;
-        let mut cutoff = None;
+        let mut cutoff = idle_before;
         for (used, len) in uses {
             if kept + len > target {
-                cutoff = Some(used);
+                cutoff = cutoff.min(used);
                 break;
             }
             kept += len;
         }
-        if let Some(cutoff) = cutoff {
-            self.retain(|e| e.used.get() > cutoff, stats);
-        }
+        self.retain(|e| e.used.get() > cutoff, stats);
+        self.evictable_at = None;
+        true
     }
 
     fn publish(&self, stats: &WorkerStats) {
@@ -434,15 +481,47 @@ mod tests {
         }
         // 100 of 100 bytes held: room for 25 more leaves a tenth free besides, so the two
         // oldest go (100 - 10 - 25 = 65 bytes may stay: two entries).
-        c.make_room(25, 100, &stats);
+        let later = t + Duration::from_secs(3) + ADMIT_AFTER_IDLE;
+        assert!(c.make_room(25, 100, later, &stats));
         assert_eq!(names(&c), ["/r/new", "/r/newest"]);
         assert_eq!((c.files, c.bytes), (2, 50));
         // Enough room already: nothing goes.
-        c.make_room(50, 100, &stats);
+        assert!(c.make_room(50, 100, later, &stats));
         assert_eq!(c.files, 2);
         // A file as large as the whole cache empties it.
-        c.make_room(100, 100, &stats);
+        assert!(c.make_room(100, 100, later, &stats));
         assert_eq!((c.files, c.bytes), (0, 0));
+    }
+
+    #[test]
+    fn a_full_cache_admits_a_new_file_only_in_place_of_an_idle_one() {
+        let stats = WorkerStats::default();
+        let mut c = Cache::default();
+        let t = Instant::now();
+        let r = Path::new("/r");
+        c.insert(key(r, "a"), entry(50, t), &stats);
+        c.insert(
+            key(r, "b"),
+            entry(50, t + Duration::from_millis(500)),
+            &stats,
+        );
+        // Both used lately: a new file is not cached, and the cache does not look again for a
+        // second.
+        let now = t + Duration::from_millis(900);
+        assert!(c.admits(50, 100, now), "nothing known yet: look");
+        assert!(!c.make_room(50, 100, now, &stats));
+        assert_eq!(c.files, 2);
+        assert!(!c.admits(50, 100, now + Duration::from_millis(50)));
+        assert!(
+            c.admits(10, 200, now),
+            "a file that fits is always admitted"
+        );
+        // Once the older one has gone unused long enough, it makes way (the newer one stays,
+        // though a tenth of the space is not free then).
+        let now = t + ADMIT_AFTER_IDLE;
+        assert!(c.admits(50, 100, now));
+        assert!(c.make_room(50, 100, now, &stats));
+        assert_eq!(names(&c), ["/r/b"]);
     }
 
     #[test]
@@ -561,10 +640,10 @@ mod tests {
         let t = target("sub");
         let opened = open(&t).unwrap();
         assert!(opened.via_index, "sub is served its index");
-        assert!(!wants(&opened, &config));
+        assert!(!wants(&state, &opened, &config, now));
         let t = target("sub/index.html");
         let opened = open(&t).unwrap();
-        assert!(wants(&opened, &config));
+        assert!(wants(&state, &opened, &config, now));
         assert!(fill_from(&t, &opened).is_some());
 
         // Just written: cached, but only until RACY has passed.

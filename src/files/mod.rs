@@ -285,8 +285,9 @@ impl Serving<'_> {
         // The open, and the read of a file for the cache, from the kernel's caches when they
         // can; what would wait for the disk goes to a file I/O thread (see [`offload`]).
         let index = &self.backend.index;
-        let cacheable =
-            |o: &Opened| matches!(cache, Some((Some(_), _))) && cache::wants(o, self.file_cache);
+        let keyed = matches!(cache, Some((Some(_), _)));
+        let now = cache.as_ref().map_or_else(Instant::now, |(_, now)| *now);
+        let cacheable = |o: &Opened| keyed && cache::wants(self.state, o, self.file_cache, now);
         let (opened, read) = match open(self.state, target, index, Wait::Never) {
             Ok(opened) => {
                 let len = opened.meta.len;
@@ -305,11 +306,14 @@ impl Serving<'_> {
             Err(e) if would_block(&e) => {
                 let cold = Cold::of(self.state, target).ok_or_else(Error::not_found)?;
                 let (index, config) = (index.clone(), *self.file_cache);
-                let keyed = matches!(cache, Some((Some(_), _)));
+                // Whether the cache could take the file (decided here: the cache is this
+                // thread's); its size and kind are checked there.
+                let admit = keyed && cache::may_want(self.state, &config, now);
                 WorkerStats::bump(&self.stats.file_io_offloaded);
                 offload::run(move || {
                     let opened = cold.open(&index)?;
-                    let read = (keyed && cache::wants(&opened, &config))
+                    let small = opened.meta.len <= config.max_file_size.min(config.size);
+                    let read = (admit && small && !opened.via_index)
                         .then(|| cache::read(&opened.fd, opened.meta.len, Wait::Allowed).ok())
                         .flatten();
                     Ok::<_, Error>((opened, read))
