@@ -18,9 +18,9 @@ pub struct ResponseHead {
     status: u16,
     /// The status line, then one `Name: value\r\n` line per field.
     buf: Vec<u8>,
-    /// A filter of the field names the head may hold ([`name_bit`] of each; every bit for a
-    /// relayed head, whose names are not known): a rule that removes fields skips the scan of
-    /// a head that cannot hold them.
+    /// A filter of the field names the head may hold ([`name_bit`] of each; a relayed head's
+    /// from its upstream's parse, or every bit when they are not known): a rule that removes
+    /// fields skips the scan of a head that cannot hold them.
     names: u64,
 }
 
@@ -122,7 +122,8 @@ impl ResponseHead {
 
     /// The head of a response relayed from an upstream: its status and reason phrase, and its
     /// end-to-end fields (`Name: value\r\n` lines) — no `Date` or `Server` of the daemon's.
-    pub fn relayed(status: u16, reason: &str, lines: &[u8]) -> Self {
+    /// `names`: the [`name_bit`]s of the lines' names (`u64::MAX` when unknown).
+    pub fn relayed(status: u16, reason: &str, lines: &[u8], names: u64) -> Self {
         let mut buf = POOL
             .with(|p| p.try_borrow_mut().ok().and_then(|mut p| p.pop()))
             .unwrap_or_else(|| Vec::with_capacity(64 + lines.len()));
@@ -137,11 +138,7 @@ impl ResponseHead {
         buf.extend_from_slice(reason.as_bytes());
         buf.extend_from_slice(b"\r\n");
         buf.extend_from_slice(lines);
-        Self {
-            status,
-            buf,
-            names: u64::MAX,
-        }
+        Self { status, buf, names }
     }
 
     pub fn status(&self) -> u16 {
@@ -383,6 +380,7 @@ mod tests {
             200,
             "OK",
             b"Server: up\r\nX-A: 1\r\nx-a: 2\r\nVary: Origin\r\nETag: \"e\"\r\n",
+            u64::MAX,
         );
         assert_eq!(h.field("x-A"), Some(&b"1"[..]));
         assert_eq!(h.field("etag"), Some(&b"\"e\""[..]));
@@ -405,7 +403,7 @@ mod tests {
             assert!(h.may_hold(name_bit(name.as_bytes())), "{name}");
         }
         assert!(!h.may_hold(name_bit(b"X-Frame-Options")));
-        assert!(ResponseHead::relayed(200, "OK", b"").may_hold(name_bit(b"x")));
+        assert!(ResponseHead::relayed(200, "OK", b"", u64::MAX).may_hold(name_bit(b"x")));
         h.lines(b"X-Frame-Options: DENY\r\n");
         assert!(h.may_hold(name_bit(b"X-Frame-Options")));
     }

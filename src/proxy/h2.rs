@@ -439,7 +439,7 @@ async fn relay<D: Downstream>(
         lines.extend_from_slice(value.as_bytes());
         lines.extend_from_slice(b"\r\n");
     }
-    let head = ResponseHead::relayed(status, reason(status), &lines);
+    let head = ResponseHead::relayed(status, reason(status), &lines, u64::MAX);
     // A 204 or 304 has no body, whatever the framing says (HEADERS, then an empty DATA
     // that ends the stream).
     let ended = recv.is_end_stream() || status == 204 || status == 304;

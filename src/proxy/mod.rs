@@ -171,7 +171,7 @@ async fn forward_inner<D: Downstream>(
     // `early`: the body was not all sent (the upstream answered first): the client's stream
     // is in doubt, and so is the upstream connection.
     let framing = resp.framing(x.req.method == Method::Head);
-    let head = ResponseHead::relayed(resp.status, &resp.reason, &resp.headers);
+    let head = ResponseHead::relayed(resp.status, &resp.reason, &resp.headers, resp.names);
     if let Err(e) = relay_body(&mut x, &mut upstream, resp_buf, &resp, framing, head).await {
         // The response has begun: nothing can be said to the client any more; the upstream
         // connection is dropped, and so is the client's.
@@ -323,7 +323,7 @@ async fn final_head<D: Downstream>(
                 "the upstream sent more than {MAX_INTERIM} interim (1xx) responses"
             )));
         }
-        let head = ResponseHead::relayed(resp.status, &resp.reason, &resp.headers);
+        let head = ResponseHead::relayed(resp.status, &resp.reason, &resp.headers, resp.names);
         x.ds.send_interim(head).await.map_err(Failure::Other)?;
         buf.drain(..n);
     }
@@ -553,7 +553,7 @@ async fn tunnel<D: Downstream>(
     pending: Vec<u8>,
     resp: &UpstreamHead,
 ) -> Result<(), Error> {
-    let mut head = ResponseHead::relayed(resp.status, &resp.reason, &resp.headers);
+    let mut head = ResponseHead::relayed(resp.status, &resp.reason, &resp.headers, resp.names);
     if let Some(up) = &resp.upgrade {
         head.header_bytes("Upgrade", up);
     }

@@ -21,6 +21,8 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
+use foldhash::fast::RandomState;
+
 use crate::group::ServerState;
 use crate::net::upstream::UpstreamConn;
 
@@ -81,11 +83,14 @@ impl<C> Idle<C> {
 }
 
 /// One worker's idle upstream connections, by server (see [`crate::server::WorkerCtx`]).
-pub struct Pool<C = UpstreamConn>(RefCell<HashMap<PoolKey, VecDeque<Idle<C>>>>);
+///
+/// Keyed with foldhash: the keys are the config's upstream addresses, never a client's, and a
+/// request hashes its key twice (take and put) — SipHash cost as much as the rest of the pool.
+pub struct Pool<C = UpstreamConn>(RefCell<HashMap<PoolKey, VecDeque<Idle<C>>, RandomState>>);
 
 impl<C> Default for Pool<C> {
     fn default() -> Self {
-        Self(RefCell::default())
+        Self(RefCell::new(HashMap::with_hasher(RandomState::default())))
     }
 }
 

@@ -192,6 +192,7 @@ mod tests {
             200,
             "OK",
             b"Server: up\r\ncache-control: max-age=60\r\nLink: </b.js>\r\nX-Keep: 1\r\n",
+            u64::MAX,
         );
         site.apply_headers(&mut h);
         let s = String::from_utf8(h.finish().into_vec()).unwrap();

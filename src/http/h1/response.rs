@@ -11,6 +11,8 @@ pub struct Head {
     pub reason: String,
     /// End-to-end header lines, in order, as they go to the client (`Name: value\r\n`).
     pub headers: Vec<u8>,
+    /// The [`crate::http::response::name_bit`]s of their names.
+    pub names: u64,
     pub content_length: Option<u64>,
     pub chunked: bool,
     /// HTTP/1.1 without `Connection: close`.
@@ -53,9 +55,11 @@ pub fn parse(buf: &[u8]) -> Result<Option<(Head, usize)>, String> {
     let version11 = r.version == Some(1);
     let named = connection_tokens(r.headers.iter().map(|h| (h.name, h.value)));
     let mut out = Vec::with_capacity(n);
+    let mut names = 0;
     let (mut cl, mut chunked, mut te) = (None, false, false);
     for h in r.headers.iter() {
-        if h.name.eq_ignore_ascii_case("content-length") {
+        let kind = Name::of(h.name);
+        if kind == Name::ContentLength {
             let v = std::str::from_utf8(h.value)
                 .ok()
                 .and_then(|v| v.trim().parse::<u64>().ok());
@@ -66,16 +70,17 @@ pub fn parse(buf: &[u8]) -> Result<Option<(Head, usize)>, String> {
                 }
                 (_, v) => cl = v,
             }
-        } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
+        } else if kind == Name::TransferEncoding {
             te = true;
             chunked = String::from_utf8_lossy(h.value)
                 .rsplit(',')
                 .next()
                 .is_some_and(|t| t.trim().eq_ignore_ascii_case("chunked"));
         }
-        if is_hop_by_hop(h.name) || named.iter().any(|t| t.eq_ignore_ascii_case(h.name)) {
+        if kind != Name::EndToEnd || named.iter().any(|t| t.eq_ignore_ascii_case(h.name)) {
             continue;
         }
+        names |= crate::http::response::name_bit(h.name.as_bytes());
         out.extend_from_slice(h.name.as_bytes());
         out.extend_from_slice(b": ");
         out.extend_from_slice(h.value);
@@ -101,6 +106,7 @@ pub fn parse(buf: &[u8]) -> Result<Option<(Head, usize)>, String> {
             status,
             reason: r.reason.unwrap_or("").to_string(),
             headers: out,
+            names,
             content_length: cl,
             chunked,
             keep_alive: version11 && !named.iter().any(|t| t == "close"),
@@ -110,36 +116,54 @@ pub fn parse(buf: &[u8]) -> Result<Option<(Head, usize)>, String> {
     )))
 }
 
-/// The lower-case tokens of every `Connection` header.
+/// The lower-case tokens of every `Connection` header (no allocation without one).
 pub fn connection_tokens<'a>(headers: impl Iterator<Item = (&'a str, &'a [u8])>) -> Vec<String> {
-    headers
-        .filter(|(n, _)| n.eq_ignore_ascii_case("connection"))
-        .flat_map(|(_, v)| {
-            String::from_utf8_lossy(v)
-                .split(',')
-                .map(|t| t.trim().to_ascii_lowercase())
-                .filter(|t| !t.is_empty())
-                .collect::<Vec<_>>()
-        })
-        .collect()
+    let mut tokens = Vec::new();
+    for (name, value) in headers {
+        if !name.eq_ignore_ascii_case("connection") {
+            continue;
+        }
+        for t in value.split(|&b| b == b',') {
+            let t = t.trim_ascii();
+            if !t.is_empty() {
+                tokens.push(String::from_utf8_lossy(t).to_ascii_lowercase());
+            }
+        }
+    }
+    tokens
 }
 
 /// Headers that never cross a proxy (`HTTP2-Settings` belongs to an `h2c` upgrade, which is
 /// never forwarded).
 pub fn is_hop_by_hop(name: &str) -> bool {
-    [
-        "connection",
-        "keep-alive",
-        "proxy-connection",
-        "te",
-        "trailer",
-        "transfer-encoding",
-        "upgrade",
-        "content-length",
-        "http2-settings",
-    ]
-    .iter()
-    .any(|h| name.eq_ignore_ascii_case(h))
+    Name::of(name) != Name::EndToEnd
+}
+
+/// What a header's name is to a proxy: one of the fields that frame the message, another
+/// hop-by-hop field, or an end-to-end one. Told apart by length first: most names are
+/// compared with nothing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Name {
+    ContentLength,
+    TransferEncoding,
+    HopByHop,
+    EndToEnd,
+}
+
+impl Name {
+    fn of(name: &str) -> Self {
+        let is = |lit: &str| name.eq_ignore_ascii_case(lit);
+        match name.len() {
+            2 if is("te") => Self::HopByHop,
+            7 if is("trailer") || is("upgrade") => Self::HopByHop,
+            10 if is("connection") || is("keep-alive") => Self::HopByHop,
+            14 if is("content-length") => Self::ContentLength,
+            14 if is("http2-settings") => Self::HopByHop,
+            16 if is("proxy-connection") => Self::HopByHop,
+            17 if is("transfer-encoding") => Self::TransferEncoding,
+            _ => Self::EndToEnd,
+        }
+    }
 }
 
 #[cfg(test)]
@@ -156,6 +180,31 @@ mod tests {
         assert_eq!(r.content_length, Some(5));
         assert!(!r.keep_alive);
         assert_eq!(r.headers, b"X-Keep: 2\r\n");
+        for name in [
+            "Connection",
+            "keep-alive",
+            "Proxy-Connection",
+            "TE",
+            "Trailer",
+            "Transfer-Encoding",
+            "Upgrade",
+            "Content-Length",
+            "HTTP2-Settings",
+        ] {
+            assert!(is_hop_by_hop(name), "{name}");
+        }
+        for name in [
+            "Content-Type",
+            "X-Te",
+            "Upgrades",
+            "Content-Lengths",
+            "ETag",
+        ] {
+            assert!(!is_hop_by_hop(name), "{name}");
+        }
+        // The names forwarded, as a filter: only X-Keep's bit.
+        use crate::http::response::name_bit;
+        assert_eq!(r.names, name_bit(b"x-keep"));
         let (r, _) = parse(
             b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\nContent-Length: 9\r\n\r\n",
         )
