@@ -269,7 +269,8 @@ def main():
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--duration", type=int, default=10)
     ap.add_argument("--tls-connections", type=int, default=10_000)
-    ap.add_argument("--only", default="", help="run only the cases whose name contains this")
+    ap.add_argument("--only", default="", help="run only the cases whose name contains this (\"memory per idle TLS "
+                    "connection\", \"p99 at a fixed rate\" — which needs \"1 KiB keep-alive\" — or a case's)")
     ap.add_argument("--no-write", action="store_true", help="print, do not update bench/RESULTS.md")
     args = ap.parse_args()
     ensure_tools()
@@ -314,11 +315,14 @@ def main():
     }
     upstream_cmd = pin + [nginx_bin(), "-p", tmp, "-c", f"{tmp}/upstream.conf"]
 
+    def want(name):
+        return not args.only or args.only in name
+
     rows = []
     med = {}
     with Server("upstream", upstream_cmd, ports["upstream"]):
         for name, path, extra, before_run in CASES:
-            if args.only and args.only not in name:
+            if not want(name):
                 continue
             extra = [a.replace("{lua}", lua) for a in extra]
             samples = {s: [] for s in servers}
@@ -357,7 +361,7 @@ def main():
         # p99 at a fixed rate: a quarter of nginx's 1 KiB keep-alive rate.
         fixed = []
         base = med.get("1 KiB keep-alive", {}).get("nginx")
-        if base and not args.only:
+        if base and want("p99 at a fixed rate"):
             rate = int(base / 4)
             samples = {s: [] for s in servers}
             for run in range(args.runs):
@@ -378,7 +382,7 @@ def main():
 
     # Memory per idle TLS connection, each server fresh.
     tls_rows = []
-    if not args.only and args.tls_connections > 0:
+    if want("memory per idle TLS connection") and args.tls_connections > 0:
         tls_servers = {
             "zerocopy-server": (pin + [BIN, "--config", f"{tmp}/zcs-tls.toml"], ports["ours_tls"]),
             "nginx": (pin + [nginx_bin(), "-p", tmp, "-c", f"{tmp}/nginx.conf"], ports["theirs_tls"]),

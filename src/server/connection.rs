@@ -72,7 +72,10 @@ pub async fn serve(
             return;
         }
         Some((versions, true)) => {
-            match crate::net::proxy_header::read(&stream, versions, deadline).await {
+            // Boxed, as everything below that a connection does once: this task is what an
+            // idle connection holds for its whole life, so it is kept to what every state
+            // needs.
+            match Box::pin(crate::net::proxy_header::read(&stream, versions, deadline)).await {
                 Ok(source) => source.unwrap_or(peer),
                 Err(why) => {
                     log::debug!("{peer}: {why}; closed");
@@ -106,7 +109,10 @@ pub async fn serve(
                     });
                     drop(shared);
                     let ctx = registry.ctx.clone();
-                    return http2(h.client, Vec::new(), peer, admitted, ctx, names).await;
+                    // Boxed: an HTTP/2 connection's state (several KiB) is not every
+                    // connection's task size.
+                    let h2 = http2(h.client, Vec::new(), peer, admitted, ctx, names);
+                    return Box::pin(h2).await;
                 }
                 // The first request head gets a header timeout of its own.
                 Some(h) => (h.client, Instant::now() + limits.header_timeout),
