@@ -50,30 +50,94 @@ pub struct Parking {
     table: RefCell<Table>,
 }
 
-/// Entries by slot; a slot's number is its epoll key.
-#[derive(Default)]
-struct Table {
-    slots: Vec<Option<Parked>>,
-    free: Vec<u32>,
-    len: usize,
+/// What the table holds: something with a deadline.
+trait Deadline {
+    fn deadline(&self) -> Instant;
 }
 
-impl Table {
-    fn insert(&mut self, p: Parked) -> u32 {
+impl Deadline for Parked {
+    fn deadline(&self) -> Instant {
+        self.deadline
+    }
+}
+
+/// Entries by slot; a slot's number is its epoll key.
+struct Table<P = Parked> {
+    slots: Vec<Option<P>>,
+    /// Empty slots below `slots.len()` (keys at or past it are stale: dropped when seen).
+    free: Vec<u32>,
+    len: usize,
+    /// No entry's deadline is before this: the sweep skips the scan until then.
+    next_due: Option<Instant>,
+}
+
+impl<P> Default for Table<P> {
+    fn default() -> Self {
+        Self {
+            slots: Vec::new(),
+            free: Vec::new(),
+            len: 0,
+            next_due: None,
+        }
+    }
+}
+
+impl<P: Deadline> Table<P> {
+    fn insert(&mut self, p: P) -> u32 {
         self.len += 1;
-        if let Some(key) = self.free.pop() {
-            self.slots[key as usize] = Some(p);
-            return key;
+        let at = p.deadline();
+        self.next_due = Some(self.next_due.map_or(at, |d| d.min(at)));
+        while let Some(key) = self.free.pop() {
+            if let Some(slot @ None) = self.slots.get_mut(key as usize) {
+                *slot = Some(p);
+                return key;
+            }
         }
         self.slots.push(Some(p));
         (self.slots.len() - 1) as u32
     }
 
-    fn remove(&mut self, key: u32) -> Option<Parked> {
+    fn remove(&mut self, key: u32) -> Option<P> {
         let p = self.slots.get_mut(key as usize)?.take()?;
         self.len -= 1;
         self.free.push(key);
         Some(p)
+    }
+
+    /// The keys of entries whose deadline is `now` or earlier, and the earliest deadline of
+    /// the others (the next scan). Nothing to scan before `next_due`.
+    fn due(&mut self, now: Instant) -> Vec<u32> {
+        if self.next_due.is_none_or(|d| d > now) {
+            return Vec::new();
+        }
+        let mut next = None::<Instant>;
+        let mut due = Vec::new();
+        for (k, p) in self.slots.iter().enumerate() {
+            let Some(at) = p.as_ref().map(Deadline::deadline) else {
+                continue;
+            };
+            if at <= now {
+                due.push(k as u32);
+            } else {
+                next = Some(next.map_or(at, |n| n.min(at)));
+            }
+        }
+        self.next_due = next;
+        due
+    }
+
+    /// Gives back the room a burst of parked connections left: the empty slots at the end go,
+    /// and the memory once most of it is unused (a table of 10,000 slots holds ~1 MB).
+    fn shrink(&mut self) {
+        while matches!(self.slots.last(), Some(None)) {
+            self.slots.pop();
+        }
+        let live = self.slots.len();
+        self.free.retain(|&k| (k as usize) < live);
+        if self.slots.capacity() > 2 * live + 64 {
+            self.slots.shrink_to_fit();
+            self.free.shrink_to_fit();
+        }
     }
 }
 
@@ -141,23 +205,23 @@ impl Parking {
             .collect()
     }
 
-    /// Closes the parked connections whose deadline is `now` or earlier; returns how many.
+    /// Closes the parked connections whose deadline is `now` or earlier (looking only once
+    /// the earliest deadline has come), and gives back the table's room that parked
+    /// connections no longer use; returns how many closed.
     pub fn expire(&self, now: Instant) -> usize {
-        let due: Vec<u32> = {
-            let table = self.table.borrow();
-            (0..table.slots.len() as u32)
-                .filter(|&k| {
-                    table.slots[k as usize]
-                        .as_ref()
-                        .is_some_and(|p| p.deadline <= now)
-                })
-                .collect()
-        };
+        let due = self.table.borrow_mut().due(now);
         for &key in &due {
             drop(self.unpark(key));
         }
+        let mut table = self.table.borrow_mut();
+        if table.slots.len() > 2 * table.len + 64
+            || table.slots.capacity() > 2 * table.slots.len() + 64
+        {
+            table.shrink();
+        }
         due.len()
     }
+
 
     /// Closes every parked connection (a drain), except those whose request has arrived:
     /// those go to `resume`, to be answered (with `Connection: close`).
@@ -200,5 +264,56 @@ pub async fn watch(parking: Rc<Parking>, resume: impl Fn(Parked)) {
                 break;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    struct Entry(Instant);
+
+    impl Deadline for Entry {
+        fn deadline(&self) -> Instant {
+            self.0
+        }
+    }
+
+    #[test]
+    fn the_table_is_scanned_only_when_a_deadline_has_come() {
+        let t = Instant::now();
+        let mut table = Table::default();
+        let a = table.insert(Entry(t + Duration::from_secs(60)));
+        let b = table.insert(Entry(t + Duration::from_secs(5)));
+        assert!(table.due(t).is_empty());
+        assert_eq!(table.next_due, Some(t + Duration::from_secs(5)));
+        assert_eq!(table.due(t + Duration::from_secs(5)), [b]);
+        table.remove(b);
+        // The next scan waits for the other one's deadline.
+        assert_eq!(table.next_due, Some(t + Duration::from_secs(60)));
+        assert!(table.due(t + Duration::from_secs(30)).is_empty());
+        assert_eq!(table.due(t + Duration::from_secs(60)), [a]);
+    }
+
+    #[test]
+    fn the_table_shrinks_when_parked_connections_go() {
+        let far = Instant::now() + Duration::from_secs(60);
+        let mut table = Table::default();
+        let keys: Vec<u32> = (0..10_000).map(|_| table.insert(Entry(far))).collect();
+        assert_eq!(table.slots.len(), 10_000);
+        // All but the first 10 go: the slots after them, and the memory, are given back.
+        for &k in &keys[10..] {
+            table.remove(k);
+        }
+        table.shrink();
+        assert_eq!((table.slots.len(), table.len), (10, 10));
+        assert!(table.slots.capacity() < 100, "{}", table.slots.capacity());
+        assert!(table.free.is_empty());
+        // Holes below the end are reused; stale free keys are never handed out.
+        table.remove(keys[3]);
+        table.free.push(50_000);
+        assert_eq!(table.insert(Entry(far)), keys[3]);
+        assert_eq!(table.insert(Entry(far)), 10);
+        assert_eq!(table.len, 11);
     }
 }
