@@ -222,7 +222,6 @@ impl Parking {
         due.len()
     }
 
-
     /// Closes every parked connection (a drain), except those whose request has arrived:
     /// those go to `resume`, to be answered (with `Connection: close`).
     pub fn close_all(&self, resume: impl Fn(Parked)) {
