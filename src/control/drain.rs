@@ -104,6 +104,9 @@ impl Control {
             }
         }
         log::info!("stopped");
+        // Connections still open (the deadline came) end now, not when the kernel has torn
+        // the process down: that can wait seconds on one of its threads.
+        crate::net::sys::shutdown_tcp_connections();
         self.exit(0)
     }
 }

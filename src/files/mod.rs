@@ -377,16 +377,7 @@ impl Serving<'_> {
                 let (dir, root_path) = (dir.to_string(), root_path.to_path_buf());
                 // A listing stats every entry: on a file I/O thread, never on the worker.
                 offload::run(move || {
-                    let root = match root {
-                        Some(fd) => fd,
-                        None => Arc::new(open_at(
-                            None,
-                            root_path.as_os_str().as_bytes(),
-                            true,
-                            Wait::Allowed,
-                        )?),
-                    };
-                    autoindex::read_disk(&root, &dir, hidden)
+                    autoindex::read_disk(&*root_or_open(root, &root_path)?, &dir, hidden)
                 })
                 .await??
             }
@@ -694,18 +685,12 @@ impl Cold {
                 root,
                 root_fd,
                 relative,
-            } => {
-                let root_fd = match root_fd {
-                    Some(fd) => fd,
-                    None => Arc::new(open_at(
-                        None,
-                        root.as_os_str().as_bytes(),
-                        true,
-                        Wait::Allowed,
-                    )?),
-                };
-                open_in(&root_fd, &relative, index, Wait::Allowed)
-            }
+            } => open_in(
+                &*root_or_open(root_fd, &root)?,
+                &relative,
+                index,
+                Wait::Allowed,
+            ),
         }
     }
 }
@@ -763,6 +748,15 @@ impl FilesState {
 
 fn stat(fd: &OwnedFd) -> Result<libc::stat, Error> {
     sys::fstat(fd.as_fd()).map_err(open_error)
+}
+
+/// The root directory's descriptor the worker found in its table, or, on a file I/O thread,
+/// the root opened now (it was not in the dentry cache).
+fn root_or_open(known: Option<Arc<OwnedFd>>, root: &Path) -> Result<Arc<OwnedFd>, Error> {
+    match known {
+        Some(fd) => Ok(fd),
+        None => open_at(None, root.as_os_str().as_bytes(), true, Wait::Allowed).map(Arc::new),
+    }
 }
 
 fn open_at(

@@ -63,6 +63,51 @@ pub fn shutdown_read(fd: RawFd) {
     unsafe { libc::shutdown(fd, libc::SHUT_RD) };
 }
 
+/// Shuts both ways every connected TCP socket of the process (not listeners, whose sockets a
+/// new process may share after an upgrade): the peers see the end at once, whatever holds
+/// up the process's exit after it (a thread in an uninterruptible close keeps every
+/// descriptor open until it returns). For the last moment before `_exit`; the count shut.
+pub fn shutdown_tcp_connections() -> usize {
+    let Ok(dir) = std::fs::read_dir("/proc/self/fd") else {
+        return 0;
+    };
+    let mut shut = 0;
+    for fd in dir
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<RawFd>().ok())
+    {
+        let stream = sockopt(fd, libc::SO_TYPE) == Some(libc::SOCK_STREAM);
+        let inet = matches!(
+            sockopt(fd, libc::SO_DOMAIN),
+            Some(libc::AF_INET | libc::AF_INET6)
+        );
+        if stream && inet && sockopt(fd, libc::SO_ACCEPTCONN) == Some(0) {
+            // SAFETY: no memory is passed; on a descriptor closed meanwhile it fails.
+            if unsafe { libc::shutdown(fd, libc::SHUT_RDWR) } == 0 {
+                shut += 1;
+            }
+        }
+    }
+    shut
+}
+
+/// An integer `SOL_SOCKET` option of `fd`; None when it is not a socket.
+fn sockopt(fd: RawFd, option: libc::c_int) -> Option<libc::c_int> {
+    let mut value: libc::c_int = 0;
+    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: `value` and `len` are live locals of the sizes passed.
+    let rc = unsafe {
+        libc::getsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            option,
+            (&mut value as *mut libc::c_int).cast(),
+            &mut len,
+        )
+    };
+    (rc == 0).then_some(value)
+}
+
 /// `fstat(2)`.
 pub fn fstat(fd: BorrowedFd<'_>) -> io::Result<libc::stat> {
     // SAFETY: an all-zero `stat` is a valid value; fstat fills it.
@@ -190,23 +235,7 @@ pub fn pread_append(
     want: usize,
     offset: u64,
 ) -> io::Result<usize> {
-    buf.reserve(want);
-    let filled = buf.len();
-    let spare = &mut buf.spare_capacity_mut()[..want];
-    // SAFETY: `spare` is writable memory of at least `want` bytes that the kernel fills; only
-    // what it reports written is then counted as initialised.
-    let n = unsafe {
-        libc::pread(
-            fd.as_raw_fd(),
-            spare.as_mut_ptr().cast(),
-            want,
-            offset as libc::off_t,
-        )
-    };
-    let n = check(n as libc::c_long)? as usize;
-    // SAFETY: pread initialised the first `n` (≤ `want`) bytes of the spare capacity.
-    unsafe { buf.set_len(filled + n) };
-    Ok(n)
+    preadv2_append(fd, buf, want, offset, 0)
 }
 
 /// [`pread_append`] with `RWF_NOWAIT`: only what the page cache holds already, `EAGAIN` when
@@ -218,6 +247,17 @@ pub fn pread_nowait_append(
     want: usize,
     offset: u64,
 ) -> io::Result<usize> {
+    preadv2_append(fd, buf, want, offset, libc::RWF_NOWAIT)
+}
+
+/// `preadv2(2)` of one buffer with `flags` (0: what `pread` does), into `buf`'s spare room.
+fn preadv2_append(
+    fd: BorrowedFd<'_>,
+    buf: &mut Vec<u8>,
+    want: usize,
+    offset: u64,
+    flags: libc::c_int,
+) -> io::Result<usize> {
     buf.reserve(want);
     let filled = buf.len();
     let spare = &mut buf.spare_capacity_mut()[..want];
@@ -227,15 +267,7 @@ pub fn pread_nowait_append(
     };
     // SAFETY: `iov` describes writable memory of `want` bytes that the kernel fills; only what
     // it reports written is then counted as initialised.
-    let n = unsafe {
-        libc::preadv2(
-            fd.as_raw_fd(),
-            &iov,
-            1,
-            offset as libc::off_t,
-            libc::RWF_NOWAIT,
-        )
-    };
+    let n = unsafe { libc::preadv2(fd.as_raw_fd(), &iov, 1, offset as libc::off_t, flags) };
     let n = check(n as libc::c_long)? as usize;
     // SAFETY: preadv2 initialised the first `n` (≤ `want`) bytes of the spare capacity.
     unsafe { buf.set_len(filled + n) };
@@ -328,4 +360,41 @@ pub fn attach_reuseport_cbpf(fd: RawFd, filter: &mut [libc::sock_filter]) -> io:
         .into(),
     )?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Read;
+    use std::net::{TcpListener, TcpStream};
+
+    const ALONE: &str = "ZCS_TEST_ALONE";
+
+    /// Runs in a process of its own: it shuts every TCP connection of its process, other
+    /// tests' too.
+    #[test]
+    fn shutdown_tcp_connections_ends_connections_and_spares_listeners() {
+        let name =
+            "net::sys::tests::shutdown_tcp_connections_ends_connections_and_spares_listeners";
+        if std::env::var_os(ALONE).is_none() {
+            let out = std::process::Command::new(std::env::current_exe().unwrap())
+                .args(["--exact", name, "--test-threads=1"])
+                .env(ALONE, "1")
+                .output()
+                .unwrap();
+            let said = String::from_utf8_lossy(&out.stdout);
+            assert!(out.status.success() && said.contains("1 passed"), "{said}");
+            return;
+        }
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let mut client = TcpStream::connect(addr).unwrap();
+        let (mut server, _) = listener.accept().unwrap();
+        assert_eq!(shutdown_tcp_connections(), 2, "both ends, not the listener");
+        let mut byte = [0u8; 1];
+        assert_eq!(client.read(&mut byte).unwrap(), 0);
+        assert_eq!(server.read(&mut byte).unwrap(), 0);
+        let _next = TcpStream::connect(addr).unwrap();
+        assert!(listener.accept().is_ok(), "the listener still accepts");
+    }
 }
