@@ -195,12 +195,36 @@ CASES = [
 ]
 
 
-def wrk(port, path, extra, duration, server_cores):
+def process_ticks(pid):
+    """User and system clock ticks used so far by a process (all its threads) and by its
+    children (nginx's workers under its master), from /proc."""
+    ticks, todo, seen = 0, [pid], set()
+    while todo:
+        p = todo.pop()
+        if p in seen:
+            continue
+        seen.add(p)
+        try:
+            with open(f"/proc/{p}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            ticks += int(fields[11]) + int(fields[12])  # utime, stime
+            for task in os.listdir(f"/proc/{p}/task"):
+                with open(f"/proc/{p}/task/{task}/children") as f:
+                    todo.extend(int(c) for c in f.read().split())
+        except (OSError, ValueError, IndexError):
+            pass
+    return ticks
+
+
+def wrk(port, path, extra, duration, server_cores, pids=()):
+    """One wrk run; with pids (server, upstream) also each process's own CPU per request."""
     cmd = ["taskset", "-c", LOAD_CORE, "wrk", "-t1", "-c50", f"-d{duration}s", "--latency", *extra,
            f"http://127.0.0.1:{port}{path}"]
     before = cpu_jiffies(server_cores)
+    own_before = [process_ticks(p) for p in pids]
     run = subprocess.run(cmd, capture_output=True, text=True)
     after = cpu_jiffies(server_cores)
+    own_after = [process_ticks(p) for p in pids]
     out = run.stdout
     if run.returncode != 0 or "Requests/sec" not in out:
         raise RuntimeError(f"wrk failed ({run.returncode}): {out}{run.stderr}")
@@ -218,8 +242,9 @@ def wrk(port, path, extra, duration, server_cores):
             errors += int(m.group(2))
     requests = int(re.search(r"(\d+) requests in", out).group(1))
     busy = after[0] - before[0]
-    cpu_us = busy / os.sysconf("SC_CLK_TCK") * 1e6 / max(requests, 1)
-    return dict(rps=rps, p50=p50, p99=p99, errors=errors, cpu_us=cpu_us)
+    per_request = 1e6 / os.sysconf("SC_CLK_TCK") / max(requests, 1)
+    own = [(a - b) * per_request for a, b in zip(own_after, own_before)]
+    return dict(rps=rps, p50=p50, p99=p99, errors=errors, cpu_us=busy * per_request, own_us=own)
 
 
 def upstream_counts(tmp):
@@ -320,7 +345,7 @@ def main():
 
     rows = []
     med = {}
-    with Server("upstream", upstream_cmd, ports["upstream"]):
+    with Server("upstream", upstream_cmd, ports["upstream"]) as upstream:
         for name, path, extra, before_run in CASES:
             if not want(name):
                 continue
@@ -337,7 +362,8 @@ def main():
                             else:
                                 wrk(port, path, extra, 2, SERVER_CORE)
                             counts = upstream_counts(tmp) if s == "zerocopy-server" else None
-                            r = wrk(port, path, extra, args.duration, SERVER_CORE)
+                            pids = (srv.proc.pid, upstream.proc.pid) if path.startswith("/p") else (srv.proc.pid,)
+                            r = wrk(port, path, extra, args.duration, SERVER_CORE, pids)
                             if counts is not None:
                                 r["opened"] = opened_per_1000(counts, upstream_counts(tmp))
                         except (OSError, RuntimeError) as e:
@@ -355,6 +381,9 @@ def main():
                     f"| {name} | {s} | {m[s]:,.0f} | {min(x['rps'] for x in v):,.0f}–{max(x['rps'] for x in v):,.0f} | "
                     f"{fmt_us(statistics.median(x['p50'] for x in v))} | {fmt_us(statistics.median(x['p99'] for x in v))} | "
                     f"{sum(x['errors'] for x in v)} | {statistics.median(x['cpu_us'] for x in v):.1f} µs | "
+                    f"{statistics.median(x['own_us'][0] for x in v):.1f} µs | "
+                    + (f"{statistics.median(x['own_us'][1] for x in v):.1f} µs" if path.startswith("/p") else "")
+                    + " | "
                     + (f"{statistics.median(opened):.2f}" if opened and path.startswith("/p") else "")
                     + f" | {'**' if s != 'nginx' else ''}{m[s] / m['nginx']:.2f}×{'**' if s != 'nginx' else ''} |")
 
@@ -416,11 +445,13 @@ def main():
         "- nginx: sendfile, tcp_nopush, access_log off, `keepalive 64` to the upstream, no",
         "  `open_file_cache`. zerocopy-server: its defaults (file cache on: 16 MiB per worker);",
         "  `/p/` keeps up to 64 idle upstream connections, `/p8/` the default 8.",
-        "- CPU per request: core 0's busy time over the run (the server *and* the upstream) divided",
-        "  by the requests done.",
+        "- CPU per request: core 0's busy time over the run (the server *and* the upstream, with the",
+        "  kernel's interrupt work) divided by the requests done; then the user and system time of",
+        "  the server's process alone, and of the upstream's, per request (from /proc: what each",
+        "  process spent itself, without the interrupt work the kernel does outside them).",
         "",
-        "| case | server | req/s (median) | min–max | p50 | p99 | errors | CPU per request | upstream connections opened per 1,000 requests | ratio to nginx |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| case | server | req/s (median) | min–max | p50 | p99 | errors | CPU per request (core 0) | server process | upstream process | upstream connections opened per 1,000 requests | ratio to nginx |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
         *rows,
     ]
     if fixed:
