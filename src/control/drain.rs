@@ -77,6 +77,9 @@ impl Control {
                     "drain deadline reached with {} connections open; closing them",
                     progress.connections
                 );
+                // They end now, not when the kernel has torn the process down: that can wait
+                // seconds on one of its threads (an inotify close waiting for SRCU).
+                crate::net::sys::shutdown_tcp_connections();
             }
             self.finish_drain();
         }
@@ -104,9 +107,6 @@ impl Control {
             }
         }
         log::info!("stopped");
-        // Connections still open (the deadline came) end now, not when the kernel has torn
-        // the process down: that can wait seconds on one of its threads.
-        crate::net::sys::shutdown_tcp_connections();
         self.exit(0)
     }
 }

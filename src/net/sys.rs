@@ -63,10 +63,11 @@ pub fn shutdown_read(fd: RawFd) {
     unsafe { libc::shutdown(fd, libc::SHUT_RD) };
 }
 
-/// Shuts both ways every connected TCP socket of the process (not listeners, whose sockets a
-/// new process may share after an upgrade): the peers see the end at once, whatever holds
-/// up the process's exit after it (a thread in an uninterruptible close keeps every
-/// descriptor open until it returns). For the last moment before `_exit`; the count shut.
+/// Shuts the sending side of every connected TCP socket of the process (not listeners, whose
+/// sockets a new process may share after an upgrade): the FIN goes after what is queued, and
+/// the peers see the end at once, whatever holds up the process's exit after it (a thread in
+/// an uninterruptible close keeps every descriptor open until it returns). For the last
+/// moment before `_exit`; the count shut.
 pub fn shutdown_tcp_connections() -> usize {
     let Ok(dir) = std::fs::read_dir("/proc/self/fd") else {
         return 0;
@@ -83,7 +84,7 @@ pub fn shutdown_tcp_connections() -> usize {
         );
         if stream && inet && sockopt(fd, libc::SO_ACCEPTCONN) == Some(0) {
             // SAFETY: no memory is passed; on a descriptor closed meanwhile it fails.
-            if unsafe { libc::shutdown(fd, libc::SHUT_RDWR) } == 0 {
+            if unsafe { libc::shutdown(fd, libc::SHUT_WR) } == 0 {
                 shut += 1;
             }
         }
