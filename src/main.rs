@@ -170,7 +170,10 @@ fn run(
     let metrics = Arc::new(Metrics::new(threads));
     let sessions = Arc::new(zerocopy_server::tls::sessions::Sessions::new());
     let fleet = Arc::new(zerocopy_server::group::Fleet::default());
-    let file_io_threads = cfg.performance.file_io_threads;
+    let file_io = (
+        cfg.performance.file_io_threads,
+        cfg.performance.file_io_timeout,
+    );
     let snapshot =
         Snapshot::build(cfg, 1, &metrics, &fleet, &sessions).map_err(|e| e.to_string())?;
     // The config is good: take over the running daemon's sockets, or systemd's.
@@ -203,7 +206,7 @@ fn run(
     zerocopy_server::group::dns::spawn(groups(shared.clone()), fleet)
         .map_err(|e| format!("cannot start the DNS thread: {e}"))?;
     // Opens and reads that would wait for the disk, off the workers.
-    zerocopy_server::files::offload::start(file_io_threads)
+    zerocopy_server::net::offload::start(file_io.0, file_io.1)
         .map_err(|e| format!("cannot start the file I/O threads: {e}"))?;
     let workers =
         Workers::start(sockets, args.io_driver, shared.clone()).map_err(|e| e.to_string())?;

@@ -199,6 +199,15 @@ impl Target<'_> {
             Target::NotFound => None,
         }
     }
+
+    /// The path on disk a file target lies under: a directory route's root, an exact-file
+    /// route's file.
+    pub fn root(&self) -> Option<&Path> {
+        match self {
+            Target::File(p) | Target::InDir { root: p, .. } => Some(p),
+            Target::Upstream(_) | Target::NotFound => None,
+        }
+    }
 }
 
 #[cfg(test)]

@@ -165,9 +165,12 @@ fn request(raw: &str) -> RequestHead {
     parse(raw.as_bytes(), 8192).unwrap().unwrap().0
 }
 
+/// A runtime as a worker's: with the file I/O threads the File backend hands cold opens to.
 fn run<F: std::future::Future>(f: F) -> F::Output {
+    let threads = zerocopy_server::net::offload::start(2, std::time::Duration::from_secs(10));
     monoio::RuntimeBuilder::<monoio::LegacyDriver>::new()
         .enable_timer()
+        .attach_thread_pool(Box::new(threads.unwrap()))
         .build()
         .unwrap()
         .block_on(f)

@@ -605,8 +605,9 @@ pub struct FileCacheStats {
     /// Requests whose file was opened on disk while the cache was on (first use, changed on
     /// disk, too large, or evicted).
     pub misses: u64,
-    /// Requests whose file open or cache read would have waited for the disk, and went to a
-    /// file I/O thread instead (`[performance] file_io_threads`).
+    /// File opens, reads, sends and cache checks that would have waited for the disk (or any
+    /// on a network or FUSE mount), done on a file I/O thread instead (`[performance]
+    /// file_io_threads`), since the process started.
     #[serde(default)]
     pub offloaded: u64,
 }

@@ -95,6 +95,9 @@ pub const SESSION_TICKET_ROTATION: Duration = Duration::from_secs(12 * 3600);
 /// `[performance] file_io_threads`, and its most.
 pub const FILE_IO_THREADS: usize = 8;
 pub const FILE_IO_THREADS_MAX: u64 = 512;
+/// `[performance] file_io_timeout_ms`: a disk (or mount) that has not answered in this long is
+/// treated as failed for the request waiting on it (503).
+pub const FILE_IO_TIMEOUT: Duration = Duration::from_secs(30);
 /// `[performance] huge_pages_enabled`.
 pub const HUGE_PAGES_ENABLED: bool = false;
 

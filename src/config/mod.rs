@@ -339,6 +339,9 @@ pub struct Performance {
     /// `file_io_threads` (extension): threads for file opens and reads that would wait for the
     /// disk; default 8.
     pub file_io_threads: usize,
+    /// `file_io_timeout_ms` (extension): how long a request waits for a file I/O thread's answer
+    /// (its turn included) before it gets 503; default 30 s.
+    pub file_io_timeout: Duration,
     /// `file_cache_*`: small files of `sendfile`-mode routes held in each worker's memory.
     pub file_cache: FileCache,
 }

@@ -170,6 +170,10 @@ pub fn restart_required(old: &Config, new: &Config) -> Vec<String> {
         old.performance.file_io_threads != new.performance.file_io_threads,
     );
     check(
+        "performance.file_io_timeout_ms",
+        old.performance.file_io_timeout != new.performance.file_io_timeout,
+    );
+    check(
         "security.drop_privileges_user",
         old.security.drop_privileges_user != new.security.drop_privileges_user,
     );

@@ -107,7 +107,7 @@ impl Control {
                 bytes: self.shared.sum(|w| &w.file_cache_bytes),
                 hits: self.shared.sum(|w| &w.file_cache_hits),
                 misses: self.shared.sum(|w| &w.file_cache_misses),
-                offloaded: self.shared.sum(|w| &w.file_io_offloaded),
+                offloaded: crate::net::offload::offloaded(),
             },
             http2: Http2Stats {
                 connections_open: self.shared.sum(|w| &w.h2_connections),

@@ -64,6 +64,8 @@ pub struct Cached {
     used: Cell<Instant>,
     /// For a file changed within [`RACY`] of its read: when the entry must be read again.
     expires: Option<Instant>,
+    /// When the read of the file started.
+    read: Instant,
 }
 
 /// How recently a file may have changed for its read to be doubtful. A write that lands after
@@ -119,15 +121,25 @@ impl<'a> Key<'a> {
     }
 }
 
-/// The cached file for `key` when it is still the file on disk; `None` sends the request to
-/// disk (and counts a miss).
+/// What the cache holds for a request.
+pub enum Lookup {
+    /// The file, fresh.
+    Hit(Rc<Cached>),
+    /// Nothing (counted as a miss).
+    Miss,
+    /// The file, due for its check: [`confirm`] it with the identity of what its path names
+    /// now ([`Check`]), on the worker for a local file system, on a file I/O thread otherwise.
+    Check(Rc<Cached>),
+}
+
+/// The cached file for `key`: fresh, due for its check, or none.
 pub fn lookup(
     state: &super::FilesState,
     key: &Key<'_>,
     config: &FileCache,
     now: Instant,
     stats: &WorkerStats,
-) -> Option<Rc<Cached>> {
+) -> Lookup {
     let found = state
         .cache
         .borrow()
@@ -137,23 +149,97 @@ pub fn lookup(
         .cloned();
     let Some(entry) = found else {
         WorkerStats::bump(&stats.file_cache_misses);
-        return None;
+        return Lookup::Miss;
     };
-    let racy_over = entry.expires.is_some_and(|at| now >= at);
-    if racy_over || now.saturating_duration_since(entry.checked.get()) >= config.valid {
-        if racy_over || current_identity(state, key, &entry.path) != Some(entry.identity) {
-            state
-                .cache
-                .borrow_mut()
-                .remove(key.root, key.relative, stats);
-            WorkerStats::bump(&stats.file_cache_misses);
-            return None;
-        }
-        entry.checked.set(now);
+    if entry.expires.is_some_and(|at| now >= at) {
+        forget(state, key, stats);
+        return Lookup::Miss;
+    }
+    if now.saturating_duration_since(entry.checked.get()) >= config.valid {
+        return Lookup::Check(entry);
     }
     entry.used.set(now);
     WorkerStats::bump(&stats.file_cache_hits);
+    Lookup::Hit(entry)
+}
+
+/// An entry due for its check, after it: kept when `now_there` (what its path names now, see
+/// [`Check`]) is the file it was read from, else dropped (`None`: the request opens the file).
+pub fn confirm(
+    state: &super::FilesState,
+    key: &Key<'_>,
+    entry: Rc<Cached>,
+    now_there: Option<Identity>,
+    now: Instant,
+    stats: &WorkerStats,
+) -> Option<Rc<Cached>> {
+    if now_there != Some(entry.identity) {
+        forget(state, key, stats);
+        return None;
+    }
+    entry.checked.set(now);
+    entry.used.set(now);
+    WorkerStats::bump(&stats.file_cache_hits);
     Some(entry)
+}
+
+fn forget(state: &super::FilesState, key: &Key<'_>, stats: &WorkerStats) {
+    state
+        .cache
+        .borrow_mut()
+        .remove(key.root, key.relative, stats);
+    WorkerStats::bump(&stats.file_cache_misses);
+}
+
+/// The check of a cached file: one `stat` of the path it was opened by, below the route root's
+/// descriptor. Owned, so that it can run on a file I/O thread.
+pub struct Check {
+    /// The route's root and its descriptor when the worker had it (a directory route).
+    root: Option<(PathBuf, Option<std::sync::Arc<OwnedFd>>)>,
+    path: CString,
+}
+
+impl Check {
+    pub fn of(state: &super::FilesState, key: &Key<'_>, entry: &Cached) -> Self {
+        let root = key.in_dir.then(|| {
+            let fd = state.root_dir(key.root, Wait::Never).ok();
+            (key.root.to_path_buf(), fd)
+        });
+        Self {
+            root,
+            path: entry.path.clone(),
+        }
+    }
+
+    /// On a worker (a local file system): the identity of what the path names now, from the
+    /// dentry cache alone (`openat2(O_PATH, RESOLVE_CACHED)` and `fstat`); `Err` when the
+    /// lookup would read the disk — then [`run`](Self::run) it on a file I/O thread.
+    pub fn run_cached(&self) -> Result<Option<Identity>, ()> {
+        let dir = match &self.root {
+            Some((_, Some(fd))) => Some(fd.as_fd()),
+            Some((_, None)) => return Err(()),
+            None => None,
+        };
+        if !crate::net::offload::cached_opens() {
+            return Err(());
+        }
+        let flags = libc::O_PATH | libc::O_CLOEXEC;
+        match sys::open_beneath(dir, &self.path, flags, libc::RESOLVE_CACHED) {
+            Ok(fd) => Ok(sys::fstat(fd.as_fd()).ok().map(|st| Identity::of(&st))),
+            Err(e) if matches!(e.raw_os_error(), Some(libc::EAGAIN | libc::EINVAL)) => Err(()),
+            Err(_) => Ok(None),
+        }
+    }
+
+    /// On a file I/O thread: the identity of what the path names now, `None` when it is gone.
+    pub fn run(self) -> Option<Identity> {
+        let root = match self.root {
+            Some((path, fd)) => Some(super::root_or_open(fd, &path).ok()?),
+            None => None,
+        };
+        let st = sys::stat_at(root.as_ref().map(|fd| fd.as_fd()), &self.path).ok()?;
+        Some(Identity::of(&st))
+    }
 }
 
 /// Whether a file just opened is one for the cache: small enough, not the index served for a
@@ -180,19 +266,31 @@ pub struct Read {
     pub body: Vec<u8>,
     /// Taken before the read: a change in the same tick as any part of it counts as racy.
     pub at: SystemTime,
+    /// When the read started, to order two reads of one file (see [`fill`]).
+    started: Instant,
+    /// `fstat` of the file after the read: unchanged from the open's, the read is whole. Taken
+    /// where the read ran (on a file I/O thread, for a file system that may make it wait).
+    after: libc::stat,
 }
 
 /// Reads all of a file of `len` bytes for the cache. `Wait::Never` reads only what the page
 /// cache holds and answers `Err(true)` when the disk would be needed; `Err(false)`: an error or
 /// a short file (sent by `sendfile` instead).
 pub fn read(fd: &OwnedFd, len: u64, wait: Wait) -> Result<Read, bool> {
-    let at = SystemTime::now();
+    let (at, started) = (SystemTime::now(), Instant::now());
     let body = read_whole(fd, len, wait)?;
-    Ok(Read { body, at })
+    let after = super::stat(fd).map_err(|_| false)?;
+    Ok(Read {
+        body,
+        at,
+        started,
+        after,
+    })
 }
 
 /// Puts a file just opened for `key` and read whole into the cache, when it is unchanged by the
-/// time it was read; `None` leaves it to `sendfile`.
+/// time it was read and has room (or a newer read of it is there already); `None` (changed
+/// while read) leaves it to `sendfile`.
 pub fn fill(
     state: &super::FilesState,
     key: Key<'_>,
@@ -204,7 +302,7 @@ pub fn fill(
 ) -> Option<Rc<Cached>> {
     let len = opened.meta.len;
     let identity = Identity::of(&opened.st);
-    if read.body.len() as u64 != len || Identity::of(&super::stat(&opened.fd).ok()?) != identity {
+    if read.body.len() as u64 != len || Identity::of(&read.after) != identity {
         return None;
     }
     let entry = Rc::new(Cached {
@@ -214,10 +312,18 @@ pub fn fill(
         checked: Cell::new(now),
         used: Cell::new(now),
         expires: racy(&opened.st, read.at).then(|| now + RACY),
+        read: read.started,
     });
     let mut cache = state.cache.borrow_mut();
-    if !cache.make_room(len, config.size, now, stats) {
-        return None;
+    // Two requests that missed together read the file on two threads: the read that started
+    // last is the newer file, whichever finished last. This one serves its request either way.
+    let newer = cache
+        .roots
+        .get(key.root)
+        .and_then(|files| files.get(key.relative))
+        .is_some_and(|e| e.read > entry.read);
+    if newer || !cache.make_room(len, config.size, now, stats) {
+        return Some(entry);
     }
     cache.insert(key, entry.clone(), stats);
     Some(entry)
@@ -344,7 +450,7 @@ impl Cache {
 
 /// What says a file is unchanged: the same inode, size, modification and change times.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-struct Identity {
+pub struct Identity {
     dev: u64,
     ino: u64,
     size: i64,
@@ -362,19 +468,6 @@ impl Identity {
             ctime: (st.st_ctime, st.st_ctime_nsec),
         }
     }
-}
-
-/// The identity of what `path` names now, under the route's root; `None` when it is gone.
-fn current_identity(state: &super::FilesState, key: &Key<'_>, path: &CString) -> Option<Identity> {
-    let root = if key.in_dir {
-        // A root that is not in the dentry cache any more: the entry goes, and the request
-        // opens the file on a file I/O thread.
-        Some(state.root_dir(key.root, Wait::Never).ok()?)
-    } else {
-        None
-    };
-    let st = sys::stat_at(root.as_ref().map(|fd| fd.as_fd()), path).ok()?;
-    Some(Identity::of(&st))
 }
 
 /// Reads all `len` bytes of a file from offset 0; `Err(false)` on an error or a short file,
@@ -423,6 +516,7 @@ mod tests {
             checked: Cell::new(used),
             used: Cell::new(used),
             expires: None,
+            read: used,
         })
     }
 
@@ -660,8 +754,9 @@ mod tests {
             now + Duration::from_millis(10),
             &stats,
         );
-        assert!(hit.is_some_and(|h| Rc::ptr_eq(&h, &entry)));
-        assert!(lookup(&state, &key, &config, now + RACY, &stats).is_none());
+        assert!(matches!(hit, Lookup::Hit(h) if Rc::ptr_eq(&h, &entry)));
+        let over = lookup(&state, &key, &config, now + RACY, &stats);
+        assert!(matches!(over, Lookup::Miss));
         assert_eq!(stats.file_cache_hits.load(Ordering::Relaxed), 1);
         assert_eq!(stats.file_cache_misses.load(Ordering::Relaxed), 1);
         assert_eq!(
@@ -669,6 +764,89 @@ mod tests {
             1,
             "only sub/index.html"
         );
+    }
+
+    /// An entry due for its check is handed out for it; the check keeps it while the path
+    /// names the same file and drops it when the file is replaced.
+    #[test]
+    fn a_due_check_confirms_or_drops_the_entry() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("f.txt"), "one").unwrap();
+        let stats = WorkerStats::default();
+        let state = super::super::FilesState::default();
+        // Checks due after 100 ms: both below fall within the file's racy window.
+        let config = FileCache {
+            valid: Duration::from_millis(100),
+            ..FileCache::default()
+        };
+        let t = Target::InDir {
+            root: dir.path(),
+            relative: "f.txt".to_string(),
+        };
+        let key = Key::of(&t).unwrap();
+        let opened = super::super::open(&state, &t, "index.html", Wait::Allowed).unwrap();
+        let read = read(&opened.fd, opened.meta.len, Wait::Allowed).unwrap();
+        let now = Instant::now();
+        assert!(fill(
+            &state,
+            Key::of(&t).unwrap(),
+            &opened,
+            read,
+            &config,
+            now,
+            &stats
+        )
+        .is_some());
+        let later = now + config.valid;
+        let Lookup::Check(due) = lookup(&state, &key, &config, later, &stats) else {
+            panic!("the check is due");
+        };
+        let check = Check::of(&state, &key, &due);
+        let now_there = check.run_cached().unwrap_or_else(|()| check.run());
+        assert!(now_there.is_some());
+        let kept = confirm(&state, &key, due, now_there, later, &stats);
+        assert!(kept.is_some());
+        assert!(matches!(
+            lookup(&state, &key, &config, later, &stats),
+            Lookup::Hit(_)
+        ));
+        // Replaced by a rename: another inode at the path.
+        std::fs::write(dir.path().join("g.txt"), "two").unwrap();
+        std::fs::rename(dir.path().join("g.txt"), dir.path().join("f.txt")).unwrap();
+        let much_later = later + config.valid;
+        let Lookup::Check(due) = lookup(&state, &key, &config, much_later, &stats) else {
+            panic!("the check is due again");
+        };
+        let now_there = Check::of(&state, &key, &due).run();
+        assert!(confirm(&state, &key, due, now_there, much_later, &stats).is_none());
+        assert!(matches!(
+            lookup(&state, &key, &config, much_later, &stats),
+            Lookup::Miss
+        ));
+    }
+
+    /// Two reads of one file that finish out of order: the one that started last stays cached.
+    #[test]
+    fn an_older_read_does_not_replace_a_newer_one() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("f.txt"), "same").unwrap();
+        let stats = WorkerStats::default();
+        let state = super::super::FilesState::default();
+        let config = FileCache::default();
+        let t = Target::InDir {
+            root: dir.path(),
+            relative: "f.txt".to_string(),
+        };
+        let opened = super::super::open(&state, &t, "index.html", Wait::Allowed).unwrap();
+        let older = read(&opened.fd, opened.meta.len, Wait::Allowed).unwrap();
+        let newer = read(&opened.fd, opened.meta.len, Wait::Allowed).unwrap();
+        assert!(newer.started >= older.started);
+        let now = Instant::now();
+        let key = || Key::of(&t).unwrap();
+        let first = fill(&state, key(), &opened, newer, &config, now, &stats).unwrap();
+        let second = fill(&state, key(), &opened, older, &config, now, &stats).unwrap();
+        let cached = state.cache.borrow().roots[dir.path()]["f.txt"].clone();
+        assert!(Rc::ptr_eq(&cached, &first) && !Rc::ptr_eq(&cached, &second));
     }
 
     #[test]

@@ -17,7 +17,6 @@
 
 mod autoindex;
 mod cache;
-pub mod offload;
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -36,7 +35,7 @@ use crate::http::request::RequestHead;
 use crate::http::response::ResponseHead;
 use crate::http::Method;
 use crate::metrics::WorkerStats;
-use crate::net::sys;
+use crate::net::{offload, sys};
 pub use crate::preload::{content_type, FileMeta, MemFile, MemoryFiles};
 use crate::route::{Matched, Target};
 
@@ -148,16 +147,18 @@ pub async fn serve(
     let first = s.send(ds, &target).await;
     // A directory without its index file: named without a trailing slash (the index was
     // looked for below it), or with one (the index was the target).
-    let no_index =
-        |e: &Error| e.kind == ErrorKind::NotFound && (e.detail == NO_INDEX || s.names_a_dir());
-    if site.autoindex && first.as_ref().is_err_and(no_index) {
+    let not_found = first.as_ref().is_err_and(|e| e.kind == ErrorKind::NotFound);
+    let no_index = first.as_ref().is_err_and(|e| e.detail == NO_INDEX);
+    let wants_dir = not_found && (site.autoindex || (site.fallback.is_some() && !no_index));
+    let names_a_dir = wants_dir && !no_index && s.names_a_dir().await;
+    if site.autoindex && not_found && (no_index || names_a_dir) {
         return s.listing(ds).await;
     }
     let (Some(fallback), Target::InDir { root, .. }) = (&site.fallback, &target) else {
         return first;
     };
     match first {
-        Err(e) if e.kind == ErrorKind::NotFound && e.detail != NO_INDEX && !s.names_a_dir() => {
+        Err(e) if e.kind == ErrorKind::NotFound && e.detail != NO_INDEX && !names_a_dir => {
             let fallback = Target::InDir {
                 root,
                 relative: fallback.clone(),
@@ -263,12 +264,35 @@ impl Serving<'_> {
             },
             None => meta.clone(),
         };
-        let cache = self
+        let now = Instant::now();
+        let key = self
             .file_cache
             .enabled()
-            .then(|| (cache::Key::of(target), Instant::now()));
-        if let Some((Some(key), now)) = &cache {
-            if let Some(hit) = cache::lookup(self.state, key, self.file_cache, *now, self.stats) {
+            .then(|| cache::Key::of(target))
+            .flatten();
+        // Whether the target's file system is known to be local: then an open or a `stat` from
+        // the dentry cache reads no disk. A network or FUSE mount (or one not seen yet) may
+        // make any call wait: everything about its files happens on the file I/O threads.
+        let local = || {
+            target
+                .root()
+                .is_some_and(|root| self.state.local(root, now))
+        };
+        if let Some(key) = &key {
+            let entry = match cache::lookup(self.state, key, self.file_cache, now, self.stats) {
+                cache::Lookup::Hit(entry) => Some(entry),
+                cache::Lookup::Miss => None,
+                cache::Lookup::Check(entry) => {
+                    let check = cache::Check::of(self.state, key, &entry);
+                    let on_worker = local().then(|| check.run_cached()).and_then(Result::ok);
+                    let now_there = match on_worker {
+                        Some(identity) => identity,
+                        None => offload::run(move || check.run()).await?,
+                    };
+                    cache::confirm(self.state, key, entry, now_there, now, self.stats)
+                }
+            };
+            if let Some(hit) = entry {
                 let f = &hit.file;
                 return match variant {
                     None => {
@@ -285,15 +309,17 @@ impl Serving<'_> {
         // The open, and the read of a file for the cache, from the kernel's caches when they
         // can; what would wait for the disk goes to a file I/O thread (see [`offload`]).
         let index = &self.backend.index;
-        let keyed = matches!(cache, Some((Some(_), _)));
-        let now = cache.as_ref().map_or_else(Instant::now, |(_, now)| *now);
-        let cacheable = |o: &Opened| keyed && cache::wants(self.state, o, self.file_cache, now);
-        let (opened, read) = match open(self.state, target, index, Wait::Never) {
+        let cacheable =
+            |o: &Opened| key.is_some() && cache::wants(self.state, o, self.file_cache, now);
+        let on_worker = match local() {
+            true => open(self.state, target, index, Wait::Never),
+            false => Err(Error::internal(WOULD_BLOCK)),
+        };
+        let (opened, read) = match on_worker {
             Ok(opened) => {
                 let len = opened.meta.len;
                 match cacheable(&opened).then(|| cache::read(&opened.fd, len, Wait::Never)) {
                     Some(Err(true)) => {
-                        WorkerStats::bump(&self.stats.file_io_offloaded);
                         offload::run(move || {
                             let read = cache::read(&opened.fd, len, Wait::Allowed).ok();
                             (opened, read)
@@ -308,17 +334,21 @@ impl Serving<'_> {
                 let (index, config) = (index.clone(), *self.file_cache);
                 // Whether the cache could take the file (decided here: the cache is this
                 // thread's); its size and kind are checked there.
-                let admit = keyed && cache::may_want(self.state, &config, now);
-                WorkerStats::bump(&self.stats.file_io_offloaded);
-                offload::run(move || {
+                let admit = key.is_some() && cache::may_want(self.state, &config, now);
+                let (opened, read, remote) = offload::run(move || {
                     let opened = cold.open(&index)?;
+                    let remote = sys::remote_fs(opened.fd.as_fd());
                     let small = opened.meta.len <= config.max_file_size.min(config.size);
                     let read = (admit && small && !opened.via_index)
                         .then(|| cache::read(&opened.fd, opened.meta.len, Wait::Allowed).ok())
                         .flatten();
-                    Ok::<_, Error>((opened, read))
+                    Ok::<_, Error>((opened, read, remote))
                 })
-                .await??
+                .await??;
+                if let Some(root) = target.root() {
+                    self.state.learn(root, !remote, now);
+                }
+                (opened, read)
             }
             Err(e) => return Err(e),
         };
@@ -326,7 +356,7 @@ impl Serving<'_> {
         if variant.is_some() && opened.via_index {
             return Err(Error::not_found());
         }
-        if let (Some((Some(key), now)), Some(read)) = (cache, read) {
+        if let (Some(key), Some(read)) = (key, read) {
             let filled = cache::fill(
                 self.state,
                 key,
@@ -396,7 +426,7 @@ impl Serving<'_> {
     }
 
     /// Whether the request named a directory (`/app/`) that exists: a fallback is not for it.
-    fn names_a_dir(&self) -> bool {
+    async fn names_a_dir(&self) -> bool {
         let rel = self.m.relative;
         if !(rel.is_empty() || rel.ends_with('/')) {
             return false;
@@ -408,12 +438,28 @@ impl Serving<'_> {
             }
             (None, Target::InDir { root, .. }) => {
                 let dir = if dir.is_empty() { "." } else { dir };
-                // The open that found no index has just walked this path: it is cached.
-                self.state
-                    .root_dir(root, Wait::Allowed)
-                    .and_then(|root| open_contained(&root, dir, Wait::Allowed))
-                    .and_then(|fd| stat(&fd))
-                    .is_ok_and(|st| st.st_mode & libc::S_IFMT == libc::S_IFDIR)
+                let is_dir = |root: &OwnedFd, dir: &str, wait| {
+                    open_contained(root, dir, wait)
+                        .and_then(|fd| stat(&fd))
+                        .map(|st| st.st_mode & libc::S_IFMT == libc::S_IFDIR)
+                };
+                // The open that found no index has just walked this path: on a local file
+                // system it is in the dentry cache. Elsewhere (or if not), a thread looks.
+                let known = self.state.root_dir(root, Wait::Never).ok();
+                if self.state.local(root, Instant::now()) {
+                    if let Some(fd) = &known {
+                        match is_dir(fd, dir, Wait::Never) {
+                            Err(e) if would_block(&e) => {}
+                            found => return found.unwrap_or(false),
+                        }
+                    }
+                }
+                let (root, dir) = (root.to_path_buf(), dir.to_string());
+                let found = offload::run(move || {
+                    is_dir(&*root_or_open(known, &root)?, &dir, Wait::Allowed)
+                })
+                .await;
+                found.is_ok_and(|r| r.unwrap_or(false))
             }
             (None, _) => false,
         }
@@ -711,15 +757,42 @@ fn regular_meta(st: &libc::stat, name: &Path) -> Result<FileMeta, Error> {
 /// release, say) keeps being served from the old directory.
 const ROOT_FD_TTL: Duration = Duration::from_secs(1);
 
+/// How long a worker trusts what it learnt of the file system a route's root is on (local, or
+/// a network or FUSE mount): a mount made over a docroot is seen within this long.
+const MOUNT_TTL: Duration = Duration::from_secs(60);
+
 /// One worker's state of the File backend (see [`crate::server::WorkerCtx`]): its file cache,
-/// and its route roots opened with `O_PATH`, with when.
+/// its route roots opened with `O_PATH`, with when, and which roots are on a local file system.
 #[derive(Default)]
 pub struct FilesState {
     cache: RefCell<cache::Cache>,
     roots: RefCell<HashMap<PathBuf, (Arc<OwnedFd>, Instant)>>,
+    local: RefCell<HashMap<PathBuf, (bool, Instant)>>,
 }
 
 impl FilesState {
+    /// Whether `root` (a route's root or file) is known to be on a local file system, where an
+    /// open from the dentry cache and a `stat` of a file in it read no disk. Not known yet (or
+    /// not lately): the request's open goes to a file I/O thread, which finds out.
+    fn local(&self, root: &Path, now: Instant) -> bool {
+        self.local
+            .borrow()
+            .get(root)
+            .is_some_and(|&(local, at)| local && now.saturating_duration_since(at) < MOUNT_TTL)
+    }
+
+    /// What a file I/O thread found of `root`'s file system.
+    fn learn(&self, root: &Path, local: bool, now: Instant) {
+        let mut map = self.local.borrow_mut();
+        if let Some(known) = map.get_mut(root) {
+            *known = (local, now);
+            return;
+        }
+        // Roots of routes that no longer exist expire here instead of piling up.
+        map.retain(|_, (_, at)| now.saturating_duration_since(*at) < MOUNT_TTL);
+        map.insert(root.to_path_buf(), (local, now));
+    }
+
     /// The directory descriptor of a route's root, from the short-lived cache.
     fn root_dir(&self, root: &Path, wait: Wait) -> Result<Arc<OwnedFd>, Error> {
         let now = Instant::now();
@@ -792,12 +865,9 @@ fn open_cached(
     }
     match sys::open_beneath(dir, path, flags, resolve | libc::RESOLVE_CACHED) {
         Ok(fd) => Ok(fd),
-        // A kernel before 5.12 (EINVAL: an unknown flag) or without openat2 (ENOSYS): every
-        // open goes to the threads from now on.
-        Err(e) if matches!(e.raw_os_error(), Some(libc::EINVAL) | Some(libc::ENOSYS)) => {
-            offload::no_cached_opens();
-            Err(Error::internal(WOULD_BLOCK))
-        }
+        // The kernel takes the flag (asked at start-up), so an `EINVAL` is this path's (a name
+        // the file system cannot hold): the thread's open, without the flag, says what it is.
+        Err(e) if e.raw_os_error() == Some(libc::EINVAL) => Err(Error::internal(WOULD_BLOCK)),
         Err(e) => Err(open_error(e)),
     }
 }

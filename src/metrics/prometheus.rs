@@ -347,7 +347,7 @@ impl Collector for StatsCollector {
         Self::counter(
             &mut e,
             "file_io_offloaded",
-            "Requests whose file open or read would have waited for the disk, done on a file I/O thread.",
+            "File opens, reads, sends and cache checks that would have waited for the disk, done on a file I/O thread.",
             &[(none(), cache.offloaded)],
         )?;
         Self::http2(&mut e, &s.http2)?;

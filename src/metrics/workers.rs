@@ -33,9 +33,6 @@ pub struct WorkerStats {
     /// Files and bytes in this worker's file cache.
     pub file_cache_files: AtomicU64,
     pub file_cache_bytes: AtomicU64,
-    /// Requests whose file open or cache read would have waited for the disk, done on a file
-    /// I/O thread instead.
-    pub file_io_offloaded: AtomicU64,
     /// Open HTTP/2 client connections, and those since start.
     pub h2_connections: AtomicU64,
     pub h2_accepted: AtomicU64,

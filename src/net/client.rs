@@ -12,6 +12,7 @@ use std::time::Duration;
 use monoio::net::TcpStream;
 use rustls::ServerConnection;
 
+use super::disk;
 use super::io::{self, RecvError};
 use crate::error::{Error, ErrorKind};
 
@@ -150,7 +151,8 @@ impl ClientStream {
     /// Sends a response `head` and then `len` bytes of the file `fd` from `offset`:
     /// `sendfile(2)` on a plain or kTLS socket (the head with `MSG_MORE` on a plain one),
     /// `pread(2)` and encryption over userspace TLS, where the head shares the first record
-    /// with the file's first bytes — one record and one send for a small file.
+    /// with the file's first bytes — one record and one send for a small file. Either way the
+    /// disk is read off the worker ([`disk`]).
     pub async fn send_head_and_file(
         &mut self,
         head: &[u8],
@@ -160,7 +162,7 @@ impl ClientStream {
     ) -> Result<(), Error> {
         let Layer::Rustls(session) = &mut self.layer else {
             self.send(head, true).await?;
-            return io::sendfile_all(&self.tcp, fd, offset, len, &mut self.meter.sent).await;
+            return disk::sendfile_all(&self.tcp, fd, offset, len, &mut self.meter.sent).await;
         };
         let mut out = Vec::with_capacity(TLS_FILE_PIECE.min(head.len() + len as usize));
         out.extend_from_slice(head);
@@ -168,32 +170,13 @@ impl ClientStream {
         while at < end {
             let room = TLS_FILE_PIECE.saturating_sub(out.len()).max(1024);
             let want = ((end - at) as usize).min(room);
-            let filled = out.len();
-            out.resize(filled + want, 0);
-            // SAFETY: pread writes at most `want` bytes into the live buffer past `filled`.
-            let n = unsafe {
-                libc::pread(
-                    fd,
-                    out[filled..].as_mut_ptr().cast(),
-                    want,
-                    at as libc::off_t,
-                )
-            };
-            if n < 0 {
-                let e = std::io::Error::last_os_error();
-                out.truncate(filled);
-                if e.kind() == std::io::ErrorKind::Interrupted {
-                    continue;
-                }
-                return Err(Error::internal(format!("reading the file: {e}")));
-            }
+            let n = disk::pread_append(fd, &mut out, want, at).await?;
             if n == 0 {
                 return Err(Error::client(
                     ErrorKind::ClientGone,
                     "file shrank while it was being sent",
                 ));
             }
-            out.truncate(filled + n as usize);
             super::tls::send_all(&self.tcp, session, &out).await?;
             self.meter.sent += out.len() as u64;
             out.clear();

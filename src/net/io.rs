@@ -1,9 +1,9 @@
-//! Raw, non-blocking socket writes for the connection loop: `send(2)` and `sendfile(2)` on the
-//! socket's descriptor, awaiting writability through the runtime when the socket is full.
+//! Raw, non-blocking socket writes for the connection loop: `send(2)` on the socket's
+//! descriptor, awaiting writability through the runtime when the socket is full.
 //!
 //! monoio has no sendfile op, so file bodies go out by `libc::sendfile` on the non-blocking
-//! socket; heads and in-memory bodies use `send(2)` with `MSG_MORE` when a body follows, so a
-//! small response leaves in one segment. A worker never blocks here: `EAGAIN` parks the task
+//! socket ([`super::disk`], which keeps the disk off the worker); heads and in-memory bodies use
+//! `send(2)` with `MSG_MORE` when a body follows, so a small response leaves in one segment. A worker never blocks here: `EAGAIN` parks the task
 //! on a readiness wait, bounded by the send timeout (a client that stops reading is dropped).
 
 use std::mem::MaybeUninit;
@@ -94,38 +94,6 @@ pub async fn send_all_counted(
             data = data.get(n as usize..).unwrap_or_default();
             *sent += n as u64;
             continue;
-        }
-        wait_writable(stream, std::io::Error::last_os_error()).await?;
-    }
-    Ok(())
-}
-
-/// Sends `len` bytes of `file` from `offset` with `sendfile(2)`, adding to `sent` what the
-/// socket took, also when it fails part-way.
-pub async fn sendfile_all(
-    stream: &TcpStream,
-    file: RawFd,
-    offset: u64,
-    len: u64,
-    sent: &mut u64,
-) -> Result<(), Error> {
-    let fd = stream.as_raw_fd();
-    let mut off = offset as libc::off_t;
-    let end = offset.saturating_add(len);
-    while (off as u64) < end {
-        let chunk = (end - off as u64).min(1 << 30) as usize;
-        // SAFETY: both descriptors are open for the duration of the call; `off` is a live i64.
-        let n = unsafe { libc::sendfile(fd, file, &mut off, chunk) };
-        if n > 0 {
-            *sent += n as u64;
-            continue;
-        }
-        if n == 0 {
-            // The file shrank under us: the response cannot be completed as announced.
-            return Err(Error::client(
-                ErrorKind::ClientGone,
-                "file shrank while it was being sent",
-            ));
         }
         wait_writable(stream, std::io::Error::last_os_error()).await?;
     }

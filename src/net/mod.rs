@@ -3,8 +3,10 @@
 //! - [`client`]: an accepted client connection — plain, rustls, or kernel TLS — and the meter
 //!   of what its current response sent.
 //! - [`upstream`]: a connection to an upstream, plain or rustls client side.
-//! - [`io`]: non-blocking `send`/`recv`/`sendfile` with readiness waits (a worker never
-//!   blocks); [`tls`]: a rustls session driven the same way.
+//! - [`io`]: non-blocking `send`/`recv` with readiness waits (a worker never blocks); [`tls`]:
+//!   a rustls session driven the same way.
+//! - [`disk`]: file bodies by `sendfile`/`pread`, the pieces that need the disk sent from the
+//!   file I/O threads of [`offload`], where the file backend's opens that would wait go too.
 //! - [`splice`]: upstream → pipe → client without copying; [`tunnel`]: the two-way byte copy
 //!   after a `101`.
 //! - [`buffers`]: each worker's pool of read buffers; [`proxy_header`]: the PROXY protocol
@@ -17,8 +19,10 @@
 
 pub mod buffers;
 pub mod client;
+pub mod disk;
 pub mod h2io;
 pub mod io;
+pub mod offload;
 pub mod proxy_header;
 pub mod splice;
 pub mod sys;

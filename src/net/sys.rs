@@ -228,6 +228,35 @@ pub fn readlink(path: &CStr, buf: &mut [u8]) -> io::Result<usize> {
     Ok(check(n as libc::c_long)? as usize)
 }
 
+/// Whether `fd`'s file is on a network or FUSE file system (`fstatfs(2)`), where an open or a
+/// `stat` may wait for a server: NFS, SMB/CIFS, Ceph, 9P, AFS, Coda, Lustre, GlusterFS and any
+/// FUSE file system (sshfs, s3fs, ntfs-3g…). Unknown (the call failed): treated as one.
+pub fn remote_fs(fd: BorrowedFd<'_>) -> bool {
+    const REMOTE: &[i64] = &[
+        0x6573_5546, // FUSE (and fuseblk)
+        0x6969,      // NFS
+        0x517B,      // SMB
+        0xFE53_4D42, // SMB2
+        0xFF53_4D42, // CIFS
+        0x00C3_6400, // Ceph
+        0x0102_1997, // 9P
+        0x5346_414F, // AFS
+        0x6B41_4653, // kAFS
+        0x7375_7245, // Coda
+        0x0BD0_0BD0, // Lustre
+        0x1366_1366, // OrangeFS
+        0x0116_1970, // GFS2
+        0x7461_636F, // OCFS2
+    ];
+    // SAFETY: an all-zero statfs is valid for fstatfs to fill.
+    let mut fs: libc::statfs = unsafe { std::mem::zeroed() };
+    // SAFETY: `fs` is a live statfs the kernel fills.
+    if unsafe { libc::fstatfs(fd.as_raw_fd(), &mut fs) } != 0 {
+        return true;
+    }
+    REMOTE.contains(&(fs.f_type as i64))
+}
+
 /// `pread(2)` of up to `want` bytes at `offset`, appended to `buf` (in its spare room):
 /// the count read, 0 at the end of the file.
 pub fn pread_append(

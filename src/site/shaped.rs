@@ -1,7 +1,5 @@
 //! [`Shaped`]: a route's response rules between a backend and the client's protocol.
 
-use std::os::fd::BorrowedFd;
-
 use monoio::net::TcpStream;
 
 use super::{Encoder, Site};
@@ -116,14 +114,13 @@ impl<'a, D: Downstream> Shaped<'a, D> {
         while done < len {
             buf.clear();
             let want = (len - done).min(FILE_STEP) as usize;
-            // SAFETY: `fd` is the open file of `Body::File`, which the backend keeps open
-            // until `respond` returns.
-            let file = unsafe { BorrowedFd::borrow_raw(fd) };
-            let read = crate::net::sys::pread_append(file, &mut buf, want, offset + done);
+            // `fd` is the open file of `Body::File`, which the backend keeps open until
+            // `respond` returns.
+            let read = crate::net::disk::pread_append(fd, &mut buf, want, offset + done).await;
             let n = match read {
                 Ok(n) if n > 0 => n,
                 Ok(_) => return Err(self.cut("the file shrank while it was compressed".into())),
-                Err(err) => return Err(self.cut(format!("reading a file to compress: {err}"))),
+                Err(err) => return Err(self.cut(err.detail.to_string())),
             };
             done += n as u64;
             if let Err(err) = e.write(&buf, false) {

@@ -276,10 +276,11 @@ fn uring_runtime(
     build(true).or_else(|_| build(false))
 }
 
-/// The file I/O threads the daemon started (see [`crate::files::offload`]); the default
-/// number when nothing started them (a worker outside the daemon's start-up).
-fn file_io_threads() -> std::io::Result<crate::files::offload::Threads> {
-    crate::files::offload::start(crate::config::defaults::FILE_IO_THREADS)
+/// The file I/O threads the daemon started (see [`crate::net::offload`]); the defaults when
+/// nothing started them (a worker outside the daemon's start-up).
+fn file_io_threads() -> std::io::Result<crate::net::offload::Threads> {
+    use crate::config::defaults::{FILE_IO_THREADS, FILE_IO_TIMEOUT};
+    crate::net::offload::start(FILE_IO_THREADS, FILE_IO_TIMEOUT)
 }
 
 async fn worker_main(start: Start, driver: &'static str) {

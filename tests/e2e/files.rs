@@ -383,6 +383,7 @@ file_cache_valid_ms = 600000
 }
 
 crate::both_drivers!(
+    a_hung_disk_gets_503_after_the_file_io_timeout,
     cached_a_slow_disk_does_not_stall_the_worker,
     uncached_a_slow_disk_does_not_stall_the_worker,
     uncached_validators_and_conditionals,
@@ -405,13 +406,13 @@ crate::both_drivers!(
 
 /// A slow disk (`slowfs.py`, a FUSE file system whose every lookup and read waits), mounted
 /// for one test and unmounted when dropped.
-struct SlowDisk {
+pub struct SlowDisk {
     dir: tempfile::TempDir,
     child: std::process::Child,
 }
 
 impl SlowDisk {
-    fn mount(delay_secs: f64) -> Self {
+    pub fn mount(delay_secs: f64) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let script =
             std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/e2e/slowfs.py");
@@ -447,7 +448,7 @@ impl SlowDisk {
         disk
     }
 
-    fn path(&self) -> &std::path::Path {
+    pub fn path(&self) -> &std::path::Path {
         self.dir.path()
     }
 }
@@ -463,16 +464,19 @@ impl Drop for SlowDisk {
     }
 }
 
-/// A file on a slow disk does not stall the worker: its open (and read) wait on a file I/O
-/// thread while the one worker goes on answering other requests at once.
+/// A file on a slow disk does not stall the worker: its open, reads, sends and the cache's
+/// checks of it wait on a file I/O thread while the one worker goes on answering other
+/// requests at once — from the first request until the slow answer has come, and again when the
+/// cached copy is due for its check.
 fn a_slow_disk_does_not_stall_the_worker(d: Driver, mode: &str) {
     use std::time::{Duration, Instant};
     let disk = SlowDisk::mount(0.4);
     let site = Site::new();
     site.file("fast.txt", "fast\n");
     let performance = match mode {
+        // Nothing cached: the file goes out by sendfile.
         "uncached" => "[performance]\nfile_cache_max_file_size = 0\n\n",
-        _ => "",
+        _ => "[performance]\nfile_cache_valid_ms = 100\n\n",
     };
     let s = Server::start(
         d,
@@ -487,34 +491,86 @@ path = "{slow}"
             slow = disk.path().display()
         ),
     );
-    let mut slow = s.connect();
-    let asked = Instant::now();
-    slow.send(b"GET /slow/slow7.txt HTTP/1.1\r\nHost: h.test\r\n\r\n");
-    std::thread::sleep(Duration::from_millis(100));
-    // Ten requests for a file on the fast disk, one after the other, while the slow one waits.
-    for _ in 0..10 {
-        let at = Instant::now();
-        let r = s.get("h.test", "/fast.txt");
-        assert_eq!((r.status, r.text().as_str()), (200, "fast\n"));
+    // Twice: the first time cold; the second, after the cache's check is due (or, uncached,
+    // through the same open and send again).
+    for round in 0..2 {
+        let mut slow = s.connect();
+        let asked = Instant::now();
+        slow.send(b"GET /slow/slow7.txt HTTP/1.1\r\nHost: h.test\r\n\r\n");
+        let (tx, rx) = std::sync::mpsc::channel();
+        let reader = std::thread::spawn(move || {
+            let r = slow.response(false);
+            let _ = tx.send(());
+            r
+        });
+        // Requests for a file on the fast disk, one after the other, for as long as the slow
+        // one waits: every one answered at once.
+        let mut fast = 0;
+        while rx.try_recv().is_err() {
+            let at = Instant::now();
+            let r = s.get("h.test", "/fast.txt");
+            assert_eq!((r.status, r.text().as_str()), (200, "fast\n"));
+            assert!(
+                at.elapsed() < Duration::from_millis(300),
+                "round {round}: a request for a fast file waited {:?} behind a slow disk",
+                at.elapsed()
+            );
+            fast += 1;
+            assert!(
+                asked.elapsed() < Duration::from_secs(20),
+                "the slow file never came"
+            );
+        }
+        let r = reader.join().unwrap();
+        assert_eq!((r.status, r.text().as_str()), (200, "slow file 7\n"));
         assert!(
-            at.elapsed() < Duration::from_millis(300),
-            "a request for a fast file waited {:?} behind a slow disk",
-            at.elapsed()
+            fast >= 3 && asked.elapsed() > Duration::from_millis(400),
+            "round {round}: the slow file came after {:?} ({fast} fast requests meanwhile): \
+             the disk was not slow",
+            asked.elapsed()
         );
+        std::thread::sleep(Duration::from_millis(150));
     }
-    let fast_done = asked.elapsed();
-    let r = slow.response(false);
-    assert_eq!((r.status, r.text().as_str()), (200, "slow file 7\n"));
-    assert!(
-        asked.elapsed() > fast_done,
-        "the slow file came before the fast ones: the disk was not slow"
-    );
     let st = s.proxyctl_json(&["stats"]);
     assert!(
-        st["file_cache"]["offloaded"].as_u64() >= Some(1),
+        st["file_cache"]["offloaded"].as_u64() >= Some(2),
         "{}",
         st["file_cache"]
     );
+}
+
+/// A disk that does not answer in `file_io_timeout_ms` gets its request a 503, and the worker
+/// goes on serving (the thread that waits for it stays taken until the disk answers).
+fn a_hung_disk_gets_503_after_the_file_io_timeout(d: Driver) {
+    use std::time::{Duration, Instant};
+    let disk = SlowDisk::mount(3.0);
+    let site = Site::new();
+    site.file("fast.txt", "fast\n");
+    let s = Server::start(
+        d,
+        &site,
+        &format!(
+            r#"[performance]
+file_io_timeout_ms = 300
+
+[path_routes."h.test"."/"]
+path = "{{site}}"
+
+[path_routes."h.test"."/slow/"]
+path = "{slow}"
+"#,
+            slow = disk.path().display()
+        ),
+    );
+    let asked = Instant::now();
+    let r = s.get("h.test", "/slow/slow3.txt");
+    let waited = asked.elapsed();
+    assert_eq!(r.status, 503, "{}", r.text());
+    assert!(
+        waited >= Duration::from_millis(300) && waited < Duration::from_millis(2500),
+        "503 after {waited:?}"
+    );
+    assert_eq!(s.get("h.test", "/fast.txt").text(), "fast\n");
 }
 
 fn cached_a_slow_disk_does_not_stall_the_worker(d: Driver) {

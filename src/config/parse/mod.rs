@@ -132,6 +132,7 @@ const PERFORMANCE_KEYS: &[&str] = &[
     "reuseport_balancing",
     "huge_pages_enabled",
     "file_io_threads",
+    "file_io_timeout_ms",
     "file_cache_max_file_size",
     "file_cache_size",
     "file_cache_valid_ms",
@@ -416,6 +417,7 @@ impl Walker<'_> {
             reuseport_balancing: ReuseportBalancing::Kernel,
             huge_pages_enabled: defaults::HUGE_PAGES_ENABLED,
             file_io_threads: defaults::FILE_IO_THREADS,
+            file_io_timeout: defaults::FILE_IO_TIMEOUT,
             file_cache: FileCache::default(),
         };
         if let Some(n) = self.section(root, "performance") {
@@ -430,6 +432,10 @@ impl Walker<'_> {
             self.set(&n, "file_io_threads", io_threads, |w, f| {
                 w.uint(f, 1, defaults::FILE_IO_THREADS_MAX)
                     .and_then(|v| usize::try_from(v).ok())
+            });
+            let io_timeout = &mut performance.file_io_timeout;
+            self.set(&n, "file_io_timeout_ms", io_timeout, |w, f| {
+                w.uint(f, 1, MAX_SECS * 1000).map(Duration::from_millis)
             });
             let cache = &mut performance.file_cache;
             self.set(
@@ -861,6 +867,7 @@ security = {{ max_request_body_size = 200, rate_limit_requests_per_min = 60 }}
         );
         assert!(!c.performance.huge_pages_enabled);
         assert_eq!(c.performance.file_io_threads, 8);
+        assert_eq!(c.performance.file_io_timeout, Duration::from_secs(30));
         assert_eq!(c.performance.file_cache, FileCache::default());
         assert!(c.performance.file_cache.enabled());
         assert!(c.tls.is_none());
@@ -871,9 +878,10 @@ security = {{ max_request_body_size = 200, rate_limit_requests_per_min = 60 }}
     fn file_cache_keys() {
         let c = ok(&format!(
             "{SERVER}\n[performance]\nfile_cache_max_file_size = 4096\nfile_cache_size = 1048576\n\
-             file_cache_valid_ms = 0\nfile_io_threads = 32\n"
+             file_cache_valid_ms = 0\nfile_io_threads = 32\nfile_io_timeout_ms = 250\n"
         ));
         assert_eq!(c.performance.file_io_threads, 32);
+        assert_eq!(c.performance.file_io_timeout, Duration::from_millis(250));
         let cache = c.performance.file_cache;
         assert_eq!((cache.max_file_size, cache.size), (4096, 1 << 20));
         assert_eq!(cache.valid, Duration::ZERO);

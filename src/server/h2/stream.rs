@@ -382,26 +382,14 @@ impl H2Downstream {
         while at < end {
             let want = usize::try_from(end - at).unwrap_or(usize::MAX);
             let n = self.capacity(want).await?;
-            // Not zeroed first: pread fills what it reports, and only that becomes the piece.
-            let mut buf = BytesMut::with_capacity(n);
-            let spare = buf.spare_capacity_mut();
-            // SAFETY: pread writes at most `n` bytes into the buffer's spare capacity of at
-            // least `n` bytes.
-            let got = unsafe { libc::pread(fd, spare.as_mut_ptr().cast(), n, at as libc::off_t) };
-            if got < 0 {
-                let e = std::io::Error::last_os_error();
-                if e.kind() == std::io::ErrorKind::Interrupted {
-                    continue;
-                }
-                return Err(Error::internal(format!("reading the file: {e}")));
-            }
+            let mut buf = Vec::new();
+            let got = crate::net::disk::pread_append(fd, &mut buf, n, at).await?;
             if got == 0 {
                 return Err(Error::internal("the file shrank while it was being sent"));
             }
-            // SAFETY: pread initialised the first `got` bytes (0 < got <= n).
-            unsafe { buf.set_len(got as usize) };
             at += got as u64;
-            self.push(buf.freeze(), at >= end)?;
+            let buf = Bytes::from(buf);
+            self.push(buf, at >= end)?;
         }
         Ok(())
     }
