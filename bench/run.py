@@ -345,7 +345,11 @@ class Server:
     def __enter__(self):
         self.log = tempfile.TemporaryFile()
         self.proc = subprocess.Popen(self.cmd, stdout=self.log, stderr=self.log)
-        wait_port(self.port)
+        try:
+            wait_port(self.port)
+        except RuntimeError as e:
+            self.proc.kill()
+            raise RuntimeError(f"{self.name}: {e}; its output:\n{self.log_tail()}") from None
         # A moment for every worker to reach its accept loop (the connection above may have
         # been taken by a listener still starting up).
         time.sleep(0.3)

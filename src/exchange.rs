@@ -42,8 +42,14 @@ pub enum Body<'a> {
     Empty { length: Option<u64> },
     /// All of it, in memory.
     Bytes(&'a [u8]),
-    /// `len` bytes of the open file `fd` from `offset`.
-    File { fd: RawFd, offset: u64, len: u64 },
+    /// `len` bytes of the open file `fd` from `offset`; `remote`: the file is on a network or
+    /// FUSE mount (see [`crate::net::disk::Source`]).
+    File {
+        fd: RawFd,
+        offset: u64,
+        len: u64,
+        remote: bool,
+    },
     /// Streamed after the head with [`Downstream::send_data`] and ended with
     /// [`Downstream::end_body`]; `length` when it is known. `follows`: body bytes are at hand,
     /// so the head may wait a moment to leave with them.

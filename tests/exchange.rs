@@ -93,7 +93,9 @@ impl Downstream for Memory {
                 self.body.extend_from_slice(b);
                 ("bytes", Some(b.len() as u64))
             }
-            Body::File { fd, offset, len } => {
+            Body::File {
+                fd, offset, len, ..
+            } => {
                 // SAFETY: the backend's descriptor, open for this call; not closed here.
                 let file = ManuallyDrop::new(unsafe { std::fs::File::from_raw_fd(fd) });
                 let mut bytes = vec![0; len as usize];

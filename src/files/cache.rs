@@ -64,7 +64,7 @@ pub struct Cached {
     used: Cell<Instant>,
     /// For a file changed within [`RACY`] of its read: when the entry must be read again.
     expires: Option<Instant>,
-    /// When the read of the file started.
+    /// When the open of the file it was read from began.
     read: Instant,
 }
 
@@ -191,6 +191,48 @@ fn forget(state: &super::FilesState, key: &Key<'_>, stats: &WorkerStats) {
     WorkerStats::bump(&stats.file_cache_misses);
 }
 
+/// On a worker (a local file system): the identity of what `entry`'s path names now, from the
+/// dentry cache alone and without leaving the root's file system (`openat2(O_PATH,
+/// RESOLVE_CACHED | RESOLVE_NO_XDEV)` and `fstat`); `Err` when that cannot tell without the disk
+/// (or a mount below the root) — then a [`Check`] runs on a file I/O thread.
+pub fn check_cached(
+    state: &super::FilesState,
+    key: &Key<'_>,
+    entry: &Cached,
+) -> Result<Option<Identity>, ()> {
+    if !crate::net::offload::cached_opens() {
+        return Err(());
+    }
+    let root = match key.in_dir {
+        true => Some(state.root_dir(key.root, Wait::Never).map_err(|_| ())?),
+        false => None,
+    };
+    let flags = libc::O_PATH | libc::O_CLOEXEC;
+    let resolve = match root {
+        Some(_) => libc::RESOLVE_CACHED | libc::RESOLVE_NO_XDEV,
+        None => libc::RESOLVE_CACHED,
+    };
+    let dir = root.as_ref().map(|fd| fd.as_fd());
+    match sys::open_beneath(dir, &entry.path, flags, resolve) {
+        Ok(fd) => Ok(sys::fstat(fd.as_fd()).ok().map(|st| Identity::of(&st))),
+        Err(e)
+            if matches!(
+                e.raw_os_error(),
+                Some(libc::EAGAIN | libc::EINVAL | libc::EXDEV)
+            ) =>
+        {
+            Err(())
+        }
+        Err(_) => Ok(None),
+    }
+}
+
+/// Marks an entry as checked while its check runs on a file I/O thread: the requests for it
+/// meanwhile are served the entry instead of sending a check each.
+pub fn checking(entry: &Cached, now: Instant) {
+    entry.checked.set(now);
+}
+
 /// The check of a cached file: one `stat` of the path it was opened by, below the route root's
 /// descriptor. Owned, so that it can run on a file I/O thread.
 pub struct Check {
@@ -208,26 +250,6 @@ impl Check {
         Self {
             root,
             path: entry.path.clone(),
-        }
-    }
-
-    /// On a worker (a local file system): the identity of what the path names now, from the
-    /// dentry cache alone (`openat2(O_PATH, RESOLVE_CACHED)` and `fstat`); `Err` when the
-    /// lookup would read the disk — then [`run`](Self::run) it on a file I/O thread.
-    pub fn run_cached(&self) -> Result<Option<Identity>, ()> {
-        let dir = match &self.root {
-            Some((_, Some(fd))) => Some(fd.as_fd()),
-            Some((_, None)) => return Err(()),
-            None => None,
-        };
-        if !crate::net::offload::cached_opens() {
-            return Err(());
-        }
-        let flags = libc::O_PATH | libc::O_CLOEXEC;
-        match sys::open_beneath(dir, &self.path, flags, libc::RESOLVE_CACHED) {
-            Ok(fd) => Ok(sys::fstat(fd.as_fd()).ok().map(|st| Identity::of(&st))),
-            Err(e) if matches!(e.raw_os_error(), Some(libc::EAGAIN | libc::EINVAL)) => Err(()),
-            Err(_) => Ok(None),
         }
     }
 
@@ -266,8 +288,6 @@ pub struct Read {
     pub body: Vec<u8>,
     /// Taken before the read: a change in the same tick as any part of it counts as racy.
     pub at: SystemTime,
-    /// When the read started, to order two reads of one file (see [`fill`]).
-    started: Instant,
     /// `fstat` of the file after the read: unchanged from the open's, the read is whole. Taken
     /// where the read ran (on a file I/O thread, for a file system that may make it wait).
     after: libc::stat,
@@ -277,15 +297,10 @@ pub struct Read {
 /// cache holds and answers `Err(true)` when the disk would be needed; `Err(false)`: an error or
 /// a short file (sent by `sendfile` instead).
 pub fn read(fd: &OwnedFd, len: u64, wait: Wait) -> Result<Read, bool> {
-    let (at, started) = (SystemTime::now(), Instant::now());
+    let at = SystemTime::now();
     let body = read_whole(fd, len, wait)?;
     let after = super::stat(fd).map_err(|_| false)?;
-    Ok(Read {
-        body,
-        at,
-        started,
-        after,
-    })
+    Ok(Read { body, at, after })
 }
 
 /// Puts a file just opened for `key` and read whole into the cache, when it is unchanged by the
@@ -312,11 +327,11 @@ pub fn fill(
         checked: Cell::new(now),
         used: Cell::new(now),
         expires: racy(&opened.st, read.at).then(|| now + RACY),
-        read: read.started,
+        read: opened.at,
     });
     let mut cache = state.cache.borrow_mut();
-    // Two requests that missed together read the file on two threads: the read that started
-    // last is the newer file, whichever finished last. This one serves its request either way.
+    // Two requests that missed together open and read the file on two threads: the one opened
+    // last has the newer file, whichever finished last. This one serves its request either way.
     let newer = cache
         .roots
         .get(key.root)
@@ -801,8 +816,13 @@ mod tests {
         let Lookup::Check(due) = lookup(&state, &key, &config, later, &stats) else {
             panic!("the check is due");
         };
-        let check = Check::of(&state, &key, &due);
-        let now_there = check.run_cached().unwrap_or_else(|()| check.run());
+        let on_worker = check_cached(&state, &key, &due);
+        let now_there = Check::of(&state, &key, &due).run();
+        assert_eq!(
+            on_worker,
+            Ok(now_there),
+            "the worker's check and the thread's agree"
+        );
         assert!(now_there.is_some());
         let kept = confirm(&state, &key, due, now_there, later, &stats);
         assert!(kept.is_some());
@@ -818,6 +838,7 @@ mod tests {
             panic!("the check is due again");
         };
         let now_there = Check::of(&state, &key, &due).run();
+        assert_eq!(check_cached(&state, &key, &due), Ok(now_there));
         assert!(confirm(&state, &key, due, now_there, much_later, &stats).is_none());
         assert!(matches!(
             lookup(&state, &key, &config, much_later, &stats),
@@ -825,7 +846,8 @@ mod tests {
         ));
     }
 
-    /// Two reads of one file that finish out of order: the one that started last stays cached.
+    /// Two opens and reads of one file that finish out of order: the one opened last stays
+    /// cached.
     #[test]
     fn an_older_read_does_not_replace_a_newer_one() {
         let dir = tempfile::tempdir().unwrap();
@@ -837,14 +859,14 @@ mod tests {
             root: dir.path(),
             relative: "f.txt".to_string(),
         };
-        let opened = super::super::open(&state, &t, "index.html", Wait::Allowed).unwrap();
-        let older = read(&opened.fd, opened.meta.len, Wait::Allowed).unwrap();
-        let newer = read(&opened.fd, opened.meta.len, Wait::Allowed).unwrap();
-        assert!(newer.started >= older.started);
+        let open = || super::super::open(&state, &t, "index.html", Wait::Allowed).unwrap();
+        let (older, newer) = (open(), open());
+        assert!(newer.at > older.at);
+        let read = |o: &Opened| read(&o.fd, o.meta.len, Wait::Allowed).unwrap();
         let now = Instant::now();
         let key = || Key::of(&t).unwrap();
-        let first = fill(&state, key(), &opened, newer, &config, now, &stats).unwrap();
-        let second = fill(&state, key(), &opened, older, &config, now, &stats).unwrap();
+        let first = fill(&state, key(), &newer, read(&newer), &config, now, &stats).unwrap();
+        let second = fill(&state, key(), &older, read(&older), &config, now, &stats).unwrap();
         let cached = state.cache.borrow().roots[dir.path()]["f.txt"].clone();
         assert!(Rc::ptr_eq(&cached, &first) && !Rc::ptr_eq(&cached, &second));
     }

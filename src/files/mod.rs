@@ -283,11 +283,16 @@ impl Serving<'_> {
                 cache::Lookup::Hit(entry) => Some(entry),
                 cache::Lookup::Miss => None,
                 cache::Lookup::Check(entry) => {
-                    let check = cache::Check::of(self.state, key, &entry);
-                    let on_worker = local().then(|| check.run_cached()).and_then(Result::ok);
+                    let on_worker = local()
+                        .then(|| cache::check_cached(self.state, key, &entry))
+                        .and_then(Result::ok);
                     let now_there = match on_worker {
                         Some(identity) => identity,
-                        None => offload::run(move || check.run()).await?,
+                        None => {
+                            let check = cache::Check::of(self.state, key, &entry);
+                            cache::checking(&entry, now);
+                            offload::run(move || check.run()).await?
+                        }
                     };
                     cache::confirm(self.state, key, entry, now_there, now, self.stats)
                 }
@@ -335,18 +340,17 @@ impl Serving<'_> {
                 // Whether the cache could take the file (decided here: the cache is this
                 // thread's); its size and kind are checked there.
                 let admit = key.is_some() && cache::may_want(self.state, &config, now);
-                let (opened, read, remote) = offload::run(move || {
-                    let opened = cold.open(&index)?;
-                    let remote = sys::remote_fs(opened.fd.as_fd());
+                let (opened, read, root_local) = offload::run(move || {
+                    let (opened, root_local) = cold.open(&index)?;
                     let small = opened.meta.len <= config.max_file_size.min(config.size);
                     let read = (admit && small && !opened.via_index)
                         .then(|| cache::read(&opened.fd, opened.meta.len, Wait::Allowed).ok())
                         .flatten();
-                    Ok::<_, Error>((opened, read, remote))
+                    Ok::<_, Error>((opened, read, root_local))
                 })
                 .await??;
                 if let Some(root) = target.root() {
-                    self.state.learn(root, !remote, now);
+                    self.state.learn(root, root_local, now);
                 }
                 (opened, read)
             }
@@ -374,7 +378,7 @@ impl Serving<'_> {
             }
         }
         let meta = as_variant(&opened.meta);
-        send_file(ds, req, &opened.fd, &meta, self.status).await
+        send_file(ds, req, &opened, &meta, self.status).await
     }
 
     /// The listing of the directory the request named (`autoindex`); a path without its
@@ -484,7 +488,7 @@ fn plan_with(req: &RequestHead, meta: &FileMeta, status: Option<u16>) -> Result<
 async fn send_file(
     ds: &mut impl Downstream,
     req: &RequestHead,
-    fd: &OwnedFd,
+    file: &Opened,
     meta: &FileMeta,
     status: Option<u16>,
 ) -> Result<(), Error> {
@@ -492,9 +496,10 @@ async fn send_file(
     let head = response_head(&p, meta, None);
     let body = if p.body {
         Body::File {
-            fd: fd.as_raw_fd(),
+            fd: file.fd.as_raw_fd(),
             offset: p.offset,
             len: p.len,
+            remote: file.remote,
         }
     } else {
         no_body(&p)
@@ -628,6 +633,11 @@ struct Opened {
     meta: FileMeta,
     /// A directory was named (without its trailing slash) and its index opened instead.
     via_index: bool,
+    /// On a network or FUSE mount (found on a file I/O thread; a worker opens only on the
+    /// local file system of a root known to be on one).
+    remote: bool,
+    /// When the open began: of two opens of one file, the later one's bytes are the newer.
+    at: Instant,
 }
 
 /// Whether a call may wait for the disk. On a worker it may not: a call that would is refused
@@ -658,6 +668,7 @@ fn open(state: &FilesState, target: &Target<'_>, index: &str, wait: Wait) -> Res
 
 /// A file route's file.
 fn open_file(path: &Path, wait: Wait) -> Result<Opened, Error> {
+    let at = Instant::now();
     let fd = open_at(None, path.as_os_str().as_bytes(), false, wait)?;
     let st = stat(&fd)?;
     let meta = regular_meta(&st, path)?;
@@ -666,11 +677,14 @@ fn open_file(path: &Path, wait: Wait) -> Result<Opened, Error> {
         st,
         meta,
         via_index: false,
+        remote: false,
+        at,
     })
 }
 
 /// `relative` below a directory route's root, or its index when it is a directory.
 fn open_in(root_fd: &OwnedFd, relative: &str, index: &str, wait: Wait) -> Result<Opened, Error> {
+    let at = Instant::now();
     let rel = if relative.is_empty() { "." } else { relative };
     let fd = open_contained(root_fd, rel, wait)?;
     let st = stat(&fd)?;
@@ -688,6 +702,8 @@ fn open_in(root_fd: &OwnedFd, relative: &str, index: &str, wait: Wait) -> Result
             st,
             meta,
             via_index: true,
+            remote: false,
+            at,
         });
     }
     let meta = regular_meta(&st, Path::new(rel))?;
@@ -696,6 +712,8 @@ fn open_in(root_fd: &OwnedFd, relative: &str, index: &str, wait: Wait) -> Result
         st,
         meta,
         via_index: false,
+        remote: false,
+        at,
     })
 }
 
@@ -723,21 +741,27 @@ impl Cold {
         }
     }
 
-    /// [`open`], waiting for the disk as long as it takes (on a file I/O thread).
-    fn open(self, index: &str) -> Result<Opened, Error> {
-        match self {
-            Self::File(path) => open_file(&path, Wait::Allowed),
+    /// [`open`], waiting for the disk as long as it takes (on a file I/O thread); and whether
+    /// the root (a directory route's; an exact-file route's file) is on a local file system.
+    fn open(self, index: &str) -> Result<(Opened, bool), Error> {
+        let (mut opened, root_local) = match self {
+            Self::File(path) => (open_file(&path, Wait::Allowed)?, None),
             Self::InDir {
                 root,
                 root_fd,
                 relative,
-            } => open_in(
-                &*root_or_open(root_fd, &root)?,
-                &relative,
-                index,
-                Wait::Allowed,
-            ),
-        }
+            } => {
+                let root = root_or_open(root_fd, &root)?;
+                let local = !sys::remote_fs(root.as_fd());
+                (
+                    open_in(&root, &relative, index, Wait::Allowed)?,
+                    Some(local),
+                )
+            }
+        };
+        opened.remote = sys::remote_fs(opened.fd.as_fd());
+        let root_local = root_local.unwrap_or(!opened.remote);
+        Ok((opened, root_local))
     }
 }
 
@@ -848,6 +872,8 @@ fn open_at(
     };
     match wait {
         Wait::Allowed => sys::open_at(dir, &c, flags).map_err(open_error),
+        // Below a root, not across a mount: the root's file system is the one known local.
+        Wait::Never if dir.is_some() => open_cached(dir, &c, flags, libc::RESOLVE_NO_XDEV),
         Wait::Never => open_cached(dir, &c, flags, 0),
     }
 }
@@ -865,9 +891,12 @@ fn open_cached(
     }
     match sys::open_beneath(dir, path, flags, resolve | libc::RESOLVE_CACHED) {
         Ok(fd) => Ok(fd),
-        // The kernel takes the flag (asked at start-up), so an `EINVAL` is this path's (a name
-        // the file system cannot hold): the thread's open, without the flag, says what it is.
-        Err(e) if e.raw_os_error() == Some(libc::EINVAL) => Err(Error::internal(WOULD_BLOCK)),
+        // The kernel takes the flag (asked once), so an `EINVAL` is this path's (a name the
+        // file system cannot hold); `EXDEV`, a mount crossed (or the root left): the thread's
+        // open, without these flags, says what it is.
+        Err(e) if matches!(e.raw_os_error(), Some(libc::EINVAL | libc::EXDEV)) => {
+            Err(Error::internal(WOULD_BLOCK))
+        }
         Err(e) => Err(open_error(e)),
     }
 }
@@ -882,7 +911,10 @@ fn open_beneath(root: &OwnedFd, rel: &str, wait: Wait) -> Result<OwnedFd, Error>
         Wait::Allowed => {
             sys::open_beneath(Some(root.as_fd()), &c, flags, resolve).map_err(open_error)
         }
-        Wait::Never => open_cached(Some(root.as_fd()), &c, flags, resolve),
+        Wait::Never => {
+            let resolve = resolve | libc::RESOLVE_NO_XDEV;
+            open_cached(Some(root.as_fd()), &c, flags, resolve)
+        }
     }
 }
 

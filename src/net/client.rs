@@ -6,7 +6,7 @@
 //! sockets (`--features ktls`), whose records the kernel encrypts. Over userspace TLS a file is
 //! read in pieces with `pread(2)` and encrypted, as nginx does without kernel TLS.
 
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::AsRawFd;
 use std::time::Duration;
 
 use monoio::net::TcpStream;
@@ -156,13 +156,13 @@ impl ClientStream {
     pub async fn send_head_and_file(
         &mut self,
         head: &[u8],
-        fd: RawFd,
+        file: disk::Source,
         offset: u64,
         len: u64,
     ) -> Result<(), Error> {
         let Layer::Rustls(session) = &mut self.layer else {
             self.send(head, true).await?;
-            return disk::sendfile_all(&self.tcp, fd, offset, len, &mut self.meter.sent).await;
+            return disk::sendfile_all(&self.tcp, file, offset, len, &mut self.meter.sent).await;
         };
         let mut out = Vec::with_capacity(TLS_FILE_PIECE.min(head.len() + len as usize));
         out.extend_from_slice(head);
@@ -170,7 +170,7 @@ impl ClientStream {
         while at < end {
             let room = TLS_FILE_PIECE.saturating_sub(out.len()).max(1024);
             let want = ((end - at) as usize).min(room);
-            let n = disk::pread_append(fd, &mut out, want, at).await?;
+            let n = disk::pread_append(file, &mut out, want, at).await?;
             if n == 0 {
                 return Err(Error::client(
                     ErrorKind::ClientGone,

@@ -5,54 +5,85 @@
 //! Both read the page cache when the file's pages are there, and the disk when they are not,
 //! and a read from the disk (or a network or FUSE mount) would stall every connection of the
 //! worker. So each piece is checked first: [`sendfile_all`] asks the kernel which pages of the
-//! next piece ([`PIECE`]) it holds ([`resident`]: `cachestat(2)`, or `mincore(2)`) and sends on
-//! the worker only when it holds them all; [`pread_append`] reads with `RWF_NOWAIT`, which
-//! answers from the page cache or not at all. A piece that needs the disk is sent (or read) by a file I/O thread
+//! next piece ([`PIECE`]) it holds ([`Probe::resident`]: `cachestat(2)`, or `mincore(2)`) and
+//! sends on the worker only when it holds them all, read; [`pread_append`] reads with
+//! `RWF_NOWAIT`, which answers from the page cache or not at all. A file on a network or FUSE
+//! mount ([`Source::remote`]) goes to the threads piece by piece whatever the page cache holds. A piece that needs the disk is sent (or read) by a file I/O thread
 //! ([`offload`]) on duplicates of the descriptors, so a response cut off meanwhile cannot
 //! have its numbers reused under the thread. As with nginx's `aio threads` with `sendfile`,
 //! a cold file costs hand-offs; a warm one, one `cachestat` per piece.
 
+use std::cell::RefCell;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use monoio::net::TcpStream;
 
 use super::{io, offload, sys};
-use crate::error::{Error, ErrorKind};
+use crate::error::{Error, ErrorKind, Side};
 
 /// The most one `sendfile` call sends, and the range checked in the page cache before it
 /// (nginx's `sendfile_max_chunk` default).
 pub const PIECE: u64 = 2 << 20;
 
+/// A file body's source: the open file, and whether it is on a network or FUSE mount, where
+/// even a read of cached pages may ask the server (NFS revalidates its attributes first): every
+/// piece of such a file goes to the threads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Source {
+    pub fd: RawFd,
+    pub remote: bool,
+}
+
 /// Sends `len` bytes of `file` from `offset` with `sendfile(2)`, adding to `sent` what the
 /// socket took, also when it fails part-way. Pieces not in the page cache are sent from a file
-/// I/O thread.
+/// I/O thread. An error after the first byte is [`ErrorKind::Aborted`]: no error response can
+/// follow a body begun; the connection closes.
 pub async fn sendfile_all(
     stream: &TcpStream,
-    file: RawFd,
+    file: Source,
     offset: u64,
     len: u64,
     sent: &mut u64,
 ) -> Result<(), Error> {
     let end = offset.saturating_add(len);
-    let mut at = offset;
+    // Bytes below `warm` were found in the page cache: sent on the worker without asking again.
+    let (mut at, mut warm) = (offset, offset);
+    let mut probe = Probe::default();
     while at < end {
-        let piece = (end - at).min(PIECE) as usize;
-        let n = if resident(file, at, piece) {
-            sendfile(stream.as_raw_fd(), file, at, piece)
+        if at >= warm && !file.remote {
+            let piece = (end - at).min(PIECE);
+            if probe.resident(file.fd, at, piece as usize) {
+                warm = at + piece;
+            }
+        }
+        let n = if at < warm {
+            sendfile(stream.as_raw_fd(), file.fd, at, (warm - at) as usize)
         } else {
-            let (socket, disk) = (dup(stream.as_raw_fd())?, dup(file)?);
-            offload::run(move || {
+            let piece = (end - at).min(PIECE) as usize;
+            let (socket, disk) = (dup(stream.as_raw_fd())?, dup(file.fd)?);
+            let job = offload::run(move || {
                 let n = sendfile(socket.as_raw_fd(), disk.as_raw_fd(), at, piece);
                 if matches!(&n, Err(e) if e.kind() == std::io::ErrorKind::WouldBlock) {
-                    // The socket is full: have the disk read the piece while the client
-                    // makes room, so that the next try finds it in the page cache.
-                    // SAFETY: readahead takes no pointers.
-                    unsafe { libc::readahead(disk.as_raw_fd(), at as libc::off_t, piece) };
+                    // The socket is full: read the piece now, while the client makes room, so
+                    // that the next try finds it in the page cache — read, not only asked for.
+                    warm_up(disk.as_fd(), at, piece);
                 }
                 n
-            })
-            .await?
+            });
+            match job.await {
+                Ok(n) => n,
+                Err(e) => {
+                    if e.detail == offload::TIMED_OUT {
+                        // The thread may still write to the socket (its copy) when the disk
+                        // answers: shut it now, so that nothing follows and the client sees
+                        // the end at once.
+                        // SAFETY: shutdown takes no pointers; the socket is open.
+                        unsafe { libc::shutdown(stream.as_raw_fd(), libc::SHUT_RDWR) };
+                    }
+                    return Err(aborted(e));
+                }
+            }
         };
         match n {
             Ok(0) => {
@@ -74,44 +105,64 @@ pub async fn sendfile_all(
 
 /// Reads up to `want` bytes of `file` at `offset`, appended to `buf`: from the page cache on
 /// the worker when it holds them, else on a file I/O thread. Fewer bytes than asked is not the
-/// end of the file (the rest needed the disk); 0 is.
+/// end of the file (the rest needed the disk); 0 is. Errors are [`ErrorKind::Aborted`] (a
+/// body is under way).
 pub async fn pread_append(
-    file: RawFd,
+    file: Source,
     buf: &mut Vec<u8>,
     want: usize,
     offset: u64,
 ) -> Result<usize, Error> {
     // SAFETY: the caller's file stays open for the call (the backend holds it until its
     // response is sent).
-    let fd = unsafe { BorrowedFd::borrow_raw(file) };
-    loop {
-        match sys::pread_nowait_append(fd, buf, want, offset) {
-            Ok(n) => return Ok(n),
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(e) if e.raw_os_error() == Some(libc::EAGAIN) => break,
-            // A file system that cannot read this way (tmpfs, overlayfs): asked otherwise.
-            Err(e) if e.raw_os_error() == Some(libc::EOPNOTSUPP) => {
-                if resident(file, offset, want) {
-                    return sys::pread_append(fd, buf, want, offset).map_err(read_error);
-                }
-                break;
-            }
-            Err(e) => return Err(read_error(e)),
+    let fd = unsafe { BorrowedFd::borrow_raw(file.fd) };
+    if !file.remote {
+        if let Some(read) = read_cached(fd, buf, want, offset) {
+            return read;
         }
     }
-    let disk = dup(file)?;
+    let disk = dup(file.fd)?;
     let mut owned = std::mem::take(buf);
     let (owned, read) = offload::run(move || {
         let read = sys::pread_append(disk.as_fd(), &mut owned, want, offset);
         (owned, read)
     })
-    .await?;
+    .await
+    .map_err(aborted)?;
     *buf = owned;
     read.map_err(read_error)
 }
 
+/// [`pread_append`] on the worker, when the page cache holds the bytes; `None` when they need
+/// the disk.
+fn read_cached(
+    fd: BorrowedFd<'_>,
+    buf: &mut Vec<u8>,
+    want: usize,
+    offset: u64,
+) -> Option<Result<usize, Error>> {
+    loop {
+        return match sys::pread_nowait_append(fd, buf, want, offset) {
+            Ok(n) => Some(Ok(n)),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) if e.raw_os_error() == Some(libc::EAGAIN) => None,
+            // A file system that cannot read this way (tmpfs, overlayfs): asked otherwise.
+            Err(e) if e.raw_os_error() == Some(libc::EOPNOTSUPP) => {
+                let cached = Probe::default().resident(fd.as_raw_fd(), offset, want);
+                cached.then(|| sys::pread_append(fd, buf, want, offset).map_err(read_error))
+            }
+            Err(e) => Some(Err(read_error(e))),
+        };
+    }
+}
+
 fn read_error(e: std::io::Error) -> Error {
-    Error::internal(format!("reading the file: {e}"))
+    aborted(Error::internal(format!("reading the file: {e}")))
+}
+
+/// `e`, as the end of a response whose body was under way.
+fn aborted(e: Error) -> Error {
+    Error::new(ErrorKind::Aborted, Side::Internal, e.detail)
 }
 
 /// `sendfile(2)` of up to `len` bytes of `file` at `offset` to `socket`.
@@ -125,45 +176,107 @@ fn sendfile(socket: RawFd, file: RawFd, offset: u64, len: usize) -> std::io::Res
     Ok(n as usize)
 }
 
+/// On a file I/O thread: reads `len` bytes of `file` at `offset` (into the thread's scratch
+/// buffer), waiting for the disk, so that they are in the page cache afterwards.
+fn warm_up(file: BorrowedFd<'_>, offset: u64, len: usize) {
+    const STEP: usize = 64 * 1024;
+    thread_local! {
+        static SCRATCH: RefCell<Vec<u8>> = RefCell::new(Vec::with_capacity(STEP));
+    }
+    SCRATCH.with_borrow_mut(|scratch| {
+        let mut done = 0;
+        while done < len {
+            scratch.clear();
+            let want = (len - done).min(STEP);
+            match sys::pread_append(file, scratch, want, offset + done as u64) {
+                Ok(n) if n > 0 => done += n,
+                _ => return,
+            }
+        }
+    });
+}
+
 /// A duplicate of `fd` for a file I/O thread.
 fn dup(fd: RawFd) -> Result<OwnedFd, Error> {
     // SAFETY: the caller's descriptor is open for the call.
     unsafe { BorrowedFd::borrow_raw(fd) }
         .try_clone_to_owned()
-        .map_err(|e| Error::internal(format!("duplicating a descriptor: {e}")))
+        .map_err(|e| aborted(Error::internal(format!("duplicating a descriptor: {e}"))))
 }
 
 /// Whether the kernel has `cachestat(2)` (Linux 6.5; a seccomp profile may refuse it too):
 /// cleared at its first refusal.
 static CACHESTAT: AtomicBool = AtomicBool::new(true);
 
-/// Whether all the pages of `len` bytes of `file` at `offset` are in the page cache: a
-/// `sendfile` of them reads no disk. One `cachestat(2)`; when it counts none (a cold file, or a
-/// file whose pages are another file's: overlayfs, where it always counts none) or is not
-/// there, `mincore(2)` on a mapping of the range, which follows the mapping to the file that
-/// holds the pages.
-pub fn resident(file: RawFd, offset: u64, len: usize) -> bool {
-    if len == 0 {
-        return true;
-    }
-    let pages = pages(offset, len as u64);
-    if CACHESTAT.load(Ordering::Relaxed) {
-        match cachestat(file, offset, len as u64) {
-            Ok(cached) if cached >= pages => return true,
-            Ok(0) => {}
-            Ok(_) => return false,
-            Err(e) if matches!(e.raw_os_error(), Some(libc::ENOSYS | libc::EPERM)) => {
-                CACHESTAT.store(false, Ordering::Relaxed);
-            }
-            Err(_) => {}
+/// The page-cache checks of one response's file.
+#[derive(Default)]
+pub struct Probe {
+    /// `cachestat` counted none of the file's pages where `mincore` found them all: its pages
+    /// are another file's (overlayfs). Asked with `mincore` alone from then on.
+    blind: bool,
+}
+
+impl Probe {
+    /// Whether all the pages of `len` bytes of `file` at `offset` are in the page cache, read
+    /// (not still on their way from the disk): a `sendfile` of them waits for nothing.
+    ///
+    /// One `cachestat(2)` counts the pages present; a page still being read counts too, so a
+    /// one-byte `RWF_NOWAIT` read of the last one (the one read last) confirms. When it counts
+    /// none — a cold file, or a file whose pages are another file's (overlayfs, where it
+    /// always counts none) — or is not there (before Linux 6.5), `mincore(2)` on a mapping of
+    /// the range, which follows the mapping to the file that holds the pages and reports only
+    /// pages read. `mincore` tells only the owner of a file (or root) the truth; for anyone
+    /// else, the first and last byte are tried with `RWF_NOWAIT`.
+    pub fn resident(&mut self, file: RawFd, offset: u64, len: usize) -> bool {
+        if len == 0 {
+            return true;
         }
+        let last = offset + len as u64 - 1;
+        if !self.blind && CACHESTAT.load(Ordering::Relaxed) {
+            match cachestat(file, offset, len as u64) {
+                Ok(cached) if cached >= pages(offset, len as u64) => {
+                    return nowait_byte(file, last) != Some(false)
+                }
+                Ok(0) => {}
+                Ok(_) => return false,
+                Err(e) if matches!(e.raw_os_error(), Some(libc::ENOSYS | libc::EPERM)) => {
+                    CACHESTAT.store(false, Ordering::Relaxed);
+                }
+                Err(_) => {}
+            }
+        }
+        if let Some(mapped) = mapped_resident(file, offset, len) {
+            self.blind |= mapped && CACHESTAT.load(Ordering::Relaxed);
+            return mapped;
+        }
+        nowait_byte(file, offset) == Some(true) && nowait_byte(file, last) == Some(true)
     }
-    mapped_resident(file, offset, len)
+}
+
+/// Whether the byte at `offset` reads from the page cache (`RWF_NOWAIT`); `None`: the file
+/// system cannot tell (`EOPNOTSUPP`: tmpfs, overlayfs).
+fn nowait_byte(file: RawFd, offset: u64) -> Option<bool> {
+    let mut byte = [0u8; 1];
+    let iov = libc::iovec {
+        iov_base: byte.as_mut_ptr().cast(),
+        iov_len: 1,
+    };
+    // SAFETY: `iov` describes one writable byte.
+    let n = unsafe { libc::preadv2(file, &iov, 1, offset as libc::off_t, libc::RWF_NOWAIT) };
+    if n >= 0 {
+        return Some(true);
+    }
+    match std::io::Error::last_os_error().raw_os_error() {
+        Some(libc::EOPNOTSUPP) => None,
+        _ => Some(false),
+    }
 }
 
 /// `mincore(2)` of the range, mapped (read-only, never touched, so no page is read): whether
-/// every page is in memory. `false` when the file cannot be mapped.
-fn mapped_resident(file: RawFd, offset: u64, len: usize) -> bool {
+/// every page is in memory. `None` when the file cannot be mapped, or when the kernel would not
+/// tell: to a process that neither owns the file nor may write it, `mincore` says every page
+/// is there (a side channel closed in Linux 5.0); only the owner and root are asked.
+fn mapped_resident(file: RawFd, offset: u64, len: usize) -> Option<bool> {
     /// Enough for [`PIECE`] in 4 KiB pages, one more for a range that does not start on one.
     const MOST: usize = (PIECE / 4096) as usize + 1;
     let page = page_size();
@@ -171,7 +284,16 @@ fn mapped_resident(file: RawFd, offset: u64, len: usize) -> bool {
     let span = (offset + len as u64 - start) as usize;
     let pages = span.div_ceil(page as usize);
     if pages > MOST {
-        return false;
+        return None;
+    }
+    // SAFETY: geteuid takes no pointers.
+    let euid = unsafe { libc::geteuid() };
+    // SAFETY: the caller's descriptor is open for the call.
+    let owner = sys::fstat(unsafe { BorrowedFd::borrow_raw(file) })
+        .ok()?
+        .st_uid;
+    if euid != 0 && owner != euid {
+        return None;
     }
     // SAFETY: a new read-only mapping of the file; no memory of ours is passed.
     let at = unsafe {
@@ -185,14 +307,14 @@ fn mapped_resident(file: RawFd, offset: u64, len: usize) -> bool {
         )
     };
     if at == libc::MAP_FAILED {
-        return false;
+        return None;
     }
     let mut vec = [0u8; MOST];
     // SAFETY: `at` is the mapping of `span` bytes just made; `vec` has room for its pages.
     let rc = unsafe { libc::mincore(at, span, vec.as_mut_ptr()) };
     // SAFETY: the mapping made above, unmapped once.
     unsafe { libc::munmap(at, span) };
-    rc == 0 && vec[..pages].iter().all(|v| v & 1 == 1)
+    (rc == 0).then(|| vec[..pages].iter().all(|v| v & 1 == 1))
 }
 
 /// How many pages `len` bytes at `offset` touch.
@@ -263,21 +385,25 @@ mod tests {
     /// then `POSIX_FADV_DONTNEED`), it is not, until it is read again.
     #[test]
     fn residency_follows_the_page_cache() {
-        let dir = std::env::current_dir().unwrap().join("target");
-        let mut f = tempfile::NamedTempFile::new_in(&dir).unwrap();
+        // Beside the sources: a disk, most likely (a temporary directory may be tmpfs).
+        let mut f = tempfile::NamedTempFile::new_in(env!("CARGO_MANIFEST_DIR")).unwrap();
         f.write_all(&vec![7u8; 1 << 20]).unwrap();
         f.as_file().sync_all().unwrap();
         let fd = f.as_file().as_raw_fd();
         // SAFETY: fadvise takes no pointers.
         unsafe { libc::posix_fadvise(fd, 0, 0, libc::POSIX_FADV_DONTNEED) };
-        let dropped = !resident(fd, 0, 1 << 20);
+        let resident = |offset, len| Probe::default().resident(fd, offset, len);
+        let dropped = !resident(0, 1 << 20) && mapped_resident(fd, 4097, 8192) == Some(false);
         let mut buf = Vec::new();
         sys::pread_append(f.as_file().as_fd(), &mut buf, 1 << 20, 0).unwrap();
         assert!(
-            resident(fd, 0, 1 << 20),
+            resident(0, 1 << 20),
             "a file just read is in the page cache"
         );
-        assert!(resident(fd, 5, 0));
+        // The test runs as the file's owner: mincore answers.
+        assert_eq!(mapped_resident(fd, 0, 1 << 20), Some(true));
+        assert_eq!(mapped_resident(fd, 4097, 8192), Some(true));
+        assert!(resident(5, 0));
         // tmpfs (or an overlay over it) keeps pages whatever the advice: only a disk drops them.
         let mut fs: libc::statfs = unsafe { std::mem::zeroed() };
         // SAFETY: `fs` is a live statfs the kernel fills.

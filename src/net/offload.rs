@@ -15,7 +15,7 @@
 //! waits at most `file_io_timeout_ms` for its job (a hung mount): then it gets 503 and the job,
 //! which cannot be taken back from the kernel, finishes on its thread for no one.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
@@ -44,13 +44,11 @@ static OFFLOADED: AtomicU64 = AtomicU64::new(0);
 
 /// Starts `count` file I/O threads for the process (once; later calls return the same
 /// threads), and returns the handle a worker's runtime attaches. A request waits `timeout` at
-/// most for a job's answer. Also asks the kernel once whether it resolves paths from the
-/// dentry cache alone ([`cached_opens`]).
+/// most for a job's answer.
 pub fn start(count: usize, timeout: Duration) -> std::io::Result<Threads> {
     if let Some((t, _)) = THREADS.get() {
         return Ok(t.clone());
     }
-    probe_cached_opens();
     let (jobs, queue) = sync_channel::<BlockingTask>(QUEUE);
     let queue = Arc::new(Mutex::new(queue));
     for i in 0..count.max(1) {
@@ -122,19 +120,20 @@ pub fn offloaded() -> u64 {
 }
 
 /// Whether this kernel takes `RESOLVE_CACHED` (Linux 5.12), as [`probe_cached_opens`] found.
-static CACHED_OPENS: AtomicBool = AtomicBool::new(false);
+static CACHED_OPENS: OnceLock<bool> = OnceLock::new();
 
 /// Whether a worker should try an open from the dentry cache first: `false` on a kernel without
-/// `RESOLVE_CACHED` (every open that misses the file cache goes to the threads).
+/// `RESOLVE_CACHED` (every open that misses the file cache goes to the threads). Asked of the
+/// kernel once.
 pub fn cached_opens() -> bool {
-    CACHED_OPENS.load(Ordering::Relaxed)
+    *CACHED_OPENS.get_or_init(probe_cached_opens)
 }
 
-/// Asks the kernel once, with an open of `/` that the dentry cache always holds, whether it
-/// takes `RESOLVE_CACHED`. Decided here rather than from the first refusal on a request's
-/// path: a file system may refuse one name with `EINVAL` (vfat, a character it cannot store)
-/// without the flag being unknown.
-fn probe_cached_opens() {
+/// Asks the kernel, with an open of `/` that the dentry cache always holds, whether it takes
+/// `RESOLVE_CACHED`. Decided once rather than from the first refusal on a request's path: a
+/// file system may refuse one name with `EINVAL` (vfat, a character it cannot store) without
+/// the flag being unknown.
+fn probe_cached_opens() -> bool {
     let root = c"/";
     let flags = libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC;
     let ok = match super::sys::open_beneath(None, root, flags, libc::RESOLVE_CACHED) {
@@ -142,8 +141,8 @@ fn probe_cached_opens() {
         // `/` not in the dentry cache is impossible; if it were, the flag is known.
         Err(e) => e.raw_os_error() == Some(libc::EAGAIN),
     };
-    CACHED_OPENS.store(ok, Ordering::Relaxed);
     if !ok {
         log::info!("openat2 RESOLVE_CACHED is not available (Linux 5.12+): every file open that misses the file cache goes to the file I/O threads");
     }
+    ok
 }

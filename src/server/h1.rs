@@ -263,9 +263,17 @@ impl Downstream for H1Downstream<'_> {
                 self.send_head(status, &out, head_len, true).await?;
                 self.client.send(b, false).await
             }
-            Body::File { fd, offset, len } if !self.head_request && len > 0 => {
+            Body::File {
+                fd,
+                offset,
+                len,
+                remote,
+            } if !self.head_request && len > 0 => {
                 self.client.meter.note_head(status, head_len as u64);
-                self.client.send_head_and_file(&out, fd, offset, len).await
+                let file = crate::net::disk::Source { fd, remote };
+                self.client
+                    .send_head_and_file(&out, file, offset, len)
+                    .await
             }
             Body::Stream { length, .. } if length != Some(0) && !self.head_request => {
                 // Held back (`MSG_MORE`) only when body bytes follow at once.

@@ -105,7 +105,7 @@ impl<'a, D: Downstream> Shaped<'a, D> {
     async fn compress_file(
         &mut self,
         mut e: Encoder,
-        fd: std::os::fd::RawFd,
+        file: crate::net::disk::Source,
         offset: u64,
         len: u64,
     ) -> Result<(), Error> {
@@ -116,7 +116,7 @@ impl<'a, D: Downstream> Shaped<'a, D> {
             let want = (len - done).min(FILE_STEP) as usize;
             // `fd` is the open file of `Body::File`, which the backend keeps open until
             // `respond` returns.
-            let read = crate::net::disk::pread_append(fd, &mut buf, want, offset + done).await;
+            let read = crate::net::disk::pread_append(file, &mut buf, want, offset + done).await;
             let n = match read {
                 Ok(n) if n > 0 => n,
                 Ok(_) => return Err(self.cut("the file shrank while it was compressed".into())),
@@ -225,14 +225,20 @@ impl<D: Downstream> Downstream for Shaped<'_, D> {
                 let out = super::compress_all(coding, &levels, b).map_err(compress_error)?;
                 self.inner.respond(head, Body::Bytes(&out)).await
             }
-            Body::File { fd, offset, len } => {
+            Body::File {
+                fd,
+                offset,
+                len,
+                remote,
+            } => {
                 let stream = Body::Stream {
                     length: None,
                     follows: true,
                 };
                 let e = encoder()?;
                 self.inner.respond(head, stream).await?;
-                self.compress_file(e, fd, offset, len).await
+                let file = crate::net::disk::Source { fd, remote };
+                self.compress_file(e, file, offset, len).await
             }
             Body::Stream { follows, .. } => {
                 self.state = State::Compress(Box::new(encoder()?));

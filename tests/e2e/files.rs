@@ -383,6 +383,7 @@ file_cache_valid_ms = 600000
 }
 
 crate::both_drivers!(
+    a_disk_that_hangs_mid_body_cuts_the_response_off,
     a_hung_disk_gets_503_after_the_file_io_timeout,
     cached_a_slow_disk_does_not_stall_the_worker,
     uncached_a_slow_disk_does_not_stall_the_worker,
@@ -470,7 +471,7 @@ impl Drop for SlowDisk {
 /// cached copy is due for its check.
 fn a_slow_disk_does_not_stall_the_worker(d: Driver, mode: &str) {
     use std::time::{Duration, Instant};
-    let disk = SlowDisk::mount(0.4);
+    let disk = SlowDisk::mount(0.8);
     let site = Site::new();
     site.file("fast.txt", "fast\n");
     let performance = match mode {
@@ -511,7 +512,7 @@ path = "{slow}"
             let r = s.get("h.test", "/fast.txt");
             assert_eq!((r.status, r.text().as_str()), (200, "fast\n"));
             assert!(
-                at.elapsed() < Duration::from_millis(300),
+                at.elapsed() < Duration::from_millis(600),
                 "round {round}: a request for a fast file waited {:?} behind a slow disk",
                 at.elapsed()
             );
@@ -524,7 +525,7 @@ path = "{slow}"
         let r = reader.join().unwrap();
         assert_eq!((r.status, r.text().as_str()), (200, "slow file 7\n"));
         assert!(
-            fast >= 3 && asked.elapsed() > Duration::from_millis(400),
+            fast >= 3 && asked.elapsed() > Duration::from_millis(800),
             "round {round}: the slow file came after {:?} ({fast} fast requests meanwhile): \
              the disk was not slow",
             asked.elapsed()
@@ -569,6 +570,58 @@ path = "{slow}"
     assert!(
         waited >= Duration::from_millis(300) && waited < Duration::from_millis(2500),
         "503 after {waited:?}"
+    );
+    assert_eq!(s.get("h.test", "/fast.txt").text(), "fast\n");
+}
+
+/// A disk that stops answering in the middle of a body (its file found at once, its bytes
+/// never): the response is cut off — the connection closes at `file_io_timeout_ms`, with no
+/// error status written into the body — and the worker goes on serving.
+fn a_disk_that_hangs_mid_body_cuts_the_response_off(d: Driver) {
+    use std::io::Read;
+    use std::time::{Duration, Instant};
+    let disk = SlowDisk::mount(4.0);
+    let site = Site::new();
+    site.file("fast.txt", "fast\n");
+    let s = Server::start(
+        d,
+        &site,
+        &format!(
+            r#"[performance]
+file_io_timeout_ms = 500
+file_cache_max_file_size = 0
+
+[path_routes."h.test"."/"]
+path = "{{site}}"
+
+[path_routes."h.test"."/slow/"]
+path = "{slow}"
+"#,
+            slow = disk.path().display()
+        ),
+    );
+    let mut sock = std::net::TcpStream::connect(s.addr).unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let asked = Instant::now();
+    std::io::Write::write_all(
+        &mut sock,
+        b"GET /slow/late.txt HTTP/1.1\r\nHost: h.test\r\n\r\n",
+    )
+    .unwrap();
+    let mut got = Vec::new();
+    sock.read_to_end(&mut got).unwrap();
+    let waited = asked.elapsed();
+    let text = String::from_utf8_lossy(&got);
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    assert!(text.contains("Content-Length: 10\r\n"), "{text}");
+    assert!(
+        !text.contains("late file") && !text.contains(" 503 "),
+        "only the head, then the end: {text}"
+    );
+    assert!(
+        waited >= Duration::from_millis(400) && waited < Duration::from_millis(3000),
+        "closed after {waited:?}, not at the file I/O timeout"
     );
     assert_eq!(s.get("h.test", "/fast.txt").text(), "fast\n");
 }

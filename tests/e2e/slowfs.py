@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """A slow disk for the tests: a read-only FUSE file system (fusepy) whose every lookup and read
 of a file waits DELAY seconds, and whose entries are never cached by the kernel (so each open
-asks it again). `slowN.txt` (N = 0..99) holds `slow file N\\n`.
+asks it again). `slowN.txt` (N = 0..99) holds `slow file N\\n`; `late.txt` (`late file\\n`) is
+found at once and only its reads wait.
 
     python3 slowfs.py MOUNTPOINT DELAY
 
@@ -20,6 +21,7 @@ class Slow(Operations):
     def __init__(self, delay):
         self.delay = delay
         self.files = {f"/slow{i}.txt": f"slow file {i}\n".encode() for i in range(100)}
+        self.files["/late.txt"] = b"late file\n"
         self.t = time.time() - 3600
 
     def getattr(self, path, fh=None):
@@ -27,7 +29,8 @@ class Slow(Operations):
             return dict(st_mode=stat.S_IFDIR | 0o755, st_nlink=2,
                         st_ctime=self.t, st_mtime=self.t, st_atime=self.t)
         if path in self.files:
-            time.sleep(self.delay)
+            if path != "/late.txt":
+                time.sleep(self.delay)
             return dict(st_mode=stat.S_IFREG | 0o644, st_nlink=1, st_size=len(self.files[path]),
                         st_ctime=self.t, st_mtime=self.t, st_atime=self.t)
         raise FuseOSError(errno.ENOENT)

@@ -9,7 +9,6 @@
 
 use std::cell::RefCell;
 use std::future::poll_fn;
-use std::os::fd::RawFd;
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
 use std::task::{Context, Poll};
@@ -29,6 +28,7 @@ use crate::http::h2 as codec;
 use crate::http::response::ResponseHead;
 use crate::metrics::WorkerStats;
 use crate::net::client::{ClientStream, Meter};
+use crate::net::disk::Source;
 use crate::server::request::{answer, answer_error, Ctx, Finished, HeadSizes, InFlight, Trace};
 
 /// The most response bytes handed to `h2` at once (and read from a file per piece).
@@ -377,13 +377,13 @@ impl H2Downstream {
 
     /// Sends `len` bytes of the file `fd` from `offset`, read piece by piece as the window
     /// allows (sendfile cannot write HTTP/2 frames), and ends the stream.
-    async fn send_file(&mut self, fd: RawFd, offset: u64, len: u64) -> Result<(), Error> {
+    async fn send_file(&mut self, file: Source, offset: u64, len: u64) -> Result<(), Error> {
         let (mut at, end) = (offset, offset.saturating_add(len));
         while at < end {
             let want = usize::try_from(end - at).unwrap_or(usize::MAX);
             let n = self.capacity(want).await?;
             let mut buf = Vec::new();
-            let got = crate::net::disk::pread_append(fd, &mut buf, n, at).await?;
+            let got = crate::net::disk::pread_append(file, &mut buf, n, at).await?;
             if got == 0 {
                 return Err(Error::internal("the file shrank while it was being sent"));
             }
@@ -518,7 +518,12 @@ impl Downstream for H2Downstream {
         };
         match body {
             Body::Bytes(b) => self.send_all(b, Last::End).await,
-            Body::File { fd, offset, len } => self.send_file(fd, offset, len).await,
+            Body::File {
+                fd,
+                offset,
+                len,
+                remote,
+            } => self.send_file(Source { fd, remote }, offset, len).await,
             Body::Empty { .. } | Body::Stream { .. } => Ok(()),
         }
     }
