@@ -465,25 +465,19 @@ impl Drop for SlowDisk {
     }
 }
 
-/// A file on a slow disk does not stall the worker: its open, reads, sends and the cache's
-/// checks of it wait on a file I/O thread while the one worker goes on answering other
-/// requests at once — from the first request until the slow answer has come, and again when the
-/// cached copy is due for its check.
-fn a_slow_disk_does_not_stall_the_worker(d: Driver, mode: &str) {
-    use std::time::{Duration, Instant};
-    let disk = SlowDisk::mount(0.8);
+/// A daemon with `fast.txt` on a site at `/` and the slow disk at `/slow/`, with `performance`
+/// lines for its `[performance]` section; and the site, which lives as long as the test holds it.
+fn slow_disk_server(d: Driver, disk: &SlowDisk, performance: &str) -> (Server, Site) {
     let site = Site::new();
     site.file("fast.txt", "fast\n");
-    let performance = match mode {
-        // Nothing cached: the file goes out by sendfile.
-        "uncached" => "[performance]\nfile_cache_max_file_size = 0\n\n",
-        _ => "[performance]\nfile_cache_valid_ms = 100\n\n",
-    };
     let s = Server::start(
         d,
         &site,
         &format!(
-            r#"{performance}[path_routes."h.test"."/"]
+            r#"[performance]
+{performance}
+
+[path_routes."h.test"."/"]
 path = "{{site}}"
 
 [path_routes."h.test"."/slow/"]
@@ -492,37 +486,68 @@ path = "{slow}"
             slow = disk.path().display()
         ),
     );
+    (s, site)
+}
+
+/// Runs `slow` (a request that waits for the slow disk) on a thread, and meanwhile `fast`
+/// again and again, each answered within 600 ms (a worker that waited for the disk would take
+/// the disk's delay): the slow answer and how many fast ones came before it.
+pub fn fast_while_slow<R: Send + 'static>(
+    slow: impl FnOnce() -> R + Send + 'static,
+    mut fast: impl FnMut(),
+) -> (R, usize) {
+    use std::time::{Duration, Instant};
+    let asked = Instant::now();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let waiting = std::thread::spawn(move || {
+        let r = slow();
+        let _ = tx.send(());
+        r
+    });
+    let mut answered = 0;
+    while rx.try_recv().is_err() {
+        let at = Instant::now();
+        fast();
+        assert!(
+            at.elapsed() < Duration::from_millis(600),
+            "a fast request waited {:?} behind a slow disk",
+            at.elapsed()
+        );
+        answered += 1;
+        assert!(
+            asked.elapsed() < Duration::from_secs(20),
+            "the slow answer never came"
+        );
+    }
+    (waiting.join().unwrap(), answered)
+}
+
+/// A file on a slow disk does not stall the worker: its open, reads, sends and the cache's
+/// checks of it wait on a file I/O thread while the one worker goes on answering other
+/// requests at once — from the first request until the slow answer has come, and again when the
+/// cached copy is due for its check.
+fn a_slow_disk_does_not_stall_the_worker(d: Driver, mode: &str) {
+    use std::time::{Duration, Instant};
+    let disk = SlowDisk::mount(0.8);
+    let performance = match mode {
+        // Nothing cached: the file goes out by sendfile.
+        "uncached" => "file_cache_max_file_size = 0",
+        _ => "file_cache_valid_ms = 100",
+    };
+    let (s, _site) = slow_disk_server(d, &disk, performance);
     // Twice: the first time cold; the second, after the cache's check is due (or, uncached,
     // through the same open and send again).
     for round in 0..2 {
         let mut slow = s.connect();
         let asked = Instant::now();
         slow.send(b"GET /slow/slow7.txt HTTP/1.1\r\nHost: h.test\r\n\r\n");
-        let (tx, rx) = std::sync::mpsc::channel();
-        let reader = std::thread::spawn(move || {
-            let r = slow.response(false);
-            let _ = tx.send(());
-            r
-        });
-        // Requests for a file on the fast disk, one after the other, for as long as the slow
-        // one waits: every one answered at once.
-        let mut fast = 0;
-        while rx.try_recv().is_err() {
-            let at = Instant::now();
-            let r = s.get("h.test", "/fast.txt");
-            assert_eq!((r.status, r.text().as_str()), (200, "fast\n"));
-            assert!(
-                at.elapsed() < Duration::from_millis(600),
-                "round {round}: a request for a fast file waited {:?} behind a slow disk",
-                at.elapsed()
-            );
-            fast += 1;
-            assert!(
-                asked.elapsed() < Duration::from_secs(20),
-                "the slow file never came"
-            );
-        }
-        let r = reader.join().unwrap();
+        let (r, fast) = fast_while_slow(
+            move || slow.response(false),
+            || {
+                let r = s.get("h.test", "/fast.txt");
+                assert_eq!((r.status, r.text().as_str()), (200, "fast\n"));
+            },
+        );
         assert_eq!((r.status, r.text().as_str()), (200, "slow file 7\n"));
         assert!(
             fast >= 3 && asked.elapsed() > Duration::from_millis(800),
@@ -545,24 +570,7 @@ path = "{slow}"
 fn a_hung_disk_gets_503_after_the_file_io_timeout(d: Driver) {
     use std::time::{Duration, Instant};
     let disk = SlowDisk::mount(3.0);
-    let site = Site::new();
-    site.file("fast.txt", "fast\n");
-    let s = Server::start(
-        d,
-        &site,
-        &format!(
-            r#"[performance]
-file_io_timeout_ms = 300
-
-[path_routes."h.test"."/"]
-path = "{{site}}"
-
-[path_routes."h.test"."/slow/"]
-path = "{slow}"
-"#,
-            slow = disk.path().display()
-        ),
-    );
+    let (s, _site) = slow_disk_server(d, &disk, "file_io_timeout_ms = 300");
     let asked = Instant::now();
     let r = s.get("h.test", "/slow/slow3.txt");
     let waited = asked.elapsed();
@@ -581,25 +589,8 @@ fn a_disk_that_hangs_mid_body_cuts_the_response_off(d: Driver) {
     use std::io::Read;
     use std::time::{Duration, Instant};
     let disk = SlowDisk::mount(4.0);
-    let site = Site::new();
-    site.file("fast.txt", "fast\n");
-    let s = Server::start(
-        d,
-        &site,
-        &format!(
-            r#"[performance]
-file_io_timeout_ms = 500
-file_cache_max_file_size = 0
-
-[path_routes."h.test"."/"]
-path = "{{site}}"
-
-[path_routes."h.test"."/slow/"]
-path = "{slow}"
-"#,
-            slow = disk.path().display()
-        ),
-    );
+    let performance = "file_io_timeout_ms = 500\nfile_cache_max_file_size = 0";
+    let (s, _site) = slow_disk_server(d, &disk, performance);
     let mut sock = std::net::TcpStream::connect(s.addr).unwrap();
     sock.set_read_timeout(Some(Duration::from_secs(10)))
         .unwrap();
