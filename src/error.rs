@@ -103,6 +103,15 @@ impl Error {
         Self::client(ErrorKind::NotFound, "not found")
     }
 
+    /// This error once its response has begun: no status can follow, the connection (or
+    /// stream) is cut ([`ErrorKind::Aborted`]). A client that went away stays that.
+    pub fn cut_off(self) -> Self {
+        match self.kind {
+            ErrorKind::ClientGone | ErrorKind::Aborted => self,
+            _ => Self::new(ErrorKind::Aborted, self.side, self.detail),
+        }
+    }
+
     /// The gRPC status code for this error, for a gRPC call (whose errors travel as
     /// `grpc-status`, in an HTTP 200): 14 UNAVAILABLE when no upstream could take it, 4
     /// DEADLINE_EXCEEDED for timeouts, 8 RESOURCE_EXHAUSTED for rate limits and size limits,

@@ -215,22 +215,23 @@ pub fn check_cached(
     let dir = root.as_ref().map(|fd| fd.as_fd());
     match sys::open_beneath(dir, &entry.path, flags, resolve) {
         Ok(fd) => Ok(sys::fstat(fd.as_fd()).ok().map(|st| Identity::of(&st))),
-        Err(e)
-            if matches!(
-                e.raw_os_error(),
-                Some(libc::EAGAIN | libc::EINVAL | libc::EXDEV)
-            ) =>
-        {
-            Err(())
-        }
-        Err(_) => Ok(None),
+        // Gone: the entry goes. Anything else (not cached, a mount, out of descriptors): the
+        // thread's `stat` decides.
+        Err(e) if matches!(e.raw_os_error(), Some(libc::ENOENT | libc::ENOTDIR)) => Ok(None),
+        Err(_) => Err(()),
     }
 }
 
 /// Marks an entry as checked while its check runs on a file I/O thread: the requests for it
-/// meanwhile are served the entry instead of sending a check each.
-pub fn checking(entry: &Cached, now: Instant) {
-    entry.checked.set(now);
+/// meanwhile are served the entry instead of sending a check each. Returns when it was checked
+/// before, to put back ([`unchecked`]) if the check fails.
+pub fn checking(entry: &Cached, now: Instant) -> Instant {
+    entry.checked.replace(now)
+}
+
+/// A check that could not run (the file I/O threads full or late): the entry is due again.
+pub fn unchecked(entry: &Cached, before: Instant) {
+    entry.checked.set(before);
 }
 
 /// The check of a cached file: one `stat` of the path it was opened by, below the route root's
@@ -818,11 +819,13 @@ mod tests {
         };
         let on_worker = check_cached(&state, &key, &due);
         let now_there = Check::of(&state, &key, &due).run();
-        assert_eq!(
-            on_worker,
-            Ok(now_there),
-            "the worker's check and the thread's agree"
-        );
+        if crate::net::offload::cached_opens() {
+            assert_eq!(
+                on_worker,
+                Ok(now_there),
+                "the worker's check and the thread's agree"
+            );
+        }
         assert!(now_there.is_some());
         let kept = confirm(&state, &key, due, now_there, later, &stats);
         assert!(kept.is_some());
@@ -838,7 +841,9 @@ mod tests {
             panic!("the check is due again");
         };
         let now_there = Check::of(&state, &key, &due).run();
-        assert_eq!(check_cached(&state, &key, &due), Ok(now_there));
+        if crate::net::offload::cached_opens() {
+            assert_eq!(check_cached(&state, &key, &due), Ok(now_there));
+        }
         assert!(confirm(&state, &key, due, now_there, much_later, &stats).is_none());
         assert!(matches!(
             lookup(&state, &key, &config, much_later, &stats),

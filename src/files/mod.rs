@@ -290,8 +290,12 @@ impl Serving<'_> {
                         Some(identity) => identity,
                         None => {
                             let check = cache::Check::of(self.state, key, &entry);
-                            cache::checking(&entry, now);
-                            offload::run(move || check.run()).await?
+                            let before = cache::checking(&entry, now);
+                            let checked = offload::run(move || check.run()).await;
+                            if checked.is_err() {
+                                cache::unchecked(&entry, before);
+                            }
+                            checked?
                         }
                     };
                     cache::confirm(self.state, key, entry, now_there, now, self.stats)
@@ -892,9 +896,12 @@ fn open_cached(
     match sys::open_beneath(dir, path, flags, resolve | libc::RESOLVE_CACHED) {
         Ok(fd) => Ok(fd),
         // The kernel takes the flag (asked once), so an `EINVAL` is this path's (a name the
-        // file system cannot hold); `EXDEV`, a mount crossed (or the root left): the thread's
-        // open, without these flags, says what it is.
-        Err(e) if matches!(e.raw_os_error(), Some(libc::EINVAL | libc::EXDEV)) => {
+        // file system cannot hold): the thread's open, without the flag, says what it is.
+        Err(e) if e.raw_os_error() == Some(libc::EINVAL) => Err(Error::internal(WOULD_BLOCK)),
+        // `EXDEV` without `RESOLVE_BENEATH`: a mount crossed (`RESOLVE_NO_XDEV`), for the
+        // thread. With it, it may be the root left too: refused, and `open_contained` looks
+        // again (an absolute symlink back inside the root, or a mount, which sends it on).
+        Err(e) if e.raw_os_error() == Some(libc::EXDEV) && resolve & libc::RESOLVE_BENEATH == 0 => {
             Err(Error::internal(WOULD_BLOCK))
         }
         Err(e) => Err(open_error(e)),

@@ -6,7 +6,7 @@
 //! sockets (`--features ktls`), whose records the kernel encrypts. Over userspace TLS a file is
 //! read in pieces with `pread(2)` and encrypted, as nginx does without kernel TLS.
 
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, BorrowedFd};
 use std::time::Duration;
 
 use monoio::net::TcpStream;
@@ -18,6 +18,8 @@ use crate::error::{Error, ErrorKind};
 
 /// Piece size for file bodies over userspace TLS (one full TLS record).
 const TLS_FILE_PIECE: usize = 16 * 1024;
+/// A file up to this size, in the page cache, leaves with its head in one send (plain, kTLS).
+const ONE_SEND_FILE: u64 = 16 * 1024;
 
 /// An accepted client connection.
 pub struct ClientStream {
@@ -149,18 +151,30 @@ impl ClientStream {
     }
 
     /// Sends a response `head` and then `len` bytes of the file `fd` from `offset`:
-    /// `sendfile(2)` on a plain or kTLS socket (the head with `MSG_MORE` on a plain one),
+    /// `sendfile(2)` on a plain or kTLS socket (the head with `MSG_MORE` on a plain one; a
+    /// small file in the page cache read into the head's buffer and sent with it),
     /// `pread(2)` and encryption over userspace TLS, where the head shares the first record
     /// with the file's first bytes — one record and one send for a small file. Either way the
     /// disk is read off the worker ([`disk`]).
     pub async fn send_head_and_file(
         &mut self,
-        head: &[u8],
+        head: &mut Vec<u8>,
         file: disk::Source,
         offset: u64,
         len: u64,
     ) -> Result<(), Error> {
         let Layer::Rustls(session) = &mut self.layer else {
+            // A small file the page cache holds leaves with its head, in one send: one
+            // `preadv2(RWF_NOWAIT)` is both the read and the proof that no disk is needed.
+            if !file.remote && len <= ONE_SEND_FILE {
+                let filled = head.len();
+                // SAFETY: the backend holds the file open until its response is sent.
+                let fd = unsafe { BorrowedFd::borrow_raw(file.fd) };
+                match super::sys::pread_nowait_append(fd, head, len as usize, offset) {
+                    Ok(n) if n as u64 == len => return self.send(head, false).await,
+                    _ => head.truncate(filled),
+                }
+            }
             self.send(head, true).await?;
             return disk::sendfile_all(&self.tcp, file, offset, len, &mut self.meter.sent).await;
         };
@@ -170,7 +184,11 @@ impl ClientStream {
         while at < end {
             let room = TLS_FILE_PIECE.saturating_sub(out.len()).max(1024);
             let want = ((end - at) as usize).min(room);
-            let n = disk::pread_append(file, &mut out, want, at).await?;
+            // Until a byte has gone, a failed read is still answered (503 when the file I/O
+            // threads are full or late); after, it cuts the response off.
+            let begun = at > offset;
+            let read = disk::pread_append(file, &mut out, want, at).await;
+            let n = read.map_err(|e| if begun { e.cut_off() } else { e })?;
             if n == 0 {
                 return Err(Error::client(
                     ErrorKind::ClientGone,

@@ -20,7 +20,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use monoio::net::TcpStream;
 
 use super::{io, offload, sys};
-use crate::error::{Error, ErrorKind, Side};
+use crate::error::{Error, ErrorKind};
 
 /// The most one `sendfile` call sends, and the range checked in the page cache before it
 /// (nginx's `sendfile_max_chunk` default).
@@ -49,6 +49,7 @@ pub async fn sendfile_all(
     let end = offset.saturating_add(len);
     // Bytes below `warm` were found in the page cache: sent on the worker without asking again.
     let (mut at, mut warm) = (offset, offset);
+    // The head went before (with `MSG_MORE`): any error now cuts the response off.
     let mut probe = Probe::default();
     while at < end {
         if at >= warm && !file.remote {
@@ -61,7 +62,8 @@ pub async fn sendfile_all(
             sendfile(stream.as_raw_fd(), file.fd, at, (warm - at) as usize)
         } else {
             let piece = (end - at).min(PIECE) as usize;
-            let (socket, disk) = (dup(stream.as_raw_fd())?, dup(file.fd)?);
+            let socket = dup(stream.as_raw_fd()).map_err(Error::cut_off)?;
+            let disk = dup(file.fd).map_err(Error::cut_off)?;
             let job = offload::run(move || {
                 let n = sendfile(socket.as_raw_fd(), disk.as_raw_fd(), at, piece);
                 if matches!(&n, Err(e) if e.kind() == std::io::ErrorKind::WouldBlock) {
@@ -81,7 +83,7 @@ pub async fn sendfile_all(
                         // SAFETY: shutdown takes no pointers; the socket is open.
                         unsafe { libc::shutdown(stream.as_raw_fd(), libc::SHUT_RDWR) };
                     }
-                    return Err(aborted(e));
+                    return Err(e.cut_off());
                 }
             }
         };
@@ -105,8 +107,9 @@ pub async fn sendfile_all(
 
 /// Reads up to `want` bytes of `file` at `offset`, appended to `buf`: from the page cache on
 /// the worker when it holds them, else on a file I/O thread. Fewer bytes than asked is not the
-/// end of the file (the rest needed the disk); 0 is. Errors are [`ErrorKind::Aborted`] (a
-/// body is under way).
+/// end of the file (the rest needed the disk); 0 is. An error is as it came (a 503 when the
+/// threads are full or late): a caller that has sent part of the body makes it
+/// [`Error::cut_off`].
 pub async fn pread_append(
     file: Source,
     buf: &mut Vec<u8>,
@@ -127,8 +130,7 @@ pub async fn pread_append(
         let read = sys::pread_append(disk.as_fd(), &mut owned, want, offset);
         (owned, read)
     })
-    .await
-    .map_err(aborted)?;
+    .await?;
     *buf = owned;
     read.map_err(read_error)
 }
@@ -157,12 +159,7 @@ fn read_cached(
 }
 
 fn read_error(e: std::io::Error) -> Error {
-    aborted(Error::internal(format!("reading the file: {e}")))
-}
-
-/// `e`, as the end of a response whose body was under way.
-fn aborted(e: Error) -> Error {
-    Error::new(ErrorKind::Aborted, Side::Internal, e.detail)
+    Error::internal(format!("reading the file: {e}"))
 }
 
 /// `sendfile(2)` of up to `len` bytes of `file` at `offset` to `socket`.
@@ -201,7 +198,7 @@ fn dup(fd: RawFd) -> Result<OwnedFd, Error> {
     // SAFETY: the caller's descriptor is open for the call.
     unsafe { BorrowedFd::borrow_raw(fd) }
         .try_clone_to_owned()
-        .map_err(|e| aborted(Error::internal(format!("duplicating a descriptor: {e}"))))
+        .map_err(|e| Error::internal(format!("duplicating a descriptor: {e}")))
 }
 
 /// Whether the kernel has `cachestat(2)` (Linux 6.5; a seccomp profile may refuse it too):
@@ -225,8 +222,11 @@ impl Probe {
     /// none — a cold file, or a file whose pages are another file's (overlayfs, where it
     /// always counts none) — or is not there (before Linux 6.5), `mincore(2)` on a mapping of
     /// the range, which follows the mapping to the file that holds the pages and reports only
-    /// pages read. `mincore` tells only the owner of a file (or root) the truth; for anyone
-    /// else, the first and last byte are tried with `RWF_NOWAIT`.
+    /// pages read; its "all there" is confirmed by the first and last byte (`RWF_NOWAIT`, where
+    /// the file system can), in case the kernel did not tell the truth after all. `mincore`
+    /// tells only the owner of a file (or a holder of `CAP_FOWNER`) the truth; for anyone else,
+    /// the first and last byte are tried with `RWF_NOWAIT` alone — the pages between are then
+    /// most likely there too, as they are read in order, but not surely.
     pub fn resident(&mut self, file: RawFd, offset: u64, len: usize) -> bool {
         if len == 0 {
             return true;
@@ -239,15 +239,19 @@ impl Probe {
                 }
                 Ok(0) => {}
                 Ok(_) => return false,
-                Err(e) if matches!(e.raw_os_error(), Some(libc::ENOSYS | libc::EPERM)) => {
+                Err(e) if e.raw_os_error() == Some(libc::ENOSYS) => {
                     CACHESTAT.store(false, Ordering::Relaxed);
                 }
+                // EPERM: refused for this file (or by a seccomp profile), asked otherwise.
                 Err(_) => {}
             }
         }
         if let Some(mapped) = mapped_resident(file, offset, len) {
-            self.blind |= mapped && CACHESTAT.load(Ordering::Relaxed);
-            return mapped;
+            let confirmed = mapped
+                && nowait_byte(file, offset) != Some(false)
+                && nowait_byte(file, last) != Some(false);
+            self.blind |= confirmed && CACHESTAT.load(Ordering::Relaxed);
+            return confirmed;
         }
         nowait_byte(file, offset) == Some(true) && nowait_byte(file, last) == Some(true)
     }
@@ -274,8 +278,9 @@ fn nowait_byte(file: RawFd, offset: u64) -> Option<bool> {
 
 /// `mincore(2)` of the range, mapped (read-only, never touched, so no page is read): whether
 /// every page is in memory. `None` when the file cannot be mapped, or when the kernel would not
-/// tell: to a process that neither owns the file nor may write it, `mincore` says every page
-/// is there (a side channel closed in Linux 5.0); only the owner and root are asked.
+/// tell: to a process that neither owns the file nor may write it (nor holds `CAP_FOWNER`),
+/// `mincore` says every page is there (a side channel closed in Linux 5.0); only the owner and
+/// a holder of `CAP_FOWNER` are asked.
 fn mapped_resident(file: RawFd, offset: u64, len: usize) -> Option<bool> {
     /// Enough for [`PIECE`] in 4 KiB pages, one more for a range that does not start on one.
     const MOST: usize = (PIECE / 4096) as usize + 1;
@@ -292,7 +297,7 @@ fn mapped_resident(file: RawFd, offset: u64, len: usize) -> Option<bool> {
     let owner = sys::fstat(unsafe { BorrowedFd::borrow_raw(file) })
         .ok()?
         .st_uid;
-    if euid != 0 && owner != euid {
+    if owner != euid && !sys::has_cap_fowner() {
         return None;
     }
     // SAFETY: a new read-only mapping of the file; no memory of ours is passed.

@@ -228,6 +228,41 @@ pub fn readlink(path: &CStr, buf: &mut [u8]) -> io::Result<usize> {
     Ok(check(n as libc::c_long)? as usize)
 }
 
+/// Whether this thread holds `CAP_FOWNER` in its effective set (`capget(2)`): what lets a
+/// process act as the owner of any file (root normally has it; a container may drop it).
+pub fn has_cap_fowner() -> bool {
+    /// `_LINUX_CAPABILITY_VERSION_3`: two 32-bit words of each set.
+    const VERSION_3: u32 = 0x2008_0522;
+    const CAP_FOWNER: u32 = 3;
+    #[repr(C)]
+    struct Header {
+        version: u32,
+        pid: libc::c_int,
+    }
+    #[repr(C)]
+    #[derive(Clone, Copy, Default)]
+    struct Data {
+        effective: u32,
+        permitted: u32,
+        inheritable: u32,
+    }
+    let mut header = Header {
+        version: VERSION_3,
+        pid: 0,
+    };
+    let mut data = [Data::default(); 2];
+    // SAFETY: both are live and laid out as the kernel's; it writes `data` (two entries for
+    // version 3) and may write `header.version`.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_capget,
+            &mut header as *mut Header,
+            data.as_mut_ptr(),
+        )
+    };
+    rc == 0 && data[0].effective & (1 << CAP_FOWNER) != 0
+}
+
 /// Whether `fd`'s file is on a network or FUSE file system (`fstatfs(2)`), where an open or a
 /// `stat` may wait for a server: NFS, SMB/CIFS, Ceph, 9P, AFS, Coda, Lustre, GlusterFS and any
 /// FUSE file system (sshfs, s3fs, ntfs-3g…). Unknown (the call failed): treated as one.

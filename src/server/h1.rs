@@ -272,7 +272,7 @@ impl Downstream for H1Downstream<'_> {
                 self.client.meter.note_head(status, head_len as u64);
                 let file = crate::net::disk::Source { fd, remote };
                 self.client
-                    .send_head_and_file(&out, file, offset, len)
+                    .send_head_and_file(&mut out, file, offset, len)
                     .await
             }
             Body::Stream { length, .. } if length != Some(0) && !self.head_request => {

@@ -635,7 +635,12 @@ pub(super) async fn answer_error<D: Downstream>(
     // The request's id ends each line about it, as the access log names it.
     let id = id.map_or(String::new(), |id| format!(" request_id={id}"));
     let Some(status) = e.status() else {
-        log::debug!("{peer}: {e}{id}");
+        // A response cut off by our side (a disk that stopped answering) is worth a warning; an
+        // upstream's or a client's end is their business.
+        match e.side {
+            Side::Internal if e.kind == ErrorKind::Aborted => log::warn!("{peer}: {e}{id}"),
+            _ => log::debug!("{peer}: {e}{id}"),
+        }
         return None;
     };
     let what = req.map_or(String::new(), |r| format!("{} {}: ", r.method, r.path));

@@ -297,6 +297,32 @@ fn a_slow_disk_does_not_stall_https(d: Driver) {
     );
 }
 
+/// Over HTTPS a file's head leaves with its first bytes: a disk that does not give them within
+/// `file_io_timeout_ms` (its file found at once, its bytes never) still gets a clean 503, as
+/// nothing of the response has gone yet.
+fn a_disk_that_hangs_before_the_first_byte_gets_503_over_https(d: Driver) {
+    use std::time::{Duration, Instant};
+    let disk = crate::files::SlowDisk::mount(4.0);
+    let h = start(
+        d,
+        "",
+        &format!(
+            "\"/slow/\" = {{ path = \"{}\" }}\n\n[performance]\nfile_cache_max_file_size = 0\n\
+             file_io_timeout_ms = 500\n",
+            disk.path().display()
+        ),
+    );
+    let mut w = Wire::new(tls_connect(h.s.addr, "site.test", Trust::Ca(&h.pki), None).unwrap());
+    let asked = Instant::now();
+    let r = get(&mut w, "/slow/late.txt");
+    assert_eq!(r.status, 503, "{}", String::from_utf8_lossy(&r.body));
+    let waited = asked.elapsed();
+    assert!(
+        waited >= Duration::from_millis(400) && waited < Duration::from_millis(3000),
+        "503 after {waited:?}"
+    );
+}
+
 /// A WebSocket over HTTPS: the tunnel carries the client's TLS session in both directions.
 fn websocket_over_https(d: Driver) {
     let up = Upstream::start();
@@ -540,6 +566,7 @@ fn idle_tls_connections_hold_little_memory(d: Driver) {
 }
 
 crate::both_drivers!(
+    a_disk_that_hangs_before_the_first_byte_gets_503_over_https,
     a_slow_disk_does_not_stall_https,
     idle_tls_connections_hold_little_memory,
     files_proxy_and_pipelining_over_https,

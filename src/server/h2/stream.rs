@@ -383,9 +383,11 @@ impl H2Downstream {
             let want = usize::try_from(end - at).unwrap_or(usize::MAX);
             let n = self.capacity(want).await?;
             let mut buf = Vec::new();
-            let got = crate::net::disk::pread_append(file, &mut buf, n, at).await?;
+            // The head went before: an error cuts the stream off.
+            let read = crate::net::disk::pread_append(file, &mut buf, n, at).await;
+            let got = read.map_err(Error::cut_off)?;
             if got == 0 {
-                return Err(Error::internal("the file shrank while it was being sent"));
+                return Err(Error::internal("the file shrank while it was being sent").cut_off());
             }
             at += got as u64;
             let buf = Bytes::from(buf);
