@@ -10,10 +10,11 @@ use std::os::fd::{AsRawFd, BorrowedFd};
 use std::time::Duration;
 
 use monoio::net::TcpStream;
-use rustls::ServerConnection;
 
 use super::disk;
 use super::io::{self, RecvError};
+use super::server_tls::ServerTls;
+use super::tls::TlsSession;
 use crate::error::{Error, ErrorKind};
 
 /// Piece size for file bodies over userspace TLS (one full TLS record).
@@ -60,11 +61,38 @@ impl Meter {
     }
 }
 
+/// What a connection parked without a task keeps of its stream besides its socket
+/// ([`crate::server::park`]): who runs its TLS records, and the session when rustls does.
+pub enum ParkedLayer {
+    Plain,
+    Rustls(Box<ServerTls>),
+    #[cfg(feature = "ktls")]
+    Kernel,
+}
+
+impl ParkedLayer {
+    /// Ends a parked connection that is being closed on `fd`: `close_notify` over TLS, sent
+    /// if the socket takes it now, as an idle connection with a task sends it.
+    pub fn close(&mut self, fd: std::os::fd::RawFd) {
+        match self {
+            Self::Plain => {}
+            Self::Rustls(s) => {
+                s.send_close_notify();
+                let _ = super::tls::try_flush(fd, &mut **s);
+            }
+            #[cfg(feature = "ktls")]
+            Self::Kernel => {
+                let _ = crate::tls::ktls::send_close_notify(fd);
+            }
+        }
+    }
+}
+
 /// Who runs the TLS records of a connection.
 enum Layer {
     Plain,
     /// rustls in userspace (boxed: a plain connection stays small).
-    Rustls(Box<ServerConnection>),
+    Rustls(Box<ServerTls>),
     /// The kernel (kTLS): the socket reads and writes plaintext. `early` holds application
     /// data rustls decrypted before the hand-over, returned by the first receive.
     #[cfg(feature = "ktls")]
@@ -84,13 +112,54 @@ impl ClientStream {
     }
 
     /// A connection whose TLS handshake has completed, its records run by rustls.
-    pub fn tls(tcp: TcpStream, session: Box<ServerConnection>) -> Self {
+    pub fn tls(tcp: TcpStream, session: Box<ServerTls>) -> Self {
         Self {
             tcp,
             layer: Layer::Rustls(session),
 
             meter: Meter::default(),
         }
+    }
+
+    /// A connection back from parking, with what it kept ([`ClientStream::park`]).
+    pub fn resumed(tcp: TcpStream, layer: ParkedLayer) -> Self {
+        let layer = match layer {
+            ParkedLayer::Plain => Layer::Plain,
+            ParkedLayer::Rustls(s) => Layer::Rustls(s),
+            #[cfg(feature = "ktls")]
+            ParkedLayer::Kernel => Layer::Kernel { early: Vec::new() },
+        };
+        Self {
+            tcp,
+            layer,
+            meter: Meter::default(),
+        }
+    }
+
+    /// Takes what the connection must keep to wait for its next request on its socket alone,
+    /// without a task: `None` when it cannot — something is readable already (decrypted
+    /// plaintext, the peer's `close_notify`), which no socket readiness would announce. The
+    /// stream is left plain; [`ClientStream::unpark`] puts the layer back.
+    pub fn park(&mut self) -> Option<ParkedLayer> {
+        if self.buffered() {
+            return None;
+        }
+        Some(match std::mem::replace(&mut self.layer, Layer::Plain) {
+            Layer::Plain => ParkedLayer::Plain,
+            Layer::Rustls(s) => ParkedLayer::Rustls(s),
+            #[cfg(feature = "ktls")]
+            Layer::Kernel { .. } => ParkedLayer::Kernel,
+        })
+    }
+
+    /// Puts back what [`ClientStream::park`] took, when the connection did not park after all.
+    pub fn unpark(&mut self, layer: ParkedLayer) {
+        self.layer = match layer {
+            ParkedLayer::Plain => Layer::Plain,
+            ParkedLayer::Rustls(s) => Layer::Rustls(s),
+            #[cfg(feature = "ktls")]
+            ParkedLayer::Kernel => Layer::Kernel { early: Vec::new() },
+        };
     }
 
     /// A connection whose TLS records the kernel runs (see [`crate::tls::ktls::offload`]).
@@ -134,7 +203,7 @@ impl ClientStream {
             }
             // What rustls took counts once the socket took it all.
             Layer::Rustls(s) => {
-                let sent = super::tls::send_all(&self.tcp, s, data).await;
+                let sent = super::tls::send_all(&self.tcp, &mut **s, data).await;
                 if sent.is_ok() {
                     self.meter.sent += data.len() as u64;
                 }
@@ -195,13 +264,13 @@ impl ClientStream {
                     "file shrank while it was being sent",
                 ));
             }
-            super::tls::send_all(&self.tcp, session, &out).await?;
+            super::tls::send_all(&self.tcp, &mut **session, &out).await?;
             self.meter.sent += out.len() as u64;
             out.clear();
             at += n as u64;
         }
         if !out.is_empty() {
-            super::tls::send_all(&self.tcp, session, &out).await?;
+            super::tls::send_all(&self.tcp, &mut **session, &out).await?;
             self.meter.sent += out.len() as u64;
         }
         Ok(())
@@ -216,7 +285,9 @@ impl ClientStream {
     ) -> Result<usize, RecvError> {
         match &mut self.layer {
             Layer::Plain => io::recv_into(&self.tcp, buf, want, timeout).await,
-            Layer::Rustls(s) => super::tls::recv_into(&self.tcp, s, buf, want, timeout).await,
+            Layer::Rustls(s) => {
+                super::tls::recv_into(&self.tcp, &mut **s, buf, want, timeout).await
+            }
             #[cfg(feature = "ktls")]
             Layer::Kernel { early } if !early.is_empty() => {
                 let n = early.len();
@@ -253,9 +324,9 @@ impl ClientStream {
     fn buffered(&mut self) -> bool {
         match &mut self.layer {
             Layer::Plain => false,
-            Layer::Rustls(s) => s.process_new_packets().map_or(true, |st| {
-                st.plaintext_bytes_to_read() > 0 || st.peer_has_closed()
-            }),
+            Layer::Rustls(s) => s
+                .process_new_packets()
+                .map_or(true, |st| st.plaintext > 0 || st.peer_closed),
             #[cfg(feature = "ktls")]
             Layer::Kernel { early } => !early.is_empty(),
         }
@@ -267,7 +338,7 @@ impl ClientStream {
             Layer::Plain => {}
             Layer::Rustls(s) => {
                 s.send_close_notify();
-                let _ = super::tls::try_flush(self.tcp.as_raw_fd(), s);
+                let _ = super::tls::try_flush(self.tcp.as_raw_fd(), &mut **s);
             }
             #[cfg(feature = "ktls")]
             Layer::Kernel { .. } => {
@@ -287,10 +358,7 @@ impl ClientStream {
     }
 
     /// Hands the connection to HTTP/2 ([`super::h2io`]), `replay` (bytes already read) first.
-    pub fn into_poll(
-        self,
-        replay: Vec<u8>,
-    ) -> std::io::Result<super::h2io::PollStream<ServerConnection>> {
+    pub fn into_poll(self, replay: Vec<u8>) -> std::io::Result<super::h2io::PollStream<ServerTls>> {
         match self.layer {
             Layer::Plain => {
                 super::h2io::PollStream::new(self.tcp, None, replay).map(|s| s.lingering())
@@ -308,7 +376,7 @@ impl ClientStream {
 
     /// The socket and the userspace TLS session, for a tunnel that drives both directions at
     /// once. On kernel TLS the socket carries plaintext and there is no session.
-    pub fn parts(&mut self) -> (&TcpStream, Option<&mut ServerConnection>) {
+    pub fn parts(&mut self) -> (&TcpStream, Option<&mut ServerTls>) {
         match &mut self.layer {
             Layer::Rustls(s) => (&self.tcp, Some(&mut **s)),
             _ => (&self.tcp, None),

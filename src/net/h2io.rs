@@ -8,7 +8,6 @@
 
 use std::future::Future;
 use std::io::{self, Read, Write};
-use std::ops::DerefMut;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
@@ -17,7 +16,9 @@ use std::time::Instant;
 use bytes::Bytes;
 use monoio::net::tcp::stream_poll::TcpStreamPoll;
 use monoio::net::TcpStream;
-use rustls::{ClientConnection, ConnectionCommon, SideData};
+use rustls::ClientConnection;
+
+use super::tls::TlsSession;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use super::upstream::UpstreamConn;
@@ -100,11 +101,7 @@ pub struct PollStream<C> {
     lingers: bool,
 }
 
-impl<C, S> PollStream<C>
-where
-    C: DerefMut<Target = ConnectionCommon<S>>,
-    S: SideData,
-{
+impl<C: TlsSession> PollStream<C> {
     /// Takes over a socket (and its rustls session, if any), replaying `replay` first. Fails
     /// (giving nothing back) when the runtime cannot watch the socket's readiness.
     pub fn new(tcp: TcpStream, tls: Option<Box<C>>, replay: Vec<u8>) -> io::Result<Self> {
@@ -165,11 +162,7 @@ where
     }
 }
 
-impl<C, S> AsyncRead for PollStream<C>
-where
-    C: DerefMut<Target = ConnectionCommon<S>> + Unpin,
-    S: SideData,
-{
+impl<C: TlsSession + Unpin> AsyncRead for PollStream<C> {
     fn poll_read(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -203,7 +196,7 @@ where
             let Some(session) = this.tls.as_mut() else {
                 return Poll::Ready(Ok(()));
             };
-            match session.reader().read(buf.initialize_unfilled()) {
+            match session.read_plaintext(buf.initialize_unfilled()) {
                 Ok(n) => {
                     // 0: the peer's close_notify, the end of the stream.
                     this.close_notify_received |= n == 0;
@@ -239,11 +232,7 @@ where
     }
 }
 
-impl<C, S> AsyncWrite for PollStream<C>
-where
-    C: DerefMut<Target = ConnectionCommon<S>> + Unpin,
-    S: SideData,
-{
+impl<C: TlsSession + Unpin> AsyncWrite for PollStream<C> {
     fn poll_write(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -337,11 +326,7 @@ struct Linger {
     read: usize,
 }
 
-impl<C, S> PollStream<C>
-where
-    C: DerefMut<Target = ConnectionCommon<S>> + Unpin,
-    S: SideData,
-{
+impl<C: TlsSession + Unpin> PollStream<C> {
     /// Reads and drops what the peer sends until its end, an error, or the linger's bounds.
     fn poll_linger(&mut self, cx: &mut Context<'_>) -> Poll<()> {
         let mut scratch = [0u8; 4096];
@@ -359,7 +344,7 @@ where
                 // Plaintext rustls holds goes first (a full buffer fails read_tls); an end
                 // of it is the peer's close_notify.
                 loop {
-                    match session.reader().read(&mut scratch) {
+                    match session.read_plaintext(&mut scratch) {
                         Ok(0) => {
                             self.close_notify_received = true;
                             return Poll::Ready(());
@@ -462,7 +447,7 @@ where
         let Some(session) = self.tls.as_mut() else {
             return Poll::Ready(Ok(0));
         };
-        let took = session.writer().write_vectored(data)?;
+        let took = session.write_plaintext(data)?;
         let total: usize = data.iter().map(|d| d.len()).sum();
         if took > 0 || total == 0 {
             return Poll::Ready(Ok(took));
@@ -474,7 +459,7 @@ where
         let Some(session) = self.tls.as_mut() else {
             return Poll::Ready(Ok(0));
         };
-        match session.writer().write_vectored(data)? {
+        match session.write_plaintext(data)? {
             0 => {
                 cx.waker().wake_by_ref();
                 Poll::Pending

@@ -24,6 +24,7 @@ pub mod h2io;
 pub mod io;
 pub mod offload;
 pub mod proxy_header;
+pub mod server_tls;
 pub mod splice;
 pub mod sys;
 pub mod tls;

@@ -7,12 +7,12 @@
 //! not handed to rustls at once, so dropping one of these futures (a `select!` losing) loses no
 //! bytes.
 
-use std::io::{self, Read, Write};
+use std::io::{self, IoSlice, Read, Write};
 use std::os::fd::{AsRawFd, RawFd};
 use std::time::{Duration, Instant};
 
 use monoio::net::TcpStream;
-use rustls::{ConnectionCommon, SideData};
+use rustls::ClientConnection;
 
 use crate::error::Error;
 use crate::net::io::{wait_writable, RecvError};
@@ -41,10 +41,84 @@ impl std::fmt::Display for HandshakeError {
     }
 }
 
+/// A TLS session as the code here drives it: the calls of rustls's buffered API. A client's
+/// session is a [`super::server_tls::ServerTls`] (rustls's unbuffered API, buffers held only
+/// while they hold bytes); an upstream's is rustls's buffered `ClientConnection`.
+pub trait TlsSession {
+    /// Reads ciphertext from `rd` (one read); `Ok(0)` at its end.
+    fn read_tls(&mut self, rd: &mut dyn Read) -> io::Result<usize>;
+    /// Processes what was read: handshake messages, alerts, application data.
+    fn process_new_packets(&mut self) -> Result<TlsState, rustls::Error>;
+    /// Reads decrypted bytes: `Ok(0)` after the peer's `close_notify`, `UnexpectedEof` after
+    /// the socket ended without one, `WouldBlock` when none are ready.
+    fn read_plaintext(&mut self, buf: &mut [u8]) -> io::Result<usize>;
+    /// Encrypts as much of `data` as fits what waits to be sent (0 when full).
+    fn write_plaintext(&mut self, data: &[IoSlice<'_>]) -> io::Result<usize>;
+    /// Whether records wait to be sent.
+    fn wants_write(&self) -> bool;
+    /// Sends waiting records to `wr` (one write).
+    fn write_tls(&mut self, wr: &mut dyn Write) -> io::Result<usize>;
+    /// Queues `close_notify`.
+    fn send_close_notify(&mut self);
+    fn is_handshaking(&self) -> bool;
+}
+
+/// What a session holds after [`TlsSession::process_new_packets`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TlsState {
+    /// Decrypted bytes ready to read.
+    pub plaintext: usize,
+    /// The peer sent `close_notify`.
+    pub peer_closed: bool,
+}
+
+impl TlsSession for ClientConnection {
+    fn read_tls(&mut self, rd: &mut dyn Read) -> io::Result<usize> {
+        let common: &mut rustls::ConnectionCommon<_> = self;
+        common.read_tls(rd)
+    }
+
+    fn process_new_packets(&mut self) -> Result<TlsState, rustls::Error> {
+        let common: &mut rustls::ConnectionCommon<_> = self;
+        common.process_new_packets().map(|state| TlsState {
+            plaintext: state.plaintext_bytes_to_read(),
+            peer_closed: state.peer_has_closed(),
+        })
+    }
+
+    fn read_plaintext(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.reader().read(buf)
+    }
+
+    fn write_plaintext(&mut self, data: &[IoSlice<'_>]) -> io::Result<usize> {
+        self.writer().write_vectored(data)
+    }
+
+    fn wants_write(&self) -> bool {
+        let common: &rustls::CommonState = self;
+        common.wants_write()
+    }
+
+    fn write_tls(&mut self, wr: &mut dyn Write) -> io::Result<usize> {
+        let common: &mut rustls::ConnectionCommon<_> = self;
+        common.write_tls(wr)
+    }
+
+    fn send_close_notify(&mut self) {
+        let common: &mut rustls::CommonState = self;
+        common.send_close_notify()
+    }
+
+    fn is_handshaking(&self) -> bool {
+        let common: &rustls::CommonState = self;
+        common.is_handshaking()
+    }
+}
+
 /// Runs the handshake to completion, by `deadline`.
-pub async fn handshake<S: SideData>(
+pub async fn handshake<T: TlsSession + ?Sized>(
     stream: &TcpStream,
-    conn: &mut ConnectionCommon<S>,
+    conn: &mut T,
     deadline: Instant,
 ) -> Result<(), HandshakeError> {
     drive_handshake(stream, conn, deadline, &mut Fd(stream.as_raw_fd())).await
@@ -54,9 +128,9 @@ pub async fn handshake<S: SideData>(
 /// a record that follows the handshake, so after it every byte received is either decrypted
 /// inside rustls or still in the socket. Kernel TLS needs this to take over the socket.
 #[cfg(feature = "ktls")]
-pub async fn handshake_whole_records<S: SideData>(
+pub async fn handshake_whole_records<T: TlsSession + ?Sized>(
     stream: &TcpStream,
-    conn: &mut ConnectionCommon<S>,
+    conn: &mut T,
     deadline: Instant,
 ) -> Result<(), HandshakeError> {
     drive_handshake(
@@ -68,9 +142,9 @@ pub async fn handshake_whole_records<S: SideData>(
     .await
 }
 
-async fn drive_handshake<S: SideData>(
+async fn drive_handshake<T: TlsSession + ?Sized>(
     stream: &TcpStream,
-    conn: &mut ConnectionCommon<S>,
+    conn: &mut T,
     deadline: Instant,
     reader: &mut impl Read,
 ) -> Result<(), HandshakeError> {
@@ -120,16 +194,15 @@ async fn drive_handshake<S: SideData>(
 
 /// Encrypts and sends all of `data`. Errors are the socket's (a client-side `ClientGone`, to be
 /// re-attributed by callers talking to an upstream).
-pub async fn send_all<S: SideData>(
+pub async fn send_all<T: TlsSession + ?Sized>(
     stream: &TcpStream,
-    conn: &mut ConnectionCommon<S>,
+    conn: &mut T,
     mut data: &[u8],
 ) -> Result<(), Error> {
     loop {
         // rustls takes what fits its outgoing buffer; the rest goes after a flush.
         let n = conn
-            .writer()
-            .write(data)
+            .write_plaintext(&[IoSlice::new(data)])
             .map_err(|e| Error::internal(format!("TLS write: {e}")))?;
         data = data.get(n..).unwrap_or_default();
         flush(stream, conn).await?;
@@ -140,10 +213,7 @@ pub async fn send_all<S: SideData>(
 }
 
 /// Sends every record rustls has queued.
-pub async fn flush<S: SideData>(
-    stream: &TcpStream,
-    conn: &mut ConnectionCommon<S>,
-) -> Result<(), Error> {
+pub async fn flush<T: TlsSession + ?Sized>(stream: &TcpStream, conn: &mut T) -> Result<(), Error> {
     while let Err(e) = try_flush(stream.as_raw_fd(), conn) {
         wait_writable(stream, e).await?;
     }
@@ -152,7 +222,7 @@ pub async fn flush<S: SideData>(
 
 /// Sends queued records without waiting: `Ok` once all are out; `Err` is the socket's error
 /// (`WouldBlock` when it is full).
-pub fn try_flush<S: SideData>(fd: RawFd, conn: &mut ConnectionCommon<S>) -> io::Result<()> {
+pub fn try_flush<T: TlsSession + ?Sized>(fd: RawFd, conn: &mut T) -> io::Result<()> {
     while conn.wants_write() {
         match conn.write_tls(&mut Fd(fd)) {
             Ok(_) => {}
@@ -166,9 +236,9 @@ pub fn try_flush<S: SideData>(fd: RawFd, conn: &mut ConnectionCommon<S>) -> io::
 /// Receives decrypted bytes into `buf` (at most `want`), waiting up to `timeout` for records.
 /// `Ok(0)` is the end of the stream: the peer's `close_notify`, or the connection's end without
 /// one (many servers close that way; HTTP framing tells a truncated message apart).
-pub async fn recv_into<S: SideData>(
+pub async fn recv_into<T: TlsSession + ?Sized>(
     stream: &TcpStream,
-    conn: &mut ConnectionCommon<S>,
+    conn: &mut T,
     buf: &mut Vec<u8>,
     want: usize,
     timeout: Duration,
@@ -186,9 +256,9 @@ pub async fn recv_into<S: SideData>(
 }
 
 /// [`recv_into`] without waiting: `Ok(None)` when the socket has nothing more yet.
-pub fn try_recv<S: SideData>(
+pub fn try_recv<T: TlsSession + ?Sized>(
     fd: RawFd,
-    conn: &mut ConnectionCommon<S>,
+    conn: &mut T,
     buf: &mut Vec<u8>,
     want: usize,
 ) -> Result<Option<usize>, RecvError> {
@@ -196,11 +266,11 @@ pub fn try_recv<S: SideData>(
         let state = conn
             .process_new_packets()
             .map_err(|_| RecvError::Failed(io::ErrorKind::InvalidData))?;
-        let ready = state.plaintext_bytes_to_read();
+        let ready = state.plaintext;
         if ready > 0 {
             let len = buf.len();
             buf.resize(len + ready.min(want.max(1)), 0);
-            return match conn.reader().read(&mut buf[len..]) {
+            return match conn.read_plaintext(&mut buf[len..]) {
                 Ok(n) => {
                     buf.truncate(len + n);
                     Ok(Some(n))
@@ -211,7 +281,7 @@ pub fn try_recv<S: SideData>(
                 }
             };
         }
-        if state.peer_has_closed() {
+        if state.peer_closed {
             return Ok(Some(0));
         }
         // Replies rustls owes the peer (a key update, an alert) go out as the socket allows.
@@ -232,19 +302,19 @@ pub fn try_recv<S: SideData>(
 
 /// Whether an idle TLS connection is still usable: not closed, no application data waiting.
 /// Records that arrived while it sat idle (TLS 1.3 session tickets) are consumed here.
-pub fn idle_and_open<S: SideData>(stream: &TcpStream, conn: &mut ConnectionCommon<S>) -> bool {
+pub fn idle_and_open<T: TlsSession + ?Sized>(stream: &TcpStream, conn: &mut T) -> bool {
     let fd = stream.as_raw_fd();
     // Decrypted bytes left over from the last exchange (more than its framing said) make the
     // connection unusable, exactly as unread bytes on a plain socket do.
     match conn.process_new_packets() {
-        Ok(state) if state.plaintext_bytes_to_read() == 0 && !state.peer_has_closed() => {}
+        Ok(state) if state.plaintext == 0 && !state.peer_closed => {}
         _ => return false,
     }
     loop {
         match conn.read_tls(&mut Fd(fd)) {
             Ok(0) => return false,
             Ok(_) => match conn.process_new_packets() {
-                Ok(state) if state.plaintext_bytes_to_read() == 0 && !state.peer_has_closed() => {}
+                Ok(state) if state.plaintext == 0 && !state.peer_closed => {}
                 _ => return false,
             },
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}

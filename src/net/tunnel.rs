@@ -11,9 +11,9 @@ use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
 use monoio::net::TcpStream;
-use rustls::{ConnectionCommon, SideData};
 
 use crate::net::io::{recv_into, send_all, RecvError};
+use crate::net::tls::TlsSession;
 
 use super::upstream::UpstreamConn;
 use crate::net::client::ClientStream;
@@ -34,13 +34,15 @@ pub async fn run(client: &mut ClientStream, upstream: UpstreamConn) {
 /// Runs both directions; returns the bytes sent to the client.
 async fn relay(client: &mut ClientStream, upstream: UpstreamConn) -> u64 {
     let (tcp, mut session) = upstream.into_parts();
-    let up_session = session.as_deref_mut().map(|s| RefCell::new(&mut **s));
+    let up_session = session
+        .as_deref_mut()
+        .map(|s| RefCell::new(s as &mut dyn TlsSession));
     let up = match &up_session {
         None => End::Plain(&tcp),
         Some(s) => End::Tls(&tcp, s),
     };
     let (client_tcp, client_session) = client.parts();
-    let down_session = client_session.map(|s| RefCell::new(&mut **s));
+    let down_session = client_session.map(|s| RefCell::new(s as &mut dyn TlsSession));
     let down = match &down_session {
         None => End::Plain(client_tcp),
         Some(s) => End::Tls(client_tcp, s),
@@ -51,18 +53,17 @@ async fn relay(client: &mut ClientStream, upstream: UpstreamConn) -> u64 {
 }
 
 /// One end of the tunnel: a socket, and the TLS session over it if any.
-enum End<'a, 's, S: SideData> {
+enum End<'a, 's> {
     Plain(&'a TcpStream),
-    Tls(&'a TcpStream, &'a RefCell<&'s mut ConnectionCommon<S>>),
+    Tls(&'a TcpStream, &'a RefCell<&'s mut dyn TlsSession>),
 }
 
-impl<S: SideData> End<'_, '_, S> {
+impl End<'_, '_> {
     async fn recv(&self, buf: &mut Vec<u8>) -> Result<usize, RecvError> {
         match self {
             End::Plain(s) => recv_into(s, buf, CHUNK, TICK).await,
             End::Tls(s, session) => loop {
-                let got =
-                    super::tls::try_recv(s.as_raw_fd(), &mut session.borrow_mut(), buf, CHUNK)?;
+                let got = super::tls::try_recv(s.as_raw_fd(), *session.borrow_mut(), buf, CHUNK)?;
                 if let Some(n) = got {
                     return Ok(n);
                 }
@@ -79,12 +80,14 @@ impl<S: SideData> End<'_, '_, S> {
         match self {
             End::Plain(s) => send_all(s, data, false).await.map_err(drop),
             End::Tls(s, session) => loop {
-                let n = std::io::Write::write(&mut session.borrow_mut().writer(), data)
+                let n = session
+                    .borrow_mut()
+                    .write_plaintext(&[std::io::IoSlice::new(data)])
                     .map_err(drop)?;
                 data = data.get(n..).unwrap_or_default();
                 loop {
                     // The borrow ends with this statement, before any await.
-                    let flushed = super::tls::try_flush(s.as_raw_fd(), &mut session.borrow_mut());
+                    let flushed = super::tls::try_flush(s.as_raw_fd(), *session.borrow_mut());
                     match flushed {
                         Ok(()) => break,
                         Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
@@ -109,7 +112,7 @@ impl<S: SideData> End<'_, '_, S> {
             End::Tls(s, session) => {
                 let mut session = session.borrow_mut();
                 session.send_close_notify();
-                let _ = super::tls::try_flush(s.as_raw_fd(), &mut session);
+                let _ = super::tls::try_flush(s.as_raw_fd(), *session);
                 s
             }
         };
@@ -120,11 +123,7 @@ impl<S: SideData> End<'_, '_, S> {
 
 /// Copies `from` → `to` until the end of `from` (or a failure, or the tunnel going idle), then
 /// shuts `to`'s write side. Returns the bytes delivered to `to`.
-async fn pipe<A: SideData, B: SideData>(
-    from: &End<'_, '_, A>,
-    to: &End<'_, '_, B>,
-    last: &Cell<Instant>,
-) -> u64 {
+async fn pipe(from: &End<'_, '_>, to: &End<'_, '_>, last: &Cell<Instant>) -> u64 {
     let mut moved = 0;
     let mut buf = Vec::with_capacity(CHUNK);
     loop {

@@ -105,7 +105,7 @@ impl UpstreamConn {
     pub async fn send(&mut self, data: &[u8], more: bool) -> Result<(), Error> {
         match &mut self.tls {
             None => io::send_all(&self.tcp, data, more).await,
-            Some(s) => super::tls::send_all(&self.tcp, s, data).await,
+            Some(s) => super::tls::send_all(&self.tcp, &mut **s, data).await,
         }
     }
 
@@ -140,7 +140,7 @@ impl UpstreamConn {
                     // What rustls takes is on its way (flushed below or at the next send).
                     taken += std::io::Write::write(&mut s.writer(), rest)
                         .map_err(|e| Error::internal(format!("TLS write: {e}")))?;
-                    super::tls::try_flush(fd, s)
+                    super::tls::try_flush(fd, &mut **s)
                 }
             };
             let e = match flushed {
@@ -215,7 +215,7 @@ impl UpstreamConn {
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => Ok(None),
                 Err(e) => Err(RecvError::Failed(e.kind())),
             },
-            Some(s) => super::tls::try_recv(self.tcp.as_raw_fd(), s, buf, want),
+            Some(s) => super::tls::try_recv(self.tcp.as_raw_fd(), &mut **s, buf, want),
         }
     }
 
@@ -234,7 +234,7 @@ impl UpstreamConn {
     ) -> Result<usize, RecvError> {
         match &mut self.tls {
             None => io::recv_into(&self.tcp, buf, want, timeout).await,
-            Some(s) => super::tls::recv_into(&self.tcp, s, buf, want, timeout).await,
+            Some(s) => super::tls::recv_into(&self.tcp, &mut **s, buf, want, timeout).await,
         }
     }
 
@@ -255,7 +255,7 @@ impl UpstreamConn {
     pub fn idle_and_open(&mut self) -> bool {
         match &mut self.tls {
             None => io::idle_and_open(&self.tcp),
-            Some(s) => super::tls::idle_and_open(&self.tcp, s),
+            Some(s) => super::tls::idle_and_open(&self.tcp, &mut **s),
         }
     }
 

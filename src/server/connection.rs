@@ -129,6 +129,7 @@ pub async fn serve(
 pub fn resume(parked: Parked, registry: &Rc<Registry>) {
     let Parked {
         fd,
+        layer,
         peer,
         admitted,
         deadline,
@@ -136,7 +137,7 @@ pub fn resume(parked: Parked, registry: &Rc<Registry>) {
     } = parked;
     match TcpStream::from_std(std::net::TcpStream::from(fd)) {
         Ok(stream) => {
-            let client = ClientStream::plain(stream);
+            let client = ClientStream::resumed(stream, layer);
             monoio::spawn(connection(
                 client,
                 peer,
@@ -167,7 +168,7 @@ async fn connection(
 ) {
     let (shared, worker, listener) = (admitted.shared.clone(), admitted.worker, admitted.listener);
     let (id, idle) = registry.add(client.tcp().as_raw_fd());
-    idle.set_parkable(!client.is_tls());
+    idle.set_parkable(true);
     let mut open = OpenGuard {
         admitted: Some(admitted),
         registry,
@@ -198,7 +199,7 @@ async fn connection(
             break;
         };
         if let Some(parking) = open.registry.parking.clone() {
-            match park(&conn, &mut open, &parking, until, is_first) {
+            match park(&mut conn, &mut open, &parking, until, is_first) {
                 // The table has it: this task and its stream (the original socket) end.
                 Ok(()) => return,
                 // Out of descriptors (EMFILE), or the epoll set refused it: the connection
@@ -245,11 +246,11 @@ async fn http2(
     }
 }
 
-/// Parks an idle plain connection (see [`super::park`]): a duplicate of its socket and its
-/// place in the open counts move to the parking table; the caller then ends the task, which
-/// closes the original socket. On failure nothing has moved.
+/// Parks an idle connection (see [`super::park`]): a duplicate of its socket, its TLS session
+/// if it has one, and its place in the open counts move to the parking table; the caller then
+/// ends the task, which closes the original socket. On failure nothing has moved.
 fn park(
-    conn: &Conn,
+    conn: &mut Conn,
     open: &mut OpenGuard,
     parking: &Parking,
     deadline: Instant,
@@ -258,11 +259,16 @@ fn park(
     // A duplicate: monoio may still hold the original in a cancelled readiness wait, and
     // closes it when that is done.
     let fd = crate::net::sys::dup_cloexec(crate::net::sys::socket_fd(conn.client.tcp()))?;
+    let Some(layer) = conn.client.park() else {
+        return Err(std::io::Error::other("decrypted bytes wait to be read"));
+    };
     let Some(admitted) = open.admitted.take() else {
+        conn.client.unpark(layer);
         return Err(std::io::Error::other("no open-count guard"));
     };
     let parked = Parked {
         fd,
+        layer,
         peer: conn.peer,
         admitted,
         deadline,
@@ -270,6 +276,7 @@ fn park(
     };
     parking.park(parked).map_err(|(p, e)| {
         open.admitted = Some(p.admitted);
+        conn.client.unpark(p.layer);
         e
     })
 }

@@ -1,10 +1,12 @@
 //! Parked connections: how a worker holds thousands of idle keep-alive connections in a few
 //! dozen bytes each.
 //!
-//! A plain (not TLS) connection that has waited for its next request through two idle sweeps
-//! (100–200 ms, see [`super::registry::IDLE_SWEEP`]) gives up its task, its monoio socket, its idle state
-//! and its registry entry. What is left is one [`Parked`] entry in the worker's table and its
-//! descriptor in the worker's own epoll set (kernel memory, not the daemon's). One watcher task
+//! An HTTP/1.1 connection that has waited for its next request through two idle sweeps
+//! (100–200 ms, see [`super::registry::IDLE_SWEEP`]) gives up its task, its monoio socket, its
+//! idle state and its registry entry. What is left is one [`Parked`] entry in the worker's
+//! table, its descriptor in the worker's own epoll set (kernel memory, not the daemon's), and
+//! over userspace TLS its session — keys and state, about 2 KiB; it holds no buffer while
+//! idle ([`crate::net::server_tls`]). One watcher task
 //! per worker waits for that epoll set to become readable and gives every connection with
 //! bytes (or a hang-up) a fresh task, which reads its request as if it had never left. The
 //! idle sweep closes parked connections whose deadline has passed; a drain answers those whose
@@ -12,8 +14,8 @@
 //!
 //! A busy connection never parks — its next request comes long before the second sweep — so
 //! the request path pays nothing for this; parking and waking cost a few syscalls each
-//! (`dup`, `epoll_ctl` twice) once per idle period. TLS connections keep their task: their
-//! session state is most of their memory and cannot be parked this way.
+//! (`dup`, `epoll_ctl` twice) once per idle period. A parked connection closed at its deadline
+//! (or by a drain) sends TLS's `close_notify` first, as one with a task does.
 
 use std::cell::RefCell;
 use std::net::SocketAddr;
@@ -22,6 +24,7 @@ use std::rc::Rc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
+use crate::net::client::ParkedLayer;
 use crate::net::sys;
 use crate::shared::Admitted;
 
@@ -32,6 +35,8 @@ const BATCH: usize = 64;
 pub struct Parked {
     /// The connection's socket (a duplicate: the original closed with its monoio stream).
     pub fd: OwnedFd,
+    /// Its TLS session, when it has one.
+    pub layer: ParkedLayer,
     pub peer: SocketAddr,
     /// Its place in the open-connection counts, kept while parked.
     pub admitted: Admitted,
@@ -211,7 +216,9 @@ impl Parking {
     pub fn expire(&self, now: Instant) -> usize {
         let due = self.table.borrow_mut().due(now);
         for &key in &due {
-            drop(self.unpark(key));
+            if let Some(mut p) = self.unpark(key) {
+                p.layer.close(p.fd.as_raw_fd());
+            }
         }
         let mut table = self.table.borrow_mut();
         if table.slots.len() > 2 * table.len + 64

@@ -65,7 +65,7 @@ pub(super) async fn accept_tls(
         }
         return None;
     }
-    let session = match rustls::ServerConnection::new(config) {
+    let session = match crate::net::server_tls::ServerTls::new(config) {
         Ok(s) => s,
         Err(e) => {
             log::warn!("{peer}: cannot start a TLS session: {e}");
@@ -76,9 +76,9 @@ pub(super) async fn accept_tls(
     let done = match shared.record_layer {
         #[cfg(feature = "ktls")]
         RecordLayer::Kernel { .. } => {
-            crate::net::tls::handshake_whole_records(&stream, &mut session, deadline).await
+            crate::net::tls::handshake_whole_records(&stream, &mut *session, deadline).await
         }
-        _ => crate::net::tls::handshake(&stream, &mut session, deadline).await,
+        _ => crate::net::tls::handshake(&stream, &mut *session, deadline).await,
     };
     if let Err(e) = done {
         log::debug!("{peer}: {e}");
@@ -86,7 +86,7 @@ pub(super) async fn accept_tls(
     }
     WorkerStats::bump(&stats.tls_handshakes);
     let h2 = session.alpn_protocol() == Some(b"h2");
-    let sni = session.server_name().map(str::to_ascii_lowercase);
+    let sni = session.server_name().map(str::to_owned);
     let client = match &shared.record_layer {
         #[cfg(feature = "ktls")]
         RecordLayer::Kernel { support, fallback } => {

@@ -17,14 +17,17 @@
 //! an error; clients send it after very long transfers only) and TLS 1.2 renegotiation (rustls
 //! refuses it anyway).
 
-use std::io::{self, Read};
+use std::io;
 use std::mem::MaybeUninit;
 use std::net::{TcpListener, TcpStream};
 use std::os::fd::{AsRawFd, RawFd};
 
 use ktls2::CryptoInfo;
 use ktls_sys::bindings as sys;
-use rustls::{CipherSuite, ConnectionTrafficSecrets, ServerConnection, SupportedCipherSuite};
+use rustls::{CipherSuite, ConnectionTrafficSecrets, SupportedCipherSuite};
+
+use crate::net::server_tls::ServerTls;
+use crate::net::tls::TlsSession;
 
 /// TLS record type of an alert.
 const RECORD_ALERT: u8 = 21;
@@ -268,7 +271,7 @@ pub enum Offload {
     /// decrypted (a request sent along with the client's `Finished`), to be read first.
     Kernel { early: Vec<u8> },
     /// Nothing changed; the session is returned to run in userspace. The string says why.
-    Userspace(Box<ServerConnection>, String),
+    Userspace(Box<ServerTls>, String),
     /// The keys were extracted but the kernel refused them: the connection cannot go on.
     Failed(String),
 }
@@ -277,7 +280,7 @@ pub enum Offload {
 ///
 /// The handshake must have been read with [`crate::net::tls::handshake_whole_records`] (so rustls
 /// holds no part of a following record) and every record rustls queued must have been sent.
-pub fn offload(fd: RawFd, mut session: Box<ServerConnection>, support: &Support) -> Offload {
+pub fn offload(fd: RawFd, mut session: Box<ServerTls>, support: &Support) -> Offload {
     let Some(suite) = session.negotiated_cipher_suite() else {
         return Offload::Userspace(session, "no cipher suite was negotiated".into());
     };
@@ -290,29 +293,23 @@ pub fn offload(fd: RawFd, mut session: Box<ServerConnection>, support: &Support)
     if session.wants_write() {
         return Offload::Userspace(session, "TLS records are still queued".into());
     }
-    // An established socket with the ULP but no keys yet passes bytes through unchanged, so
-    // a failure here leaves the session usable in userspace (nothing was taken out of it yet).
-    if let Err(e) = set_ulp(fd) {
-        return Offload::Userspace(session, format!("TCP_ULP \"tls\": {e}"));
-    }
-    let mut early = Vec::new();
     match session.process_new_packets() {
-        Ok(state) if state.peer_has_closed() => {
+        Ok(state) if state.peer_closed => {
             return Offload::Userspace(session, "the client already closed".into())
         }
         Ok(_) => {}
         Err(e) => return Offload::Userspace(session, format!("TLS error: {e}")),
     }
-    let mut piece = [0u8; 4096];
-    loop {
-        match session.reader().read(&mut piece) {
-            Ok(0) => break,
-            Ok(n) => early.extend_from_slice(&piece[..n]),
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-            Err(e) => return Offload::Userspace(session, format!("TLS read: {e}")),
-        }
+    if session.has_unprocessed_input() {
+        return Offload::Userspace(session, "part of a record was read already".into());
     }
-    let secrets = match session.dangerous_extract_secrets() {
+    // An established socket with the ULP but no keys yet passes bytes through unchanged, so
+    // a failure here leaves the session usable in userspace (nothing was taken out of it yet).
+    if let Err(e) = set_ulp(fd) {
+        return Offload::Userspace(session, format!("TCP_ULP \"tls\": {e}"));
+    }
+    let early = session.take_plaintext();
+    let secrets = match session.into_kernel() {
         Ok(s) => s,
         Err(e) => return Offload::Failed(format!("extracting the session's keys: {e}")),
     };
@@ -455,6 +452,7 @@ mod tests {
     use rustls::crypto::aws_lc_rs::{cipher_suite as suites, default_provider};
     use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
     use rustls::{ClientConfig, ClientConnection, RootCertStore, ServerConfig};
+    use std::io::Read as _;
     use std::io::Write as _;
     use std::sync::Arc;
 
@@ -504,34 +502,41 @@ mod tests {
         suite: SupportedCipherSuite,
     ) -> (rustls::ExtractedSecrets, rustls::ExtractedSecrets) {
         let (server_config, client_config) = configs(suite);
-        let mut server = ServerConnection::new(server_config).unwrap();
+        let mut server = Box::new(ServerTls::new(server_config).unwrap());
         let name = ServerName::try_from("localhost").unwrap();
         let mut client = ClientConnection::new(client_config, name).unwrap();
         client
             .writer()
             .write_all(b"GET / HTTP/1.1\r\n\r\n")
             .unwrap();
-        server
-            .writer()
-            .write_all(b"HTTP/1.1 200 OK\r\n\r\n")
-            .unwrap();
+        let mut answered = false;
         for _ in 0..20 {
             let mut wire = Vec::new();
             client.write_tls(&mut wire).unwrap();
-            server.read_tls(&mut wire.as_slice()).unwrap();
+            if !wire.is_empty() {
+                server.read_tls(&mut wire.as_slice()).unwrap();
+            }
             server.process_new_packets().unwrap();
+            if !server.is_handshaking() && !answered {
+                let response = std::io::IoSlice::new(b"HTTP/1.1 200 OK\r\n\r\n");
+                assert_eq!(server.write_plaintext(&[response]).unwrap(), 19);
+                answered = true;
+            }
             let mut wire = Vec::new();
-            server.write_tls(&mut wire).unwrap();
+            while server.wants_write() {
+                TlsSession::write_tls(&mut *server, &mut wire).unwrap();
+            }
             client.read_tls(&mut wire.as_slice()).unwrap();
             client.process_new_packets().unwrap();
         }
         assert!(!server.is_handshaking() && !client.is_handshaking());
         assert_eq!(server.negotiated_cipher_suite(), Some(suite));
+        assert_eq!(server.take_plaintext(), b"GET / HTTP/1.1\r\n\r\n");
         let mut got = Vec::new();
-        server.reader().read_to_end(&mut got).unwrap_err();
-        assert_eq!(got, b"GET / HTTP/1.1\r\n\r\n");
+        client.reader().read_to_end(&mut got).unwrap_err();
+        assert_eq!(got, b"HTTP/1.1 200 OK\r\n\r\n");
         (
-            server.dangerous_extract_secrets().unwrap(),
+            (*server).into_kernel().unwrap(),
             client.dangerous_extract_secrets().unwrap(),
         )
     }

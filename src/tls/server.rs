@@ -143,8 +143,27 @@ impl SniResolver {
 impl ResolvesServerCert for SniResolver {
     fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
         let sni = hello.server_name().map(str::to_ascii_lowercase);
-        self.choose(sni.as_deref())
+        let key = self.choose(sni.as_deref());
+        if let Some(name) = sni {
+            LAST_SNI.with(|last| *last.borrow_mut() = Some(name));
+        }
+        key
     }
+}
+
+thread_local! {
+    /// The name of the ClientHello this thread's resolver saw last, until taken.
+    static LAST_SNI: std::cell::RefCell<Option<String>> = const { std::cell::RefCell::new(None) };
+}
+
+/// The name (SNI, lower-case) the resolver was asked for by the ClientHello rustls processed
+/// last on this thread, once. rustls calls the resolver synchronously while it processes the
+/// ClientHello (every one, resumptions included), so a session that takes this right after
+/// handing rustls its bytes gets its own client's name
+/// ([`crate::net::server_tls::ServerTls::server_name`]; rustls's unbuffered server connection
+/// does not keep it).
+pub fn take_sni() -> Option<String> {
+    LAST_SNI.with(|last| last.borrow_mut().take())
 }
 
 /// Whether `key`'s leaf certificate is valid for `host` (a DNS name, or an IP address; IPv6 in

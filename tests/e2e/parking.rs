@@ -1,6 +1,6 @@
 //! Idle keep-alive connections park (they give up their task and wait as a table entry in the
 //! worker's epoll set) and come back when bytes arrive, keeping their deadlines; a drain and
-//! the idle timeout close them; TLS connections never park.
+//! the idle timeout close them. (TLS connections park too: `tls.rs`.)
 
 use std::io::{Read, Write};
 use std::net::TcpStream;

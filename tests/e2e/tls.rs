@@ -254,16 +254,27 @@ fn files_proxy_and_pipelining_over_https(d: Driver) {
         report(&w.response(false).to_response())["target"],
         "/app/second"
     );
-    // Idle for several idle sweeps: a TLS connection keeps its task and session (it never
-    // parks, unlike a plain one), and serves its next request.
+    // Idle for several idle sweeps: the connection parks (its task goes; its session waits
+    // in the parking table) and serves its next requests, pipelined too, with the same keys.
     std::thread::sleep(std::time::Duration::from_millis(500));
     let st = h.s.proxyctl_json(&["status"]);
     assert_eq!(
         (st["connections"].as_u64(), st["idle_parked"].as_u64()),
-        (Some(1), Some(0)),
+        (Some(1), Some(1)),
         "{st}"
     );
     assert_eq!(get(&mut w, "/index.html").body, b"hello over tls\n");
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    assert_eq!(h.s.proxyctl_json(&["status"])["idle_parked"], 1);
+    w.send(
+        b"GET /index.html HTTP/1.1\r\nHost: site.test\r\n\r\n\
+          GET /api/third HTTP/1.1\r\nHost: site.test\r\n\r\n",
+    );
+    assert_eq!(w.response(false).body, b"hello over tls\n");
+    assert_eq!(
+        report(&w.response(false).to_response())["target"],
+        "/app/third"
+    );
 }
 
 /// Over HTTPS a file body is read with `pread` and encrypted: on a slow disk (FUSE) those reads
@@ -321,6 +332,40 @@ fn a_disk_that_hangs_before_the_first_byte_gets_503_over_https(d: Driver) {
         waited >= Duration::from_millis(400) && waited < Duration::from_millis(3000),
         "503 after {waited:?}"
     );
+}
+
+/// Idle HTTPS connections park like plain ones (their sessions wait in the parking table); a
+/// drain closes them with close_notify, so that clients see a clean end, not a truncation.
+fn a_drain_closes_parked_tls_connections_with_close_notify(d: Driver) {
+    let mut h = start(d, "", "");
+    let mut conns: Vec<Wire<Tls>> = (0..3)
+        .map(|_| {
+            let tls = tls_connect(h.s.addr, "site.test", Trust::Ca(&h.pki), None).unwrap();
+            let mut w = Wire::new(tls);
+            assert_eq!(get(&mut w, "/index.html").status, 200);
+            w
+        })
+        .collect();
+    let parked = || h.s.proxyctl_json(&["status"])["idle_parked"].as_u64();
+    let waited = std::time::Instant::now();
+    while parked() != Some(3) && waited.elapsed() < Duration::from_secs(5) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(parked(), Some(3));
+    h.s.signal(libc::SIGTERM);
+    assert_eq!(
+        h.s.wait_exit(Duration::from_secs(5)),
+        Some(0),
+        "{}",
+        h.s.log()
+    );
+    for w in &mut conns {
+        let mut rest = Vec::new();
+        w.stream
+            .read_to_end(&mut rest)
+            .expect("the parked TLS connection ends with close_notify");
+        assert!(rest.is_empty());
+    }
 }
 
 /// A WebSocket over HTTPS: the tunnel carries the client's TLS session in both directions.
@@ -566,6 +611,7 @@ fn idle_tls_connections_hold_little_memory(d: Driver) {
 }
 
 crate::both_drivers!(
+    a_drain_closes_parked_tls_connections_with_close_notify,
     a_disk_that_hangs_before_the_first_byte_gets_503_over_https,
     a_slow_disk_does_not_stall_https,
     idle_tls_connections_hold_little_memory,

@@ -28,12 +28,12 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use h2::Reason;
 use rustls::sign::CertifiedKey;
-use rustls::ServerConnection;
 
 use super::WorkerCtx;
 use crate::config::Http2;
 use crate::metrics::WorkerStats;
 use crate::net::h2io::PollStream;
+use crate::net::server_tls::ServerTls;
 use crate::shared::{Admitted, Shared};
 
 pub use stream::H2Downstream;
@@ -113,7 +113,7 @@ impl Names {
 /// Serves an HTTP/2 connection until it closes. `io` is past any TLS handshake; the client's
 /// preface is the first thing it reads.
 pub async fn serve(
-    io: PollStream<ServerConnection>,
+    io: PollStream<ServerTls>,
     peer: SocketAddr,
     admitted: Admitted,
     ctx: Rc<WorkerCtx>,
@@ -182,7 +182,7 @@ const ABRUPT_GRACE: Duration = Duration::from_secs(1);
 
 /// Accepts streams and drives the connection until it ends.
 async fn run(
-    mut h2: h2::server::Connection<PollStream<ServerConnection>, Bytes>,
+    mut h2: h2::server::Connection<PollStream<ServerTls>, Bytes>,
     conn: &Rc<Connection>,
     settings: &Http2,
     header_timeout: Duration,
@@ -342,7 +342,7 @@ enum Event {
 
 /// Starts a graceful close: GOAWAY, the streams in flight finish.
 fn goaway(
-    h2: &mut h2::server::Connection<PollStream<ServerConnection>, Bytes>,
+    h2: &mut h2::server::Connection<PollStream<ServerTls>, Bytes>,
     stats: &crate::metrics::WorkerStats,
 ) -> Closing {
     h2.graceful_shutdown();
