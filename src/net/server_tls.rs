@@ -37,7 +37,7 @@ use super::tls::{TlsSession, TlsState};
 const IN_SIZE: usize = 20 * 1024;
 /// Size of a send buffer: 64 KiB of application data encrypted (the buffered API's default
 /// limit on what waits to be sent), so a large body leaves four records per `send`.
-const OUT_SIZE: usize = 65 * 1024;
+const OUT_SIZE: usize = 64 * 1024 + OUT_OVERHEAD;
 /// Room kept in a send buffer for the records' headers, nonces and tags.
 const OUT_OVERHEAD: usize = 512;
 /// How large the receive buffer may grow for a handshake message that spans records (rustls's
@@ -262,6 +262,9 @@ impl ServerTls {
     /// process anything after this.
     fn fail(&mut self, e: rustls::Error) {
         self.error = Some(Box::new(e));
+        // Never processed now (rustls is not called again but to encode the alert).
+        let retained = self.input.len();
+        self.input.discard(retained);
         for _ in 0..16 {
             if !self.conn.wants_write() {
                 break;
@@ -290,6 +293,7 @@ impl ServerTls {
             }
             input.discard(discard);
         }
+        self.input.release_if_empty();
         self.output.release_if_empty();
     }
 }
@@ -491,5 +495,328 @@ impl<const SIZE: usize> Buf<SIZE> {
                 }
             });
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
+    use rustls::server::{ClientHello, ResolvesServerCert};
+    use rustls::sign::CertifiedKey;
+    use rustls::{ClientConfig, ClientConnection, RootCertStore, ServerConfig};
+
+    /// One certificate, and the name of every ClientHello noted as the real resolver does.
+    #[derive(Debug)]
+    struct Noting(Arc<CertifiedKey>);
+
+    impl ResolvesServerCert for Noting {
+        fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+            if let Some(name) = hello.server_name() {
+                crate::tls::server::note_sni(name.to_ascii_lowercase());
+            }
+            Some(self.0.clone())
+        }
+    }
+
+    fn configs(
+        version: &'static rustls::SupportedProtocolVersion,
+        client_fragment: Option<usize>,
+    ) -> (Arc<ServerConfig>, Arc<ClientConfig>) {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = rcgen::CertificateParams::new(vec!["localhost".into(), "a.test".into()])
+            .unwrap()
+            .self_signed(&key)
+            .unwrap();
+        let der = CertificateDer::from(cert.der().to_vec());
+        let private = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()));
+        let signing = rustls::crypto::aws_lc_rs::sign::any_supported_type(&private).unwrap();
+        let certified = Arc::new(CertifiedKey::new(vec![der.clone()], signing));
+        let mut roots = RootCertStore::empty();
+        roots.add(der).unwrap();
+        let server = ServerConfig::builder_with_protocol_versions(&[version])
+            .with_no_client_auth()
+            .with_cert_resolver(Arc::new(Noting(certified)));
+        let mut client = ClientConfig::builder_with_protocol_versions(&[version])
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        client.max_fragment_size = client_fragment;
+        (Arc::new(server), Arc::new(client))
+    }
+
+    /// A reader handing out at most `step` bytes per read.
+    struct Trickle<'a> {
+        bytes: &'a [u8],
+        step: usize,
+    }
+
+    impl Read for Trickle<'_> {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            if self.bytes.is_empty() {
+                return Err(io::ErrorKind::WouldBlock.into());
+            }
+            let n = self.bytes.len().min(self.step).min(buf.len());
+            buf[..n].copy_from_slice(&self.bytes[..n]);
+            self.bytes = &self.bytes[n..];
+            Ok(n)
+        }
+    }
+
+    /// The client's records to the server, `step` bytes per read; the server processes each.
+    fn to_server(client: &mut ClientConnection, server: &mut ServerTls, step: usize) {
+        let mut wire = Vec::new();
+        while client.wants_write() {
+            client.write_tls(&mut wire).unwrap();
+        }
+        let mut rd = Trickle { bytes: &wire, step };
+        while !rd.bytes.is_empty() {
+            server.read_tls(&mut rd).unwrap();
+            server.process_new_packets().unwrap();
+        }
+    }
+
+    /// The server's records to the client; returns the plaintext the client read.
+    fn to_client(server: &mut ServerTls, client: &mut ClientConnection) -> Vec<u8> {
+        let mut wire = Vec::new();
+        while server.wants_write() {
+            TlsSession::write_tls(server, &mut wire).unwrap();
+        }
+        let mut rd = wire.as_slice();
+        let mut got = Vec::new();
+        while !rd.is_empty() {
+            client.read_tls(&mut rd).unwrap();
+            client.process_new_packets().unwrap();
+            let _ = client.reader().read_to_end(&mut got);
+        }
+        got
+    }
+
+    fn connect(
+        version: &'static rustls::SupportedProtocolVersion,
+        client_fragment: Option<usize>,
+        step: usize,
+    ) -> (ServerTls, ClientConnection) {
+        let (server_config, client_config) = configs(version, client_fragment);
+        let mut server = ServerTls::new(server_config).unwrap();
+        let name = ServerName::try_from("A.test").unwrap();
+        let mut client = ClientConnection::new(client_config, name).unwrap();
+        for _ in 0..10 {
+            to_server(&mut client, &mut server, step);
+            to_client(&mut server, &mut client);
+            if !server.is_handshaking() && !client.is_handshaking() {
+                break;
+            }
+        }
+        assert!(!server.is_handshaking() && !client.is_handshaking());
+        (server, client)
+    }
+
+    fn read_all(server: &mut ServerTls, chunk: usize) -> Vec<u8> {
+        let mut got = Vec::new();
+        let mut buf = vec![0; chunk];
+        loop {
+            match server.read_plaintext(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) => panic!("{e}"),
+            }
+        }
+        got
+    }
+
+    #[test]
+    fn an_idle_session_holds_no_buffer() {
+        for version in [&rustls::version::TLS12, &rustls::version::TLS13] {
+            let (mut server, mut client) = connect(version, None, usize::MAX);
+            assert_eq!(server.server_name(), Some("a.test"), "{version:?}");
+            for round in 0..3 {
+                client
+                    .writer()
+                    .write_all(b"GET / HTTP/1.1\r\n\r\n")
+                    .unwrap();
+                to_server(&mut client, &mut server, usize::MAX);
+                assert_eq!(read_all(&mut server, 4096), b"GET / HTTP/1.1\r\n\r\n");
+                let answer = IoSlice::new(b"HTTP/1.1 200 OK\r\n\r\n");
+                assert_eq!(server.write_plaintext(&[answer]).unwrap(), 19);
+                assert!(server.held_bytes() > 0);
+                assert_eq!(
+                    to_client(&mut server, &mut client),
+                    b"HTTP/1.1 200 OK\r\n\r\n"
+                );
+                assert_eq!(server.held_bytes(), 0, "{version:?}, round {round}");
+            }
+        }
+    }
+
+    #[test]
+    fn records_split_anywhere_are_joined() {
+        // The client's handshake in 64-byte records, and every byte read on its own: rustls
+        // retains the parts of a message across calls, at the front of the receive buffer.
+        for version in [&rustls::version::TLS12, &rustls::version::TLS13] {
+            let (mut server, mut client) = connect(version, Some(64), 1);
+            assert_eq!(server.server_name(), Some("a.test"));
+            let body: Vec<u8> = (0..50_000u32).map(|i| (i % 251) as u8).collect();
+            client.writer().write_all(&body).unwrap();
+            let mut wire = Vec::new();
+            while client.wants_write() {
+                client.write_tls(&mut wire).unwrap();
+            }
+            // Reads of 7,000 bytes: records end mid-buffer, and what is left of one moves to
+            // the front before the next read.
+            let mut got = Vec::new();
+            let mut rd = Trickle {
+                bytes: &wire,
+                step: 7000,
+            };
+            while !rd.bytes.is_empty() {
+                server.read_tls(&mut rd).unwrap();
+                server.process_new_packets().unwrap();
+                got.extend(read_all(&mut server, 1000));
+            }
+            assert!(got == body, "{version:?}: {} bytes", got.len());
+            assert_eq!(server.held_bytes(), 0);
+        }
+    }
+
+    #[test]
+    fn unread_plaintext_stops_reading_the_socket() {
+        let (mut server, mut client) = connect(&rustls::version::TLS13, None, usize::MAX);
+        client.writer().write_all(&[7; 40_000]).unwrap();
+        let mut wire = Vec::new();
+        while client.wants_write() {
+            client.write_tls(&mut wire).unwrap();
+        }
+        let mut rd = wire.as_slice();
+        let mut full = false;
+        for _ in 0..10 {
+            match server.read_tls(&mut rd) {
+                Ok(_) => {
+                    let state = server.process_new_packets().unwrap();
+                    assert!(state.plaintext > 0 || !rd.is_empty());
+                }
+                Err(e) => {
+                    assert_eq!(e.to_string(), "received plaintext buffer full");
+                    full = true;
+                    break;
+                }
+            }
+        }
+        assert!(full);
+        let first = read_all(&mut server, 100_000);
+        assert!(first.len() >= MAX_PENDING_PLAIN && first.len() < 40_000);
+        let mut rest = Vec::new();
+        while !rd.is_empty() {
+            server.read_tls(&mut rd).unwrap();
+            server.process_new_packets().unwrap();
+            rest.extend(read_all(&mut server, 100_000));
+        }
+        assert_eq!(first.len() + rest.len(), 40_000);
+        assert_eq!(server.held_bytes(), 0);
+    }
+
+    #[test]
+    fn close_notify_ends_the_stream_and_a_bare_end_truncates_it() {
+        let (mut server, mut client) = connect(&rustls::version::TLS13, None, usize::MAX);
+        client.writer().write_all(b"last words").unwrap();
+        client.send_close_notify();
+        to_server(&mut client, &mut server, usize::MAX);
+        let state = server.process_new_packets().unwrap();
+        assert_eq!((state.plaintext, state.peer_closed), (10, true));
+        assert_eq!(read_all(&mut server, 4), b"last words");
+        assert_eq!(server.read_plaintext(&mut [0; 8]).unwrap(), 0);
+        // Our answer and our close_notify still go out, cleanly.
+        server.write_plaintext(&[IoSlice::new(b"bye")]).unwrap();
+        server.send_close_notify();
+        assert_eq!(to_client(&mut server, &mut client), b"bye");
+        assert_eq!(client.reader().read(&mut [0; 8]).unwrap(), 0, "a clean end");
+        assert_eq!(server.held_bytes(), 0);
+
+        let (mut server, _client) = connect(&rustls::version::TLS13, None, usize::MAX);
+        assert_eq!(server.read_tls(&mut io::empty()).unwrap(), 0);
+        let state = server.process_new_packets().unwrap();
+        assert!(!state.peer_closed);
+        let e = server.read_plaintext(&mut [0; 8]).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::UnexpectedEof);
+    }
+
+    #[test]
+    fn a_bad_record_fails_once_with_an_alert() {
+        let (mut server, mut client) = connect(&rustls::version::TLS13, None, usize::MAX);
+        client
+            .writer()
+            .write_all(b"GET / HTTP/1.1\r\n\r\n")
+            .unwrap();
+        let mut wire = Vec::new();
+        while client.wants_write() {
+            client.write_tls(&mut wire).unwrap();
+        }
+        let last = wire.len() - 1;
+        wire[last] ^= 1;
+        server.read_tls(&mut wire.as_slice()).unwrap();
+        let first = server.process_new_packets().unwrap_err();
+        assert_eq!(first, rustls::Error::DecryptError);
+        // Remembered: rustls is not asked again (a debug build would panic on a second
+        // fatal alert), nothing more is read, and nothing can be sent.
+        for _ in 0..3 {
+            assert_eq!(server.process_new_packets().unwrap_err(), first);
+        }
+        assert_eq!(server.read_tls(&mut [1u8, 2, 3].as_slice()).unwrap(), 0);
+        assert!(server.write_plaintext(&[IoSlice::new(b"x")]).is_err());
+        server.send_close_notify();
+        // The client is told why.
+        let mut alert = Vec::new();
+        while server.wants_write() {
+            TlsSession::write_tls(&mut server, &mut alert).unwrap();
+        }
+        client.read_tls(&mut alert.as_slice()).unwrap();
+        assert_eq!(
+            client.process_new_packets().unwrap_err(),
+            rustls::Error::AlertReceived(rustls::AlertDescription::BadRecordMac)
+        );
+        assert_eq!(server.held_bytes(), 0);
+    }
+
+    #[test]
+    fn a_key_update_from_the_client_is_answered() {
+        let (mut server, mut client) = connect(&rustls::version::TLS13, None, usize::MAX);
+        for round in 0..3 {
+            client.refresh_traffic_keys().unwrap();
+            client.writer().write_all(b"ping").unwrap();
+            to_server(&mut client, &mut server, usize::MAX);
+            assert_eq!(read_all(&mut server, 64), b"ping", "round {round}");
+            server.write_plaintext(&[IoSlice::new(b"pong")]).unwrap();
+            assert_eq!(
+                to_client(&mut server, &mut client),
+                b"pong",
+                "round {round}"
+            );
+        }
+    }
+
+    #[test]
+    fn large_and_vectored_writes_leave_64_kib_a_send() {
+        let (mut server, mut client) = connect(&rustls::version::TLS12, None, usize::MAX);
+        let body: Vec<u8> = (0..300_000u32).map(|i| (i % 253) as u8).collect();
+        let (head, rest) = body.split_at(100);
+        let mut at = 0;
+        let mut got = Vec::new();
+        while at < body.len() {
+            let slices: Vec<IoSlice<'_>> = if at < head.len() {
+                vec![IoSlice::new(&head[at..]), IoSlice::new(rest)]
+            } else {
+                vec![IoSlice::new(&body[at..])]
+            };
+            let took = server.write_plaintext(&slices).unwrap();
+            assert!(took > 0 && took <= 64 * 1024, "{took}");
+            if took == 64 * 1024 {
+                // Full until sent.
+                assert_eq!(server.write_plaintext(&slices[..1]).unwrap(), 0);
+            }
+            at += took;
+            got.extend(to_client(&mut server, &mut client));
+        }
+        assert!(got == body);
+        assert_eq!(server.held_bytes(), 0);
     }
 }

@@ -145,7 +145,7 @@ impl ResolvesServerCert for SniResolver {
         let sni = hello.server_name().map(str::to_ascii_lowercase);
         let key = self.choose(sni.as_deref());
         if let Some(name) = sni {
-            LAST_SNI.with(|last| *last.borrow_mut() = Some(name));
+            note_sni(name);
         }
         key
     }
@@ -154,6 +154,11 @@ impl ResolvesServerCert for SniResolver {
 thread_local! {
     /// The name of the ClientHello this thread's resolver saw last, until taken.
     static LAST_SNI: std::cell::RefCell<Option<String>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Notes the name (SNI, lower-case) of the ClientHello being processed, for [`take_sni`].
+pub(crate) fn note_sni(name: String) {
+    LAST_SNI.with(|last| *last.borrow_mut() = Some(name));
 }
 
 /// The name (SNI, lower-case) the resolver was asked for by the ClientHello rustls processed
