@@ -138,11 +138,21 @@ impl ClientStream {
 
     /// Takes what the connection must keep to wait for its next request on its socket alone,
     /// without a task: `None` when it cannot — something is readable already (decrypted
-    /// plaintext, the peer's `close_notify`), which no socket readiness would announce. The
+    /// plaintext, the peer's `close_notify`), which no socket readiness would announce, or the
+    /// TLS session holds bytes (records the socket did not take, part of a record). The
     /// stream is left plain; [`ClientStream::unpark`] puts the layer back.
     pub fn park(&mut self) -> Option<ParkedLayer> {
         if self.buffered() {
             return None;
+        }
+        if let Layer::Rustls(s) = &mut self.layer {
+            // Records rustls owes the peer go now; then nothing may be held — no unsent
+            // record (only a readable socket wakes a parked connection) and no part of one
+            // received (it would pin a buffer for the whole idle time).
+            let _ = super::tls::try_flush(self.tcp.as_raw_fd(), &mut **s);
+            if s.held_bytes() > 0 {
+                return None;
+            }
         }
         Some(match std::mem::replace(&mut self.layer, Layer::Plain) {
             Layer::Plain => ParkedLayer::Plain,

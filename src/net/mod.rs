@@ -4,7 +4,8 @@
 //!   of what its current response sent.
 //! - [`upstream`]: a connection to an upstream, plain or rustls client side.
 //! - [`io`]: non-blocking `send`/`recv` with readiness waits (a worker never blocks); [`tls`]:
-//!   a rustls session driven the same way.
+//!   a TLS session driven the same way; [`server_tls`]: a client's session, on rustls's
+//!   unbuffered API, holding no buffer while idle.
 //! - [`disk`]: file bodies by `sendfile`/`pread`, the pieces that need the disk sent from the
 //!   file I/O threads of [`offload`], where the file backend's opens that would wait go too.
 //! - [`splice`]: upstream → pipe → client without copying; [`tunnel`]: the two-way byte copy

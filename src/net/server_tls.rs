@@ -43,6 +43,12 @@ const OUT_OVERHEAD: usize = 512;
 /// How large the receive buffer may grow for a handshake message that spans records (rustls's
 /// limit on one message is 64 KiB).
 const MAX_INPUT: usize = 64 * 1024 + IN_SIZE;
+/// The smallest part of a larger write that is encrypted as a record of its own when the send
+/// buffer is nearly full (below it, the buffer is sent first).
+const MIN_RECORD: usize = 4096;
+/// Free space below which the receive buffer moves its bytes to the front before a read (a
+/// record's header is 5 bytes).
+const MIN_READ: usize = 512;
 /// Decrypted bytes waiting to be read, past which nothing more is read from the socket.
 const MAX_PENDING_PLAIN: usize = 16 * 1024;
 /// Free buffers of each size a worker thread keeps for its connections.
@@ -147,7 +153,13 @@ impl ServerTls {
                 peer_closed,
                 ..
             } = self;
+            let handshaking = conn.is_handshaking();
+            if handshaking {
+                // Nothing left over from elsewhere is taken for this connection's name.
+                crate::tls::server::take_sni();
+            }
             let UnbufferedStatus { discard, state } = conn.process_tls_records(input.filled_mut());
+            let mut extra_discard = 0;
             let mut done = false;
             let outcome = match state {
                 Err(e) => Err(e),
@@ -155,7 +167,12 @@ impl ServerTls {
                     let mut got = Ok(());
                     while let Some(record) = traffic.next_record() {
                         match record {
-                            Ok(r) => plain.append(r.payload),
+                            Ok(r) => {
+                                // 0 in rustls 0.23 (it copies records out); counted all the
+                                // same, as the contract says.
+                                extra_discard += r.discard;
+                                plain.append(r.payload);
+                            }
                             Err(e) => {
                                 got = Err(e);
                                 break;
@@ -183,6 +200,9 @@ impl ServerTls {
                 }
                 Ok(ConnectionState::PeerClosed) => {
                     *peer_closed = true;
+                    // rustls reads nothing after the peer's close_notify: what came after it
+                    // is dropped, and its buffer goes back.
+                    extra_discard = input.len().saturating_sub(discard);
                     Ok(())
                 }
                 Ok(ConnectionState::WriteTraffic(mut traffic)) => {
@@ -231,10 +251,10 @@ impl ServerTls {
                     Ok(())
                 }
             };
-            input.discard(discard);
-            if self.conn.is_handshaking() {
+            input.discard(discard + extra_discard);
+            if handshaking {
                 if let Some(name) = crate::tls::server::take_sni() {
-                    self.sni = Some(name.into_boxed_str());
+                    self.sni = name.map(String::into_boxed_str);
                 }
             }
             if let Err(e) = outcome {
@@ -318,7 +338,7 @@ impl TlsSession for ServerTls {
                 "TLS message buffer full",
             ));
         }
-        let read = rd.read(self.input.room(1));
+        let read = rd.read(self.input.room(MIN_READ));
         match read {
             Ok(0) => self.eof = true,
             Ok(n) => self.input.end += n,
@@ -356,7 +376,8 @@ impl TlsSession for ServerTls {
         let room = OUT_SIZE.saturating_sub(self.output.len() + OUT_OVERHEAD);
         let total: usize = data.iter().map(|d| d.len()).sum();
         let take = total.min(room);
-        if take == 0 {
+        // Not a small record in a nearly full buffer: what waits is sent first.
+        if take == 0 || (take < total && take < MIN_RECORD && !self.output.is_empty()) {
             return Ok(0);
         }
         let sent = match data.iter().find(|d| !d.is_empty()) {
@@ -364,6 +385,7 @@ impl TlsSession for ServerTls {
             _ => STAGING.with(|staging| {
                 let mut staging = staging.borrow_mut();
                 staging.clear();
+                staging.reserve_exact(take);
                 for d in data {
                     let left = take - staging.len();
                     if left == 0 {
@@ -394,6 +416,8 @@ impl TlsSession for ServerTls {
         Ok(n)
     }
 
+    /// Queued once the handshake is done (rustls offers no way to write before); no caller
+    /// closes a session mid-handshake, it just drops it.
     fn send_close_notify(&mut self) {
         if self.error.is_none() {
             let _ = self.pump(Some(Outgoing::CloseNotify));
@@ -513,7 +537,7 @@ mod tests {
     impl ResolvesServerCert for Noting {
         fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
             if let Some(name) = hello.server_name() {
-                crate::tls::server::note_sni(name.to_ascii_lowercase());
+                crate::tls::server::note_sni(Some(name.to_ascii_lowercase()));
             }
             Some(self.0.clone())
         }
@@ -524,10 +548,14 @@ mod tests {
         client_fragment: Option<usize>,
     ) -> (Arc<ServerConfig>, Arc<ClientConfig>) {
         let key = rcgen::KeyPair::generate().unwrap();
-        let cert = rcgen::CertificateParams::new(vec!["localhost".into(), "a.test".into()])
-            .unwrap()
-            .self_signed(&key)
-            .unwrap();
+        let cert = rcgen::CertificateParams::new(vec![
+            "localhost".into(),
+            "a.test".into(),
+            "127.0.0.1".into(),
+        ])
+        .unwrap()
+        .self_signed(&key)
+        .unwrap();
         let der = CertificateDer::from(cert.der().to_vec());
         let private = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()));
         let signing = rustls::crypto::aws_lc_rs::sign::any_supported_type(&private).unwrap();
@@ -596,9 +624,18 @@ mod tests {
         client_fragment: Option<usize>,
         step: usize,
     ) -> (ServerTls, ClientConnection) {
+        connect_to("A.test", version, client_fragment, step)
+    }
+
+    fn connect_to(
+        name: &'static str,
+        version: &'static rustls::SupportedProtocolVersion,
+        client_fragment: Option<usize>,
+        step: usize,
+    ) -> (ServerTls, ClientConnection) {
         let (server_config, client_config) = configs(version, client_fragment);
         let mut server = ServerTls::new(server_config).unwrap();
-        let name = ServerName::try_from("A.test").unwrap();
+        let name = ServerName::try_from(name).unwrap();
         let mut client = ClientConnection::new(client_config, name).unwrap();
         for _ in 0..10 {
             to_server(&mut client, &mut server, step);
@@ -647,6 +684,37 @@ mod tests {
                 assert_eq!(server.held_bytes(), 0, "{version:?}, round {round}");
             }
         }
+    }
+
+    #[test]
+    fn the_name_is_the_clients_own() {
+        let (server, _) = connect(&rustls::version::TLS13, None, usize::MAX);
+        assert_eq!(server.server_name(), Some("a.test"));
+        // A name noted for no connection (or left by one) is not taken by the next, and a
+        // client that sends none (an IP address) has none.
+        crate::tls::server::note_sni(Some("stale.test".into()));
+        let (server, _) = connect_to("127.0.0.1", &rustls::version::TLS13, None, usize::MAX);
+        assert_eq!(server.server_name(), None);
+        let (server, _) = connect_to("localhost", &rustls::version::TLS12, None, usize::MAX);
+        assert_eq!(server.server_name(), Some("localhost"));
+    }
+
+    #[test]
+    fn bytes_after_the_peers_close_notify_are_dropped() {
+        let (mut server, mut client) = connect(&rustls::version::TLS13, None, usize::MAX);
+        client.writer().write_all(b"bye").unwrap();
+        client.send_close_notify();
+        let mut wire = Vec::new();
+        while client.wants_write() {
+            client.write_tls(&mut wire).unwrap();
+        }
+        wire.extend_from_slice(&[0x17, 3, 3, 0, 200, 1, 2, 3]);
+        server.read_tls(&mut wire.as_slice()).unwrap();
+        let state = server.process_new_packets().unwrap();
+        assert_eq!((state.plaintext, state.peer_closed), (3, true));
+        assert_eq!(read_all(&mut server, 64), b"bye");
+        assert_eq!(server.held_bytes(), 0);
+        assert_eq!(server.read_tls(&mut [9u8; 10].as_slice()).unwrap(), 0);
     }
 
     #[test]

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use monoio::net::TcpStream;
 use rustls::ClientConnection;
 
-use crate::error::Error;
+use crate::error::{Error, ErrorKind};
 use crate::net::io::{wait_writable, RecvError};
 
 /// Why a handshake did not complete.
@@ -201,9 +201,11 @@ pub async fn send_all<T: TlsSession + ?Sized>(
 ) -> Result<(), Error> {
     loop {
         // rustls takes what fits its outgoing buffer; the rest goes after a flush.
+        // It fails once the session has (the peer broke the protocol, or closed): the
+        // connection's end, as a socket error would be.
         let n = conn
             .write_plaintext(&[IoSlice::new(data)])
-            .map_err(|e| Error::internal(format!("TLS write: {e}")))?;
+            .map_err(|e| Error::client(ErrorKind::ClientGone, format!("TLS write: {e}")))?;
         data = data.get(n..).unwrap_or_default();
         flush(stream, conn).await?;
         if data.is_empty() {

@@ -144,30 +144,30 @@ impl ResolvesServerCert for SniResolver {
     fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
         let sni = hello.server_name().map(str::to_ascii_lowercase);
         let key = self.choose(sni.as_deref());
-        if let Some(name) = sni {
-            note_sni(name);
-        }
+        note_sni(sni);
         key
     }
 }
 
 thread_local! {
     /// The name of the ClientHello this thread's resolver saw last, until taken.
-    static LAST_SNI: std::cell::RefCell<Option<String>> = const { std::cell::RefCell::new(None) };
+    static LAST_SNI: std::cell::RefCell<Option<Option<String>>> =
+        const { std::cell::RefCell::new(None) };
 }
 
-/// Notes the name (SNI, lower-case) of the ClientHello being processed, for [`take_sni`].
-pub(crate) fn note_sni(name: String) {
+/// Notes the name (SNI, lower-case; `None` when the client sent none) of the ClientHello being
+/// processed, for [`take_sni`].
+pub(crate) fn note_sni(name: Option<String>) {
     LAST_SNI.with(|last| *last.borrow_mut() = Some(name));
 }
 
-/// The name (SNI, lower-case) the resolver was asked for by the ClientHello rustls processed
-/// last on this thread, once. rustls calls the resolver synchronously while it processes the
+/// The name (SNI, lower-case, or `None` for none) the resolver was asked for by the ClientHello
+/// rustls processed last on this thread, once (`None` when there was no ClientHello since). rustls calls the resolver synchronously while it processes the
 /// ClientHello (every one, resumptions included), so a session that takes this right after
 /// handing rustls its bytes gets its own client's name
 /// ([`crate::net::server_tls::ServerTls::server_name`]; rustls's unbuffered server connection
 /// does not keep it).
-pub fn take_sni() -> Option<String> {
+pub fn take_sni() -> Option<Option<String>> {
     LAST_SNI.with(|last| last.borrow_mut().take())
 }
 
