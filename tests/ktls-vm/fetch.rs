@@ -6,8 +6,10 @@
 //! ktls-vm-fetch get ADDR CA ROOT PATH…   for each kTLS cipher (AES-128-GCM, AES-256-GCM,
 //!                                        ChaCha20-Poly1305) on TLS 1.2 and on TLS 1.3: one
 //!                                        keep-alive connection GETs every PATH and compares the body with ROOT/PATH,
-//!                                        then asks for `Connection: close` and expects the
-//!                                        daemon's close_notify
+//!                                        waits 1 s (the connection parks; with
+//!                                        KTLS_VM_PROXYCTL=path, `proxyctl status` must say so),
+//!                                        GETs the first PATH again, then asks for
+//!                                        `Connection: close` and expects the daemon's close_notify
 //! ktls-vm-fetch h2 ADDR CA ROOT PATH…    the same ciphers over HTTP/2 (ALPN h2): one
 //!                                        connection GETs every PATH as a stream, then waits
 //!                                        for the daemon's GOAWAY (its
@@ -133,6 +135,27 @@ fn get(addr: &str, ca: &str, root: &str, paths: &[String], h2: bool) -> Result<(
             }
             bytes += body.len();
         }
+        // Idle for a while, the connection parks (its task goes; the kernel keeps its keys),
+        // then serves the next request as before. With KTLS_VM_PROXYCTL, `proxyctl status`
+        // must count it parked meanwhile.
+        std::thread::sleep(std::time::Duration::from_millis(1000));
+        if let Ok(proxyctl) = std::env::var("KTLS_VM_PROXYCTL") {
+            let out = std::process::Command::new(&proxyctl)
+                .args(["--socket", "/tmp/admin.sock", "status", "--json"])
+                .output()
+                .map_err(|e| format!("{proxyctl}: {e}"))?;
+            let status = String::from_utf8_lossy(&out.stdout).replace([' ', '\n'], "");
+            if !status.contains("\"idle_parked\":1,") {
+                return Err(format!(
+                    "{version:?}: the idle connection did not park: {status}"
+                ));
+            }
+        }
+        let want = std::fs::read(Path::new(root).join(paths[0].trim_start_matches('/')))
+            .map_err(|e| format!("{root}{}: {e}", paths[0]))?;
+        if request(&mut tls, &paths[0], false)? != want {
+            return Err(format!("{version:?}: after parking, {} differs", paths[0]));
+        }
         // The last request closes the connection: the daemon's close_notify must come first
         // (rustls reports a close without one as an error).
         request(&mut tls, &paths[0], true)?;
@@ -145,9 +168,9 @@ fn get(addr: &str, ca: &str, root: &str, paths: &[String], h2: bool) -> Result<(
             .map(|s| format!("{:?}", s.suite()))
             .unwrap_or_default();
         println!(
-            "ok {version:?} {suite}: {} requests on one connection, {bytes} body bytes identical, \
-             close_notify received",
-            paths.len() + 1
+            "ok {version:?} {suite}: {} requests on one connection (parked before the last two), \
+             {bytes} body bytes identical, close_notify received",
+            paths.len() + 2
         );
     }
     Ok(())

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Verifies kernel TLS for real: boots a Debian kernel (which has the `tls` module) under qemu,
 # starts a `--features ktls` daemon in it and downloads files over HTTPS through kTLS, checking
-# every byte, for each cipher on TLS 1.2 and 1.3, keep-alive (the kernel decrypts the later requests) and the
+# every byte, for each cipher on TLS 1.2 and 1.3, keep-alive (the kernel decrypts the later requests),
+# an idle connection that parks (no task; the kernel keeps its keys) and serves again, and the
 # daemon's close_notify; then the same over HTTP/2 (ALPN h2: the daemon's GOAWAY and close_notify
 # after three streams, and a connection the client closes, whose close_notify the daemon must read
 # as the end, not as an I/O error); then checks that `proxyctl status` counts the connections on kTLS.
@@ -102,7 +103,7 @@ if modprobe tls; then
   ./zerocopy-server --config /config.toml 2> /tmp/daemon.log &
   i=0
   while [ ! -S /tmp/admin.sock ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i + 1)); done
-  if /ktls-vm-fetch get 127.0.0.1:8443 /ca.pem /www /index.html /big.bin /index.html &&
+  if KTLS_VM_PROXYCTL=/proxyctl /ktls-vm-fetch get 127.0.0.1:8443 /ca.pem /www /index.html /big.bin /index.html &&
     /ktls-vm-fetch h2 127.0.0.1:8443 /ca.pem /www /index.html /big.bin /index.html; then
     sleep 1
     status=$(/proxyctl --socket /tmp/admin.sock status --json | tr -d ' \n')
