@@ -15,6 +15,11 @@
 //!                                        for the daemon's GOAWAY (its
 //!                                        `max_requests_per_connection` is the number of
 //!                                        PATHs) and its close_notify
+//! ktls-vm-fetch idle ADDR CA N PID       N keep-alive connections (after 300 to warm up), one
+//!                                        GET /index.html each, then idle: prints the growth
+//!                                        of the daemon's (PID) resident memory per connection
+//!                                        once they have parked (with KTLS_VM_PROXYCTL=path,
+//!                                        `proxyctl status` must count them all parked)
 //! ```
 //!
 //! Prints one line per connection; exits 1 on the first difference.
@@ -37,7 +42,11 @@ fn main() -> ExitCode {
         Some("gen") if args.len() == 2 => gen(Path::new(&args[1])),
         Some("get") if args.len() >= 5 => get(&args[1], &args[2], &args[3], &args[4..], false),
         Some("h2") if args.len() >= 5 => get(&args[1], &args[2], &args[3], &args[4..], true),
-        _ => Err("usage: ktls-vm-fetch gen DIR | get|h2 ADDR CA ROOT PATH...".into()),
+        Some("idle") if args.len() == 5 => idle(&args[1], &args[2], &args[3], &args[4]),
+        _ => Err(
+            "usage: ktls-vm-fetch gen DIR | get|h2 ADDR CA ROOT PATH... | idle ADDR CA N PID"
+                .into(),
+        ),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -173,6 +182,69 @@ fn get(addr: &str, ca: &str, root: &str, paths: &[String], h2: bool) -> Result<(
             paths.len() + 2
         );
     }
+    Ok(())
+}
+
+/// Resident memory per idle kTLS connection: the daemon keeps no TLS state of its own for them
+/// (the kernel holds the keys) and, parked, no task either.
+fn idle(addr: &str, ca: &str, count: &str, pid: &str) -> Result<(), String> {
+    let n: usize = count.parse().map_err(|e| format!("{count}: {e}"))?;
+    let ca = CertificateDer::from_pem_file(ca).map_err(|e| format!("{ca}: {e}"))?;
+    let mut roots = RootCertStore::empty();
+    roots.add(ca).map_err(|e| e.to_string())?;
+    let config = Arc::new(
+        ClientConfig::builder()
+            .with_root_certificates(roots)
+            .with_no_client_auth(),
+    );
+    let rss_kib = || -> Result<u64, String> {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
+            .map_err(|e| format!("/proc/{pid}/status: {e}"))?;
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.split_whitespace().next()?.parse().ok())
+            .ok_or_else(|| "no VmRSS".to_string())
+    };
+    let open = |k: usize| -> Result<Vec<Tls>, String> {
+        (0..k)
+            .map(|_| {
+                let name = ServerName::try_from("site.test").map_err(|e| e.to_string())?;
+                let conn =
+                    ClientConnection::new(config.clone(), name).map_err(|e| e.to_string())?;
+                let tcp = TcpStream::connect(addr).map_err(|e| format!("connect {addr}: {e}"))?;
+                let mut tls = StreamOwned::new(conn, tcp);
+                request(&mut tls, "/index.html", false)?;
+                Ok(tls)
+            })
+            .collect()
+    };
+    // Enough to warm up with that the worker gives freed memory back (it does after 256
+    // connections have parked) before the first measure, as after the second.
+    let settle = std::time::Duration::from_millis(2500);
+    let warm = open(300)?;
+    std::thread::sleep(settle);
+    let before = rss_kib()?;
+    let conns = open(n)?;
+    std::thread::sleep(settle);
+    let after = rss_kib()?;
+    if let Ok(proxyctl) = std::env::var("KTLS_VM_PROXYCTL") {
+        let out = std::process::Command::new(&proxyctl)
+            .args(["--socket", "/tmp/admin.sock", "status", "--json"])
+            .output()
+            .map_err(|e| format!("{proxyctl}: {e}"))?;
+        let status = String::from_utf8_lossy(&out.stdout).replace([' ', '\n'], "");
+        let want = format!("\"idle_parked\":{},", n + warm.len());
+        if !status.contains(&want) {
+            return Err(format!("not all idle connections parked: {status}"));
+        }
+    }
+    println!(
+        "ok idle: {n} connections, {} bytes of the daemon's resident memory each \
+         ({before} → {after} KiB)",
+        after.saturating_sub(before) * 1024 / n as u64
+    );
+    drop((warm, conns));
     Ok(())
 }
 

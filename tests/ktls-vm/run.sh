@@ -5,7 +5,8 @@
 # an idle connection that parks (no task; the kernel keeps its keys) and serves again, and the
 # daemon's close_notify; then the same over HTTP/2 (ALPN h2: the daemon's GOAWAY and close_notify
 # after three streams, and a connection the client closes, whose close_notify the daemon must read
-# as the end, not as an I/O error); then checks that `proxyctl status` counts the connections on kTLS.
+# as the end, not as an I/O error); then checks that `proxyctl status` counts the connections on kTLS,
+# and measures the daemon's resident memory per idle (parked) kTLS connection.
 #
 # Not part of CI (it needs qemu and a kernel package, and takes a few minutes). Run as root on a
 # Debian machine:   bash tests/ktls-vm/run.sh
@@ -101,6 +102,7 @@ result=FAIL
 if modprobe tls; then
   echo "kernel $(uname -r): $(grep '^tls ' /proc/modules)"
   ./zerocopy-server --config /config.toml 2> /tmp/daemon.log &
+  daemon=$!
   i=0
   while [ ! -S /tmp/admin.sock ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i + 1)); done
   if KTLS_VM_PROXYCTL=/proxyctl /ktls-vm-fetch get 127.0.0.1:8443 /ca.pem /www /index.html /big.bin /index.html &&
@@ -117,9 +119,36 @@ if modprobe tls; then
           result=PASS
         fi ;;
     esac
+    # Memory per idle kTLS connection, all of them parked, on a fresh daemon that logs at
+    # the default level (debug lines would be part of what is measured).
+    if [ $result = PASS ]; then
+      kill -TERM "$daemon"
+      wait "$daemon"
+      sed 's/^level = "debug"$/level = "info"/' /config.toml > /tmp/quiet.toml
+      ./zerocopy-server --config /tmp/quiet.toml 2> /tmp/quiet.log &
+      daemon=$!
+      i=0
+      while [ ! -S /tmp/admin.sock ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i + 1)); done
+      echo "kernel TLS:"
+      if ! KTLS_VM_PROXYCTL=/proxyctl /ktls-vm-fetch idle 127.0.0.1:8443 /ca.pem 500 "$daemon"; then
+        result=FAIL
+      fi
+      # The same with rustls in userspace, for comparison.
+      kill -TERM "$daemon"
+      wait "$daemon"
+      sed 's/^ktls_enabled = true$/ktls_enabled = false/' /tmp/quiet.toml > /tmp/userspace.toml
+      ./zerocopy-server --config /tmp/userspace.toml 2> /tmp/userspace.log &
+      daemon=$!
+      i=0
+      while [ ! -S /tmp/admin.sock ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i + 1)); done
+      echo "userspace TLS, for comparison:"
+      if ! KTLS_VM_PROXYCTL=/proxyctl /ktls-vm-fetch idle 127.0.0.1:8443 /ca.pem 500 "$daemon"; then
+        result=FAIL
+      fi
+    fi
   fi
   echo "--- daemon log"
-  cat /tmp/daemon.log
+  tail -n 400 /tmp/daemon.log
   echo "---"
 else
   echo "cannot load the tls module"
