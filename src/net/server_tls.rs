@@ -78,6 +78,9 @@ pub struct ServerTls {
     peer_closed: bool,
     /// The socket ended (a read returned 0).
     eof: bool,
+    /// rustls has processed every byte received and has nothing for us: asking again before
+    /// more bytes arrive would find nothing (the request path asks often).
+    settled: bool,
     /// The name the client asked for (SNI), lower-case.
     sni: Option<Box<str>>,
 }
@@ -92,6 +95,7 @@ impl ServerTls {
             error: None,
             peer_closed: false,
             eof: false,
+            settled: false,
             sni: None,
         })
     }
@@ -142,6 +146,9 @@ impl ServerTls {
     fn pump(&mut self, mut write: Option<Outgoing<'_>>) -> Result<usize, rustls::Error> {
         if let Some(e) = &self.error {
             return Err((**e).clone());
+        }
+        if write.is_none() && self.settled {
+            return Ok(0);
         }
         let mut wrote = 0;
         loop {
@@ -265,6 +272,7 @@ impl ServerTls {
                 break;
             }
         }
+        self.settled = true;
         self.input.release_if_empty();
         self.plain.release_if_empty();
         self.output.release_if_empty();
@@ -341,7 +349,10 @@ impl TlsSession for ServerTls {
         let read = rd.read(self.input.room(MIN_READ));
         match read {
             Ok(0) => self.eof = true,
-            Ok(n) => self.input.end += n,
+            Ok(n) => {
+                self.input.end += n;
+                self.settled = false;
+            }
             Err(_) => {}
         }
         self.input.release_if_empty();
