@@ -17,10 +17,9 @@ use bytes::Bytes;
 use monoio::net::tcp::stream_poll::TcpStreamPoll;
 use monoio::net::TcpStream;
 use rustls::ClientConnection;
-
-use super::tls::TlsSession;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
+use super::tls::TlsSession;
 use super::upstream::UpstreamConn;
 use crate::error::{Error, ErrorKind};
 

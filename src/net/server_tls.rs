@@ -188,18 +188,11 @@ impl ServerTls {
                     }
                     got
                 }
-                Ok(ConnectionState::EncodeTlsData(mut encode)) => loop {
-                    match encode.encode(output.room(0)) {
-                        Ok(n) => {
-                            output.end += n;
-                            break Ok(());
-                        }
-                        Err(EncodeError::InsufficientSize(s)) => {
-                            output.room(s.required_size);
-                        }
-                        Err(EncodeError::AlreadyEncoded) => break Ok(()),
-                    }
-                },
+                Ok(ConnectionState::EncodeTlsData(mut encode)) => {
+                    // `AlreadyEncoded` cannot happen: each state is encoded once.
+                    let _ = output.fill(|room| encode.encode(room), encode_needs);
+                    Ok(())
+                }
                 // The records are in `output` already; the caller sends them.
                 Ok(ConnectionState::TransmitTlsData(transmit)) => {
                     transmit.done();
@@ -216,33 +209,16 @@ impl ServerTls {
                     done = true;
                     match write.take() {
                         None => Ok(()),
-                        Some(Outgoing::Data(data)) => loop {
-                            match traffic.encrypt(data, output.room(0)) {
-                                Ok(n) => {
-                                    output.end += n;
-                                    wrote = data.len();
-                                    break Ok(());
-                                }
-                                Err(EncryptError::InsufficientSize(s)) => {
-                                    output.room(s.required_size);
-                                }
-                                Err(EncryptError::EncryptExhausted) => {
-                                    break Err(rustls::Error::EncryptError);
-                                }
-                            }
-                        },
-                        Some(Outgoing::CloseNotify) => loop {
-                            match traffic.queue_close_notify(output.room(0)) {
-                                Ok(n) => {
-                                    output.end += n;
-                                    break Ok(());
-                                }
-                                Err(EncryptError::InsufficientSize(s)) => {
-                                    output.room(s.required_size);
-                                }
-                                Err(EncryptError::EncryptExhausted) => break Ok(()),
-                            }
-                        },
+                        Some(Outgoing::Data(data)) => output
+                            .fill(|room| traffic.encrypt(data, room), encrypt_needs)
+                            .map(|_| wrote = data.len())
+                            // The keys' limit (TLS 1.2; TLS 1.3 refreshes them).
+                            .map_err(|_| rustls::Error::EncryptError),
+                        Some(Outgoing::CloseNotify) => {
+                            let _ =
+                                output.fill(|room| traffic.queue_close_notify(room), encrypt_needs);
+                            Ok(())
+                        }
                     }
                 }
                 // Early data is never accepted (rustls's default, kept), so never offered.
@@ -307,22 +283,26 @@ impl ServerTls {
             let Ok(ConnectionState::EncodeTlsData(mut encode)) = state else {
                 break;
             };
-            loop {
-                match encode.encode(output.room(0)) {
-                    Ok(n) => {
-                        output.end += n;
-                        break;
-                    }
-                    Err(EncodeError::InsufficientSize(s)) => {
-                        output.room(s.required_size);
-                    }
-                    Err(EncodeError::AlreadyEncoded) => break,
-                }
-            }
+            let _ = output.fill(|room| encode.encode(room), encode_needs);
             input.discard(discard);
         }
         self.input.release_if_empty();
         self.output.release_if_empty();
+    }
+}
+
+/// The size rustls asks for when its records do not fit.
+fn encode_needs(e: &EncodeError) -> Option<usize> {
+    match e {
+        EncodeError::InsufficientSize(s) => Some(s.required_size),
+        _ => None,
+    }
+}
+
+fn encrypt_needs(e: &EncryptError) -> Option<usize> {
+    match e {
+        EncryptError::InsufficientSize(s) => Some(s.required_size),
+        _ => None,
     }
 }
 
@@ -483,6 +463,29 @@ impl<const SIZE: usize> Buf<SIZE> {
     /// Drops `n` bytes from the front, keeping the buffer (rustls's `discard`).
     fn discard(&mut self, n: usize) {
         self.start = (self.start + n).min(self.end);
+    }
+
+    /// Appends what `write` puts into the free space; when it does not fit, the buffer grows
+    /// to the size `needs` reads from the error, and `write` runs again.
+    fn fill<E>(
+        &mut self,
+        mut write: impl FnMut(&mut [u8]) -> Result<usize, E>,
+        needs: impl Fn(&E) -> Option<usize>,
+    ) -> Result<usize, E> {
+        loop {
+            match write(self.room(0)) {
+                Ok(n) => {
+                    self.end += n;
+                    return Ok(n);
+                }
+                Err(e) => match needs(&e) {
+                    Some(size) => {
+                        self.room(size);
+                    }
+                    None => return Err(e),
+                },
+            }
+        }
     }
 
     fn append(&mut self, bytes: &[u8]) {

@@ -244,37 +244,38 @@ fn files_proxy_and_pipelining_over_https(d: Driver) {
     assert_eq!(r.body, b"hello");
     let rep = report(&get(&mut w, "/api/x?y=1").to_response());
     assert_eq!(rep["target"], "/app/x?y=1");
-    // Two requests in one write: both answered, in order.
-    w.send(
-        b"GET /index.html HTTP/1.1\r\nHost: site.test\r\n\r\n\
-          GET /api/second HTTP/1.1\r\nHost: site.test\r\n\r\n",
-    );
-    assert_eq!(w.response(false).body, b"hello over tls\n");
-    assert_eq!(
-        report(&w.response(false).to_response())["target"],
-        "/app/second"
-    );
+    pipelined(&mut w, "/api/second");
     // Idle for several idle sweeps: the connection parks (its task goes; its session waits
     // in the parking table) and serves its next requests, pipelined too, with the same keys.
-    std::thread::sleep(std::time::Duration::from_millis(500));
-    let st = h.s.proxyctl_json(&["status"]);
-    assert_eq!(
-        (st["connections"].as_u64(), st["idle_parked"].as_u64()),
-        (Some(1), Some(1)),
-        "{st}"
-    );
+    wait_parked(&h.s, 1);
+    assert_eq!(h.s.proxyctl_json(&["status"])["connections"], 1);
     assert_eq!(get(&mut w, "/index.html").body, b"hello over tls\n");
-    std::thread::sleep(std::time::Duration::from_millis(500));
-    assert_eq!(h.s.proxyctl_json(&["status"])["idle_parked"], 1);
+    wait_parked(&h.s, 1);
+    pipelined(&mut w, "/api/third");
+}
+
+/// Two requests in one write, a file and `api` (proxied): both answered, in order.
+fn pipelined(w: &mut Wire<Tls>, api: &str) {
     w.send(
-        b"GET /index.html HTTP/1.1\r\nHost: site.test\r\n\r\n\
-          GET /api/third HTTP/1.1\r\nHost: site.test\r\n\r\n",
+        format!(
+            "GET /index.html HTTP/1.1\r\nHost: site.test\r\n\r\n\
+             GET {api} HTTP/1.1\r\nHost: site.test\r\n\r\n"
+        )
+        .as_bytes(),
     );
     assert_eq!(w.response(false).body, b"hello over tls\n");
-    assert_eq!(
-        report(&w.response(false).to_response())["target"],
-        "/app/third"
-    );
+    let target = api.replacen("/api/", "/app/", 1);
+    assert_eq!(report(&w.response(false).to_response())["target"], *target);
+}
+
+/// Waits (5 s at most) until `proxyctl status` counts `want` parked connections.
+fn wait_parked(s: &Server, want: u64) {
+    let waited = std::time::Instant::now();
+    let parked = || s.proxyctl_json(&["status"])["idle_parked"].as_u64();
+    while parked() != Some(want) && waited.elapsed() < Duration::from_secs(5) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(parked(), Some(want), "idle connections parked");
 }
 
 /// Over HTTPS a file body is read with `pread` and encrypted: on a slow disk (FUSE) those reads
@@ -346,12 +347,7 @@ fn a_drain_closes_parked_tls_connections_with_close_notify(d: Driver) {
             w
         })
         .collect();
-    let parked = || h.s.proxyctl_json(&["status"])["idle_parked"].as_u64();
-    let waited = std::time::Instant::now();
-    while parked() != Some(3) && waited.elapsed() < Duration::from_secs(5) {
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    assert_eq!(parked(), Some(3));
+    wait_parked(&h.s, 3);
     h.s.signal(libc::SIGTERM);
     assert_eq!(
         h.s.wait_exit(Duration::from_secs(5)),
@@ -597,21 +593,13 @@ fn idle_tls_connections_hold_little_memory(d: Driver) {
             })
             .collect()
     };
-    let parked = |want: u64| {
-        let waited = std::time::Instant::now();
-        let count = || h.s.proxyctl_json(&["status"])["idle_parked"].as_u64();
-        while count() != Some(want) && waited.elapsed() < Duration::from_secs(5) {
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        assert_eq!(count(), Some(want), "idle TLS connections parked");
-    };
     // Warm: the worker's buffers and tables are made.
     let mut warm = open(100);
-    parked(100);
+    wait_parked(&h.s, 100);
     let before = rss_kib(h.s.child.id());
     let n = 1000;
     let _idle = open(n);
-    parked(100 + n as u64);
+    wait_parked(&h.s, 100 + n as u64);
     let each = rss_kib(h.s.child.id()).saturating_sub(before) * 1024 / n as u64;
     assert!(
         each < 10_000,

@@ -148,18 +148,7 @@ fn get(addr: &str, ca: &str, root: &str, paths: &[String], h2: bool) -> Result<(
         // then serves the next request as before. With KTLS_VM_PROXYCTL, `proxyctl status`
         // must count it parked meanwhile.
         std::thread::sleep(std::time::Duration::from_millis(1000));
-        if let Ok(proxyctl) = std::env::var("KTLS_VM_PROXYCTL") {
-            let out = std::process::Command::new(&proxyctl)
-                .args(["--socket", "/tmp/admin.sock", "status", "--json"])
-                .output()
-                .map_err(|e| format!("{proxyctl}: {e}"))?;
-            let status = String::from_utf8_lossy(&out.stdout).replace([' ', '\n'], "");
-            if !status.contains("\"idle_parked\":1,") {
-                return Err(format!(
-                    "{version:?}: the idle connection did not park: {status}"
-                ));
-            }
-        }
+        check_parked(1).map_err(|e| format!("{version:?}: {e}"))?;
         let want = std::fs::read(Path::new(root).join(paths[0].trim_start_matches('/')))
             .map_err(|e| format!("{root}{}: {e}", paths[0]))?;
         if request(&mut tls, &paths[0], false)? != want {
@@ -183,6 +172,26 @@ fn get(addr: &str, ca: &str, root: &str, paths: &[String], h2: bool) -> Result<(
         );
     }
     Ok(())
+}
+
+/// With KTLS_VM_PROXYCTL (proxyctl's path), checks that `proxyctl status` counts `want` idle
+/// connections parked.
+fn check_parked(want: usize) -> Result<(), String> {
+    let Ok(proxyctl) = std::env::var("KTLS_VM_PROXYCTL") else {
+        return Ok(());
+    };
+    let out = std::process::Command::new(&proxyctl)
+        .args(["--socket", "/tmp/admin.sock", "status", "--json"])
+        .output()
+        .map_err(|e| format!("{proxyctl}: {e}"))?;
+    let status = String::from_utf8_lossy(&out.stdout).replace([' ', '\n'], "");
+    if status.contains(&format!("\"idle_parked\":{want},")) {
+        Ok(())
+    } else {
+        Err(format!(
+            "{want} idle connections should be parked: {status}"
+        ))
+    }
 }
 
 /// Resident memory per idle kTLS connection: the daemon keeps no TLS state of its own for them
@@ -228,17 +237,7 @@ fn idle(addr: &str, ca: &str, count: &str, pid: &str) -> Result<(), String> {
     let conns = open(n)?;
     std::thread::sleep(settle);
     let after = rss_kib()?;
-    if let Ok(proxyctl) = std::env::var("KTLS_VM_PROXYCTL") {
-        let out = std::process::Command::new(&proxyctl)
-            .args(["--socket", "/tmp/admin.sock", "status", "--json"])
-            .output()
-            .map_err(|e| format!("{proxyctl}: {e}"))?;
-        let status = String::from_utf8_lossy(&out.stdout).replace([' ', '\n'], "");
-        let want = format!("\"idle_parked\":{},", n + warm.len());
-        if !status.contains(&want) {
-            return Err(format!("not all idle connections parked: {status}"));
-        }
-    }
+    check_parked(n + warm.len())?;
     println!(
         "ok idle: {n} connections, {} bytes of the daemon's resident memory each \
          ({before} → {after} KiB)",

@@ -122,29 +122,21 @@ if modprobe tls; then
     # Memory per idle kTLS connection, all of them parked, on a fresh daemon that logs at
     # the default level (debug lines would be part of what is measured).
     if [ $result = PASS ]; then
-      kill -TERM "$daemon"
-      wait "$daemon"
-      sed 's/^level = "debug"$/level = "info"/' /config.toml > /tmp/quiet.toml
-      ./zerocopy-server --config /tmp/quiet.toml 2> /tmp/quiet.log &
-      daemon=$!
-      i=0
-      while [ ! -S /tmp/admin.sock ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i + 1)); done
-      echo "kernel TLS:"
-      if ! KTLS_VM_PROXYCTL=/proxyctl /ktls-vm-fetch idle 127.0.0.1:8443 /ca.pem 500 "$daemon"; then
-        result=FAIL
-      fi
+      sed 's/^level = "debug"$/level = "info"/' /config.toml > /tmp/kernel.toml
       # The same with rustls in userspace, for comparison.
-      kill -TERM "$daemon"
-      wait "$daemon"
-      sed 's/^ktls_enabled = true$/ktls_enabled = false/' /tmp/quiet.toml > /tmp/userspace.toml
-      ./zerocopy-server --config /tmp/userspace.toml 2> /tmp/userspace.log &
-      daemon=$!
-      i=0
-      while [ ! -S /tmp/admin.sock ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i + 1)); done
-      echo "userspace TLS, for comparison:"
-      if ! KTLS_VM_PROXYCTL=/proxyctl /ktls-vm-fetch idle 127.0.0.1:8443 /ca.pem 500 "$daemon"; then
-        result=FAIL
-      fi
+      sed 's/^ktls_enabled = true$/ktls_enabled = false/' /tmp/kernel.toml > /tmp/userspace.toml
+      for mode in kernel userspace; do
+        kill -TERM "$daemon"
+        wait "$daemon"
+        ./zerocopy-server --config /tmp/$mode.toml 2> /tmp/$mode.log &
+        daemon=$!
+        i=0
+        while [ ! -S /tmp/admin.sock ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i + 1)); done
+        echo "$mode TLS:"
+        if ! KTLS_VM_PROXYCTL=/proxyctl /ktls-vm-fetch idle 127.0.0.1:8443 /ca.pem 500 "$daemon"; then
+          result=FAIL
+        fi
+      done
     fi
   fi
   echo "--- daemon log"
